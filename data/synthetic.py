@@ -1,0 +1,149 @@
+"""Write synthetic token shards for smoke runs and tests: same format as FineWeb, learnable structure.
+
+    python data/synthetic.py                      # data/synthetic/: 1 val + 4 train shards, vocab 512
+    python data/synthetic.py --out DIR --seed 3 --vocab-size 50257 --train-shards 2
+
+The "language" is a sparse first-order Markov chain (each token has a few likely successors), and
+half of the documents end by repeating a span of themselves, so both a bigram model and attention
+(an induction head, within one document) can lower the loss far below ln(vocab). The last token
+of the vocabulary is the document separator, written before every document as GPT-2's
+<|endoftext|> (50256) is in FineWeb. The output is a pure function of the arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from data.shards import write_shard  # noqa: E402
+
+GENERATOR = "markov-copy-v1"
+# Probabilities of a token's successors, most likely first: entropy ~1.1 nats per token.
+SUCCESSOR_PROBS = np.array([0.55, 0.25, 0.13, 0.07])
+MAX_DOC_LEN = 1024
+COPY_FRACTION = 0.5  # share of documents that end by repeating a span of themselves
+
+
+def meta_for(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "generator": GENERATOR,
+        "seed": args.seed,
+        "vocab_size": args.vocab_size,
+        "eot_token": args.vocab_size - 1,
+        "val_tokens": args.val_tokens,
+        "train_shards": args.train_shards,
+        "shard_tokens": args.shard_tokens,
+    }
+
+
+def generate_documents(rng: np.random.Generator, vocab_size: int, n_tokens: int) -> np.ndarray:
+    """A stream of at least n_tokens tokens: documents, each preceded by the separator vocab_size - 1."""
+    eot = vocab_size - 1
+    n_content = vocab_size - 1
+    # The language: successors of each token, and a Zipf-like distribution of first tokens.
+    successors = rng.integers(0, n_content, size=(n_content, SUCCESSOR_PROBS.size))
+    cum_succ = np.cumsum(SUCCESSOR_PROBS)
+    first_weights = 1.0 / np.arange(1, n_content + 1)
+    first_cum = np.cumsum(first_weights / first_weights.sum())
+
+    pieces: list[np.ndarray] = []
+    total = 0
+    while total < n_tokens:
+        n_docs = 4096
+        lengths = np.clip(rng.lognormal(np.log(200), 0.8, n_docs).astype(np.int64), 8, MAX_DOC_LEN)
+        chains = np.empty((n_docs, MAX_DOC_LEN), dtype=np.int64)
+        chains[:, 0] = np.searchsorted(first_cum, rng.random(n_docs))
+        for t in range(1, MAX_DOC_LEN):  # vectorised over documents: one column at a time
+            choice = np.searchsorted(cum_succ, rng.random(n_docs) * cum_succ[-1])
+            chains[:, t] = successors[chains[:, t - 1], choice]
+        copies = rng.random(n_docs) < COPY_FRACTION
+        for i in range(n_docs):
+            body = chains[i, : lengths[i]]
+            doc = [np.array([eot]), body]
+            if copies[i]:
+                start = rng.integers(0, lengths[i] // 2)
+                doc.append(body[start : start + lengths[i] // 2])
+            piece = np.concatenate(doc)
+            pieces.append(piece)
+            total += piece.size
+            if total >= n_tokens:
+                break
+    return np.concatenate(pieces).astype(np.uint16)
+
+
+def shard_plan(out: Path, args: argparse.Namespace) -> list[tuple[Path, int]]:
+    """(path, tokens) of every shard, val first, in the FineWeb naming scheme."""
+    plan = [(out / "synthetic_val_000000.bin", args.val_tokens)]
+    plan += [(out / f"synthetic_train_{i:06d}.bin", args.shard_tokens) for i in range(1, args.train_shards + 1)]
+    return plan
+
+
+def write_synthetic(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    meta = meta_for(args)
+    meta_path = out / "meta.json"
+    plan = shard_plan(out, args)
+    if meta_path.is_file() and not args.force:
+        try:
+            existing = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            existing = None
+        if existing == meta and all(p.is_file() for p, _ in plan):
+            print(f"synthetic shards already in {out} (seed {args.seed}, vocab {args.vocab_size}); nothing to do")
+            return 0
+        if existing is not None and existing != meta:
+            print(
+                f"error: {out} already holds synthetic shards made with other settings ({meta_path}: {existing}). "
+                f"Pass --force to replace them, or choose another --out folder.",
+                file=sys.stderr,
+            )
+            return 2
+    rng = np.random.default_rng(args.seed)
+    stream = generate_documents(rng, args.vocab_size, sum(n for _, n in plan))
+    meta_path.unlink(missing_ok=True)  # the folder is incomplete until meta.json is written again
+    offset = 0
+    for path, n in plan:
+        write_shard(path, stream[offset : offset + n])
+        offset += n
+        print(f"wrote {path} ({n:,} tokens)")
+    out.mkdir(parents=True, exist_ok=True)
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"synthetic data ready in {out}: vocab {args.vocab_size}, separator token {args.vocab_size - 1}")
+    return 0
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="data/synthetic", help="output folder (default: data/synthetic)")
+    parser.add_argument("--seed", type=int, default=0, help="the output is a pure function of the seed (default 0)")
+    parser.add_argument("--vocab-size", type=int, default=512, help="tokens are < this; the last one separates documents")
+    parser.add_argument("--train-shards", type=positive, default=4, help="number of train shards (default 4)")
+    parser.add_argument("--shard-tokens", type=positive, default=2**21, help="tokens per train shard (default 2097152)")
+    parser.add_argument("--val-tokens", type=positive, default=2**20, help="tokens in the val shard (default 1048576)")
+    parser.add_argument("--force", action="store_true", help="overwrite shards made with other settings")
+    args = parser.parse_args(argv)
+    if not 3 <= args.vocab_size <= 2**16:
+        parser.error(f"--vocab-size must be between 3 and 65536 (tokens are uint16), got {args.vocab_size}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    return write_synthetic(parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
