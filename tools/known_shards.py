@@ -8,6 +8,7 @@ dataset repository (the Hub stores each LFS file's sha256 beside it, so nothing 
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from pathlib import Path
@@ -69,3 +70,18 @@ def fetch_shard_hashes(repo_id: str = DEFAULT_REPO, api: _HubApi | None = None) 
 def write_table(hashes: dict[str, str], repo_id: str, path: Path = DEFAULT_TABLE) -> None:
     doc = {"source": f"huggingface.co/datasets/{repo_id} LFS metadata", "shards": dict(sorted(hashes.items()))}
     path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+
+
+# --- command line: python -m tools known-shards ---------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repo", default=DEFAULT_REPO, help=f"Hub dataset repository of the shards (default {DEFAULT_REPO})")
+    p.add_argument("--out", type=Path, default=DEFAULT_TABLE, help="the table to write (default tools/known_shards.json)")
+
+
+def run(args: argparse.Namespace) -> int:
+    hashes = fetch_shard_hashes(args.repo)
+    write_table(hashes, args.repo, args.out)
+    print(f"wrote {len(hashes)} shard hashes from {args.repo} to {args.out}")
+    return 0

@@ -21,10 +21,12 @@ Forms accepted, newest first:
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -394,3 +396,31 @@ def _read_metrics(log: ParsedLog, text: str, start: int) -> None:
     peak = _PEAK_MEMORY_RE.search(text, start)
     if peak:
         log.peak_memory_mib = int(peak.group(1))
+
+
+# --- command line: python -m tools parse ------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("logs", nargs="+", metavar="LOG", type=Path, help="record log files (.txt)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+
+
+def run(args: argparse.Namespace) -> int:
+    logs = [parse_log(p) for p in args.logs]
+    if args.json:
+        for log in logs:
+            sys.stdout.write(json.dumps(log.to_json()) + "\n")
+        return 0
+    header = f"{'log':<60} {'steps':>11} {'val loss':>8} {'time':>10} {'gpus':<28} issues"
+    print(header)
+    print("-" * len(header))
+    for log in logs:
+        steps = f"{log.final_step}/{log.total_steps}" if log.final_step is not None else "—"
+        loss = f"{log.final_val_loss:.4f}" if log.final_val_loss is not None else "—"
+        t = log.train_time_ms
+        time_s = f"{t / 1000:.3f} s" if t is not None and math.isfinite(t) else "—"
+        gpus = f"{log.num_gpus}× {log.gpu_name}" if log.gpu_name else log.nvidia_smi
+        issues = "; ".join(log.structure_issues) or "-"
+        print(f"{log.path[-60:]:<60} {steps:>11} {loss:>8} {time_s:>10} {gpus[:28]:<28} {issues}")
+    return 0

@@ -7,9 +7,11 @@ class is the fastest *valid* one dated earlier (ties in date: earlier folder nam
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
+import sys
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -252,3 +254,24 @@ def _smoke_summary(v: Verdict) -> str:
             f"{_fmt(None if t is None else t / 1000, '.1f', ' s')} timed"
         )
     return f"valid smoke run (not a record): {v.record.name}: " + "; ".join(parts)
+
+
+# --- command line: python -m tools verify ---------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "paths", nargs="+", metavar="RECORD", type=Path,
+        help="record folders (records/<track>/<date>_<name>/), a track or records folder, or single log files",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per record instead of a table")
+    p.add_argument(
+        "--track", choices=sorted(TRACKS),
+        help="the track to judge against (default: read from the path, records/<track>/...)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    verdicts = verify_paths(args.paths, args.track)
+    sys.stdout.write(format_json(verdicts) if args.json else format_text(verdicts))
+    return 0 if all(v.valid for v in verdicts) else 1
