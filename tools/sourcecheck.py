@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 
 _INDUCTOR = "torch._inductor.config"
 _FORBIDDEN_COMPILE_KWARGS = ("mode", "options")
@@ -28,7 +29,9 @@ def find_compile_flags(source: str) -> list[tuple[int, str]]:
     if not source.strip():
         return []
     try:
-        tree = ast.parse(source)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # old code has invalid escapes ('\\s'): not our concern here
+            tree = ast.parse(source)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return _regex_scan(source)
     return _AstScan(source).run(tree)

@@ -244,7 +244,7 @@ def format_text(verdicts: Sequence[Verdict]) -> str:
 
 def _smoke_summary(v: Verdict) -> str:
     if not v.valid:
-        return f"smoke run FAILED ({', '.join(v.failed_rules)}): {v.record.name}"
+        return f"smoke run FAILED ({', '.join(v.failed_rules)}): {v.record.path}"
     parts = []
     for r in v.runs:
         c = r.log.val_curve
@@ -253,7 +253,7 @@ def _smoke_summary(v: Verdict) -> str:
             f"val loss {c[0].val_loss:.4f} -> {c[-1].val_loss:.4f} in {c[-1].step} steps, "
             f"{_fmt(None if t is None else t / 1000, '.1f', ' s')} timed"
         )
-    return f"valid smoke run (not a record): {v.record.name}: " + "; ".join(parts)
+    return f"valid smoke run (not a record): {v.record.path}: " + "; ".join(parts)
 
 
 # --- command line: python -m tools verify ---------------------------------------------------
