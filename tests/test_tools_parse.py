@@ -124,3 +124,8 @@ def test_parse_cli_table_and_missing_file(tmp_path: Path, capsys: pytest.Capture
     assert main(["parse", str(tmp_path / "nope.txt")]) == 2
     err = capsys.readouterr().err
     assert "nope.txt" in err and "no such file" in err
+
+
+def test_config_with_nan_is_not_json() -> None:
+    log = parse_bytes(_log("step:1/1 val_loss:3.2 train_time:5ms step_avg:5.00ms\n", env='config: {"lr": NaN}'))
+    assert log.config is None and "NaN is not JSON" in (log.config_error or "")

@@ -116,18 +116,20 @@ def _row(r: Row) -> str:
     return f'<tr class="{cls}" data-record="{_e(v.record.name)}">' + "".join(cells) + "</tr>"
 
 
-def render(tables: dict[str, list[Table]], files: dict[str, bytes]) -> str:
+def render(tables: dict[str, list[Table]], files: dict[str, bytes], rules_link: str | None) -> str:
     from tools.leaderboard import GENERATED_NOTE
+
+    rules = f'<a href="{_e(rules_link)}">records/README.md</a>' if rules_link else "records/README.md"
 
     body = [
         "<h1>Speedrun leaderboard</h1>",
-        f'<p class="note">{_e(GENERATED_NOTE.replace("`", ""))} Click a column header to sort.</p>',
+        f'<p class="note">{_e(GENERATED_NOTE.replace("`", ""))} Rules: {rules}. Click a column header to sort.</p>',
     ]
     for track_name, track_tables in tables.items():
         track = TRACKS[track_name]
         body.append(f'<section id="{_e(track.name)}"><h2>{_e(track.name)}: {_e(track.description)}</h2>')
         if not track_tables:
-            body.append('<p class="empty">No records yet. See records/README.md for how to submit one.</p></section>')
+            body.append(f'<p class="empty">No records yet. See {rules} for the rules and how to submit one.</p></section>')
             continue
         time_plot = f"plots/{track.name}-record-time.svg"
         if time_plot in files:

@@ -142,9 +142,11 @@ def build(records_root: Path, out_dir: Path, known_shards: dict[str, str] | None
             for r in t.rows:
                 files[r.plot] = plots.val_curves(f"{r.verdict.record.name}: val loss of every run",
                                                  track.target_val_loss, [r.verdict], per_run=True)
-    files["README.md"] = render_markdown(tables, files).encode("utf-8")
+    rules = records_root / "README.md"
+    rules_link = _rel(rules, out_dir) if rules.is_file() else None
+    files["README.md"] = render_markdown(tables, files, rules_link).encode("utf-8")
     files["leaderboard.csv"] = render_csv(tables).encode("utf-8")
-    files["index.html"] = html_page.render(tables, files).encode("utf-8")
+    files["index.html"] = html_page.render(tables, files, rules_link).encode("utf-8")
     return dict(sorted(files.items()))
 
 
@@ -167,17 +169,18 @@ def fmt_time(seconds: float | None) -> str:
     return f"{seconds:.1f} s" if seconds < 600 else f"{seconds / 60:.2f} min"
 
 
-def render_markdown(tables: dict[str, list[Table]], files: dict[str, bytes]) -> str:
+def render_markdown(tables: dict[str, list[Table]], files: dict[str, bytes], rules_link: str | None) -> str:
+    rules = f"[records/README.md]({rules_link})" if rules_link else "records/README.md"
     out = ["# Leaderboard", "", GENERATED_NOTE, "",
            "Times are the mean `train_time` of a record's runs; a record must reach the track's target in mean "
-           "val loss with p < 0.01 over at least 3 runs (rules: [records/README.md](../records/README.md)). "
+           f"val loss with p < 0.01 over at least 3 runs (rules: {rules}). "
            "Hardware classes are read from nvidia-smi in the logs and never mixed: "
            f"{OFFICIAL_CLASS.label} is the official class.", ""]
     for track_name, track_tables in tables.items():
         track = TRACKS[track_name]
         out += [f"## {track.name}: {track.description}", ""]
         if not track_tables:
-            out += ["No records yet. Be the first: see [records/README.md](../records/README.md) for how to submit.", ""]
+            out += [f"No records yet. Be the first: see {rules} for how to submit.", ""]
             continue
         time_plot = f"plots/{track.name}-record-time.svg"
         if time_plot in files:

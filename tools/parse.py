@@ -332,11 +332,15 @@ def _read_environment(log: ParsedLog, env: list[str]) -> None:
                 log.gpu_names.append(" ".join(m.group(2).split()))
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _read_json_object(text: str, what: str, previous: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str | None]:
     if previous is not None:
         return previous, f"more than one '{what}:' line; the first one is used"
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as e:
         return None, f"the '{what}:' line is not valid JSON ({type(e).__name__}: {str(e)[:120]})"
     if not isinstance(value, dict):
