@@ -211,6 +211,8 @@ def _sha256(data: bytes) -> str:
 
 def read_log_bytes(path: Path, max_bytes: int) -> tuple[bytes, int]:
     """The first ``max_bytes + 1`` bytes of the file and its size; ``ValueError`` if it cannot be read."""
+    if path.is_symlink():  # a record holds its logs; a link could point anywhere on the machine
+        raise ValueError(f"{path}: a symbolic link, not a log file; copy the log itself into the record folder")
     if not path.exists():
         raise ValueError(f"{path}: no such file; give the path of a log (.txt) or a record folder")
     if not path.is_file():

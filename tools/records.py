@@ -86,7 +86,8 @@ def resolve_track(path: Path, track: str | None) -> Track:
 
 
 def _logs_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix == LOG_SUFFIX and p.is_file())
+    # Symbolic links are kept so that the parser can reject them by name (never follow them).
+    return sorted(p for p in folder.iterdir() if p.suffix == LOG_SUFFIX and (p.is_file() or p.is_symlink()))
 
 
 def _date_of(name: str) -> str | None:
