@@ -253,21 +253,21 @@ def parse_bytes(raw: bytes, path: str = "<bytes>", size: int | None = None, max_
         log.structure_issues.append(f"not UTF-8: invalid byte 0x{raw[e.start]:02x} at offset {e.start}")
         text = raw.decode("utf-8", errors="replace")
 
-    seps = list(_SEPARATOR_RE.finditer(text))
+    seps = _separators(text)
     log.has_separator = bool(seps)
     metrics_from = 0
     if seps:
-        _read_source(log, text[: seps[0].start()])
+        _read_source(log, text[: seps[0][0]])
         env = _find_environment(text, seps)
         if env is None:
             log.structure_issues.append(
                 "no environment block (no 'Running PyTorch', nvidia-smi or config line after the first separator)"
             )
-            metrics_from = seps[0].end()
+            metrics_from = seps[0][1]
         else:
             start, end = env
             log.has_environment = True
-            extra = _SEPARATOR_RE.sub("", text[seps[0].end() : start])
+            extra = _SEPARATOR_RE.sub("", text[seps[0][1] : start])
             log.extra_code = extra.strip("\r\n")
             _read_environment(log, text[start:end].split("\n"))
             metrics_from = start
@@ -283,6 +283,20 @@ def parse_bytes(raw: bytes, path: str = "<bytes>", size: int | None = None, max_
     if not len(log.metrics):
         log.structure_issues.append("no metric lines (step:N/M ... train_time:...ms)")
     return log
+
+
+def _separators(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every separator line; str.find is ~10x faster than a multiline regex here."""
+    out = []
+    i = text.find(SEPARATOR)
+    while i >= 0:
+        end = i + len(SEPARATOR)
+        at_line_start = i == 0 or text[i - 1] == "\n"
+        rest = text[end : end + 2]
+        if at_line_start and (rest == "" or rest[0] == "\n" or rest == "\r\n" or (rest == "\r" and end + 1 == len(text))):
+            out.append((i, end))
+        i = text.find(SEPARATOR, end)
+    return out
 
 
 def _read_source(log: ParsedLog, section: str) -> None:
@@ -301,10 +315,10 @@ def _read_source(log: ParsedLog, section: str) -> None:
 _ENV_LINE_RE = re.compile(r"^(?:Running Python|Running [Pp]y[Tt]orch|config: |data: |nvidia-smi|\| NVIDIA-SMI)", re.M)
 
 
-def _find_environment(text: str, seps: list[re.Match[str]]) -> tuple[int, int] | None:
+def _find_environment(text: str, seps: list[tuple[int, int]]) -> tuple[int, int] | None:
     """Character range of the environment block: the first section after the source with an environment line."""
-    bounds = [m.end() for m in seps]
-    ends = [m.start() for m in seps[1:]] + [len(text)]
+    bounds = [end for _, end in seps]
+    ends = [start for start, _ in seps[1:]] + [len(text)]
     for a, b in zip(bounds, ends, strict=True):
         if _ENV_LINE_RE.search(text, a, b):
             return a, b
@@ -362,12 +376,16 @@ def _read_metrics(log: ParsedLog, text: str, start: int) -> None:
     if rows:
         log.metrics_form = "speedrun"
         step, total, kind, loss, tt, ttu, sa, sau = zip(*rows, strict=True)
+        n = len(rows)
+        # Columns of strings become arrays through fromiter/map: numpy string arrays cost 5x more.
         time_ms = np.array(tt, dtype=np.float64)
-        time_ms[np.array(ttu) == "s"] *= 1000.0
-        has_sa = np.array(sa) != ""
+        if "s" in ttu:
+            time_ms[np.fromiter(map("s".__eq__, ttu), bool, n)] *= 1000.0
+        has_sa = np.fromiter(map(bool, sa), bool, n)
         step_avg = np.array([x or "nan" for x in sa], dtype=np.float64)
-        step_avg[np.array(sau) == "s"] *= 1000.0
-        is_val = np.array(kind) == "val_loss"
+        if "s" in sau:
+            step_avg[np.fromiter(map("s".__eq__, sau), bool, n)] *= 1000.0
+        is_val = np.fromiter(map("val_loss".__eq__, kind), bool, n)
         log.metrics = Metrics(
             step=np.array(step, dtype=np.int64),
             total=np.array(total, dtype=np.int64),
@@ -399,7 +417,7 @@ def _read_metrics(log: ParsedLog, text: str, start: int) -> None:
             )
             for i in np.flatnonzero(is_val):
                 log.val_curve.append(ValPoint(int(log.metrics.step[i]), float(log.metrics.loss[i]), None))
-    peak = _PEAK_MEMORY_RE.search(text, start)
+    peak = _PEAK_MEMORY_RE.search(text, max(start, len(text) - 65536))  # written once, at the end
     if peak:
         log.peak_memory_mib = int(peak.group(1))
 
