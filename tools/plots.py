@@ -104,7 +104,7 @@ def val_curves(title: str, target: float | None, verdicts: Sequence[Verdict], pe
             ax.set_xscale("log")
         ax.set_xlabel("training time (s, log scale)" if not per_run else "training time (s)")
         ax.set_ylabel("val loss")
-        ax.set_title(title)
+        ax.set_title(title if per_run or n <= 12 else f"{title}\ncolour: oldest (dark) to newest (yellow) record")
         ax.legend(fontsize=6, loc="upper right")
         return _to_svg(fig)
 

@@ -197,8 +197,12 @@ def infer_k(log: ParsedLog) -> int | None:
     if isinstance(k_cfg, int) and not isinstance(k_cfg, bool) and k_cfg >= 0:
         return k_cfg
     m = log.metrics
+    if not len(m):
+        return None
+    # The second half of the run: there step - k is large, so the rounding of the printed numbers
+    # moves the estimate of k by far less than one step.
     ok = m.has_step_avg & np.isfinite(m.step_avg_ms) & (m.step_avg_ms > 0) & np.isfinite(m.train_time_ms)
-    ok &= m.step >= m.step.max() / 2 if len(m) else ok
+    ok &= m.step >= m.step.max() / 2
     if not ok.any():
         return None
     k_est = m.step[ok] - m.train_time_ms[ok] / m.step_avg_ms[ok]
