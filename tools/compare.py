@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,11 @@ def compare(a: Verdict, b: Verdict) -> dict[str, Any]:
         }
 
     def test(r: stats.WelchResult | None) -> dict[str, Any] | None:
-        return None if r is None else {"t": _finite(r.statistic), "p_value": _finite(r.p_value), "difference": r.mean_b - r.mean_a}
+        return None if r is None else {
+            "t": stats.finite_or_none(r.statistic),
+            "p_value": stats.finite_or_none(r.p_value),
+            "difference": r.mean_b - r.mean_a,
+        }
 
     warnings = []
     if a.hardware != b.hardware:
@@ -45,10 +48,6 @@ def compare(a: Verdict, b: Verdict) -> dict[str, Any]:
     if a.record.track != b.record.track:
         warnings.append("different tracks")
     return {"a": side(a), "b": side(b), "welch_time": test(t), "welch_val_loss": test(loss), "warnings": warnings}
-
-
-def _finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None
 
 
 def format_text(result: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tools import html as html_page
-from tools import plots
+from tools import plots, stats
 from tools.records import discover
 from tools.tracks import OFFICIAL_CLASS, TRACKS, Track
 from tools.verify import Verdict, verify_records
@@ -68,8 +68,6 @@ class Row:
 
     @property
     def std_time_s(self) -> float | None:
-        from tools import stats
-
         s = stats.std(self.verdict.times_ms)
         return None if s is None else s / 1000
 

@@ -91,11 +91,12 @@ class Metrics:
 
     def describe(self, row: int) -> str:
         """One metric line, rebuilt from its fields, for evidence."""
-        kind = "val_loss" if self.is_val[row] else "train"
         total = f"/{self.total[row]}" if self.total[row] >= 0 else ""
         parts = [f"step:{self.step[row]}{total}"]
-        if not math.isnan(self.loss[row]) or self.is_val[row]:
-            parts.append(f"{'val_loss' if kind == 'val_loss' else 'train_loss'}:{self.loss[row]:.4f}")
+        if self.is_val[row]:
+            parts.append(f"val_loss:{self.loss[row]:.4f}")
+        elif not math.isnan(self.loss[row]):
+            parts.append(f"train_loss:{self.loss[row]:.4f}")
         if not math.isnan(self.train_time_ms[row]):
             parts.append(f"train_time:{self.train_time_ms[row]:.0f}ms")
         if self.has_step_avg[row]:

@@ -13,6 +13,8 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from tools.tracks import OFFICIAL_CLASS
+
 if TYPE_CHECKING:
     from tools.verify import Verdict
 
@@ -124,6 +126,4 @@ def _minutes(v: Verdict) -> float:
 
 
 def _class_order(label: str) -> tuple[int, str]:
-    from tools.tracks import OFFICIAL_CLASS
-
     return (0 if label == OFFICIAL_CLASS.label else 1, label)

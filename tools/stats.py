@@ -8,6 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 
+def finite_or_none(x: float | None) -> float | None:
+    """``x`` if it is a finite number, else None (JSON has no NaN)."""
+    return x if x is not None and math.isfinite(x) else None
+
+
 def mean(xs: Sequence[float]) -> float | None:
     return math.fsum(xs) / len(xs) if xs else None
 

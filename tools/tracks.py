@@ -22,12 +22,6 @@ class HardwareClass:
     def label(self) -> str:
         return f"{self.count}× {self.model}"
 
-    @property
-    def slug(self) -> str:
-        """A file-name-safe form, e.g. ``8x-nvidia-h100-80gb-hbm3``."""
-        chars = [c if c.isalnum() else "-" for c in f"{self.count}x {self.model}".lower()]
-        return "-".join(part for part in "".join(chars).split("-") if part)
-
     @classmethod
     def from_label(cls, text: str) -> HardwareClass:
         """Read ``"8× NVIDIA H100 80GB HBM3"`` or ``"8x NVIDIA H100 80GB HBM3"``."""

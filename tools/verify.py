@@ -87,17 +87,13 @@ class Verdict:
             "is_new_record": self.is_new_record,
             "previous_record": self.previous.record.name if self.previous else None,
             "runs": len(self.runs),
-            "mean_val_loss": _finite(self.mean_val_loss),
-            "p_value": _finite(self.p_value),
-            "mean_train_time_ms": _finite(self.mean_train_time_ms),
+            "mean_val_loss": stats.finite_or_none(self.mean_val_loss),
+            "p_value": stats.finite_or_none(self.p_value),
+            "mean_train_time_ms": stats.finite_or_none(self.mean_train_time_ms),
             "failures": [f.to_json() for f in self.failures],
             "not_applicable": self.not_applicable,
             "logs": [r.file for r in self.runs],
         }
-
-
-def _finite(x: float | None) -> float | None:
-    return x if x is not None and math.isfinite(x) else None
 
 
 def _rule_order(rule: str) -> int:
