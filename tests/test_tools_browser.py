@@ -19,6 +19,8 @@ from logfactory import H100, write_record
 
 from tools.leaderboard import build, write
 
+pytestmark = pytest.mark.slow  # launches chromium
+
 CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",

@@ -17,6 +17,7 @@ VERIFY_KEYS = {"record", "valid", "is_new_record", "runs", "mean_val_loss", "p_v
                "failures", "not_applicable"}
 
 
+@pytest.mark.slow  # launches a Python process
 def test_import_tools_does_not_import_torch_or_heavy_libraries() -> None:
     code = (
         "import sys, tools, tools.cli, tools.verify, tools.leaderboard, tools.compare, tools.check\n"
@@ -34,6 +35,7 @@ def test_help_for_every_command(command: str, capsys: pytest.CaptureFixture[str]
     assert "usage: python -m tools " + command in capsys.readouterr().out
 
 
+@pytest.mark.slow  # launches a Python process
 def test_python_dash_m_tools_help() -> None:
     out = subprocess.run([sys.executable, "-m", "tools", "--help"], cwd=REPO_ROOT, capture_output=True, text=True)
     assert out.returncode == 0 and all(c.name in out.stdout for c in COMMANDS)

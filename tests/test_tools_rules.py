@@ -211,6 +211,13 @@ def test_config_failures(records: Path, change: dict[str, object], evidence: str
     assert len(found) == 3 and all(evidence in f for f in found)
 
 
+def test_config_must_agree_across_runs(records: Path) -> None:
+    folder = write_record(records, "2026-08-01_Mixed", runs=3)
+    write_log(folder, LogSpec(seed=40, config={"val_loss_every": 10, "data_path": "/elsewhere/fineweb10B"}))
+    found = failures(verdict_of(folder), "config")
+    assert len(found) == 1 and found[0].endswith("in val_loss_every")  # data_path may differ, the recipe not
+
+
 def test_config_missing_line_and_keys(records: Path) -> None:
     folder = write_record(records, "2026-08-01_NoCfg", runs=2)
     write_log(folder, LogSpec(seed=5, include_config=False))

@@ -377,8 +377,9 @@ def rule_config(ctx: Context) -> RuleResult:
         for problem in _config_problems(run.log, ctx):
             out.append(Failure("config", run.file, problem))
     if track.is_record_track and not out:
-        # Everything but the per-run identity must agree: one record, one recipe.
-        per_run = {run.file: _without(run.log.config or {}, ("seed", "run_id")) for run in ctx.runs}
+        # Everything but the per-run identity (and where the shards sit on disk; `data` compares their
+        # hashes) must agree: one record, one recipe.
+        per_run = {run.file: _without(run.log.config or {}, ("seed", "run_id", "data_path")) for run in ctx.runs}
         first_file, first = next(iter(per_run.items()))
         for f, cfg in per_run.items():
             if cfg != first:
