@@ -120,7 +120,8 @@ class Context:
         return self.record.layout == "harness" or any(r.log.uses_harness_format for r in self.runs)
 
     @property
-    def readme(self) -> str:
+    def record_file(self) -> str:
+        """Where record-level failures point: the README of a record folder, else the record path."""
         return str(self.record.path / README) if self.record.layout == "harness" else str(self.record.path)
 
     def finals(self) -> list[float]:
@@ -137,9 +138,9 @@ Rule = Callable[[Context], RuleResult]
 def rule_structure(ctx: Context) -> RuleResult:
     out: list[Failure] = []
     for err in ctx.record.meta_errors:
-        out.append(Failure("structure", ctx.readme, err))
+        out.append(Failure("structure", ctx.record_file, err))
     if ctx.record.layout == "harness" and ctx.record.meta is None and not ctx.record.meta_errors:
-        out.append(Failure("structure", ctx.readme, f"{README} front matter is missing"))
+        out.append(Failure("structure", ctx.record_file, f"{README} front matter is missing"))
     if not ctx.runs:
         out.append(Failure("structure", str(ctx.record.path), "no run logs (*.txt) in the record folder"))
     for run in ctx.runs:
@@ -495,7 +496,7 @@ def rule_target(ctx: Context) -> RuleResult:
         return NOT_APPLICABLE
     target = track.target_val_loss
     finals = ctx.finals()
-    where = ctx.readme
+    where = ctx.record_file
     if not finals:
         return [Failure("target", where, "no run reports a final val loss")]
     bad = [r for r in ctx.runs if r.log.final_val_loss is not None and not math.isfinite(r.log.final_val_loss)]
