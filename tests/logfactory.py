@@ -1,0 +1,206 @@
+"""Build record logs and record folders in this repository's format (docs/log-format.md), for tests.
+
+Until train_gpt.py lands, this is how the tools' tests get logs of our own form: source section,
+``=``*100, environment block (Python/PyTorch lines, nvidia-smi table, ``config:`` and ``data:`` JSON),
+``=``*100, metric lines. Every field can be changed so a test can break exactly one rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SEP = "=" * 100
+H100 = "NVIDIA H100 80GB HBM3"
+DEFAULT_SOURCE = '''"""train_gpt.py stand-in for tests."""
+import torch
+
+model = torch.compile(torch.nn.Linear(4, 4), dynamic=False)
+print("training")
+'''
+
+
+def shard(name: str, split: str, tokens: int = 100_000_000) -> dict[str, Any]:
+    return {"name": name, "split": split, "tokens": tokens, "sha256": hashlib.sha256(name.encode()).hexdigest()}
+
+
+DEFAULT_SHARDS = [shard("fineweb_val_000000.bin", "val")] + [
+    shard(f"fineweb_train_{i:06d}.bin", "train") for i in range(1, 9)
+]
+PRESET_OF = {"track_1_short": "short", "track_2_medium": "medium", "smoke": "smoke"}
+TARGET_OF = {"track_1_short": 3.28, "track_2_medium": 2.92, "smoke": None}
+
+
+def nvidia_smi(num_gpus: int, gpu: str = H100) -> str:
+    rows = []
+    for i in range(num_gpus):
+        rows += [
+            f"|   {i}  {gpu:<28}  On  |   00000000:{0x18 + i:02X}:00.0 Off |                    0 |",
+            "| N/A   30C    P0            116W /  700W |    1183MiB /  81559MiB |      0%      Default |",
+            "|                                         |                        |             Disabled |",
+            "+-----------------------------------------+------------------------+----------------------+",
+        ]
+    return "\n".join([
+        "Sat Jan 10 23:36:12 2026       ",
+        "+-----------------------------------------------------------------------------------------+",
+        "| NVIDIA-SMI 580.159.04             Driver Version: 580.159.04     CUDA Version: 13.0     |",
+        "|-----------------------------------------+------------------------+----------------------+",
+        "| GPU  Name                 Persistence-M | Bus-Id          Disp.A | Volatile Uncorr. ECC |",
+        "| Fan  Temp   Perf          Pwr:Usage/Cap |           Memory-Usage | GPU-Util  Compute M. |",
+        "|                                         |                        |               MIG M. |",
+        "|=========================================+========================+======================|",
+        *rows,
+        "",
+        "+-----------------------------------------------------------------------------------------+",
+        "| Processes:                                                                              |",
+        "|  GPU   GI   CI              PID   Type   Process name                        GPU Memory |",
+        "|=========================================================================================|",
+        "+-----------------------------------------------------------------------------------------+",
+    ])
+
+
+@dataclass
+class LogSpec:
+    """Everything a test may change about one run's log."""
+
+    track: str = "track_1_short"
+    seed: int = 0
+    run_id: str = ""
+    source: str = DEFAULT_SOURCE
+    num_gpus: int = 8
+    gpu: str = H100
+    smi: bool = True  # False: "nvidia-smi: not available"
+    total_steps: int = 100
+    val_every: int = 25
+    start_loss: float = 10.83
+    final_loss: float = 3.27
+    step_ms: float = 57.0
+    k: int = 0  # untimed warm-up steps in step_avg = train_time / (step - k)
+    stop_at: int | None = None  # stop the log early (an incomplete run)
+    config: dict[str, Any] = field(default_factory=dict)  # keys to override in the config line
+    drop_config_keys: tuple[str, ...] = ()
+    shards: list[dict[str, Any]] | None = None
+    include_config: bool = True
+    include_data: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.run_id:
+            self.run_id = str(uuid.UUID(int=random.Random(f"{self.seed}-{self.track}").getrandbits(128)))
+
+
+def config_for(spec: LogSpec) -> dict[str, Any]:
+    ws = spec.num_gpus if spec.smi else 1
+    smoke = spec.track == "smoke"
+    cfg: dict[str, Any] = {
+        "train_seq_len": 2048 if smoke else 65536,
+        "num_iterations": spec.total_steps,
+        "val_loss_every": spec.val_every,
+        "preset": PRESET_OF[spec.track],
+        "track": spec.track,
+        "world_size": ws,
+        "grad_accum_steps": 1 if smoke else 8 // ws if ws <= 8 else 1,
+        "seed": spec.seed,
+        "run_id": spec.run_id,
+        "val_tokens": 65536 if smoke else 10_485_760,
+        "target_val_loss": TARGET_OF[spec.track],
+        "parallelism": "ddp",
+        "device": "cpu" if smoke else "cuda",
+        "step_avg_excluded_steps": spec.k,
+        "overrides": {},
+        "data_path": "data/synthetic" if smoke else "data/fineweb10B",
+    }
+    cfg["global_batch_tokens"] = cfg["world_size"] * cfg["grad_accum_steps"] * cfg["train_seq_len"]
+    cfg.update(spec.config)
+    for key in spec.drop_config_keys:
+        cfg.pop(key, None)
+    return cfg
+
+
+def make_log(spec: LogSpec | None = None, **kw: Any) -> str:
+    spec = spec or LogSpec(**kw)
+    rng = random.Random(spec.seed)
+    env = [
+        "Running Python 3.12.3 (main, Jan 22 2026, 20:57:42) [GCC 13.3.0]",
+        "Running PyTorch 2.11.0+cu130 compiled for CUDA 13.0" if spec.smi else "Running PyTorch 2.13.0+cpu compiled for CPU",
+        nvidia_smi(spec.num_gpus, spec.gpu) if spec.smi else "nvidia-smi: not available",
+    ]
+    if spec.include_config:
+        env.append("config: " + json.dumps(config_for(spec)))
+    if spec.include_data:
+        shards = spec.shards if spec.shards is not None else DEFAULT_SHARDS
+        env.append("data: " + json.dumps({"path": "data/fineweb10B", "vocab_size": 50257, "shards": shards}))
+    metrics = []
+    t = 0.0
+    last = spec.total_steps if spec.stop_at is None else spec.stop_at
+    jitter = 1.0 + 0.01 * rng.random()
+
+    def loss_at(step: int) -> float:
+        frac = step / spec.total_steps
+        noise = 0.002 * (rng.random() - 0.5) if step == spec.total_steps else 0.0
+        return spec.final_loss + (spec.start_loss - spec.final_loss) * math.exp(-6 * frac) * (1 - frac) + noise
+
+    def timing(step: int) -> str:
+        avg = t / max(step - spec.k, 1)
+        return f"train_time:{t:.0f}ms step_avg:{avg:.2f}ms"
+
+    for step in range(0, last + 1):
+        if step > 0:
+            t += spec.step_ms * jitter * (1 + 0.05 * rng.random()) if step > spec.k else 0.0
+            metrics.append(f"step:{step}/{spec.total_steps} train_loss:{loss_at(step) + 0.05:.4f} {timing(step)}")
+        if step % spec.val_every == 0 or step == spec.total_steps:
+            metrics.append(f"step:{step}/{spec.total_steps} val_loss:{loss_at(step):.4f} {timing(step)}")
+    metrics.append("peak memory allocated: 30220 MiB reserved: 38672 MiB")
+    source = spec.source if spec.source.endswith("\n") or not spec.source else spec.source + "\n"
+    return source + SEP + "\n" + "\n".join(env) + "\n" + SEP + "\n" + "\n".join(metrics) + "\n"
+
+
+def write_log(folder: Path, spec: LogSpec | None = None, **kw: Any) -> Path:
+    spec = spec or LogSpec(**kw)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{spec.run_id}.txt"
+    path.write_text(make_log(spec), encoding="utf-8")
+    return path
+
+
+def front_matter(**fields: Any) -> str:
+    meta: dict[str, Any] = {
+        "title": "A test record",
+        "date": "2026-08-01",
+        "authors": ["Test Author"],
+        "description": "Makes the test model faster.",
+        "baseline": None,
+        "systems_only": False,
+    }
+    meta.update(fields)
+    lines = ["---"]
+    for key, value in meta.items():
+        if value is None:
+            continue
+        lines.append(f"{key}: {json.dumps(value)}")
+    lines += ["---", "", "# What changed", "", "Details.", ""]
+    return "\n".join(lines)
+
+
+def write_record(
+    records_root: Path,
+    name: str,
+    track: str = "track_1_short",
+    runs: int = 3,
+    meta: dict[str, Any] | None = None,
+    **spec_kw: Any,
+) -> Path:
+    """A record folder ``records_root/<track>/<name>/`` with a README and ``runs`` logs (seeds 1..runs)."""
+    folder = records_root / track / name
+    folder.mkdir(parents=True, exist_ok=True)
+    fields = {"date": name[:10]} | dict(meta or {})
+    (folder / "README.md").write_text(front_matter(**fields), encoding="utf-8")
+    base_seed = spec_kw.pop("seed", 1)
+    for i in range(runs):
+        write_log(folder, LogSpec(track=track, seed=base_seed + i, **spec_kw))
+    return folder

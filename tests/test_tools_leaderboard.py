@@ -1,0 +1,158 @@
+"""The generated leaderboard: contents, links that resolve, deterministic bytes, and `check`."""
+
+from __future__ import annotations
+
+import io
+import re
+import urllib.parse
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import REPO_ROOT
+from logfactory import H100, LogSpec, write_log, write_record
+
+from tools.check import check
+from tools.cli import main
+from tools.leaderboard import CSV_COLUMNS, build, write
+
+_MD_LINK = re.compile(r"\]\(([^)\s]+)\)")
+_HREF = re.compile(r'href="([^"]+)"')
+
+
+def make_records(root: Path) -> Path:
+    records = root / "records"
+    records.mkdir(parents=True)
+    (records / "README.md").write_text("# rules\n")
+    write_record(records, "2026-08-01_First", step_ms=60.0)
+    write_record(records, "2026-08-03_Second", step_ms=50.0, meta={"baseline": "2026-08-01_First",
+                                                                   "description": "Pipes | and <b>tags</b> stay text"})
+    write_record(records, "2026-08-04_Slower", step_ms=55.0)
+    write_record(records, "2026-08-05_TwoRuns", runs=2, step_ms=40.0)
+    write_record(records, "2026-08-06_OneGpu", runs=3, num_gpus=1, step_ms=400.0, meta={"hardware": f"1x {H100}"})
+    return records
+
+
+def assert_links_resolve(out: Path, files: dict[str, bytes]) -> int:
+    n = 0
+    for name, pattern in (("README.md", _MD_LINK), ("index.html", _HREF)):
+        for link in pattern.findall(files[name].decode()):
+            if link.startswith(("data:", "#", "http")):
+                continue
+            target = urllib.parse.unquote(link.replace("&amp;", "&"))
+            assert (out / target).exists(), f"{name}: dead link {link}"
+            n += 1
+    return n
+
+
+@pytest.fixture(scope="module")
+def harness_board(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, bytes]]:
+    root = tmp_path_factory.mktemp("board")
+    records = make_records(root)
+    out = root / "leaderboard"
+    files = build(records, out, known_shards={})
+    write(files, out)
+    return records, out, files
+
+
+def test_tables_ranks_and_classes(harness_board: tuple[Path, Path, dict[str, bytes]]) -> None:
+    _, _, files = harness_board
+    md = files["README.md"].decode()
+    official = md.split(f"### 8× {H100} (official)")[1].split("###")[0]
+    rows = [ln for ln in official.splitlines() if ln.startswith("| ") and "---" not in ln][1:]
+    assert [r.split(" | ")[0] for r in rows] == ["| 1", "| 2", "| 3", "| —"]
+    assert "2026-08-03_Second" in rows[0] and "new record" in rows[0] and "-" in rows[0].split(" | ")[2]
+    assert "2026-08-04_Slower" in rows[1] and "valid, not faster" in rows[1]
+    assert "2026-08-05_TwoRuns" in rows[3] and "failed: target" in rows[3]  # 2 runs: unranked, though fastest
+    assert r"Pipes \| and <b>tags</b> stay text" in rows[0]
+    assert f"### 1× {H100}" in md and "2026-08-06_OneGpu" in md.split(f"### 1× {H100}")[1]
+    assert "## track_2_medium" in md and "No records yet" in md.split("## track_2_medium")[1]
+    html = files["index.html"].decode()
+    assert "<b>tags</b>" not in html and "&lt;b&gt;tags&lt;/b&gt;" in html  # README text is escaped
+
+
+def test_csv(harness_board: tuple[Path, Path, dict[str, bytes]]) -> None:
+    _, _, files = harness_board
+    df = pd.read_csv(io.BytesIO(files["leaderboard.csv"]))
+    assert list(df.columns) == list(CSV_COLUMNS)
+    first = df[df.record == "2026-08-03_Second"].iloc[0]
+    assert first["rank"] == 1 and first.previous_record == "2026-08-01_First" and first.delta_vs_previous_s < 0
+    assert first.p_value < 0.01 and first.runs == 3 and abs(first.mean_val_loss - 3.27) < 0.01
+    assert df[df.record == "2026-08-05_TwoRuns"].iloc[0].failed_rules == "target"
+
+
+def test_links_resolve_and_plots_exist(harness_board: tuple[Path, Path, dict[str, bytes]]) -> None:
+    _, out, files = harness_board
+    assert assert_links_resolve(out, files) > 20
+    plots = [k for k in files if k.endswith(".svg")]
+    # record time by date, one val-loss overview per hardware class, one plot per record
+    assert "plots/track_1_short-record-time.svg" in plots and len(plots) == 1 + 2 + 5
+    assert all(files[p].lstrip().startswith(b"<?xml") and b"<svg" in files[p] for p in plots)
+
+
+def test_regeneration_is_byte_identical(harness_board: tuple[Path, Path, dict[str, bytes]]) -> None:
+    records, out, files = harness_board
+    again = build(records, out, known_shards={})
+    assert again == files
+    assert b"Date" not in files["plots/track_1_short-record-time.svg"]  # no timestamp in the SVG metadata
+
+
+def test_check_passes_then_catches_stale_and_extra_files(tmp_path: Path) -> None:
+    records = make_records(tmp_path)
+    out = tmp_path / "leaderboard"
+    assert main(["leaderboard", "--records", str(records), "--out", str(out)]) == 0
+    ok, lines = check(records, out)
+    assert not ok and any("2026-08-05_TwoRuns" in ln and "INVALID: target" in ln for ln in lines)  # an invalid record
+    for f in (records / "track_1_short" / "2026-08-05_TwoRuns").iterdir():
+        f.unlink()
+    (records / "track_1_short" / "2026-08-05_TwoRuns").rmdir()
+    write(build(records, out), out)
+    ok, lines = check(records, out)
+    assert ok, lines
+    write_record(records, "2026-08-07_New", step_ms=45.0)  # added without regenerating
+    ok, lines = check(records, out)
+    assert not ok and any("README.md: differs from a fresh regeneration" in ln for ln in lines)
+    assert any(ln.startswith("fix: run `python -m tools leaderboard") for ln in lines)
+    write(build(records, out), out)
+    (out / "notes.txt").write_text("hand-made")
+    ok, lines = check(records, out)
+    assert not ok and any("notes.txt: not generated" in ln for ln in lines)
+
+
+def test_check_requires_a_readme(tmp_path: Path) -> None:
+    records = tmp_path / "records"
+    write_log(records / "track_1_short" / "2026-08-01_NoReadme", LogSpec())
+    out = tmp_path / "leaderboard"
+    write(build(records, out), out)
+    ok, lines = check(records, out)
+    assert not ok and any("no README.md with front matter" in ln for ln in lines)
+
+
+def test_committed_leaderboard_is_up_to_date() -> None:
+    """What CI runs: `python -m tools check` on the committed records/ and leaderboard/."""
+    ok, lines = check(REPO_ROOT / "records", REPO_ROOT / "leaderboard")
+    assert ok, "\n".join(lines)
+
+
+@pytest.fixture(scope="module")
+def community_board(anchors_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, bytes]]:
+    out = tmp_path_factory.mktemp("community") / "leaderboard"
+    files = build(anchors_dir, out, known_shards={})
+    write(files, out)
+    return out, files
+
+
+def test_community_history_leaderboard(community_board: tuple[Path, dict[str, bytes]]) -> None:
+    out, files = community_board
+    df = pd.read_csv(io.BytesIO(files["leaderboard.csv"]))
+    assert set(df.hardware) == {f"8× {H100}", f"1× {H100}", "8× NVIDIA H200"}  # classes never mixed
+    official = df[df.hardware == f"8× {H100}"]
+    best = official[official["rank"] == 1].iloc[0]
+    assert best.record == "2026-06-11_RecursiveFromBest/this_pr" and 75 < best.mean_time_s < 80
+    # the progression: each new record is faster than the one before, from ~3 min down to ~77 s
+    news = official[official.status == "valid"].sort_values(["date", "record"])
+    times = news[news.delta_vs_previous_s.isna() | (news.delta_vs_previous_s < 0)].mean_time_s.tolist()
+    assert times == sorted(times, reverse=True) and len(times) > 25
+    fused = official[official.record == "2026-01-10_FusedLinearReLUSquare"].iloc[0]
+    assert fused.status == "failed" and "hardware" in fused.failed_rules  # its 1-GPU log
+    assert assert_links_resolve(out, files) > 700  # every log is linked, and every link resolves

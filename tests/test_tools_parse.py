@@ -1,0 +1,131 @@
+"""The log parser: every community log against manifest.csv, every older form, this repo's own form."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import pytest
+from logfactory import SEP, LogSpec, config_for, make_log, nvidia_smi
+
+from tools.cli import main
+from tools.parse import parse_bytes, parse_log
+
+
+def test_every_anchor_log_matches_the_manifest(anchors_dir: Path) -> None:
+    rows = list(csv.DictReader((anchors_dir / "manifest.csv").open()))
+    assert len(rows) > 700
+    mismatches = []
+    for row in rows:
+        log = parse_log(anchors_dir / row["path"])
+        got = (log.source_sha256, log.source_lines, log.final_step, log.total_steps, log.final_val_loss,
+               log.train_time_ms, len(log.val_curve), log.num_gpus, log.gpu_name)
+        want = (row["source_sha256"], int(row["source_lines"]), int(row["final_step"]), int(row["total_steps"]),
+                float(row["final_val_loss"]), float(row["train_time_ms"]), int(row["num_val_lines"]),
+                int(row["num_gpus"]), row["gpu_name"])
+        if got != want or log.structure_issues or log.malformed_count:
+            mismatches.append((row["path"], got, want, log.structure_issues))
+    assert not mismatches, mismatches[:5]
+
+
+def test_2024_log_with_empty_source_and_code_in_the_next_section(anchors_dir: Path) -> None:
+    log = parse_log(anchors_dir / "track_1_short/2024-10-14_ModernArch/dabaaddd-237c-4ec9-939d-6608a9ed5e27.txt")
+    assert log.source_sha256 == hashlib.sha256(b"").hexdigest()
+    assert "import torch" in log.extra_code  # the code sits between the first two separators
+    assert log.code_sha256 != log.source_sha256
+    assert log.torch_version == "2.4.1+cu121"
+    assert log.metrics_form == "speedrun"
+
+
+def _log(metrics: str, source: str = "print('hi')\n", env: str = "Running PyTorch 2.5.0 compiled for CUDA 12.4") -> bytes:
+    return (source + SEP + "\n" + env + "\n" + nvidia_smi(8) + "\n" + SEP + "\n" + metrics).encode()
+
+
+def test_seconds_instead_of_milliseconds() -> None:
+    log = parse_bytes(_log("step:0/2 val_loss:10.5 train_time:0.000s step_avg:nans\n"
+                           "step:2/2 val_loss:3.2500 train_time:12.345s step_avg:6.17s\n"))
+    assert log.train_time_ms == pytest.approx(12345.0)
+    assert log.metrics.step_avg_ms[-1] == pytest.approx(6170.0)
+    assert log.val_curve[-1].val_loss == 3.25
+
+
+def test_file_that_starts_with_the_separator_has_an_empty_source() -> None:
+    log = parse_bytes(_log("step:1/1 val_loss:3.2 train_time:5ms step_avg:5.00ms\n", source=""))
+    assert log.source_sha256 == hashlib.sha256(b"").hexdigest() and log.source_lines == 0
+    assert log.final_step == 1
+
+
+def test_llmc_main_log_lines() -> None:
+    log = parse_bytes(b"s:0 tel:10.9800\ns:0 trl:10.9900\ns:1 trl:9.5000\ns:250 tel:4.1234\ns:250 eval:0.2512\n")
+    assert log.metrics_form == "llm.c"
+    assert [(p.step, p.val_loss, p.train_time_ms) for p in log.val_curve] == [(0, 10.98, None), (250, 4.1234, None)]
+    assert log.metrics.loss.tolist()[1:3] == [10.99, 9.5]
+    assert "no separator" in " ".join(log.structure_issues)  # parsed, though it is not a record log
+
+
+def test_omitted_source_line_gives_the_source_hash() -> None:
+    hexdigest = "ab" * 32
+    raw = f"# training source omitted from this copy: sha256={hexdigest} lines=612\n".encode() + _log(
+        "step:1/1 val_loss:3.2 train_time:5ms step_avg:5.00ms\n", source="")
+    log = parse_bytes(raw)
+    assert (log.source_sha256, log.source_lines, log.source_omitted) == (hexdigest, 612, True)
+
+
+def test_crlf_line_endings() -> None:
+    raw = _log("step:0/1 val_loss:10.0 train_time:0ms step_avg:0.00ms\nstep:1/1 val_loss:3.1 train_time:9ms step_avg:9.00ms\n")
+    log = parse_bytes(raw.replace(b"\n", b"\r\n"))
+    assert log.final_val_loss == 3.1 and log.num_gpus == 8 and not log.structure_issues
+
+
+def test_harness_log_config_data_and_source_hash() -> None:
+    spec = LogSpec(seed=7)
+    text = make_log(spec)
+    log = parse_bytes(text.encode(), "x.txt")
+    assert log.config == config_for(spec)
+    assert log.data is not None and log.data["shards"][0]["name"] == "fineweb_val_000000.bin"
+    source = text.split(SEP)[0]
+    assert log.source_sha256 == hashlib.sha256(source.encode()).hexdigest()  # == sha256sum train_gpt.py
+    assert log.num_gpus == 8 and log.gpu_name == "NVIDIA H100 80GB HBM3"
+    assert log.final_step == log.total_steps == 100
+    assert log.uses_harness_format
+
+
+def test_malformed_metric_lines_are_counted_not_fatal() -> None:
+    log = parse_bytes(_log("step:1/2 val_loss:abc train_time:5ms step_avg:5.00ms\nstep:2/2 val_loss:3.2 train_time:9ms step_avg:4.50ms\n"))
+    assert log.malformed_count == 1 and log.malformed_lines[0].startswith("step:1/2 val_loss:abc")
+    assert log.final_val_loss == 3.2
+
+
+def test_config_line_that_is_not_json() -> None:
+    log = parse_bytes(_log("step:1/1 val_loss:3.2 train_time:5ms step_avg:5.00ms\n", env="config: {not json"))
+    assert log.config is None and "not valid JSON" in (log.config_error or "")
+
+
+def test_parse_cli_json_fields(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "run.txt"
+    path.write_text(make_log(LogSpec()))
+    assert main(["parse", "--json", str(path)]) == 0
+    obj = json.loads(capsys.readouterr().out.splitlines()[0])
+    for key in ("path", "source_sha256", "final_step", "total_steps", "final_val_loss", "train_time_ms", "num_gpus",
+                "gpu_name", "val_curve"):
+        assert key in obj
+    assert obj["val_curve"][0][0] == 0 and len(obj["val_curve"][-1]) == 3
+    assert obj["final_step"] == 100 and math.isclose(obj["val_curve"][-1][1], obj["final_val_loss"])
+
+
+def test_parse_cli_table_and_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "run.txt"
+    path.write_text(make_log(LogSpec()))
+    assert main(["parse", str(path)]) == 0
+    assert "100/100" in capsys.readouterr().out
+    assert main(["parse", str(tmp_path / "nope.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "nope.txt" in err and "no such file" in err
+
+
+def test_config_with_nan_is_not_json() -> None:
+    log = parse_bytes(_log("step:1/1 val_loss:3.2 train_time:5ms step_avg:5.00ms\n", env='config: {"lr": NaN}'))
+    assert log.config is None and "NaN is not JSON" in (log.config_error or "")

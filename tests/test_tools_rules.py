@@ -1,0 +1,344 @@
+"""Each rule of RULES.md with a passing and a failing case (records built with tests/logfactory.py)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from logfactory import H100, LogSpec, shard, write_log, write_record
+
+from tools.rules import infer_k
+from tools.sourcecheck import find_compile_flags
+from tools.verify import Verdict, verify_paths
+
+TRACK = "track_1_short"
+
+
+def verdict_of(folder: Path, known: dict[str, str] | None = None) -> Verdict:
+    return verify_paths([folder], known_shards=known or {})[0]
+
+
+def failures(v: Verdict, rule: str) -> list[str]:
+    return [f"{Path(f.file).name}: {f.evidence}" for f in v.failures if f.rule == rule]
+
+
+@pytest.fixture
+def records(tmp_path: Path) -> Path:
+    return tmp_path / "records"
+
+
+def test_a_clean_record_passes_every_rule(records: Path) -> None:
+    v = verdict_of(write_record(records, "2026-08-01_Clean"))
+    assert v.valid, v.failures
+    assert v.is_new_record and len(v.runs) == 3
+    assert v.p_value is not None and v.p_value < 0.01
+    assert v.not_applicable == ["loss-drop"]
+
+
+# --- structure ------------------------------------------------------------------------------
+
+
+def test_structure_front_matter_and_empty_logs(records: Path) -> None:
+    folder = write_record(records, "2026-08-01_Broken", meta={"systems_only": "maybe", "date": "2026-08-02"})
+    (folder / "empty.txt").write_bytes(b"")
+    (folder / "binary.txt").write_bytes(b"\x00\x01\x02" * 100)
+    found = " | ".join(failures(verdict_of(folder), "structure"))
+    assert "systems_only" in found
+    assert "empty.txt: the file is empty" in found
+    assert "binary.txt: binary content" in found
+
+
+def test_structure_front_matter_date_must_match_folder(records: Path) -> None:
+    folder = write_record(records, "2026-08-01_Dated")
+    text = (folder / "README.md").read_text().replace('date: "2026-08-01"', 'date: "2026-08-09"')
+    (folder / "README.md").write_text(text)
+    assert any("differs from the folder name" in f for f in failures(verdict_of(folder), "structure"))
+
+
+def test_structure_record_log_must_carry_its_code(records: Path) -> None:
+    folder = write_record(records, "2026-08-01_NoCode", runs=3, source="")
+    assert any("source section is empty" in f for f in failures(verdict_of(folder), "structure"))
+
+
+def test_structure_unknown_baseline_is_a_dead_link(records: Path) -> None:
+    folder = write_record(records, "2026-08-01_Orphan", meta={"baseline": "2020-01-01_DoesNotExist"})
+    assert any("baseline" in f for f in failures(verdict_of(folder), "structure"))
+    ok = write_record(records, "2026-08-02_Child", meta={"baseline": "2026-08-01_Orphan"})
+    assert not failures(verdict_of(ok), "structure")
+
+
+# --- complete -------------------------------------------------------------------------------
+
+
+def test_complete(records: Path) -> None:
+    folder = write_record(records, "2026-08-01_Stopped", runs=3)
+    write_log(folder, LogSpec(seed=99, stop_at=80))
+    found = failures(verdict_of(folder), "complete")
+    assert len(found) == 1 and "at step 75, not at the final step 100" in found[0]
+
+
+# --- monotonic ------------------------------------------------------------------------------
+
+
+def _edit_last_log(folder: Path, pattern: str, repl: str) -> Path:
+    path = sorted(folder.glob("*.txt"))[-1]
+    text, n = re.subn(pattern, repl, path.read_text(), count=1, flags=re.M)
+    assert n == 1
+    path.write_text(text)
+    return path
+
+
+def test_monotonic_train_time_going_back(records: Path) -> None:
+    folder = write_record(records, "2026-08-01_Back")
+    _edit_last_log(folder, r"^step:50/100 train_loss:(\S+) train_time:\d+ms step_avg:\S+$",
+                   r"step:50/100 train_loss:\1 train_time:100ms step_avg:2.04ms")
+    found = failures(verdict_of(folder), "monotonic")
+    assert len(found) == 1 and "train_time decreases" in found[0]
+
+
+def test_monotonic_step_avg_that_disagrees_with_train_time(records: Path) -> None:
+    folder = write_record(records, "2026-08-01_Avg")
+    _edit_last_log(folder, r"^(step:60/100 train_loss:\S+ train_time:\d+ms) step_avg:\S+$", r"\1 step_avg:40.00ms")
+    found = failures(verdict_of(folder), "monotonic")
+    assert len(found) == 1 and "step_avg disagrees" in found[0]
+
+
+def test_monotonic_steps_out_of_order(records: Path) -> None:
+    folder = write_record(records, "2026-08-01_Order")
+    _edit_last_log(folder, r"^step:40/100 train_loss", "step:39/100 train_loss")
+    assert any("do not increase" in f for f in failures(verdict_of(folder), "monotonic"))
+
+
+def test_monotonic_infers_k_from_step_avg_when_config_does_not_say(records: Path) -> None:
+    # 2024 community logs: the first 10 steps are untimed, step_avg = train_time / (step - 10).
+    folder = write_record(records, "2026-08-01_Warmup", k=10, drop_config_keys=("step_avg_excluded_steps",))
+    v = verdict_of(folder)
+    assert not failures(v, "monotonic")
+    assert {infer_k(r.log) for r in v.runs} == {10}
+    # ... and the same curves with a config that claims k=0 disagree: the check is not vacuous.
+    wrong = write_record(records, "2026-08-02_WrongK", k=10, config={"step_avg_excluded_steps": 0})
+    assert all("step_avg disagrees with train_time / (step - 0)" in f for f in failures(verdict_of(wrong), "monotonic"))
+
+
+def test_monotonic_on_every_community_log(anchors_dir: Path) -> None:
+    """The tolerance is tight enough to catch edits (above) and loose enough for all 768 real logs."""
+    v = verify_paths([anchors_dir / "track_1_short"], known_shards={})
+    assert not [f for x in v for f in x.failures if f.rule == "monotonic"]
+    ks = {infer_k(r.log) for x in v for r in x.runs}
+    assert {0, 10} <= ks
+
+
+# --- same-code ------------------------------------------------------------------------------
+
+
+def test_same_code(records: Path) -> None:
+    folder = write_record(records, "2026-08-01_Code")
+    assert not failures(verdict_of(folder), "same-code")
+    odd = write_log(folder, LogSpec(seed=50, source="print('different code')\n"))
+    found = failures(verdict_of(folder), "same-code")
+    assert found == [f"{odd.name}: " + found[0].split(": ", 1)[1]] and "differs from" in found[0]
+
+
+# --- distinct-runs --------------------------------------------------------------------------
+
+
+def test_distinct_runs_copied_log_and_repeated_seed(records: Path) -> None:
+    folder = write_record(records, "2026-08-01_Twice")
+    first = sorted(folder.glob("*.txt"))[0]
+    shutil.copy(first, folder / "copy-of-a-run.txt")
+    found = failures(verdict_of(folder), "distinct-runs")
+    assert any("byte-for-byte the same file" in f for f in found)
+    (folder / "copy-of-a-run.txt").unlink()
+    write_log(folder, LogSpec(seed=1, run_id="00000000-0000-4000-8000-000000000001", step_ms=58.0))
+    found = failures(verdict_of(folder), "distinct-runs")
+    assert any("seed 1 is also the seed" in f for f in found)
+
+
+def test_distinct_runs_same_curve_in_an_edited_copy(records: Path) -> None:
+    folder = write_record(records, "2026-08-01_Curve")
+    first = sorted(folder.glob("*.txt"))[0]
+    text = first.read_text().replace('"seed": 1', '"seed": 1001').replace(first.stem, "11111111-2222-4333-8444-555555555555")
+    (folder / "11111111-2222-4333-8444-555555555555.txt").write_text(text)
+    assert any("the same loss and time curve" in f for f in failures(verdict_of(folder), "distinct-runs"))
+
+
+# --- hardware -------------------------------------------------------------------------------
+
+
+def test_hardware_one_gpu_log_in_an_eight_gpu_record(records: Path) -> None:
+    folder = write_record(records, "2026-08-01_OneGpu")
+    write_log(folder, LogSpec(seed=9, num_gpus=1))
+    found = failures(verdict_of(folder), "hardware")
+    assert len(found) == 1 and f"nvidia-smi lists 1× {H100}; the record claims 8× {H100}" in found[0]
+
+
+def test_hardware_world_size_must_match_visible_gpus(records: Path) -> None:
+    folder = write_record(records, "2026-08-01_Fewer", config={"world_size": 1, "grad_accum_steps": 8})
+    assert all("world_size 1 but nvidia-smi lists 8 GPUs" in f for f in failures(verdict_of(folder), "hardware"))
+
+
+def test_hardware_other_class_is_valid_when_claimed(records: Path) -> None:
+    folder = write_record(records, "2026-08-01_H200", num_gpus=8, gpu="NVIDIA H200")
+    assert failures(verdict_of(folder), "hardware")
+    claimed = write_record(records, "2026-08-02_H200", num_gpus=8, gpu="NVIDIA H200", meta={"hardware": "8x NVIDIA H200"})
+    v = verdict_of(claimed)
+    assert v.valid and v.hardware is not None and v.hardware.label == "8× NVIDIA H200"
+
+
+def test_hardware_needs_nvidia_smi(records: Path) -> None:
+    folder = write_record(records, "2026-08-01_NoSmi", smi=False)
+    assert all("nvidia-smi says 'not available'" in f for f in failures(verdict_of(folder), "hardware"))
+
+
+# --- config ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "evidence"),
+    [
+        ({"preset": "medium"}, "preset 'medium'"),
+        ({"val_tokens": 1_048_576}, "val_tokens 1048576"),
+        ({"overrides": {"num_iterations": 50}}, "overrides"),
+        ({"global_batch_tokens": 123}, "not global_batch_tokens 123"),
+        ({"target_val_loss": 3.5}, "target_val_loss 3.5"),
+    ],
+)
+def test_config_failures(records: Path, change: dict[str, object], evidence: str) -> None:
+    folder = write_record(records, "2026-08-01_Config", config=change)
+    found = failures(verdict_of(folder), "config")
+    assert len(found) == 3 and all(evidence in f for f in found)
+
+
+def test_config_must_agree_across_runs(records: Path) -> None:
+    folder = write_record(records, "2026-08-01_Mixed", runs=3)
+    write_log(folder, LogSpec(seed=40, config={"val_loss_every": 10, "data_path": "/elsewhere/fineweb10B"}))
+    found = failures(verdict_of(folder), "config")
+    assert len(found) == 1 and found[0].endswith("in val_loss_every")  # data_path may differ, the recipe not
+
+
+def test_config_missing_line_and_keys(records: Path) -> None:
+    folder = write_record(records, "2026-08-01_NoCfg", runs=2)
+    write_log(folder, LogSpec(seed=5, include_config=False))
+    write_log(folder, LogSpec(seed=6, drop_config_keys=("seed",)))
+    found = " | ".join(failures(verdict_of(folder), "config"))
+    assert "no 'config:' line" in found and "config lacks seed" in found
+
+
+def test_config_not_applicable_to_community_logs(anchors_dir: Path) -> None:
+    v = verify_paths([anchors_dir / "track_1_short/2025-10-04_Backout"], known_shards={})[0]
+    assert {"config", "data"} <= set(v.not_applicable) and v.valid
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+def test_data_same_shards_in_every_run_and_known_hashes(records: Path) -> None:
+    folder = write_record(records, "2026-08-01_Data")
+    assert not failures(verdict_of(folder), "data")
+    known = {"fineweb_val_000000.bin": shard("fineweb_val_000000.bin", "val")["sha256"]}
+    assert not failures(verdict_of(folder, known), "data")
+    bad = {"fineweb_val_000000.bin": "0" * 64}
+    assert len(failures(verdict_of(folder, bad), "data")) == 3
+    other = [shard("fineweb_val_000000.bin", "val"), shard("my_own_train_000001.bin", "train")]
+    write_log(folder, LogSpec(seed=20, shards=other))
+    assert any("reads other shard files" in f for f in failures(verdict_of(folder), "data"))
+
+
+def test_data_line_must_be_well_formed(records: Path) -> None:
+    folder = write_record(records, "2026-08-01_BadData", runs=3, shards=[{"name": "x.bin", "sha256": "nothex", "tokens": 5}])
+    assert all("not 64 lowercase hex digits" in f for f in failures(verdict_of(folder), "data"))
+
+
+# --- target ---------------------------------------------------------------------------------
+
+
+def test_target_mean_above_target(records: Path) -> None:
+    folder = write_record(records, "2026-08-01_High", final_loss=3.29)
+    assert any("above the target 3.28" in f for f in failures(verdict_of(folder), "target"))
+
+
+def test_target_needs_three_runs_unless_systems_only(records: Path) -> None:
+    folder = write_record(records, "2026-08-01_Two", runs=2)
+    assert any("the p-value needs at least 3" in f for f in failures(verdict_of(folder), "target"))
+    systems = write_record(records, "2026-08-02_Sys", runs=1, meta={"systems_only": True})
+    assert not failures(verdict_of(systems), "target")
+    high = write_record(records, "2026-08-03_SysHigh", runs=1, final_loss=3.3, meta={"systems_only": True})
+    assert failures(verdict_of(high), "target")  # systems_only waives the p-value, never the mean
+
+
+def test_target_p_value_not_small_enough(records: Path) -> None:
+    folder = write_record(records, "2026-08-01_Close", runs=3, final_loss=3.2795)
+    found = failures(verdict_of(folder), "target")
+    assert any("p = " in f and "not below 0.01" in f for f in found), found
+
+
+# --- loss-drop (smoke) ----------------------------------------------------------------------
+
+
+def _smoke(tmp_path: Path, **kw: object) -> Verdict:
+    path = write_log(tmp_path / "logs", LogSpec(track="smoke", smi=False, num_gpus=0, total_steps=40, val_every=10, **kw))
+    return verify_paths([path], track="smoke", known_shards={})[0]
+
+
+def test_loss_drop_smoke(tmp_path: Path) -> None:
+    ok = _smoke(tmp_path, start_loss=6.3, final_loss=3.0)
+    assert ok.valid, ok.failures
+    assert {"same-code", "distinct-runs", "hardware", "target", "faster"} <= set(ok.not_applicable)
+    flat = _smoke(tmp_path, seed=2, start_loss=6.3, final_loss=6.1)
+    assert any("less than the 5% drop" in f for f in failures(flat, "loss-drop"))
+
+
+def test_smoke_config_must_be_the_smoke_preset(tmp_path: Path) -> None:
+    v = _smoke(tmp_path, start_loss=6.3, final_loss=3.0, config={"preset": "short"})
+    assert any("preset 'short'" in f for f in failures(v, "config"))
+
+
+# --- compile-flags --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import torch._inductor.config as config\nconfig.coordinate_descent_tuning = True\n",
+        "import torch\ntorch._inductor.config.max_autotune = True\n",
+        "from torch._inductor import config as ic\nsetattr(ic, 'triton.cudagraphs', True)\n",
+        "import torch\nm = torch.compile(model, mode='max-autotune')\n",
+        "import torch\n@torch.compile(options={'triton.cudagraphs': True})\ndef f(x):\n    return x\n",
+        "import torch\ntorch._inductor.config.max_autotune = True\nthis is not python(\n",  # regex fallback
+    ],
+)
+def test_compile_flags_found(source: str) -> None:
+    assert find_compile_flags(source), source
+
+
+def test_compile_flags_allowed_forms() -> None:
+    ok = "import torch\nm = torch.compile(model, dynamic=False, fullgraph=True)\n# config.max_autotune = True\n"
+    assert find_compile_flags(ok) == []
+
+
+def test_compile_flags_rule_names_the_line(records: Path) -> None:
+    source = "import torch\nmodel = torch.compile(model, mode='max-autotune')\n"
+    v = verdict_of(write_record(records, "2026-08-01_Flags", source=source))
+    found = failures(v, "compile-flags")
+    assert len(found) == 3 and "source line 2: passes mode= to torch.compile" in found[0]
+
+
+# --- faster ---------------------------------------------------------------------------------
+
+
+def test_faster_per_track_and_hardware_class(records: Path) -> None:
+    write_record(records, "2026-08-01_A", step_ms=60.0)
+    write_record(records, "2026-08-02_B", step_ms=50.0)
+    write_record(records, "2026-08-03_C", step_ms=55.0)
+    write_record(records, "2026-08-04_D", step_ms=300.0, num_gpus=1, meta={"hardware": f"1x {H100}"})
+    track = records / TRACK
+    v = {x.record.name: x for x in verify_paths([track], known_shards={})}
+    assert all(x.valid for x in v.values())
+    assert [v[n].is_new_record for n in ("2026-08-01_A", "2026-08-02_B", "2026-08-03_C", "2026-08-04_D")] == [
+        True, True, False, True]  # C is slower than B; D is alone in the 1x H100 class
+    prev = v["2026-08-03_C"].previous
+    assert prev is not None and prev.record.name == "2026-08-02_B"
+    # verifying one folder still judges it against its track folder
+    assert verify_paths([track / "2026-08-03_C"], known_shards={})[0].is_new_record is False

@@ -1,0 +1,12 @@
+"""Speedrun tools: parse record logs, verify records against the rules, regenerate the leaderboard.
+
+A typed library under a small CLI (``python -m tools --help``). Importing this package does no work
+and imports nothing heavy: pandas, scipy and matplotlib are imported inside the functions that need
+them, and nothing here ever imports torch. A log is untrusted input: it is read as text, never
+executed or imported.
+"""
+
+from __future__ import annotations
+
+__all__ = ["__version__"]
+__version__ = "0.1.0"

@@ -1,0 +1,65 @@
+"""``python -m tools <command>``: the command line over the library.
+
+Each command lives in its own module, which provides ``add_arguments(parser)`` and
+``run(args) -> int`` (0: all good, 1: something failed a check, 2: a usage error). This table is the
+only place that lists them: to add a command, write its module and add one ``Command`` line below.
+A module whose work needs a heavy library (torch, matplotlib) imports it inside ``run``, so that
+``python -m tools --help`` and ``import tools`` stay fast and never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import ModuleType
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    module: str
+    help: str
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("parse", "tools.parse", "print the facts of record logs"),
+    Command("verify", "tools.verify", "apply every rule to records or logs (exit 1 if any is invalid)"),
+    Command("leaderboard", "tools.leaderboard", "regenerate leaderboard/ from records/"),
+    Command("compare", "tools.compare", "two records side by side, with Welch's t-test on time and loss"),
+    Command("check", "tools.check", "what CI runs: verify every record and check leaderboard/ is up to date"),
+    Command("known-shards", "tools.known_shards", "fill tools/known_shards.json from the Hub's LFS metadata"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools",
+        description="Speedrun tools: parse record logs, verify records, regenerate the leaderboard.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for cmd in COMMANDS:
+        module: ModuleType = importlib.import_module(cmd.module)
+        p = sub.add_parser(cmd.name, help=cmd.help, description=(module.__doc__ or cmd.help).strip().split("\n\n")[0])
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: --help (0) or a usage error (2)
+        return e.code if isinstance(e.code, int) else 2
+    try:
+        code: int = args._run(args)
+        return code
+    except ValueError as e:  # bad input from the user: one clear paragraph, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

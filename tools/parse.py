@@ -1,0 +1,451 @@
+"""Read one record log (../shared/spec/LOG_FORMAT.md, docs/log-format.md) into facts.
+
+A log is untrusted input. It is read as bytes and decoded as text; nothing in it is executed,
+imported or evaluated (JSON lines go through ``json.loads``, nothing else). No content, however
+broken, makes ``parse_log`` raise: what is wrong is recorded in ``ParsedLog.structure_issues`` and
+judged by the ``structure`` rule. Only an unreadable path (missing file, a folder) raises
+``ValueError``.
+
+Forms accepted, newest first:
+- this repository's logs: source, ``=``*100, environment block with ``config:``/``data:`` JSON lines,
+  ``=``*100, metric lines;
+- the public speedrun's logs since late 2024 (same layout, no config/data lines);
+- 2024 logs: ``step:N/M train_loss:X train_time:Tms step_avg:Sms`` lines, a source section that is
+  empty because the file starts with the separator (the code then sits in the next section), a
+  third separator before the metric lines;
+- ``train_time:12.345s`` (seconds instead of milliseconds);
+- llm.c ``main.log`` lines ``s:N trl:X`` (train) and ``s:N tel:X`` (val), which carry no time;
+- the anchor corpus's ``# training source omitted from this copy: sha256=<hex> lines=<n>`` line in
+  place of the source, whose hex is taken as the source hash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SEPARATOR = "=" * 100
+# A record log of the short track is ~0.1-2 MB; anything past this is not a log of a training run.
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+
+_SEPARATOR_RE = re.compile(r"^={100}\r?$", re.M)
+_OMITTED_RE = re.compile(r"^# training source omitted from this copy: sha256=([0-9a-fA-F]{64}) lines=(\d{1,9})\s*$")
+# Numbers as Python and numpy print them; bounded so a hand-edited log cannot feed int() a huge literal.
+_NUM = r"[-+]?(?:[0-9]{1,20}(?:\.[0-9]{0,20})?(?:[eE][-+]?[0-9]{1,3})?|nan|inf)"
+_METRIC_RE = re.compile(
+    r"^step:([0-9]{1,12})/([0-9]{1,12})"
+    rf"(?: (val_loss|train_loss):({_NUM}))?"
+    r" train_time:([0-9]{1,15}(?:\.[0-9]{0,9})?)(ms|s)"
+    rf"(?: step_avg:({_NUM})(ms|s))?[ \t\r]*$",
+    re.M,
+)
+_STEP_LINE_RE = re.compile(r"^step:.*$", re.M)
+_LLMC_RE = re.compile(rf"^s:([0-9]{{1,12}}) (trl|tel):({_NUM})[ \t\r]*$", re.M)
+_PEAK_MEMORY_RE = re.compile(r"^peak memory allocated: (\d{1,12}) MiB reserved: (\d{1,12}) MiB", re.M)
+_PYTHON_RE = re.compile(r"Running Python (\S+)")
+_TORCH_RE = re.compile(r"Running [Pp]y[Tt]orch (\S+) compiled for (?:CUDA (\S+)|CPU)")
+# One GPU row of the nvidia-smi table: "|   0  NVIDIA H100 80GB HBM3          On  |   0000..."
+_SMI_GPU_RE = re.compile(r"^\|\s+(\d{1,3})\s+(.+?)\s+(?:On|Off)\s+\|")
+_SMI_NOT_AVAILABLE = "nvidia-smi: not available"
+
+
+@dataclass(frozen=True)
+class ValPoint:
+    step: int
+    val_loss: float
+    train_time_ms: float | None  # None only for llm.c lines, which carry no time
+
+
+@dataclass
+class Metrics:
+    """Every step/val metric line, in file order, as columns (one row per line).
+
+    Columns rather than one object per line: a 2024 log has 20,000 lines, the corpus 1.4M, and
+    this keeps parsing the whole corpus within the benchmark budget (bench/bench_tools.py).
+    """
+
+    step: np.ndarray  # int64 [n]
+    total: np.ndarray  # int64 [n]; -1 where the line form has no total (llm.c)
+    train_time_ms: np.ndarray  # float64 [n]; NaN where the line form has no time (llm.c)
+    step_avg_ms: np.ndarray  # float64 [n]; NaN when absent or printed as nan
+    has_step_avg: np.ndarray  # bool [n]
+    loss: np.ndarray  # float64 [n]; NaN when the line has no loss
+    is_val: np.ndarray  # bool [n]
+
+    @classmethod
+    def empty(cls) -> Metrics:
+        f, i, b = np.zeros(0, np.float64), np.zeros(0, np.int64), np.zeros(0, bool)
+        return cls(i, i, f, f, b, f, b)
+
+    def __len__(self) -> int:
+        return int(self.step.shape[0])
+
+    def describe(self, row: int) -> str:
+        """One metric line, rebuilt from its fields, for evidence."""
+        total = f"/{self.total[row]}" if self.total[row] >= 0 else ""
+        parts = [f"step:{self.step[row]}{total}"]
+        if self.is_val[row]:
+            parts.append(f"val_loss:{self.loss[row]:.4f}")
+        elif not math.isnan(self.loss[row]):
+            parts.append(f"train_loss:{self.loss[row]:.4f}")
+        if not math.isnan(self.train_time_ms[row]):
+            parts.append(f"train_time:{self.train_time_ms[row]:.0f}ms")
+        if self.has_step_avg[row]:
+            parts.append(f"step_avg:{self.step_avg_ms[row]:.2f}ms")
+        return " ".join(parts)
+
+
+@dataclass
+class ParsedLog:
+    path: str
+    size_bytes: int
+    file_sha256: str
+    source_sha256: str | None = None  # sha256 of the source section, or the hex of the "omitted" line
+    source_lines: int = 0
+    source_omitted: bool = False  # the anchor corpus's one-line stand-in for the source
+    source_text: str = ""  # the source section (empty when omitted)
+    extra_code: str = ""  # code found between the source section and the environment block (2024 logs)
+    code_sha256: str | None = None  # identity of "the code of this run": source plus any extra code
+    has_separator: bool = False
+    has_environment: bool = False
+    python_version: str | None = None
+    torch_version: str | None = None
+    cuda_version: str | None = None
+    nvidia_smi: str = "missing"  # "table", "not available" or "missing"
+    gpu_names: list[str] = field(default_factory=list)  # one per GPU row of nvidia-smi, by index
+    config: dict[str, Any] | None = None
+    config_error: str | None = None
+    data: dict[str, Any] | None = None
+    data_error: str | None = None
+    val_curve: list[ValPoint] = field(default_factory=list)
+    metrics: Metrics = field(default_factory=Metrics.empty)
+    metrics_form: str = "none"  # "speedrun" (step:N/M lines), "llm.c" (s:N lines) or "none"
+    total_steps: int | None = None
+    peak_memory_mib: int | None = None
+    malformed_lines: list[str] = field(default_factory=list)  # the first few lines that start like a metric but are not one
+    malformed_count: int = 0
+    structure_issues: list[str] = field(default_factory=list)
+
+    @property
+    def num_gpus(self) -> int:
+        return len(self.gpu_names)
+
+    @property
+    def gpu_name(self) -> str | None:
+        """The GPU model, or ``"mixed: A, B"`` when the node has several models."""
+        names = sorted(set(self.gpu_names))
+        if not names:
+            return None
+        return names[0] if len(names) == 1 else "mixed: " + ", ".join(names)
+
+    @property
+    def final(self) -> ValPoint | None:
+        return self.val_curve[-1] if self.val_curve else None
+
+    @property
+    def final_step(self) -> int | None:
+        return self.val_curve[-1].step if self.val_curve else None
+
+    @property
+    def final_val_loss(self) -> float | None:
+        return self.val_curve[-1].val_loss if self.val_curve else None
+
+    @property
+    def train_time_ms(self) -> float | None:
+        """The run's time: ``train_time`` of the last val line (the one at ``step == total``)."""
+        return self.val_curve[-1].train_time_ms if self.val_curve else None
+
+    @property
+    def uses_harness_format(self) -> bool:
+        """True for this repository's logs, which carry ``config:``/``data:`` lines."""
+        return self.config is not None or self.config_error is not None
+
+    def to_json(self) -> dict[str, Any]:
+        """The facts ``python -m tools parse --json`` prints (one object per log)."""
+        return {
+            "path": self.path,
+            "size_bytes": self.size_bytes,
+            "file_sha256": self.file_sha256,
+            "source_sha256": self.source_sha256,
+            "source_lines": self.source_lines,
+            "source_omitted": self.source_omitted,
+            "code_sha256": self.code_sha256,
+            "final_step": self.final_step,
+            "total_steps": self.total_steps,
+            "final_val_loss": _json_float(self.final_val_loss),
+            "train_time_ms": _json_float(self.train_time_ms),
+            "num_val_lines": len(self.val_curve),
+            "num_gpus": self.num_gpus,
+            "gpu_name": self.gpu_name,
+            "nvidia_smi": self.nvidia_smi,
+            "python_version": self.python_version,
+            "torch_version": self.torch_version,
+            "cuda_version": self.cuda_version,
+            "config": self.config,
+            "data": self.data,
+            "peak_memory_mib": self.peak_memory_mib,
+            "structure_issues": self.structure_issues,
+            "val_curve": [[p.step, _json_float(p.val_loss), _json_float(p.train_time_ms)] for p in self.val_curve],
+        }
+
+
+def _json_float(x: float | None) -> float | str | None:
+    """JSON has no NaN/inf: print them as strings so the output stays valid JSON."""
+    if x is None or math.isfinite(x):
+        return x
+    return str(x)
+
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_log_bytes(path: Path, max_bytes: int) -> tuple[bytes, int]:
+    """The first ``max_bytes + 1`` bytes of the file and its size; ``ValueError`` if it cannot be read."""
+    if path.is_symlink():  # a record holds its logs; a link could point anywhere on the machine
+        raise ValueError(f"{path}: a symbolic link, not a log file; copy the log itself into the record folder")
+    if not path.exists():
+        raise ValueError(f"{path}: no such file; give the path of a log (.txt) or a record folder")
+    if not path.is_file():
+        raise ValueError(f"{path}: not a regular file; give the path of a log (.txt)")
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            return f.read(max_bytes + 1), size
+    except OSError as e:
+        raise ValueError(f"{path}: cannot be read ({e.strerror}); check its permissions") from e
+
+
+def parse_log(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> ParsedLog:
+    """Parse the log at ``path``. Raises ``ValueError`` only when the path itself cannot be read."""
+    p = Path(path)
+    raw, size = read_log_bytes(p, max_bytes)
+    return parse_bytes(raw, str(path), size=size, max_bytes=max_bytes)
+
+
+def parse_bytes(raw: bytes, path: str = "<bytes>", size: int | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> ParsedLog:
+    """Parse a log given as bytes. Never raises on content."""
+    size = len(raw) if size is None else size
+    log = ParsedLog(path=path, size_bytes=size, file_sha256=_sha256(raw[:max_bytes]))
+    if size > max_bytes:
+        log.structure_issues.append(
+            f"the file is {size:,} bytes, over the {max_bytes:,}-byte limit for a log: not a training log"
+        )
+        return log
+    if not raw.strip():
+        log.structure_issues.append("the file is empty")
+        return log
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        log.structure_issues.append(f"binary content: NUL byte at offset {nul}; a log is UTF-8 text")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        log.structure_issues.append(f"not UTF-8: invalid byte 0x{raw[e.start]:02x} at offset {e.start}")
+        text = raw.decode("utf-8", errors="replace")
+
+    seps = _separators(text)
+    log.has_separator = bool(seps)
+    metrics_from = 0
+    if seps:
+        _read_source(log, text[: seps[0][0]])
+        env = _find_environment(text, seps)
+        if env is None:
+            log.structure_issues.append(
+                "no environment block (no 'Running PyTorch', nvidia-smi or config line after the first separator)"
+            )
+            metrics_from = seps[0][1]
+        else:
+            start, end = env
+            log.has_environment = True
+            extra = _SEPARATOR_RE.sub("", text[seps[0][1] : start])
+            log.extra_code = extra.strip("\r\n")
+            _read_environment(log, text[start:end].split("\n"))
+            metrics_from = start
+    else:
+        log.structure_issues.append("no separator line (100 '=' characters) after the source section")
+    if log.source_sha256 is not None:
+        if log.extra_code:
+            both = (log.source_text + "\n" + log.extra_code).encode("utf-8", errors="replace")
+            log.code_sha256 = _sha256(both)
+        else:
+            log.code_sha256 = log.source_sha256
+    _read_metrics(log, text, metrics_from)
+    if not len(log.metrics):
+        log.structure_issues.append("no metric lines (step:N/M ... train_time:...ms)")
+    return log
+
+
+def _separators(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every separator line; str.find is ~10x faster than a multiline regex here."""
+    out = []
+    i = text.find(SEPARATOR)
+    while i >= 0:
+        end = i + len(SEPARATOR)
+        at_line_start = i == 0 or text[i - 1] == "\n"
+        rest = text[end : end + 2]
+        if at_line_start and (rest == "" or rest[0] == "\n" or rest == "\r\n" or (rest == "\r" and end + 1 == len(text))):
+            out.append((i, end))
+        i = text.find(SEPARATOR, end)
+    return out
+
+
+def _read_source(log: ParsedLog, section: str) -> None:
+    if (m := _OMITTED_RE.match(section.rstrip("\r\n"))) and "\n" not in section.rstrip("\r\n"):
+        log.source_omitted = True
+        log.source_sha256 = m.group(1).lower()
+        log.source_lines = int(m.group(2))
+        return
+    # The hash covers the bytes before the separator line, newline included: for a source file that
+    # ends with a newline (as train_gpt.py does) it equals `sha256sum train_gpt.py`.
+    log.source_sha256 = _sha256(section.encode("utf-8", errors="surrogateescape"))
+    log.source_text = section
+    log.source_lines = section.count("\n") + (0 if not section or section.endswith("\n") else 1)
+
+
+_ENV_LINE_RE = re.compile(r"^(?:Running Python|Running [Pp]y[Tt]orch|config: |data: |nvidia-smi|\| NVIDIA-SMI)", re.M)
+
+
+def _find_environment(text: str, seps: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """Character range of the environment block: the first section after the source with an environment line."""
+    bounds = [end for _, end in seps]
+    ends = [start for start, _ in seps[1:]] + [len(text)]
+    for a, b in zip(bounds, ends, strict=True):
+        if _ENV_LINE_RE.search(text, a, b):
+            return a, b
+    return None
+
+def _read_environment(log: ParsedLog, env: list[str]) -> None:
+    in_processes = False
+    for raw_line in env:
+        line = raw_line.rstrip("\r")
+        if log.python_version is None and (m := _PYTHON_RE.match(line)):
+            log.python_version = m.group(1)
+        elif log.torch_version is None and (m := _TORCH_RE.match(line)):
+            log.torch_version = m.group(1)
+            log.cuda_version = m.group(2)
+        elif line.startswith("config: "):
+            log.config, log.config_error = _read_json_object(line[len("config: "):], "config", log.config)
+        elif line.startswith("data: "):
+            log.data, log.data_error = _read_json_object(line[len("data: "):], "data", log.data)
+        elif line.strip() == _SMI_NOT_AVAILABLE:
+            log.nvidia_smi = "not available"
+        elif "Processes:" in line:
+            in_processes = True
+        elif not in_processes and (m := _SMI_GPU_RE.match(line)):
+            log.nvidia_smi = "table"
+            index = int(m.group(1))
+            if index == len(log.gpu_names):  # rows in index order; a repeated table is not more GPUs
+                log.gpu_names.append(" ".join(m.group(2).split()))
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _read_json_object(text: str, what: str, previous: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str | None]:
+    if previous is not None:
+        return previous, f"more than one '{what}:' line; the first one is used"
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as e:
+        return None, f"the '{what}:' line is not valid JSON ({type(e).__name__}: {str(e)[:120]})"
+    if not isinstance(value, dict):
+        return None, f"the '{what}:' line is JSON but not an object"
+    return value, None
+
+
+def _read_metrics(log: ParsedLog, text: str, start: int) -> None:
+    rows = _METRIC_RE.findall(text, start)
+    n_step_lines = text.count("\nstep:", max(start - 1, 0)) + (1 if start == 0 and text.startswith("step:") else 0)
+    if len(rows) != n_step_lines:
+        for m in _STEP_LINE_RE.finditer(text, start):
+            if not _METRIC_RE.fullmatch(m.group(0)):
+                log.malformed_count += 1
+                if len(log.malformed_lines) < 5:
+                    log.malformed_lines.append(m.group(0)[:200])
+    if rows:
+        log.metrics_form = "speedrun"
+        step, total, kind, loss, tt, ttu, sa, sau = zip(*rows, strict=True)
+        n = len(rows)
+        # Columns of strings become arrays through fromiter/map: numpy string arrays cost 5x more.
+        time_ms = np.array(tt, dtype=np.float64)
+        if "s" in ttu:
+            time_ms[np.fromiter(map("s".__eq__, ttu), bool, n)] *= 1000.0
+        has_sa = np.fromiter(map(bool, sa), bool, n)
+        step_avg = np.array([x or "nan" for x in sa], dtype=np.float64)
+        if "s" in sau:
+            step_avg[np.fromiter(map("s".__eq__, sau), bool, n)] *= 1000.0
+        is_val = np.fromiter(map("val_loss".__eq__, kind), bool, n)
+        log.metrics = Metrics(
+            step=np.array(step, dtype=np.int64),
+            total=np.array(total, dtype=np.int64),
+            train_time_ms=time_ms,
+            step_avg_ms=step_avg,
+            has_step_avg=has_sa,
+            loss=np.array([x or "nan" for x in loss], dtype=np.float64),
+            is_val=is_val,
+        )
+        log.total_steps = int(log.metrics.total[-1])
+        for i in np.flatnonzero(is_val):
+            log.val_curve.append(ValPoint(int(log.metrics.step[i]), float(log.metrics.loss[i]), float(time_ms[i])))
+    elif "\ns:" in text or text.startswith("s:"):
+        llmc = _LLMC_RE.findall(text, start)
+        if llmc:
+            log.metrics_form = "llm.c"
+            step, kind, loss = zip(*llmc, strict=True)
+            n = len(step)
+            nan = np.full(n, np.nan)
+            is_val = np.array(kind) == "tel"
+            log.metrics = Metrics(
+                step=np.array(step, dtype=np.int64),
+                total=np.full(n, -1, dtype=np.int64),
+                train_time_ms=nan,
+                step_avg_ms=nan.copy(),
+                has_step_avg=np.zeros(n, bool),
+                loss=np.array(loss, dtype=np.float64),
+                is_val=is_val,
+            )
+            for i in np.flatnonzero(is_val):
+                log.val_curve.append(ValPoint(int(log.metrics.step[i]), float(log.metrics.loss[i]), None))
+    peak = _PEAK_MEMORY_RE.search(text, max(start, len(text) - 65536))  # written once, at the end
+    if peak:
+        log.peak_memory_mib = int(peak.group(1))
+
+
+# --- command line: python -m tools parse ------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("logs", nargs="+", metavar="LOG", type=Path, help="record log files (.txt)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+
+
+def run(args: argparse.Namespace) -> int:
+    logs = [parse_log(p) for p in args.logs]
+    if args.json:
+        for log in logs:
+            sys.stdout.write(json.dumps(log.to_json()) + "\n")
+        return 0
+    header = f"{'log':<60} {'steps':>11} {'val loss':>8} {'time':>10} {'gpus':<28} issues"
+    print(header)
+    print("-" * len(header))
+    for log in logs:
+        steps = f"{log.final_step}/{log.total_steps}" if log.final_step is not None else "—"
+        loss = f"{log.final_val_loss:.4f}" if log.final_val_loss is not None else "—"
+        t = log.train_time_ms
+        time_s = f"{t / 1000:.3f} s" if t is not None and math.isfinite(t) else "—"
+        gpus = f"{log.num_gpus}× {log.gpu_name}" if log.gpu_name else log.nvidia_smi
+        issues = "; ".join(log.structure_issues) or "-"
+        print(f"{log.path[-60:]:<60} {steps:>11} {loss:>8} {time_s:>10} {gpus[:28]:<28} {issues}")
+    return 0

@@ -1,0 +1,257 @@
+"""Find records on disk: what a record folder holds, its README front matter, its track and date.
+
+Two layouts are read (records/README.md, docs/log-format.md):
+
+- **harness** records (this repository): ``records/<track>/<YYYY-MM-DD>_<ShortName>/README.md`` with
+  YAML front matter, plus one ``<run-uuid>.txt`` per run directly in the folder. Subfolders are
+  supporting material (a baseline's logs, plots) and are never judged as the record.
+- **community** submissions (the public speedrun, ../shared/anchors/modded-nanogpt/): no README;
+  the folder name gives the date. Its logs were never organised for a machine, so these choices,
+  made once here, decide what is judged:
+    * every folder of logs inside a submission (the submission folder itself and each subfolder)
+      is one record; all its logs are the record's runs, whatever their code or hardware (the
+      rules then say when they disagree);
+    * logs and subfolders whose names mark them as a comparison (``baseline``, ``comparison``,
+      ``before``, ``prior``, ``master``, ``extra``) are supporting evidence, not runs of a record:
+      the submitters put them there to compare against, not to claim a time.
+
+A bare log file is a record of one run (``verify logs/<uuid>.txt --track smoke``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tools.tracks import TRACKS, HardwareClass, Track, get_track
+
+README = "README.md"
+LOG_SUFFIX = ".txt"
+_DATE_PREFIX_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})[_-]")
+_HARNESS_FOLDER_RE = re.compile(r"^\d{4}-\d{2}-\d{2}_[A-Za-z0-9][A-Za-z0-9._-]*$")
+SUPPORTING_NAME_RE = re.compile(r"baseline|comparison|before|prior|master|extra", re.I)
+# A README is a short text; a bigger one is not read (untrusted input).
+MAX_README_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class FrontMatter:
+    title: str
+    date: str  # YYYY-MM-DD
+    authors: tuple[str, ...]
+    description: str
+    baseline: str | None  # folder name of the record this one improves on (same track)
+    systems_only: bool
+    hardware: HardwareClass | None  # optional: claim a non-official hardware class
+
+
+@dataclass
+class Record:
+    """A set of runs judged together."""
+
+    path: Path  # the record folder, or the log file of a one-run record
+    name: str  # e.g. "2025-01-16_Sub3Min" or "2026-04-22_MuddFormer/this_pr_v3"
+    track: Track
+    logs: list[Path]
+    layout: str  # "harness", "community" or "log"
+    date: str | None = None
+    meta: FrontMatter | None = None
+    meta_errors: list[str] = field(default_factory=list)
+    supporting: list[Path] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return self.meta.title if self.meta else self.name
+
+
+def track_from_path(path: Path) -> Track | None:
+    """The track named by the nearest enclosing folder called like a track (``records/<track>/...``)."""
+    for part in reversed(path.resolve().parts):
+        if part in TRACKS:
+            return TRACKS[part]
+    return None
+
+
+def resolve_track(path: Path, track: str | None) -> Track:
+    if track is not None:
+        return get_track(track)
+    found = track_from_path(path)
+    if found is None:
+        raise ValueError(
+            f"{path}: cannot tell its track from the path (no folder named {', '.join(TRACKS)}); pass --track"
+        )
+    return found
+
+
+def _logs_in(folder: Path) -> list[Path]:
+    # Symbolic links are kept so that the parser can reject them by name (never follow them).
+    return sorted(p for p in folder.iterdir() if p.suffix == LOG_SUFFIX and (p.is_file() or p.is_symlink()))
+
+
+def _date_of(name: str) -> str | None:
+    m = _DATE_PREFIX_RE.match(name)
+    return m.group(1) if m else None
+
+
+def load_records(path: Path, track: str | None = None) -> list[Record]:
+    """The records at ``path``: a log file, a record folder, or a community submission folder.
+
+    ``ValueError`` for a path that is none of these.
+    """
+    if not path.exists():
+        raise ValueError(f"{path}: no such file or folder")
+    tr = resolve_track(path, track)
+    if path.is_file():
+        if path.suffix != LOG_SUFFIX:
+            raise ValueError(f"{path}: not a log (.txt) or a record folder")
+        return [Record(path=path, name=path.name, track=tr, logs=[path], layout="log")]
+    if not path.is_dir():
+        raise ValueError(f"{path}: not a regular file or folder")
+    if path.name in TRACKS or any((path / t).is_dir() for t in TRACKS):
+        return discover(path)  # a track folder or a whole records folder
+    if (path / README).exists():
+        return [_harness_record(path, tr)]
+    name, date = _name_and_date(path)
+    records = _community_records(path, name, tr, date)
+    if not records:
+        raise ValueError(f"{path}: no logs (*.txt) and no {README} here or in its subfolders: not a record folder")
+    return records
+
+
+def discover(records_root: Path) -> list[Record]:
+    """Every record under ``records_root`` (``records/<track>/<record>/``), in (track, date, name) order.
+
+    ``records_root`` may also be one track folder (it is then named like the track), as in the
+    anchor corpus (``../shared/anchors/modded-nanogpt/``, whose only child is ``track_1_short``).
+    """
+    if not records_root.is_dir():
+        raise ValueError(f"{records_root}: no such folder; give the records folder (e.g. records/)")
+    track_dirs = [records_root] if records_root.name in TRACKS else [
+        d for d in sorted(records_root.iterdir()) if d.is_dir() and d.name in TRACKS
+    ]
+    found: list[Record] = []
+    for td in track_dirs:
+        for sub in sorted(d for d in td.iterdir() if d.is_dir() and not d.name.startswith(".")):
+            if (sub / README).exists():
+                found.append(_harness_record(sub, TRACKS[td.name]))
+            else:
+                found.extend(_community_records(sub, sub.name, TRACKS[td.name], _date_of(sub.name)))
+    return sorted(found, key=lambda r: (r.track.name, r.date or "", r.name))
+
+
+def _name_and_date(folder: Path) -> tuple[str, str | None]:
+    """A folder's name relative to its track folder, and the date of the submission it belongs to."""
+    parts = folder.resolve().parts
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] in TRACKS:
+            rel = parts[i + 1 :]
+            dates = [d for d in (_date_of(p) for p in rel) if d]
+            return "/".join(rel) or folder.name, (dates[0] if dates else None)
+    return folder.name, _date_of(folder.name)
+
+
+def _community_records(folder: Path, name: str, track: Track, date: str | None) -> list[Record]:
+    logs = _logs_in(folder)
+    runs = [p for p in logs if not SUPPORTING_NAME_RE.search(p.stem)]
+    supporting = [p for p in logs if SUPPORTING_NAME_RE.search(p.stem)]
+    out: list[Record] = []
+    if runs:
+        out.append(Record(folder, name, track, runs, "community", date, supporting=supporting))
+    for sub in sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        if SUPPORTING_NAME_RE.search(sub.name):
+            continue
+        out.extend(_community_records(sub, f"{name}/{sub.name}", track, date))
+    return out
+
+
+def _harness_record(folder: Path, track: Track) -> Record:
+    rec = Record(folder, folder.name, track, _logs_in(folder), "harness", _date_of(folder.name))
+    rec.supporting = sorted(p for d in folder.iterdir() if d.is_dir() for p in d.rglob(f"*{LOG_SUFFIX}"))
+    if not _HARNESS_FOLDER_RE.match(folder.name):
+        rec.meta_errors.append(f"folder name {folder.name!r} is not <YYYY-MM-DD>_<ShortName>")
+    rec.meta, errors = read_front_matter(folder / README)
+    rec.meta_errors.extend(errors)
+    if rec.meta is not None:
+        if rec.date is not None and rec.meta.date != rec.date:
+            rec.meta_errors.append(f"front matter date {rec.meta.date} differs from the folder name's {rec.date}")
+        rec.date = rec.meta.date
+        if rec.meta.baseline and not (folder.parent / rec.meta.baseline).is_dir():
+            rec.meta_errors.append(
+                f"baseline {rec.meta.baseline!r} is not a record folder of {track.name} (name the folder it improves on)"
+            )
+    return rec
+
+
+def read_front_matter(readme: Path) -> tuple[FrontMatter | None, list[str]]:
+    """Parse the YAML front matter of a record README (safe loader only: a README is untrusted)."""
+    try:
+        raw = readme.read_bytes()[: MAX_README_BYTES + 1]
+    except OSError as e:
+        return None, [f"{README} cannot be read ({e.strerror})"]
+    if len(raw) > MAX_README_BYTES:
+        return None, [f"{README} is over {MAX_README_BYTES:,} bytes"]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return None, [f"{README} is not UTF-8 (invalid byte at offset {e.start})"]
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != "---" or "---" not in (ln.strip() for ln in lines[1:]):
+        return None, [f"{README} does not start with YAML front matter between '---' lines"]
+    end = next(i for i, ln in enumerate(lines[1:], 1) if ln.strip() == "---")
+    import yaml  # imported here: keeps `import tools` light
+
+    try:
+        data = yaml.safe_load("\n".join(lines[1:end]))
+    except yaml.YAMLError as e:
+        return None, [f"{README} front matter is not valid YAML: {str(e).splitlines()[0]}"]
+    if not isinstance(data, dict):
+        return None, [f"{README} front matter is not a mapping of keys to values"]
+    return _front_matter_from(data)
+
+
+def _front_matter_from(data: dict[object, object]) -> tuple[FrontMatter | None, list[str]]:
+    errors: list[str] = []
+
+    def text(key: str, required: bool = True) -> str | None:
+        v = data.get(key)
+        if v is None:
+            if required:
+                errors.append(f"front matter: '{key}' is missing")
+            return None
+        if not isinstance(v, str) or not v.strip():
+            errors.append(f"front matter: '{key}' must be a non-empty string")
+            return None
+        return v.strip()
+
+    title, description = text("title"), text("description")
+    baseline = text("baseline", required=False)
+    raw_date = data.get("date")
+    date: str | None = None
+    if isinstance(raw_date, dt.date):
+        date = raw_date.isoformat()[:10]
+    elif isinstance(raw_date, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw_date.strip()):
+        date = raw_date.strip()
+    else:
+        errors.append("front matter: 'date' must be YYYY-MM-DD")
+    raw_authors = data.get("authors")
+    authors: tuple[str, ...] = ()
+    if isinstance(raw_authors, str) and raw_authors.strip():
+        authors = (raw_authors.strip(),)
+    elif isinstance(raw_authors, list) and raw_authors and all(isinstance(a, str) and a.strip() for a in raw_authors):
+        authors = tuple(a.strip() for a in raw_authors)
+    else:
+        errors.append("front matter: 'authors' must be a name or a list of names")
+    systems_only = data.get("systems_only")
+    if not isinstance(systems_only, bool):
+        errors.append("front matter: 'systems_only' must be true or false")
+    hardware: HardwareClass | None = None
+    if data.get("hardware") is not None:
+        try:
+            hardware = HardwareClass.from_label(str(data["hardware"]))
+        except ValueError as e:
+            errors.append(f"front matter: {e}")
+    if errors or title is None or description is None or date is None or not isinstance(systems_only, bool):
+        return None, errors
+    return FrontMatter(title, date, authors, description, baseline, systems_only, hardware), []

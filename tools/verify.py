@@ -1,0 +1,273 @@
+"""Verify records: parse their logs, apply every rule, decide which valid records are new records.
+
+``faster`` (RULES.md) compares a record with the records before it, so a record is always judged
+with the other records of its track folder: the previous record of the same track and hardware
+class is the fastest *valid* one dated earlier (ties in date: earlier folder name first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tools import stats
+from tools.known_shards import load_known_shards
+from tools.parse import ParsedLog, parse_log
+from tools.records import Record, discover, load_records
+from tools.rules import NOT_APPLICABLE, RULES, Context, Failure, Run, claimed_hardware
+from tools.tracks import TRACKS, HardwareClass
+
+# Parsing is the expensive part; below this many logs a process pool costs more than it saves.
+_PARALLEL_MIN_LOGS = 24
+
+
+@dataclass
+class Verdict:
+    record: Record
+    runs: list[Run]
+    failures: list[Failure]
+    not_applicable: list[str]
+    hardware: HardwareClass | None
+    is_new_record: bool = False
+    previous: Verdict | None = field(default=None, repr=False)
+
+    @property
+    def valid(self) -> bool:
+        return not self.failures
+
+    @property
+    def is_smoke(self) -> bool:
+        return not self.record.track.is_record_track
+
+    @property
+    def finals(self) -> list[float]:
+        return [f for r in self.runs if (f := r.log.final_val_loss) is not None]
+
+    @property
+    def times_ms(self) -> list[float]:
+        return [t for r in self.runs if (t := r.log.train_time_ms) is not None and math.isfinite(t)]
+
+    @property
+    def mean_val_loss(self) -> float | None:
+        return stats.mean(self.finals)
+
+    @property
+    def mean_train_time_ms(self) -> float | None:
+        return stats.mean(self.times_ms)
+
+    @property
+    def p_value(self) -> float | None:
+        target = self.record.track.target_val_loss
+        if target is None:
+            return None
+        p = stats.p_below_target(self.finals, target)
+        return None if p is None or math.isnan(p) else p
+
+    @property
+    def failed_rules(self) -> list[str]:
+        return sorted({f.rule for f in self.failures}, key=_rule_order)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "record": str(self.record.path),
+            "name": self.record.name,
+            "track": self.record.track.name,
+            "date": self.record.date,
+            "title": self.record.title,
+            "hardware": self.hardware.label if self.hardware else None,
+            "valid": self.valid,
+            "is_new_record": self.is_new_record,
+            "previous_record": self.previous.record.name if self.previous else None,
+            "runs": len(self.runs),
+            "mean_val_loss": stats.finite_or_none(self.mean_val_loss),
+            "p_value": stats.finite_or_none(self.p_value),
+            "mean_train_time_ms": stats.finite_or_none(self.mean_train_time_ms),
+            "failures": [f.to_json() for f in self.failures],
+            "not_applicable": self.not_applicable,
+            "logs": [r.file for r in self.runs],
+        }
+
+
+def _rule_order(rule: str) -> int:
+    ids = [r for r, _ in RULES] + ["faster"]
+    return ids.index(rule) if rule in ids else len(ids)
+
+
+def _parse_or_fail(path: Path) -> ParsedLog:
+    """Parse a log; a path that cannot be read becomes a log with a structure issue, never a crash."""
+    try:
+        return parse_log(path)
+    except ValueError as e:
+        log = ParsedLog(path=str(path), size_bytes=0, file_sha256="")
+        log.structure_issues.append(str(e))
+        return log
+
+
+def parse_many(paths: Sequence[Path], workers: int | None = None) -> dict[Path, ParsedLog]:
+    """Parse logs, on every core when there are many (the order of the result follows ``paths``)."""
+    unique = list(dict.fromkeys(paths))
+    n = workers if workers is not None else (os.cpu_count() or 1)
+    if n <= 1 or len(unique) < _PARALLEL_MIN_LOGS:
+        return {p: _parse_or_fail(p) for p in unique}
+    with ProcessPoolExecutor(max_workers=n) as pool:
+        return dict(zip(unique, pool.map(_parse_or_fail, unique, chunksize=8), strict=True))
+
+
+def judge(record: Record, logs: dict[Path, ParsedLog], known_shards: dict[str, str]) -> Verdict:
+    """Apply every rule but ``faster`` to one record."""
+    runs = [Run(p, logs[p]) for p in record.logs]
+    ctx = Context(record, runs, known_shards)
+    failures: list[Failure] = []
+    not_applicable: list[str] = []
+    for rule_id, rule in RULES:
+        result = rule(ctx)
+        if result is NOT_APPLICABLE:
+            not_applicable.append(rule_id)
+        else:
+            assert isinstance(result, list)
+            failures.extend(result)
+    if ctx.is_smoke:
+        not_applicable.append("faster")
+    hardware = None if ctx.is_smoke else claimed_hardware(ctx)
+    return Verdict(record, runs, failures, not_applicable, hardware)
+
+
+def rank(verdicts: Iterable[Verdict]) -> None:
+    """Set ``is_new_record`` and ``previous``: per (track, hardware class), in (date, name) order."""
+    best: dict[tuple[str, HardwareClass | None], Verdict] = {}
+    for v in sorted(verdicts, key=lambda v: (v.record.track.name, v.record.date or "", v.record.name)):
+        if v.is_smoke:
+            continue
+        key = (v.record.track.name, v.hardware)
+        prev = best.get(key)
+        v.previous = prev
+        t = v.mean_train_time_ms
+        if not v.valid or t is None:
+            continue
+        prev_t = prev.mean_train_time_ms if prev else None
+        v.is_new_record = prev_t is None or t < prev_t
+        if v.is_new_record:
+            best[key] = v
+
+
+def verify_records(records: Sequence[Record], known_shards: dict[str, str] | None = None) -> list[Verdict]:
+    """Judge and rank ``records`` together (they should be all the records of their tracks)."""
+    shards = load_known_shards() if known_shards is None else known_shards
+    logs = parse_many([p for r in records for p in r.logs])
+    verdicts = [judge(r, logs, shards) for r in records]
+    rank(verdicts)
+    return verdicts
+
+
+def _track_folder(record: Record) -> Path | None:
+    for parent in [record.path, *record.path.parents]:
+        if parent.name in TRACKS and parent.name == record.track.name:
+            return parent
+    return None
+
+
+def verify_paths(paths: Sequence[Path], track: str | None = None, known_shards: dict[str, str] | None = None) -> list[Verdict]:
+    """Verify the records at ``paths`` (folders or log files), each judged among its track folder's records.
+
+    ``ValueError`` for a path that is not a record.
+    """
+    wanted: list[Record] = []
+    for p in paths:
+        wanted.extend(load_records(p, track))
+    universe: dict[Path, Record] = {}
+    for rec in wanted:
+        folder = _track_folder(rec) if rec.layout != "log" else None
+        if folder is not None:
+            for other in discover(folder):
+                universe.setdefault(other.path, other)
+    for rec in wanted:
+        universe[rec.path] = rec  # the caller's --track wins for the records it named
+    verdicts = {v.record.path: v for v in verify_records(list(universe.values()), known_shards)}
+    return [verdicts[r.path] for r in wanted]
+
+
+# --- output ---------------------------------------------------------------------------------
+
+
+def format_json(verdicts: Sequence[Verdict]) -> str:
+    return "".join(json.dumps(v.to_json(), sort_keys=False) + "\n" for v in verdicts)
+
+
+def _fmt(x: float | None, spec: str, unit: str = "") -> str:
+    return "—" if x is None or not math.isfinite(x) else f"{x:{spec}}{unit}"
+
+
+def format_text(verdicts: Sequence[Verdict]) -> str:
+    lines: list[str] = []
+    records = [v for v in verdicts if not v.is_smoke]
+    if records:
+        header = f"{'record':<48} {'track':<14} {'hardware':<26} {'runs':>4} {'mean loss':>9} {'p-value':>8} {'mean time':>10}  verdict"
+        lines += [header, "-" * len(header)]
+        for v in records:
+            if v.valid:
+                verdict = "valid, NEW RECORD" if v.is_new_record else "valid, not faster than " + (
+                    v.previous.record.name if v.previous else "the previous record"
+                )
+            else:
+                verdict = "INVALID: " + ", ".join(v.failed_rules)
+            lines.append(
+                f"{v.record.name[:48]:<48} {v.record.track.name:<14} {(v.hardware.label if v.hardware else '—')[:26]:<26} "
+                f"{len(v.runs):>4} {_fmt(v.mean_val_loss, '.4f'):>9} {_fmt(v.p_value, '.2g'):>8} "
+                f"{_fmt(None if v.mean_train_time_ms is None else v.mean_train_time_ms / 1000, '.3f', ' s'):>10}  {verdict}"
+            )
+    for v in verdicts:
+        if v.is_smoke:
+            lines.append(_smoke_summary(v))
+    failing = [v for v in verdicts if v.failures]
+    if failing:
+        lines.append("")
+        for v in failing:
+            for f in v.failures:
+                lines.append(f"FAIL {f.rule:<13} {f.file}: {f.evidence}")
+    n_bad = len(failing)
+    lines.append("")
+    lines.append(f"{len(verdicts) - n_bad} of {len(verdicts)} valid" + (f"; {n_bad} failed (see FAIL lines)" if n_bad else ""))
+    return "\n".join(lines) + "\n"
+
+
+def _smoke_summary(v: Verdict) -> str:
+    if not v.valid:
+        return f"smoke run FAILED ({', '.join(v.failed_rules)}): {v.record.path}"
+    parts = []
+    for r in v.runs:
+        c = r.log.val_curve
+        t = r.log.train_time_ms
+        parts.append(
+            f"val loss {c[0].val_loss:.4f} -> {c[-1].val_loss:.4f} in {c[-1].step} steps, "
+            f"{_fmt(None if t is None else t / 1000, '.1f', ' s')} timed"
+        )
+    return f"valid smoke run (not a record): {v.record.path}: " + "; ".join(parts)
+
+
+# --- command line: python -m tools verify ---------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "paths", nargs="+", metavar="RECORD", type=Path,
+        help="record folders (records/<track>/<date>_<name>/), a track or records folder, or single log files",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per record instead of a table")
+    p.add_argument(
+        "--track", choices=sorted(TRACKS),
+        help="the track to judge against (default: read from the path, records/<track>/...)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    verdicts = verify_paths(args.paths, args.track)
+    sys.stdout.write(format_json(verdicts) if args.json else format_text(verdicts))
+    return 0 if all(v.valid for v in verdicts) else 1
