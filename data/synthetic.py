@@ -22,7 +22,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from data.shards import write_shard  # noqa: E402
+from data.shards import META_FILE, sha256_file, update_sums, write_shard  # noqa: E402
 
 GENERATOR = "markov-copy-v1"
 # Probabilities of a token's successors, most likely first: entropy ~1.1 nats per token.
@@ -88,7 +88,7 @@ def shard_plan(out: Path, args: argparse.Namespace) -> list[tuple[Path, int]]:
 def write_synthetic(args: argparse.Namespace) -> int:
     out = Path(args.out)
     meta = meta_for(args)
-    meta_path = out / "meta.json"
+    meta_path = out / META_FILE
     plan = shard_plan(out, args)
     if meta_path.is_file() and not args.force:
         try:
@@ -109,11 +109,13 @@ def write_synthetic(args: argparse.Namespace) -> int:
     stream = generate_documents(rng, args.vocab_size, sum(n for _, n in plan))
     meta_path.unlink(missing_ok=True)  # the folder is incomplete until meta.json is written again
     offset = 0
+    sums = {}
     for path, n in plan:
-        write_shard(path, stream[offset : offset + n])
+        write_shard(path, stream[offset : offset + n], vocab_size=args.vocab_size)  # the checks of data/check.py
+        sums[path.name] = sha256_file(path)
         offset += n
         print(f"wrote {path} ({n:,} tokens)")
-    out.mkdir(parents=True, exist_ok=True)
+    update_sums(out, sums)
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     print(f"synthetic data ready in {out}: vocab {args.vocab_size}, separator token {args.vocab_size - 1}")
     return 0
