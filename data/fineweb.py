@@ -119,7 +119,7 @@ def iter_txt(path: Path, mode: str) -> Iterator[str]:
     if mode == "file":
         yield text
     else:  # "blank": documents separated by one or more blank lines
-        for doc in re.split(r"\n[ \t\r\f\v]*\n", text):
+        for doc in re.split(r"\n(?:[ \t\r\f\v]*\n)+", text):
             if doc.strip():
                 yield doc.strip("\n")
 
@@ -374,7 +374,7 @@ def build(args: argparse.Namespace, encoding: tiktoken.Encoding) -> int:
     else:
         source = SOURCES[args.variant]
         raw_dir = args.raw_dir or DATA_DIR / "raw" / source.repo_id
-        documents = hub_documents(source, raw_dir / source.folder, args.text_field)
+        documents = hub_documents(source, raw_dir, args.text_field)  # files keep their repository paths
         what = f"{source.repo_id} {source.folder}"
     out, prefix = args.out, args.prefix
     prepare_out(out, prefix, args.force)

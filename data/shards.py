@@ -326,9 +326,10 @@ class ShardWriter:
 
 
 def list_shards(folder: str | os.PathLike[str]) -> list[Path]:
-    """The shards a trainer reads from a folder: `*_val_*.bin` and `*_train_*.bin`, sorted by name."""
+    """The shards a trainer reads from a folder: `*_val_*.bin` sorted by name, then `*_train_*.bin` sorted by name
+    (for the writers' output, the order of the token stream)."""
     folder = Path(folder)
-    return sorted({*folder.glob(VAL_GLOB), *folder.glob(TRAIN_GLOB)}, key=lambda p: p.name)
+    return sorted(folder.glob(VAL_GLOB), key=lambda p: p.name) + sorted(folder.glob(TRAIN_GLOB), key=lambda p: p.name)
 
 
 def folder_vocab_size(folder: str | os.PathLike[str]) -> tuple[int, str]:

@@ -21,6 +21,12 @@ ENDOFTEXT = "<|endoftext|>"
 
 def train_encoding(texts: Iterable[str], n_merges: int = 256, name: str = "tiny-bpe") -> tiktoken.Encoding:
     """A byte-level BPE with 256 + (up to) n_merges tokens + <|endoftext|>; deterministic for the same texts."""
+    ranks = learn_merges(texts, n_merges)
+    return tiktoken.Encoding(name, pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={ENDOFTEXT: len(ranks)})
+
+
+def learn_merges(texts: Iterable[str], n_merges: int) -> dict[bytes, int]:
+    """{token bytes: rank}: the 256 bytes, then the merged pairs in the order they were learned."""
     pattern = regex.compile(GPT2_PATTERN)
     counts = Counter(piece.encode() for text in texts for piece in pattern.findall(text))
     words = [[bytes([b]) for b in word] for word in counts]  # each distinct pre-token, split into tokens
@@ -59,4 +65,4 @@ def train_encoding(texts: Iterable[str], n_merges: int = 256, name: str = "tiny-
                 pairs[pair] += freq[w]
                 where[pair].add(w)
         pairs = +pairs  # drop pairs whose count fell to zero
-    return tiktoken.Encoding(name, pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={ENDOFTEXT: len(ranks)})
+    return ranks

@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO_ROOT
 from data_fakehub import FakeHub, fill_hf_cache, shard_bytes
 
-from data import check
+from data import cached_fineweb10B, check
 
 REPO = "kjj0/fineweb10B-gpt2"
 NAMES = ["fineweb_val_000000.bin", "fineweb_train_000001.bin", "fineweb_train_000002.bin"]
@@ -113,10 +113,13 @@ def test_nothing_cached_and_no_hub_gives_one_clear_paragraph(tmp_path, offline):
     assert all(name in error for name in NAMES) and "python data/cached_fineweb10B.py 2" in error
 
 
-def test_bad_shard_count_is_a_usage_error(tmp_path):
-    for n in ("104", "-1", "many"):
-        result = run([n], tmp_path)
-        assert result.returncode == 2 and "usage:" in result.stderr
+def test_bad_shard_count_is_a_usage_error(tmp_path, capsys):
+    result = run(["104"], tmp_path)
+    assert result.returncode == 2 and "N must be between 0 and 103" in result.stderr
+    for argv in (["-1"], ["many"], ["5", "--variant", "1T"]):
+        with pytest.raises(SystemExit) as err:
+            cached_fineweb10B.main(argv)
+        assert err.value.code == 2 and "usage:" in capsys.readouterr().err
 
 
 def test_download_resumes_a_partial_file_and_a_dropped_connection(tmp_path):
