@@ -56,7 +56,7 @@ def bench_reader(shard: Path | None, ntok: int, repeat: int) -> None:
             shard = Path(tmp) / "bench_train_000001.bin"
             rng = np.random.default_rng(0)
             tokens = rng.integers(0, 50256, ntok, dtype=np.int64).astype(np.uint16)
-            tokens[:: 1000] = 50256
+            tokens[::1000] = 50256
             write_shard(shard, tokens, vocab_size=50257)
             del tokens
         n = read_tokens(shard).size
@@ -117,7 +117,11 @@ def bench_tokenizer(text_paths: list[Path], encoding_name: str, max_chars: int, 
     except fineweb.InputError as e:
         print(f"  (shards cannot hold this encoding, so data/fineweb.py's own path is not timed: {e})")
         return
-    report("one core: tokenize_batch (encode + pack uint16)", ntok, timed(lambda: fineweb.tokenize_batch(docs, enc), repeat))
+    report(
+        "one core: tokenize_batch (encode + pack uint16)",
+        ntok,
+        timed(lambda: fineweb.tokenize_batch(docs, enc), repeat),
+    )
     if workers > 1:
 
         def pooled() -> None:
@@ -126,7 +130,9 @@ def bench_tokenizer(text_paths: list[Path], encoding_name: str, max_chars: int, 
                     pass
 
         os.sched_setaffinity(0, range(os.cpu_count() or 1))
-        report(f"{workers} worker processes (data/fineweb.py, incl. start)", 4 * ntok, timed(pooled, max(1, repeat // 2)))
+        report(
+            f"{workers} worker processes (data/fineweb.py, incl. start)", 4 * ntok, timed(pooled, max(1, repeat // 2))
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

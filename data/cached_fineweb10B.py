@@ -55,7 +55,9 @@ class Variant:
 
 # One entry per published shard set (repository names and counts as in the public speedrun's data scripts).
 VARIANTS = {
-    "10B": Variant("kjj0/fineweb10B-gpt2", "fineweb10B", "fineweb", 103, "FineWeb sample-10BT: the record tracks' data"),
+    "10B": Variant(
+        "kjj0/fineweb10B-gpt2", "fineweb10B", "fineweb", 103, "FineWeb sample-10BT: the record tracks' data"
+    ),
     "100B": Variant("kjj0/fineweb100B-gpt2", "fineweb100B", "fineweb", 1030, "FineWeb sample-100BT"),
     "edu10B": Variant("kjj0/finewebedu10B-gpt2", "finewebedu10B", "finewebedu", 103, "FineWeb-Edu sample-10BT"),
 }
@@ -191,18 +193,25 @@ def fetch(variant: Variant, n_train: int, out: Path, flag: str) -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "n", nargs="?", type=int, default=DEFAULT_TRAIN_SHARDS,
+        "n",
+        nargs="?",
+        type=int,
+        default=DEFAULT_TRAIN_SHARDS,
         help=f"number of train shards, after the val shard (default {DEFAULT_TRAIN_SHARDS})",
     )
     parser.add_argument(
-        "--variant", choices=sorted(VARIANTS), default="10B",
+        "--variant",
+        choices=sorted(VARIANTS),
+        default="10B",
         help="which shard set: " + "; ".join(f"{k}: {v.repo_id} -> data/{v.folder}" for k, v in VARIANTS.items()),
     )
     parser.add_argument("--out", type=Path, help="folder for the shards (default: data/<the variant's folder>)")
     args = parser.parse_args(argv)
     limit = VARIANTS[args.variant].train_shards
     if not 0 <= args.n <= limit:
-        parser.error(f"N must be between 0 and {limit} (the {args.variant} variant has {limit} train shards), got {args.n}")
+        parser.error(
+            f"N must be between 0 and {limit} (the {args.variant} variant has {limit} train shards), got {args.n}"
+        )
     return args
 
 

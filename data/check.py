@@ -134,6 +134,8 @@ def check_paths(
                     f"{path}: unfinished files {', '.join(leftovers)} (an interrupted download or write; running the "
                     f"same command again resumes or replaces them)"
                 )
+        elif path.is_file() and not path.name.endswith(".bin"):
+            bad(path, f"{path} is not a .bin shard; check.py reads .bin shard files and folders of them")
         elif path.is_file():
             context = folder_context(path.parent)
             if context is not None:
@@ -146,7 +148,9 @@ def check_paths(
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", type=Path, help="shard files (.bin) and/or folders of shards")
-    parser.add_argument("--vocab-size", type=int, help="vocabulary size (default: meta.json beside the shards, else 50257)")
+    parser.add_argument(
+        "--vocab-size", type=int, help="vocabulary size (default: meta.json beside the shards, else 50257)"
+    )
     parser.add_argument("--no-sums", action="store_true", help="skip the sha256 comparison with sha256sums.txt")
     args = parser.parse_args(argv)
     if args.vocab_size is not None and not 2 <= args.vocab_size <= 2**16:

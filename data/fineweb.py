@@ -134,7 +134,9 @@ def iter_jsonl(path: Path, field: str) -> Iterator[str]:
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise InputError(f"{path}, line {lineno}: not valid JSON ({e.msg}); each line must be an object") from None
+                    raise InputError(
+                        f"{path}, line {lineno}: not valid JSON ({e.msg}); each line must be an object"
+                    ) from None
                 text = record.get(field) if isinstance(record, dict) else None
                 if not isinstance(text, str):
                     keys = sorted(record) if isinstance(record, dict) else type(record).__name__

@@ -6,7 +6,7 @@ Shared by data/cached_fineweb10B.py (token shards) and data/fineweb.py (raw Fine
   file (Git LFS metadata), pinned to one commit so that every file comes from the same revision.
 - `download` writes to `<dest>.part`, resumes that file with an HTTP Range request after an
   interruption (a dropped connection, Ctrl-C, a killed job), retries transient errors, then checks
-  the size and sha256 before the file gets its final name. huggingface_hub 2.x restarts an
+  the size and sha256 before the file gets its final name. huggingface_hub 2.4 restarts an
   interrupted `hf_hub_download` from zero, which is why the transfer itself is done here.
 - `cached_file` finds a file in the standard Hugging Face cache (HF_HUB_CACHE), also when offline
   (HF_HUB_OFFLINE=1); the cache names a large file's blob by its sha256, so even offline a cached
@@ -20,8 +20,10 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import quote
 
 import httpx2  # huggingface_hub 2.x speaks HTTP through httpx2; its transport errors are not OSErrors
@@ -33,6 +35,7 @@ from tqdm import tqdm
 
 REPO_TYPE = "dataset"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+T = TypeVar("T")
 RETRIES = 5  # attempts in a row without any new byte before a download gives up (the .part file stays)
 
 
@@ -78,7 +81,7 @@ def _remote(entry: RepoFile) -> RemoteFile:
     return RemoteFile(entry.path, entry.size, None)
 
 
-def _hub_call(what: str, repo_id: str, call):  # type: ignore[no-untyped-def]
+def _hub_call(what: str, repo_id: str, call: Callable[[], T]) -> T:
     """Run one Hub API call; turn its failures into HubError (answered) or HubUnreachable (not answered)."""
     if is_offline_mode():
         raise HubUnreachable(describe_unreachable())
@@ -138,15 +141,6 @@ def blob_sha256(cached: Path) -> str | None:
     return name if _SHA256.fullmatch(name) else None
 
 
-def verify_digest(path: Path, expected: str, sha256: str, source: str) -> None:
-    """Raise DownloadError if the file's sha256 is not the one published."""
-    if sha256 != expected:
-        raise DownloadError(
-            f"{path}: sha256 {sha256[:16]}... does not match the {expected[:16]}... that {source} publishes: "
-            f"the file is corrupt"
-        )
-
-
 def install(src: Path, dest: Path) -> None:
     """Put a verified file at dest atomically: a hard link when on the same filesystem (no second copy), else a copy."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -189,7 +183,11 @@ def download(repo_id: str, remote: RemoteFile, dest: Path, commit: str, desc: st
         # A .part left by an older revision of the file, or bytes damaged in transit: start over once.
         if fresh_start:
             part.unlink(missing_ok=True)
-            verify_digest(dest, remote.sha256, h.hexdigest(), f"{endpoint()} ({repo_id}@{commit[:12]})")
+            raise DownloadError(
+                f"{dest}: downloaded twice, and the bytes (sha256 {h.hexdigest()[:16]}...) do not match the "
+                f"{remote.sha256[:16]}... that {endpoint()} publishes for {repo_id}@{commit[:12]}; the file was not "
+                f"kept. Try again later; if it persists, the Hub's copy is damaged"
+            )
     os.replace(part, dest)
 
 
@@ -219,9 +217,18 @@ def _transfer(url: str, part: Path, size: int, desc: str) -> None:
                     hf_raise_for_status(response)
                 if have and response.status_code != 206:  # the server ignored the range: take the whole file
                     have = 0
-                with part.open("ab" if have else "wb") as f, tqdm(
-                    total=size, initial=have, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, mininterval=0.5
-                ) as bar:
+                with (
+                    part.open("ab" if have else "wb") as f,
+                    tqdm(
+                        total=size,
+                        initial=have,
+                        desc=desc,
+                        unit="B",
+                        unit_scale=True,
+                        unit_divisor=1024,
+                        mininterval=0.5,
+                    ) as bar,
+                ):
                     for chunk in response.iter_bytes():  # as received: a dropped transfer loses nothing
                         f.write(chunk)
                         have += len(chunk)
@@ -239,7 +246,9 @@ def _transfer(url: str, part: Path, size: int, desc: str) -> None:
                     f"{url}: {describe_unreachable(e)} ({failures} attempts in a row); the partial file {part} "
                     f"({have:,} of {size:,} bytes) is kept and resumes when you run the same command again"
                 ) from None
-            tqdm.write(f"{desc}: {describe_unreachable(e)}; resuming at byte {have:,} (attempt {failures + 1} of {RETRIES})")
+            tqdm.write(
+                f"{desc}: {describe_unreachable(e)}; resuming at byte {have:,} (attempt {failures + 1} of {RETRIES})"
+            )
             time.sleep(min(2.0 ** (failures - 1), 30.0))
             have = part.stat().st_size if part.exists() else 0
     if have != size:

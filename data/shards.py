@@ -342,11 +342,11 @@ def folder_vocab_size(folder: str | os.PathLike[str]) -> tuple[int, str]:
         vocab_size = meta["vocab_size"]
     except (OSError, ValueError, TypeError, KeyError) as e:
         raise ShardError(
-            f"{meta_path} has no readable integer \"vocab_size\" ({type(e).__name__}: {e}); fix or delete it "
+            f'{meta_path} has no readable integer "vocab_size" ({type(e).__name__}: {e}); fix or delete it '
             f"(without it shards are checked against GPT-2's {GPT2_VOCAB_SIZE} tokens), or pass --vocab-size."
         ) from None
     if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
-        raise ShardError(f"{meta_path}: \"vocab_size\" must be an integer, got {vocab_size!r}; fix or delete it.")
+        raise ShardError(f'{meta_path}: "vocab_size" must be an integer, got {vocab_size!r}; fix or delete it.')
     check_vocab_size(vocab_size, str(meta_path))
     return vocab_size, str(meta_path)
 

@@ -7,7 +7,9 @@ The "language" is a sparse first-order Markov chain (each token has a few likely
 half of the documents end by repeating a span of themselves, so both a bigram model and attention
 (an induction head, within one document) can lower the loss far below ln(vocab). The last token
 of the vocabulary is the document separator, written before every document as GPT-2's
-<|endoftext|> (50256) is in FineWeb. The output is a pure function of the arguments.
+<|endoftext|> (50256) is in FineWeb. The output is a pure function of the arguments. Beside the
+shards: meta.json (the arguments, with "vocab_size") and sha256sums.txt (for data/check.py). Every
+shard passes data/check.py's checks before it is written.
 """
 
 from __future__ import annotations
@@ -132,7 +134,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="data/synthetic", help="output folder (default: data/synthetic)")
     parser.add_argument("--seed", type=int, default=0, help="the output is a pure function of the seed (default 0)")
-    parser.add_argument("--vocab-size", type=int, default=512, help="tokens are < this; the last one separates documents")
+    parser.add_argument(
+        "--vocab-size", type=int, default=512, help="tokens are < this; the last one separates documents"
+    )
     parser.add_argument("--train-shards", type=positive, default=4, help="number of train shards (default 4)")
     parser.add_argument("--shard-tokens", type=positive, default=2**21, help="tokens per train shard (default 2097152)")
     parser.add_argument("--val-tokens", type=positive, default=2**20, help="tokens in the val shard (default 1048576)")

@@ -81,8 +81,9 @@ def test_vocabulary_sources(shard_dir, capsys):
 def test_folder_level_problems(tmp_path, shard_dir, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
-    rc, text = run([empty, tmp_path / "missing"], capsys)
+    rc, text = run([empty, tmp_path / "missing", shard_dir / "meta.json"], capsys)
     assert rc == 1 and "holds no .bin shards" in text and "no such file or folder" in text
+    assert "meta.json is not a .bin shard" in text
     (shard_dir / "s_val_000000.bin").unlink()
     (shard_dir / "s_train_000009.bin.part").write_bytes(b"partial")
     rc, text = run([shard_dir], capsys)

@@ -105,7 +105,9 @@ def test_a_broken_copy_in_the_data_folder_is_replaced(tmp_path):
 @pytest.mark.parametrize("offline", [True, False])
 def test_nothing_cached_and_no_hub_gives_one_clear_paragraph(tmp_path, offline):
     # Offline: HF_HUB_OFFLINE=1. Online: the Hub's address is a closed local port (connection refused).
-    result = run([2, "--out", tmp_path / "out"], tmp_path, offline=offline, endpoint=None if offline else "http://127.0.0.1:9")
+    result = run(
+        [2, "--out", tmp_path / "out"], tmp_path, offline=offline, endpoint=None if offline else "http://127.0.0.1:9"
+    )
     assert result.returncode == 1
     error = result.stderr.strip()
     assert error.startswith("error: could not reach the Hugging Face Hub") and "\n" not in error
@@ -148,7 +150,7 @@ def test_download_refuses_a_file_that_does_not_match_the_published_sha256(tmp_pa
         hub.published_sha256[NAMES[2]] = "ab" * 32
         result = run([2, "--out", out], tmp_path, offline=False, endpoint=hub.url)
     assert result.returncode == 1
-    assert NAMES[2] in result.stderr and "does not match the abababab" in result.stderr
+    assert NAMES[2] in result.stderr and "do not match the abababab" in result.stderr
     assert not (out / NAMES[2]).exists() and not (out / f"{NAMES[2]}.part").exists()
     assert (out / NAMES[0]).is_file() and (out / NAMES[1]).is_file()
 

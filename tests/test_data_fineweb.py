@@ -104,7 +104,9 @@ def test_local_corpus_round_trips_through_shards_and_check(tmp_path, encoding, d
     stream = np.array(shard_stream(out))
     starts = np.flatnonzero(stream == encoding.eot_token)
     assert starts.size == len(documents)
-    decoded = [encoding.decode(stream[a + 1 : b].tolist()) for a, b in zip(starts, [*starts[1:], stream.size], strict=True)]
+    decoded = [
+        encoding.decode(stream[a + 1 : b].tolist()) for a, b in zip(starts, [*starts[1:], stream.size], strict=True)
+    ]
     assert decoded == documents
 
     # The number of workers does not change a byte.
@@ -142,7 +144,11 @@ def test_max_tokens_stops_early(tmp_path, encoding, documents, capsys):
     ("name", "content", "expected"),
     [
         ("bad.jsonl", '{"text": "ok"}\n{"text": broken}\n', "bad.jsonl, line 2: not valid JSON"),
-        ("bad.jsonl", '{"body": "no text field"}\n', "line 1: no string field 'text' (found ['body']); pass --text-field"),
+        (
+            "bad.jsonl",
+            '{"body": "no text field"}\n',
+            "line 1: no string field 'text' (found ['body']); pass --text-field",
+        ),
         ("latin.txt", "café".encode("latin-1"), "latin.txt is not UTF-8 text"),
         ("notes.docx", b"PK", "notes.docx: unsupported file type"),
         ("table.parquet", None, "table.parquet has no column 'text' (columns: body)"),

@@ -183,7 +183,12 @@ def test_folder_vocab_size(tmp_path):
     assert folder_vocab_size(tmp_path) == (50257, "GPT-2 (no meta.json)")
     (tmp_path / "meta.json").write_text(json.dumps({"vocab_size": 512}))
     assert folder_vocab_size(tmp_path)[0] == 512
-    for bad in ("{not json", json.dumps({"vocab": 3}), json.dumps({"vocab_size": "512"}), json.dumps({"vocab_size": 1})):
+    for bad in (
+        "{not json",
+        json.dumps({"vocab": 3}),
+        json.dumps({"vocab_size": "512"}),
+        json.dumps({"vocab_size": 1}),
+    ):
         (tmp_path / "meta.json").write_text(bad)
         with pytest.raises(ShardError, match="meta.json"):
             folder_vocab_size(tmp_path)

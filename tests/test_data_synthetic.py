@@ -88,6 +88,9 @@ def test_script_usage_errors(tmp_path):
     for bad in (["--vocab-size", "2"], ["--vocab-size", "70000"], ["--train-shards", "0"]):
         result = subprocess.run(
             [sys.executable, "data/synthetic.py", "--out", str(tmp_path), *bad],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert result.returncode == 2 and "usage:" in result.stderr and "Traceback" not in result.stderr

@@ -26,8 +26,12 @@ def read_shard():
 def shard_files(tmp_path_factory):
     """Shards from each writer: synthetic.py, the packing ShardWriter, and write_shard at the uint16 edges."""
     root = tmp_path_factory.mktemp("shards")
-    assert synthetic.main(["--out", str(root / "syn"), "--train-shards", "1", "--shard-tokens", "50000",
-                           "--val-tokens", "30000"]) == 0
+    assert (
+        synthetic.main(
+            ["--out", str(root / "syn"), "--train-shards", "1", "--shard-tokens", "50000", "--val-tokens", "30000"]
+        )
+        == 0
+    )
     rng = np.random.default_rng(0)
     writer = ShardWriter(root / "packed", "p", vocab_size=50257, shard_tokens=7000, val_tokens=3000)
     writer.add(np.concatenate([np.r_[50256, rng.integers(0, 50256, rng.integers(1, 400))] for _ in range(80)]))
