@@ -141,7 +141,11 @@ def check_paths(
             if context is not None:
                 one_file(path, *context)
         else:
-            bad(path, f"{path}: no such file or folder")
+            bad(
+                path,
+                f"{path}: no such file or folder; download FineWeb shards with `python data/cached_fineweb10B.py` or "
+                f"write synthetic ones with `python data/synthetic.py` (see data/README.md)",
+            )
     return report
 
 

@@ -328,7 +328,8 @@ def load_encoding(name: str) -> tiktoken.Encoding:
         return tiktoken.get_encoding(name)
     except (OSError, ValueError) as e:  # OSError: the BPE files could not be downloaded; ValueError: unknown name
         raise InputError(
-            f"could not load the tiktoken encoding {name!r} ({type(e).__name__}: {str(e)[:200]}). tiktoken downloads "
+            f"could not load the tiktoken encoding {name!r} ({type(e).__name__}: {str(e).splitlines()[0][:120]}). "
+            f"tiktoken downloads "
             f"the GPT-2 BPE files once (from openaipublic.blob.core.windows.net) into TIKTOKEN_CACHE_DIR (default: "
             f"a data-gym-cache folder in the temp directory): run this once on a machine with internet access, or "
             f"copy that cache folder here and set TIKTOKEN_CACHE_DIR to it."

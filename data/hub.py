@@ -36,6 +36,7 @@ from tqdm import tqdm
 REPO_TYPE = "dataset"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 T = TypeVar("T")
+PATHS_PER_CALL = 100  # paths per paths-info request, so that even the 1031 files of the 100B set stay small requests
 RETRIES = 5  # attempts in a row without any new byte before a download gives up (the .part file stays)
 
 
@@ -102,12 +103,16 @@ def remote_files(repo_id: str, names: list[str], revision: str = "main") -> tupl
     commit = _hub_call(
         "resolving the revision", repo_id, lambda: api.repo_info(repo_id, repo_type=REPO_TYPE, revision=revision).sha
     )
-    entries = _hub_call(
-        "reading file sizes and digests",
-        repo_id,
-        lambda: api.get_paths_info(repo_id, names, repo_type=REPO_TYPE, revision=commit),
-    )
-    return commit, {e.path: _remote(e) for e in entries if isinstance(e, RepoFile)}
+    found: dict[str, RemoteFile] = {}
+    for start in range(0, len(names), PATHS_PER_CALL):
+        batch = names[start : start + PATHS_PER_CALL]
+        entries = _hub_call(
+            "reading file sizes and digests",
+            repo_id,
+            lambda batch=batch: api.get_paths_info(repo_id, batch, repo_type=REPO_TYPE, revision=commit),
+        )
+        found.update((e.path, _remote(e)) for e in entries if isinstance(e, RepoFile))
+    return commit, found
 
 
 def list_remote(repo_id: str, folder: str, suffix: str, revision: str = "main") -> tuple[str, list[RemoteFile]]:

@@ -24,7 +24,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from data.shards import META_FILE, sha256_file, update_sums, write_shard  # noqa: E402
+from data.shards import META_FILE, ShardError, read_header, sha256_file, update_sums, write_shard  # noqa: E402
 
 GENERATOR = "markov-copy-v1"
 # Probabilities of a token's successors, most likely first: entropy ~1.1 nats per token.
@@ -87,6 +87,14 @@ def shard_plan(out: Path, args: argparse.Namespace) -> list[tuple[Path, int]]:
     return plan
 
 
+def _intact(path: Path, ntok: int) -> bool:
+    """The shard is there with the planned size (a cheap header check; data/check.py does the full one)."""
+    try:
+        return read_header(path) == ntok
+    except ShardError:
+        return False
+
+
 def write_synthetic(args: argparse.Namespace) -> int:
     out = Path(args.out)
     meta = meta_for(args)
@@ -97,9 +105,10 @@ def write_synthetic(args: argparse.Namespace) -> int:
             existing = json.loads(meta_path.read_text())
         except (OSError, json.JSONDecodeError):
             existing = None
-        if existing == meta and all(p.is_file() for p, _ in plan):
+        if existing == meta and all(_intact(p, n) for p, n in plan):
             print(f"synthetic shards already in {out} (seed {args.seed}, vocab {args.vocab_size}); nothing to do")
             return 0
+        # Same settings but a missing or broken shard: writing them again is safe, the output is deterministic.
         if existing is not None and existing != meta:
             print(
                 f"error: {out} already holds synthetic shards made with other settings ({meta_path}: {existing}). "

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT
 from data_fakehub import FakeHub, fill_hf_cache, shard_bytes
+from huggingface_hub import constants
 
 from data import cached_fineweb10B, check
+from data import hub as data_hub
 
 REPO = "kjj0/fineweb10B-gpt2"
 NAMES = ["fineweb_val_000000.bin", "fineweb_train_000001.bin", "fineweb_train_000002.bin"]
@@ -163,10 +165,29 @@ def test_download_says_when_the_repository_has_fewer_shards(tmp_path):
 
 def test_cache_is_checked_against_the_hub_digest_when_online(tmp_path):
     files = shards()
-    fill_hf_cache(tmp_path / "hub", REPO, files)
+    repo_dir = fill_hf_cache(tmp_path / "hub", REPO, files)
+    damaged = bytearray(files[NAMES[2]])
+    damaged[-1] ^= 1
+    (repo_dir / "blobs" / hashlib.sha256(files[NAMES[2]]).hexdigest()).write_bytes(bytes(damaged))
     with FakeHub(REPO, files) as hub:
         result = run([2, "--out", tmp_path / "out"], tmp_path, offline=False, endpoint=hub.url)
         fetched = [name for name, _ in hub.ranges]
     assert result.returncode == 0, result.stderr
-    assert fetched == [] and result.stdout.count("from the Hugging Face cache") == 3
-    assert Path(tmp_path / "out" / NAMES[0]).read_bytes() == files[NAMES[0]]
+    assert result.stdout.count("from the Hugging Face cache") == 2 and "cache is broken" in result.stdout
+    assert fetched == [NAMES[2]]  # only the damaged one is downloaded again
+    for name, content in files.items():
+        assert Path(tmp_path / "out" / name).read_bytes() == content
+
+
+def test_remote_files_batches_paths_info_requests(monkeypatch):
+    files = shards()
+    with FakeHub(REPO, files) as hub:
+        monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(data_hub, "PATHS_PER_CALL", 2)
+        commit, remote = data_hub.remote_files(REPO, [*NAMES, "fineweb_train_000077.bin"])
+        posts = [r for r in hub.requests if r.startswith("POST")]
+    assert commit == hub.commit and len(posts) == 2
+    assert sorted(remote) == sorted(NAMES)
+    assert remote[NAMES[1]].sha256 == hashlib.sha256(files[NAMES[1]]).hexdigest()
+    assert remote[NAMES[1]].size == len(files[NAMES[1]])

@@ -82,6 +82,12 @@ def test_rerun_is_a_no_op_and_other_settings_need_force(tmp_path, capsys):
     assert make(tmp_path, "--seed", 1, "--force", capsys=capsys) == 0
     assert json.loads((tmp_path / "meta.json").read_text())["seed"] == 1
     assert check.main([str(tmp_path)]) == 0
+    # A truncated shard with unchanged settings is simply written again, identical.
+    val = tmp_path / "synthetic_val_000000.bin"
+    good = val.read_bytes()
+    val.write_bytes(good[:-100])
+    assert make(tmp_path, "--seed", 1, capsys=capsys) == 0
+    assert val.read_bytes() == good
 
 
 def test_script_usage_errors(tmp_path):
