@@ -303,24 +303,14 @@ def tokenizer_pool(encoding: tiktoken.Encoding, workers: int) -> Iterator[Pool |
         yield pool
 
 
-def tokenize_stream(
-    documents: Iterable[str], encoding: tiktoken.Encoding, pool: Pool | None
-) -> Iterator[tuple[np.ndarray, int]]:
-    """(tokens, documents) per batch, in document order, tokenized by the pool's workers (or here)."""
+def tokenize_stream(documents: Iterable[str], encoding: tiktoken.Encoding, pool: Pool | None) -> Iterator[np.ndarray]:
+    """Token arrays, one per batch of documents, in document order, tokenized by the pool's workers (or here)."""
     if pool is None:
         for batch in batches(documents):
-            yield tokenize_batch(batch, encoding), len(batch)
+            yield tokenize_batch(batch, encoding)
         return
-    lengths: list[int] = []
-
-    def counted(stream: Iterator[list[str]]) -> Iterator[list[str]]:
-        for batch in stream:
-            lengths.append(len(batch))
-            yield batch
-
     # imap keeps order; the task pipe gives back-pressure, so text is read only a little ahead of the workers.
-    for i, tokens in enumerate(pool.imap(tokenize_batch, counted(batches(documents)))):
-        yield tokens, lengths[i]
+    yield from pool.imap(tokenize_batch, batches(documents))
 
 
 def load_encoding(name: str) -> tiktoken.Encoding:
@@ -355,7 +345,14 @@ def check_encoding(encoding: tiktoken.Encoding) -> int:
 
 
 def prepare_out(out: Path, prefix: str, force: bool) -> None:
-    existing = [p for p in list_shards(out) if p.name.startswith(f"{prefix}_")] if out.is_dir() else []
+    shards = list_shards(out) if out.is_dir() else []
+    others = [p.name for p in shards if not p.name.startswith(f"{prefix}_")]
+    if others:
+        raise InputError(
+            f"{out} holds other shards ({', '.join(others[:3])}{' ...' if len(others) > 3 else ''}): the trainer reads "
+            f"every *_val_*/*_train_*.bin of its folder, so one folder holds one shard set; choose another --out."
+        )
+    existing = [p for p in shards if p.name.startswith(f"{prefix}_")]
     if existing and not force:
         raise InputError(
             f"{out} already holds {len(existing)} {prefix}_*.bin shard(s); pass --force to replace them, or choose "
@@ -390,11 +387,11 @@ def build(args: argparse.Namespace, encoding: tiktoken.Encoding) -> int:
         closing(tokenize_stream(documents, encoding, pool)) as stream,
         tqdm(total=args.max_tokens, unit="tok", unit_scale=True, mininterval=1.0, desc="tokens") as bar,
     ):
-        for tokens, docs in stream:
+        for tokens in stream:
             if args.max_tokens is not None:
                 tokens = tokens[: args.max_tokens - writer.total_tokens]
             writer.add(tokens)
-            n_docs += docs
+            n_docs += int(np.count_nonzero(tokens == encoding.eot_token))  # exact also when --max-tokens cuts a batch
             bar.update(tokens.size)
             bar.set_postfix(documents=n_docs, shards=len(writer.written), refresh=False)
             for path in writer.written[shards_seen:]:

@@ -137,7 +137,10 @@ def test_max_tokens_stops_early(tmp_path, encoding, documents, capsys):
     argv = ["--input", corpus, "--out", tmp_path / "out", "--shard-tokens", 500, "--max-tokens", 1700, "--workers", 2]
     rc, text = run(argv, encoding, capsys)
     assert rc == 0, text
-    assert shard_stream(tmp_path / "out") == reference_stream(documents, encoding)[:1700]
+    expected = reference_stream(documents, encoding)[:1700]
+    assert shard_stream(tmp_path / "out") == expected
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["tokens"] == 1700 and meta["documents"] == expected.count(encoding.eot_token)
 
 
 @pytest.mark.parametrize(
@@ -186,6 +189,8 @@ def test_output_folder_rules(tmp_path, encoding, documents, capsys):
     assert rc == 1 and "larger --shard-tokens" in text
     rc, text = run(["--input", tmp_path / "nothing", "--out", tmp_path / "x"], encoding, capsys)
     assert rc == 1 and "no such file or folder" in text
+    rc, text = run([*argv, "--prefix", "other", "--force"], encoding, capsys)
+    assert rc == 1 and "holds other shards (custom_val_000000.bin" in text
 
 
 def test_tokenizer_problems_are_explained(tmp_path, capsys):
