@@ -7,7 +7,9 @@ The "language" is a sparse first-order Markov chain (each token has a few likely
 half of the documents end by repeating a span of themselves, so both a bigram model and attention
 (an induction head, within one document) can lower the loss far below ln(vocab). The last token
 of the vocabulary is the document separator, written before every document as GPT-2's
-<|endoftext|> (50256) is in FineWeb. The output is a pure function of the arguments.
+<|endoftext|> (50256) is in FineWeb. The output is a pure function of the arguments. Beside the
+shards: meta.json (the arguments, with "vocab_size") and sha256sums.txt (for data/check.py). Every
+shard passes data/check.py's checks before it is written.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from data.shards import write_shard  # noqa: E402
+from data.shards import META_FILE, ShardError, read_header, sha256_file, update_sums, write_shard  # noqa: E402
 
 GENERATOR = "markov-copy-v1"
 # Probabilities of a token's successors, most likely first: entropy ~1.1 nats per token.
@@ -85,19 +87,28 @@ def shard_plan(out: Path, args: argparse.Namespace) -> list[tuple[Path, int]]:
     return plan
 
 
+def _intact(path: Path, ntok: int) -> bool:
+    """The shard is there with the planned size (a cheap header check; data/check.py does the full one)."""
+    try:
+        return read_header(path) == ntok
+    except ShardError:
+        return False
+
+
 def write_synthetic(args: argparse.Namespace) -> int:
     out = Path(args.out)
     meta = meta_for(args)
-    meta_path = out / "meta.json"
+    meta_path = out / META_FILE
     plan = shard_plan(out, args)
     if meta_path.is_file() and not args.force:
         try:
             existing = json.loads(meta_path.read_text())
         except (OSError, json.JSONDecodeError):
             existing = None
-        if existing == meta and all(p.is_file() for p, _ in plan):
+        if existing == meta and all(_intact(p, n) for p, n in plan):
             print(f"synthetic shards already in {out} (seed {args.seed}, vocab {args.vocab_size}); nothing to do")
             return 0
+        # Same settings but a missing or broken shard: writing them again is safe, the output is deterministic.
         if existing is not None and existing != meta:
             print(
                 f"error: {out} already holds synthetic shards made with other settings ({meta_path}: {existing}). "
@@ -109,11 +120,13 @@ def write_synthetic(args: argparse.Namespace) -> int:
     stream = generate_documents(rng, args.vocab_size, sum(n for _, n in plan))
     meta_path.unlink(missing_ok=True)  # the folder is incomplete until meta.json is written again
     offset = 0
+    sums = {}
     for path, n in plan:
-        write_shard(path, stream[offset : offset + n])
+        write_shard(path, stream[offset : offset + n], vocab_size=args.vocab_size)  # the checks of data/check.py
+        sums[path.name] = sha256_file(path)
         offset += n
         print(f"wrote {path} ({n:,} tokens)")
-    out.mkdir(parents=True, exist_ok=True)
+    update_sums(out, sums)
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     print(f"synthetic data ready in {out}: vocab {args.vocab_size}, separator token {args.vocab_size - 1}")
     return 0
@@ -130,7 +143,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="data/synthetic", help="output folder (default: data/synthetic)")
     parser.add_argument("--seed", type=int, default=0, help="the output is a pure function of the seed (default 0)")
-    parser.add_argument("--vocab-size", type=int, default=512, help="tokens are < this; the last one separates documents")
+    parser.add_argument(
+        "--vocab-size", type=int, default=512, help="tokens are < this; the last one separates documents"
+    )
     parser.add_argument("--train-shards", type=positive, default=4, help="number of train shards (default 4)")
     parser.add_argument("--shard-tokens", type=positive, default=2**21, help="tokens per train shard (default 2097152)")
     parser.add_argument("--val-tokens", type=positive, default=2**20, help="tokens in the val shard (default 1048576)")

@@ -1,0 +1,193 @@
+"""data/cached_fineweb10B.py, run as users run it: from a Hugging Face cache filled here (HF_HUB_OFFLINE=1), and
+from a local stand-in for the Hub (resume, digest mismatch), with the clear offline error and no traceback."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT
+from data_fakehub import FakeHub, fill_hf_cache, shard_bytes
+from huggingface_hub import constants
+
+from data import cached_fineweb10B, check
+from data import hub as data_hub
+
+REPO = "kjj0/fineweb10B-gpt2"
+NAMES = ["fineweb_val_000000.bin", "fineweb_train_000001.bin", "fineweb_train_000002.bin"]
+SCRIPT = "data/cached_fineweb10B.py"
+
+
+def shards(names=NAMES, ntok=4096):
+    return {name: shard_bytes(i, ntok) for i, name in enumerate(names)}
+
+
+def run(args, tmp_path, *, offline=True, endpoint=None, cwd=REPO_ROOT):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_CACHE=str(tmp_path / "hub"), HF_HUB_DISABLE_TELEMETRY="1")
+    if offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    if endpoint:
+        env["HF_ENDPOINT"] = endpoint
+    result = subprocess.run(
+        [sys.executable, SCRIPT, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+    return result
+
+
+def test_offline_cache_resolves_verifies_and_skips_what_is_there(tmp_path):
+    files = shards()
+    fill_hf_cache(tmp_path / "hub", REPO, files)
+    out = tmp_path / "out"
+    result = run([2, "--out", out], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("from the Hugging Face cache") == 3
+    for name, content in files.items():
+        assert (out / name).read_bytes() == content
+    sums = (out / "sha256sums.txt").read_text()
+    assert all(f"{hashlib.sha256(c).hexdigest()}  {n}" in sums for n, c in files.items())
+    assert check.main([str(out)]) == 0
+
+    before = {name: (out / name).stat().st_mtime_ns for name in files}
+    again = run([2, "--out", out], tmp_path)
+    assert again.returncode == 0 and again.stdout.count("already present") == 3
+    assert before == {name: (out / name).stat().st_mtime_ns for name in files}
+
+
+def test_default_destination_is_data_fineweb10B_beside_the_script(tmp_path):
+    repo = tmp_path / "checkout"
+    shutil.copytree(REPO_ROOT / "data", repo / "data", ignore=shutil.ignore_patterns("fineweb*", "synthetic", "raw"))
+    fill_hf_cache(tmp_path / "hub", REPO, shards(NAMES[:2]))
+    result = run([1], tmp_path, cwd=repo)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (repo / "data" / "fineweb10B").glob("*.bin")) == sorted(NAMES[:2])
+
+
+def test_variant_flag_picks_repository_folder_and_names(tmp_path):
+    names = ["finewebedu_val_000000.bin", "finewebedu_train_000001.bin"]
+    fill_hf_cache(tmp_path / "hub", "kjj0/finewebedu10B-gpt2", shards(names))
+    out = tmp_path / "edu"
+    result = run([1, "--variant", "edu10B", "--out", out], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.glob("*.bin")) == sorted(names)
+
+
+def test_corrupt_and_truncated_cache_entries_are_refused(tmp_path):
+    files = shards()
+    repo_dir = fill_hf_cache(tmp_path / "hub", REPO, files)
+    flipped = bytearray(files[NAMES[1]])
+    flipped[-1] ^= 1  # same size, valid header: only the sha256 (the blob's name) can tell
+    (repo_dir / "blobs" / hashlib.sha256(files[NAMES[1]]).hexdigest()).write_bytes(bytes(flipped))
+    (repo_dir / "blobs" / hashlib.sha256(files[NAMES[2]]).hexdigest()).write_bytes(files[NAMES[2]][:-100])
+    out = tmp_path / "out"
+    result = run([2, "--out", out], tmp_path)
+    assert result.returncode == 1
+    assert NAMES[1] in result.stderr and "does not match" in result.stderr
+    assert NAMES[2] in result.stderr and "truncated" in result.stderr
+    assert (out / NAMES[0]).is_file() and not (out / NAMES[1]).exists() and not (out / NAMES[2]).exists()
+
+
+def test_a_broken_copy_in_the_data_folder_is_replaced(tmp_path):
+    files = shards()
+    fill_hf_cache(tmp_path / "hub", REPO, files)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / NAMES[1]).write_bytes(files[NAMES[1]][:5000])  # an interrupted copy
+    result = run([2, "--out", out], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "broken" in result.stdout and (out / NAMES[1]).read_bytes() == files[NAMES[1]]
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_nothing_cached_and_no_hub_gives_one_clear_paragraph(tmp_path, offline):
+    # Offline: HF_HUB_OFFLINE=1. Online: the Hub's address is a closed local port (connection refused).
+    result = run(
+        [2, "--out", tmp_path / "out"], tmp_path, offline=offline, endpoint=None if offline else "http://127.0.0.1:9"
+    )
+    assert result.returncode == 1
+    error = result.stderr.strip()
+    assert error.startswith("error: could not reach the Hugging Face Hub") and "\n" not in error
+    assert ("HF_HUB_OFFLINE=1" if offline else "Connection refused") in error
+    assert all(name in error for name in NAMES) and "python data/cached_fineweb10B.py 2" in error
+
+
+def test_bad_shard_count_is_a_usage_error(tmp_path, capsys):
+    result = run(["104"], tmp_path)
+    assert result.returncode == 2 and "N must be between 0 and 103" in result.stderr
+    for argv in (["-1"], ["many"], ["5", "--variant", "1T"]):
+        with pytest.raises(SystemExit) as err:
+            cached_fineweb10B.main(argv)
+        assert err.value.code == 2 and "usage:" in capsys.readouterr().err
+
+
+def test_download_resumes_a_partial_file_and_a_dropped_connection(tmp_path):
+    files = shards(ntok=150_000)  # ~300 KB each
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / f"{NAMES[1]}.part").write_bytes(files[NAMES[1]][:100_000])  # left by a killed run
+    with FakeHub(REPO, files) as hub:
+        hub.cut_after[NAMES[2]] = 120_000  # the connection drops once, mid-file
+        result = run([2, "--out", out], tmp_path, offline=False, endpoint=hub.url)
+        ranges = list(hub.ranges)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("downloaded and verified") == 3
+    for name, content in files.items():
+        assert (out / name).read_bytes() == content
+    assert (NAMES[1], "bytes=100000-") in ranges  # resumed, not restarted
+    assert (NAMES[2], "bytes=120000-") in ranges
+    assert not list(out.glob("*.part"))
+    assert check.main([str(out)]) == 0
+
+
+def test_download_refuses_a_file_that_does_not_match_the_published_sha256(tmp_path):
+    files = shards()
+    out = tmp_path / "out"
+    with FakeHub(REPO, files) as hub:
+        hub.published_sha256[NAMES[2]] = "ab" * 32
+        result = run([2, "--out", out], tmp_path, offline=False, endpoint=hub.url)
+    assert result.returncode == 1
+    assert NAMES[2] in result.stderr and "do not match the abababab" in result.stderr
+    assert not (out / NAMES[2]).exists() and not (out / f"{NAMES[2]}.part").exists()
+    assert (out / NAMES[0]).is_file() and (out / NAMES[1]).is_file()
+
+
+def test_download_says_when_the_repository_has_fewer_shards(tmp_path):
+    with FakeHub(REPO, shards()) as hub:
+        result = run([3, "--out", tmp_path / "out"], tmp_path, offline=False, endpoint=hub.url)
+    assert result.returncode == 1 and "has no fineweb_train_000003.bin" in result.stderr
+
+
+def test_cache_is_checked_against_the_hub_digest_when_online(tmp_path):
+    files = shards()
+    repo_dir = fill_hf_cache(tmp_path / "hub", REPO, files)
+    damaged = bytearray(files[NAMES[2]])
+    damaged[-1] ^= 1
+    (repo_dir / "blobs" / hashlib.sha256(files[NAMES[2]]).hexdigest()).write_bytes(bytes(damaged))
+    with FakeHub(REPO, files) as hub:
+        result = run([2, "--out", tmp_path / "out"], tmp_path, offline=False, endpoint=hub.url)
+        fetched = [name for name, _ in hub.ranges]
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("from the Hugging Face cache") == 2 and "cache is broken" in result.stdout
+    assert fetched == [NAMES[2]]  # only the damaged one is downloaded again
+    for name, content in files.items():
+        assert Path(tmp_path / "out" / name).read_bytes() == content
+
+
+def test_remote_files_batches_paths_info_requests(monkeypatch):
+    files = shards()
+    with FakeHub(REPO, files) as hub:
+        monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(data_hub, "PATHS_PER_CALL", 2)
+        commit, remote = data_hub.remote_files(REPO, [*NAMES, "fineweb_train_000077.bin"])
+        posts = [r for r in hub.requests if r.startswith("POST")]
+    assert commit == hub.commit and len(posts) == 2
+    assert sorted(remote) == sorted(NAMES)
+    assert remote[NAMES[1]].sha256 == hashlib.sha256(files[NAMES[1]]).hexdigest()
+    assert remote[NAMES[1]].size == len(files[NAMES[1]])
