@@ -457,7 +457,9 @@ class GPT(nn.Module):
         args = self.args
         layers, n_ve = len(self.blocks), len(self.value_embeds)
         ve = [table(input_T) for table in self.value_embeds]
-        ve_per_layer = [ve[i] if i < n_ve else ve[i - layers + n_ve] if i >= layers - n_ve else None for i in range(layers)]
+        ve_per_layer = [
+            ve[i] if i < n_ve else ve[i - layers + n_ve] if i >= layers - n_ve else None for i in range(layers)
+        ]
 
         docs_T = (input_T == args.vocab_size - 1).cumsum(0)  # the separator opens each document
         long_mask = document_window_block_mask(docs_T, window_blocks, args.block_size)
@@ -481,7 +483,8 @@ class GPT(nn.Module):
             logits = fp8_mm(x_TD, self.lm_head.weight, args.fp8_x_scale, args.fp8_w_scale, args.fp8_grad_scale)[0]
         else:  # evaluation uses the bf16 head
             logits = self.lm_head(x_TD)
-        # soft cap cap * sigmoid(z / temp) = (cap/2) (tanh(z / 2temp) + 1) (Gemma 2 via @Grad62304977, @KoszarskyB, @YouJiacheng)
+        # soft cap: cap * sigmoid(z / temp) = cap/2 * (tanh(z / 2 temp) + 1) (Gemma 2; @Grad62304977, @KoszarskyB,
+        # @YouJiacheng); the loss in fp32
         logits = args.logit_cap * torch.sigmoid(logits.float() / args.logit_temperature)
         return F.cross_entropy(logits, target_T)
 
@@ -627,11 +630,16 @@ class TokenWindows:
         return np.concatenate(out)
 
     def __getitem__(self, j: int) -> tuple[Tensor, Tensor]:
-        buf = torch.from_numpy(self.read(j * self.seq_len, self.seq_len + 1).astype(np.int32))
-        if self.device.type == "cuda":  # pinned memory lets the copy run asynchronously
-            buf = buf.pin_memory()
-        buf = buf.to(self.device, non_blocking=True)
-        return buf[:-1], buf[1:].long()
+        return inputs_and_targets(torch.from_numpy(self.read(j * self.seq_len, self.seq_len + 1)), self.device)
+
+
+def inputs_and_targets(tokens: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
+    """seq_len + 1 tokens -> (inputs int32, targets int64) of seq_len on the device."""
+    buf = tokens.to(torch.int32)
+    if device.type == "cuda":  # pinned memory lets the copy run asynchronously
+        buf = buf.pin_memory()
+    buf = buf.to(device, non_blocking=True)
+    return buf[:-1], buf[1:].long()
 
 
 # -----------------------------------------------------------------------------------------------
@@ -690,8 +698,8 @@ class Hyperparameters:
 PRESETS: dict[str, Hyperparameters] = {
     "short": Hyperparameters(),
     # A tiny model on synthetic data (python data/synthetic.py) for 2 CPU cores: the same code paths except the
-    # FP8 head (CPU float8 matmuls are ~10x slower than bf16 ones; tests check the op on its own) and compilation
-    # (inductor's C++ build costs more than the whole smoke run saves). Shorter validation, noted in config.
+    # FP8 head (CPU float8 matmuls measured ~10x slower than float32 ones; tests check the op on its own) and
+    # compilation (inductor's C++ build took 90 s, more than the whole run). Shorter validation, noted in config.
     "smoke": dataclasses.replace(
         Hyperparameters(),
         data_path="data/synthetic",
@@ -705,9 +713,9 @@ PRESETS: dict[str, Hyperparameters] = {
         head_dim=32,
         window_final_tokens=256,
         fp8_head=False,
-        num_iterations=100,
-        muon_momentum_warmup_steps=20,
-        val_loss_every=20,
+        num_iterations=200,
+        muon_momentum_warmup_steps=40,
+        val_loss_every=25,
         warmup_steps=1,
         compile=False,
     ),
@@ -728,13 +736,19 @@ def resolve_config(env: dict[str, str]) -> tuple[str, Hyperparameters, dict]:
         try:
             overrides = json.loads(env["SPEEDRUN_OVERRIDES"])
         except json.JSONDecodeError as e:
-            raise SpeedrunError(f"SPEEDRUN_OVERRIDES is not valid JSON ({e}); give an object like '{{\"num_iterations\": 20}}'.") from e
+            raise SpeedrunError(
+                f"SPEEDRUN_OVERRIDES is not valid JSON ({e}); give an object like '{{\"num_iterations\": 20}}'."
+            ) from e
         if not isinstance(overrides, dict):
-            raise SpeedrunError("SPEEDRUN_OVERRIDES must be a JSON object of Hyperparameters fields, e.g. '{\"num_iterations\": 20}'.")
+            raise SpeedrunError(
+                "SPEEDRUN_OVERRIDES must be a JSON object of Hyperparameters fields, e.g. '{\"num_iterations\": 20}'."
+            )
         types = {f.name: type(getattr(args, f.name)) for f in dataclasses.fields(args)}
         for key, value in overrides.items():
             if key not in types:
-                raise SpeedrunError(f"SPEEDRUN_OVERRIDES: {key!r} is not a Hyperparameters field; fields: {', '.join(types)}.")
+                raise SpeedrunError(
+                    f"SPEEDRUN_OVERRIDES: {key!r} is not a Hyperparameters field; fields: {', '.join(types)}."
+                )
             want = types[key]
             ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
             if want is float and isinstance(value, int) and not isinstance(value, bool):
@@ -791,7 +805,9 @@ class RunLog:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self.file = open(path, "x", encoding="utf-8")  # kept open for the whole run
             except OSError as e:
-                raise SpeedrunError(f"cannot write the log {path}: {e.strerror or e}; set LOG_DIR to a writable folder.") from e
+                raise SpeedrunError(
+                    f"cannot write the log {path}: {e.strerror or e}; set LOG_DIR to a writable folder."
+                ) from e
 
     def __call__(self, line: str, console: bool = True) -> None:
         if self.file is None:
@@ -838,7 +854,9 @@ def build_model(args: Hyperparameters, seed: int, d: Dist) -> GPT:
     torch.manual_seed(seed)
     with torch.device(d.device):
         model = GPT(args)
-    if d.cuda:  # bf16 embedding tables, as in the record: half the memory traffic of lookups and their grads
+    # bf16 embedding tables on CUDA, as in the record (so activations are bf16 throughout). On CPU all stays fp32:
+    # bf16 matmuls are fast only on CPUs with AVX512-BF16/AMX, and fp32 keeps 1- and 2-process runs closer.
+    if d.cuda:
         for m in model.modules():
             if isinstance(m, nn.Embedding):
                 m.bfloat16()
@@ -873,7 +891,9 @@ class GradBuckets:
 
     def start_sum(self, d: Dist) -> None:
         if d.world_size > 1:
-            self.works = {role: [dist.all_reduce(b, async_op=True) for b in bufs] for role, bufs in self.buckets.items()}
+            self.works = {
+                role: [dist.all_reduce(b, async_op=True) for b in bufs] for role, bufs in self.buckets.items()
+            }
 
     def finish_mean(self, role: str, scale: float) -> None:
         """Wait for a role's sums (on CUDA the stream waits, not the host), then turn them into means."""
@@ -932,7 +952,8 @@ def train_step(step: int, model: nn.Module, opts, windows, args: Hyperparameters
     for j in range(d.rank, args.windows_per_step, d.world_size):
         inputs, targets = windows[step * args.windows_per_step + j] if dummy is None else dummy
         loss = model(inputs, targets, window)
-        loss.backward()  # the per-window mean loss, unscaled: the FP8 gradient scale sees the same values on any world size
+        # backward of the unscaled window mean: the FP8 gradient scale sees the same values on any world size
+        loss.backward()
         loss_sum += loss.detach()
     loss_work = dist.all_reduce(loss_sum, async_op=True) if d.world_size > 1 else None
     grads.start_sum(d)
@@ -975,8 +996,7 @@ def warm_up(model: nn.Module, raw: GPT, opts, args: Hyperparameters, seed: int, 
         return
     initial = copy.deepcopy(dict(model=raw.state_dict(), adam=opts[0].state_dict(), muon=opts[1].state_dict()))
     gen = torch.Generator().manual_seed(seed)
-    tokens = torch.randint(0, args.vocab_size, (args.train_seq_len + 1,), generator=gen).to(d.device)
-    dummy = (tokens[:-1].int(), tokens[1:].long())
+    dummy = inputs_and_targets(torch.randint(0, args.vocab_size, (args.train_seq_len + 1,), generator=gen), d.device)
     for step in range(args.warmup_steps):
         train_step(step, model, opts, None, args, d, dummy=dummy)
     raw.load_state_dict(initial["model"])
@@ -997,7 +1017,7 @@ class NonFiniteLoss(SpeedrunError):
 def train(model: nn.Module, opts, train_windows, val_windows, args: Hyperparameters, d: Dist, log: RunLog) -> float:
     total = args.num_iterations
     train_time_ms, val_loss = 0.0, float("nan")
-    pending = None  # (step, loss tensor, train_time_ms) of the step whose loss is not read yet
+    pending = None  # (step, loss tensor, train_time_ms read without a sync) of the step whose loss is unread
 
     def report(entry) -> None:
         # Reading a step's loss waits for that step; we read it only after the next step is queued, so the
@@ -1057,7 +1077,7 @@ def run(code: str, d: Dist) -> None:
     val_shards = plan_shards(args, "val", args.val_tokens + 1)
     train_shards = plan_shards(args, "train", args.num_iterations * args.windows_per_step * args.train_seq_len + 1)
     data = describe_data(val_shards + train_shards, args, d)
-    track, target = TRACKS.get(preset, ("smoke", None))
+    track, target = TRACKS[preset]
     grad_accum = args.windows_per_step // d.world_size
     config = dict(
         dataclasses.asdict(args),
@@ -1098,7 +1118,7 @@ def run(code: str, d: Dist) -> None:
             train(model, opts, train_windows, val_windows, args, d, log)
         except NonFiniteLoss as e:
             log(f"error: {e}. The log up to here is kept in {log_path}.", console=False)
-            raise
+            raise NonFiniteLoss(f"{e}. The log up to here is kept in {log_path}.") from None
         log(peak_memory_line(d))
     finally:
         log.close()

@@ -70,20 +70,24 @@ def test_block_mask_matches_dense_reference(seed: int) -> None:
 
 
 def test_compiled_flex_attention_uses_the_block_structure_correctly() -> None:
-    """The fused kernel skips mask_mod in full blocks and skips absent blocks: compare it with naive attention."""
+    """The fused kernel skips mask_mod in full blocks and skips absent blocks: compare it with naive attention.
+    As in the model, the BlockMask is built inside the compiled graph (fullgraph: no graph breaks)."""
     torch.manual_seed(0)
     T, bs, H, D = 512, 128, 2, 32
-    flex = torch.compile(tg.flex_attention, dynamic=False)
+
+    @torch.compile(fullgraph=True, dynamic=False)
+    def attend(tokens, window, q, k, v):
+        bm = tg.document_window_block_mask((tokens == 9).cumsum(0), window, bs)
+        return tg.flex_attention(q, k, v, block_mask=bm, scale=0.12)
+
     tokens = torch.randint(0, 9, (T,))
     tokens[[0, 100, 130, 131, 300, 383, 384]] = 9
     docs = (tokens == 9).cumsum(0)
     q, k, v = (torch.randn(1, H, T, D) for _ in range(3))
+    qi, ki = torch.arange(T)[:, None], torch.arange(T)[None, :]
     for w in (1, 2, 4):
-        bm = tg.document_window_block_mask(docs, torch.tensor(w, dtype=torch.int32), bs)
-        out = flex(q, k, v, block_mask=bm, scale=0.12)
-        ref_mask = tg.block_mask_to_dense(bm)
-        qi, ki = torch.arange(T)[:, None], torch.arange(T)[None, :]
-        assert torch.equal(ref_mask, (ki <= qi) & (docs[qi] == docs[ki]) & (qi // bs - ki // bs < w))
+        out = attend(tokens, torch.tensor(w, dtype=torch.int32), q, k, v)
+        ref_mask = (ki <= qi) & (docs[qi] == docs[ki]) & (qi // bs - ki // bs < w)
         naive = torch.softmax((q @ k.mT * 0.12).masked_fill(~ref_mask, float("-inf")), dim=-1) @ v
         torch.testing.assert_close(out, naive, atol=1e-5, rtol=1e-4)
 
@@ -219,8 +223,14 @@ def test_fp8_ops_pass_torch_library_checks() -> None:
     x.requires_grad_(), w.requires_grad_()
     # opcheck's schema and aot tests sum float8 outputs, which CPU kernels do not implement: the forward op is
     # checked for fake/autograd registration here and traced by torch.compile in the next test.
-    torch.library.opcheck(tg.fp8_mm, (x, w, 2.0, 32.0, 2.0**29), test_utils=("test_faketensor", "test_autograd_registration"))
-    saved = ((grad * 2**29).to(torch.float8_e5m2), (x.detach() * 2).to(torch.float8_e4m3fn), (w.detach() * 32).to(torch.float8_e4m3fn))
+    torch.library.opcheck(
+        tg.fp8_mm, (x, w, 2.0, 32.0, 2.0**29), test_utils=("test_faketensor", "test_autograd_registration")
+    )
+    saved = (
+        (grad * 2**29).to(torch.float8_e5m2),
+        (x.detach() * 2).to(torch.float8_e4m3fn),
+        (w.detach() * 32).to(torch.float8_e4m3fn),
+    )
     torch.library.opcheck(
         tg.fp8_mm_backward,
         (*saved, 2.0, 32.0, 2.0**29),
@@ -286,6 +296,24 @@ def test_fp8_head_trains_on_cpu() -> None:
     assert model.lm_head.weight.abs().sum() > 0 and losses[-1] < losses[0]
 
 
+@pytest.mark.slow
+def test_compiled_training_step_matches_eager() -> None:
+    """The whole training step (FP8 head included) traces with torch.compile(fullgraph=True) and computes
+    what eager mode computes. (On CPU attention takes the SDPA path; FlexAttention is traced above.)"""
+    args = tiny_args(num_layers=6, attention_pattern="LS-SSL", fp8_head=True, fp8_grad_scale=2.0**21)
+    d = tg.Dist(0, 1, 0, torch.device("cpu"))
+    tokens = torch.randint(0, args.vocab_size - 1, (257,), generator=torch.Generator().manual_seed(0))
+    tokens[[0, 50, 180]] = args.vocab_size - 1
+    dummy = (tokens[:-1].int(), tokens[1:])
+    losses = {}
+    for compiled in (False, True):
+        raw = tg.build_model(args, seed=0, d=d)
+        model = torch.compile(raw, dynamic=False, fullgraph=True) if compiled else raw
+        opts = tg.build_optimizers(raw, args, d)
+        losses[compiled] = [tg.train_step(s, model, opts, None, args, d, dummy=dummy).item() for s in range(2)]
+    assert losses[True] == pytest.approx(losses[False], rel=1e-3), losses
+
+
 def test_param_groups_cover_the_model_once() -> None:
     model = tg.GPT(tiny_args())
     groups = model.param_groups()
@@ -300,13 +328,45 @@ def test_param_groups_cover_the_model_once() -> None:
 
 def test_short_preset_is_the_reference_recipe() -> None:
     a = tg.PRESETS["short"]
-    assert (a.vocab_size, a.num_layers, a.model_dim, a.num_heads, a.head_dim, a.mlp_ratio) == (50257, 12, 768, 6, 128, 4)
+    assert (a.vocab_size, a.num_layers, a.model_dim, a.num_heads, a.head_dim, a.mlp_ratio) == (
+        50257,
+        12,
+        768,
+        6,
+        128,
+        4,
+    )
     assert a.attention_pattern == "LSSSLSS-SSSL" and a.num_value_embeds == 3 and a.attn_scale == 0.12
-    assert (a.train_seq_len, a.windows_per_step, a.val_tokens, a.num_iterations, a.val_loss_every) == (65536, 8, 10485760, 1393, 125)
-    assert (a.adam_lr_head, a.adam_lr_embed, a.adam_lr_scalar, a.adam_beta1, a.adam_beta2, a.adam_eps) == (0.008, 0.6, 0.04, 0.8, 0.95, 1e-10)
-    assert (a.muon_lr, a.muon_momentum, a.muon_momentum_start, a.muon_momentum_warmup_steps, a.ns_steps) == (0.05, 0.95, 0.85, 300, 5)
+    assert (a.train_seq_len, a.windows_per_step, a.val_tokens, a.num_iterations, a.val_loss_every) == (
+        65536,
+        8,
+        10485760,
+        1393,
+        125,
+    )
+    assert (a.adam_lr_head, a.adam_lr_embed, a.adam_lr_scalar, a.adam_beta1, a.adam_beta2, a.adam_eps) == (
+        0.008,
+        0.6,
+        0.04,
+        0.8,
+        0.95,
+        1e-10,
+    )
+    assert (a.muon_lr, a.muon_momentum, a.muon_momentum_start, a.muon_momentum_warmup_steps, a.ns_steps) == (
+        0.05,
+        0.95,
+        0.85,
+        300,
+        5,
+    )
     assert (a.fp8_head, a.fp8_x_scale, a.fp8_w_scale, a.fp8_grad_scale) == (True, 2.0, 32.0, 2.0**29)
-    assert (a.logit_cap, a.logit_temperature, a.cooldown_frac, a.block_size, a.window_final_tokens) == (30.0, 7.5, 0.4, 128, 1792)
+    assert (a.logit_cap, a.logit_temperature, a.cooldown_frac, a.block_size, a.window_final_tokens) == (
+        30.0,
+        7.5,
+        0.4,
+        128,
+        1792,
+    )
     assert a.compile and a.parallelism == "ddp" and tg.TRACKS["short"] == ("track_1_short", 3.28)
     tg.validate(a, 8)
     tg.validate(tg.PRESETS["smoke"], 2)
@@ -322,8 +382,15 @@ def test_schedules() -> None:
 
 
 def test_overrides_are_checked() -> None:
-    preset, args, overrides = tg.resolve_config({"SPEEDRUN_PRESET": "smoke", "SPEEDRUN_OVERRIDES": '{"num_iterations": 7, "muon_lr": 1}'})
-    assert preset == "smoke" and args.num_iterations == 7 and args.muon_lr == 1.0 and overrides == {"num_iterations": 7, "muon_lr": 1.0}
+    preset, args, overrides = tg.resolve_config(
+        {"SPEEDRUN_PRESET": "smoke", "SPEEDRUN_OVERRIDES": '{"num_iterations": 7, "muon_lr": 1}'}
+    )
+    assert (
+        preset == "smoke"
+        and args.num_iterations == 7
+        and args.muon_lr == 1.0
+        and overrides == {"num_iterations": 7, "muon_lr": 1.0}
+    )
     assert tg.resolve_config({"DATA_PATH": "/x"})[1].data_path == "/x"
     for env, needle in [
         ({"SPEEDRUN_PRESET": "huge"}, "short, smoke"),
@@ -397,7 +464,9 @@ def test_windows_read_across_shards(tmp_path) -> None:
     args = dataclasses.replace(tg.PRESETS["smoke"], data_path=str(tmp_path))
     shards = tg.plan_shards(args, "train", 1000)
     info = tg.describe_data(shards, args, tg.Dist(0, 1, 0, torch.device("cpu")))
-    assert [s["tokens"] for s in info["shards"]] == [300, 10, 690] and all(len(s["sha256"]) == 64 for s in info["shards"])
+    assert [s["tokens"] for s in info["shards"]] == [300, 10, 690] and all(
+        len(s["sha256"]) == 64 for s in info["shards"]
+    )
     windows = tg.TokenWindows(shards, seq_len=128, device=torch.device("cpu"))
     for j in range(7):
         inputs, targets = windows[j]

@@ -30,12 +30,15 @@ OVERRIDES = {"num_iterations": STEPS, "val_loss_every": 10}
 def synthetic_data(tmp_path_factory) -> Path:
     """Small synthetic shards in the smoke preset's vocabulary (512), made by the data package's generator."""
     out = tmp_path_factory.mktemp("synthetic")
-    cmd = [sys.executable, "data/synthetic.py", "--out", str(out), "--train-shards", "1", "--shard-tokens", "131072", "--val-tokens", "16384"]  # fmt: skip
+    sizes = ["--train-shards", "1", "--shard-tokens", "131072", "--val-tokens", "16384"]
+    cmd = [sys.executable, "data/synthetic.py", "--out", str(out), *sizes]
     subprocess.run(cmd, cwd=REPO_ROOT, check=True, capture_output=True)
     return out
 
 
-def launch(data: Path, log_dir: Path, nproc: int, overrides: dict | None = None, **env: str) -> subprocess.CompletedProcess:
+def launch(
+    data: Path, log_dir: Path, nproc: int, overrides: dict | None = None, **env: str
+) -> subprocess.CompletedProcess:
     """torchrun, as run.sh launches it, with one CPU thread per process so that 1 and 2 processes compare fairly."""
     full_env = dict(os.environ, SPEEDRUN_PRESET="smoke", DATA_PATH=str(data), LOG_DIR=str(log_dir), SEED="1")
     full_env.update(OMP_NUM_THREADS="1", SPEEDRUN_OVERRIDES=json.dumps(OVERRIDES if overrides is None else overrides))
@@ -74,8 +77,14 @@ def test_one_and_two_processes_give_the_same_validation_losses(smoke_logs) -> No
         assert abs(a - b) <= 2e-3, f"step {step}: val_loss {a} with 1 process, {b} with 2"
     assert one[0][1] == pytest.approx(math.log(512), abs=1e-3)  # ln(vocab) at initialisation
     assert one[-1][1] < one[0][1] - 2.0, f"the smoke run did not learn: {one}"
-    configs = [json.loads(next(ln for ln in log.read_text().splitlines() if ln.startswith("config: "))[8:]) for log in smoke_logs.values()]
-    assert [(c["world_size"], c["grad_accum_steps"], c["global_batch_tokens"]) for c in configs] == [(1, 8, 2048), (2, 4, 2048)]
+    configs = [
+        json.loads(next(ln for ln in log.read_text().splitlines() if ln.startswith("config: "))[8:])
+        for log in smoke_logs.values()
+    ]
+    assert [(c["world_size"], c["grad_accum_steps"], c["global_batch_tokens"]) for c in configs] == [
+        (1, 8, 2048),
+        (2, 4, 2048),
+    ]
 
 
 @pytest.mark.slow
@@ -85,7 +94,9 @@ def test_log_grammar(smoke_logs) -> None:
     source, env, metrics = text.split(SEPARATOR + "\n", 2)
     assert source == TRAINER.read_text(encoding="utf-8")  # the code, byte for byte
     env_lines = env.splitlines()
-    assert env_lines[0].startswith("Running Python ") and re.match(r"Running PyTorch \S+ compiled for (CUDA \S+|CPU)$", env_lines[1])
+    assert env_lines[0].startswith("Running Python ") and re.match(
+        r"Running PyTorch \S+ compiled for (CUDA \S+|CPU)$", env_lines[1]
+    )
     assert env_lines[2] == "nvidia-smi: not available" or "NVIDIA-SMI" in env
     config = json.loads(next(ln for ln in env_lines if ln.startswith("config: "))[len("config: ") :])
     data = json.loads(next(ln for ln in env_lines if ln.startswith("data: "))[len("data: ") :])
@@ -102,10 +113,15 @@ def test_log_grammar(smoke_logs) -> None:
         ("synthetic_val_000000.bin", "val"),
         ("synthetic_train_000001.bin", "train"),
     ]
-    assert all(set(s) == {"name", "split", "tokens", "sha256"} and re.fullmatch(r"[0-9a-f]{64}", s["sha256"]) for s in data["shards"])
+    assert all(
+        set(s) == {"name", "split", "tokens", "sha256"} and re.fullmatch(r"[0-9a-f]{64}", s["sha256"])
+        for s in data["shards"]
+    )
 
     lines = metrics.splitlines()
-    assert all(VAL.match(ln) or TRAIN.match(ln) or MEMORY.match(ln) for ln in lines), [ln for ln in lines if not (VAL.match(ln) or TRAIN.match(ln) or MEMORY.match(ln))]
+    assert all(VAL.match(ln) or TRAIN.match(ln) or MEMORY.match(ln) for ln in lines), [
+        ln for ln in lines if not (VAL.match(ln) or TRAIN.match(ln) or MEMORY.match(ln))
+    ]
     assert MEMORY.match(lines[-1]) and VAL.match(lines[-2])
     parsed = [(int(m[1]), int(m[2]), int(m[4]), float(m[5])) for ln in lines if (m := VAL.match(ln) or TRAIN.match(ln))]
     assert all(total == STEPS for _, total, _, _ in parsed) and parsed[-1][0] == STEPS
@@ -130,14 +146,18 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_log(synthetic_data, tmp_pat
     train_lines = [ln for ln in metrics.splitlines() if TRAIN.match(ln)]
     assert train_lines[-1].startswith(f"step:{step}/20 train_loss:{m[1]} ") and len(train_lines) == step
     assert "peak memory" not in metrics
-    assert "[rank0]: Traceback" not in result.stderr and f'File "{TRAINER}"' not in result.stderr  # torchrun's own report may follow
+    assert (
+        "[rank0]: Traceback" not in result.stderr and f'File "{TRAINER}"' not in result.stderr
+    )  # torchrun's own report may follow
 
 
 @pytest.mark.slow
 def test_missing_data_is_one_clear_error(tmp_path) -> None:
     missing = tmp_path / "nothing-here"
     env = dict(os.environ, SPEEDRUN_PRESET="smoke", DATA_PATH=str(missing), LOG_DIR=str(tmp_path / "logs"))
-    result = subprocess.run([sys.executable, str(TRAINER)], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(TRAINER)], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"error: data folder {missing} does not exist" in result.stderr
     assert "python data/synthetic.py --out" in result.stderr
