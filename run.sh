@@ -31,6 +31,8 @@ else
     fi
     nproc="${NPROC:-1}"
 fi
+# check the setup in one process first: a mistake then reads as the trainer's message, not torchrun's traceback
+python -c 'import sys, train_gpt; sys.exit(train_gpt.preflight(int(sys.argv[1])))' "$nproc"
 torchrun --standalone --nproc_per_node="$nproc" train_gpt.py
 
 log=$(find "$log_dir" -maxdepth 1 -name '*.txt' -newer "$started" | head -n 1)

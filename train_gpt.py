@@ -835,12 +835,9 @@ def environment_lines() -> list[str]:
     return [f"Running Python {sys.version}", f"Running PyTorch {torch.__version__} compiled for {build}", nvidia_smi()]
 
 
-def shared_seed_and_run_id(d: Dist) -> tuple[int, str]:
-    """SEED or a random seed, and a uuid4 run id, both drawn on rank 0 and shared."""
-    seed_text = os.environ.get("SEED")
-    if seed_text is not None and not seed_text.strip().lstrip("-").isdigit():
-        raise SpeedrunError(f"SEED={seed_text!r} is not an integer; unset it to draw a random seed.")
-    choice = [int(seed_text) if seed_text is not None else secrets.randbelow(2**31), str(uuid.uuid4())]
+def shared_seed_and_run_id(seed: int | None, d: Dist) -> tuple[int, str]:
+    """The given seed or a random one, and a uuid4 run id, both drawn on rank 0 and shared."""
+    choice = [seed if seed is not None else secrets.randbelow(2**31), str(uuid.uuid4())]
     if d.world_size > 1:
         dist.broadcast_object_list(choice, src=0)
     return choice[0], choice[1]
@@ -1070,12 +1067,31 @@ def peak_memory_line(d: Dist) -> str:
     return f"peak memory allocated: {mib[0]} MiB reserved: {mib[1]} MiB"
 
 
-def run(code: str, d: Dist) -> None:
+def plan_run(world_size: int) -> tuple[str, Hyperparameters, dict, int | None, list[Shard], list[Shard]]:
+    """Configuration, seed and the shards to read, all checked: a setup mistake surfaces here, before any work."""
     preset, args, overrides = resolve_config(dict(os.environ))
-    validate(args, d.world_size)
-    seed, run_id = shared_seed_and_run_id(d)
+    validate(args, world_size)
+    seed_text = os.environ.get("SEED")
+    if seed_text is not None and not seed_text.strip().lstrip("-").isdigit():
+        raise SpeedrunError(f"SEED={seed_text!r} is not an integer; unset it to draw a random seed.")
     val_shards = plan_shards(args, "val", args.val_tokens + 1)
     train_shards = plan_shards(args, "train", args.num_iterations * args.windows_per_step * args.train_seq_len + 1)
+    return preset, args, overrides, None if seed_text is None else int(seed_text), val_shards, train_shards
+
+
+def preflight(world_size: int) -> int:
+    """run.sh calls this before torchrun, so that a setup mistake reads as one message, not a launcher traceback."""
+    try:
+        plan_run(world_size)
+    except SpeedrunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run(code: str, d: Dist) -> None:
+    preset, args, overrides, seed, val_shards, train_shards = plan_run(d.world_size)
+    seed, run_id = shared_seed_and_run_id(seed, d)
     data = describe_data(val_shards + train_shards, args, d)
     track, target = TRACKS[preset]
     grad_accum = args.windows_per_step // d.world_size

@@ -473,3 +473,17 @@ def test_windows_read_across_shards(tmp_path) -> None:
         assert inputs.dtype == torch.int32 and targets.dtype == torch.int64
         assert inputs.tolist() == stream[j * 128 : (j + 1) * 128].tolist()
         assert targets.tolist() == stream[j * 128 + 1 : (j + 1) * 128 + 1].tolist()
+
+
+def test_preflight_reports_setup_mistakes_in_one_line(tmp_path, monkeypatch, capsys) -> None:
+    """run.sh runs this before torchrun so that users read the trainer's message, not a launcher traceback."""
+    write_shard(tmp_path / "s_val_000000.bin", np.arange(9000) % 512)
+    write_shard(tmp_path / "s_train_000001.bin", np.arange(500_000) % 512)
+    monkeypatch.setenv("SPEEDRUN_PRESET", "smoke")
+    monkeypatch.setenv("DATA_PATH", str(tmp_path))
+    monkeypatch.delenv("SPEEDRUN_OVERRIDES", raising=False)
+    monkeypatch.delenv("SEED", raising=False)
+    assert tg.preflight(2) == 0
+    assert tg.preflight(3) == 1 and "divides 8" in capsys.readouterr().err
+    monkeypatch.setenv("SEED", "abc")
+    assert tg.preflight(1) == 1 and "SEED='abc' is not an integer" in capsys.readouterr().err
