@@ -707,7 +707,6 @@ PRESETS: dict[str, Hyperparameters] = {
         train_seq_len=256,
         val_seq_len=256,
         val_tokens=32 * 256,
-        num_layers=12,
         model_dim=64,
         num_heads=2,
         head_dim=32,
