@@ -591,8 +591,10 @@ def describe_data(shards: list[Shard], args: Hyperparameters, d: Dist) -> dict:
     for i in range(d.rank, len(shards), d.world_size):
         try:
             mine[i] = hash_shard(shards[i], args.vocab_size, fix)
-        except ShardError as e:
+        except ShardError as e:  # shared, so that every rank stops with the same message
             mine[i] = str(e)
+        except OSError as e:
+            mine[i] = f"cannot read shard {shards[i].path}: {e.strerror or e}; {fix}."
     results = [mine]
     if d.world_size > 1:
         results = [None] * d.world_size
