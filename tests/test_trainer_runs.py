@@ -1,0 +1,164 @@
+"""Whole smoke runs of train_gpt.py: 1 vs 2 processes, the log grammar, and how runs stop on bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT
+
+TRAINER = REPO_ROOT / "train_gpt.py"
+SEPARATOR = "=" * 100
+VAL = re.compile(r"^step:(\d+)/(\d+) val_loss:(\d+\.\d{4}|nan|inf) train_time:(\d+)ms step_avg:(\d+\.\d{2})ms$")
+TRAIN = re.compile(r"^step:(\d+)/(\d+) train_loss:(\d+\.\d{4}|nan|inf) train_time:(\d+)ms step_avg:(\d+\.\d{2})ms$")
+MEMORY = re.compile(r"^peak memory allocated: \d+ MiB reserved: \d+ MiB$")
+CONFIG_EXTRA_KEYS = {
+    "preset", "track", "world_size", "grad_accum_steps", "global_batch_tokens", "seed", "run_id", "val_tokens",
+    "target_val_loss", "parallelism", "device", "step_avg_excluded_steps", "overrides", "data_path",
+}  # fmt: skip
+STEPS = 30
+OVERRIDES = {"num_iterations": STEPS, "val_loss_every": 10}
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory) -> Path:
+    """Small synthetic shards in the smoke preset's vocabulary (512), made by the data package's generator."""
+    out = tmp_path_factory.mktemp("synthetic")
+    sizes = ["--train-shards", "1", "--shard-tokens", "131072", "--val-tokens", "16384"]
+    cmd = [sys.executable, "data/synthetic.py", "--out", str(out), *sizes]
+    subprocess.run(cmd, cwd=REPO_ROOT, check=True, capture_output=True)
+    return out
+
+
+def launch(
+    data: Path, log_dir: Path, nproc: int, overrides: dict | None = None, **env: str
+) -> subprocess.CompletedProcess:
+    """torchrun, as run.sh launches it, with one CPU thread per process so that 1 and 2 processes compare fairly."""
+    full_env = dict(os.environ, SPEEDRUN_PRESET="smoke", DATA_PATH=str(data), LOG_DIR=str(log_dir), SEED="1")
+    full_env.update(OMP_NUM_THREADS="1", SPEEDRUN_OVERRIDES=json.dumps(OVERRIDES if overrides is None else overrides))
+    full_env.update(env)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(TRAINER)]
+    return subprocess.run(cmd, cwd=REPO_ROOT, env=full_env, capture_output=True, text=True, timeout=300)
+
+
+def only_log(log_dir: Path) -> Path:
+    logs = list(log_dir.glob("*.txt"))
+    assert len(logs) == 1, f"expected one log in {log_dir}, found {logs}"
+    return logs[0]
+
+
+@pytest.fixture(scope="session")
+def smoke_logs(synthetic_data, tmp_path_factory) -> dict[int, Path]:
+    logs = {}
+    for nproc in (1, 2):
+        log_dir = tmp_path_factory.mktemp(f"logs{nproc}")
+        result = launch(synthetic_data, log_dir, nproc)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        logs[nproc] = only_log(log_dir)
+    return logs
+
+
+def val_losses(log: Path) -> list[tuple[int, float]]:
+    return [(int(m[1]), float(m[3])) for line in log.read_text().splitlines() if (m := VAL.match(line))]
+
+
+@pytest.mark.slow
+def test_one_and_two_processes_give_the_same_validation_losses(smoke_logs) -> None:
+    one, two = val_losses(smoke_logs[1]), val_losses(smoke_logs[2])
+    assert [s for s, _ in one] == [s for s, _ in two] == [0, 10, 20, 30]
+    for (step, a), (_, b) in zip(one, two, strict=True):
+        # identical math; only the order of float sums differs (8 windows summed on one rank vs 4 + 4)
+        assert abs(a - b) <= 2e-3, f"step {step}: val_loss {a} with 1 process, {b} with 2"
+    assert one[0][1] == pytest.approx(math.log(512), abs=1e-3)  # ln(vocab) at initialisation
+    assert one[-1][1] < one[0][1] - 2.0, f"the smoke run did not learn: {one}"
+    configs = [
+        json.loads(next(ln for ln in log.read_text().splitlines() if ln.startswith("config: "))[8:])
+        for log in smoke_logs.values()
+    ]
+    assert [(c["world_size"], c["grad_accum_steps"], c["global_batch_tokens"]) for c in configs] == [
+        (1, 8, 2048),
+        (2, 4, 2048),
+    ]
+
+
+@pytest.mark.slow
+def test_log_grammar(smoke_logs) -> None:
+    """The frozen surface docs/log-format.md promises: tools/ parses exactly this."""
+    text = smoke_logs[1].read_text(encoding="utf-8")
+    source, env, metrics = text.split(SEPARATOR + "\n", 2)
+    assert source == TRAINER.read_text(encoding="utf-8")  # the code, byte for byte
+    env_lines = env.splitlines()
+    assert env_lines[0].startswith("Running Python ") and re.match(
+        r"Running PyTorch \S+ compiled for (CUDA \S+|CPU)$", env_lines[1]
+    )
+    assert env_lines[2] == "nvidia-smi: not available" or "NVIDIA-SMI" in env
+    config = json.loads(next(ln for ln in env_lines if ln.startswith("config: "))[len("config: ") :])
+    data = json.loads(next(ln for ln in env_lines if ln.startswith("data: "))[len("data: ") :])
+    sys.path.insert(0, str(REPO_ROOT))
+    import train_gpt
+
+    fields = {f.name for f in train_gpt.dataclasses.fields(train_gpt.Hyperparameters)}
+    assert set(config) == fields | CONFIG_EXTRA_KEYS
+    assert config["preset"] == "smoke" and config["track"] == "smoke" and config["target_val_loss"] is None
+    assert config["overrides"] == OVERRIDES and config["seed"] == 1 and config["device"] == "cpu"
+    assert config["run_id"] == smoke_logs[1].stem and config["step_avg_excluded_steps"] == 0
+    assert set(data) == {"path", "vocab_size", "shards"} and data["vocab_size"] == 512
+    assert [(s["name"], s["split"]) for s in data["shards"]] == [
+        ("synthetic_val_000000.bin", "val"),
+        ("synthetic_train_000001.bin", "train"),
+    ]
+    assert all(
+        set(s) == {"name", "split", "tokens", "sha256"} and re.fullmatch(r"[0-9a-f]{64}", s["sha256"])
+        for s in data["shards"]
+    )
+
+    lines = metrics.splitlines()
+    assert all(VAL.match(ln) or TRAIN.match(ln) or MEMORY.match(ln) for ln in lines), [
+        ln for ln in lines if not (VAL.match(ln) or TRAIN.match(ln) or MEMORY.match(ln))
+    ]
+    assert MEMORY.match(lines[-1]) and VAL.match(lines[-2])
+    parsed = [(int(m[1]), int(m[2]), int(m[4]), float(m[5])) for ln in lines if (m := VAL.match(ln) or TRAIN.match(ln))]
+    assert all(total == STEPS for _, total, _, _ in parsed) and parsed[-1][0] == STEPS
+    assert [s for s, *_ in parsed if s] == sorted(s for s, *_ in parsed if s)  # steps increase
+    times = [t for _, _, t, _ in parsed]
+    assert times == sorted(times)  # train_time never decreases
+    for step, _, ms, avg in parsed:
+        assert abs(avg - ms / max(step, 1)) <= 0.5 / max(step, 1) + 0.006  # step_avg = train_time / step, rounded
+    assert sum(1 for ln in lines if TRAIN.match(ln)) == STEPS  # one train line per step
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_the_run_and_keeps_the_log(synthetic_data, tmp_path) -> None:
+    # a huge lr on the scalars (residual and skip weights) blows the activations up within a few steps
+    result = launch(synthetic_data, tmp_path, 1, {"num_iterations": 20, "val_loss_every": 0, "adam_lr_scalar": 1e30})
+    assert result.returncode != 0
+    m = re.search(r"error: the training loss became (nan|inf|-inf) at step (\d+); stopping the run", result.stderr)
+    assert m, result.stderr[-3000:]
+    step = int(m[2])
+    metrics = only_log(tmp_path).read_text().split(SEPARATOR + "\n")[2]
+    assert metrics.endswith(f"The log up to here is kept in {only_log(tmp_path)}.\n")
+    train_lines = [ln for ln in metrics.splitlines() if TRAIN.match(ln)]
+    assert train_lines[-1].startswith(f"step:{step}/20 train_loss:{m[1]} ") and len(train_lines) == step
+    assert "peak memory" not in metrics
+    assert (
+        "[rank0]: Traceback" not in result.stderr and f'File "{TRAINER}"' not in result.stderr
+    )  # torchrun's own report may follow
+
+
+@pytest.mark.slow
+def test_missing_data_is_one_clear_error(tmp_path) -> None:
+    missing = tmp_path / "nothing-here"
+    env = dict(os.environ, SPEEDRUN_PRESET="smoke", DATA_PATH=str(missing), LOG_DIR=str(tmp_path / "logs"))
+    result = subprocess.run(
+        [sys.executable, str(TRAINER)], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"error: data folder {missing} does not exist" in result.stderr
+    assert "python data/synthetic.py --out" in result.stderr
+    assert not (tmp_path / "logs").exists()  # nothing half-written

@@ -1,0 +1,1169 @@
+"""The speedrun trainer: a GPT trained to 3.28 FineWeb val loss as fast as possible on 8x H100.
+
+One self-contained file, read top to bottom: distributed setup, the FP8 head op, Muon, the model,
+the data loader, Hyperparameters and presets, logging, then build, warm-up and the timed loop.
+Launch it with `./run.sh`, or `torchrun --standalone --nproc_per_node=N train_gpt.py`.
+The recipe (track_1_short) follows the public modded-nanogpt record of 2025-01-16 (179.5 s), written
+fresh here; ideas are credited where they appear. The log format is docs/log-format.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import resource
+import secrets
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+
+class SpeedrunError(ValueError):
+    """A mistake in the setup (config, data, environment): reported as one paragraph, no traceback."""
+
+
+# -----------------------------------------------------------------------------------------------
+# Distributed setup: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; a plain `python train_gpt.py` is one process.
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def setup_distributed() -> Dist:
+    launched = "RANK" in os.environ
+    rank = int(os.environ.get("RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if launched:  # NCCL between GPUs; gloo between CPU processes (the smoke run, the tests)
+        dist.init_process_group(
+            backend="nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None
+        )
+    return Dist(rank, world_size, local_rank, device)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work, so that a clock read afterwards measures it (CPU ops are synchronous)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# all_gather_into_tensor is called all_gather_single from torch 2.13 on; the GPU machines run 2.11+
+all_gather_flat = getattr(dist, "all_gather_single", dist.all_gather_into_tensor)
+
+
+def all_reduce_sum(t: Tensor, d: Dist) -> None:
+    if d.world_size > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+
+
+# -----------------------------------------------------------------------------------------------
+# Custom op: the FP8 lm_head matmul (idea and scales: modded-nanogpt 2025-01-13 record, @YouJiacheng).
+# Static scales instead of amax tracking keep it to one matmul per product. A torch.library custom op is
+# opaque to torch.compile (it sees the fake kernel) while its autograd formula is traced, so the gradient's
+# scale-and-cast to e5m2 fuses into the loss backward and only the matmuls are opaque.
+# _scaled_mm wants its first operand row-major and its second column-major, dims multiples of 16.
+
+
+def _inverse_scale(scale: float, ref: Tensor) -> Tensor:
+    return torch.full((), 1.0 / scale, dtype=torch.float32, device=ref.device)  # a fill, not a host-to-device copy
+
+
+@torch.library.custom_op("speedrun::fp8_mm", mutates_args=())
+def fp8_mm(x: Tensor, w: Tensor, x_scale: float, w_scale: float, grad_scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    """x_TK @ w_NK.T in float8 e4m3 -> (out_TN in bf16, x_f8, w_f8); the fp8 operands are saved for backward."""
+    x_f8 = x.mul(x_scale).to(torch.float8_e4m3fn)
+    w_f8 = w.mul(w_scale).to(torch.float8_e4m3fn)
+    out = torch._scaled_mm(
+        x_f8,
+        w_f8.t(),  # the transpose of a row-major matrix is column-major, as _scaled_mm wants
+        scale_a=_inverse_scale(x_scale, x),
+        scale_b=_inverse_scale(w_scale, x),
+        out_dtype=torch.bfloat16,
+        use_fast_accum=True,
+    )
+    return out, x_f8, w_f8
+
+
+@fp8_mm.register_fake
+def _(x: Tensor, w: Tensor, x_scale: float, w_scale: float, grad_scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    out = x.new_empty((x.size(0), w.size(0)), dtype=torch.bfloat16)
+    return out, torch.empty_like(x, dtype=torch.float8_e4m3fn), torch.empty_like(w, dtype=torch.float8_e4m3fn)
+
+
+@torch.library.custom_op("speedrun::fp8_mm_backward", mutates_args=())
+def fp8_mm_backward(
+    grad_f8: Tensor, x_f8: Tensor, w_f8: Tensor, x_scale: float, w_scale: float, grad_scale: float
+) -> tuple[Tensor, Tensor]:
+    """Gradients of fp8_mm from the e5m2 output gradient: (grad_x_TK in bf16, grad_w_NK in fp32)."""
+    grad_f8 = grad_f8.contiguous()
+    grad_x = torch._scaled_mm(
+        grad_f8,
+        w_f8.t().contiguous().t(),  # w_NK as a column-major second operand
+        scale_a=_inverse_scale(grad_scale, grad_f8),
+        scale_b=_inverse_scale(w_scale, grad_f8),
+        out_dtype=torch.bfloat16,
+        use_fast_accum=False,
+    )
+    # grad_w^T = x^T @ grad, computed as (K, N) and returned transposed: for (N, K) = (50304, 768) this
+    # orientation was measured faster in the record.
+    grad_w = torch._scaled_mm(
+        x_f8.t().contiguous(),
+        grad_f8.t().contiguous().t(),
+        scale_a=_inverse_scale(x_scale, grad_f8),
+        scale_b=_inverse_scale(grad_scale, grad_f8),
+        out_dtype=torch.float32,
+        use_fast_accum=False,
+    ).t()
+    return grad_x, grad_w
+
+
+@fp8_mm_backward.register_fake
+def _(
+    grad_f8: Tensor, x_f8: Tensor, w_f8: Tensor, x_scale: float, w_scale: float, grad_scale: float
+) -> tuple[Tensor, Tensor]:
+    n, k = w_f8.shape
+    grad_x = x_f8.new_empty(x_f8.shape, dtype=torch.bfloat16)
+    return grad_x, w_f8.new_empty_strided((n, k), (1, n), dtype=torch.float32)  # column-major, as the real one
+
+
+def _fp8_mm_setup_context(ctx, inputs, output) -> None:
+    *_, x_scale, w_scale, grad_scale = inputs
+    _, x_f8, w_f8 = output
+    ctx.save_for_backward(x_f8, w_f8)
+    ctx.scales = x_scale, w_scale, grad_scale
+    ctx.set_materialize_grads(False)
+
+
+def _fp8_mm_autograd(ctx, grad_out: Tensor, *_) -> tuple[Tensor, Tensor, None, None, None]:
+    x_f8, w_f8 = ctx.saved_tensors
+    x_scale, w_scale, grad_scale = ctx.scales
+    grad_f8 = grad_out.mul(grad_scale).to(torch.float8_e5m2)  # e5m2: range over precision for gradients
+    grad_x, grad_w = torch.ops.speedrun.fp8_mm_backward(grad_f8, x_f8, w_f8, x_scale, w_scale, grad_scale)
+    return grad_x, grad_w, None, None, None
+
+
+fp8_mm.register_autograd(_fp8_mm_autograd, setup_context=_fp8_mm_setup_context)
+
+
+# -----------------------------------------------------------------------------------------------
+# Optimizer: Muon (Keller Jordan et al., 2024) for hidden matrices; Adam for the rest (built in build_optimizers).
+
+
+def zeropower_via_newtonschulz5(G: Tensor, steps: int = 5) -> Tensor:
+    """Orthogonalise the last two dims of G approximately: U S V^T -> U S' V^T with S' roughly in [0.7, 1.2].
+
+    A quintic Newton-Schulz iteration whose coefficients (Keller Jordan) maximise the slope at zero, so five
+    steps in bf16 push every singular value near 1 without needing them to converge exactly. Batched over
+    leading dims (@scottjmaddox, @YouJiacheng), so the merged q/k/v weight is three matrices.
+    """
+    assert G.ndim >= 2
+    a, b, c = 3.4445, -4.7750, 2.0315
+    X = G.bfloat16()
+    transposed = G.size(-2) > G.size(-1)
+    if transposed:  # iterate on the smaller Gram matrix
+        X = X.mT
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)  # Frobenius norm >= spectral norm: spectral norm <= 1
+    for _ in range(steps):
+        A = X @ X.mT
+        B = b * A + c * A @ A
+        X = a * X + B @ X
+    if transposed:
+        X = X.mT
+    return X
+
+
+class Muon(torch.optim.Optimizer):
+    """MomentUm Orthogonalized by Newton-Schulz: SGD with Nesterov momentum whose update is orthogonalised.
+
+    Distributed as in the modded-nanogpt DistributedMuon record: the gradients are already averaged on every
+    rank; parameters of one size are dealt round-robin, each rank orthogonalises its own and all-gathers the
+    bf16 updates, applying one chunk while the next is in flight. Only the owner keeps a momentum buffer.
+    """
+
+    def __init__(self, params, lr: float, momentum: float, ns_steps: int, rank: int, world_size: int):
+        params = list(params)
+        self.rank, self.world_size = rank, world_size
+        by_size: dict[int, list[Tensor]] = {}
+        for p in params:  # deterministic order: every rank builds the same groups
+            by_size.setdefault(p.numel(), []).append(p)
+        groups = [dict(params=ps) for ps in by_size.values()]
+        super().__init__(groups, dict(lr=lr, momentum=momentum, ns_steps=ns_steps, nesterov=True))
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for group in self.param_groups:
+            params: list[Tensor] = group["params"]
+            pending = None
+            for base in range(0, len(params), self.world_size):
+                mine = base + self.rank
+                if mine < len(params):
+                    update = self._orthogonalised_update(params[mine], group).flatten()
+                else:  # no matrix left for this rank in the last chunk: send zeros
+                    update = params[0].new_zeros(params[0].numel(), dtype=torch.bfloat16)
+                if self.world_size == 1:
+                    self._apply(params[base : base + 1], update[None], group["lr"])
+                    continue
+                gathered = update.new_empty(self.world_size * update.numel())
+                work = all_gather_flat(gathered, update, async_op=True)
+                if pending is not None:
+                    self._apply(*pending)
+                pending = (params[base : base + self.world_size], gathered.view(self.world_size, -1), group["lr"], work)
+            if pending is not None:
+                self._apply(*pending)
+
+    def _orthogonalised_update(self, p: Tensor, group: dict) -> Tensor:
+        g = p.grad
+        state = self.state[p]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(g)
+        buf = state["momentum_buffer"]
+        buf.lerp_(g, 1 - group["momentum"])
+        g = g.lerp_(buf, group["momentum"]) if group["nesterov"] else buf
+        return zeropower_via_newtonschulz5(g, steps=group["ns_steps"])
+
+    @staticmethod
+    def _apply(params: list[Tensor], updates: Tensor, lr: float, work=None) -> None:
+        if work is not None:
+            work.wait()
+        for p, u in zip(params, updates, strict=False):
+            # scale so that tall matrices get RMS-matched updates (max(1, rows/cols)^0.5)
+            p.add_(u.view_as(p), alpha=-lr * max(1.0, p.size(-2) / p.size(-1)) ** 0.5)
+
+
+# -----------------------------------------------------------------------------------------------
+# Model: GPT with rotary, QK-norm, ReLU^2, value embeddings, U-net skips and sliding-window FlexAttention.
+
+
+def norm(x: Tensor) -> Tensor:
+    return F.rms_norm(x, (x.size(-1),))  # RMSNorm without a learned weight
+
+
+def next_multiple(n: int, k: int) -> int:
+    return -(-n // k) * k
+
+
+class CastedLinear(nn.Linear):
+    """A bias-free linear layer whose fp32 weight is cast to the activations' dtype at use."""
+
+    def __init__(self, in_features: int, out_features: int, zero_init: bool = False):
+        super().__init__(in_features, out_features, bias=False)
+        with torch.no_grad():
+            if zero_init:  # output projections and the head start at zero (@Grad62304977, muP-style)
+                self.weight.zero_()
+            else:  # uniform with std 0.5 * fan_in^-0.5
+                bound = 3**0.5 * 0.5 * in_features**-0.5
+                self.weight.uniform_(-bound, bound)
+
+    def reset_parameters(self) -> None:
+        pass  # initialised in __init__
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight.type_as(x))
+
+
+class Rotary(nn.Module):
+    """Rotary embedding on half the head dims: head_dim/4 frequencies (1/1024)^linspace(0,1), the other
+    head_dim/4 pairs at frequency zero, i.e. not rotated (@YouJiacheng, "half-truncated RoPE")."""
+
+    def __init__(self, head_dim: int, max_seq_len: int, min_freq: float):
+        super().__init__()
+        freqs = min_freq ** torch.linspace(0, 1, steps=head_dim // 4, dtype=torch.float32)
+        freqs = torch.cat([freqs, freqs.new_zeros(head_dim // 4)])  # (head_dim/2,)
+        theta_TF = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), freqs)
+        self.cos = nn.Buffer(theta_TF.cos(), persistent=False)
+        self.sin = nn.Buffer(theta_TF.sin(), persistent=False)
+
+    def forward(self, x_BTHD: Tensor) -> Tensor:
+        T = x_BTHD.size(-3)
+        cos, sin = self.cos[None, :T, None, :], self.sin[None, :T, None, :]
+        x1, x2 = x_BTHD.float().chunk(2, dim=-1)  # dim i pairs with dim i + head_dim/2
+        y1 = x1 * cos + x2 * sin
+        y2 = x2 * cos - x1 * sin
+        return torch.cat((y1, y2), dim=-1).type_as(x_BTHD)
+
+
+def block_sparse_indices(mask_QK: Tensor) -> tuple[Tensor, Tensor]:
+    """A dense (q_blocks, kv_blocks) bool mask as BlockMask's (num_blocks, indices): the True columns first."""
+    num_Q = mask_QK.sum(dim=-1, dtype=torch.int32)
+    indices_QK = mask_QK.to(torch.int8).argsort(dim=-1, descending=True, stable=True).to(torch.int32)
+    return num_Q[None, None].contiguous(), indices_QK[None, None].contiguous()
+
+
+def document_window_block_mask(docs_T: Tensor, window_blocks: Tensor, block_size: int) -> BlockMask:
+    """FlexAttention mask where token q attends to token k iff k <= q, both lie in the same document, and
+    q // block_size - k // block_size < window_blocks (a sliding window counted in blocks, as in the record).
+
+    docs_T holds the (non-decreasing) document id of each token. The block structure is computed from
+    block-level bounds (@YouJiacheng): a kv block is "full" (no mask evaluated) when every pair is visible,
+    "partial" when some are, and skipped otherwise. The mask_mod repeats the window test so that the eager
+    (unfused, block-structure-blind) FlexAttention path gives the same answer as the compiled kernel.
+    """
+    n = docs_T.numel() // block_size
+    docs_NB = docs_T.view(n, block_size)
+    first, last = docs_NB[:, 0], docs_NB[:, -1]  # document ids at each block's ends
+    q = torch.arange(n, device=docs_T.device)[:, None]
+    k = torch.arange(n, device=docs_T.device)[None, :]
+    in_window = (k <= q) & (q - k < window_blocks)
+    # documents are contiguous, so for k <= q block k reaches q's documents iff its last id >= q's first id,
+    # and every pair is visible iff both blocks lie inside one document and k is strictly before q
+    any_visible = in_window & (last[None, :] >= first[:, None])
+    all_visible = in_window & (k < q) & (first[None, :] == last[:, None])
+    partial_num, partial_idx = block_sparse_indices(any_visible & ~all_visible)
+    full_num, full_idx = block_sparse_indices(all_visible)
+
+    def document_causal_window(b, h, q_idx, kv_idx):
+        causal = q_idx >= kv_idx
+        same_doc = docs_T[q_idx] == docs_T[kv_idx]
+        return causal & same_doc & (q_idx // block_size - kv_idx // block_size < window_blocks)
+
+    return BlockMask.from_kv_blocks(
+        partial_num, partial_idx, full_num, full_idx, BLOCK_SIZE=block_size, mask_mod=document_causal_window
+    )
+
+
+def block_mask_to_dense(block_mask: BlockMask) -> Tensor:
+    """The (Q, K) bool token mask a BlockMask describes: its full blocks, and mask_mod inside its partial blocks."""
+    bq, bk = block_mask.BLOCK_SIZE
+    nq, nk = block_mask.kv_indices.shape[-2:]
+    device = block_mask.kv_indices.device
+
+    def blocks(num: Tensor, idx: Tensor) -> Tensor:  # ordered indices -> (nq, nk) bool
+        listed = torch.arange(nk, device=device)[None, :] < num[0, 0][:, None]
+        return torch.zeros(nq, nk, dtype=torch.int32, device=device).scatter_add_(1, idx[0, 0].long(), listed.int()) > 0
+
+    def tokens(m: Tensor) -> Tensor:
+        return m.repeat_interleave(bq, dim=0).repeat_interleave(bk, dim=1)
+
+    q_idx, kv_idx = torch.arange(nq * bq, device=device)[:, None], torch.arange(nk * bk, device=device)[None, :]
+    partial = tokens(blocks(block_mask.kv_num_blocks, block_mask.kv_indices)) & block_mask.mask_mod(0, 0, q_idx, kv_idx)
+    if block_mask.full_kv_num_blocks is None:
+        return partial
+    return partial | tokens(blocks(block_mask.full_kv_num_blocks, block_mask.full_kv_indices))
+
+
+def attention(q_BHTD: Tensor, k_BHTD: Tensor, v_BHTD: Tensor, mask: BlockMask | Tensor, scale: float) -> Tensor:
+    if isinstance(mask, BlockMask):
+        return flex_attention(q_BHTD, k_BHTD, v_BHTD, block_mask=mask, scale=scale)
+    # CPU: FlexAttention has no backward there (torch 2.13), so the same mask, expanded, goes to SDPA
+    return F.scaled_dot_product_attention(q_BHTD, k_BHTD, v_BHTD, attn_mask=mask, scale=scale)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, args: Hyperparameters, max_seq_len: int):
+        super().__init__()
+        self.num_heads, self.head_dim, self.attn_scale = args.num_heads, args.head_dim, args.attn_scale
+        hdim, dim = args.num_heads * args.head_dim, args.model_dim
+        bound = 3**0.5 * 0.5 * dim**-0.5
+        self.qkv_w = nn.Parameter(torch.empty(3, hdim, dim).uniform_(-bound, bound))  # merged q, k, v weights
+        self.lambdas = nn.Parameter(torch.tensor([0.5, 0.5]))  # v = l0 * v + l1 * value_embedding
+        self.rotary = Rotary(args.head_dim, max_seq_len, args.rope_min_freq)
+        self.c_proj = CastedLinear(hdim, dim, zero_init=True)
+
+    def forward(self, x_BTD: Tensor, ve_TD: Tensor | None, mask: BlockMask | Tensor) -> Tensor:
+        B, T, _ = x_BTD.shape
+        qkv = F.linear(x_BTD, self.qkv_w.flatten(end_dim=1).type_as(x_BTD))
+        q, k, v = qkv.view(B, T, 3 * self.num_heads, self.head_dim).chunk(3, dim=-2)  # each (B, T, H, Dh)
+        q, k = norm(q), norm(k)  # QK-norm
+        q, k = self.rotary(q), self.rotary(k)
+        if ve_TD is not None:  # value embeddings (@KoszarskyB, @Grad62304977)
+            v = self.lambdas[0] * v + self.lambdas[1] * ve_TD.view_as(v)
+        else:
+            v = self.lambdas[0] * v
+        y_BHTD = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask, self.attn_scale)
+        y_BTD = y_BHTD.transpose(1, 2).contiguous().view(B, T, -1)
+        return self.c_proj(y_BTD)
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.c_fc = CastedLinear(dim, hidden)
+        self.c_proj = CastedLinear(hidden, dim, zero_init=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.c_proj(F.relu(self.c_fc(x)).square())  # ReLU^2 (So et al. 2021, @Grad62304977)
+
+
+class Block(nn.Module):
+    def __init__(self, args: Hyperparameters, layer: int, max_seq_len: int):
+        super().__init__()
+        has_attention = args.attention_pattern[layer] != "-"  # e.g. layer 7 of the record has none
+        self.attn = CausalSelfAttention(args, max_seq_len) if has_attention else None
+        self.mlp = MLP(args.model_dim, args.mlp_ratio * args.model_dim)
+        self.lambdas = nn.Parameter(torch.tensor([1.0, 0.0]))  # x = l0 * x + l1 * x0
+
+    def forward(self, x: Tensor, ve: Tensor | None, x0: Tensor, mask: BlockMask | Tensor | None) -> Tensor:
+        x = self.lambdas[0] * x + self.lambdas[1] * x0
+        if self.attn is not None:
+            x = x + self.attn(norm(x), ve, mask)
+        return x + self.mlp(norm(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, args: Hyperparameters):
+        super().__init__()
+        self.args = args
+        vocab, dim, layers = next_multiple(args.vocab_size, 128), args.model_dim, args.num_layers
+        max_seq_len = max(args.train_seq_len, args.val_seq_len)
+        self.embed = nn.Embedding(vocab, dim)
+        # value embeddings: tables 0..n-1 on the first n layers and again on the last n (@YouJiacheng's 012...012)
+        self.value_embeds = nn.ModuleList(nn.Embedding(vocab, dim) for _ in range(args.num_value_embeds))
+        self.blocks = nn.ModuleList(Block(args, i, max_seq_len) for i in range(layers))
+        self.lm_head = CastedLinear(dim, vocab, zero_init=True)
+        # U-net skips (@brendanh0gan): outputs of the first half are added, weighted, to inputs of the second
+        self.skip_weights = nn.Parameter(torch.ones(layers // 2))
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by optimizer role: Muon takes `hidden`, Adam the rest (each with its own lr)."""
+        groups = dict(
+            hidden=[p for p in self.blocks.parameters() if p.ndim >= 2],
+            embed=[self.embed.weight, *(e.weight for e in self.value_embeds)],
+            head=[self.lm_head.weight],
+            scalar=[p for p in self.parameters() if p.ndim < 2],
+        )
+        assert sum(len(g) for g in groups.values()) == len(list(self.parameters()))
+        return groups
+
+    def forward(self, input_T: Tensor, target_T: Tensor, window_blocks: Tensor) -> Tensor:
+        """Mean cross-entropy of one window: input_T int32 tokens, target_T int64 next tokens."""
+        args = self.args
+        layers, n_ve = len(self.blocks), len(self.value_embeds)
+        ve = [table(input_T) for table in self.value_embeds]
+        ve_per_layer = [
+            ve[i] if i < n_ve else ve[i - layers + n_ve] if i >= layers - n_ve else None for i in range(layers)
+        ]
+
+        docs_T = (input_T == args.vocab_size - 1).cumsum(0)  # the separator opens each document
+        long_mask = document_window_block_mask(docs_T, window_blocks, args.block_size)
+        short_mask = document_window_block_mask(docs_T, torch.clamp_min(window_blocks // 2, 1), args.block_size)
+        if input_T.device.type == "cpu":
+            long_mask, short_mask = block_mask_to_dense(long_mask), block_mask_to_dense(short_mask)
+        masks = [{"L": long_mask, "S": short_mask, "-": None}[c] for c in args.attention_pattern]
+
+        x = x0 = norm(self.embed(input_T)[None])  # (1, T, D); norm of the embedding by @Grad62304977
+        skips = []
+        n_skip = len(self.skip_weights)
+        for i, block in enumerate(self.blocks):
+            if i >= layers - n_skip:
+                x = x + self.skip_weights[i - (layers - n_skip)] * skips.pop()
+            x = block(x, ve_per_layer[i], x0, masks[i])
+            if i < n_skip:
+                skips.append(x)
+
+        x_TD = norm(x).view(-1, x.size(-1))
+        if self.training and args.fp8_head:
+            logits = fp8_mm(x_TD, self.lm_head.weight, args.fp8_x_scale, args.fp8_w_scale, args.fp8_grad_scale)[0]
+        else:  # evaluation uses the bf16 head
+            logits = self.lm_head(x_TD)
+        # soft cap: cap * sigmoid(z / temp) = cap/2 * (tanh(z / 2 temp) + 1) (Gemma 2; @Grad62304977, @KoszarskyB,
+        # @YouJiacheng); the loss in fp32
+        logits = args.logit_cap * torch.sigmoid(logits.float() / args.logit_temperature)
+        return F.cross_entropy(logits, target_T)
+
+
+# -----------------------------------------------------------------------------------------------
+# Data: FineWeb-format .bin shards (llm.c): 256 int32 header (magic, version, token count), then uint16 tokens.
+
+SHARD_MAGIC, SHARD_VERSION, SHARD_HEADER_BYTES = 20240520, 1, 256 * 4
+DEFAULT_DATA_FIX = (
+    "run `python data/cached_fineweb10B.py 9` for FineWeb shards, or `python data/synthetic.py` for synthetic ones"
+)
+
+
+class ShardError(SpeedrunError):
+    """A file that is not a valid token shard (or holds the wrong tokens); the message names it and the fix."""
+
+
+def read_shard_header(path: str | os.PathLike, fix: str = DEFAULT_DATA_FIX) -> int:
+    """Validate a shard's header against its size; return its token count."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            header = np.frombuffer(f.read(SHARD_HEADER_BYTES), dtype="<i4")
+    except OSError as e:
+        raise ShardError(f"cannot read shard {path}: {e.strerror or e}; {fix}.") from e
+    if header.size < 3:
+        raise ShardError(f"{path} is {size} bytes, too short for a shard header: truncated? Delete it and {fix}.")
+    if header[0] != SHARD_MAGIC:
+        raise ShardError(f"{path}: magic {header[0]} is not {SHARD_MAGIC}, so it is not a token shard (.bin); {fix}.")
+    if header[1] != SHARD_VERSION:
+        raise ShardError(f"{path}: shard version {header[1]} is not {SHARD_VERSION}; {fix}.")
+    ntok = int(header[2])
+    if ntok < 0 or size != SHARD_HEADER_BYTES + 2 * ntok:
+        raise ShardError(
+            f"{path}: header says {ntok} tokens ({SHARD_HEADER_BYTES + 2 * ntok} bytes) but the file has {size} "
+            f"bytes (an interrupted download?); delete it and {fix}."
+        )
+    return ntok
+
+
+def read_shard(path: str | os.PathLike, fix: str = DEFAULT_DATA_FIX) -> Tensor:
+    """All tokens of a validated shard as a 1-D uint16 tensor."""
+    ntok = read_shard_header(path, fix)
+    tokens = np.fromfile(path, dtype="<u2", count=ntok, offset=SHARD_HEADER_BYTES)
+    if tokens.size != ntok:
+        raise ShardError(f"{path} changed while being read; read it again.")
+    return torch.from_numpy(tokens.astype(np.uint16, copy=False))
+
+
+@dataclass(frozen=True)
+class Shard:
+    path: Path
+    split: str  # "train" or "val"
+    tokens: int
+
+
+def data_fix(args: Hyperparameters, data_path: str) -> str:
+    if args.vocab_size == 50257:
+        return "run `python data/cached_fineweb10B.py 9` to download FineWeb shards into data/fineweb10B"
+    return f"run `python data/synthetic.py --out {data_path} --vocab-size {args.vocab_size}` to write synthetic shards"
+
+
+def plan_shards(args: Hyperparameters, split: str, tokens_needed: int) -> list[Shard]:
+    """The first shards of a split (sorted by name) that hold tokens_needed tokens: all the run will read."""
+    folder, fix = Path(args.data_path), data_fix(args, args.data_path)
+    if not folder.is_dir():
+        raise SpeedrunError(f"data folder {folder} does not exist (DATA_PATH={args.data_path}); {fix}.")
+    paths = sorted(folder.glob(f"*_{split}_*.bin"))
+    if not paths:
+        raise SpeedrunError(f"data folder {folder} holds no {split} shards (*_{split}_*.bin); {fix}.")
+    shards, total = [], 0
+    for path in paths:
+        if total >= tokens_needed:
+            break
+        shards.append(Shard(path, split, read_shard_header(path, fix)))
+        total += shards[-1].tokens
+    if total < tokens_needed:
+        raise SpeedrunError(
+            f"the {split} shards in {folder} hold {total:,} tokens but this run reads {tokens_needed:,}; {fix}."
+        )
+    return shards
+
+
+def hash_shard(shard: Shard, vocab_size: int, fix: str) -> dict:
+    """sha256 of the file, checking on the way that every token is below vocab_size."""
+    h, top = hashlib.sha256(), 0
+    with open(shard.path, "rb") as f:
+        h.update(f.read(SHARD_HEADER_BYTES))
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+            top = max(top, int(np.frombuffer(chunk, dtype="<u2").max()))
+    if top >= vocab_size:
+        raise ShardError(
+            f"{shard.path} holds token {top}, but this preset's vocabulary has {vocab_size} tokens: the data was made "
+            f"for another vocabulary. Point DATA_PATH at matching shards or {fix}."
+        )
+    return dict(name=shard.path.name, split=shard.split, tokens=shard.tokens, sha256=h.hexdigest())
+
+
+def describe_data(shards: list[Shard], args: Hyperparameters, d: Dist) -> dict:
+    """The log's data line. Ranks hash every world_size-th shard and share results, so it is quick on 8 GPUs."""
+    fix = data_fix(args, args.data_path)
+    mine = {}
+    for i in range(d.rank, len(shards), d.world_size):
+        try:
+            mine[i] = hash_shard(shards[i], args.vocab_size, fix)
+        except ShardError as e:  # shared, so that every rank stops with the same message
+            mine[i] = str(e)
+        except OSError as e:
+            mine[i] = f"cannot read shard {shards[i].path}: {e.strerror or e}; {fix}."
+    results = [mine]
+    if d.world_size > 1:
+        results = [None] * d.world_size
+        dist.all_gather_object(results, mine)
+    merged = {i: r for part in results for i, r in part.items()}
+    for i in range(len(shards)):
+        if isinstance(merged[i], str):
+            raise ShardError(merged[i])
+    return dict(path=args.data_path, vocab_size=args.vocab_size, shards=[merged[i] for i in range(len(shards))])
+
+
+class TokenWindows:
+    """Windows of seq_len tokens from the shards read as one stream: window j covers tokens
+    [j * seq_len, (j + 1) * seq_len] (one extra for the last target). Only the requested slice is read."""
+
+    def __init__(self, shards: list[Shard], seq_len: int, device: torch.device):
+        self.shards, self.seq_len, self.device = shards, seq_len, device
+        self.starts = np.cumsum([0] + [s.tokens for s in shards])
+        self.maps: dict[int, np.ndarray] = {}
+
+    def _tokens(self, i: int) -> np.ndarray:
+        if i not in self.maps:
+            s = self.shards[i]
+            self.maps[i] = np.memmap(s.path, dtype="<u2", mode="r", offset=SHARD_HEADER_BYTES, shape=(s.tokens,))
+        return self.maps[i]
+
+    def read(self, start: int, n: int) -> np.ndarray:
+        out, pos = [], start
+        i = int(np.searchsorted(self.starts, start, side="right")) - 1
+        while pos < start + n:
+            lo, hi = pos - self.starts[i], min(start + n, self.starts[i + 1]) - self.starts[i]
+            out.append(self._tokens(i)[lo:hi])
+            pos += hi - lo
+            i += 1
+        return np.concatenate(out)
+
+    def __getitem__(self, j: int) -> tuple[Tensor, Tensor]:
+        return inputs_and_targets(torch.from_numpy(self.read(j * self.seq_len, self.seq_len + 1)), self.device)
+
+
+def inputs_and_targets(tokens: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
+    """seq_len + 1 tokens -> (inputs int32, targets int64) of seq_len on the device."""
+    buf = tokens.to(torch.int32)
+    if device.type == "cuda":  # pinned memory lets the copy run asynchronously
+        buf = buf.pin_memory()
+    buf = buf.to(device, non_blocking=True)
+    return buf[:-1], buf[1:].long()
+
+
+# -----------------------------------------------------------------------------------------------
+# Hyperparameters: the recipe, and its presets. A record run has no other knob: changes are code diffs.
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    # data
+    data_path: str = "data/fineweb10B"  # folder of *_train_*.bin and *_val_*.bin shards (env DATA_PATH)
+    vocab_size: int = 50257  # unpadded vocabulary; its last token separates documents
+    train_seq_len: int = 64 * 1024  # tokens per window; one window per process per micro-step
+    windows_per_step: int = 8  # global batch = windows_per_step x train_seq_len tokens, on any world size
+    val_seq_len: int = 64 * 1024  # tokens per validation window
+    val_tokens: int = 10_485_760  # the first val_tokens of the val shards (the record tracks fix this number)
+    # model
+    num_layers: int = 12
+    model_dim: int = 768
+    num_heads: int = 6
+    head_dim: int = 128
+    mlp_ratio: int = 4  # MLP hidden = mlp_ratio x model_dim
+    attention_pattern: str = "LSSSLSS-SSSL"  # per layer: L long window, S short (= long/2), - no attention
+    num_value_embeds: int = 3  # value-embedding tables, used on the first and the last num_value_embeds layers
+    attn_scale: float = 0.12  # fixed attention scale instead of head_dim^-0.5
+    rope_min_freq: float = 1 / 1024  # rotary frequencies (1/1024)^linspace(0, 1)
+    logit_cap: float = 30.0  # logits = cap * sigmoid(z / temperature)
+    logit_temperature: float = 7.5
+    block_size: int = 128  # FlexAttention block size; windows count in blocks
+    window_final_tokens: int = 1792  # the long window grows from block_size to this over training
+    # FP8 lm_head in training (static scales)
+    fp8_head: bool = True
+    fp8_x_scale: float = 2.0
+    fp8_w_scale: float = 32.0
+    fp8_grad_scale: float = 2.0**29  # logit gradients scale as 1/train_seq_len: this suits 64 Ki-token windows
+    # optimization
+    num_iterations: int = 1393  # optimizer steps
+    cooldown_frac: float = 0.4  # lr constant, then linear decay to 0 over this last fraction of steps
+    adam_lr_head: float = 0.008
+    adam_lr_embed: float = 0.6
+    adam_lr_scalar: float = 0.04
+    adam_beta1: float = 0.8
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-10
+    muon_lr: float = 0.05
+    muon_momentum: float = 0.95
+    muon_momentum_start: float = 0.85  # momentum warms up linearly from this ...
+    muon_momentum_warmup_steps: int = 300  # ... over this many steps
+    ns_steps: int = 5  # Newton-Schulz iterations
+    # run
+    val_loss_every: int = 125  # validate every this many steps (and at step 0 and the last step)
+    warmup_steps: int = 10  # untimed dummy steps (compilation), undone before the clock starts
+    compile: bool = True  # torch.compile the model
+    parallelism: str = "ddp"  # replicated weights, averaged gradients
+
+
+PRESETS: dict[str, Hyperparameters] = {
+    "short": Hyperparameters(),
+    # A tiny model on synthetic data (python data/synthetic.py) for 2 CPU cores: the same code paths except the
+    # FP8 head (CPU float8 matmuls measured ~10x slower than float32 ones; tests check the op on its own) and
+    # compilation (inductor's C++ build took 90 s, more than the whole run). Shorter validation, noted in config.
+    "smoke": dataclasses.replace(
+        Hyperparameters(),
+        data_path="data/synthetic",
+        vocab_size=512,
+        train_seq_len=256,
+        val_seq_len=256,
+        val_tokens=32 * 256,
+        model_dim=64,
+        num_heads=2,
+        head_dim=32,
+        window_final_tokens=256,
+        fp8_head=False,
+        num_iterations=200,
+        muon_momentum_warmup_steps=40,
+        val_loss_every=25,
+        warmup_steps=1,
+        compile=False,
+    ),
+}
+TRACKS = {"short": ("track_1_short", 3.28), "smoke": ("smoke", None)}
+
+
+def resolve_config(env: dict[str, str]) -> tuple[str, Hyperparameters, dict]:
+    """The preset named by SPEEDRUN_PRESET, with DATA_PATH and SPEEDRUN_OVERRIDES applied."""
+    preset = env.get("SPEEDRUN_PRESET", "short")
+    if preset not in PRESETS:
+        raise SpeedrunError(f"SPEEDRUN_PRESET={preset!r} is not a preset; choose one of {', '.join(PRESETS)}.")
+    args = PRESETS[preset]
+    if env.get("DATA_PATH"):
+        args = dataclasses.replace(args, data_path=env["DATA_PATH"])
+    overrides = {}
+    if env.get("SPEEDRUN_OVERRIDES"):
+        try:
+            overrides = json.loads(env["SPEEDRUN_OVERRIDES"])
+        except json.JSONDecodeError as e:
+            raise SpeedrunError(
+                f"SPEEDRUN_OVERRIDES is not valid JSON ({e}); give an object like '{{\"num_iterations\": 20}}'."
+            ) from e
+        if not isinstance(overrides, dict):
+            raise SpeedrunError(
+                "SPEEDRUN_OVERRIDES must be a JSON object of Hyperparameters fields, e.g. '{\"num_iterations\": 20}'."
+            )
+        types = {f.name: type(getattr(args, f.name)) for f in dataclasses.fields(args)}
+        for key, value in overrides.items():
+            if key not in types:
+                raise SpeedrunError(
+                    f"SPEEDRUN_OVERRIDES: {key!r} is not a Hyperparameters field; fields: {', '.join(types)}."
+                )
+            want = types[key]
+            ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+            if want is float and isinstance(value, int) and not isinstance(value, bool):
+                value, ok = float(value), True
+            if not ok:
+                raise SpeedrunError(f"SPEEDRUN_OVERRIDES: {key} must be a {want.__name__}, got {value!r}.")
+            overrides[key] = value
+        args = dataclasses.replace(args, **overrides)
+    return preset, args, overrides
+
+
+def validate(args: Hyperparameters, world_size: int) -> None:
+    """Reject configurations the code cannot run exactly, before any work is done."""
+    problems = []
+    if args.windows_per_step % world_size:
+        problems.append(
+            f"{world_size} processes cannot share {args.windows_per_step} windows per step equally: use a world size "
+            f"that divides {args.windows_per_step} (1, 2, 4 or 8 GPUs)"
+        )
+    for name in ("train_seq_len", "val_seq_len", "window_final_tokens"):
+        if getattr(args, name) % args.block_size:
+            problems.append(f"{name}={getattr(args, name)} is not a multiple of block_size={args.block_size}")
+    n_val = args.val_tokens // args.val_seq_len
+    if args.val_tokens % args.val_seq_len or n_val % args.windows_per_step:
+        problems.append(f"val_tokens={args.val_tokens} must be a multiple of windows_per_step x val_seq_len")
+    if len(args.attention_pattern) != args.num_layers or set(args.attention_pattern) - set("LS-"):
+        problems.append(f"attention_pattern={args.attention_pattern!r} needs one of L, S, - per layer")
+    if args.num_layers % 2 or args.num_layers < 2 * args.num_value_embeds:
+        problems.append("num_layers must be even (U-net) and at least 2 x num_value_embeds")
+    if args.head_dim % 4 or args.num_heads * args.head_dim != args.model_dim:
+        problems.append("head_dim must be a multiple of 4 (rotary) and num_heads x head_dim equal model_dim")
+    if args.fp8_head and args.model_dim % 16:
+        problems.append("model_dim must be a multiple of 16 for the FP8 head")
+    if args.parallelism != "ddp":
+        problems.append(f"parallelism={args.parallelism!r} is not implemented in this file (only 'ddp')")
+    if args.num_iterations < 1 or args.val_loss_every < 0 or args.warmup_steps < 0:
+        problems.append("num_iterations must be >= 1, val_loss_every and warmup_steps >= 0")
+    if problems:
+        raise SpeedrunError("invalid configuration: " + "; ".join(problems) + ".")
+
+
+# -----------------------------------------------------------------------------------------------
+# Logging: rank 0 writes logs/<run_id>.txt (docs/log-format.md) and echoes it to the console.
+
+SEPARATOR = "=" * 100
+
+
+class RunLog:
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.file = None
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.file = open(path, "x", encoding="utf-8")  # kept open for the whole run
+            except OSError as e:
+                raise SpeedrunError(
+                    f"cannot write the log {path}: {e.strerror or e}; set LOG_DIR to a writable folder."
+                ) from e
+
+    def __call__(self, line: str, console: bool = True) -> None:
+        if self.file is None:
+            return
+        self.file.write(line + "\n")
+        self.file.flush()
+        if console:
+            print(line, flush=True)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def nvidia_smi() -> str:
+    try:
+        out = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return "nvidia-smi: not available"
+    return out.stdout.rstrip("\n") if out.returncode == 0 and out.stdout.strip() else "nvidia-smi: not available"
+
+
+def environment_lines() -> list[str]:
+    build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU"
+    return [f"Running Python {sys.version}", f"Running PyTorch {torch.__version__} compiled for {build}", nvidia_smi()]
+
+
+def shared_seed_and_run_id(seed: int | None, d: Dist) -> tuple[int, str]:
+    """The given seed or a random one, and a uuid4 run id, both drawn on rank 0 and shared."""
+    choice = [seed if seed is not None else secrets.randbelow(2**31), str(uuid.uuid4())]
+    if d.world_size > 1:
+        dist.broadcast_object_list(choice, src=0)
+    return choice[0], choice[1]
+
+
+# -----------------------------------------------------------------------------------------------
+# Build and compile: model, optimizers, flat gradient buckets.
+
+
+def build_model(args: Hyperparameters, seed: int, d: Dist) -> GPT:
+    torch.manual_seed(seed)
+    with torch.device(d.device):
+        model = GPT(args)
+    # bf16 embedding tables on CUDA, as in the record (so activations are bf16 throughout). On CPU all stays fp32:
+    # bf16 matmuls are fast only on CPUs with AVX512-BF16/AMX, and fp32 keeps 1- and 2-process runs closer.
+    if d.cuda:
+        for m in model.modules():
+            if isinstance(m, nn.Embedding):
+                m.bfloat16()
+    if d.world_size > 1:  # replicas start identical even if some init kernel were nondeterministic
+        for t in model.state_dict().values():
+            dist.broadcast(t, src=0)
+    return model
+
+
+class GradBuckets:
+    """Every gradient is a view into one flat buffer per (role, dtype), so one all-reduce syncs a bucket.
+    Backward accumulates into existing .grad tensors in place, which is what makes this work (as DDP's
+    gradient_as_bucket_view); gradients are zeroed, never set to None."""
+
+    def __init__(self, roles: dict[str, list[nn.Parameter]]):
+        self.buckets: dict[str, list[Tensor]] = {}
+        for role, params in roles.items():
+            for dtype in dict.fromkeys(p.dtype for p in params):
+                same = [p for p in params if p.dtype == dtype]
+                buf = torch.zeros(sum(p.numel() for p in same), dtype=dtype, device=same[0].device)
+                offset = 0
+                for p in same:
+                    p.grad = buf[offset : offset + p.numel()].view_as(p)
+                    offset += p.numel()
+                self.buckets.setdefault(role, []).append(buf)
+        self.works: dict[str, list] = {}
+
+    def zero(self) -> None:
+        for bufs in self.buckets.values():
+            for buf in bufs:
+                buf.zero_()
+
+    def start_sum(self, d: Dist) -> None:
+        if d.world_size > 1:
+            self.works = {
+                role: [dist.all_reduce(b, async_op=True) for b in bufs] for role, bufs in self.buckets.items()
+            }
+
+    def finish_mean(self, role: str, scale: float) -> None:
+        """Wait for a role's sums (on CUDA the stream waits, not the host), then turn them into means."""
+        for buf, work in zip(self.buckets[role], self.works.pop(role, [None] * len(self.buckets[role])), strict=True):
+            if work is not None:
+                work.wait()
+            buf.mul_(scale)
+
+
+def build_optimizers(model: GPT, args: Hyperparameters, d: Dist) -> tuple[torch.optim.Adam, Muon, GradBuckets]:
+    groups = model.param_groups()
+    adam = torch.optim.Adam(
+        [
+            dict(params=groups["head"], lr=args.adam_lr_head),
+            dict(params=groups["embed"], lr=args.adam_lr_embed),
+            dict(params=groups["scalar"], lr=args.adam_lr_scalar),
+        ],
+        betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_eps,
+        fused=d.cuda,
+    )
+    muon = Muon(groups["hidden"], args.muon_lr, args.muon_momentum, args.ns_steps, d.rank, d.world_size)
+    for opt in (adam, muon):
+        for group in opt.param_groups:
+            group["initial_lr"] = group["lr"]
+    grads = GradBuckets(dict(muon=groups["hidden"], adam=groups["head"] + groups["embed"] + groups["scalar"]))
+    return adam, muon, grads
+
+
+def lr_factor(step: int, args: Hyperparameters) -> float:
+    """Constant, then linear decay to 0 over the last cooldown_frac of the steps."""
+    x = step / args.num_iterations
+    return 1.0 if x < 1 - args.cooldown_frac else (1 - x) / args.cooldown_frac
+
+
+def window_blocks(step: int, args: Hyperparameters) -> int:
+    """Long attention window in blocks: grows linearly from 1 block to window_final_tokens over training,
+    rounded up to whole blocks (@fernbear.bsky.social; block-wise @YouJiacheng). As in the record the ramp
+    aims half a block short of the final size, so that the final size is reached (at the end) by rounding up."""
+    x = step / args.num_iterations
+    return max(1, math.ceil(x * (args.window_final_tokens - args.block_size / 2) / args.block_size))
+
+
+def window_tensor(step: int, args: Hyperparameters, d: Dist) -> Tensor:
+    # a tensor, so a new size recompiles nothing; pinned, so the copy does not stall the host
+    return torch.tensor(window_blocks(step, args), dtype=torch.int32, pin_memory=d.cuda).to(d.device, non_blocking=True)
+
+
+def train_step(step: int, model: nn.Module, opts, windows, args: Hyperparameters, d: Dist, dummy=None) -> Tensor:
+    """One optimizer step on windows_per_step windows; returns the mean loss as a device tensor (no sync).
+    Rank r processes windows r, r + world_size, ... of the step, so the math is the same on any world size."""
+    adam, muon, grads = opts
+    window = window_tensor(step, args, d)
+    grads.zero()
+    loss_sum = torch.zeros((), dtype=torch.float32, device=d.device)
+    for j in range(d.rank, args.windows_per_step, d.world_size):
+        inputs, targets = windows[step * args.windows_per_step + j] if dummy is None else dummy
+        loss = model(inputs, targets, window)
+        # backward of the unscaled window mean: the FP8 gradient scale sees the same values on any world size
+        loss.backward()
+        loss_sum += loss.detach()
+    loss_work = dist.all_reduce(loss_sum, async_op=True) if d.world_size > 1 else None
+    grads.start_sum(d)
+    factor = lr_factor(step, args)
+    for opt in (adam, muon):
+        for group in opt.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+    frac = min(step / args.muon_momentum_warmup_steps, 1) if args.muon_momentum_warmup_steps else 1
+    for group in muon.param_groups:
+        group["momentum"] = (1 - frac) * args.muon_momentum_start + frac * args.muon_momentum
+    grads.finish_mean("muon", 1 / args.windows_per_step)
+    muon.step()
+    grads.finish_mean("adam", 1 / args.windows_per_step)
+    adam.step()
+    if loss_work is not None:
+        loss_work.wait()
+    return loss_sum / args.windows_per_step
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, windows: TokenWindows, args: Hyperparameters, d: Dist, step: int) -> float:
+    """Mean loss over the val_tokens / val_seq_len validation windows (equal sizes, so the mean of means)."""
+    model.eval()
+    window = window_tensor(step, args, d)
+    n = args.val_tokens // args.val_seq_len
+    total = torch.zeros((), dtype=torch.float32, device=d.device)
+    for j in range(d.rank, n, d.world_size):
+        total += model(*windows[j], window)
+    all_reduce_sum(total, d)
+    model.train()
+    return total.item() / n
+
+
+# -----------------------------------------------------------------------------------------------
+# Warm-up: compile and run the exact training step on dummy data, then restore the initial state.
+
+
+def warm_up(model: nn.Module, raw: GPT, opts, args: Hyperparameters, seed: int, d: Dist) -> None:
+    if args.warmup_steps == 0:
+        return
+    initial = copy.deepcopy(dict(model=raw.state_dict(), adam=opts[0].state_dict(), muon=opts[1].state_dict()))
+    gen = torch.Generator().manual_seed(seed)
+    dummy = inputs_and_targets(torch.randint(0, args.vocab_size, (args.train_seq_len + 1,), generator=gen), d.device)
+    for step in range(args.warmup_steps):
+        train_step(step, model, opts, None, args, d, dummy=dummy)
+    raw.load_state_dict(initial["model"])
+    opts[0].load_state_dict(initial["adam"])
+    opts[1].load_state_dict(initial["muon"])
+    opts[2].zero()
+
+
+# -----------------------------------------------------------------------------------------------
+# The timed loop. The clock runs only while training: it stops for validation, and device work is
+# synchronised before every exact reading.
+
+
+class NonFiniteLoss(SpeedrunError):
+    pass
+
+
+def train(model: nn.Module, opts, train_windows, val_windows, args: Hyperparameters, d: Dist, log: RunLog) -> float:
+    total = args.num_iterations
+    train_time_ms, val_loss = 0.0, float("nan")
+    pending = None  # (step, loss tensor, train_time_ms read without a sync) of the step whose loss is unread
+
+    def report(entry) -> None:
+        # Reading a step's loss waits for that step; we read it only after the next step is queued, so the
+        # device never idles waiting for the host (one step of delay in noticing a NaN, no per-step bubble).
+        step, loss_t, ms = entry
+        loss = loss_t.item()
+        log(f"step:{step}/{total} train_loss:{loss:.4f} train_time:{ms:.0f}ms step_avg:{ms / step:.2f}ms")
+        if not math.isfinite(loss):
+            raise NonFiniteLoss(f"the training loss became {loss} at step {step}; stopping the run")
+
+    synchronize(d.device)
+    t0 = time.perf_counter()
+    for step in range(total + 1):
+        last = step == total
+        if last or (args.val_loss_every > 0 and step % args.val_loss_every == 0):
+            synchronize(d.device)
+            if step > 0:
+                train_time_ms += 1000 * (time.perf_counter() - t0)
+            if pending is not None:
+                report(pending)
+                pending = None
+            val_loss = evaluate(model, val_windows, args, d, step)
+            log(
+                f"step:{step}/{total} val_loss:{val_loss:.4f} train_time:{train_time_ms:.0f}ms "
+                f"step_avg:{train_time_ms / max(step, 1):.2f}ms"
+            )
+            if not math.isfinite(val_loss):
+                raise NonFiniteLoss(f"the validation loss became {val_loss} at step {step}; stopping the run")
+            synchronize(d.device)
+            t0 = time.perf_counter()
+        if last:
+            break
+        loss = train_step(step, model, opts, train_windows, args, d)
+        if pending is not None:
+            report(pending)
+        pending = (step + 1, loss, train_time_ms + 1000 * (time.perf_counter() - t0))
+    return val_loss
+
+
+# -----------------------------------------------------------------------------------------------
+# Main: configuration, data check, log header, build, warm-up, timed run, summary.
+
+
+def peak_memory_line(d: Dist) -> str:
+    if d.cuda:
+        mib = torch.cuda.max_memory_allocated(d.device) // 2**20, torch.cuda.max_memory_reserved(d.device) // 2**20
+    else:  # no caching allocator on CPU: report the process's peak resident set size for both
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        mib = rss, rss
+    return f"peak memory allocated: {mib[0]} MiB reserved: {mib[1]} MiB"
+
+
+def plan_run(world_size: int) -> tuple[str, Hyperparameters, dict, int | None, list[Shard], list[Shard]]:
+    """Configuration, seed and the shards to read, all checked: a setup mistake surfaces here, before any work."""
+    preset, args, overrides = resolve_config(dict(os.environ))
+    validate(args, world_size)
+    seed_text = os.environ.get("SEED")
+    if seed_text is not None and not seed_text.strip().lstrip("-").isdigit():
+        raise SpeedrunError(f"SEED={seed_text!r} is not an integer; unset it to draw a random seed.")
+    val_shards = plan_shards(args, "val", args.val_tokens + 1)
+    train_shards = plan_shards(args, "train", args.num_iterations * args.windows_per_step * args.train_seq_len + 1)
+    return preset, args, overrides, None if seed_text is None else int(seed_text), val_shards, train_shards
+
+
+def preflight(world_size: int) -> int:
+    """run.sh calls this before torchrun, so that a setup mistake reads as one message, not a launcher traceback."""
+    try:
+        plan_run(world_size)
+    except SpeedrunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run(code: str, d: Dist) -> None:
+    preset, args, overrides, seed, val_shards, train_shards = plan_run(d.world_size)
+    seed, run_id = shared_seed_and_run_id(seed, d)
+    data = describe_data(val_shards + train_shards, args, d)
+    track, target = TRACKS[preset]
+    grad_accum = args.windows_per_step // d.world_size
+    config = dict(
+        dataclasses.asdict(args),
+        preset=preset,
+        track=track,
+        world_size=d.world_size,
+        grad_accum_steps=grad_accum,
+        global_batch_tokens=d.world_size * grad_accum * args.train_seq_len,
+        seed=seed,
+        run_id=run_id,
+        val_tokens=args.val_tokens,
+        target_val_loss=target,
+        parallelism=args.parallelism,
+        device=d.device.type,
+        step_avg_excluded_steps=0,
+        overrides=overrides,
+        data_path=args.data_path,
+    )
+
+    log_path = Path(os.environ.get("LOG_DIR") or "logs") / f"{run_id}.txt"
+    log = RunLog(log_path if d.rank == 0 else None)
+    try:
+        log(code.removesuffix("\n"), console=False)  # the section before the separator is the file, byte for byte
+        log(SEPARATOR, console=False)
+        for line in environment_lines():
+            log(line)
+        log("config: " + json.dumps(config))
+        log("data: " + json.dumps(data))
+        log(SEPARATOR)
+
+        raw = build_model(args, seed, d)
+        model = torch.compile(raw, dynamic=False, fullgraph=True) if args.compile else raw
+        opts = build_optimizers(raw, args, d)
+        warm_up(model, raw, opts, args, seed, d)
+        train_windows = TokenWindows(train_shards, args.train_seq_len, d.device)
+        val_windows = TokenWindows(val_shards, args.val_seq_len, d.device)
+        try:
+            train(model, opts, train_windows, val_windows, args, d, log)
+        except NonFiniteLoss as e:
+            log(f"error: {e}. The log up to here is kept in {log_path}.", console=False)
+            raise NonFiniteLoss(f"{e}. The log up to here is kept in {log_path}.") from None
+        log(peak_memory_line(d))
+    finally:
+        log.close()
+    if d.rank == 0:
+        print(f"log written to {log_path}", flush=True)
+
+
+def main() -> int:
+    with open(__file__, encoding="utf-8") as f:
+        code = f.read()  # the exact code of this run, captured first; it heads the log
+    d = setup_distributed()
+    try:
+        run(code, d)
+    except SpeedrunError as e:
+        if d.rank == 0:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Leave without interpreter teardown: after a complete gloo run, torch's C++ destructors at exit sometimes
+    # abort ("terminate called without an active exception", SIGABRT, seen in ~10% of 2-process CPU runs).
+    # The log is closed and the process group destroyed by now, so nothing is lost.
+    os._exit(status)
