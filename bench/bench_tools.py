@@ -47,8 +47,10 @@ def main() -> int:
         best = min(best, t2 - t0)
         lines = sum(len(log.metrics) for log in logs.values())
         mb = sum(log.size_bytes for log in logs.values()) / 1e6
-        print(f"{len(logs)} logs ({mb:.0f} MB, {lines:,} metric lines), {len(records)} records: "
-              f"parse {t1 - t0:.2f} s + verify {t2 - t1:.2f} s = {t2 - t0:.2f} s on {workers} process(es)")
+        print(
+            f"{len(logs)} logs ({mb:.0f} MB, {lines:,} metric lines), {len(records)} records: "
+            f"parse {t1 - t0:.2f} s + verify {t2 - t1:.2f} s = {t2 - t0:.2f} s on {workers} process(es)"
+        )
     print(f"best: {best:.2f} s (target <= {TARGET_S:.0f} s on 2 cores): {'OK' if best <= TARGET_S else 'TOO SLOW'}")
     return 0 if best <= TARGET_S else 1
 

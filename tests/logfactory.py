@@ -46,23 +46,25 @@ def nvidia_smi(num_gpus: int, gpu: str = H100) -> str:
             "|                                         |                        |             Disabled |",
             "+-----------------------------------------+------------------------+----------------------+",
         ]
-    return "\n".join([
-        "Sat Jan 10 23:36:12 2026       ",
-        "+-----------------------------------------------------------------------------------------+",
-        "| NVIDIA-SMI 580.159.04             Driver Version: 580.159.04     CUDA Version: 13.0     |",
-        "|-----------------------------------------+------------------------+----------------------+",
-        "| GPU  Name                 Persistence-M | Bus-Id          Disp.A | Volatile Uncorr. ECC |",
-        "| Fan  Temp   Perf          Pwr:Usage/Cap |           Memory-Usage | GPU-Util  Compute M. |",
-        "|                                         |                        |               MIG M. |",
-        "|=========================================+========================+======================|",
-        *rows,
-        "",
-        "+-----------------------------------------------------------------------------------------+",
-        "| Processes:                                                                              |",
-        "|  GPU   GI   CI              PID   Type   Process name                        GPU Memory |",
-        "|=========================================================================================|",
-        "+-----------------------------------------------------------------------------------------+",
-    ])
+    return "\n".join(
+        [
+            "Sat Jan 10 23:36:12 2026       ",
+            "+-----------------------------------------------------------------------------------------+",
+            "| NVIDIA-SMI 580.159.04             Driver Version: 580.159.04     CUDA Version: 13.0     |",
+            "|-----------------------------------------+------------------------+----------------------+",
+            "| GPU  Name                 Persistence-M | Bus-Id          Disp.A | Volatile Uncorr. ECC |",
+            "| Fan  Temp   Perf          Pwr:Usage/Cap |           Memory-Usage | GPU-Util  Compute M. |",
+            "|                                         |                        |               MIG M. |",
+            "|=========================================+========================+======================|",
+            *rows,
+            "",
+            "+-----------------------------------------------------------------------------------------+",
+            "| Processes:                                                                              |",
+            "|  GPU   GI   CI              PID   Type   Process name                        GPU Memory |",
+            "|=========================================================================================|",
+            "+-----------------------------------------------------------------------------------------+",
+        ]
+    )
 
 
 @dataclass
@@ -127,7 +129,9 @@ def make_log(spec: LogSpec | None = None, **kw: Any) -> str:
     rng = random.Random(spec.seed)
     env = [
         "Running Python 3.12.3 (main, Jan 22 2026, 20:57:42) [GCC 13.3.0]",
-        "Running PyTorch 2.11.0+cu130 compiled for CUDA 13.0" if spec.smi else "Running PyTorch 2.13.0+cpu compiled for CPU",
+        "Running PyTorch 2.11.0+cu130 compiled for CUDA 13.0"
+        if spec.smi
+        else "Running PyTorch 2.13.0+cpu compiled for CPU",
         nvidia_smi(spec.num_gpus, spec.gpu) if spec.smi else "nvidia-smi: not available",
     ]
     if spec.include_config:

@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
 
+from conftest import REPO_ROOT
 from data import check
 from data.shards import HEADER_BYTES, ShardWriter
 

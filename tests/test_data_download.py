@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
 from data_fakehub import FakeHub, fill_hf_cache, shard_bytes
 from huggingface_hub import constants
 
+from conftest import REPO_ROOT
 from data import cached_fineweb10B, check
 from data import hub as data_hub
 

@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
 
+from conftest import REPO_ROOT
 from data import check, synthetic
 from data.shards import read_tokens
 

@@ -14,16 +14,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest import skip_or_fail
 from logfactory import H100, write_record
-
 from tools.leaderboard import build, write
 
 pytestmark = pytest.mark.slow  # launches chromium
 
 CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
 )
 
 
@@ -89,7 +95,12 @@ def test_page_loads_without_errors_or_requests(browser: Any, page: Path) -> None
     assert page.as_uri() in requests  # the log does record requests...
     assert [u for u in requests if not u.startswith("data:") and u != page.as_uri()] == []  # ...and there is no other
     official = "track_1_short-8x-nvidia-h100-80gb-hbm3"
-    assert _rows(browser, official) == ["2026-08-02_Bravo", "2026-08-03_Charlie", "2026-08-01_Alpha", "2026-08-04_Delta"]
+    assert _rows(browser, official) == [
+        "2026-08-02_Bravo",
+        "2026-08-03_Charlie",
+        "2026-08-01_Alpha",
+        "2026-08-04_Delta",
+    ]
     assert _rows(browser, "track_1_short-1x-nvidia-h100-80gb-hbm3") == ["2026-08-05_Echo"]
     images = browser.find_elements(By.CSS_SELECTOR, "img.plot")
     assert len(images) == 3 and all(browser.execute_script("return arguments[0].naturalWidth", im) > 0 for im in images)

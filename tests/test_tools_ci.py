@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from conftest import REPO_ROOT
 from logfactory import write_record
-
 from tools.rules import RULE_IDS
 from tools.verify import verify_paths
 
@@ -57,8 +57,15 @@ def test_ci_workflow_runs_ci_run() -> None:
 
 def test_pull_request_template_asks_for_what_check_needs() -> None:
     text = (REPO_ROOT / ".github" / "pull_request_template.md").read_text()
-    for needed in ("records/<track>/<YYYY-MM-DD>_<ShortName>/", "python -m tools verify", "python -m tools check",
-                   "python -m tools compare", "systems_only", "SPEEDRUN_OVERRIDES", "At least 3 runs"):
+    for needed in (
+        "records/<track>/<YYYY-MM-DD>_<ShortName>/",
+        "python -m tools verify",
+        "python -m tools check",
+        "python -m tools compare",
+        "systems_only",
+        "SPEEDRUN_OVERRIDES",
+        "At least 3 runs",
+    ):
         assert needed in text
 
 
@@ -76,5 +83,8 @@ def test_symlinked_log_is_rejected_not_followed(tmp_path: Path) -> None:
     (folder / "link.txt").symlink_to(secret)
     v = verify_paths([folder], known_shards={})[0]
     evidence = [f.evidence for f in v.failures if f.file.endswith("link.txt")]
-    assert f"{folder / 'link.txt'}: a symbolic link, not a log file; copy the log itself into the record folder" in evidence
+    assert (
+        f"{folder / 'link.txt'}: a symbolic link, not a log file; copy the log itself into the record folder"
+        in evidence
+    )
     assert not any("not a log" in e.split(":", 1)[-1].replace("not a log file", "") for e in evidence)  # never read

@@ -8,13 +8,22 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO_ROOT
 from logfactory import LogSpec, write_log, write_record
-
 from tools.cli import COMMANDS, main
 
-VERIFY_KEYS = {"record", "valid", "is_new_record", "runs", "mean_val_loss", "p_value", "mean_train_time_ms",
-               "failures", "not_applicable"}
+VERIFY_KEYS = {
+    "record",
+    "valid",
+    "is_new_record",
+    "runs",
+    "mean_val_loss",
+    "p_value",
+    "mean_train_time_ms",
+    "failures",
+    "not_applicable",
+}
 
 
 @pytest.mark.slow  # launches a Python process
@@ -54,15 +63,29 @@ def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 def test_smoke_log_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """What run.sh does at the end of a CPU smoke run."""
-    log = write_log(tmp_path / "logs", LogSpec(track="smoke", smi=False, num_gpus=0, total_steps=40, val_every=10,
-                                               start_loss=6.3, final_loss=3.0))
+    log = write_log(
+        tmp_path / "logs",
+        LogSpec(track="smoke", smi=False, num_gpus=0, total_steps=40, val_every=10, start_loss=6.3, final_loss=3.0),
+    )
     assert main(["verify", str(log), "--track", "smoke"]) == 0
     out = capsys.readouterr().out
     assert f"valid smoke run (not a record): {log}: val loss 6.3000 -> 3.00" in out
     assert "1 of 1 valid" in out
 
-    bad = write_log(tmp_path / "logs", LogSpec(track="smoke", smi=False, num_gpus=0, seed=4, stop_at=20, total_steps=40,
-                                               val_every=10, start_loss=6.3, final_loss=6.2))
+    bad = write_log(
+        tmp_path / "logs",
+        LogSpec(
+            track="smoke",
+            smi=False,
+            num_gpus=0,
+            seed=4,
+            stop_at=20,
+            total_steps=40,
+            val_every=10,
+            start_loss=6.3,
+            final_loss=6.2,
+        ),
+    )
     assert main(["verify", str(bad), "--track", "smoke"]) == 1
     out = capsys.readouterr().out
     assert "smoke run FAILED (complete, loss-drop)" in out

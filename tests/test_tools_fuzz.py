@@ -11,11 +11,11 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ANCHORS_DIR
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from logfactory import LogSpec, make_log
 
+from conftest import ANCHORS_DIR
+from logfactory import LogSpec, make_log
 from tools.cli import main
 from tools.parse import parse_bytes
 from tools.records import Record
@@ -51,13 +51,19 @@ SMALL_LIMIT = 256 * 1024  # run some examples under a small size limit to exerci
 def mutated_logs(draw: st.DrawFn) -> bytes:
     data = draw(st.sampled_from(BASES))
     for _ in range(draw(st.integers(1, 4))):
-        op = draw(st.sampled_from(["truncate", "insert", "replace_line", "delete_lines", "duplicate", "flip", "edit_number", "empty"]))
+        op = draw(
+            st.sampled_from(
+                ["truncate", "insert", "replace_line", "delete_lines", "duplicate", "flip", "edit_number", "empty"]
+            )
+        )
         n = len(data)
         if op == "truncate":
             data = data[: draw(st.integers(0, n))]
         elif op == "insert":
             at = draw(st.integers(0, n))
-            blob = draw(st.one_of(st.binary(max_size=64), st.just(b"\x00"), st.just(b"\xff\xfe"), st.just(b"=" * 100 + b"\n")))
+            blob = draw(
+                st.one_of(st.binary(max_size=64), st.just(b"\x00"), st.just(b"\xff\xfe"), st.just(b"=" * 100 + b"\n"))
+            )
             data = data[:at] + blob + data[at:]
         elif op in ("replace_line", "delete_lines", "duplicate", "edit_number"):
             lines = data.split(b"\n")
@@ -69,8 +75,11 @@ def mutated_logs(draw: st.DrawFn) -> bytes:
             elif op == "duplicate":
                 lines[i:i] = lines[i : i + draw(st.integers(1, 50))]
             else:
-                lines[i] = lines[i].replace(b"ms", draw(st.sampled_from([b"s", b"", b"nanms", b"9" * 40]))).replace(
-                    b":3.", draw(st.sampled_from([b":nan", b":-3.", b":inf", b":3e999", b":"])))
+                lines[i] = (
+                    lines[i]
+                    .replace(b"ms", draw(st.sampled_from([b"s", b"", b"nanms", b"9" * 40])))
+                    .replace(b":3.", draw(st.sampled_from([b":nan", b":-3.", b":inf", b":3e999", b":"])))
+                )
             data = b"\n".join(lines)
         elif op == "flip" and n:
             at = draw(st.integers(0, n - 1))
@@ -83,7 +92,9 @@ def mutated_logs(draw: st.DrawFn) -> bytes:
 def _check(raw: bytes, track: str, limit: int) -> None:
     log = parse_bytes(raw, "fuzzed.txt", max_bytes=limit)
     json.dumps(log.to_json(), allow_nan=False)  # strict JSON, whatever the input
-    rec = Record(path=Path("fuzzed.txt"), name="fuzzed.txt", track=TRACKS[track], logs=[Path("fuzzed.txt")], layout="log")
+    rec = Record(
+        path=Path("fuzzed.txt"), name="fuzzed.txt", track=TRACKS[track], logs=[Path("fuzzed.txt")], layout="log"
+    )
     v = judge(rec, {Path("fuzzed.txt"): log}, {})
     rank([v])
     out = v.to_json()

@@ -37,14 +37,18 @@ def test_committed_table_is_valid_and_holds_no_invented_hash() -> None:
 
 
 def test_fetch_reads_lfs_sha256_of_bin_files_only() -> None:
-    hub = FakeHub([
-        _file("fineweb_val_000000.bin", VAL_SHA),
-        _file("fineweb_train_000001.bin", TRAIN_SHA),
-        _file("README.md", None),
-        _file(".gitattributes", None),
-    ])
+    hub = FakeHub(
+        [
+            _file("fineweb_val_000000.bin", VAL_SHA),
+            _file("fineweb_train_000001.bin", TRAIN_SHA),
+            _file("README.md", None),
+            _file(".gitattributes", None),
+        ]
+    )
     assert fetch_shard_hashes("kjj0/fineweb10B-gpt2", api=hub) == {
-        "fineweb_val_000000.bin": VAL_SHA, "fineweb_train_000001.bin": TRAIN_SHA}
+        "fineweb_val_000000.bin": VAL_SHA,
+        "fineweb_train_000001.bin": TRAIN_SHA,
+    }
     assert hub.calls == [("kjj0/fineweb10B-gpt2", {"repo_type": "dataset", "recursive": True, "expand": True})]
 
 
@@ -69,8 +73,9 @@ def test_write_then_load_round_trip_and_corrupt_table(tmp_path: Path) -> None:
         load_known_shards(table)
 
 
-def test_cli_without_network_fails_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_without_network_fails_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "table.json"
     assert main(["known-shards", "--repo", "kjj0/fineweb10B-gpt2", "--out", str(out)]) == 2

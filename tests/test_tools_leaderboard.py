@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from conftest import REPO_ROOT
 from logfactory import H100, LogSpec, write_log, write_record
-
 from tools.check import check
 from tools.cli import main
 from tools.leaderboard import CSV_COLUMNS, build, write
@@ -25,8 +25,12 @@ def make_records(root: Path) -> Path:
     records.mkdir(parents=True)
     (records / "README.md").write_text("# rules\n")
     write_record(records, "2026-08-01_First", step_ms=60.0)
-    write_record(records, "2026-08-03_Second", step_ms=50.0, meta={"baseline": "2026-08-01_First",
-                                                                   "description": "Pipes | and <b>tags</b> stay text"})
+    write_record(
+        records,
+        "2026-08-03_Second",
+        step_ms=50.0,
+        meta={"baseline": "2026-08-01_First", "description": "Pipes | and <b>tags</b> stay text"},
+    )
     write_record(records, "2026-08-04_Slower", step_ms=55.0)
     write_record(records, "2026-08-05_TwoRuns", runs=2, step_ms=40.0)
     write_record(records, "2026-08-06_OneGpu", runs=3, num_gpus=1, step_ms=400.0, meta={"hardware": f"1x {H100}"})

@@ -9,8 +9,8 @@ import math
 from pathlib import Path
 
 import pytest
-from logfactory import SEP, LogSpec, config_for, make_log, nvidia_smi
 
+from logfactory import SEP, LogSpec, config_for, make_log, nvidia_smi
 from tools.cli import main
 from tools.parse import parse_bytes, parse_log
 
@@ -21,11 +21,28 @@ def test_every_anchor_log_matches_the_manifest(anchors_dir: Path) -> None:
     mismatches = []
     for row in rows:
         log = parse_log(anchors_dir / row["path"])
-        got = (log.source_sha256, log.source_lines, log.final_step, log.total_steps, log.final_val_loss,
-               log.train_time_ms, len(log.val_curve), log.num_gpus, log.gpu_name)
-        want = (row["source_sha256"], int(row["source_lines"]), int(row["final_step"]), int(row["total_steps"]),
-                float(row["final_val_loss"]), float(row["train_time_ms"]), int(row["num_val_lines"]),
-                int(row["num_gpus"]), row["gpu_name"])
+        got = (
+            log.source_sha256,
+            log.source_lines,
+            log.final_step,
+            log.total_steps,
+            log.final_val_loss,
+            log.train_time_ms,
+            len(log.val_curve),
+            log.num_gpus,
+            log.gpu_name,
+        )
+        want = (
+            row["source_sha256"],
+            int(row["source_lines"]),
+            int(row["final_step"]),
+            int(row["total_steps"]),
+            float(row["final_val_loss"]),
+            float(row["train_time_ms"]),
+            int(row["num_val_lines"]),
+            int(row["num_gpus"]),
+            row["gpu_name"],
+        )
         if got != want or log.structure_issues or log.malformed_count:
             mismatches.append((row["path"], got, want, log.structure_issues))
     assert not mismatches, mismatches[:5]
@@ -40,13 +57,19 @@ def test_2024_log_with_empty_source_and_code_in_the_next_section(anchors_dir: Pa
     assert log.metrics_form == "speedrun"
 
 
-def _log(metrics: str, source: str = "print('hi')\n", env: str = "Running PyTorch 2.5.0 compiled for CUDA 12.4") -> bytes:
+def _log(
+    metrics: str, source: str = "print('hi')\n", env: str = "Running PyTorch 2.5.0 compiled for CUDA 12.4"
+) -> bytes:
     return (source + SEP + "\n" + env + "\n" + nvidia_smi(8) + "\n" + SEP + "\n" + metrics).encode()
 
 
 def test_seconds_instead_of_milliseconds() -> None:
-    log = parse_bytes(_log("step:0/2 val_loss:10.5 train_time:0.000s step_avg:nans\n"
-                           "step:2/2 val_loss:3.2500 train_time:12.345s step_avg:6.17s\n"))
+    log = parse_bytes(
+        _log(
+            "step:0/2 val_loss:10.5 train_time:0.000s step_avg:nans\n"
+            "step:2/2 val_loss:3.2500 train_time:12.345s step_avg:6.17s\n"
+        )
+    )
     assert log.train_time_ms == pytest.approx(12345.0)
     assert log.metrics.step_avg_ms[-1] == pytest.approx(6170.0)
     assert log.val_curve[-1].val_loss == 3.25
@@ -69,13 +92,16 @@ def test_llmc_main_log_lines() -> None:
 def test_omitted_source_line_gives_the_source_hash() -> None:
     hexdigest = "ab" * 32
     raw = f"# training source omitted from this copy: sha256={hexdigest} lines=612\n".encode() + _log(
-        "step:1/1 val_loss:3.2 train_time:5ms step_avg:5.00ms\n", source="")
+        "step:1/1 val_loss:3.2 train_time:5ms step_avg:5.00ms\n", source=""
+    )
     log = parse_bytes(raw)
     assert (log.source_sha256, log.source_lines, log.source_omitted) == (hexdigest, 612, True)
 
 
 def test_crlf_line_endings() -> None:
-    raw = _log("step:0/1 val_loss:10.0 train_time:0ms step_avg:0.00ms\nstep:1/1 val_loss:3.1 train_time:9ms step_avg:9.00ms\n")
+    raw = _log(
+        "step:0/1 val_loss:10.0 train_time:0ms step_avg:0.00ms\nstep:1/1 val_loss:3.1 train_time:9ms step_avg:9.00ms\n"
+    )
     log = parse_bytes(raw.replace(b"\n", b"\r\n"))
     assert log.final_val_loss == 3.1 and log.num_gpus == 8 and not log.structure_issues
 
@@ -94,7 +120,11 @@ def test_harness_log_config_data_and_source_hash() -> None:
 
 
 def test_malformed_metric_lines_are_counted_not_fatal() -> None:
-    log = parse_bytes(_log("step:1/2 val_loss:abc train_time:5ms step_avg:5.00ms\nstep:2/2 val_loss:3.2 train_time:9ms step_avg:4.50ms\n"))
+    log = parse_bytes(
+        _log(
+            "step:1/2 val_loss:abc train_time:5ms step_avg:5.00ms\nstep:2/2 val_loss:3.2 train_time:9ms step_avg:4.50ms\n"
+        )
+    )
     assert log.malformed_count == 1 and log.malformed_lines[0].startswith("step:1/2 val_loss:abc")
     assert log.final_val_loss == 3.2
 
@@ -109,8 +139,17 @@ def test_parse_cli_json_fields(tmp_path: Path, capsys: pytest.CaptureFixture[str
     path.write_text(make_log(LogSpec()))
     assert main(["parse", "--json", str(path)]) == 0
     obj = json.loads(capsys.readouterr().out.splitlines()[0])
-    for key in ("path", "source_sha256", "final_step", "total_steps", "final_val_loss", "train_time_ms", "num_gpus",
-                "gpu_name", "val_curve"):
+    for key in (
+        "path",
+        "source_sha256",
+        "final_step",
+        "total_steps",
+        "final_val_loss",
+        "train_time_ms",
+        "num_gpus",
+        "gpu_name",
+        "val_curve",
+    ):
         assert key in obj
     assert obj["val_curve"][0][0] == 0 and len(obj["val_curve"][-1]) == 3
     assert obj["final_step"] == 100 and math.isclose(obj["val_curve"][-1][1], obj["final_val_loss"])

@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from logfactory import H100, LogSpec, shard, write_log, write_record
 
+from logfactory import H100, LogSpec, shard, write_log, write_record
 from tools.rules import infer_k
 from tools.sourcecheck import find_compile_flags
 from tools.verify import Verdict, verify_paths
@@ -92,8 +92,11 @@ def _edit_last_log(folder: Path, pattern: str, repl: str) -> Path:
 
 def test_monotonic_train_time_going_back(records: Path) -> None:
     folder = write_record(records, "2026-08-01_Back")
-    _edit_last_log(folder, r"^step:50/100 train_loss:(\S+) train_time:\d+ms step_avg:\S+$",
-                   r"step:50/100 train_loss:\1 train_time:100ms step_avg:2.04ms")
+    _edit_last_log(
+        folder,
+        r"^step:50/100 train_loss:(\S+) train_time:\d+ms step_avg:\S+$",
+        r"step:50/100 train_loss:\1 train_time:100ms step_avg:2.04ms",
+    )
     found = failures(verdict_of(folder), "monotonic")
     assert len(found) == 1 and "train_time decreases" in found[0]
 
@@ -159,7 +162,11 @@ def test_distinct_runs_copied_log_and_repeated_seed(records: Path) -> None:
 def test_distinct_runs_same_curve_in_an_edited_copy(records: Path) -> None:
     folder = write_record(records, "2026-08-01_Curve")
     first = sorted(folder.glob("*.txt"))[0]
-    text = first.read_text().replace('"seed": 1', '"seed": 1001').replace(first.stem, "11111111-2222-4333-8444-555555555555")
+    text = (
+        first.read_text()
+        .replace('"seed": 1', '"seed": 1001')
+        .replace(first.stem, "11111111-2222-4333-8444-555555555555")
+    )
     (folder / "11111111-2222-4333-8444-555555555555.txt").write_text(text)
     assert any("the same loss and time curve" in f for f in failures(verdict_of(folder), "distinct-runs"))
 
@@ -182,7 +189,9 @@ def test_hardware_world_size_must_match_visible_gpus(records: Path) -> None:
 def test_hardware_other_class_is_valid_when_claimed(records: Path) -> None:
     folder = write_record(records, "2026-08-01_H200", num_gpus=8, gpu="NVIDIA H200")
     assert failures(verdict_of(folder), "hardware")
-    claimed = write_record(records, "2026-08-02_H200", num_gpus=8, gpu="NVIDIA H200", meta={"hardware": "8x NVIDIA H200"})
+    claimed = write_record(
+        records, "2026-08-02_H200", num_gpus=8, gpu="NVIDIA H200", meta={"hardware": "8x NVIDIA H200"}
+    )
     v = verdict_of(claimed)
     assert v.valid and v.hardware is not None and v.hardware.label == "8× NVIDIA H200"
 
@@ -247,7 +256,9 @@ def test_data_same_shards_in_every_run_and_known_hashes(records: Path) -> None:
 
 
 def test_data_line_must_be_well_formed(records: Path) -> None:
-    folder = write_record(records, "2026-08-01_BadData", runs=3, shards=[{"name": "x.bin", "sha256": "nothex", "tokens": 5}])
+    folder = write_record(
+        records, "2026-08-01_BadData", runs=3, shards=[{"name": "x.bin", "sha256": "nothex", "tokens": 5}]
+    )
     assert all("not 64 lowercase hex digits" in f for f in failures(verdict_of(folder), "data"))
 
 
@@ -278,7 +289,9 @@ def test_target_p_value_not_small_enough(records: Path) -> None:
 
 
 def _smoke(tmp_path: Path, **kw: object) -> Verdict:
-    path = write_log(tmp_path / "logs", LogSpec(track="smoke", smi=False, num_gpus=0, total_steps=40, val_every=10, **kw))
+    path = write_log(
+        tmp_path / "logs", LogSpec(track="smoke", smi=False, num_gpus=0, total_steps=40, val_every=10, **kw)
+    )
     return verify_paths([path], track="smoke", known_shards={})[0]
 
 
@@ -337,7 +350,11 @@ def test_faster_per_track_and_hardware_class(records: Path) -> None:
     v = {x.record.name: x for x in verify_paths([track], known_shards={})}
     assert all(x.valid for x in v.values())
     assert [v[n].is_new_record for n in ("2026-08-01_A", "2026-08-02_B", "2026-08-03_C", "2026-08-04_D")] == [
-        True, True, False, True]  # C is slower than B; D is alone in the 1x H100 class
+        True,
+        True,
+        False,
+        True,
+    ]  # C is slower than B; D is alone in the 1x H100 class
     prev = v["2026-08-03_C"].previous
     assert prev is not None and prev.record.name == "2026-08-02_B"
     # verifying one folder still judges it against its track folder

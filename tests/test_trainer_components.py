@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT))

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO_ROOT
 
 TRAINER = REPO_ROOT / "train_gpt.py"

@@ -31,14 +31,19 @@ def check(records_root: Path, leaderboard_dir: Path) -> tuple[bool, list[str]]:
     ok = ok and all(v.valid for v in verdicts)
     lines.append(f"verified {len(verdicts)} record(s) under {records_root}")
     expected = leaderboard.build(records_root, leaderboard_dir)
-    actual = {p.relative_to(leaderboard_dir).as_posix(): p for p in leaderboard_dir.rglob("*") if p.is_file()} \
-        if leaderboard_dir.is_dir() else {}
+    actual = (
+        {p.relative_to(leaderboard_dir).as_posix(): p for p in leaderboard_dir.rglob("*") if p.is_file()}
+        if leaderboard_dir.is_dir()
+        else {}
+    )
     stale = sorted(k for k in expected if k not in actual or actual[k].read_bytes() != expected[k])
     extra = sorted(k for k in actual if k not in expected)
     if stale or extra:
         ok = False
         for k in stale:
-            lines.append(f"FAIL leaderboard   {leaderboard_dir / k}: {'missing' if k not in actual else 'differs from a fresh regeneration'}")
+            lines.append(
+                f"FAIL leaderboard   {leaderboard_dir / k}: {'missing' if k not in actual else 'differs from a fresh regeneration'}"
+            )
         for k in extra:
             lines.append(f"FAIL leaderboard   {leaderboard_dir / k}: not generated from the records (remove it)")
         lines.append(
@@ -52,7 +57,9 @@ def check(records_root: Path, leaderboard_dir: Path) -> tuple[bool, list[str]]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--records", type=Path, default=Path("records"), help="the records folder (default records/)")
-    p.add_argument("--leaderboard", type=Path, default=Path("leaderboard"), help="the leaderboard folder (default leaderboard/)")
+    p.add_argument(
+        "--leaderboard", type=Path, default=Path("leaderboard"), help="the leaderboard folder (default leaderboard/)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -36,11 +36,15 @@ def compare(a: Verdict, b: Verdict) -> dict[str, Any]:
         }
 
     def test(r: stats.WelchResult | None) -> dict[str, Any] | None:
-        return None if r is None else {
-            "t": stats.finite_or_none(r.statistic),
-            "p_value": stats.finite_or_none(r.p_value),
-            "difference": r.mean_b - r.mean_a,
-        }
+        return (
+            None
+            if r is None
+            else {
+                "t": stats.finite_or_none(r.statistic),
+                "p_value": stats.finite_or_none(r.p_value),
+                "difference": r.mean_b - r.mean_a,
+            }
+        )
 
     warnings = []
     if a.hardware != b.hardware:
@@ -68,7 +72,10 @@ def format_text(result: dict[str, Any]) -> str:
     ]
     width = max(len(r[1]) for r in rows) + 2
     lines = [f"{name:<15} {va:<{width}} {vb}" for name, va, vb in rows]
-    for label, key, scale, unit in (("time", "welch_time", 1000.0, " s"), ("final val loss", "welch_val_loss", 1.0, "")):
+    for label, key, scale, unit in (
+        ("time", "welch_time", 1000.0, " s"),
+        ("final val loss", "welch_val_loss", 1.0, ""),
+    ):
         r = result[key]
         if r is None:
             lines.append(f"Welch's t-test on {label}: not computable (needs at least 2 runs on each side)")

@@ -66,9 +66,17 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
 """
 
 _COLUMNS = (
-    ("rank", "num"), ("time (s)", "num"), ("Δ vs previous (s)", "num"), ("record", "text"),
-    ("description", "text"), ("date", "text"), ("runs", "num"), ("mean val loss", "num"),
-    ("p-value", "num"), ("status", "text"), ("logs", "text"),
+    ("rank", "num"),
+    ("time (s)", "num"),
+    ("Δ vs previous (s)", "num"),
+    ("record", "text"),
+    ("description", "text"),
+    ("date", "text"),
+    ("runs", "num"),
+    ("mean val loss", "num"),
+    ("p-value", "num"),
+    ("status", "text"),
+    ("logs", "text"),
 )
 
 
@@ -129,7 +137,9 @@ def render(tables: dict[str, list[Table]], files: dict[str, bytes], rules_link: 
         track = TRACKS[track_name]
         body.append(f'<section id="{_e(track.name)}"><h2>{_e(track.name)}: {_e(track.description)}</h2>')
         if not track_tables:
-            body.append(f'<p class="empty">No records yet. See {rules} for the rules and how to submit one.</p></section>')
+            body.append(
+                f'<p class="empty">No records yet. See {rules} for the rules and how to submit one.</p></section>'
+            )
             continue
         time_plot = f"plots/{track.name}-record-time.svg"
         if time_plot in files:
@@ -138,7 +148,8 @@ def render(tables: dict[str, list[Table]], files: dict[str, bytes], rules_link: 
             official = " (official)" if t.hardware == OFFICIAL_CLASS.label else ""
             body.append(f"<h3>{_e(t.hardware)}{official}</h3>")
             head = "".join(
-                f'<th scope="col" data-type="{kind}"><button type="button">{_e(name)}</button></th>' for name, kind in _COLUMNS
+                f'<th scope="col" data-type="{kind}"><button type="button">{_e(name)}</button></th>'
+                for name, kind in _COLUMNS
             )
             rows = "\n".join(_row(r) for r in t.rows)
             body.append(
@@ -149,7 +160,7 @@ def render(tables: dict[str, list[Table]], files: dict[str, bytes], rules_link: 
                 body.append(_img(files[t.plot], f"val loss vs training time, {t.hardware}"))
         body.append("</section>")
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'
         '<link rel="icon" href="data:,">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'

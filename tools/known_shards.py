@@ -32,7 +32,7 @@ def load_known_shards(path: Path = DEFAULT_TABLE) -> dict[str, str]:
     if not isinstance(shards, dict) or not all(
         isinstance(k, str) and isinstance(v, str) and _SHA256_RE.match(v) for k, v in shards.items()
     ):
-        raise ValueError(f"{path}: expected {{\"shards\": {{name: sha256 hex}}}}; restore it from git")
+        raise ValueError(f'{path}: expected {{"shards": {{name: sha256 hex}}}}; restore it from git')
     return dict(shards)
 
 
@@ -54,7 +54,9 @@ def fetch_shard_hashes(repo_id: str = DEFAULT_REPO, api: _HubApi | None = None) 
     try:
         entries = list(api.list_repo_tree(repo_id, repo_type="dataset", recursive=True, expand=True))
     except Exception as e:  # network, auth or a missing repo: all end the same way for the user
-        raise ValueError(f"cannot list {repo_id} on the Hugging Face Hub ({type(e).__name__}: {e}); check the network") from e
+        raise ValueError(
+            f"cannot list {repo_id} on the Hugging Face Hub ({type(e).__name__}: {e}); check the network"
+        ) from e
     out: dict[str, str] = {}
     for entry in entries:
         name = str(getattr(entry, "path", "")).rsplit("/", 1)[-1]
@@ -76,8 +78,12 @@ def write_table(hashes: dict[str, str], repo_id: str, path: Path = DEFAULT_TABLE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--repo", default=DEFAULT_REPO, help=f"Hub dataset repository of the shards (default {DEFAULT_REPO})")
-    p.add_argument("--out", type=Path, default=DEFAULT_TABLE, help="the table to write (default tools/known_shards.json)")
+    p.add_argument(
+        "--repo", default=DEFAULT_REPO, help=f"Hub dataset repository of the shards (default {DEFAULT_REPO})"
+    )
+    p.add_argument(
+        "--out", type=Path, default=DEFAULT_TABLE, help="the table to write (default tools/known_shards.json)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -131,7 +131,9 @@ class ParsedLog:
     metrics_form: str = "none"  # "speedrun" (step:N/M lines), "llm.c" (s:N lines) or "none"
     total_steps: int | None = None
     peak_memory_mib: int | None = None
-    malformed_lines: list[str] = field(default_factory=list)  # the first few lines that start like a metric but are not one
+    malformed_lines: list[str] = field(
+        default_factory=list
+    )  # the first few lines that start like a metric but are not one
     malformed_count: int = 0
     structure_issues: list[str] = field(default_factory=list)
 
@@ -205,7 +207,6 @@ def _json_float(x: float | None) -> float | str | None:
     return str(x)
 
 
-
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -233,7 +234,9 @@ def parse_log(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> ParsedLog
     return parse_bytes(raw, str(path), size=size, max_bytes=max_bytes)
 
 
-def parse_bytes(raw: bytes, path: str = "<bytes>", size: int | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> ParsedLog:
+def parse_bytes(
+    raw: bytes, path: str = "<bytes>", size: int | None = None, max_bytes: int = DEFAULT_MAX_BYTES
+) -> ParsedLog:
     """Parse a log given as bytes. Never raises on content."""
     size = len(raw) if size is None else size
     log = ParsedLog(path=path, size_bytes=size, file_sha256=_sha256(raw[:max_bytes]))
@@ -294,7 +297,9 @@ def _separators(text: str) -> list[tuple[int, int]]:
         end = i + len(SEPARATOR)
         at_line_start = i == 0 or text[i - 1] == "\n"
         rest = text[end : end + 2]
-        if at_line_start and (rest == "" or rest[0] == "\n" or rest == "\r\n" or (rest == "\r" and end + 1 == len(text))):
+        if at_line_start and (
+            rest == "" or rest[0] == "\n" or rest == "\r\n" or (rest == "\r" and end + 1 == len(text))
+        ):
             out.append((i, end))
         i = text.find(SEPARATOR, end)
     return out
@@ -325,6 +330,7 @@ def _find_environment(text: str, seps: list[tuple[int, int]]) -> tuple[int, int]
             return a, b
     return None
 
+
 def _read_environment(log: ParsedLog, env: list[str]) -> None:
     in_processes = False
     for raw_line in env:
@@ -335,9 +341,9 @@ def _read_environment(log: ParsedLog, env: list[str]) -> None:
             log.torch_version = m.group(1)
             log.cuda_version = m.group(2)
         elif line.startswith("config: "):
-            log.config, log.config_error = _read_json_object(line[len("config: "):], "config", log.config)
+            log.config, log.config_error = _read_json_object(line[len("config: ") :], "config", log.config)
         elif line.startswith("data: "):
-            log.data, log.data_error = _read_json_object(line[len("data: "):], "data", log.data)
+            log.data, log.data_error = _read_json_object(line[len("data: ") :], "data", log.data)
         elif line.strip() == _SMI_NOT_AVAILABLE:
             log.nvidia_smi = "not available"
         elif "Processes:" in line:
@@ -353,7 +359,9 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _read_json_object(text: str, what: str, previous: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str | None]:
+def _read_json_object(
+    text: str, what: str, previous: dict[str, Any] | None
+) -> tuple[dict[str, Any] | None, str | None]:
     if previous is not None:
         return previous, f"more than one '{what}:' line; the first one is used"
     try:

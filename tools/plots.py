@@ -56,19 +56,47 @@ def record_times(track_title: str, verdicts: Sequence[Verdict]) -> bytes:
         colors = plt.get_cmap("tab10")
         for ci, label in enumerate(classes):
             color = colors(ci % 10)
-            rows = [v for v in verdicts if v.hardware and v.hardware.label == label and v.record.date and v.mean_train_time_ms]
+            rows = [
+                v
+                for v in verdicts
+                if v.hardware and v.hardware.label == label and v.record.date and v.mean_train_time_ms
+            ]
             new = [v for v in rows if v.is_new_record]
             valid = [v for v in rows if v.valid and not v.is_new_record]
             invalid = [v for v in rows if not v.valid]
             if new:
-                ax.step([_date(v) for v in new], [_minutes(v) for v in new], where="post", color=color, lw=1.5,
-                        marker="o", ms=4, label=f"{label}: new record")
+                ax.step(
+                    [_date(v) for v in new],
+                    [_minutes(v) for v in new],
+                    where="post",
+                    color=color,
+                    lw=1.5,
+                    marker="o",
+                    ms=4,
+                    label=f"{label}: new record",
+                )
             if valid:
-                ax.plot([_date(v) for v in valid], [_minutes(v) for v in valid], ls="none", marker="o", ms=4,
-                        mfc="none", color=color, label=f"{label}: valid, not faster")
+                ax.plot(
+                    [_date(v) for v in valid],
+                    [_minutes(v) for v in valid],
+                    ls="none",
+                    marker="o",
+                    ms=4,
+                    mfc="none",
+                    color=color,
+                    label=f"{label}: valid, not faster",
+                )
             if invalid:
-                ax.plot([_date(v) for v in invalid], [_minutes(v) for v in invalid], ls="none", marker="x", ms=4,
-                        color=color, alpha=0.5, label=f"{label}: failed a rule")
+                ax.plot(
+                    [_date(v) for v in invalid],
+                    [_minutes(v) for v in invalid],
+                    ls="none",
+                    marker="x",
+                    ms=4,
+                    color=color,
+                    alpha=0.5,
+                    label=f"{label}: failed a rule",
+                )
         ax.set_yscale("log")
         ax.set_ylabel("mean training time (minutes, log scale)")
         ax.set_title(f"{track_title}: record time by date")
@@ -88,14 +116,21 @@ def val_curves(title: str, target: float | None, verdicts: Sequence[Verdict], pe
         for i, v in enumerate(verdicts):
             runs = v.runs if per_run else [_median_run(v)]
             for j, run in enumerate(runs):
-                pts = [(p.train_time_ms / 1000, p.val_loss) for p in run.log.val_curve
-                       if p.train_time_ms is not None and math.isfinite(p.val_loss) and math.isfinite(p.train_time_ms)]
+                pts = [
+                    (p.train_time_ms / 1000, p.val_loss)
+                    for p in run.log.val_curve
+                    if p.train_time_ms is not None and math.isfinite(p.val_loss) and math.isfinite(p.train_time_ms)
+                ]
                 if not pts:
                     continue
                 xs, ys = zip(*pts, strict=True)
                 lows.append(min(ys))
                 color = cmap(j / max(len(runs) - 1, 1) if per_run else i / max(n - 1, 1))
-                label = run.path.name if per_run and len(runs) <= 12 else (v.record.name if not per_run and n <= 12 else None)
+                label = (
+                    run.path.name
+                    if per_run and len(runs) <= 12
+                    else (v.record.name if not per_run and n <= 12 else None)
+                )
                 ax.plot(xs, ys, lw=1, color=color, alpha=0.85, label=label)
         if target is not None:
             ax.axhline(target, color="crimson", ls="--", lw=1, label=f"target {target}")

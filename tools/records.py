@@ -128,9 +128,11 @@ def discover(records_root: Path) -> list[Record]:
     """
     if not records_root.is_dir():
         raise ValueError(f"{records_root}: no such folder; give the records folder (e.g. records/)")
-    track_dirs = [records_root] if records_root.name in TRACKS else [
-        d for d in sorted(records_root.iterdir()) if d.is_dir() and d.name in TRACKS
-    ]
+    track_dirs = (
+        [records_root]
+        if records_root.name in TRACKS
+        else [d for d in sorted(records_root.iterdir()) if d.is_dir() and d.name in TRACKS]
+    )
     found: list[Record] = []
     for td in track_dirs:
         for sub in sorted(d for d in td.iterdir() if d.is_dir() and not d.name.startswith(".")):

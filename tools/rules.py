@@ -150,15 +150,24 @@ def rule_structure(ctx: Context) -> RuleResult:
         if log.structure_issues:
             continue
         if log.malformed_count:
-            out.append(Failure(
-                "structure", run.file,
-                f"{log.malformed_count} line(s) start like a metric line but do not match the format, "
-                f"first: {log.malformed_lines[0]!r}",
-            ))
+            out.append(
+                Failure(
+                    "structure",
+                    run.file,
+                    f"{log.malformed_count} line(s) start like a metric line but do not match the format, "
+                    f"first: {log.malformed_lines[0]!r}",
+                )
+            )
         if not log.source_omitted and not log.source_text.strip() and not log.extra_code.strip():
-            out.append(Failure("structure", run.file, "the source section is empty: the log must start with the code that ran"))
+            out.append(
+                Failure("structure", run.file, "the source section is empty: the log must start with the code that ran")
+            )
         elif ctx.harness_format and log.source_omitted:
-            out.append(Failure("structure", run.file, "the source was replaced by an 'omitted' line: a record log carries its code"))
+            out.append(
+                Failure(
+                    "structure", run.file, "the source was replaced by an 'omitted' line: a record log carries its code"
+                )
+            )
         if not log.val_curve:
             out.append(Failure("structure", run.file, "no val_loss line"))
     return out
@@ -175,16 +184,25 @@ def rule_complete(ctx: Context) -> RuleResult:
         if final is None:
             out.append(Failure("complete", run.file, "no val_loss line: the run never reported a result"))
         elif log.total_steps is None:
-            out.append(Failure("complete", run.file, f"the log never states the total step count (last val at step {final.step})"))
+            out.append(
+                Failure(
+                    "complete", run.file, f"the log never states the total step count (last val at step {final.step})"
+                )
+            )
         elif final.step != log.total_steps:
-            out.append(Failure(
-                "complete", run.file,
-                f"the last val_loss line is at step {final.step}, not at the final step {log.total_steps}: the run stopped early",
-            ))
+            out.append(
+                Failure(
+                    "complete",
+                    run.file,
+                    f"the last val_loss line is at step {final.step}, not at the final step {log.total_steps}: the run stopped early",
+                )
+            )
         else:
             last_step = int(log.metrics.step.max())
             if last_step > log.total_steps:
-                out.append(Failure("complete", run.file, f"a line reports step {last_step}, past the total {log.total_steps}"))
+                out.append(
+                    Failure("complete", run.file, f"a line reports step {last_step}, past the total {log.total_steps}")
+                )
     return out
 
 
@@ -276,7 +294,11 @@ def rule_same_code(ctx: Context) -> RuleResult:
         return []
     majority, count = Counter(hashes.values()).most_common(1)[0]
     return [
-        Failure("same-code", f, f"source sha256 {h[:16]}… differs from {majority[:16]}… shared by {count} of {len(hashes)} runs")
+        Failure(
+            "same-code",
+            f,
+            f"source sha256 {h[:16]}… differs from {majority[:16]}… shared by {count} of {len(hashes)} runs",
+        )
         for f, h in hashes.items()
         if h != majority
     ]
@@ -303,7 +325,11 @@ def rule_distinct_runs(ctx: Context) -> RuleResult:
         if len(log.val_curve) >= 2 and len(m):
             curve = (tuple(log.val_curve), m.train_time_ms.tobytes(), m.loss.tobytes())
             if (other := seen_curve.get(curve)) is not None:
-                out.append(Failure("distinct-runs", run.file, f"the same loss and time curve as {other}: one run counted twice"))
+                out.append(
+                    Failure(
+                        "distinct-runs", run.file, f"the same loss and time curve as {other}: one run counted twice"
+                    )
+                )
             seen_curve.setdefault(curve, run.file)
         cfg = log.config or {}
         if ctx.harness_format:
@@ -357,10 +383,13 @@ def rule_hardware(ctx: Context) -> RuleResult:
         cfg = log.config or {}
         ws = cfg.get("world_size")
         if isinstance(ws, int) and ws != hc.count:
-            out.append(Failure(
-                "hardware", run.file,
-                f"config world_size {ws} but nvidia-smi lists {hc.count} GPUs: the run did not use the hardware it shows",
-            ))
+            out.append(
+                Failure(
+                    "hardware",
+                    run.file,
+                    f"config world_size {ws} but nvidia-smi lists {hc.count} GPUs: the run did not use the hardware it shows",
+                )
+            )
         if "device" in cfg and cfg["device"] != "cuda":
             out.append(Failure("hardware", run.file, f"config device {cfg['device']!r}: a record runs on cuda"))
     return out
@@ -414,7 +443,9 @@ def _config_problems(log: ParsedLog, ctx: Context) -> list[str]:
         problems.append(f"config track {cfg['track']!r}, but the record is in {track.name}")
     ws, ga, gbt = cfg["world_size"], cfg["grad_accum_steps"], cfg["global_batch_tokens"]
     if not (_is_int(ws) and _is_int(ga) and _is_int(gbt) and ws >= 1 and ga >= 1 and gbt >= 1):
-        problems.append(f"world_size {ws!r}, grad_accum_steps {ga!r}, global_batch_tokens {gbt!r} must be positive integers")
+        problems.append(
+            f"world_size {ws!r}, grad_accum_steps {ga!r}, global_batch_tokens {gbt!r} must be positive integers"
+        )
     else:
         seq = cfg.get("train_seq_len")
         if _is_int(seq) and ws * ga * seq != gbt:
@@ -452,11 +483,19 @@ def rule_data(ctx: Context) -> RuleResult:
         lists[run.file] = shards
         if not ctx.is_smoke:
             if not any(s.get("split") == "val" for s in (run.log.data or {}).get("shards", [])):
-                out.append(Failure("data", run.file, "no shard with split 'val': the run must read the FineWeb val shard"))
+                out.append(
+                    Failure("data", run.file, "no shard with split 'val': the run must read the FineWeb val shard")
+                )
             for name, sha in shards:
                 known = ctx.known_shards.get(name)
                 if known is not None and known != sha:
-                    out.append(Failure("data", run.file, f"{name} has sha256 {sha[:16]}…, the known FineWeb shard has {known[:16]}…"))
+                    out.append(
+                        Failure(
+                            "data",
+                            run.file,
+                            f"{name} has sha256 {sha[:16]}…, the known FineWeb shard has {known[:16]}…",
+                        )
+                    )
     if lists:
         first_file, first = next(iter(lists.items()))
         for f, shards in lists.items():
@@ -506,24 +545,38 @@ def rule_target(ctx: Context) -> RuleResult:
     assert mean is not None
     out: list[Failure] = []
     if mean > target:
-        out.append(Failure("target", where, f"mean final val loss {mean:.4f} over {len(finals)} run(s) is above the target {target}"))
+        out.append(
+            Failure(
+                "target",
+                where,
+                f"mean final val loss {mean:.4f} over {len(finals)} run(s) is above the target {target}",
+            )
+        )
     systems_only = bool(ctx.record.meta and ctx.record.meta.systems_only)
     if systems_only:
         return out  # same math as its baseline: the p-value is waived, the mean is not
     if len(finals) < MIN_RUNS:
-        out.append(Failure(
-            "target", where,
-            f"{len(finals)} run(s): the p-value needs at least {MIN_RUNS} (or systems_only: true for a pure systems change)",
-        ))
+        out.append(
+            Failure(
+                "target",
+                where,
+                f"{len(finals)} run(s): the p-value needs at least {MIN_RUNS} (or systems_only: true for a pure systems change)",
+            )
+        )
         return out
     p = stats.p_below_target(finals, target)
     if p is None or math.isnan(p):
-        out.append(Failure("target", where, f"the p-value is undefined: all {len(finals)} runs have the same final loss"))
+        out.append(
+            Failure("target", where, f"the p-value is undefined: all {len(finals)} runs have the same final loss")
+        )
     elif p >= P_VALUE_THRESHOLD:
-        out.append(Failure(
-            "target", where,
-            f"one-sided t-test of mean {mean:.4f} < {target} over {len(finals)} runs: p = {p:.3g}, not below {P_VALUE_THRESHOLD}",
-        ))
+        out.append(
+            Failure(
+                "target",
+                where,
+                f"one-sided t-test of mean {mean:.4f} < {target} over {len(finals)} runs: p = {p:.3g}, not below {P_VALUE_THRESHOLD}",
+            )
+        )
     return out
 
 
@@ -540,11 +593,14 @@ def rule_loss_drop(ctx: Context) -> RuleResult:
         if not (math.isfinite(first) and math.isfinite(last)):
             out.append(Failure("loss-drop", run.file, f"val loss went from {first} to {last}: not finite"))
         elif last > (1 - LOSS_DROP_FRACTION) * first:
-            out.append(Failure(
-                "loss-drop", run.file,
-                f"val loss went from {first:.4f} (step {curve[0].step}) to {last:.4f} (step {curve[-1].step}): "
-                f"less than the {LOSS_DROP_FRACTION:.0%} drop a healthy run shows",
-            ))
+            out.append(
+                Failure(
+                    "loss-drop",
+                    run.file,
+                    f"val loss went from {first:.4f} (step {curve[0].step}) to {last:.4f} (step {curve[-1].step}): "
+                    f"less than the {LOSS_DROP_FRACTION:.0%} drop a healthy run shows",
+                )
+            )
     return out
 
 

@@ -19,7 +19,10 @@ import warnings
 _INDUCTOR = "torch._inductor.config"
 _FORBIDDEN_COMPILE_KWARGS = ("mode", "options")
 _REGEX_RULES = (
-    (re.compile(r"_inductor\.config\.\w+\s*=[^=]|_inductor\.config\.(?:patch|update)\("), "sets a torch._inductor.config option"),
+    (
+        re.compile(r"_inductor\.config\.\w+\s*=[^=]|_inductor\.config\.(?:patch|update)\("),
+        "sets a torch._inductor.config option",
+    ),
     (re.compile(r"torch\.compile\(.*\b(?:mode|options)\s*="), "passes mode/options to torch.compile"),
 )
 

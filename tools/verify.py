@@ -174,7 +174,9 @@ def _track_folder(record: Record) -> Path | None:
     return None
 
 
-def verify_paths(paths: Sequence[Path], track: str | None = None, known_shards: dict[str, str] | None = None) -> list[Verdict]:
+def verify_paths(
+    paths: Sequence[Path], track: str | None = None, known_shards: dict[str, str] | None = None
+) -> list[Verdict]:
     """Verify the records at ``paths`` (folders or log files), each judged among its track folder's records.
 
     ``ValueError`` for a path that is not a record.
@@ -213,8 +215,10 @@ def format_text(verdicts: Sequence[Verdict]) -> str:
         lines += [header, "-" * len(header)]
         for v in records:
             if v.valid:
-                verdict = "valid, NEW RECORD" if v.is_new_record else "valid, not faster than " + (
-                    v.previous.record.name if v.previous else "the previous record"
+                verdict = (
+                    "valid, NEW RECORD"
+                    if v.is_new_record
+                    else "valid, not faster than " + (v.previous.record.name if v.previous else "the previous record")
                 )
             else:
                 verdict = "INVALID: " + ", ".join(v.failed_rules)
@@ -234,7 +238,9 @@ def format_text(verdicts: Sequence[Verdict]) -> str:
                 lines.append(f"FAIL {f.rule:<13} {f.file}: {f.evidence}")
     n_bad = len(failing)
     lines.append("")
-    lines.append(f"{len(verdicts) - n_bad} of {len(verdicts)} valid" + (f"; {n_bad} failed (see FAIL lines)" if n_bad else ""))
+    lines.append(
+        f"{len(verdicts) - n_bad} of {len(verdicts)} valid" + (f"; {n_bad} failed (see FAIL lines)" if n_bad else "")
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -257,12 +263,16 @@ def _smoke_summary(v: Verdict) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "paths", nargs="+", metavar="RECORD", type=Path,
+        "paths",
+        nargs="+",
+        metavar="RECORD",
+        type=Path,
         help="record folders (records/<track>/<date>_<name>/), a track or records folder, or single log files",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per record instead of a table")
     p.add_argument(
-        "--track", choices=sorted(TRACKS),
+        "--track",
+        choices=sorted(TRACKS),
         help="the track to judge against (default: read from the path, records/<track>/...)",
     )
 
