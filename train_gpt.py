@@ -453,7 +453,12 @@ class GPT(nn.Module):
         return groups
 
     def forward(self, input_T: Tensor, target_T: Tensor, window_blocks: Tensor) -> Tensor:
-        """Mean cross-entropy of one window: input_T int32 tokens, target_T int64 next tokens."""
+        """Mean cross-entropy of one window: input_T int32 tokens, target_T int64 next tokens (loss in fp32)."""
+        return F.cross_entropy(self.logits(input_T, window_blocks), target_T)
+
+    def logits(self, input_T: Tensor, window_blocks: Tensor) -> Tensor:
+        """Soft-capped fp32 logits (T, padded vocab) of one window of tokens; T is a multiple of block_size.
+        Training and validation use them through forward; tools/ (sampling, evaluation) call this directly."""
         args = self.args
         layers, n_ve = len(self.blocks), len(self.value_embeds)
         ve = [table(input_T) for table in self.value_embeds]
@@ -484,9 +489,8 @@ class GPT(nn.Module):
         else:  # evaluation uses the bf16 head
             logits = self.lm_head(x_TD)
         # soft cap: cap * sigmoid(z / temp) = cap/2 * (tanh(z / 2 temp) + 1) (Gemma 2; @Grad62304977, @KoszarskyB,
-        # @YouJiacheng); the loss in fp32
-        logits = args.logit_cap * torch.sigmoid(logits.float() / args.logit_temperature)
-        return F.cross_entropy(logits, target_T)
+        # @YouJiacheng), in fp32
+        return args.logit_cap * torch.sigmoid(logits.float() / args.logit_temperature)
 
 
 # -----------------------------------------------------------------------------------------------
