@@ -25,6 +25,8 @@ else
     echo "No CUDA device found: running the $SPEEDRUN_PRESET preset on CPU."
     if [ "$SPEEDRUN_PRESET" = smoke ]; then  # a tiny model on synthetic data, never a record
         export DATA_PATH="${DATA_PATH:-data/synthetic}"
+        # one fixed seed, so that `./run.sh` and `NPROC=2 ./run.sh` print identical losses (same math on any count)
+        export SEED="${SEED:-0}"
         if ! compgen -G "$DATA_PATH/*_val_*.bin" >/dev/null; then
             python data/synthetic.py --out "$DATA_PATH"
         fi

@@ -79,11 +79,6 @@ def synchronize(device: torch.device) -> None:
 all_gather_flat = getattr(dist, "all_gather_single", dist.all_gather_into_tensor)
 
 
-def all_reduce_sum(t: Tensor, d: Dist) -> None:
-    if d.world_size > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-
-
 # -----------------------------------------------------------------------------------------------
 # Custom op: the FP8 lm_head matmul (idea and scales: modded-nanogpt 2025-01-13 record, @YouJiacheng).
 # Static scales instead of amax tracking keep it to one matmul per product. A torch.library custom op is
@@ -891,6 +886,9 @@ class GradBuckets:
             for buf in bufs:
                 buf.zero_()
 
+    def flat(self) -> list[Tensor]:
+        return [buf for bufs in self.buckets.values() for buf in bufs]
+
     def start_sum(self, d: Dist) -> None:
         if d.world_size > 1:
             self.works = {
@@ -903,6 +901,50 @@ class GradBuckets:
             if work is not None:
                 work.wait()
             buf.mul_(scale)
+
+
+class TreeSum:
+    """Sums the gradients of a process's windows in a fixed binary tree, ((w0+w1)+(w2+w3))+..., instead of in
+    arrival order. With windows dealt to processes in contiguous runs of a power of two, each process then holds a
+    whole subtree, so 1 process and 2 processes (whose all-reduce adds two numbers, which commutes exactly) add
+    the same numbers in the same order: their runs are bitwise identical. A binary counter of partial sums keeps
+    at most log2(windows) + 1 copies of the gradients; with one window per process nothing is copied."""
+
+    def __init__(self, grads: GradBuckets, windows: int):
+        self.grads, self.windows = grads, windows
+        self.stack: list[tuple[int, list[Tensor]]] = []  # (tree level, partial sums), deepest level first
+
+    def add_window(self) -> None:
+        """Fold the window whose gradients backward just left in the (zeroed beforehand) buckets."""
+        if self.windows == 1:
+            return
+        level, node = 0, [buf.clone() for buf in self.grads.flat()]
+        while self.stack and self.stack[-1][0] == level:
+            _, left = self.stack.pop()
+            node = [a.add_(b) for a, b in zip(left, node, strict=True)]
+            level += 1
+        self.stack.append((level, node))
+
+    def finish(self) -> None:
+        """Leave the tree's sum in the buckets (levels left over fold right to left if windows is no power of 2)."""
+        if self.windows == 1:
+            return
+        _, total = self.stack.pop()
+        while self.stack:
+            _, left = self.stack.pop()
+            total = [a.add_(b) for a, b in zip(left, total, strict=True)]
+        for buf, t in zip(self.grads.flat(), total, strict=True):
+            buf.copy_(t)
+
+
+def gather_window_losses(losses: Tensor, d: Dist) -> Tensor:
+    """Every process's per-window losses, concatenated in window order (processes own contiguous runs of windows),
+    so that their sum is taken in one fixed order whatever the world size."""
+    if d.world_size == 1:
+        return losses
+    out = losses.new_empty(d.world_size * losses.numel())
+    all_gather_flat(out, losses)
+    return out
 
 
 def build_optimizers(model: GPT, args: Hyperparameters, d: Dist) -> tuple[torch.optim.Adam, Muon, GradBuckets]:
@@ -946,18 +988,22 @@ def window_tensor(step: int, args: Hyperparameters, d: Dist) -> Tensor:
 
 def train_step(step: int, model: nn.Module, opts, windows, args: Hyperparameters, d: Dist, dummy=None) -> Tensor:
     """One optimizer step on windows_per_step windows; returns the mean loss as a device tensor (no sync).
-    Rank r processes windows r, r + world_size, ... of the step, so the math is the same on any world size."""
+    Process r takes windows r*G .. r*G + G-1 of the step (G = grad_accum_steps), so the math is the same on any
+    world size, and bitwise the same on 1 and 2 processes (see TreeSum)."""
     adam, muon, grads = opts
     window = window_tensor(step, args, d)
-    grads.zero()
-    loss_sum = torch.zeros((), dtype=torch.float32, device=d.device)
-    for j in range(d.rank, args.windows_per_step, d.world_size):
+    accum = args.windows_per_step // d.world_size
+    tree = TreeSum(grads, accum)
+    losses = []
+    for j in range(d.rank * accum, (d.rank + 1) * accum):
         inputs, targets = windows[step * args.windows_per_step + j] if dummy is None else dummy
+        grads.zero()
         loss = model(inputs, targets, window)
         # backward of the unscaled window mean: the FP8 gradient scale sees the same values on any world size
         loss.backward()
-        loss_sum += loss.detach()
-    loss_work = dist.all_reduce(loss_sum, async_op=True) if d.world_size > 1 else None
+        tree.add_window()
+        losses.append(loss.detach())
+    tree.finish()
     grads.start_sum(d)
     factor = lr_factor(step, args)
     for opt in (adam, muon):
@@ -970,23 +1016,20 @@ def train_step(step: int, model: nn.Module, opts, windows, args: Hyperparameters
     muon.step()
     grads.finish_mean("adam", 1 / args.windows_per_step)
     adam.step()
-    if loss_work is not None:
-        loss_work.wait()
-    return loss_sum / args.windows_per_step
+    return gather_window_losses(torch.stack(losses), d).sum() / args.windows_per_step
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, windows: TokenWindows, args: Hyperparameters, d: Dist, step: int) -> float:
-    """Mean loss over the val_tokens / val_seq_len validation windows (equal sizes, so the mean of means)."""
+    """Mean loss over the val_tokens / val_seq_len validation windows (equal sizes, so the mean of means).
+    Each process takes a contiguous run of windows; the sum is taken over all of them in window order."""
     model.eval()
     window = window_tensor(step, args, d)
     n = args.val_tokens // args.val_seq_len
-    total = torch.zeros((), dtype=torch.float32, device=d.device)
-    for j in range(d.rank, n, d.world_size):
-        total += model(*windows[j], window)
-    all_reduce_sum(total, d)
+    per_rank = n // d.world_size
+    losses = torch.stack([model(*windows[j], window) for j in range(d.rank * per_rank, (d.rank + 1) * per_rank)])
     model.train()
-    return total.item() / n
+    return gather_window_losses(losses, d).double().sum().item() / n
 
 
 # -----------------------------------------------------------------------------------------------

@@ -488,3 +488,29 @@ def test_preflight_reports_setup_mistakes_in_one_line(tmp_path, monkeypatch, cap
     assert tg.preflight(3) == 1 and "divides 8" in capsys.readouterr().err
     monkeypatch.setenv("SEED", "abc")
     assert tg.preflight(1) == 1 and "SEED='abc' is not an integer" in capsys.readouterr().err
+
+
+def test_tree_sum_adds_windows_in_one_fixed_binary_tree() -> None:
+    """8 windows on 1 process and 4 + 4 on 2 processes add the same numbers in the same order."""
+    p = torch.nn.Parameter(torch.zeros(4096))
+    grads = tg.GradBuckets({"all": [p]})
+    gen = torch.Generator().manual_seed(0)
+    # magnitudes over many decades, so that the float sum depends on the order of additions
+    ws = [torch.randn(4096, generator=gen) * 10.0 ** torch.randint(-6, 7, (4096,), generator=gen) for _ in range(8)]
+
+    def tree_sum(windows: list[torch.Tensor]) -> torch.Tensor:
+        tree = tg.TreeSum(grads, len(windows))
+        for w in windows:
+            grads.zero()
+            p.grad.copy_(w)  # what backward leaves in the bucket for one window
+            tree.add_window()
+        tree.finish()
+        return p.grad.clone()
+
+    whole = tree_sum(ws)
+    assert torch.equal(whole, ((ws[0] + ws[1]) + (ws[2] + ws[3])) + ((ws[4] + ws[5]) + (ws[6] + ws[7])))
+    assert torch.equal(whole, tree_sum(ws[:4]) + tree_sum(ws[4:]))  # what a 2-process all-reduce adds
+    sequential = ws[0].clone()
+    for w in ws[1:]:
+        sequential += w
+    assert not torch.equal(whole, sequential)  # the order does matter for these numbers
