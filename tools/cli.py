@@ -32,6 +32,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("check", "tools.check", "what CI runs: verify every record and check leaderboard/ is up to date"),
     Command("known-shards", "tools.known_shards", "fill tools/known_shards.json from the Hub's LFS metadata"),
     Command("sample", "tools.sample", "generate text from a checkpoint or export (KV cache; temperature, top-k, seed)"),
+    Command("evaluate", "tools.evaluate", "val loss of a checkpoint on any shard folder, and HellaSwag accuracy"),
     Command("export", "tools.export", "a checkpoint's weights as safetensors + config.json, without optimizer state"),
 )
 
