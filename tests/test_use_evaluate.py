@@ -22,7 +22,17 @@ import torch
 import torch.nn.functional as F
 from data_fakehub import FakeHub, fill_hf_cache
 from huggingface_hub import constants
-from use_factory import SMALL, SMOKE, one_thread, random_gpt, random_tokens, tg, write_checkpoint, write_shard
+from use_factory import (
+    SMALL,
+    SMOKE,
+    WordTokenizer,
+    one_thread,
+    random_gpt,
+    random_tokens,
+    tg,
+    write_checkpoint,
+    write_shard,
+)
 
 from conftest import REPO_ROOT
 from tools import hellaswag as hs
@@ -124,41 +134,7 @@ def test_val_loss_errors(tmp_path: Path, checkpoint: Path, shards: Path, capsys:
     assert "another tokenizer" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # a 2-process torchrun
-def test_val_loss_under_torchrun_equals_one_process(
-    checkpoint: Path, shards: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    single = evaluate_json(["--checkpoint", str(checkpoint), "--data", str(shards)], capsys)["val_loss"]["val_loss"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "tools"]
-    result = subprocess.run(
-        [*cmd, "evaluate", "--checkpoint", str(checkpoint), "--data", str(shards), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO_ROOT,
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
-    )
-    assert result.returncode == 0, result.stderr
-    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("{")]
-    assert len(lines) == 1  # rank 0 reports
-    assert json.loads(lines[0])["val_loss"]["val_loss"] == pytest.approx(single, abs=1e-5)
-
-
 # ----------------------------------------------------------------------------------------------- HellaSwag
-
-
-class WordTokenizer:
-    """One token per space-led word of a fixed list (a stand-in for GPT-2's BPE)."""
-
-    def __init__(self, words: list[str]) -> None:
-        self.ids = {w: i for i, w in enumerate(words)}
-        self.words = words
-
-    def encode_ordinary(self, text: str) -> list[int]:
-        return [self.ids[w] for w in text.replace(" ", "\0 ").split("\0") if w]
-
-    def decode(self, tokens: list[int]) -> str:
-        return "".join(self.words[t] for t in tokens)
 
 
 WORDS = ["Ctx", " so", " right", " wrong", " a", " b", " c", " d", " e", " f", " g"]
@@ -336,7 +312,7 @@ def test_offline_without_data_is_one_paragraph(tmp_path: Path, checkpoint: Path)
 def test_hellaswag_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     args = dataclasses.replace(SMOKE, vocab_size=tok.GPT2_VOCAB_SIZE)
     gpt = random_gpt(args, seed=9)
-    ckpt = write_checkpoint(tmp_path / "run", gpt, args)
+    ckpt = write_checkpoint(tmp_path / "run", gpt, args, optimizer=False)
     fixture = write_jsonl(tmp_path / "fixture.jsonl", FIXTURE)
     tokenizer = WordTokenizer(WORDS)
     monkeypatch.setattr(tok, "load_tokenizer", lambda vocab_size: tokenizer)
@@ -356,3 +332,45 @@ def test_hellaswag_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caps
     assert main(["evaluate", "--checkpoint", str(small), "--hellaswag-file", str(fixture)]) == 2
     assert "no tokenizer" in capsys.readouterr().err
     assert math.isnan(hs.HellaSwagResult().acc)
+
+
+@pytest.mark.slow  # a 2-process torchrun
+def test_evaluate_under_torchrun_equals_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Val loss and HellaSwag with the work shared between 2 processes (gloo), against one process."""
+    args = dataclasses.replace(SMOKE, vocab_size=tok.GPT2_VOCAB_SIZE, val_tokens=8 * 256)
+    ckpt = write_checkpoint(tmp_path / "run", random_gpt(args, seed=10), args, optimizer=False)
+    write_shard(tmp_path / "data" / "x_val_000000.bin", random_tokens(8 * 256 + 1, args.vocab_size, seed=5))
+    fixture = write_jsonl(tmp_path / "fixture.jsonl", FIXTURE)
+    argv = ["evaluate", "--checkpoint", str(ckpt), "--data", str(tmp_path / "data"), "--hellaswag-file", str(fixture)]
+    monkeypatch.setattr(tok, "load_tokenizer", lambda vocab_size: WordTokenizer(WORDS))
+    single = evaluate_json(argv[1:], capsys)
+
+    script = tmp_path / "evaluate_ranks.py"
+    script.write_text(
+        f"""
+import sys
+sys.path[:0] = [{str(REPO_ROOT / "tests")!r}, {str(REPO_ROOT)!r}]
+from use_factory import WordTokenizer
+from tools import tokens
+from tools.cli import main
+tokens.load_tokenizer = lambda vocab_size: WordTokenizer({WORDS!r})  # GPT-2's BPE files are not here
+sys.exit(main(sys.argv[1:]))
+"""
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+        + [*argv, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("{")]
+    assert len(lines) == 1  # rank 0 reports
+    both = json.loads(lines[0])
+    assert both["val_loss"]["val_loss"] == pytest.approx(single["val_loss"]["val_loss"], abs=1e-5)
+    assert both["hellaswag"] == single["hellaswag"] and both["hellaswag"]["items"] == 3

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from use_factory import SMALL, SMOKE, one_thread, random_gpt, write_checkpoint
+from use_factory import SMALL, SMOKE, WordTokenizer, one_thread, random_gpt, write_checkpoint
 
 from tools import tokens as tok
 from tools.cli import main
@@ -188,25 +188,11 @@ def test_sample_command_usage_errors(checkpoint: Path, capsys: pytest.CaptureFix
     assert "no such folder" in capsys.readouterr().err
 
 
-class WordTokenizer:
-    """A stand-in for GPT-2's BPE: one token per space-led word, ids below the vocabulary's separator."""
-
-    def __init__(self, words: list[str]) -> None:
-        self.ids = {w: i for i, w in enumerate(words)}
-        self.words = words
-
-    def encode_ordinary(self, text: str) -> list[int]:
-        return [self.ids[w] for w in text.replace(" ", "\0 ").split("\0") if w]
-
-    def decode(self, tokens: list[int]) -> str:
-        return "".join(self.words[t] for t in tokens)
-
-
 def test_text_prompts_go_through_the_tokenizer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = dataclasses.replace(SMOKE, vocab_size=tok.GPT2_VOCAB_SIZE)
-    ckpt = write_checkpoint(tmp_path, random_gpt(args, seed=8), args)
+    ckpt = write_checkpoint(tmp_path, random_gpt(args, seed=8), args, optimizer=False)
     words = ["The", " cat", " sat"] + [f" w{i}" for i in range(3, tok.GPT2_VOCAB_SIZE)]
     monkeypatch.setattr(tok, "load_tokenizer", lambda vocab_size: WordTokenizer(words))
     argv = ["sample", "--checkpoint", str(ckpt), "--prompt", "The cat", "--max-new-tokens", "5", "--temperature", "0"]
@@ -230,7 +216,7 @@ def test_offline_tokenizer_is_one_paragraph(
         tok.load_tokenizer(tok.GPT2_VOCAB_SIZE)
     assert tok.load_tokenizer(512) is None
     args = dataclasses.replace(SMOKE, vocab_size=tok.GPT2_VOCAB_SIZE)
-    ckpt = write_checkpoint(tmp_path, random_gpt(args, seed=8), args)
+    ckpt = write_checkpoint(tmp_path, random_gpt(args, seed=8), args, optimizer=False)
     assert main(["sample", "--checkpoint", str(ckpt), "--prompt", "hi"]) == 1
     err = capsys.readouterr().err
     assert "could not load GPT-2's tokenizer" in err and "--prompt-tokens" in err and "Traceback" not in err

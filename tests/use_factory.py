@@ -84,23 +84,29 @@ def config_for(args: Any, **extra: Any) -> dict[str, Any]:
     }
 
 
-def write_checkpoint(run_dir: Path, model: torch.nn.Module, args: Any, step: int | None = None, **config: Any) -> Path:
-    """run_dir/step_NNNNNN/ as train_gpt.py writes it; call it on every rank under torchrun (rank 0 writes config)."""
+def write_checkpoint(
+    run_dir: Path, model: torch.nn.Module, args: Any, step: int | None = None, optimizer: bool = True, **config: Any
+) -> Path:
+    """run_dir/step_NNNNNN/ as train_gpt.py writes it; call it on every rank under torchrun (rank 0 writes config).
+    optimizer=False saves a small stand-in "optim" entry (Adam's state of a GPT-2-vocabulary model is 200 MB)."""
     import torch.distributed as dist
     import torch.distributed.checkpoint as dcp
 
     step = args.num_iterations if step is None else step
     folder = run_dir / f"step_{step:06d}"
-    params = [p for p in model.parameters()]
-    optim = torch.optim.Adam(params, lr=1e-3)
-    for p in params:
-        p.grad = torch.zeros_like(p)
-    optim.step()  # real optimizer state (exp_avg, exp_avg_sq) in the save, as the trainer's
-    for p in params:
-        p.grad = None
+    optim_state: dict[str, Any] = {"lr": torch.tensor(1e-3)}
+    if optimizer:
+        params = [p for p in model.parameters()]
+        optim = torch.optim.Adam(params, lr=1e-3)
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        optim.step()  # real optimizer state (exp_avg, exp_avg_sq) in the save, as the trainer's
+        for p in params:
+            p.grad = None
+        optim_state = optim.state_dict()
     state = {
         "model": model.state_dict(),
-        "optim": optim.state_dict(),
+        "optim": optim_state,
         "train": {"step": step, "rng": torch.get_rng_state()},
     }
     with warnings.catch_warnings():
@@ -125,3 +131,17 @@ def random_tokens(n: int, vocab_size: int, seed: int = 0, separator_every: int =
     tokens[rng.random(n) < 1 / separator_every] = vocab_size - 1
     tokens[0] = vocab_size - 1
     return tokens
+
+
+class WordTokenizer:
+    """A stand-in for GPT-2's BPE: one token per space-led word of a fixed list (ids = positions in the list)."""
+
+    def __init__(self, words: list[str]) -> None:
+        self.ids = {w: i for i, w in enumerate(words)}
+        self.words = words
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        return [self.ids[w] for w in text.replace(" ", "\0 ").split("\0") if w]
+
+    def decode(self, tokens: list[int]) -> str:
+        return "".join(self.words[t] for t in tokens)

@@ -150,12 +150,22 @@ def evaluate_checkpoint(args: argparse.Namespace, d: Any, want_loss: bool, want_
     tokenizer = None
     source = ""
     if want_hellaswag:
-        try:
-            path = args.hellaswag_file or hs.fetch(args.split, args.hellaswag_dir or hs.DEFAULT_DIR)
-        except hs.HellaSwagUnavailable as e:
+        # rank 0 fetches (one download into one file), the others learn the outcome from it
+        fetched: list[Any] = [None]
+        if say:
+            try:
+                fetched = [args.hellaswag_file or hs.fetch(args.split, args.hellaswag_dir or hs.DEFAULT_DIR)]
+            except hs.HellaSwagUnavailable as e:
+                fetched = [hs.HellaSwagUnavailable(str(e))]
+        if d.world_size > 1:
+            import torch.distributed as dist
+
+            dist.broadcast_object_list(fetched, src=0)
+        if isinstance(fetched[0], hs.HellaSwagUnavailable):
             if say:
-                print(f"error: {e}", file=sys.stderr)
+                print(f"error: {fetched[0]}", file=sys.stderr)
             return 1
+        path = Path(fetched[0])
         items = hs.read_items(path)[: args.limit]
         source = str(path)
     loaded = load_model(args.checkpoint, d.device)
