@@ -149,7 +149,7 @@ def test_a_sample_ends_at_the_separator() -> None:
 def test_bad_settings_are_usage_errors(model: torch.nn.Module) -> None:
     for bad in (dict(temperature=-1.0), dict(top_k=0), dict(max_new_tokens=0), dict(num_samples=0)):
         with pytest.raises(ValueError):
-            sample(model, [1], SamplingSettings(**bad))  # type: ignore[arg-type]
+            sample(model, [1], SamplingSettings(**bad))
     with pytest.raises(ValueError, match="outside this model's vocabulary"):
         sample(model, [SMALL.vocab_size], SamplingSettings())
 

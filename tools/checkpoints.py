@@ -44,15 +44,20 @@ class ModelFolderError(ValueError):
     """A folder that cannot give a model; the message names it and says what to do."""
 
 
-def trainer() -> ModuleType:
-    """train_gpt.py, the one-file trainer at the repository root, as a module (importing it has no side effects).
+def repo_module(name: str) -> ModuleType:
+    """A module of the repository outside this package (train_gpt, data.hub), imported by name at run time.
 
-    Imported by name at run time rather than statically: it is a script at the root, not part of this typed
-    package, and the model it defines is the single source of truth for the architecture.
+    By name rather than statically: these are the trainer script and the data scripts, not part of this typed
+    package (mypy checks tools/ alone), and the repository root may not be on sys.path when tools is imported.
     """
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
-    return importlib.import_module("train_gpt")
+    return importlib.import_module(name)
+
+
+def trainer() -> ModuleType:
+    """train_gpt.py, the one-file trainer (importing it has no side effects): the model's single definition."""
+    return repo_module("train_gpt")
 
 
 @dataclass

@@ -25,7 +25,6 @@ block-aligned window mask it is scored exactly as if it were alone at position 0
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -37,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tools.checkpoints import REPO_ROOT
+from tools.checkpoints import REPO_ROOT, repo_module
 from tools.tokens import Tokenizer
 
 REPO_ID = "Rowan/hellaswag"
@@ -68,9 +67,8 @@ class Item:
 
 
 def _hub() -> Any:
-    # data/hub.py (resumable, digest-checked Hub downloads), shared with the data scripts; imported by name
-    # because data/ is not held to this package's strict typing.
-    return importlib.import_module("data.hub")
+    """data/hub.py: resumable, digest-checked Hub downloads and the HF cache, shared with the data scripts."""
+    return repo_module("data.hub")
 
 
 def read_items(path: Path) -> list[Item]:
