@@ -2,8 +2,9 @@
 
 A typed library under a small CLI (``python -m tools --help``). Importing this package does no work
 and imports nothing heavy: pandas, scipy and matplotlib are imported inside the functions that need
-them, and nothing here ever imports torch. A log is untrusted input: it is read as text, never
-executed or imported.
+them. The model commands (``sample``, ``evaluate``, ``export``) import torch and train_gpt.py inside
+their ``run``, through tools/checkpoints.py, tools/generate.py and tools/hellaswag.py, which the
+record tools never import. A log is untrusted input: it is read as text, never executed or imported.
 """
 
 from __future__ import annotations

@@ -31,13 +31,17 @@ COMMANDS: tuple[Command, ...] = (
     Command("compare", "tools.compare", "two records side by side, with Welch's t-test on time and loss"),
     Command("check", "tools.check", "what CI runs: verify every record and check leaderboard/ is up to date"),
     Command("known-shards", "tools.known_shards", "fill tools/known_shards.json from the Hub's LFS metadata"),
+    Command("sample", "tools.sample", "generate text from a checkpoint or export (KV cache; temperature, top-k, seed)"),
+    Command("evaluate", "tools.evaluate", "val loss of a checkpoint on any shard folder, and HellaSwag accuracy"),
+    Command("export", "tools.export", "a checkpoint's weights as safetensors + config.json, without optimizer state"),
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tools",
-        description="Speedrun tools: parse record logs, verify records, regenerate the leaderboard.",
+        description="Speedrun tools: parse record logs, verify records, regenerate the leaderboard; sample from, "
+        "evaluate and export trained models.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for cmd in COMMANDS:
