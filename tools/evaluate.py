@@ -66,9 +66,9 @@ def validation_loss(
             f"model's sequence length {context}"
         )
     want = args.val_tokens if tokens is None else tokens
-    windows = want // seq_len
+    windows = want // seq_len // d.world_size * d.world_size  # train_gpt.evaluate gives every process an equal share
     if windows < 1:
-        raise ValueError(f"--tokens {want} is less than one window of {seq_len} tokens")
+        raise ValueError(f"--tokens {want} is less than {d.world_size} window(s) of {seq_len} tokens (one per process)")
     if not data.is_dir():
         raise ValueError(f"--data {data}: no such folder; give a folder of token shards (*_{split}_*.bin)")
     paths = sorted(data.glob(f"*_{split}_*.bin"))
@@ -141,7 +141,7 @@ def evaluate_checkpoint(args: argparse.Namespace, d: Any, want_loss: bool, want_
 
     from tools import hellaswag as hs
     from tools import tokens as tok
-    from tools.checkpoints import load_model, trainer
+    from tools.checkpoints import load_model
     from tools.generate import final_window_blocks
 
     say = d.rank == 0
@@ -205,7 +205,8 @@ def evaluate_checkpoint(args: argparse.Namespace, d: Any, want_loss: bool, want_
         assert tokenizer is not None
         r = hs.score(logits_fn, margs, tokenizer, mine, pack_tokens, d.device, final_window_blocks(margs), say)
         counts = torch.tensor([r.items, r.correct, r.correct_norm], dtype=torch.float64, device=d.device)
-        trainer().all_reduce_sum(counts, d)
+        if d.world_size > 1:
+            torch.distributed.all_reduce(counts)
         n, correct, correct_norm = (int(x) for x in counts.tolist())
         results["hellaswag"] = {
             "split": args.split,
