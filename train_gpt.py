@@ -1,10 +1,13 @@
 """The speedrun trainer: a GPT trained to 3.28 FineWeb val loss as fast as possible on 8x H100.
 
 One self-contained file, read top to bottom: distributed setup, the FP8 head op, Muon, the model,
-the data loader, Hyperparameters and presets, logging, then build, warm-up and the timed loop.
-Launch it with `./run.sh`, or `torchrun --standalone --nproc_per_node=N train_gpt.py`.
-The recipe (track_1_short) follows the public modded-nanogpt record of 2025-01-16 (179.5 s), written
-fresh here; ideas are credited where they appear. The log format is docs/log-format.md.
+the data loader, Hyperparameters and presets, logging, then build, warm-up, checkpoints and the timed loop.
+Launch it with `./run.sh`, or `torchrun --standalone --nproc_per_node=N train_gpt.py`; on several nodes,
+`torchrun --nnodes=M --nproc_per_node=N --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT --rdzv-id=ID
+train_gpt.py` on each. The recipe (track_1_short) follows the public modded-nanogpt record of 2025-01-16
+(179.5 s), written fresh here; ideas are credited where they appear. Beside it: the medium record's preset,
+a CPU smoke preset, and a ladder of 1.5B-7B presets sharded with FSDP2, with checkpoint and resume through
+torch.distributed.checkpoint. The log and checkpoint formats are in docs/log-format.md.
 """
 
 from __future__ import annotations
@@ -320,7 +323,7 @@ class Muon(torch.optim.Optimizer):
                 dist.all_to_all_single(recv, send)  # recv[k]: rank k's slice of the matrix this rank owns
             update = torch.zeros_like(send)
             if self.rank < len(round_):
-                full = recv.flatten(0, 1)[: shape[dim]].movedim(0, dim)
+                full = recv.flatten(0, 1)[: shape[dim]].movedim(0, dim).contiguous()  # the replicated layout
                 update = rows_first(zeropower_via_newtonschulz5(full, group["ns_steps"]), W * rows).view_as(send)
             back = update
             if W > 1:
@@ -1034,15 +1037,11 @@ def shard_model(model: GPT, d: Dist) -> None:
     """FSDP2 (torch.distributed.fsdp.fully_shard) on each block and on the root (embeddings, head, scalars):
     every weight becomes a DTensor cut along one dim over all ranks, all-gathered just before its module runs
     and freed after; gradients are reduce-scattered as backward goes, so each rank ends up with the sums for
-    its own slices. On CUDA weights compute in bf16 and gradients are reduced in fp32; on CPU (the tests) all
-    stays fp32. The stacked q/k/v weight (3, hdim, dim) is cut along hdim, not along the 3."""
+    its own slices. On CUDA weights compute in bf16 and gradients are reduced in fp32 (the lm_head too: the FP8
+    op receives the whole, all-gathered bf16 weight, and autograd casts its fp32 weight gradient to bf16 before
+    FSDP2 reduces it in fp32). The stacked q/k/v weight (3, hdim, dim) is cut along hdim, not along the 3."""
     ensure_process_group(d)
-    mesh = init_device_mesh(d.device.type, (d.world_size,))
-    mp = (
-        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-        if d.cuda
-        else MixedPrecisionPolicy()
-    )
+    mesh, mp = init_device_mesh(d.device.type, (d.world_size,)), mixed_precision(d)
 
     def placement(p: nn.Parameter) -> ShardDim | None:
         return ShardDim(1) if p.ndim == 3 else None  # None: the default, dim 0
@@ -1054,6 +1053,12 @@ def shard_model(model: GPT, d: Dist) -> None:
         if isinstance(m, FSDPModule):  # plain sums; train_step divides by the window count, as in ddp
             m.set_gradient_divide_factor(1.0)
             m.set_force_sum_reduction_for_comms(True)
+
+
+def mixed_precision(d: Dist) -> MixedPrecisionPolicy:
+    if d.cuda:
+        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    return MixedPrecisionPolicy()  # CPU: fp32 throughout, as in ddp
 
 
 def compile_model(raw: GPT, args: Hyperparameters) -> nn.Module:

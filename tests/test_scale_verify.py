@@ -27,9 +27,7 @@ def test_checkpoint_settings_may_differ_between_the_runs_of_a_record(tmp_path: P
     folder = write_record(tmp_path / "records", "2026-08-01_Saved", runs=2, config={"resumed_from": None})
     write_log(
         folder,
-        LogSpec(
-            seed=9, config={"resumed_from": None, "checkpoint_every": 500, "checkpoint_dir": "checkpoints/ab12"}
-        ),
+        LogSpec(seed=9, config={"resumed_from": None, "checkpoint_every": 500, "checkpoint_dir": "checkpoints/ab12"}),
     )
     assert config_failures(folder) == []
     write_log(folder, LogSpec(seed=10, config={"resumed_from": None, "num_iterations": 101}))
