@@ -88,6 +88,11 @@ def ensure_process_group(d: Dist) -> None:
         )
 
 
+def local(t: Tensor) -> Tensor:
+    """This rank's part of a tensor: the local slice of a DTensor (fsdp), or the tensor itself."""
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued device work, so that a clock read afterwards measures it (CPU ops are synchronous)."""
     if device.type == "cuda":
@@ -259,9 +264,7 @@ class Muon(torch.optim.Optimizer):
         state = self.state[p]
         if "momentum_buffer" not in state:
             state["momentum_buffer"] = torch.zeros_like(p.grad)
-        buf, g = state["momentum_buffer"], p.grad
-        if self.sharded:
-            buf, g = buf.to_local(), g.to_local()
+        buf, g = local(state["momentum_buffer"]), local(p.grad)
         buf.lerp_(g, 1 - group["momentum"])
         return g.lerp_(buf, group["momentum"]) if group["nesterov"] else buf
 
@@ -270,8 +273,7 @@ class Muon(torch.optim.Optimizer):
         """p -= lr * scale * update (with decoupled weight decay first); update has p's (local) numel."""
         # scale so that tall matrices get RMS-matched updates (max(1, rows/cols)^0.5), from the whole matrix's shape
         alpha = -group["lr"] * max(1.0, p.size(-2) / p.size(-1)) ** 0.5
-        if isinstance(p, DTensor):
-            p = p.to_local()
+        p = local(p)
         if group["weight_decay"]:
             p.mul_(1 - group["lr"] * group["weight_decay"])
         p.add_(update.reshape(p.shape), alpha=alpha)
@@ -330,8 +332,7 @@ class Muon(torch.optim.Optimizer):
                 back = torch.empty_like(update)
                 dist.all_to_all_single(back, update)  # back[j]: this rank's slice of the j-th update
             for j, p in enumerate(round_):
-                local_rows = p.to_local().size(dim)
-                self._apply(p, back[j][:local_rows].movedim(0, dim), group)
+                self._apply(p, back[j][: local(p).size(dim)].movedim(0, dim), group)
 
 
 # -----------------------------------------------------------------------------------------------
@@ -1299,14 +1300,19 @@ def evaluate(model: nn.Module, windows: TokenWindows, args: Hyperparameters, d: 
 def warm_up(model: nn.Module, raw: GPT, opts, args: Hyperparameters, seed: int, d: Dist) -> None:
     if args.warmup_steps == 0:
         return
-    initial = copy.deepcopy(dict(model=raw.state_dict(), adam=opts[0].state_dict(), muon=opts[1].state_dict()))
+    # The initial weights (this rank's slices, under fsdp) wait in host memory, so that a big model needs no second
+    # copy on the device; the optimizers have no state yet, only their settings to restore.
+    weights = [local(t).to("cpu", copy=True) for t in raw.state_dict().values()]
+    settings = copy.deepcopy([opts[0].state_dict(), opts[1].state_dict()])
     gen = torch.Generator().manual_seed(seed)
     dummy = inputs_and_targets(torch.randint(0, args.vocab_size, (args.train_seq_len + 1,), generator=gen), d.device)
     for step in range(args.warmup_steps):
         train_step(step, model, opts, None, args, d, dummy=dummy)
-    raw.load_state_dict(initial["model"])
-    opts[0].load_state_dict(initial["adam"])
-    opts[1].load_state_dict(initial["muon"])
+    with torch.no_grad():
+        for t, w in zip(raw.state_dict().values(), weights, strict=True):
+            local(t).copy_(w)
+    opts[0].load_state_dict(settings[0])
+    opts[1].load_state_dict(settings[1])
     opts[2].zero()
 
 

@@ -146,15 +146,18 @@ def test_fsdp_blocks_compile_and_match_eager(process_group) -> None:
     assert results[True] == pytest.approx(results[False], rel=1e-4), results
 
 
-def test_warm_up_restores_the_sharded_initial_state(process_group) -> None:
-    args = tiny_fsdp_args(warmup_steps=2)
+@pytest.mark.parametrize("parallelism", ["ddp", "fsdp"])
+def test_warm_up_restores_the_initial_state(process_group, parallelism: str) -> None:
+    """Warm-up trains on dummy data, then puts back the initial weights (kept on the host) and empty optimizers."""
+    args = tiny_fsdp_args(warmup_steps=2, parallelism=parallelism)
     model = tg.build_model(args, seed=0, d=CPU)
     opts = tg.build_optimizers(model, args, CPU)
-    before = {k: v.full_tensor().clone() for k, v in model.state_dict().items()}
+    before = {k: tg.local(v).clone() for k, v in model.state_dict().items()}
     tg.warm_up(model, model, opts, args, seed=0, d=CPU)
-    after = model.state_dict()
-    assert all(torch.equal(before[k], after[k].full_tensor()) for k in before)
-    assert not opts[0].state and not opts[1].state and all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(before[k], tg.local(v)) for k, v in model.state_dict().items())
+    assert not opts[0].state and not opts[1].state
+    assert all(p.grad is None for p in model.parameters()) if parallelism == "fsdp" else opts[2].flat()[0].eq(0).all()
+    assert [g["lr"] for g in opts[0].param_groups] == [g["initial_lr"] for g in opts[0].param_groups]
 
 
 # ----------------------------------------------------------------------------------------------- presets

@@ -49,7 +49,11 @@ CHECKPOINT_KEYS = {
     "train_time_ms",
 }
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    # dcp.load in this one process says it assumes one process, even when told so (no_dist=True)
+    pytest.mark.filterwarnings("ignore:torch.distributed is disabled:UserWarning"),
+]
 
 
 @dataclass
