@@ -231,7 +231,7 @@ class Muon(torch.optim.Optimizer):
       of its own slices, so the optimizer state is sharded like the weights and a checkpoint reshards to any
       world size. Per round, one all-to-all brings the owner every slice of its matrix's Nesterov gradient (in
       bf16, where Newton-Schulz starts anyway) and a second sends each rank its slices of the updates: a rank
-      moves about two matrices per round, whatever the world size, and holds at most one matrix in full.
+      moves about two matrices per round, whatever the world size, in buffers the size of one matrix.
     Elementwise math (momentum, Nesterov, weight decay) is the same on slices as on whole matrices, and
     Newton-Schulz sees the same bits, so both layouts compute the same update.
     """
@@ -1064,9 +1064,11 @@ def mixed_precision(d: Dist) -> MixedPrecisionPolicy:
 
 def compile_model(raw: GPT, args: Hyperparameters) -> nn.Module:
     """ddp: the whole model in one graph (fullgraph: a graph break would be a silent slowdown). fsdp: FSDP2's
-    hooks run around every block, so each block's forward is compiled on its own, as torchtitan does; the
-    embeddings, block masks and head run eagerly. Identical blocks share their compiled graphs (3 variants
-    for the ladder: first block, value embeddings or not), so depth costs no extra compilation."""
+    hooks (all-gather before a block, reduce-scatter after) run around every block, so each block is compiled
+    on its own, as torchtitan does; compiling the bound forward rather than wrapping the module keeps the hooks
+    outside the graph and the state_dict keys unchanged. Embeddings, block masks and head run eagerly. Blocks
+    share compiled graphs (3 variants in the ladder: the first block, value embeddings or none), so depth
+    costs no extra compilation; the BlockMask passed in each step is an input, not a recompile."""
     if not args.compile:
         return raw
     if args.parallelism == "ddp":
@@ -1436,7 +1438,7 @@ def save_checkpoint(
             config = meta | dict(step=step, train_time_ms=train_time_ms)
             (folder / "config.json.tmp").write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
             os.replace(folder / "config.json.tmp", folder / "config.json")
-    except (OSError, dcp.api.CheckpointException) as e:
+    except (OSError, dcp.CheckpointException) as e:
         raise SpeedrunError(
             f"cannot write the checkpoint {folder}: {e}. Free some space or set SPEEDRUN_CHECKPOINT_DIR to a writable "
             "folder (on a filesystem every node sees)."
@@ -1452,7 +1454,7 @@ def load_checkpoint(resume: Resume, raw: GPT, opts, args: Hyperparameters, d: Di
     state = dict(model=raw.state_dict(), optim=optimizer_state(raw, opts, template=True), train=train)
     try:
         dcp.load(state, checkpoint_id=resume.path)
-    except (OSError, RuntimeError, dcp.api.CheckpointException) as e:
+    except (OSError, RuntimeError, dcp.CheckpointException) as e:
         raise SpeedrunError(f"cannot load the checkpoint {resume.path}: {e}") from e
     step = int(train["step"])
     if step != resume.step or int(train["next_window"]) != step * args.windows_per_step:

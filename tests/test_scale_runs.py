@@ -104,14 +104,15 @@ def launch(data: Path, out: Path, nproc: int, overrides: dict, nnodes: int = 1, 
         port = free_port()
         rdzv = ["--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", f"--rdzv-id=test{port}"]
         cmds = [[*cmd, f"--nnodes={nnodes}", *rdzv] for _ in range(nnodes)]
-    procs = [
-        subprocess.Popen(
-            [*c, str(TRAINER)], cwd=REPO_ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        for c in cmds
-    ]
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outputs)
+    out.mkdir(parents=True, exist_ok=True)
+    outputs = [out / f"launcher{i}.out" for i in range(len(cmds))]  # files, not pipes: no launcher blocks on one
+    procs = []
+    for c, output in zip(cmds, outputs, strict=True):
+        with open(output, "w") as f:
+            procs.append(subprocess.Popen([*c, str(TRAINER)], cwd=REPO_ROOT, env=full_env, stdout=f, stderr=f))
+    for p in procs:
+        p.wait(timeout=300)
+    assert all(p.returncode == 0 for p in procs), "\n".join(o.read_text()[-3000:] for o in outputs)
     logs = list((out / "logs").glob("*.txt"))
     assert len(logs) == 1, logs
     found = {int(p.name.removeprefix("step_")): p for p in out.glob(f"{logs[0].stem}/step_*")}
