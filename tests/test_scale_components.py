@@ -30,6 +30,7 @@ CPU = tg.Dist(0, 1, 0, torch.device("cpu"))
 
 MUON_WORKER = textwrap.dedent(
     """
+    import os
     import sys
     import torch
     import torch.distributed as dist
@@ -63,8 +64,9 @@ MUON_WORKER = textwrap.dedent(
         buf = sharded.state[q]["momentum_buffer"].full_tensor()
         assert torch.equal(reference.state[p]["momentum_buffer"], buf), f"matrix {i}: momentum differs"
     assert torch.equal(torch.tensor([len(sharded.owned)]), torch.tensor([len(sliced)]))  # every rank keeps slices
-    print(f"rank {rank}: equal")
+    print(f"rank {rank}: equal", flush=True)
     dist.destroy_process_group()
+    os._exit(0)  # as train_gpt.py: gloo sometimes aborts in C++ teardown after a finished run
     """
 )
 
