@@ -782,14 +782,15 @@ class Hyperparameters:
 
 def scale_preset(layers: int, width: int, windows: int, steps: int, muon_lr: float, every: int) -> Hyperparameters:
     """A ladder rung: the record's architecture made wider and deeper, sharded with FSDP2 (gigaGPT's idea: one
-    model definition, one table of sizes). 8 Ki-token windows keep a 52-block model's activations in an 80 GB
-    GPU; the long/short attention windows are the record's. Learning rates are untuned starting points that
-    follow the medium record's rules (head lr 0.1 / sqrt(width); embeddings 0.3; scalars 0.015), and the FP8
-    head is off: at this size it is a few percent of the FLOPs, not worth its static-scale risk in a long run."""
+    model definition, one table of sizes). 4 Ki-token windows keep activations small: by estimate ~20 GB for
+    1.5b's 52 blocks, next to its 31 GB of fp32 weights, gradients and optimizer state on one GPU. The long and
+    short attention windows are the record's. Learning rates are untuned starting points that follow the
+    medium record's rules (head lr 0.1 / sqrt(width); embeddings 0.3; scalars 0.015), and the FP8 head is off:
+    at this size it is a few percent of the FLOPs, not worth its static-scale risk in a long run."""
     return dataclasses.replace(
         Hyperparameters(),
-        train_seq_len=8192,
-        val_seq_len=8192,
+        train_seq_len=4096,
+        val_seq_len=4096,
         windows_per_step=windows,
         num_layers=layers,
         model_dim=width,
@@ -832,15 +833,15 @@ PRESETS: dict[str, Hyperparameters] = {
     ),
     # The scale ladder (track "scale": never a record), FSDP2 on any number of GPUs and nodes. Each runs about
     # 10B tokens, one pass over FineWeb10B. Parameters count the 3 value-embedding tables (lookups, not matmuls).
-    #   preset  blocks  width  heads x dim  parameters (hidden matrices)  muon lr  batch (windows x 8 Ki)  steps
-    #   1.5b    52      1536   12 x 128     1.86B (1.47B)                0.02     64 (0.52M tokens)       19000
-    #   3b      32      2560   20 x 128     3.16B (2.52B)                0.015    128 (1.05M tokens)      9500
-    #   7b      32      4096   32 x 128     7.47B (6.44B)                0.01     256 (2.10M tokens)      4750
+    #   preset  blocks  width  heads x dim  parameters (hidden matrices)  muon lr  batch (windows x 4 Ki)  steps
+    #   1.5b    52      1536   12 x 128     1.86B (1.47B)                0.02     128 (0.52M tokens)      19000
+    #   3b      32      2560   20 x 128     3.16B (2.52B)                0.015    256 (1.05M tokens)      9500
+    #   7b      32      4096   32 x 128     7.47B (6.44B)                0.01     512 (2.10M tokens)      4750
     # 1.5b has the depth, width and batch of the public modded-nanogpt ScaleUp1B run (2024-10-20: 52 x 1536,
     # 12 heads, 0.49M tokens x 20,344 steps); 3b and 7b take Llama-like shapes, doubling the batch per rung.
-    "1.5b": scale_preset(52, 1536, windows=64, steps=19000, muon_lr=0.02, every=1000),
-    "3b": scale_preset(32, 2560, windows=128, steps=9500, muon_lr=0.015, every=500),
-    "7b": scale_preset(32, 4096, windows=256, steps=4750, muon_lr=0.01, every=250),
+    "1.5b": scale_preset(52, 1536, windows=128, steps=19000, muon_lr=0.02, every=1000),
+    "3b": scale_preset(32, 2560, windows=256, steps=9500, muon_lr=0.015, every=500),
+    "7b": scale_preset(32, 4096, windows=512, steps=4750, muon_lr=0.01, every=250),
     # A tiny model on synthetic data (python data/synthetic.py) for 2 CPU cores: the same code paths except the
     # FP8 head (CPU float8 matmuls measured ~10x slower than float32 ones; tests check the op on its own) and
     # compilation (inductor's C++ build took 90 s, more than the whole run). Shorter validation, noted in config.
