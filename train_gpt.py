@@ -1364,6 +1364,10 @@ def read_resume(path_text: str, args: Hyperparameters) -> Resume:
             f"SPEEDRUN_RESUME={path_text} was saved by a run with another recipe ({diffs}). A resumed run continues "
             f"exactly only with the same one: use SPEEDRUN_PRESET={meta['preset']} and the same SPEEDRUN_OVERRIDES."
         )
+    if not (path / ".metadata").is_file():
+        raise SpeedrunError(
+            f"SPEEDRUN_RESUME={path_text}: the DCP file .metadata is missing: the checkpoint is damaged."
+        )
     if meta["step"] >= args.num_iterations:
         raise SpeedrunError(
             f"SPEEDRUN_RESUME={path_text} is the checkpoint of step {meta['step']}, the end of its "
@@ -1449,11 +1453,11 @@ def save_checkpoint(
 def load_checkpoint(resume: Resume, raw: GPT, opts, args: Hyperparameters, d: Dist) -> tuple[int, float]:
     """Load weights, optimizer state and RNG into the built model; return (step, train_time_ms) to go on from."""
     adam, muon, _ = opts
-    saved = dcp.FileSystemReader(resume.path).read_metadata().state_dict_metadata
-    train = train_state(0, 0.0, args, d)
-    train = {k: v for k, v in train.items() if f"train.{k}" in saved}  # no CUDA RNG in a CPU run's checkpoint
-    state = dict(model=raw.state_dict(), optim=optimizer_state(raw, opts, template=True), train=train)
     try:
+        saved = dcp.FileSystemReader(resume.path).read_metadata().state_dict_metadata
+        train = train_state(0, 0.0, args, d)
+        train = {k: v for k, v in train.items() if f"train.{k}" in saved}  # no CUDA RNG in a CPU run's checkpoint
+        state = dict(model=raw.state_dict(), optim=optimizer_state(raw, opts, template=True), train=train)
         dcp.load(state, checkpoint_id=resume.path)
     except (OSError, RuntimeError, dcp.CheckpointException) as e:
         raise SpeedrunError(f"cannot load the checkpoint {resume.path}: {e}") from e

@@ -252,8 +252,11 @@ def smoke_env(tmp_path: Path, monkeypatch) -> Path:
     return tmp_path
 
 
-def saved_config(folder: Path, **changes) -> Path:
+def saved_config(folder: Path, metadata: bool = True, **changes) -> Path:
+    """A checkpoint folder as far as preflight looks: config.json and the DCP .metadata file."""
     folder.mkdir(parents=True)
+    if metadata:
+        (folder / ".metadata").write_bytes(b"")
     args = dataclasses.replace(tg.PRESETS["smoke"], **changes)
     meta = dict(format=tg.CHECKPOINT_FORMAT, preset="smoke", hyperparameters=dataclasses.asdict(args), step=100)
     (folder / "config.json").write_text(json.dumps(dict(meta, run_id="abc", world_size=2, parallelism="ddp")))
@@ -270,6 +273,7 @@ def test_resume_mistakes_are_one_clear_message(smoke_env: Path, monkeypatch, cap
         ({}, smoke_env / "broken", "config.json is not valid JSON"),
         ({}, smoke_env / "foreign", "is not a speedrun-checkpoint-v1 checkpoint's"),
         ({}, saved_config(smoke_env / "other", num_iterations=150), r"another recipe \(num_iterations: checkpoint 150"),
+        ({}, saved_config(smoke_env / "damaged", metadata=False), r"\.metadata is missing"),
         ({"num_iterations": 100}, saved_config(smoke_env / "end", num_iterations=100), "nothing is left to train"),
         # where the data sit, checkpointing, compilation and the parallelism may change on resume
         ({}, saved_config(smoke_env / "moved", data_path="/old", checkpoint_every=5, parallelism="fsdp"), None),
