@@ -5,8 +5,10 @@
 #   NPROC=2 ./run.sh      a different process count (it must divide 8; the global batch stays the same)
 #
 # Without CUDA it runs the smoke preset on CPU (synthetic data, made first if missing), then verifies the log.
-# SPEEDRUN_PRESET and DATA_PATH are respected when set. Multi-node: call torchrun yourself on every node, e.g.
-#   torchrun --nnodes=2 --nproc_per_node=4 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 train_gpt.py
+# SPEEDRUN_PRESET, DATA_PATH and the checkpoint variables (SPEEDRUN_CHECKPOINT_EVERY, SPEEDRUN_CHECKPOINT_DIR,
+# SPEEDRUN_RESUME: docs/log-format.md) are respected when set. Multi-node: start torchrun yourself on every node
+# with one rendezvous (HOST: any node's address; the data and checkpoint folders visible on every node), e.g.
+#   torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 --rdzv-id=run1 train_gpt.py
 set -euo pipefail
 cd "$(dirname "$0")"
 

@@ -1,10 +1,13 @@
 """The speedrun trainer: a GPT trained to 3.28 FineWeb val loss as fast as possible on 8x H100.
 
 One self-contained file, read top to bottom: distributed setup, the FP8 head op, Muon, the model,
-the data loader, Hyperparameters and presets, logging, then build, warm-up and the timed loop.
-Launch it with `./run.sh`, or `torchrun --standalone --nproc_per_node=N train_gpt.py`.
-The recipe (track_1_short) follows the public modded-nanogpt record of 2025-01-16 (179.5 s), written
-fresh here; ideas are credited where they appear. The log format is docs/log-format.md.
+the data loader, Hyperparameters and presets, logging, then build, warm-up, checkpoints and the timed loop.
+Launch it with `./run.sh`, or `torchrun --standalone --nproc_per_node=N train_gpt.py`; on several nodes,
+`torchrun --nnodes=M --nproc_per_node=N --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT --rdzv-id=ID
+train_gpt.py` on each. The recipe (track_1_short) follows the public modded-nanogpt record of 2025-01-16
+(179.5 s), written fresh here; ideas are credited where they appear. Beside it: the medium record's preset,
+a CPU smoke preset, and a ladder of 1.5B-7B presets sharded with FSDP2, with checkpoint and resume through
+torch.distributed.checkpoint. The log and checkpoint formats are in docs/log-format.md.
 """
 
 from __future__ import annotations
@@ -27,8 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
+from torch.distributed.tensor import Shard as ShardDim
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 
@@ -38,6 +46,8 @@ class SpeedrunError(ValueError):
 
 # -----------------------------------------------------------------------------------------------
 # Distributed setup: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; a plain `python train_gpt.py` is one process.
+# Nothing here assumes one node: torchrun's c10d rendezvous (--nnodes, --rdzv-backend=c10d) sets the same
+# variables on every node, and LOCAL_RANK picks the GPU within a node.
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,20 @@ def setup_distributed() -> Dist:
             backend="nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None
         )
     return Dist(rank, world_size, local_rank, device)
+
+
+def ensure_process_group(d: Dist) -> None:
+    """FSDP2 and its DeviceMesh need a process group even for one process started without torchrun."""
+    if not dist.is_initialized():
+        backend = "nccl" if d.cuda else "gloo"
+        dist.init_process_group(
+            backend, store=dist.HashStore(), rank=0, world_size=1, device_id=d.device if d.cuda else None
+        )
+
+
+def local(t: Tensor) -> Tensor:
+    """This rank's part of a tensor: the local slice of a DTensor (fsdp), or the tensor itself."""
+    return t.to_local() if isinstance(t, DTensor) else t
 
 
 def synchronize(device: torch.device) -> None:
@@ -198,59 +222,117 @@ def zeropower_via_newtonschulz5(G: Tensor, steps: int = 5) -> Tensor:
 class Muon(torch.optim.Optimizer):
     """MomentUm Orthogonalized by Newton-Schulz: SGD with Nesterov momentum whose update is orthogonalised.
 
-    Distributed as in the modded-nanogpt DistributedMuon record: the gradients are already averaged on every
-    rank; parameters of one size are dealt round-robin, each rank orthogonalises its own and all-gathers the
-    bf16 updates, applying one chunk while the next is in flight. Only the owner keeps a momentum buffer.
+    Matrices are grouped by size (by shape when sharded) and dealt round-robin: in each round of world_size
+    matrices, rank r orthogonalises the r-th one. How a matrix reaches its owner depends on the parameters:
+    - replicated (ddp), as in the modded-nanogpt DistributedMuon record: every rank already holds the averaged
+      gradient, so the owner keeps the momentum buffer, orthogonalises, and all-gathers the bf16 updates,
+      applying one round while the next is in flight;
+    - sharded (fsdp: FSDP2 DTensors, each rank holding one slice of every matrix): each rank keeps the momentum
+      of its own slices, so the optimizer state is sharded like the weights and a checkpoint reshards to any
+      world size. Per round, one all-to-all brings the owner every slice of its matrix's Nesterov gradient (in
+      bf16, where Newton-Schulz starts anyway) and a second sends each rank its slices of the updates: a rank
+      moves about two matrices per round, whatever the world size, in buffers the size of one matrix.
+    Elementwise math (momentum, Nesterov, weight decay) is the same on slices as on whole matrices, and
+    Newton-Schulz sees the same bits, so both layouts compute the same update.
     """
 
-    def __init__(self, params, lr: float, momentum: float, ns_steps: int, rank: int, world_size: int):
+    def __init__(
+        self, params, lr: float, momentum: float, ns_steps: int, rank: int, world_size: int, weight_decay: float = 0.0
+    ):
         params = list(params)
         self.rank, self.world_size = rank, world_size
-        by_size: dict[int, list[Tensor]] = {}
+        self.sharded = isinstance(params[0], DTensor)
+        by_size: dict[object, list[Tensor]] = {}
         for p in params:  # deterministic order: every rank builds the same groups
-            by_size.setdefault(p.numel(), []).append(p)
+            by_size.setdefault(tuple(p.shape) if self.sharded else p.numel(), []).append(p)
         groups = [dict(params=ps) for ps in by_size.values()]
-        super().__init__(groups, dict(lr=lr, momentum=momentum, ns_steps=ns_steps, nesterov=True))
+        defaults = dict(lr=lr, momentum=momentum, ns_steps=ns_steps, nesterov=True, weight_decay=weight_decay)
+        super().__init__(groups, defaults)
+        # the matrices whose momentum this rank keeps: its slices of all of them, or the replicated ones it owns
+        self.owned = [p for ps in by_size.values() for i, p in enumerate(ps) if self.sharded or i % world_size == rank]
 
     @torch.no_grad()
     def step(self) -> None:
         for group in self.param_groups:
-            params: list[Tensor] = group["params"]
-            pending = None
-            for base in range(0, len(params), self.world_size):
-                mine = base + self.rank
-                if mine < len(params):
-                    update = self._orthogonalised_update(params[mine], group).flatten()
-                else:  # no matrix left for this rank in the last chunk: send zeros
-                    update = params[0].new_zeros(params[0].numel(), dtype=torch.bfloat16)
-                if self.world_size == 1:
-                    self._apply(params[base : base + 1], update[None], group["lr"])
-                    continue
-                gathered = update.new_empty(self.world_size * update.numel())
-                work = all_gather_flat(gathered, update, async_op=True)
-                if pending is not None:
-                    self._apply(*pending)
-                pending = (params[base : base + self.world_size], gathered.view(self.world_size, -1), group["lr"], work)
-            if pending is not None:
-                self._apply(*pending)
+            if self.sharded:
+                self._sharded_step(group)
+            else:
+                self._replicated_step(group)
 
-    def _orthogonalised_update(self, p: Tensor, group: dict) -> Tensor:
-        g = p.grad
+    def _nesterov(self, p: Tensor, group: dict) -> Tensor:
+        """Update p's momentum buffer with its gradient; return the Nesterov gradient (local slices if sharded)."""
         state = self.state[p]
         if "momentum_buffer" not in state:
-            state["momentum_buffer"] = torch.zeros_like(g)
-        buf = state["momentum_buffer"]
+            state["momentum_buffer"] = torch.zeros_like(p.grad)
+        buf, g = local(state["momentum_buffer"]), local(p.grad)
         buf.lerp_(g, 1 - group["momentum"])
-        g = g.lerp_(buf, group["momentum"]) if group["nesterov"] else buf
-        return zeropower_via_newtonschulz5(g, steps=group["ns_steps"])
+        return g.lerp_(buf, group["momentum"]) if group["nesterov"] else buf
 
     @staticmethod
-    def _apply(params: list[Tensor], updates: Tensor, lr: float, work=None) -> None:
-        if work is not None:
-            work.wait()
+    def _apply(p: Tensor, update: Tensor, group: dict) -> None:
+        """p -= lr * scale * update (with decoupled weight decay first); update has p's (local) numel."""
+        # scale so that tall matrices get RMS-matched updates (max(1, rows/cols)^0.5), from the whole matrix's shape
+        alpha = -group["lr"] * max(1.0, p.size(-2) / p.size(-1)) ** 0.5
+        p = local(p)
+        if group["weight_decay"]:
+            p.mul_(1 - group["lr"] * group["weight_decay"])
+        p.add_(update.reshape(p.shape), alpha=alpha)
+
+    def _replicated_step(self, group: dict) -> None:
+        params: list[Tensor] = group["params"]
+        pending = None
+        for base in range(0, len(params), self.world_size):
+            mine = base + self.rank
+            if mine < len(params):
+                update = zeropower_via_newtonschulz5(self._nesterov(params[mine], group), group["ns_steps"]).flatten()
+            else:  # no matrix left for this rank in the last round: send zeros
+                update = params[0].new_zeros(params[0].numel(), dtype=torch.bfloat16)
+            if self.world_size == 1:
+                self._apply(params[base], update, group)
+                continue
+            gathered = update.new_empty(self.world_size, update.numel())
+            work = all_gather_flat(gathered.view(-1), update, async_op=True)
+            if pending is not None:
+                self._apply_round(*pending)
+            pending = (params[base : base + self.world_size], gathered, group, work)
+        if pending is not None:
+            self._apply_round(*pending)
+
+    def _apply_round(self, params: list[Tensor], updates: Tensor, group: dict, work) -> None:
+        work.wait()
         for p, u in zip(params, updates, strict=False):
-            # scale so that tall matrices get RMS-matched updates (max(1, rows/cols)^0.5)
-            p.add_(u.view_as(p), alpha=-lr * max(1.0, p.size(-2) / p.size(-1)) ** 0.5)
+            self._apply(p, u, group)
+
+    def _sharded_step(self, group: dict) -> None:
+        params: list[DTensor] = group["params"]  # all of one shape and placement
+        W, shape = self.world_size, params[0].shape
+        dim = params[0].placements[0].dim  # the sharded dim (1 for the stacked q/k/v weights, else 0)
+        rows = -(-shape[dim] // W)  # rows per slice along dim, as FSDP2 cuts (torch.chunk: the last may be short)
+
+        def rows_first(t: Tensor, n: int) -> Tensor:  # the sharded dim moved first, zero-padded to n rows
+            t = t.movedim(dim, 0)
+            return torch.cat([t, t.new_zeros(n - t.size(0), *t.shape[1:])]) if t.size(0) < n else t.contiguous()
+
+        for base in range(0, len(params), W):
+            round_ = params[base : base + W]
+            # send[j]: this rank's slice of the j-th matrix of the round, for its owner j (zeros if there is none)
+            send = torch.zeros(W, rows, *shape[:dim], *shape[dim + 1 :], dtype=torch.bfloat16, device=round_[0].device)
+            for j, p in enumerate(round_):
+                send[j] = rows_first(self._nesterov(p, group), rows)
+            recv = send
+            if W > 1:
+                recv = torch.empty_like(send)
+                dist.all_to_all_single(recv, send)  # recv[k]: rank k's slice of the matrix this rank owns
+            update = torch.zeros_like(send)
+            if self.rank < len(round_):
+                full = recv.flatten(0, 1)[: shape[dim]].movedim(0, dim).contiguous()  # the replicated layout
+                update = rows_first(zeropower_via_newtonschulz5(full, group["ns_steps"]), W * rows).view_as(send)
+            back = update
+            if W > 1:
+                back = torch.empty_like(update)
+                dist.all_to_all_single(back, update)  # back[j]: this rank's slice of the j-th update
+            for j, p in enumerate(round_):
+                self._apply(p, back[j][: local(p).size(dim)].movedim(0, dim), group)
 
 
 # -----------------------------------------------------------------------------------------------
@@ -685,6 +767,7 @@ class Hyperparameters:
     adam_beta2: float = 0.95
     adam_eps: float = 1e-10
     muon_lr: float = 0.05
+    muon_weight_decay: float = 0.0  # decoupled: each Muon step first scales its matrices by 1 - lr x this
     muon_momentum: float = 0.95
     muon_momentum_start: float = 0.85  # momentum warms up linearly from this ...
     muon_momentum_warmup_steps: int = 300  # ... over this many steps
@@ -692,15 +775,77 @@ class Hyperparameters:
     # run
     val_loss_every: int = 125  # validate every this many steps (and at step 0 and the last step)
     warmup_steps: int = 10  # untimed dummy steps (compilation), undone before the clock starts
-    compile: bool = True  # torch.compile the model
-    parallelism: str = "ddp"  # replicated weights, averaged gradients
+    compile: bool = True  # torch.compile the model (ddp: whole; fsdp: each block)
+    parallelism: str = "ddp"  # "ddp": replicated weights; "fsdp": FSDP2 shards weights, gradients, optimizer state
+    checkpoint_every: int = -1  # save every N steps and at the end; 0: only at the end; -1: never (env override)
+
+
+def scale_preset(layers: int, width: int, windows: int, steps: int, muon_lr: float, every: int) -> Hyperparameters:
+    """A ladder rung: the record's architecture made wider and deeper, sharded with FSDP2 (gigaGPT's idea: one
+    model definition, one table of sizes). 4 Ki-token windows keep activations small: by estimate ~20 GB for
+    1.5b's 52 blocks, next to its 31 GB of fp32 weights, gradients and optimizer state on one GPU. The long and
+    short attention windows are the record's. Learning rates are untuned starting points that follow the
+    medium record's rules (head lr 0.1 / sqrt(width); embeddings 0.3; scalars 0.015), and the FP8 head is off:
+    at this size it is a few percent of the FLOPs, not worth its static-scale risk in a long run."""
+    return dataclasses.replace(
+        Hyperparameters(),
+        train_seq_len=4096,
+        val_seq_len=4096,
+        windows_per_step=windows,
+        num_layers=layers,
+        model_dim=width,
+        num_heads=width // 128,
+        attention_pattern=("LSSS" * layers)[: layers - 1] + "L",
+        fp8_head=False,
+        num_iterations=steps,
+        adam_lr_head=0.1 / width**0.5,
+        adam_lr_embed=0.3,
+        adam_lr_scalar=0.015,
+        muon_lr=muon_lr,
+        val_loss_every=250,
+        warmup_steps=2,
+        parallelism="fsdp",
+        checkpoint_every=every,
+    )
 
 
 PRESETS: dict[str, Hyperparameters] = {
     "short": Hyperparameters(),
+    # GPT-2 medium class (track_2_medium). Numbers from the public modded-nanogpt medium records of 2025-02-08
+    # (weight decay, 28.1 min) and 2025-02-14 (27.7 min; its tuned Newton-Schulz coefficients are code, not
+    # numbers, and are not carried over): 16 blocks x 1024, 8 heads x 128, the 012...012 value embeddings, no
+    # attention on layer 7, 7050 steps, 256 Ki-token validation windows, FP8 head scales x 2 / 512 / 2^19.
+    "medium": dataclasses.replace(
+        Hyperparameters(),
+        val_seq_len=4 * 64 * 1024,
+        num_layers=16,
+        model_dim=1024,
+        num_heads=8,
+        attention_pattern="LSSSLSS-SSSLSSSL",
+        fp8_w_scale=512.0,
+        fp8_grad_scale=2.0**19,
+        num_iterations=7050,
+        adam_lr_head=0.1 / 1024**0.5,
+        adam_lr_embed=0.3,
+        adam_lr_scalar=0.015,
+        muon_lr=0.025,
+        muon_weight_decay=0.01,
+    ),
+    # The scale ladder (track "scale": never a record), FSDP2 on any number of GPUs and nodes. Each runs about
+    # 10B tokens, one pass over FineWeb10B. Parameters count the 3 value-embedding tables (lookups, not matmuls).
+    #   preset  blocks  width  heads x dim  parameters (hidden matrices)  muon lr  batch (windows x 4 Ki)  steps
+    #   1.5b    52      1536   12 x 128     1.86B (1.47B)                0.02     128 (0.52M tokens)      19000
+    #   3b      32      2560   20 x 128     3.16B (2.52B)                0.015    256 (1.05M tokens)      9500
+    #   7b      32      4096   32 x 128     7.47B (6.44B)                0.01     512 (2.10M tokens)      4750
+    # 1.5b has the depth, width and batch of the public modded-nanogpt ScaleUp1B run (2024-10-20: 52 x 1536,
+    # 12 heads, 0.49M tokens x 20,344 steps); 3b and 7b take Llama-like shapes, doubling the batch per rung.
+    "1.5b": scale_preset(52, 1536, windows=128, steps=19000, muon_lr=0.02, every=1000),
+    "3b": scale_preset(32, 2560, windows=256, steps=9500, muon_lr=0.015, every=500),
+    "7b": scale_preset(32, 4096, windows=512, steps=4750, muon_lr=0.01, every=250),
     # A tiny model on synthetic data (python data/synthetic.py) for 2 CPU cores: the same code paths except the
     # FP8 head (CPU float8 matmuls measured ~10x slower than float32 ones; tests check the op on its own) and
     # compilation (inductor's C++ build took 90 s, more than the whole run). Shorter validation, noted in config.
+    # SPEEDRUN_OVERRIDES='{"parallelism": "fsdp"}' runs it sharded.
     "smoke": dataclasses.replace(
         Hyperparameters(),
         data_path="data/synthetic",
@@ -720,7 +865,12 @@ PRESETS: dict[str, Hyperparameters] = {
         compile=False,
     ),
 }
-TRACKS = {"short": ("track_1_short", 3.28), "smoke": ("smoke", None)}
+TRACKS = {
+    "short": ("track_1_short", 3.28),
+    "medium": ("track_2_medium", 2.92),
+    "smoke": ("smoke", None),
+    **{name: ("scale", None) for name in ("1.5b", "3b", "7b")},
+}
 
 
 def resolve_config(env: dict[str, str]) -> tuple[str, Hyperparameters, dict]:
@@ -757,6 +907,14 @@ def resolve_config(env: dict[str, str]) -> tuple[str, Hyperparameters, dict]:
                 raise SpeedrunError(f"SPEEDRUN_OVERRIDES: {key} must be a {want.__name__}, got {value!r}.")
             overrides[key] = value
         args = dataclasses.replace(args, **overrides)
+    every = env.get("SPEEDRUN_CHECKPOINT_EVERY", "").strip()
+    if every:  # a run setting, not a change to the recipe: recorded as checkpoint_every, not in overrides
+        if not every.lstrip("-").isdigit() or int(every) < -1:
+            raise SpeedrunError(
+                f"SPEEDRUN_CHECKPOINT_EVERY={every!r}: give N > 0 (every N steps and at the end), 0 (only at the end) "
+                "or -1 (never)."
+            )
+        args = dataclasses.replace(args, checkpoint_every=int(every))
     return preset, args, overrides
 
 
@@ -782,10 +940,12 @@ def validate(args: Hyperparameters, world_size: int) -> None:
         problems.append("head_dim must be a multiple of 4 (rotary) and num_heads x head_dim equal model_dim")
     if args.fp8_head and args.model_dim % 16:
         problems.append("model_dim must be a multiple of 16 for the FP8 head")
-    if args.parallelism != "ddp":
-        problems.append(f"parallelism={args.parallelism!r} is not implemented in this file (only 'ddp')")
-    if args.num_iterations < 1 or args.val_loss_every < 0 or args.warmup_steps < 0:
-        problems.append("num_iterations must be >= 1, val_loss_every and warmup_steps >= 0")
+    if args.parallelism not in ("ddp", "fsdp"):
+        problems.append(f"parallelism={args.parallelism!r} is neither 'ddp' (replicated) nor 'fsdp' (sharded)")
+    if args.parallelism == "fsdp" and (args.num_heads * args.head_dim) % world_size:
+        problems.append(f"fsdp cuts the q/k/v weights into {world_size} equal slices: num_heads x head_dim must divide")
+    if args.num_iterations < 1 or args.val_loss_every < 0 or args.warmup_steps < 0 or args.checkpoint_every < -1:
+        problems.append("num_iterations must be >= 1, val_loss_every and warmup_steps >= 0, checkpoint_every >= -1")
     if problems:
         raise SpeedrunError("invalid configuration: " + "; ".join(problems) + ".")
 
@@ -835,6 +995,14 @@ def environment_lines() -> list[str]:
     return [f"Running Python {sys.version}", f"Running PyTorch {torch.__version__} compiled for {build}", nvidia_smi()]
 
 
+def parameter_counts(args: Hyperparameters) -> dict[str, int]:
+    """The log's `parameters:` line: counts by optimizer role, from a model built on the meta device (no memory)."""
+    with torch.device("meta"):
+        groups = GPT(args).param_groups()
+    counts = {role: sum(p.numel() for p in params) for role, params in groups.items()}
+    return dict(total=sum(counts.values()), **counts)
+
+
 def shared_seed_and_run_id(seed: int | None, d: Dist) -> tuple[int, str]:
     """The given seed or a random one, and a uuid4 run id, both drawn on rank 0 and shared."""
     choice = [seed if seed is not None else secrets.randbelow(2**31), str(uuid.uuid4())]
@@ -848,19 +1016,67 @@ def shared_seed_and_run_id(seed: int | None, d: Dist) -> tuple[int, str]:
 
 
 def build_model(args: Hyperparameters, seed: int, d: Dist) -> GPT:
+    """The model on the device, identical on every rank; sharded with FSDP2 when args.parallelism is fsdp.
+    The whole model is built on each rank first (7.5B parameters in fp32 take 30 GB), then cut."""
     torch.manual_seed(seed)
     with torch.device(d.device):
         model = GPT(args)
-    # bf16 embedding tables on CUDA, as in the record (so activations are bf16 throughout). On CPU all stays fp32:
-    # bf16 matmuls are fast only on CPUs with AVX512-BF16/AMX, and fp32 keeps 1- and 2-process runs closer.
-    if d.cuda:
+    # ddp: bf16 embedding tables on CUDA, as in the record (so activations are bf16 throughout); fsdp casts every
+    # weight itself. On CPU all stays fp32: bf16 matmuls are fast only on CPUs with AVX512-BF16/AMX.
+    if d.cuda and args.parallelism == "ddp":
         for m in model.modules():
             if isinstance(m, nn.Embedding):
                 m.bfloat16()
-    if d.world_size > 1:  # replicas start identical even if some init kernel were nondeterministic
+    if d.world_size > 1:  # ranks start identical even if some init kernel were nondeterministic
         for t in model.state_dict().values():
             dist.broadcast(t, src=0)
+    if args.parallelism == "fsdp":
+        shard_model(model, d)
     return model
+
+
+def shard_model(model: GPT, d: Dist) -> None:
+    """FSDP2 (torch.distributed.fsdp.fully_shard) on each block and on the root (embeddings, head, scalars):
+    every weight becomes a DTensor cut along one dim over all ranks, all-gathered just before its module runs
+    and freed after; gradients are reduce-scattered as backward goes, so each rank ends up with the sums for
+    its own slices. On CUDA weights compute in bf16 and gradients are reduced in fp32 (the lm_head too: the FP8
+    op receives the whole, all-gathered bf16 weight, and autograd casts its fp32 weight gradient to bf16 before
+    FSDP2 reduces it in fp32). The stacked q/k/v weight (3, hdim, dim) is cut along hdim, not along the 3."""
+    ensure_process_group(d)
+    mesh, mp = init_device_mesh(d.device.type, (d.world_size,)), mixed_precision(d)
+
+    def placement(p: nn.Parameter) -> ShardDim | None:
+        return ShardDim(1) if p.ndim == 3 else None  # None: the default, dim 0
+
+    for block in model.blocks:
+        fully_shard(block, mesh=mesh, mp_policy=mp, shard_placement_fn=placement)
+    fully_shard(model, mesh=mesh, mp_policy=mp, shard_placement_fn=placement)
+    for m in model.modules():
+        if isinstance(m, FSDPModule):  # plain sums; train_step divides by the window count, as in ddp
+            m.set_gradient_divide_factor(1.0)
+            m.set_force_sum_reduction_for_comms(True)
+
+
+def mixed_precision(d: Dist) -> MixedPrecisionPolicy:
+    if d.cuda:
+        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    return MixedPrecisionPolicy()  # CPU: fp32 throughout, as in ddp
+
+
+def compile_model(raw: GPT, args: Hyperparameters) -> nn.Module:
+    """ddp: the whole model in one graph (fullgraph: a graph break would be a silent slowdown). fsdp: FSDP2's
+    hooks (all-gather before a block, reduce-scatter after) run around every block, so each block is compiled
+    on its own, as torchtitan does; compiling the bound forward rather than wrapping the module keeps the hooks
+    outside the graph and the state_dict keys unchanged. Embeddings, block masks and head run eagerly. Blocks
+    share compiled graphs (3 variants in the ladder: the first block, value embeddings or none), so depth
+    costs no extra compilation; the BlockMask passed in each step is an input, not a recompile."""
+    if not args.compile:
+        return raw
+    if args.parallelism == "ddp":
+        return torch.compile(raw, dynamic=False, fullgraph=True)
+    for block in raw.blocks:
+        block.forward = torch.compile(block.forward, dynamic=False, fullgraph=True)
+    return raw
 
 
 class GradBuckets:
@@ -888,6 +1104,18 @@ class GradBuckets:
 
     def flat(self) -> list[Tensor]:
         return [buf for bufs in self.buckets.values() for buf in bufs]
+
+    def accumulate(self, forward_backward, windows: range, d: Dist) -> dict[int, Tensor]:
+        """Gradients of this rank's windows summed in a TreeSum, then their all-reduce started."""
+        tree = TreeSum(self, len(windows))
+        losses = {}
+        for j in windows:
+            self.zero()
+            losses[j] = forward_backward(j)
+            tree.add_window()
+        tree.finish()
+        self.start_sum(d)
+        return losses
 
     def start_sum(self, d: Dist) -> None:
         if d.world_size > 1:
@@ -937,6 +1165,39 @@ class TreeSum:
             buf.copy_(t)
 
 
+class ShardedGrads:
+    """fsdp: FSDP2 owns the gradients. Each backward reduce-scatters (sums) the window's gradients over the ranks
+    and adds the result to the sharded .grad, so a step sums, in order, the cross-rank sums of each micro-step:
+    (w0 + w4) + (w1 + w5) + ... on 2 processes of 4 windows each. One process adds exactly that when it runs
+    the windows in pairs (0, 4), (1, 5), ..., the first of each without gradient sync, so that FSDP2 adds the
+    pair before it reaches the sharded gradient: 1 and 2 processes print bitwise identical losses, as in ddp.
+    (Beyond 2 processes a reduce-scatter adds in an order of its own.) The pairing keeps one extra copy of the
+    gradients on a single process; nothing else is copied."""
+
+    def __init__(self, model: GPT, roles: dict[str, list[nn.Parameter]], world_size: int):
+        self.model, self.roles, self.world_size = model, roles, world_size
+
+    def zero(self) -> None:
+        for params in self.roles.values():
+            for p in params:
+                p.grad = None
+
+    def accumulate(self, forward_backward, windows: range, d: Dist) -> dict[int, Tensor]:
+        half = len(windows) // 2
+        pairs = self.world_size == 1 and len(windows) == 2 * half
+        order = [j for i in range(half) for j in (windows[i], windows[i + half])] if pairs else windows
+        self.zero()
+        losses = {}
+        for k, j in enumerate(order):
+            self.model.set_requires_gradient_sync(not pairs or k % 2 == 1)
+            losses[j] = forward_backward(j)
+        return losses
+
+    def finish_mean(self, role: str, scale: float) -> None:
+        for p in self.roles[role]:
+            p.grad.mul_(scale)
+
+
 def gather_window_losses(losses: Tensor, d: Dist) -> Tensor:
     """Every process's per-window losses, concatenated in window order (processes own contiguous runs of windows),
     so that their sum is taken in one fixed order whatever the world size."""
@@ -947,7 +1208,9 @@ def gather_window_losses(losses: Tensor, d: Dist) -> Tensor:
     return out
 
 
-def build_optimizers(model: GPT, args: Hyperparameters, d: Dist) -> tuple[torch.optim.Adam, Muon, GradBuckets]:
+def build_optimizers(
+    model: GPT, args: Hyperparameters, d: Dist
+) -> tuple[torch.optim.Adam, Muon, GradBuckets | ShardedGrads]:
     groups = model.param_groups()
     adam = torch.optim.Adam(
         [
@@ -959,11 +1222,14 @@ def build_optimizers(model: GPT, args: Hyperparameters, d: Dist) -> tuple[torch.
         eps=args.adam_eps,
         fused=d.cuda,
     )
-    muon = Muon(groups["hidden"], args.muon_lr, args.muon_momentum, args.ns_steps, d.rank, d.world_size)
+    muon = Muon(
+        groups["hidden"], args.muon_lr, args.muon_momentum, args.ns_steps, d.rank, d.world_size, args.muon_weight_decay
+    )
     for opt in (adam, muon):
         for group in opt.param_groups:
             group["initial_lr"] = group["lr"]
-    grads = GradBuckets(dict(muon=groups["hidden"], adam=groups["head"] + groups["embed"] + groups["scalar"]))
+    roles = dict(muon=groups["hidden"], adam=groups["head"] + groups["embed"] + groups["scalar"])
+    grads = ShardedGrads(model, roles, d.world_size) if args.parallelism == "fsdp" else GradBuckets(roles)
     return adam, muon, grads
 
 
@@ -989,22 +1255,19 @@ def window_tensor(step: int, args: Hyperparameters, d: Dist) -> Tensor:
 def train_step(step: int, model: nn.Module, opts, windows, args: Hyperparameters, d: Dist, dummy=None) -> Tensor:
     """One optimizer step on windows_per_step windows; returns the mean loss as a device tensor (no sync).
     Process r takes windows r*G .. r*G + G-1 of the step (G = grad_accum_steps), so the math is the same on any
-    world size, and bitwise the same on 1 and 2 processes (see TreeSum)."""
+    world size, and bitwise the same on 1 and 2 processes (see TreeSum and ShardedGrads)."""
     adam, muon, grads = opts
     window = window_tensor(step, args, d)
     accum = args.windows_per_step // d.world_size
-    tree = TreeSum(grads, accum)
-    losses = []
-    for j in range(d.rank * accum, (d.rank + 1) * accum):
+
+    def forward_backward(j: int) -> Tensor:
         inputs, targets = windows[step * args.windows_per_step + j] if dummy is None else dummy
-        grads.zero()
         loss = model(inputs, targets, window)
         # backward of the unscaled window mean: the FP8 gradient scale sees the same values on any world size
         loss.backward()
-        tree.add_window()
-        losses.append(loss.detach())
-    tree.finish()
-    grads.start_sum(d)
+        return loss.detach()
+
+    losses = grads.accumulate(forward_backward, range(d.rank * accum, (d.rank + 1) * accum), d)
     factor = lr_factor(step, args)
     for opt in (adam, muon):
         for group in opt.param_groups:
@@ -1016,7 +1279,8 @@ def train_step(step: int, model: nn.Module, opts, windows, args: Hyperparameters
     muon.step()
     grads.finish_mean("adam", 1 / args.windows_per_step)
     adam.step()
-    return gather_window_losses(torch.stack(losses), d).sum() / args.windows_per_step
+    mine = torch.stack([losses[j] for j in sorted(losses)])
+    return gather_window_losses(mine, d).sum() / args.windows_per_step
 
 
 @torch.no_grad()
@@ -1039,15 +1303,183 @@ def evaluate(model: nn.Module, windows: TokenWindows, args: Hyperparameters, d: 
 def warm_up(model: nn.Module, raw: GPT, opts, args: Hyperparameters, seed: int, d: Dist) -> None:
     if args.warmup_steps == 0:
         return
-    initial = copy.deepcopy(dict(model=raw.state_dict(), adam=opts[0].state_dict(), muon=opts[1].state_dict()))
+    # The initial weights (this rank's slices, under fsdp) wait in host memory, so that a big model needs no second
+    # copy on the device; the optimizers have no state yet, only their settings to restore.
+    weights = [local(t).to("cpu", copy=True) for t in raw.state_dict().values()]
+    settings = copy.deepcopy([opts[0].state_dict(), opts[1].state_dict()])
     gen = torch.Generator().manual_seed(seed)
     dummy = inputs_and_targets(torch.randint(0, args.vocab_size, (args.train_seq_len + 1,), generator=gen), d.device)
     for step in range(args.warmup_steps):
         train_step(step, model, opts, None, args, d, dummy=dummy)
-    raw.load_state_dict(initial["model"])
-    opts[0].load_state_dict(initial["adam"])
-    opts[1].load_state_dict(initial["muon"])
+    with torch.no_grad():
+        for t, w in zip(raw.state_dict().values(), weights, strict=True):
+            local(t).copy_(w)
+    opts[0].load_state_dict(settings[0])
+    opts[1].load_state_dict(settings[1])
     opts[2].zero()
+
+
+# -----------------------------------------------------------------------------------------------
+# Checkpoints: torch.distributed.checkpoint (DCP) folders, written by every rank in parallel, that load on any
+# world size and either parallelism. The layout (read by tools/ too):
+#   <dir>/step_<NNNNNN>/.metadata, *.distcp   "model": GPT(args).state_dict() (DTensor slices under fsdp)
+#                                             "optim": per-parameter optimizer state, by parameter name
+#                                             "train": step, data position, train time, RNG states
+#   <dir>/step_<NNNNNN>/config.json           written last by rank 0: its presence marks a complete checkpoint
+
+CHECKPOINT_FORMAT = "speedrun-checkpoint-v1"
+CHECKPOINT_RUN_SETTINGS = ("data_path", "checkpoint_every", "compile", "warmup_steps", "val_loss_every", "parallelism")
+
+
+@dataclass(frozen=True)
+class Resume:
+    path: Path  # a step_<NNNNNN> folder
+    step: int
+    run_id: str
+
+
+def read_resume(path_text: str, args: Hyperparameters) -> Resume:
+    """Check a checkpoint folder before any work: complete, of this format, and of the same recipe."""
+    path, fix = Path(path_text), "point SPEEDRUN_RESUME at a step_<NNNNNN> folder that holds a config.json"
+    try:
+        meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except OSError as e:
+        raise SpeedrunError(
+            f"SPEEDRUN_RESUME={path_text}: cannot read {path / 'config.json'} ({e.strerror or e}): the folder is "
+            f"missing or the checkpoint incomplete (config.json is written last); {fix}."
+        ) from e
+    except json.JSONDecodeError as e:
+        raise SpeedrunError(f"SPEEDRUN_RESUME={path_text}: config.json is not valid JSON ({e}); {fix}.") from e
+    keys = ("format", "preset", "hyperparameters", "step", "run_id")
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT or not all(k in meta for k in keys):
+        raise SpeedrunError(
+            f"SPEEDRUN_RESUME={path_text}: config.json is not a {CHECKPOINT_FORMAT} checkpoint's (it needs "
+            f"{', '.join(keys)}); {fix}."
+        )
+    saved, now = meta["hyperparameters"], dataclasses.asdict(args)
+    differ = [k for k in now if k not in CHECKPOINT_RUN_SETTINGS and saved.get(k) != now[k]]
+    if differ:
+        diffs = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, this run {now[k]!r}" for k in differ[:6])
+        raise SpeedrunError(
+            f"SPEEDRUN_RESUME={path_text} was saved by a run with another recipe ({diffs}). A resumed run continues "
+            f"exactly only with the same one: use SPEEDRUN_PRESET={meta['preset']} and the same SPEEDRUN_OVERRIDES."
+        )
+    if not (path / ".metadata").is_file():
+        raise SpeedrunError(
+            f"SPEEDRUN_RESUME={path_text}: the DCP file .metadata is missing: the checkpoint is damaged."
+        )
+    if meta["step"] >= args.num_iterations:
+        raise SpeedrunError(
+            f"SPEEDRUN_RESUME={path_text} is the checkpoint of step {meta['step']}, the end of its "
+            f"{args.num_iterations}-step run: nothing is left to train."
+        )
+    return Resume(path, meta["step"], meta["run_id"])
+
+
+def optimizer_state(raw: GPT, opts, template: bool = False) -> dict:
+    """{"adam"|"muon": {parameter name: its state}}, whole tensors or DTensors, so that it reshards to any world
+    size. Muon keeps a replicated matrix's momentum on its owner only, and ownership depends on the world size,
+    so each rank writes (and reads) the whole buffers of the matrices it owns. With template=True: zeros of
+    the right shapes, for dcp.load to fill."""
+    adam, muon, _ = opts
+    names = {p: n for n, p in raw.named_parameters()}
+    adam_params = [p for group in adam.param_groups for p in group["params"]]
+
+    def adam_zeros(p: Tensor) -> dict:
+        return dict(step=torch.zeros(()), exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+
+    return dict(
+        adam={names[p]: adam_zeros(p) if template else adam.state[p] for p in adam_params},
+        muon={names[p]: dict(momentum_buffer=torch.zeros_like(p)) if template else muon.state[p] for p in muon.owned},
+    )
+
+
+def train_state(step: int, train_time_ms: float, args: Hyperparameters, d: Dist) -> dict:
+    """Step, data position, train time and RNG states (the same on every rank: all were seeded alike, and
+    training draws no random numbers)."""
+    state = dict(
+        step=torch.tensor(step),
+        next_window=torch.tensor(step * args.windows_per_step),  # the data position: windows are read in order
+        train_time_ms=torch.tensor(train_time_ms, dtype=torch.float64),
+        rng_cpu=torch.get_rng_state(),
+    )
+    if d.cuda:
+        state["rng_cuda"] = torch.cuda.get_rng_state(d.device)
+    return state
+
+
+def make_checkpoint_dir(folder: Path, d: Dist) -> None:
+    """Rank 0 creates the run's checkpoint folder; every rank must then see it, since each writes its own part."""
+    problem = None
+    if d.rank == 0:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            problem = f"cannot create the checkpoint folder {folder} ({e.strerror or e}); set SPEEDRUN_CHECKPOINT_DIR"
+    if d.world_size > 1:
+        dist.barrier()
+    if problem is None and not folder.is_dir():
+        problem = (
+            f"rank {d.rank} does not see the checkpoint folder {folder} that rank 0 created: SPEEDRUN_CHECKPOINT_DIR "
+            "must be on a filesystem that every node shares"
+        )
+    problems = [problem]
+    if d.world_size > 1:  # every rank stops with the same message, none waits in a collective
+        problems = [None] * d.world_size
+        dist.all_gather_object(problems, problem)
+    if any(problems):
+        raise SpeedrunError(next(p for p in problems if p) + ".")
+
+
+def save_checkpoint(
+    folder: Path, raw: GPT, opts, args: Hyperparameters, step: int, train_time_ms: float, meta: dict, d: Dist
+) -> None:
+    state = dict(model=raw.state_dict(), optim=optimizer_state(raw, opts))
+    if d.rank == 0:  # rank 0's clock and RNG: DCP writes one copy of a replicated value, from any rank
+        state["train"] = train_state(step, train_time_ms, args, d)
+    try:
+        dcp.save(state, checkpoint_id=folder)
+        if d.rank == 0:
+            config = meta | dict(step=step, train_time_ms=train_time_ms)
+            (folder / "config.json.tmp").write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
+            os.replace(folder / "config.json.tmp", folder / "config.json")
+    except (OSError, dcp.CheckpointException) as e:
+        raise SpeedrunError(
+            f"cannot write the checkpoint {folder}: {e}. Free some space or set SPEEDRUN_CHECKPOINT_DIR to a writable "
+            "folder (on a filesystem every node sees)."
+        ) from e
+
+
+def load_checkpoint(resume: Resume, raw: GPT, opts, args: Hyperparameters, d: Dist) -> tuple[int, float]:
+    """Load weights, optimizer state and RNG into the built model; return (step, train_time_ms) to go on from."""
+    adam, muon, _ = opts
+    try:
+        saved = dcp.FileSystemReader(resume.path).read_metadata().state_dict_metadata
+        train = train_state(0, 0.0, args, d)
+        train = {k: v for k, v in train.items() if f"train.{k}" in saved}  # no CUDA RNG in a CPU run's checkpoint
+        state = dict(model=raw.state_dict(), optim=optimizer_state(raw, opts, template=True), train=train)
+        dcp.load(state, checkpoint_id=resume.path)
+    except (OSError, RuntimeError, dcp.CheckpointException) as e:
+        raise SpeedrunError(f"cannot load the checkpoint {resume.path}: {e}") from e
+    step = int(train["step"])
+    if step != resume.step or int(train["next_window"]) != step * args.windows_per_step:
+        raise SpeedrunError(
+            f"the checkpoint {resume.path} disagrees with its config.json (step {step}): it is damaged."
+        )
+    names = {p: n for n, p in raw.named_parameters()}
+    adam_params = [p for group in adam.param_groups for p in group["params"]]
+    adam.load_state_dict(
+        dict(
+            state={i: state["optim"]["adam"][names[p]] for i, p in enumerate(adam_params)},
+            param_groups=adam.state_dict()["param_groups"],
+        )
+    )
+    for p in muon.owned:
+        muon.state[p] = state["optim"]["muon"][names[p]]
+    torch.set_rng_state(train["rng_cpu"])
+    if "rng_cuda" in train:
+        torch.cuda.set_rng_state(train["rng_cuda"], d.device)
+    return step, float(train["train_time_ms"])
 
 
 # -----------------------------------------------------------------------------------------------
@@ -1059,9 +1491,21 @@ class NonFiniteLoss(SpeedrunError):
     pass
 
 
-def train(model: nn.Module, opts, train_windows, val_windows, args: Hyperparameters, d: Dist, log: RunLog) -> float:
-    total = args.num_iterations
-    train_time_ms, val_loss = 0.0, float("nan")
+def train(
+    model: nn.Module,
+    opts,
+    train_windows,
+    val_windows,
+    args: Hyperparameters,
+    d: Dist,
+    log: RunLog,
+    start: tuple[int, float] = (0, 0.0),
+    save=None,
+) -> float:
+    """Steps start[0]+1 .. num_iterations, the clock going on from start[1] ms (a resumed run). save(step, ms),
+    if given, writes a checkpoint every checkpoint_every steps and at the end, with the clock stopped."""
+    total, (first, train_time_ms) = args.num_iterations, start
+    val_loss = float("nan")
     pending = None  # (step, loss tensor, train_time_ms read without a sync) of the step whose loss is unread
 
     def report(entry) -> None:
@@ -1075,22 +1519,28 @@ def train(model: nn.Module, opts, train_windows, val_windows, args: Hyperparamet
 
     synchronize(d.device)
     t0 = time.perf_counter()
-    for step in range(total + 1):
+    for step in range(first, total + 1):
         last = step == total
-        if last or (args.val_loss_every > 0 and step % args.val_loss_every == 0):
+        validating = last or (args.val_loss_every > 0 and (step % args.val_loss_every == 0 or step == first))
+        every = args.checkpoint_every
+        saving = save is not None and step > first and (last or (every > 0 and step % every == 0))
+        if validating or saving:
             synchronize(d.device)
-            if step > 0:
+            if step > first:
                 train_time_ms += 1000 * (time.perf_counter() - t0)
             if pending is not None:
                 report(pending)
                 pending = None
-            val_loss = evaluate(model, val_windows, args, d, step)
-            log(
-                f"step:{step}/{total} val_loss:{val_loss:.4f} train_time:{train_time_ms:.0f}ms "
-                f"step_avg:{train_time_ms / max(step, 1):.2f}ms"
-            )
-            if not math.isfinite(val_loss):
-                raise NonFiniteLoss(f"the validation loss became {val_loss} at step {step}; stopping the run")
+            if validating:
+                val_loss = evaluate(model, val_windows, args, d, step)
+                log(
+                    f"step:{step}/{total} val_loss:{val_loss:.4f} train_time:{train_time_ms:.0f}ms "
+                    f"step_avg:{train_time_ms / max(step, 1):.2f}ms"
+                )
+                if not math.isfinite(val_loss):
+                    raise NonFiniteLoss(f"the validation loss became {val_loss} at step {step}; stopping the run")
+            if saving:
+                save(step, train_time_ms)
             synchronize(d.device)
             t0 = time.perf_counter()
         if last:
@@ -1115,16 +1565,33 @@ def peak_memory_line(d: Dist) -> str:
     return f"peak memory allocated: {mib[0]} MiB reserved: {mib[1]} MiB"
 
 
-def plan_run(world_size: int) -> tuple[str, Hyperparameters, dict, int | None, list[Shard], list[Shard]]:
-    """Configuration, seed and the shards to read, all checked: a setup mistake surfaces here, before any work."""
-    preset, args, overrides = resolve_config(dict(os.environ))
+@dataclass(frozen=True)
+class RunPlan:
+    preset: str
+    args: Hyperparameters
+    overrides: dict
+    seed: int | None
+    val_shards: list[Shard]
+    train_shards: list[Shard]
+    checkpoint_root: Path | None  # checkpoints go to <root>/<run_id>/step_<NNNNNN>; None: no checkpoints
+    resume: Resume | None
+
+
+def plan_run(world_size: int) -> RunPlan:
+    """Configuration, seed, checkpoints and the shards to read, all checked: a setup mistake surfaces here,
+    before any work."""
+    env = dict(os.environ)
+    preset, args, overrides = resolve_config(env)
     validate(args, world_size)
-    seed_text = os.environ.get("SEED")
+    seed_text = env.get("SEED")
     if seed_text is not None and not seed_text.strip().lstrip("-").isdigit():
         raise SpeedrunError(f"SEED={seed_text!r} is not an integer; unset it to draw a random seed.")
     val_shards = plan_shards(args, "val", args.val_tokens + 1)
     train_shards = plan_shards(args, "train", args.num_iterations * args.windows_per_step * args.train_seq_len + 1)
-    return preset, args, overrides, None if seed_text is None else int(seed_text), val_shards, train_shards
+    root = Path(env.get("SPEEDRUN_CHECKPOINT_DIR") or "checkpoints") if args.checkpoint_every >= 0 else None
+    resume = read_resume(env["SPEEDRUN_RESUME"], args) if env.get("SPEEDRUN_RESUME") else None
+    seed = None if seed_text is None else int(seed_text)
+    return RunPlan(preset, args, overrides, seed, val_shards, train_shards, root, resume)
 
 
 def preflight(world_size: int) -> int:
@@ -1138,14 +1605,16 @@ def preflight(world_size: int) -> int:
 
 
 def run(code: str, d: Dist) -> None:
-    preset, args, overrides, seed, val_shards, train_shards = plan_run(d.world_size)
-    seed, run_id = shared_seed_and_run_id(seed, d)
-    data = describe_data(val_shards + train_shards, args, d)
-    track, target = TRACKS[preset]
+    plan = plan_run(d.world_size)
+    args, resume = plan.args, plan.resume
+    seed, run_id = shared_seed_and_run_id(plan.seed, d)
+    data = describe_data(plan.val_shards + plan.train_shards, args, d)
+    track, target = TRACKS[plan.preset]
     grad_accum = args.windows_per_step // d.world_size
+    checkpoint_dir = None if plan.checkpoint_root is None else plan.checkpoint_root / run_id
     config = dict(
         dataclasses.asdict(args),
-        preset=preset,
+        preset=plan.preset,
         track=track,
         world_size=d.world_size,
         grad_accum_steps=grad_accum,
@@ -1157,8 +1626,10 @@ def run(code: str, d: Dist) -> None:
         parallelism=args.parallelism,
         device=d.device.type,
         step_avg_excluded_steps=0,
-        overrides=overrides,
+        overrides=plan.overrides,
         data_path=args.data_path,
+        checkpoint_dir=None if checkpoint_dir is None else str(checkpoint_dir),
+        resumed_from=None if resume is None else dict(path=str(resume.path), step=resume.step, run_id=resume.run_id),
     )
 
     log_path = Path(os.environ.get("LOG_DIR") or "logs") / f"{run_id}.txt"
@@ -1170,16 +1641,35 @@ def run(code: str, d: Dist) -> None:
             log(line)
         log("config: " + json.dumps(config))
         log("data: " + json.dumps(data))
+        log("parameters: " + json.dumps(parameter_counts(args)))
         log(SEPARATOR)
 
+        save = None
+        if checkpoint_dir is not None:
+            make_checkpoint_dir(checkpoint_dir, d)
+            meta = dict(
+                format=CHECKPOINT_FORMAT,
+                preset=plan.preset,
+                hyperparameters=dataclasses.asdict(args),
+                run_id=run_id,
+                world_size=d.world_size,
+                parallelism=args.parallelism,
+            )
+
+            def save(step: int, train_time_ms: float) -> None:
+                started, folder = time.perf_counter(), checkpoint_dir / f"step_{step:06d}"
+                save_checkpoint(folder, raw, opts, args, step, train_time_ms, meta, d)
+                log(f"checkpoint: step {step} saved to {folder} in {time.perf_counter() - started:.1f}s")
+
         raw = build_model(args, seed, d)
-        model = torch.compile(raw, dynamic=False, fullgraph=True) if args.compile else raw
+        model = compile_model(raw, args)
         opts = build_optimizers(raw, args, d)
         warm_up(model, raw, opts, args, seed, d)
-        train_windows = TokenWindows(train_shards, args.train_seq_len, d.device)
-        val_windows = TokenWindows(val_shards, args.val_seq_len, d.device)
+        start = (0, 0.0) if resume is None else load_checkpoint(resume, raw, opts, args, d)
+        train_windows = TokenWindows(plan.train_shards, args.train_seq_len, d.device)
+        val_windows = TokenWindows(plan.val_shards, args.val_seq_len, d.device)
         try:
-            train(model, opts, train_windows, val_windows, args, d, log)
+            train(model, opts, train_windows, val_windows, args, d, log, start, save)
         except NonFiniteLoss as e:
             log(f"error: {e}. The log up to here is kept in {log_path}.", console=False)
             raise NonFiniteLoss(f"{e}. The log up to here is kept in {log_path}.") from None

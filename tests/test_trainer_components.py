@@ -394,7 +394,7 @@ def test_overrides_are_checked() -> None:
     )
     assert tg.resolve_config({"DATA_PATH": "/x"})[1].data_path == "/x"
     for env, needle in [
-        ({"SPEEDRUN_PRESET": "huge"}, "short, smoke"),
+        ({"SPEEDRUN_PRESET": "huge"}, "short, medium, 1.5b, 3b, 7b, smoke"),
         ({"SPEEDRUN_OVERRIDES": "{num_iterations: 3}"}, "not valid JSON"),
         ({"SPEEDRUN_OVERRIDES": "[1]"}, "JSON object"),
         ({"SPEEDRUN_OVERRIDES": '{"num_iteration": 3}'}, "not a Hyperparameters field"),

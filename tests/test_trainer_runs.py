@@ -22,6 +22,7 @@ MEMORY = re.compile(r"^peak memory allocated: \d+ MiB reserved: \d+ MiB$")
 CONFIG_EXTRA_KEYS = {
     "preset", "track", "world_size", "grad_accum_steps", "global_batch_tokens", "seed", "run_id", "val_tokens",
     "target_val_loss", "parallelism", "device", "step_avg_excluded_steps", "overrides", "data_path",
+    "checkpoint_dir", "resumed_from",
 }  # fmt: skip
 STEPS = 30
 OVERRIDES = {"num_iterations": STEPS, "val_loss_every": 10}
@@ -115,6 +116,9 @@ def test_log_grammar(smoke_logs) -> None:
     assert config["preset"] == "smoke" and config["track"] == "smoke" and config["target_val_loss"] is None
     assert config["overrides"] == OVERRIDES and config["seed"] == 1 and config["device"] == "cpu"
     assert config["run_id"] == smoke_logs[1].stem and config["step_avg_excluded_steps"] == 0
+    assert config["checkpoint_dir"] is None and config["resumed_from"] is None and config["checkpoint_every"] == -1
+    params = json.loads(next(ln for ln in env_lines if ln.startswith("parameters: "))[len("parameters: ") :])
+    assert params["total"] == sum(params[k] for k in ("hidden", "embed", "head", "scalar")) > 0
     assert set(data) == {"path", "vocab_size", "shards"} and data["vocab_size"] == 512
     assert [(s["name"], s["split"]) for s in data["shards"]] == [
         ("synthetic_val_000000.bin", "val"),

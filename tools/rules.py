@@ -18,6 +18,10 @@ Choices this module makes where RULES.md leaves room (also in records/README.md)
   LOSS_DROP_FRACTION (5%) below its first one (the step-0 evaluation) and finite. A smoke run is
   short (tens of steps on CPU); 5% is far outside evaluation noise yet reachable by any trainer that
   learns at all, and it catches the failures a smoke run exists for: NaN, divergence, no learning.
+- ``config``: the runs of a record must agree on every config key but their identity (seed, run_id),
+  where the shards sit (data_path) and when they saved checkpoints (checkpoint_every, checkpoint_dir),
+  which changes no number. A resumed run (``resumed_from`` set) is never a record: a record trains
+  from step 0 in one go, and its train_time would otherwise include time measured by another run.
 - Community logs (no ``config:``/``data:`` lines, no README): ``config`` and ``data`` are not
   applicable, ``distinct-runs`` compares curves and files but not seeds, ``compile-flags`` reads the
   code where the log still has it and is not applicable where the anchor copy omitted it.
@@ -71,6 +75,8 @@ REQUIRED_CONFIG_KEYS = (
     "target_val_loss",
     "overrides",
 )
+# Config keys the runs of one record may disagree on (see `config` above).
+RUN_IDENTITY_KEYS = ("seed", "run_id", "data_path", "checkpoint_every", "checkpoint_dir")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -409,7 +415,7 @@ def rule_config(ctx: Context) -> RuleResult:
     if track.is_record_track and not out:
         # Everything but the per-run identity (and where the shards sit on disk; `data` compares their
         # hashes) must agree: one record, one recipe.
-        per_run = {run.file: _without(run.log.config or {}, ("seed", "run_id", "data_path")) for run in ctx.runs}
+        per_run = {run.file: _without(run.log.config or {}, RUN_IDENTITY_KEYS) for run in ctx.runs}
         first_file, first = next(iter(per_run.items()))
         for f, cfg in per_run.items():
             if cfg != first:
@@ -463,6 +469,11 @@ def _config_problems(log: ParsedLog, ctx: Context) -> list[str]:
         if cfg["overrides"] != {}:
             problems.append(
                 f"overrides {cfg['overrides']!r}: a record runs the code as written (SPEEDRUN_OVERRIDES is for experiments)"
+            )
+        if cfg.get("resumed_from"):
+            problems.append(
+                f"resumed_from {cfg['resumed_from']!r}: a run resumed from a checkpoint (SPEEDRUN_RESUME) is never a "
+                "record; a record trains from step 0 in one go"
             )
     return problems
 

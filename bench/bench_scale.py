@@ -1,0 +1,135 @@
+"""Measure a preset's training step where it runs: step time, tokens/s and peak memory.
+
+    python bench/bench_scale.py                                # 1.5b with FSDP2 on 1 GPU, 10 steps
+    python bench/bench_scale.py --preset 1.5b --nproc 8        # the same on 8 GPUs of this node
+    python bench/bench_scale.py --preset smoke --overrides '{"parallelism": "fsdp"}' --nproc 2 --steps 5  # CPU
+
+It launches train_gpt.py with torchrun exactly as a run does (compilation and warm-up untimed, the clock
+stopped for validation) on synthetic shards of the preset's vocabulary, made in a temporary folder unless
+--data names a folder of shards. SPEEDRUN_OVERRIDES shortens the run: num_iterations = --steps, validation
+only at the end on one window per process; checkpoints are off. Then it reads the run's log:
+
+    step_ms      train_time / steps on the final val_loss line (read after a device sync)
+    tokens/s     global_batch_tokens / step_ms, all processes together
+    peak memory  the log's line: the CUDA allocator's peak on rank 0 (on CPU, rank 0's peak resident set)
+
+and prints them, with the parameter count and the config that ran, as text and one JSON line (--json FILE
+writes it to a file too). Every timed step counts, the first after warm-up included; compile once
+(warm-up) and measure 10 or more steps for a steady number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+import train_gpt  # noqa: E402
+
+FINAL_VAL = re.compile(r"^step:(\d+)/(\d+) val_loss:\S+ train_time:(\d+)ms step_avg:(\d+\.\d+)ms$")
+MEMORY = re.compile(r"^peak memory allocated: (\d+) MiB reserved: (\d+) MiB$")
+
+
+def bench_args(preset: str, overrides: dict, steps: int, nproc: int) -> tuple[train_gpt.Hyperparameters, dict]:
+    """The preset as the benchmark runs it, and the SPEEDRUN_OVERRIDES that make it so."""
+    _, base, _ = train_gpt.resolve_config({"SPEEDRUN_PRESET": preset, "SPEEDRUN_OVERRIDES": json.dumps(overrides)})
+    short = dict(overrides, num_iterations=steps, val_loss_every=0, val_tokens=base.windows_per_step * base.val_seq_len)
+    _, args, _ = train_gpt.resolve_config({"SPEEDRUN_PRESET": preset, "SPEEDRUN_OVERRIDES": json.dumps(short)})
+    train_gpt.validate(args, nproc)
+    return args, short
+
+
+def make_data(folder: Path, args: train_gpt.Hyperparameters) -> None:
+    """Synthetic shards holding exactly what the shortened run reads (data/synthetic.py)."""
+    train_tokens = args.num_iterations * args.windows_per_step * args.train_seq_len + 1
+    shard_tokens = min(train_tokens, 100_000_000)
+    cmd = [
+        sys.executable,
+        str(REPO_ROOT / "data" / "synthetic.py"),
+        *("--out", str(folder), "--vocab-size", str(args.vocab_size)),
+        *("--train-shards", str(-(-train_tokens // shard_tokens)), "--shard-tokens", str(shard_tokens)),
+        *("--val-tokens", str(args.val_tokens + 1)),
+    ]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+
+def read_log(log: Path) -> dict:
+    lines = log.read_text(encoding="utf-8").splitlines()
+    config = json.loads(next(ln for ln in lines if ln.startswith("config: "))[len("config: ") :])
+    params = json.loads(next(ln for ln in lines if ln.startswith("parameters: "))[len("parameters: ") :])
+    step, _, train_ms, _ = next(m for ln in reversed(lines) if (m := FINAL_VAL.match(ln))).groups()
+    allocated, reserved = next(m for ln in reversed(lines) if (m := MEMORY.match(ln))).groups()
+    step_ms = int(train_ms) / int(step)
+    return dict(
+        preset=config["preset"],
+        parallelism=config["parallelism"],
+        device=config["device"],
+        world_size=config["world_size"],
+        parameters=params["total"],
+        global_batch_tokens=config["global_batch_tokens"],
+        steps=int(step),
+        step_ms=round(step_ms, 2),
+        tokens_per_s=round(config["global_batch_tokens"] / step_ms * 1000),
+        peak_allocated_mib=int(allocated),
+        peak_reserved_mib=int(reserved),
+        log=str(log),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="1.5b", help="a train_gpt.py preset (default 1.5b)")
+    parser.add_argument("--overrides", default="{}", help="JSON object of Hyperparameters fields to change")
+    parser.add_argument("--nproc", type=int, default=1, help="processes (GPUs) on this node (default 1)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
+    parser.add_argument("--data", type=Path, help="a folder of shards to read instead of synthetic ones")
+    parser.add_argument("--log-dir", type=Path, help="where the run's log goes (default: a temporary folder)")
+    parser.add_argument("--json", type=Path, help="also write the result as JSON to this file")
+    opts = parser.parse_args(argv)
+    try:
+        overrides = json.loads(opts.overrides)
+        args, short = bench_args(opts.preset, overrides, opts.steps, opts.nproc)
+    except (json.JSONDecodeError, train_gpt.SpeedrunError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
+        data = opts.data or Path(tmp) / "data"
+        if opts.data is None:
+            print(f"writing synthetic shards for {opts.steps} steps of {opts.preset} to {data} ...", flush=True)
+            make_data(data, args)
+        log_dir = opts.log_dir or Path(tmp) / "logs"
+        env = dict(os.environ, SPEEDRUN_PRESET=opts.preset, DATA_PATH=str(data), LOG_DIR=str(log_dir), SEED="0")
+        env.update(SPEEDRUN_OVERRIDES=json.dumps(short), SPEEDRUN_CHECKPOINT_EVERY="-1")
+        env.pop("SPEEDRUN_RESUME", None)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={opts.nproc}"]
+        print(f"running {opts.preset} on {opts.nproc} process(es): {' '.join(cmd)} train_gpt.py", flush=True)
+        run = subprocess.run([*cmd, str(REPO_ROOT / "train_gpt.py")], cwd=REPO_ROOT, env=env)
+        logs = sorted(log_dir.glob("*.txt"))
+        if run.returncode != 0 or not logs:
+            print(f"error: the run failed (exit status {run.returncode}); its output is above.", file=sys.stderr)
+            return 1
+        result = read_log(logs[-1])
+        if opts.log_dir is None:
+            result["log"] = None  # the temporary folder is gone
+    print(
+        f"{result['preset']} ({result['parameters']:,} parameters, {result['parallelism']}) on "
+        f"{result['world_size']} x {result['device']}: {result['step_ms']:.1f} ms/step, "
+        f"{result['tokens_per_s']:,} tokens/s, peak memory {result['peak_allocated_mib']:,} MiB allocated / "
+        f"{result['peak_reserved_mib']:,} MiB reserved (rank 0)"
+    )
+    print(json.dumps(result))
+    if opts.json:
+        opts.json.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
