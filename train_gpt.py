@@ -1664,7 +1664,12 @@ def run(code: str, d: Dist) -> None:
         raw = build_model(args, seed, d)
         model = compile_model(raw, args)
         opts = build_optimizers(raw, args, d)
+        started = time.perf_counter()
         warm_up(model, raw, opts, args, seed, d)
+        synchronize(d.device)
+        log(
+            f"warm-up: {args.warmup_steps} untimed steps (compilation included) took {time.perf_counter() - started:.1f}s"
+        )
         start = (0, 0.0) if resume is None else load_checkpoint(resume, raw, opts, args, d)
         train_windows = TokenWindows(plan.train_shards, args.train_seq_len, d.device)
         val_windows = TokenWindows(plan.val_shards, args.val_seq_len, d.device)

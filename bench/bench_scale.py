@@ -9,6 +9,7 @@ stopped for validation) on synthetic shards of the preset's vocabulary, made in 
 --data names a folder of shards. SPEEDRUN_OVERRIDES shortens the run: num_iterations = --steps, validation
 only at the end on one window per process; checkpoints are off. Then it reads the run's log:
 
+    warm-up      the untimed warm-up steps, compilation included (the log's warm-up line)
     step_ms      train_time / steps on the final val_loss line (read after a device sync)
     tokens/s     global_batch_tokens / step_ms, all processes together
     peak memory  the log's line: the CUDA allocator's peak on rank 0 (on CPU, rank 0's peak resident set)
@@ -36,6 +37,7 @@ import train_gpt  # noqa: E402
 
 FINAL_VAL = re.compile(r"^step:(\d+)/(\d+) val_loss:\S+ train_time:(\d+)ms step_avg:(\d+\.\d+)ms$")
 MEMORY = re.compile(r"^peak memory allocated: (\d+) MiB reserved: (\d+) MiB$")
+WARMUP = re.compile(r"^warm-up: \d+ untimed steps \(compilation included\) took (\d+\.\d)s$")
 
 
 def bench_args(preset: str, overrides: dict, steps: int, nproc: int) -> tuple[train_gpt.Hyperparameters, dict]:
@@ -67,6 +69,7 @@ def read_log(log: Path) -> dict:
     params = json.loads(next(ln for ln in lines if ln.startswith("parameters: "))[len("parameters: ") :])
     step, _, train_ms, _ = next(m for ln in reversed(lines) if (m := FINAL_VAL.match(ln))).groups()
     allocated, reserved = next(m for ln in reversed(lines) if (m := MEMORY.match(ln))).groups()
+    warmup_s = float(next(m for ln in lines if (m := WARMUP.match(ln)))[1])
     step_ms = int(train_ms) / int(step)
     return dict(
         preset=config["preset"],
@@ -75,6 +78,7 @@ def read_log(log: Path) -> dict:
         world_size=config["world_size"],
         parameters=params["total"],
         global_batch_tokens=config["global_batch_tokens"],
+        warmup_s=warmup_s,
         steps=int(step),
         step_ms=round(step_ms, 2),
         tokens_per_s=round(config["global_batch_tokens"] / step_ms * 1000),
@@ -121,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             result["log"] = None  # the temporary folder is gone
     print(
         f"{result['preset']} ({result['parameters']:,} parameters, {result['parallelism']}) on "
-        f"{result['world_size']} x {result['device']}: {result['step_ms']:.1f} ms/step, "
+        f"{result['world_size']} x {result['device']}: warm-up (compilation) {result['warmup_s']:.1f} s, "
+        f"{result['step_ms']:.1f} ms/step, "
         f"{result['tokens_per_s']:,} tokens/s, peak memory {result['peak_allocated_mib']:,} MiB allocated / "
         f"{result['peak_reserved_mib']:,} MiB reserved (rank 0)"
     )

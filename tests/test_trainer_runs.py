@@ -19,6 +19,7 @@ SEPARATOR = "=" * 100
 VAL = re.compile(r"^step:(\d+)/(\d+) val_loss:(\d+\.\d{4}|nan|inf) train_time:(\d+)ms step_avg:(\d+\.\d{2})ms$")
 TRAIN = re.compile(r"^step:(\d+)/(\d+) train_loss:(\d+\.\d{4}|nan|inf) train_time:(\d+)ms step_avg:(\d+\.\d{2})ms$")
 MEMORY = re.compile(r"^peak memory allocated: \d+ MiB reserved: \d+ MiB$")
+WARMUP = re.compile(r"^warm-up: \d+ untimed steps \(compilation included\) took \d+\.\ds$")
 CONFIG_EXTRA_KEYS = {
     "preset", "track", "world_size", "grad_accum_steps", "global_batch_tokens", "seed", "run_id", "val_tokens",
     "target_val_loss", "parallelism", "device", "step_avg_excluded_steps", "overrides", "data_path",
@@ -130,6 +131,7 @@ def test_log_grammar(smoke_logs) -> None:
     )
 
     lines = metrics.splitlines()
+    assert WARMUP.match(lines.pop(0)), "the metric section opens with the warm-up line"
     assert all(VAL.match(ln) or TRAIN.match(ln) or MEMORY.match(ln) for ln in lines), [
         ln for ln in lines if not (VAL.match(ln) or TRAIN.match(ln) or MEMORY.match(ln))
     ]
