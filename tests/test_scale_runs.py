@@ -246,6 +246,11 @@ def test_scale_benchmark_runs_on_cpu(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     bench = json.loads(out.read_text())
     assert (bench["preset"], bench["parallelism"], bench["world_size"], bench["steps"]) == ("smoke", "fsdp", 1, 3)
-    assert bench["warmup_s"] >= 0 and bench["step_ms"] > 0 and bench["peak_allocated_mib"] > 0 and bench["parameters"] == 737332
+    assert (
+        bench["warmup_s"] >= 0
+        and bench["step_ms"] > 0
+        and bench["peak_allocated_mib"] > 0
+        and bench["parameters"] == 737332
+    )
     assert bench["tokens_per_s"] == round(bench["global_batch_tokens"] / bench["step_ms"] * 1000)
     assert json.loads(result.stdout.strip().splitlines()[-1]) == bench
