@@ -33,8 +33,8 @@ def shard(name: str, split: str, tokens: int = 100_000_000) -> dict[str, Any]:
 DEFAULT_SHARDS = [shard("fineweb_val_000000.bin", "val")] + [
     shard(f"fineweb_train_{i:06d}.bin", "train") for i in range(1, 9)
 ]
-PRESET_OF = {"track_1_short": "short", "track_2_medium": "medium", "smoke": "smoke"}
-TARGET_OF = {"track_1_short": 3.28, "track_2_medium": 2.92, "smoke": None}
+PRESET_OF = {"track_1_short": "short", "track_2_medium": "medium", "smoke": "smoke", "scale": "1.5b"}
+TARGET_OF = {"track_1_short": 3.28, "track_2_medium": 2.92, "smoke": None, "scale": None}
 
 
 def nvidia_smi(num_gpus: int, gpu: str = H100) -> str:

@@ -443,8 +443,8 @@ def _config_problems(log: ParsedLog, ctx: Context) -> list[str]:
     if missing:
         return [f"config lacks {', '.join(missing)}"]
     problems = []
-    if cfg["preset"] != track.preset:
-        problems.append(f"preset {cfg['preset']!r}, but track {track.name} runs preset {track.preset!r}")
+    if cfg["preset"] not in track.presets:
+        problems.append(f"preset {cfg['preset']!r}, but track {track.name} runs {' or '.join(track.presets)}")
     if cfg["track"] != track.name:
         problems.append(f"config track {cfg['track']!r}, but the record is in {track.name}")
     ws, ga, gbt = cfg["world_size"], cfg["grad_accum_steps"], cfg["global_batch_tokens"]

@@ -38,7 +38,7 @@ OFFICIAL_CLASS = HardwareClass(OFFICIAL_GPU_COUNT, OFFICIAL_GPU)
 @dataclass(frozen=True)
 class Track:
     name: str
-    preset: str
+    presets: tuple[str, ...]  # the train_gpt.py presets whose runs belong to this track
     target_val_loss: float | None  # None: no target, the run must only show a loss drop (smoke)
     official_hardware: HardwareClass | None
     is_record_track: bool
@@ -48,9 +48,10 @@ class Track:
 TRACKS: dict[str, Track] = {
     t.name: t
     for t in (
-        Track("track_1_short", "short", 3.28, OFFICIAL_CLASS, True, "GPT-2 small class (~124M) to 3.28 val loss"),
-        Track("track_2_medium", "medium", 2.92, OFFICIAL_CLASS, True, "GPT-2 medium class (~350M) to 2.92 val loss"),
-        Track("smoke", "smoke", None, None, False, "tiny CPU health check on synthetic data; never a record"),
+        Track("track_1_short", ("short",), 3.28, OFFICIAL_CLASS, True, "GPT-2 small class (~124M) to 3.28 val loss"),
+        Track("track_2_medium", ("medium",), 2.92, OFFICIAL_CLASS, True, "GPT-2 medium class (~350M) to 2.92 val loss"),
+        Track("smoke", ("smoke",), None, None, False, "tiny CPU health check on synthetic data; never a record"),
+        Track("scale", ("1.5b", "3b", "7b"), None, None, False, "the FSDP2 ladder of 1.5B-7B models; never a record"),
     )
 }
 

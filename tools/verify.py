@@ -245,8 +245,10 @@ def format_text(verdicts: Sequence[Verdict]) -> str:
 
 
 def _smoke_summary(v: Verdict) -> str:
+    """A run of a track without records (smoke, scale): its health, never a record."""
+    kind = v.record.track.name
     if not v.valid:
-        return f"smoke run FAILED ({', '.join(v.failed_rules)}): {v.record.path}"
+        return f"{kind} run FAILED ({', '.join(v.failed_rules)}): {v.record.path}"
     parts = []
     for r in v.runs:
         c = r.log.val_curve
@@ -255,7 +257,7 @@ def _smoke_summary(v: Verdict) -> str:
             f"val loss {c[0].val_loss:.4f} -> {c[-1].val_loss:.4f} in {c[-1].step} steps, "
             f"{_fmt(None if t is None else t / 1000, '.1f', ' s')} timed"
         )
-    return f"valid smoke run (not a record): {v.record.path}: " + "; ".join(parts)
+    return f"valid {kind} run (not a record): {v.record.path}: " + "; ".join(parts)
 
 
 # --- command line: python -m tools verify ---------------------------------------------------
