@@ -1286,13 +1286,15 @@ def train_step(step: int, model: nn.Module, opts, windows, args: Hyperparameters
 @torch.no_grad()
 def evaluate(model: nn.Module, windows: TokenWindows, args: Hyperparameters, d: Dist, step: int) -> float:
     """Mean loss over the val_tokens / val_seq_len validation windows (equal sizes, so the mean of means).
-    Each process takes a contiguous run of windows; the sum is taken over all of them in window order."""
+    Each process takes a contiguous run of windows; the sum is taken over all of them in window order.
+    Runs in eval mode (the bf16 head) and leaves the model in the mode it found it in."""
+    was_training = model.training
     model.eval()
     window = window_tensor(step, args, d)
     n = args.val_tokens // args.val_seq_len
     per_rank = n // d.world_size
     losses = torch.stack([model(*windows[j], window) for j in range(d.rank * per_rank, (d.rank + 1) * per_rank)])
-    model.train()
+    model.train(was_training)
     return gather_window_losses(losses, d).double().sum().item() / n
 
 

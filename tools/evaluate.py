@@ -190,7 +190,6 @@ def evaluate_checkpoint(args: argparse.Namespace, d: Any, want_loss: bool, want_
         data = args.data if args.data is not None else Path(margs.data_path)
         net = torch.compile(model, dynamic=False, fullgraph=True) if compiled else model
         results["val_loss"] = validation_loss(net, margs, data, args.split, args.tokens, args.seq_len, d, say)
-        model.eval()  # train_gpt.evaluate leaves the model in training mode
     if want_hellaswag:
         context = max(margs.train_seq_len, margs.val_seq_len)
         default_pack = 8192 if d.device.type == "cuda" else 2048  # CPU: dense (T, T) masks
