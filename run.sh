@@ -37,7 +37,22 @@ else
 fi
 # check the setup in one process first: a mistake then reads as the trainer's message, not torchrun's traceback
 python -c 'import sys, train_gpt; sys.exit(train_gpt.preflight(int(sys.argv[1])))' "$nproc"
-torchrun --standalone --nproc_per_node="$nproc" train_gpt.py
+# A failure mid-run ends in torchrun's own report, dozens of lines below the trainer's message: say it again last.
+errors=$(mktemp)
+trap 'rm -f "$started" "$errors"' EXIT
+status=0
+# (stderr goes through tee into $errors and back to stderr; stdout passes untouched on descriptor 3)
+{ torchrun --standalone --nproc_per_node="$nproc" train_gpt.py 2>&1 1>&3 | tee "$errors" >&2; } 3>&1 || status=$?
+if [ "$status" -ne 0 ]; then
+    message=$(grep '^error: ' "$errors" | tail -n 1 || true)
+    echo >&2
+    if [ -n "$message" ]; then
+        echo "training stopped: ${message#error: }" >&2
+    else
+        echo "training stopped: torchrun exited with status $status; the first failure is reported above" >&2
+    fi
+    exit "$status"
+fi
 
 log=$(find "$log_dir" -maxdepth 1 -name '*.txt' -newer "$started" | head -n 1)
 if [ -z "$log" ]; then

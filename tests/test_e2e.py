@@ -119,3 +119,30 @@ def test_a_smoke_log_is_refused_as_a_record_and_shown_as_failed(
     check = tools("check", "--records", str(tmp / "records"), "--leaderboard", str(out))
     assert check.returncode == 1, "check must fail while a record breaks the rules"
     assert "hardware" in check.stdout + check.stderr
+
+
+@pytest.mark.slow
+def test_run_sh_repeats_the_trainers_error_after_torchruns_report(tmp_path: Path) -> None:
+    """A run that dies mid-way ends in torchrun's own report; run.sh says the trainer's message again, last."""
+    synthetic = tmp_path / "synthetic"
+    made = subprocess.run([sys.executable, "data/synthetic.py", "--out", str(synthetic)], cwd=REPO_ROOT)
+    assert made.returncode == 0
+    env = dict(
+        os.environ,
+        DATA_PATH=str(synthetic),
+        LOG_DIR=str(tmp_path / "logs"),
+        SPEEDRUN_OVERRIDES='{"adam_lr_embed": Infinity, "num_iterations": 10}',  # the embeddings blow up at once
+        CUDA_VISIBLE_DEVICES="",
+        OMP_NUM_THREADS="1",
+    )
+    env.pop("SPEEDRUN_PRESET", None)
+    result = subprocess.run(["./run.sh"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    (log,) = (tmp_path / "logs").glob("*.txt")
+    last = result.stderr.rstrip().splitlines()[-1]
+    assert re.fullmatch(
+        rf"training stopped: the training loss became nan at step \d+; stopping the run\. "
+        rf"The log up to here is kept in {re.escape(str(log))}\.",
+        last,
+    ), result.stderr[-3000:]
+    assert "step:1/10 train_loss:" in log.read_text()  # the log up to the failure is kept
