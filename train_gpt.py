@@ -20,6 +20,7 @@ import math
 import os
 import resource
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -778,6 +779,7 @@ class Hyperparameters:
     compile: bool = True  # torch.compile the model (ddp: whole; fsdp: each block)
     parallelism: str = "ddp"  # "ddp": replicated weights; "fsdp": FSDP2 shards weights, gradients, optimizer state
     checkpoint_every: int = -1  # save every N steps and at the end; 0: only at the end; -1: never (env override)
+    checkpoint_keep: int = 0  # keep this run's newest N checkpoints, removing older ones; 0: keep all (env override)
 
 
 def scale_preset(layers: int, width: int, windows: int, steps: int, muon_lr: float, every: int) -> Hyperparameters:
@@ -907,14 +909,17 @@ def resolve_config(env: dict[str, str]) -> tuple[str, Hyperparameters, dict]:
                 raise SpeedrunError(f"SPEEDRUN_OVERRIDES: {key} must be a {want.__name__}, got {value!r}.")
             overrides[key] = value
         args = dataclasses.replace(args, **overrides)
-    every = env.get("SPEEDRUN_CHECKPOINT_EVERY", "").strip()
-    if every:  # a run setting, not a change to the recipe: recorded as checkpoint_every, not in overrides
-        if not every.lstrip("-").isdigit() or int(every) < -1:
-            raise SpeedrunError(
-                f"SPEEDRUN_CHECKPOINT_EVERY={every!r}: give N > 0 (every N steps and at the end), 0 (only at the end) "
-                "or -1 (never)."
-            )
-        args = dataclasses.replace(args, checkpoint_every=int(every))
+    # run settings, not changes to the recipe: recorded as checkpoint_every / checkpoint_keep, not in overrides
+    for field, lowest, meaning in (
+        ("checkpoint_every", -1, "N > 0 (every N steps and at the end), 0 (only at the end) or -1 (never)"),
+        ("checkpoint_keep", 0, "N > 0 (keep the run's newest N checkpoints) or 0 (keep them all)"),
+    ):
+        variable = "SPEEDRUN_" + field.upper()
+        text = env.get(variable, "").strip()
+        if text:
+            if not text.lstrip("-").isdigit() or int(text) < lowest:
+                raise SpeedrunError(f"{variable}={text!r}: give {meaning}.")
+            args = dataclasses.replace(args, **{field: int(text)})
     return preset, args, overrides
 
 
@@ -946,6 +951,8 @@ def validate(args: Hyperparameters, world_size: int) -> None:
         problems.append(f"fsdp cuts the q/k/v weights into {world_size} equal slices: num_heads x head_dim must divide")
     if args.num_iterations < 1 or args.val_loss_every < 0 or args.warmup_steps < 0 or args.checkpoint_every < -1:
         problems.append("num_iterations must be >= 1, val_loss_every and warmup_steps >= 0, checkpoint_every >= -1")
+    if args.checkpoint_keep < 0:
+        problems.append("checkpoint_keep must be >= 0 (0 keeps every checkpoint)")
     if problems:
         raise SpeedrunError("invalid configuration: " + "; ".join(problems) + ".")
 
@@ -1330,7 +1337,15 @@ def warm_up(model: nn.Module, raw: GPT, opts, args: Hyperparameters, seed: int, 
 #   <dir>/step_<NNNNNN>/config.json           written last by rank 0: its presence marks a complete checkpoint
 
 CHECKPOINT_FORMAT = "speedrun-checkpoint-v1"
-CHECKPOINT_RUN_SETTINGS = ("data_path", "checkpoint_every", "compile", "warmup_steps", "val_loss_every", "parallelism")
+CHECKPOINT_RUN_SETTINGS = (
+    "data_path",
+    "checkpoint_every",
+    "checkpoint_keep",
+    "compile",
+    "warmup_steps",
+    "val_loss_every",
+    "parallelism",
+)
 
 
 @dataclass(frozen=True)
@@ -1450,6 +1465,24 @@ def save_checkpoint(
             f"cannot write the checkpoint {folder}: {e}. Free some space or set SPEEDRUN_CHECKPOINT_DIR to a writable "
             "folder (on a filesystem every node sees)."
         ) from e
+
+
+def prune_checkpoints(run_folder: Path, keep: int) -> list[tuple[Path, str | None]]:
+    """Rank 0, after a save: remove all but the newest `keep` complete checkpoints of this run's folder (never
+    another run's, such as the one it resumed from). config.json goes first, so that a removal cut short leaves
+    a folder marked incomplete, not a damaged checkpoint that looks whole. Returns (folder, problem or None):
+    a checkpoint that cannot be removed is reported, and the run goes on."""
+    saved = [f for f in run_folder.glob("step_*") if f.name[5:].isdigit() and (f / "config.json").is_file()]
+    complete = sorted(saved, key=lambda f: int(f.name[5:]))
+    removed = []
+    for folder in complete[: max(len(complete) - keep, 0)]:
+        try:
+            (folder / "config.json").unlink()
+            shutil.rmtree(folder)
+            removed.append((folder, None))
+        except OSError as e:
+            removed.append((folder, str(e.strerror or e)))
+    return removed
 
 
 def load_checkpoint(resume: Resume, raw: GPT, opts, args: Hyperparameters, d: Dist) -> tuple[int, float]:
@@ -1662,6 +1695,12 @@ def run(code: str, d: Dist) -> None:
                 started, folder = time.perf_counter(), checkpoint_dir / f"step_{step:06d}"
                 save_checkpoint(folder, raw, opts, args, step, train_time_ms, meta, d)
                 log(f"checkpoint: step {step} saved to {folder} in {time.perf_counter() - started:.1f}s")
+                if args.checkpoint_keep and d.rank == 0:
+                    for old, problem in prune_checkpoints(checkpoint_dir, args.checkpoint_keep):
+                        if problem is None:
+                            log(f"checkpoint: removed {old} (SPEEDRUN_CHECKPOINT_KEEP={args.checkpoint_keep})")
+                        else:
+                            log(f"checkpoint: could not remove {old} ({problem}); training goes on")
 
         raw = build_model(args, seed, d)
         model = compile_model(raw, args)

@@ -244,6 +244,7 @@ def smoke_env(tmp_path: Path, monkeypatch) -> Path:
         "SEED",
         "SPEEDRUN_RESUME",
         "SPEEDRUN_CHECKPOINT_EVERY",
+        "SPEEDRUN_CHECKPOINT_KEEP",
         "SPEEDRUN_CHECKPOINT_DIR",
     ):
         monkeypatch.delenv(key, raising=False)
@@ -276,7 +277,8 @@ def test_resume_mistakes_are_one_clear_message(smoke_env: Path, monkeypatch, cap
         ({}, saved_config(smoke_env / "damaged", metadata=False), r"\.metadata is missing"),
         ({"num_iterations": 100}, saved_config(smoke_env / "end", num_iterations=100), "nothing is left to train"),
         # where the data sit, checkpointing, compilation and the parallelism may change on resume
-        ({}, saved_config(smoke_env / "moved", data_path="/old", checkpoint_every=5, parallelism="fsdp"), None),
+        ({}, saved_config(smoke_env / "moved", data_path="/old", checkpoint_every=5, checkpoint_keep=3), None),
+        ({}, saved_config(smoke_env / "resharded", parallelism="fsdp", compile=True, warmup_steps=0), None),
     ]
     for overrides, path, message in cases:
         monkeypatch.setenv("SPEEDRUN_OVERRIDES", json.dumps(overrides))
@@ -292,7 +294,31 @@ def test_checkpoint_settings_are_checked(smoke_env: Path, monkeypatch, capsys) -
     monkeypatch.setenv("SPEEDRUN_CHECKPOINT_EVERY", "25")
     preset, args, overrides = tg.resolve_config(dict(os.environ))
     assert args.checkpoint_every == 25 and overrides == {}  # a run setting, not an override
+    for bad in ("-1", "two", "1.5"):
+        monkeypatch.setenv("SPEEDRUN_CHECKPOINT_KEEP", bad)
+        assert tg.preflight(1) == 1
+        assert f"SPEEDRUN_CHECKPOINT_KEEP={bad!r}: give N > 0" in capsys.readouterr().err
+    monkeypatch.setenv("SPEEDRUN_CHECKPOINT_KEEP", "3")
+    preset, args, overrides = tg.resolve_config(dict(os.environ))
+    assert args.checkpoint_keep == 3 and overrides == {}
+    with pytest.raises(tg.SpeedrunError, match="checkpoint_keep must be >= 0"):
+        tg.validate(dataclasses.replace(args, checkpoint_keep=-2), 1)
     blocker = smoke_env / "a-file"
     blocker.write_text("")
     with pytest.raises(tg.SpeedrunError, match="cannot create the checkpoint folder .*a-file/run"):
         tg.make_checkpoint_dir(blocker / "run", CPU)
+
+
+def test_pruning_keeps_the_newest_complete_checkpoints_of_the_run(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    for step in (5, 10, 100, 1_000_000):  # past step_999999 the names grow a digit: steps sort as numbers
+        (run / f"step_{step:06d}").mkdir(parents=True)
+        (run / f"step_{step:06d}" / "config.json").write_text("{}")
+        (run / f"step_{step:06d}" / "__0_0.distcp").write_bytes(b"x")
+    (run / "step_000200").mkdir()  # being written by another save: no config.json yet, left alone
+    (run / "step_notes").mkdir()
+    removed = tg.prune_checkpoints(run, 2)
+    assert removed == [(run / "step_000005", None), (run / "step_000010", None)]
+    assert sorted(p.name for p in run.iterdir()) == ["step_000100", "step_000200", "step_1000000", "step_notes"]
+    assert tg.prune_checkpoints(run, 2) == []
+    assert tg.prune_checkpoints(run, 5) == []

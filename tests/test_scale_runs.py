@@ -188,9 +188,10 @@ def test_checkpoint_layout_and_a_weights_only_reader(fsdp_two: Run, data: Path) 
 
 
 def test_resume_on_two_processes_continues_exactly(fsdp_two: Run, data: Path, tmp_path: Path) -> None:
-    resumed = launch(
-        data, tmp_path, 2, FSDP, SPEEDRUN_RESUME=str(fsdp_two.checkpoints[EVERY]), SPEEDRUN_CHECKPOINT_EVERY="0"
-    )
+    # saving every 2 steps, keeping the newest checkpoint only: saving changes no number the run computes
+    source_folder = fsdp_two.checkpoints[EVERY]
+    keep = dict(SPEEDRUN_CHECKPOINT_EVERY="2", SPEEDRUN_CHECKPOINT_KEEP="1")
+    resumed = launch(data, tmp_path, 2, FSDP, SPEEDRUN_RESUME=str(source_folder), **keep)
     source = fsdp_two.config
     assert resumed.config["resumed_from"] == dict(
         path=str(fsdp_two.checkpoints[EVERY]), step=EVERY, run_id=source["run_id"]
@@ -205,6 +206,16 @@ def test_resume_on_two_processes_continues_exactly(fsdp_two: Run, data: Path, tm
     assert times == sorted(times)
     assert sorted(resumed.checkpoints) == [STEPS]
     assert_same_state(resumed.checkpoints[STEPS], fsdp_two.checkpoints[STEPS])
+    run_folder = resumed.checkpoints[STEPS].parent
+    removed = [ln for ln in resumed.text.splitlines() if ln.startswith("checkpoint: removed ")]
+    assert removed == [
+        f"checkpoint: removed {run_folder / f'step_{s:06d}'} (SPEEDRUN_CHECKPOINT_KEEP=1)" for s in (10, 12, 14)
+    ]
+    assert (source_folder / "config.json").is_file()  # the checkpoint it resumed from is another run's: kept
+    verdict = subprocess.run(
+        [sys.executable, "-m", "tools", "verify", str(resumed.log), "--track", "smoke"], cwd=REPO_ROOT
+    )
+    assert verdict.returncode == 0, "the checkpoint lines must not disturb the log's grammar"
 
 
 def test_resume_on_one_process_from_a_two_process_checkpoint(fsdp_two: Run, data: Path, tmp_path: Path) -> None:

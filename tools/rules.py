@@ -19,7 +19,7 @@ Choices this module makes where RULES.md leaves room (also in records/README.md)
   short (tens of steps on CPU); 5% is far outside evaluation noise yet reachable by any trainer that
   learns at all, and it catches the failures a smoke run exists for: NaN, divergence, no learning.
 - ``config``: the runs of a record must agree on every config key but their identity (seed, run_id),
-  where the shards sit (data_path) and when they saved checkpoints (checkpoint_every, checkpoint_dir),
+  where the shards sit (data_path) and when they saved checkpoints (checkpoint_every, checkpoint_keep, checkpoint_dir),
   which changes no number. A resumed run (``resumed_from`` set) is never a record: a record trains
   from step 0 in one go, and its train_time would otherwise include time measured by another run.
 - Community logs (no ``config:``/``data:`` lines, no README): ``config`` and ``data`` are not
@@ -76,7 +76,7 @@ REQUIRED_CONFIG_KEYS = (
     "overrides",
 )
 # Config keys the runs of one record may disagree on (see `config` above).
-RUN_IDENTITY_KEYS = ("seed", "run_id", "data_path", "checkpoint_every", "checkpoint_dir")
+RUN_IDENTITY_KEYS = ("seed", "run_id", "data_path", "checkpoint_every", "checkpoint_keep", "checkpoint_dir")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
