@@ -199,12 +199,14 @@ def write_record(
     meta: dict[str, Any] | None = None,
     **spec_kw: Any,
 ) -> Path:
-    """A record folder ``records_root/<track>/<name>/`` with a README and ``runs`` logs (seeds 1..runs)."""
+    """A record folder ``records_root/<track>/<name>/`` with a README and ``runs`` logs (seeds 1..runs), whose
+    run_ids (and so bytes) differ from every other record's: a run counts for one record only."""
     folder = records_root / track / name
     folder.mkdir(parents=True, exist_ok=True)
     fields = {"date": name[:10]} | dict(meta or {})
     (folder / "README.md").write_text(front_matter(**fields), encoding="utf-8")
     base_seed = spec_kw.pop("seed", 1)
     for i in range(runs):
-        write_log(folder, LogSpec(track=track, seed=base_seed + i, **spec_kw))
+        run_id = str(uuid.UUID(int=random.Random(f"{name}-{base_seed + i}-{track}").getrandbits(128)))
+        write_log(folder, LogSpec(track=track, seed=base_seed + i, run_id=run_id, **spec_kw))
     return folder

@@ -359,3 +359,23 @@ def test_faster_per_track_and_hardware_class(records: Path) -> None:
     assert prev is not None and prev.record.name == "2026-08-02_B"
     # verifying one folder still judges it against its track folder
     assert verify_paths([track / "2026-08-03_C"], known_shards={})[0].is_new_record is False
+
+
+def test_distinct_runs_across_records_a_run_counts_once(records: Path) -> None:
+    """A later record that carries a run of an earlier one (copied, or renamed with the same run_id) fails;
+    the earlier record keeps it. Seeds may repeat across records: they are the runs' own business."""
+    earlier = write_record(records, "2026-08-01_First")
+    later = write_record(records, "2026-08-05_Second", step_ms=55.0)
+    assert verdict_of(earlier).valid and verdict_of(later).valid  # the same seeds 1..3 in both
+    copied = sorted(earlier.glob("*.txt"))[0]
+    shutil.copy(copied, later / copied.name)
+    renamed = sorted(earlier.glob("*.txt"))[1]
+    (later / "renamed.txt").write_text(renamed.read_text() + "\n")  # other bytes, the same run_id
+    found = [f for f in failures(verdict_of(later), "distinct-runs") if "earlier record" in f]
+    assert found == [
+        f"{copied.name}: byte for byte the same file as {copied} of the earlier record 2026-08-01_First: "
+        "a run counts for one record only; submit new runs",
+        f"renamed.txt: run_id {renamed.stem} is also the run_id of {renamed} of the earlier record "
+        "2026-08-01_First: a run counts for one record only; submit new runs",
+    ]
+    assert verdict_of(earlier).valid  # judged with its track folder, the first owner stays valid

@@ -314,6 +314,7 @@ def rule_same_code(ctx: Context) -> RuleResult:
 
 
 def rule_distinct_runs(ctx: Context) -> RuleResult:
+    """Within one record; tools.verify.flag_reused_runs extends the rule across the records judged together."""
     if ctx.is_smoke:
         return NOT_APPLICABLE
     out: list[Failure] = []

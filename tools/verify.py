@@ -140,6 +140,33 @@ def judge(record: Record, logs: dict[Path, ParsedLog], known_shards: dict[str, s
     return Verdict(record, runs, failures, not_applicable, hardware)
 
 
+def flag_reused_runs(verdicts: Iterable[Verdict]) -> None:
+    """``distinct-runs`` across records: a run of this harness (known by its run_id, or by its bytes) counts
+    for one record only, the earliest by (date, folder name); a later record that carries it again fails.
+    Community logs have no run_id, and the public corpus itself files some logs under two records, so only
+    harness-format records are compared."""
+    owner: dict[tuple[str, str], tuple[Verdict, Run]] = {}
+    for v in sorted(verdicts, key=lambda v: (v.record.date or "", v.record.name, str(v.record.path))):
+        if v.is_smoke or not Context(v.record, v.runs).harness_format:
+            continue
+        for run in v.runs:
+            run_id = (run.log.config or {}).get("run_id")
+            keys = [("bytes", run.log.file_sha256)] if run.log.file_sha256 else []
+            keys += [("run_id", run_id)] if isinstance(run_id, str) and run_id else []
+            hits = [(k, owner[k]) for k in keys if k in owner and owner[k][0] is not v]
+            if not hits:
+                for k in keys:
+                    owner.setdefault(k, (v, run))
+                continue
+            (kind, value), (first, first_run) = hits[0]
+            what = "byte for byte the same file as" if kind == "bytes" else f"run_id {value} is also the run_id of"
+            evidence = (
+                f"{what} {first_run.file} of the earlier record {first.record.name}: a run counts for one record "
+                "only; submit new runs"
+            )
+            v.failures.append(Failure("distinct-runs", run.file, evidence))
+
+
 def rank(verdicts: Iterable[Verdict]) -> None:
     """Set ``is_new_record`` and ``previous``: per (track, hardware class), in (date, name) order."""
     best: dict[tuple[str, HardwareClass | None], Verdict] = {}
@@ -163,6 +190,7 @@ def verify_records(records: Sequence[Record], known_shards: dict[str, str] | Non
     shards = load_known_shards() if known_shards is None else known_shards
     logs = parse_many([p for r in records for p in r.logs])
     verdicts = [judge(r, logs, shards) for r in records]
+    flag_reused_runs(verdicts)
     rank(verdicts)
     return verdicts
 
