@@ -15,8 +15,9 @@ cd "$(dirname "$0")"
 gpus=$(python -c 'import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)')
 log_dir="${LOG_DIR:-logs}"
 mkdir -p "$log_dir"
-started=$(mktemp)
-trap 'rm -f "$started"' EXIT
+started=$(mktemp)  # logs newer than this file are this run's
+errors=$(mktemp)   # a copy of the run's stderr
+trap 'rm -f "$started" "$errors"' EXIT
 
 if [ "$gpus" -gt 0 ]; then
     # the record recipe; without FineWeb shards the trainer says which command downloads them
@@ -29,17 +30,23 @@ else
         export DATA_PATH="${DATA_PATH:-data/synthetic}"
         # one fixed seed, so that `./run.sh` and `NPROC=2 ./run.sh` print identical losses (same math on any count)
         export SEED="${SEED:-0}"
-        if ! compgen -G "$DATA_PATH/*_val_*.bin" >/dev/null; then
-            python data/synthetic.py --out "$DATA_PATH"
-        fi
     fi
     nproc="${NPROC:-1}"
+fi
+if ! [[ "$nproc" =~ ^[1-9][0-9]*$ ]]; then
+    echo "error: NPROC=$nproc is not a number of processes; give a positive whole number, e.g. NPROC=2 ./run.sh" >&2
+    exit 1
+fi
+if [ "$gpus" -gt 0 ] && [ "$nproc" -gt "$gpus" ]; then
+    echo "error: NPROC=$nproc, but this machine shows $gpus GPU(s): one process per GPU; use NPROC=$gpus or fewer." >&2
+    exit 1
+fi
+if [ "$gpus" -eq 0 ] && [ "$SPEEDRUN_PRESET" = smoke ] && ! compgen -G "$DATA_PATH/*_val_*.bin" >/dev/null; then
+    python data/synthetic.py --out "$DATA_PATH"
 fi
 # check the setup in one process first: a mistake then reads as the trainer's message, not torchrun's traceback
 python -c 'import sys, train_gpt; sys.exit(train_gpt.preflight(int(sys.argv[1])))' "$nproc"
 # A failure mid-run ends in torchrun's own report, dozens of lines below the trainer's message: say it again last.
-errors=$(mktemp)
-trap 'rm -f "$started" "$errors"' EXIT
 status=0
 # (stderr goes through tee into $errors and back to stderr; stdout passes untouched on descriptor 3)
 { torchrun --standalone --nproc_per_node="$nproc" train_gpt.py 2>&1 1>&3 | tee "$errors" >&2; } 3>&1 || status=$?

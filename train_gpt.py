@@ -69,6 +69,11 @@ def setup_distributed() -> Dist:
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if torch.cuda.is_available():
+        if local_rank >= torch.cuda.device_count():
+            raise SpeedrunError(
+                f"local rank {local_rank} has no GPU: this node shows {torch.cuda.device_count()}. Start at most one "
+                "process per GPU (NPROC, or torchrun --nproc_per_node)."
+            )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     else:
@@ -886,17 +891,17 @@ def resolve_config(env: dict[str, str]) -> tuple[str, Hyperparameters, dict]:
     overrides = {}
     if env.get("SPEEDRUN_OVERRIDES"):
         try:
-            overrides = json.loads(env["SPEEDRUN_OVERRIDES"])
+            given = json.loads(env["SPEEDRUN_OVERRIDES"])
         except json.JSONDecodeError as e:
             raise SpeedrunError(
                 f"SPEEDRUN_OVERRIDES is not valid JSON ({e}); give an object like '{{\"num_iterations\": 20}}'."
             ) from e
-        if not isinstance(overrides, dict):
+        if not isinstance(given, dict):
             raise SpeedrunError(
                 "SPEEDRUN_OVERRIDES must be a JSON object of Hyperparameters fields, e.g. '{\"num_iterations\": 20}'."
             )
         types = {f.name: type(getattr(args, f.name)) for f in dataclasses.fields(args)}
-        for key, value in overrides.items():
+        for key, value in given.items():
             if key not in types:
                 raise SpeedrunError(
                     f"SPEEDRUN_OVERRIDES: {key!r} is not a Hyperparameters field; fields: {', '.join(types)}."
@@ -907,25 +912,67 @@ def resolve_config(env: dict[str, str]) -> tuple[str, Hyperparameters, dict]:
                 value, ok = float(value), True
             if not ok:
                 raise SpeedrunError(f"SPEEDRUN_OVERRIDES: {key} must be a {want.__name__}, got {value!r}.")
-            overrides[key] = value
+            if key in RUN_SETTING_VARIABLES:
+                raise SpeedrunError(
+                    f"SPEEDRUN_OVERRIDES: {key} is a run setting, not part of the recipe: set "
+                    f"{RUN_SETTING_VARIABLES[key]} instead (an override would disqualify a record run)."
+                )
+            if value != getattr(args, key):  # only what changes the preset: an override disqualifies a record run
+                overrides[key] = value
         args = dataclasses.replace(args, **overrides)
     # run settings, not changes to the recipe: recorded as checkpoint_every / checkpoint_keep, not in overrides
     for field, lowest, meaning in (
         ("checkpoint_every", -1, "N > 0 (every N steps and at the end), 0 (only at the end) or -1 (never)"),
         ("checkpoint_keep", 0, "N > 0 (keep the run's newest N checkpoints) or 0 (keep them all)"),
     ):
-        variable = "SPEEDRUN_" + field.upper()
-        text = env.get(variable, "").strip()
-        if text:
-            if not text.lstrip("-").isdigit() or int(text) < lowest:
-                raise SpeedrunError(f"{variable}={text!r}: give {meaning}.")
-            args = dataclasses.replace(args, **{field: int(text)})
+        variable = RUN_SETTING_VARIABLES[field]
+        value = env_int(env, variable, meaning)
+        if value is not None:
+            if value < lowest:
+                raise SpeedrunError(f"{variable}={value}: give {meaning}.")
+            args = dataclasses.replace(args, **{field: value})
     return preset, args, overrides
+
+
+RUN_SETTING_VARIABLES = {
+    "data_path": "DATA_PATH",
+    "checkpoint_every": "SPEEDRUN_CHECKPOINT_EVERY",
+    "checkpoint_keep": "SPEEDRUN_CHECKPOINT_KEEP",
+}
+
+
+def env_int(env: dict[str, str], name: str, meaning: str) -> int | None:
+    """An integer environment variable; None when unset or empty."""
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise SpeedrunError(f"{name}={text!r} is not a whole number: give {meaning}.") from None
 
 
 def validate(args: Hyperparameters, world_size: int) -> None:
     """Reject configurations the code cannot run exactly, before any work is done."""
-    problems = []
+    sizes = (
+        "vocab_size",
+        "train_seq_len",
+        "windows_per_step",
+        "val_seq_len",
+        "val_tokens",
+        "num_layers",
+        "model_dim",
+        "num_heads",
+        "head_dim",
+        "mlp_ratio",
+        "block_size",
+        "window_final_tokens",
+    )
+    problems = [f"{name}={getattr(args, name)} must be positive" for name in sizes if getattr(args, name) < 1]
+    if world_size < 1:
+        problems.append(f"world_size={world_size}: a run needs at least one process")
+    if problems:  # the checks below divide by these
+        raise SpeedrunError("invalid configuration: " + "; ".join(problems) + ".")
     if args.windows_per_step % world_size:
         problems.append(
             f"{world_size} processes cannot share {args.windows_per_step} windows per step equally: use a world size "
@@ -989,17 +1036,36 @@ class RunLog:
             self.file.close()
 
 
-def nvidia_smi() -> str:
-    try:
-        out = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return "nvidia-smi: not available"
-    return out.stdout.rstrip("\n") if out.returncode == 0 and out.stdout.strip() else "nvidia-smi: not available"
+def gpus_in_use(env: dict[str, str], device_count: int) -> list[str] | None:
+    """The GPUs this node's processes use, as nvidia-smi -i names them, when that is not every GPU nvidia-smi
+    lists (it ignores CUDA_VISIBLE_DEVICES): the log then shows the hardware the run used, so that `NPROC=2`
+    on an 8-GPU node reads as a 2-GPU run. None: show them all."""
+    used = int(env.get("LOCAL_WORLD_SIZE", "1"))
+    visible = [v.strip() for v in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if visible:
+        return visible[:used]
+    return [str(i) for i in range(used)] if used < device_count else None
+
+
+def nvidia_smi(ids: list[str] | None = None) -> str:
+    for cmd in ([["nvidia-smi", "-i", ",".join(ids)]] if ids else []) + [["nvidia-smi"]]:
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            return "nvidia-smi: not available"
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.rstrip("\n")
+    return "nvidia-smi: not available"
 
 
 def environment_lines() -> list[str]:
     build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU"
-    return [f"Running Python {sys.version}", f"Running PyTorch {torch.__version__} compiled for {build}", nvidia_smi()]
+    ids = gpus_in_use(dict(os.environ), torch.cuda.device_count()) if torch.cuda.is_available() else None
+    return [
+        f"Running Python {sys.version}",
+        f"Running PyTorch {torch.__version__} compiled for {build}",
+        nvidia_smi(ids),
+    ]
 
 
 def parameter_counts(args: Hyperparameters) -> dict[str, int]:
@@ -1373,6 +1439,13 @@ def read_resume(path_text: str, args: Hyperparameters) -> Resume:
             f"SPEEDRUN_RESUME={path_text}: config.json is not a {CHECKPOINT_FORMAT} checkpoint's (it needs "
             f"{', '.join(keys)}); {fix}."
         )
+    kinds = dict(hyperparameters=dict, step=int, run_id=str)
+    wrong = [k for k, kind in kinds.items() if not isinstance(meta[k], kind) or isinstance(meta[k], bool)]
+    if wrong:
+        raise SpeedrunError(
+            f"SPEEDRUN_RESUME={path_text}: config.json is damaged ({', '.join(wrong)} of the wrong type: "
+            "hyperparameters is an object, step an integer, run_id a string); resume from another checkpoint."
+        )
     saved, now = meta["hyperparameters"], dataclasses.asdict(args)
     differ = [k for k in now if k not in CHECKPOINT_RUN_SETTINGS and saved.get(k) != now[k]]
     if differ:
@@ -1384,6 +1457,20 @@ def read_resume(path_text: str, args: Hyperparameters) -> Resume:
     if not (path / ".metadata").is_file():
         raise SpeedrunError(
             f"SPEEDRUN_RESUME={path_text}: the DCP file .metadata is missing: the checkpoint is damaged."
+        )
+    try:  # an untrusted file: whatever reading it raises means it is damaged
+        storage = dcp.FileSystemReader(path).read_metadata().storage_data
+        files = sorted({info.relative_path for info in storage.values()})
+    except Exception as e:
+        raise SpeedrunError(
+            f"SPEEDRUN_RESUME={path_text}: the DCP file .metadata cannot be read ({type(e).__name__}: {e}): the "
+            "checkpoint is damaged; resume from another one."
+        ) from None
+    missing = [f for f in files if not (path / f).is_file()]
+    if missing:
+        raise SpeedrunError(
+            f"SPEEDRUN_RESUME={path_text}: {len(missing)} of its {len(files)} DCP data files are missing "
+            f"({', '.join(missing[:4])}): the checkpoint is incomplete; resume from another one."
         )
     if meta["step"] >= args.num_iterations:
         raise SpeedrunError(
@@ -1462,9 +1549,17 @@ def save_checkpoint(
             os.replace(folder / "config.json.tmp", folder / "config.json")
     except (OSError, dcp.CheckpointException) as e:
         raise SpeedrunError(
-            f"cannot write the checkpoint {folder}: {e}. Free some space or set SPEEDRUN_CHECKPOINT_DIR to a writable "
-            "folder (on a filesystem every node sees)."
+            f"cannot write the checkpoint {folder}: {checkpoint_problem(e)}. Free some space or set "
+            "SPEEDRUN_CHECKPOINT_DIR to a writable folder (on a filesystem every node sees)."
         ) from e
+
+
+def checkpoint_problem(e: BaseException) -> str:
+    """One line for a failed DCP save or load: the first failing rank's exception, not DCP's traceback text."""
+    if isinstance(e, dcp.CheckpointException) and e.failures:
+        rank, (exc, _) = next(iter(e.failures.items()))
+        return f"{type(exc).__name__} on rank {rank}: {str(exc).rstrip('.')}"
+    return f"{type(e).__name__}: {str(e).rstrip('.')}"
 
 
 def prune_checkpoints(run_folder: Path, keep: int) -> list[tuple[Path, str | None]]:
@@ -1494,8 +1589,11 @@ def load_checkpoint(resume: Resume, raw: GPT, opts, args: Hyperparameters, d: Di
         train = {k: v for k, v in train.items() if f"train.{k}" in saved}  # no CUDA RNG in a CPU run's checkpoint
         state = dict(model=raw.state_dict(), optim=optimizer_state(raw, opts, template=True), train=train)
         dcp.load(state, checkpoint_id=resume.path)
-    except (OSError, RuntimeError, dcp.CheckpointException) as e:
-        raise SpeedrunError(f"cannot load the checkpoint {resume.path}: {e}") from e
+    except (Exception, dcp.CheckpointException) as e:  # damaged data files: whatever DCP raises (a BaseException)
+        raise SpeedrunError(
+            f"cannot load the checkpoint {resume.path}: {checkpoint_problem(e)}. Its files are damaged or do not fit "
+            "this model; resume from another checkpoint."
+        ) from e
     step = int(train["step"])
     if step != resume.step or int(train["next_window"]) != step * args.windows_per_step:
         raise SpeedrunError(
@@ -1618,14 +1716,11 @@ def plan_run(world_size: int) -> RunPlan:
     env = dict(os.environ)
     preset, args, overrides = resolve_config(env)
     validate(args, world_size)
-    seed_text = env.get("SEED")
-    if seed_text is not None and not seed_text.strip().lstrip("-").isdigit():
-        raise SpeedrunError(f"SEED={seed_text!r} is not an integer; unset it to draw a random seed.")
+    seed = env_int(env, "SEED", "an integer seed, or unset it to draw a random one")
     val_shards = plan_shards(args, "val", args.val_tokens + 1)
     train_shards = plan_shards(args, "train", args.num_iterations * args.windows_per_step * args.train_seq_len + 1)
     root = Path(env.get("SPEEDRUN_CHECKPOINT_DIR") or "checkpoints") if args.checkpoint_every >= 0 else None
     resume = read_resume(env["SPEEDRUN_RESUME"], args) if env.get("SPEEDRUN_RESUME") else None
-    seed = None if seed_text is None else int(seed_text)
     return RunPlan(preset, args, overrides, seed, val_shards, train_shards, root, resume)
 
 
@@ -1729,7 +1824,11 @@ def run(code: str, d: Dist) -> None:
 def main() -> int:
     with open(__file__, encoding="utf-8") as f:
         code = f.read()  # the exact code of this run, captured first; it heads the log
-    d = setup_distributed()
+    try:
+        d = setup_distributed()
+    except SpeedrunError as e:  # every failing process says it: no rank 0 to speak for them yet
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
     try:
         run(code, d)
     except SpeedrunError as e:

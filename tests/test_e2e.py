@@ -146,3 +146,16 @@ def test_run_sh_repeats_the_trainers_error_after_torchruns_report(tmp_path: Path
         last,
     ), result.stderr[-3000:]
     assert "step:1/10 train_loss:" in log.read_text()  # the log up to the failure is kept
+
+
+def test_run_sh_refuses_a_bad_process_count_before_any_work(tmp_path: Path) -> None:
+    env = dict(os.environ, LOG_DIR=str(tmp_path / "logs"), DATA_PATH=str(tmp_path / "none"), CUDA_VISIBLE_DEVICES="")
+    for nproc in ("abc", "0", "-2"):
+        result = subprocess.run(
+            ["./run.sh"], cwd=REPO_ROOT, env=dict(env, NPROC=nproc), capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 1
+        assert result.stderr.strip() == (
+            f"error: NPROC={nproc} is not a number of processes; give a positive whole number, e.g. NPROC=2 ./run.sh"
+        )
+    assert not (tmp_path / "none").exists() and not list((tmp_path / "logs").glob("*.txt"))

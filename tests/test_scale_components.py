@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 
 from conftest import REPO_ROOT
 
@@ -256,11 +257,21 @@ def smoke_env(tmp_path: Path, monkeypatch) -> Path:
 def saved_config(folder: Path, metadata: bool = True, **changes) -> Path:
     """A checkpoint folder as far as preflight looks: config.json and the DCP .metadata file."""
     folder.mkdir(parents=True)
-    if metadata:
-        (folder / ".metadata").write_bytes(b"")
+    if metadata:  # real DCP files (of a stand-in state): preflight reads .metadata and checks the data files
+        dcp.save({"x": torch.zeros(2)}, checkpoint_id=folder, no_dist=True)
+    step = changes.pop("step", 100)
     args = dataclasses.replace(tg.PRESETS["smoke"], **changes)
-    meta = dict(format=tg.CHECKPOINT_FORMAT, preset="smoke", hyperparameters=dataclasses.asdict(args), step=100)
+    meta = dict(format=tg.CHECKPOINT_FORMAT, preset="smoke", hyperparameters=dataclasses.asdict(args), step=step)
     (folder / "config.json").write_text(json.dumps(dict(meta, run_id="abc", world_size=2, parallelism="ddp")))
+    return folder
+
+
+def damaged(folder: Path, name: str) -> Path:
+    """Empty a checkpoint's .metadata, or delete one of its data files."""
+    if name == ".metadata":
+        (folder / name).write_bytes(b"")
+    else:
+        (folder / name).unlink()
     return folder
 
 
@@ -275,6 +286,9 @@ def test_resume_mistakes_are_one_clear_message(smoke_env: Path, monkeypatch, cap
         ({}, smoke_env / "foreign", "is not a speedrun-checkpoint-v1 checkpoint's"),
         ({}, saved_config(smoke_env / "other", num_iterations=150), r"another recipe \(num_iterations: checkpoint 150"),
         ({}, saved_config(smoke_env / "damaged", metadata=False), r"\.metadata is missing"),
+        ({}, damaged(saved_config(smoke_env / "empty"), ".metadata"), r"\.metadata cannot be read \(\w+"),
+        ({}, damaged(saved_config(smoke_env / "lost"), "__0_0.distcp"), r"1 of its 1 DCP data files are missing"),
+        ({}, saved_config(smoke_env / "odd", step="100"), r"config.json is damaged \(step of the wrong type"),
         ({"num_iterations": 100}, saved_config(smoke_env / "end", num_iterations=100), "nothing is left to train"),
         # where the data sit, checkpointing, compilation and the parallelism may change on resume
         ({}, saved_config(smoke_env / "moved", data_path="/old", checkpoint_every=5, checkpoint_keep=3), None),
@@ -297,7 +311,8 @@ def test_checkpoint_settings_are_checked(smoke_env: Path, monkeypatch, capsys) -
     for bad in ("-1", "two", "1.5"):
         monkeypatch.setenv("SPEEDRUN_CHECKPOINT_KEEP", bad)
         assert tg.preflight(1) == 1
-        assert f"SPEEDRUN_CHECKPOINT_KEEP={bad!r}: give N > 0" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert err.startswith("error: SPEEDRUN_CHECKPOINT_KEEP=") and bad in err and "give N > 0" in err, err
     monkeypatch.setenv("SPEEDRUN_CHECKPOINT_KEEP", "3")
     preset, args, overrides = tg.resolve_config(dict(os.environ))
     assert args.checkpoint_keep == 3 and overrides == {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -265,3 +266,22 @@ def test_scale_benchmark_runs_on_cpu(tmp_path: Path) -> None:
     )
     assert bench["tokens_per_s"] == round(bench["global_batch_tokens"] / bench["step_ms"] * 1000)
     assert json.loads(result.stdout.strip().splitlines()[-1]) == bench
+
+
+def test_a_checkpoint_with_damaged_data_fails_in_one_message(ddp_one: Run, data: Path, tmp_path: Path) -> None:
+    """.metadata intact, a data file cut short: found only when loading, after the build; still one message."""
+    copy = tmp_path / "damaged" / ddp_one.checkpoints[EVERY].name
+    shutil.copytree(ddp_one.checkpoints[EVERY], copy)
+    (shard,) = copy.glob("*.distcp")
+    shard.write_bytes(shard.read_bytes()[:1000])
+    env = dict(os.environ, SPEEDRUN_PRESET="smoke", DATA_PATH=str(data), LOG_DIR=str(tmp_path / "logs"), SEED="1")
+    env.update(OMP_NUM_THREADS="1", SPEEDRUN_OVERRIDES=json.dumps(DDP), SPEEDRUN_RESUME=str(copy))
+    env.pop("SPEEDRUN_CHECKPOINT_EVERY", None)
+    result = subprocess.run(
+        [sys.executable, str(TRAINER)], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 1
+    (error,) = [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]  # (and DCP's warning)
+    assert error.startswith(f"error: cannot load the checkpoint {copy}: RuntimeError on rank 0: "), error
+    assert error.endswith(". Its files are damaged or do not fit this model; resume from another checkpoint.")
+    assert "Traceback" not in result.stderr

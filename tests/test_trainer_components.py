@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import subprocess
 import sys
 
 import numpy as np
@@ -486,8 +488,66 @@ def test_preflight_reports_setup_mistakes_in_one_line(tmp_path, monkeypatch, cap
     monkeypatch.delenv("SEED", raising=False)
     assert tg.preflight(2) == 0
     assert tg.preflight(3) == 1 and "divides 8" in capsys.readouterr().err
-    monkeypatch.setenv("SEED", "abc")
-    assert tg.preflight(1) == 1 and "SEED='abc' is not an integer" in capsys.readouterr().err
+    for seed in ("abc", "--5", "\u00b2"):  # "²" passes str.isdigit, not int()
+        monkeypatch.setenv("SEED", seed)
+        assert tg.preflight(1) == 1 and f"SEED={seed!r} is not a whole number" in capsys.readouterr().err
+    monkeypatch.setenv("SEED", "-3")
+    assert tg.preflight(1) == 0
+    monkeypatch.setenv("SPEEDRUN_CHECKPOINT_EVERY", "--1")
+    assert tg.preflight(1) == 1 and "SPEEDRUN_CHECKPOINT_EVERY='--1' is not a whole number" in capsys.readouterr().err
+    monkeypatch.delenv("SPEEDRUN_CHECKPOINT_EVERY")
+    # sizes of the right type but impossible values: one message, never a ZeroDivisionError or IndexError
+    for overrides, message in [
+        ({"block_size": 0}, "block_size=0 must be positive"),
+        ({"windows_per_step": -8}, "windows_per_step=-8 must be positive"),
+        ({"num_heads": 0, "model_dim": 0}, "model_dim=0 must be positive; num_heads=0 must be positive"),
+        ({"val_tokens": 0, "mlp_ratio": 0}, "val_tokens=0 must be positive; mlp_ratio=0 must be positive"),
+    ]:
+        monkeypatch.setenv("SPEEDRUN_OVERRIDES", json.dumps(overrides))
+        assert tg.preflight(1) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: invalid configuration: ") and message in err, err
+    monkeypatch.delenv("SPEEDRUN_OVERRIDES")
+    assert tg.preflight(0) == 1 and "world_size=0: a run needs at least one process" in capsys.readouterr().err
+
+
+def test_overrides_hold_only_real_changes_to_the_recipe(monkeypatch) -> None:
+    """An override disqualifies a record run: one that changes nothing is not recorded, and run settings have
+    variables of their own."""
+    env = {"SPEEDRUN_PRESET": "short", "SPEEDRUN_OVERRIDES": json.dumps({"num_iterations": 1393, "seed_": 1})}
+    with pytest.raises(tg.SpeedrunError, match="'seed_' is not a Hyperparameters field"):
+        tg.resolve_config(env)
+    same = tg.PRESETS["short"].num_iterations
+    env["SPEEDRUN_OVERRIDES"] = json.dumps({"num_iterations": same, "muon_lr": 0.05, "ns_steps": 4})
+    assert tg.resolve_config(env)[2] == {"ns_steps": 4}
+    for key, variable in [("checkpoint_every", "SPEEDRUN_CHECKPOINT_EVERY"), ("data_path", "DATA_PATH")]:
+        env["SPEEDRUN_OVERRIDES"] = json.dumps({key: 5 if key == "checkpoint_every" else "/data"})
+        with pytest.raises(tg.SpeedrunError, match=f"{key} is a run setting, not part of the recipe: set {variable}"):
+            tg.resolve_config(env)
+
+
+def test_the_log_shows_the_gpus_the_run_uses() -> None:
+    """nvidia-smi lists every GPU of the node whatever CUDA_VISIBLE_DEVICES says; the run asks for its own."""
+    assert tg.gpus_in_use({"LOCAL_WORLD_SIZE": "8"}, 8) is None
+    assert tg.gpus_in_use({}, 1) is None
+    assert tg.gpus_in_use({"LOCAL_WORLD_SIZE": "2"}, 8) == ["0", "1"]
+    assert tg.gpus_in_use({"LOCAL_WORLD_SIZE": "2", "CUDA_VISIBLE_DEVICES": "4,5,6"}, 3) == ["4", "5"]
+    assert tg.gpus_in_use({"LOCAL_WORLD_SIZE": "1", "CUDA_VISIBLE_DEVICES": "GPU-1a2b, GPU-3c4d"}, 2) == ["GPU-1a2b"]
+
+
+def test_nvidia_smi_asks_for_the_gpus_used_then_for_all(monkeypatch) -> None:
+    calls = []
+
+    def fake_run(cmd, **kw):
+        calls.append(cmd)
+        ok = cmd == ["nvidia-smi"] or cmd == ["nvidia-smi", "-i", "0,1"]
+        return subprocess.CompletedProcess(cmd, 0 if ok else 6, stdout=f"table for {cmd}\n" if ok else "", stderr="")
+
+    monkeypatch.setattr(tg.subprocess, "run", fake_run)
+    assert tg.nvidia_smi(["0", "1"]) == "table for ['nvidia-smi', '-i', '0,1']"
+    assert tg.nvidia_smi(["MIG-odd"]) == "table for ['nvidia-smi']"  # an id nvidia-smi refuses: the whole node
+    assert tg.nvidia_smi() == "table for ['nvidia-smi']"
+    assert calls == [["nvidia-smi", "-i", "0,1"], ["nvidia-smi", "-i", "MIG-odd"], ["nvidia-smi"], ["nvidia-smi"]]
 
 
 def test_tree_sum_adds_windows_in_one_fixed_binary_tree() -> None:
