@@ -115,14 +115,70 @@ def test_monotonic_steps_out_of_order(records: Path) -> None:
 
 
 def test_monotonic_infers_k_from_step_avg_when_config_does_not_say(records: Path) -> None:
-    # 2024 community logs: the first 10 steps are untimed, step_avg = train_time / (step - 10).
-    folder = write_record(records, "2026-08-01_Warmup", k=10, drop_config_keys=("step_avg_excluded_steps",))
+    # 2024 community logs (no README, no config line): the first 10 steps are untimed,
+    # step_avg = train_time / (step - 10).
+    folder = records / TRACK / "2024-10-14_Warmup"
+    for seed in (1, 2, 3):
+        write_log(folder, LogSpec(seed=seed, k=10, include_config=False, include_data=False))
     v = verdict_of(folder)
-    assert not failures(v, "monotonic")
+    assert v.record.layout == "community" and not failures(v, "monotonic")
     assert {infer_k(r.log) for r in v.runs} == {10}
     # ... and the same curves with a config that claims k=0 disagree: the check is not vacuous.
     wrong = write_record(records, "2026-08-02_WrongK", k=10, config={"step_avg_excluded_steps": 0})
     assert all("step_avg disagrees with train_time / (step - 0)" in f for f in failures(verdict_of(wrong), "monotonic"))
+
+
+def _halve_train_time(path: Path) -> None:
+    """The edit a cheat makes: every train_time halved, step_avg left as it was."""
+
+    def half(m: re.Match[str]) -> str:
+        return f"train_time:{int(m.group(1)) // 2}ms"
+
+    path.write_text(re.sub(r"train_time:(\d+)ms", half, path.read_text()))
+
+
+@pytest.mark.parametrize("k", [10**9, 10**30, 2**63, 100, -1, 2.5, "0", True])
+def test_monotonic_a_config_k_cannot_switch_the_check_off(records: Path, k: object) -> None:
+    """k >= total would leave no line to check; a huge k once crashed numpy (OverflowError)."""
+    folder = write_record(records, "2026-08-01_BigK", config={"step_avg_excluded_steps": k})
+    for log in folder.glob("*.txt"):
+        _halve_train_time(log)
+    v = verdict_of(folder)
+    found = failures(v, "monotonic")
+    assert len(found) == 3 and all("step_avg_excluded_steps" in f for f in found), found
+    assert not v.valid and not v.is_new_record
+
+
+def test_monotonic_record_logs_of_this_trainer_have_k_zero(records: Path) -> None:
+    """train_gpt.py times every step (k = 0): a record log claiming warm-up steps was edited."""
+    folder = write_record(records, "2026-08-01_Warm10", k=10, config={"step_avg_excluded_steps": 10})
+    assert all("train_gpt.py times every step" in f for f in failures(verdict_of(folder), "monotonic"))
+    # Off the record tracks a k below the total is taken as written.
+    smoke = write_log(records / "smoke", LogSpec(track="smoke", k=10, config={"step_avg_excluded_steps": 10}))
+    assert not failures(verify_paths([smoke], track="smoke")[0], "monotonic")
+    huge = write_log(records / "smoke2", LogSpec(track="smoke", config={"step_avg_excluded_steps": 10**30}))
+    assert any(
+        "not a step count in [0, 100)" in f for f in failures(verify_paths([huge], track="smoke")[0], "monotonic")
+    )
+
+
+def test_monotonic_train_time_checked_on_every_line(records: Path) -> None:
+    """Also on the untimed warm-up lines; only the one clock restart after step k is allowed."""
+    folder = records / TRACK / "2024-10-14_Warmup"
+    log = write_log(folder, LogSpec(seed=1, k=10, step_ms=50.0, include_config=False, include_data=False))
+    text = log.read_text()
+    for step in range(1, 11):  # the 2024 trainer: warm-up steps count up, then the clock restarts at step 11
+        text = re.sub(
+            rf"^step:{step}/100 train_loss:(\S+) train_time:0ms step_avg:\S+$",
+            rf"step:{step}/100 train_loss:\1 train_time:{40_000 + 100 * step}ms step_avg:nanms",
+            text,
+            flags=re.M,
+        )
+    log.write_text(text)
+    assert not failures(verdict_of(folder), "monotonic")
+    log.write_text(text.replace("train_time:40500ms", "train_time:45000ms", 1))
+    found = failures(verdict_of(folder), "monotonic")
+    assert len(found) == 1 and "train_time decreases (k=10): 45000ms at step 5" in found[0], found
 
 
 def test_monotonic_on_every_community_log(anchors_dir: Path) -> None:

@@ -5,10 +5,13 @@ rule, the file (a log, or the record's README/folder) and the evidence (the line
 ``faster`` needs the other records of the track, so it lives in tools/verify.py.
 
 Choices this module makes where RULES.md leaves room (also in records/README.md):
-- ``monotonic``: k (untimed warm-up steps) is ``config.step_avg_excluded_steps`` when the log has
-  it, else inferred from the second half of the run as ``round(step - train_time / step_avg)``;
-  lines at ``step <= k`` are the warm-up and are not checked (the 2024 logs restart the clock at
-  step k+1). ``step_avg`` must equal ``train_time / (step - k)`` within the printing precision:
+- ``monotonic``: k (untimed warm-up steps) is a claim of the log, so it is bounded. This repository's
+  logs on a record track must have k = 0, as train_gpt.py writes (``config.step_avg_excluded_steps``);
+  elsewhere k is that key when the log has it, else inferred from the second half of the run as
+  ``round(step - train_time / step_avg)``; either way 0 <= k < total (a larger k would leave no line
+  to check). ``train_time`` must never decrease on any line, but for one drop from step <= k to
+  step k+1 (the 2024 trainer restarted its clock there); ``step_avg`` is checked on the lines at
+  ``step > k``, and must equal ``train_time / (step - k)`` within the printing precision:
   0.005 ms for step_avg plus 0.5 ms / (step - k) for the rounded train_time, plus 0.01% relative.
   ``step_avg:nan`` is accepted only for the first two timed steps, where the 2024 trainer printed it.
 - ``target``: a record must have at least 3 runs (MIN_RUNS) unless ``systems_only: true``, which
@@ -78,6 +81,7 @@ REQUIRED_CONFIG_KEYS = (
 # Config keys the runs of one record may disagree on (see `config` above).
 RUN_IDENTITY_KEYS = ("seed", "run_id", "data_path", "checkpoint_every", "checkpoint_keep", "checkpoint_dir")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+K_CONFIG_KEY = "step_avg_excluded_steps"
 
 
 class _NotApplicable:
@@ -216,11 +220,23 @@ def rule_complete(ctx: Context) -> RuleResult:
 
 
 def infer_k(log: ParsedLog) -> int | None:
-    """Untimed warm-up steps k with ``step_avg = train_time / (step - k)``; None if no line tells."""
-    cfg = log.config or {}
-    k_cfg = cfg.get("step_avg_excluded_steps")
-    if isinstance(k_cfg, int) and not isinstance(k_cfg, bool) and k_cfg >= 0:
+    """Untimed warm-up steps k with ``step_avg = train_time / (step - k)``; None if no line tells.
+
+    The config's ``step_avg_excluded_steps`` when it is a step count below the total, else inferred
+    from the metric lines. ``rule_monotonic`` decides which k a run is judged with (``_judged_k``).
+    """
+    k_cfg = (log.config or {}).get(K_CONFIG_KEY)
+    if isinstance(k_cfg, int) and not isinstance(k_cfg, bool) and 0 <= k_cfg < _total_of(log):
         return k_cfg
+    return _k_from_lines(log)
+
+
+def _total_of(log: ParsedLog) -> int:
+    m = log.metrics
+    return log.total_steps if log.total_steps is not None else (int(m.step.max()) if len(m) else 0)
+
+
+def _k_from_lines(log: ParsedLog) -> int | None:
     m = log.metrics
     if not len(m):
         return None
@@ -234,16 +250,52 @@ def infer_k(log: ParsedLog) -> int | None:
     return max(0, int(round(float(np.median(k_est)))))
 
 
+def _judged_k(log: ParsedLog, trainer_k_only: bool) -> tuple[int | None, str | None]:
+    """(k, problem): the k a run's ``step_avg`` is checked with, or why no k can be trusted.
+
+    k is a claim of the log, so it is bounded: with ``k >= total`` no timed line would be left to
+    check. ``trainer_k_only`` (this repository's logs on a record track): train_gpt.py times every
+    step and writes k = 0, so any other k is an edit that would exempt lines from the check.
+    """
+    total = _total_of(log)
+    cfg = log.config or {}
+    if K_CONFIG_KEY in cfg:
+        k_cfg = cfg[K_CONFIG_KEY]
+        if trainer_k_only and not (_is_int(k_cfg) and k_cfg == 0):
+            return None, (
+                f"config {K_CONFIG_KEY} is {str(k_cfg)[:40]}: train_gpt.py times every step and writes 0; "
+                "a record log is the file the trainer wrote"
+            )
+        if not (_is_int(k_cfg) and 0 <= k_cfg < total):
+            return None, (
+                f"config {K_CONFIG_KEY} is {str(k_cfg)[:40]}, not a step count in [0, {total}): "
+                "it would leave no timed line to check"
+            )
+        return int(k_cfg), None
+    if trainer_k_only:
+        return 0, None
+    k = _k_from_lines(log)
+    if k is None:
+        return None, "no usable step_avg value: cannot check train_time against step_avg"
+    if k >= total:
+        return (
+            None,
+            f"step_avg implies {k} untimed steps, not fewer than the {total} of the run: no timed line to check",
+        )
+    return k, None
+
+
 def rule_monotonic(ctx: Context) -> RuleResult:
     out: list[Failure] = []
+    trainer_k_only = ctx.harness_format and not ctx.is_smoke
     for run in ctx.runs:
-        failure = _monotonic_one(run)
+        failure = _monotonic_one(run, trainer_k_only)
         if failure:
             out.append(Failure("monotonic", run.file, failure))
     return out
 
 
-def _monotonic_one(run: Run) -> str | None:
+def _monotonic_one(run: Run, trainer_k_only: bool) -> str | None:
     m = run.log.metrics
     if not len(m):
         return None  # nothing to order; `structure` already reports the missing metric lines
@@ -260,14 +312,20 @@ def _monotonic_one(run: Run) -> str | None:
         return f"step numbers go back: step {m.step[back[0]]} is followed by {m.describe(back[0] + 1)!r}"
     if run.log.metrics_form != "speedrun":
         return None  # llm.c lines carry no time to check
-    k = infer_k(run.log)
+    k, problem = _judged_k(run.log, trainer_k_only)
     if k is None:
-        return "no usable step_avg value: cannot check train_time against step_avg"
+        return problem
+    # train_time never decreases, over every line. The one exception: the 2024 trainer restarted its
+    # clock after the k untimed warm-up steps, so it may drop once, from step <= k to step > k.
+    back = np.flatnonzero(np.diff(m.train_time_ms) < 0)
+    back = back[~((k > 0) & (m.step[back] <= k) & (m.step[back + 1] > k))]
+    if back.size:
+        row = int(back[0]) + 1
+        return (
+            f"train_time decreases (k={k}): {m.train_time_ms[row - 1]:.0f}ms at step {m.step[row - 1]} "
+            f"then {m.describe(row)!r}"
+        )
     timed = np.flatnonzero(m.step > k)
-    tt = m.train_time_ms[timed]
-    if (back := np.flatnonzero(np.diff(tt) < 0)).size:
-        row = timed[back[0] + 1]
-        return f"train_time decreases after timing started (k={k}): {tt[back[0]]:.0f}ms then {m.describe(row)!r}"
     missing = timed[~m.has_step_avg[timed]]
     if missing.size:
         return f"{missing.size} timed line(s) have no step_avg, first: {m.describe(missing[0])!r}"
