@@ -69,6 +69,13 @@ def test_structure_unknown_baseline_is_a_dead_link(records: Path) -> None:
     assert not failures(verdict_of(ok), "structure")
 
 
+def test_structure_record_without_logs(records: Path) -> None:
+    """A README and no logs is a structure failure, not a crash (the config rule once raised StopIteration)."""
+    folder = write_record(records, "2026-08-01_Empty", runs=0)
+    v = verdict_of(folder)
+    assert any("no run logs" in f for f in failures(v, "structure")) and not v.valid
+
+
 # --- complete -------------------------------------------------------------------------------
 
 

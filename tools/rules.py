@@ -471,7 +471,7 @@ def rule_config(ctx: Context) -> RuleResult:
     for run in ctx.runs:
         for problem in _config_problems(run.log, ctx):
             out.append(Failure("config", run.file, problem))
-    if track.is_record_track and not out:
+    if track.is_record_track and ctx.runs and not out:
         # Everything but the per-run identity (and where the shards sit on disk; `data` compares their
         # hashes) must agree: one record, one recipe.
         per_run = {run.file: _without(run.log.config or {}, RUN_IDENTITY_KEYS) for run in ctx.runs}
