@@ -336,10 +336,50 @@ def test_target_mean_above_target(records: Path) -> None:
 def test_target_needs_three_runs_unless_systems_only(records: Path) -> None:
     folder = write_record(records, "2026-08-01_Two", runs=2)
     assert any("the p-value needs at least 3" in f for f in failures(verdict_of(folder), "target"))
-    systems = write_record(records, "2026-08-02_Sys", runs=1, meta={"systems_only": True})
-    assert not failures(verdict_of(systems), "target")
-    high = write_record(records, "2026-08-03_SysHigh", runs=1, final_loss=3.3, meta={"systems_only": True})
+    base = write_record(records, "2026-07-30_Base")
+    assert verdict_of(base).valid
+    sys_meta = {"systems_only": True, "baseline": "2026-07-30_Base"}
+    systems = write_record(records, "2026-08-02_Sys", runs=1, meta=sys_meta)
+    assert verdict_of(systems).valid
+    high = write_record(records, "2026-08-03_SysHigh", runs=1, final_loss=3.3, meta=sys_meta)
     assert failures(verdict_of(high), "target")  # systems_only waives the p-value, never the mean
+
+
+@pytest.mark.parametrize(
+    ("baseline", "evidence"),
+    [
+        (None, "systems_only: true needs a 'baseline'"),
+        ("..", "not a record folder name"),
+        (".", "not a record folder name"),
+        ("/tmp", "not a record folder name"),
+        ("2026-07-30_Base/../2026-07-30_Base", "not a record folder name"),
+        ("2026-07-29_Missing", "not a record folder of track_1_short"),
+        ("2026-08-02_Sys", "is this record itself"),
+        ("2026-08-05_Later", "is dated after this record"),
+    ],
+)
+def test_systems_only_needs_a_real_earlier_baseline(records: Path, baseline: str | None, evidence: str) -> None:
+    """The p-value waiver rests on the baseline: nothing, a path or a later record cannot carry it."""
+    write_record(records, "2026-07-30_Base")
+    write_record(records, "2026-08-05_Later")
+    (records / TRACK / "2026-07-29_Missing").mkdir()  # a folder, but not a record (no README)
+    systems = write_record(records, "2026-08-02_Sys", runs=1, meta={"systems_only": True, "baseline": baseline})
+    v = verdict_of(systems)
+    assert any(evidence in f for f in failures(v, "structure")), v.failures
+    assert not v.valid and not v.is_new_record
+
+
+def test_systems_only_baseline_must_be_valid(records: Path) -> None:
+    bad = write_record(records, "2026-07-30_Base", final_loss=3.4)  # misses the target
+    assert not verdict_of(bad).valid
+    systems = write_record(records, "2026-08-02_Sys", runs=1, meta={"systems_only": True, "baseline": bad.name})
+    chained = write_record(records, "2026-08-03_Chain", runs=1, meta={"systems_only": True, "baseline": systems.name})
+    for folder in (systems, chained):
+        found = failures(verdict_of(folder), "target")
+        assert len(found) == 1 and "waives the p-value only against a valid baseline" in found[0], found
+    # An ordinary record may name any earlier record folder as what it improves on.
+    plain = write_record(records, "2026-08-04_Plain", meta={"baseline": bad.name})
+    assert verdict_of(plain).valid
 
 
 def test_target_p_value_not_small_enough(records: Path) -> None:

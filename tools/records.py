@@ -179,11 +179,41 @@ def _harness_record(folder: Path, track: Track) -> Record:
         if rec.date is not None and rec.meta.date != rec.date:
             rec.meta_errors.append(f"front matter date {rec.meta.date} differs from the folder name's {rec.date}")
         rec.date = rec.meta.date
-        if rec.meta.baseline and not (folder.parent / rec.meta.baseline).is_dir():
-            rec.meta_errors.append(
-                f"baseline {rec.meta.baseline!r} is not a record folder of {track.name} (name the folder it improves on)"
-            )
+        rec.meta_errors.extend(_baseline_problems(folder, rec.meta, track))
     return rec
+
+
+def _baseline_problems(folder: Path, meta: FrontMatter, track: Track) -> list[str]:
+    """What is wrong with the README's ``baseline``: a record folder of the same track, dated no later.
+
+    ``systems_only: true`` waives the p-value because the math is its baseline's, so there it is
+    required, and the baseline's README must parse (tools.verify also requires it to be valid).
+    """
+    name = meta.baseline
+    if name is None:
+        if meta.systems_only:
+            return [
+                "systems_only: true needs a 'baseline': the record folder of this track whose math this one keeps "
+                "(the p-value is waived only because that record already passed it)"
+            ]
+        return []
+    fix = f"name the folder of {track.name} it improves on, e.g. 2026-07-20_PreviousRecord"
+    # A plain folder name: no path (`..`, `/abs`, `a/b`) may point outside this track folder.
+    if not _HARNESS_FOLDER_RE.match(name):
+        return [f"baseline {name!r} is not a record folder name <YYYY-MM-DD>_<ShortName> ({fix})"]
+    if name == folder.name:
+        return [f"baseline {name!r} is this record itself ({fix})"]
+    target = folder.parent / name
+    if target.is_symlink() or not target.is_dir() or not (target / README).is_file():
+        return [f"baseline {name!r} is not a record folder of {track.name} ({fix})"]
+    base_date = _date_of(name)
+    if base_date is not None and base_date > meta.date:
+        return [f"baseline {name!r} is dated after this record ({meta.date}): a record improves on an earlier one"]
+    if meta.systems_only:
+        base_meta, errors = read_front_matter(target / README)
+        if base_meta is None:
+            return [f"baseline {name!r} of a systems_only record is not a valid record: {'; '.join(errors)[:200]}"]
+    return []
 
 
 def read_front_matter(readme: Path) -> tuple[FrontMatter | None, list[str]]:

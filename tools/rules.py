@@ -15,7 +15,8 @@ Choices this module makes where RULES.md leaves room (also in records/README.md)
   0.005 ms for step_avg plus 0.5 ms / (step - k) for the rounded train_time, plus 0.01% relative.
   ``step_avg:nan`` is accepted only for the first two timed steps, where the 2024 trainer printed it.
 - ``target``: a record must have at least 3 runs (MIN_RUNS) unless ``systems_only: true``, which
-  waives the p-value but not the mean. Community submissions have no README, so no claim of
+  waives the p-value but not the mean, and only with a ``baseline`` that is a valid earlier record
+  of the same track (tools/records.py checks the name, tools/verify.py the baseline's verdict). Community submissions have no README, so no claim of
   systems_only: the p-value applies to them as written.
 - ``loss-drop`` (smoke only, in place of ``target``): each run's last val loss must be at least
   LOSS_DROP_FRACTION (5%) below its first one (the step-0 evaluation) and finite. A smoke run is

@@ -21,7 +21,7 @@ from typing import Any
 from tools import stats
 from tools.known_shards import load_known_shards
 from tools.parse import ParsedLog, parse_log
-from tools.records import Record, discover, load_records
+from tools.records import README, Record, discover, load_records
 from tools.rules import NOT_APPLICABLE, RULES, Context, Failure, Run, claimed_hardware
 from tools.tracks import TRACKS, HardwareClass
 
@@ -167,6 +167,31 @@ def flag_reused_runs(verdicts: Iterable[Verdict]) -> None:
             v.failures.append(Failure("distinct-runs", run.file, evidence))
 
 
+def require_valid_baselines(verdicts: Sequence[Verdict]) -> None:
+    """``systems_only: true`` waives the p-value because the math is the baseline's: that baseline must
+    itself be a valid record (a ``target`` failure otherwise). Repeated until nothing changes, so that an
+    invalid record invalidates a chain of systems-only records built on it."""
+    by_path = {v.record.path: v for v in verdicts}
+    flagged: set[Path] = set()
+    changed = True
+    while changed:
+        changed = False
+        for v in verdicts:
+            meta = v.record.meta
+            if meta is None or not meta.systems_only or not meta.baseline or v.record.path in flagged:
+                continue
+            base = by_path.get(v.record.path.parent / meta.baseline)
+            if base is None or base.valid:
+                continue  # no such folder: `structure` already says so
+            evidence = (
+                f"systems_only: true waives the p-value only against a valid baseline; {meta.baseline} failed "
+                f"{', '.join(base.failed_rules)}"
+            )
+            v.failures.append(Failure("target", str(v.record.path / README), evidence))
+            flagged.add(v.record.path)
+            changed = True
+
+
 def rank(verdicts: Iterable[Verdict]) -> None:
     """Set ``is_new_record`` and ``previous``: per (track, hardware class), in (date, name) order."""
     best: dict[tuple[str, HardwareClass | None], Verdict] = {}
@@ -191,6 +216,7 @@ def verify_records(records: Sequence[Record], known_shards: dict[str, str] | Non
     logs = parse_many([p for r in records for p in r.logs])
     verdicts = [judge(r, logs, shards) for r in records]
     flag_reused_runs(verdicts)
+    require_valid_baselines(verdicts)
     rank(verdicts)
     return verdicts
 
