@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from logfactory import H100, LogSpec, shard, write_log, write_record
+from tools.check import check
+from tools.cli import main
+from tools.leaderboard import build, write
 from tools.rules import infer_k
 from tools.sourcecheck import find_compile_flags
 from tools.verify import Verdict, verify_paths
@@ -55,6 +58,51 @@ def test_structure_front_matter_date_must_match_folder(records: Path) -> None:
     text = (folder / "README.md").read_text().replace('date: "2026-08-01"', 'date: "2026-08-09"')
     (folder / "README.md").write_text(text)
     assert any("differs from the folder name" in f for f in failures(verdict_of(folder), "structure"))
+
+
+@pytest.mark.parametrize(
+    ("date_line", "evidence"),
+    [
+        ("date: 2026-13-45", "README.md front matter is not valid YAML: month must be in 1..12"),
+        ('date: "2026-02-30"', "'date' '2026-02-30' is not a date YYYY-MM-DD"),
+        ("date: 20260801", "'date' '20260801' is not a date YYYY-MM-DD"),
+    ],
+)
+def test_structure_bad_readme_date_fails_one_record_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], date_line: str, evidence: str
+) -> None:
+    """One bad README once stopped verify ('error: month must be in 1..12', exit 2, no file named) and
+    leaderboard/check (plots read the date); now it is that record's structure failure."""
+    records = tmp_path / "records"
+    good = write_record(records, "2026-07-01_Good")
+    bad = write_record(records, "2026-02-30_Bad")
+    readme = bad / "README.md"
+    readme.write_text(re.sub(r"^date: .*$", date_line, readme.read_text(), flags=re.M))
+    verdicts = {v.record.name: v for v in verify_paths([records / TRACK], known_shards={})}
+    assert verdicts[good.name].valid and verdicts[good.name].is_new_record
+    found = [f for f in verdicts[bad.name].failures if f.rule == "structure"]
+    assert any(f.file == str(readme) and evidence in f.evidence for f in found), found
+    assert any("is not <YYYY-MM-DD>_<ShortName> with a date of the calendar" in f.evidence for f in found)
+    assert main(["verify", str(bad)]) == 1
+    assert evidence in capsys.readouterr().out
+    out = tmp_path / "leaderboard"
+    write(build(records, out), out)
+    ok, lines = check(records, out)
+    assert not ok and any("2026-02-30_Bad" in ln and "INVALID: structure" in ln for ln in lines)
+
+
+def test_structure_readme_must_be_a_file_not_a_link(tmp_path: Path) -> None:
+    """A README is read like a log: a symbolic link (to /dev/zero, which never ends, or anywhere) is refused."""
+    records = tmp_path / "records"
+    folder = write_record(records, "2026-08-01_Linked")
+    elsewhere = tmp_path / "README.md"
+    (folder / "README.md").rename(elsewhere)
+    (folder / "README.md").symlink_to(elsewhere)
+    found = failures(verdict_of(folder), "structure")
+    assert found == ["README.md: README.md is a symbolic link; put the README file itself in the record folder"]
+    (folder / "README.md").unlink()
+    (folder / "README.md").symlink_to(tmp_path / "missing.md")  # a dangling link is still a README entry
+    assert any("symbolic link" in f for f in failures(verdict_of(folder), "structure"))
 
 
 def test_structure_record_log_must_carry_its_code(records: Path) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,8 +92,23 @@ def _logs_in(folder: Path) -> list[Path]:
 
 
 def _date_of(name: str) -> str | None:
+    """The ``YYYY-MM-DD`` a name starts with, if it is a date of the calendar (``2026-02-30`` is not)."""
     m = _DATE_PREFIX_RE.match(name)
-    return m.group(1) if m else None
+    return m.group(1) if m and _is_calendar_date(m.group(1)) else None
+
+
+def _is_calendar_date(text: str) -> bool:
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) is not None  # fromisoformat also takes 20260801
+
+
+def _has_readme(folder: Path) -> bool:
+    """A README.md entry, even a link (``read_front_matter`` then refuses it by name)."""
+    readme = folder / README
+    return readme.is_symlink() or readme.exists()
 
 
 def load_records(path: Path, track: str | None = None) -> list[Record]:
@@ -111,7 +127,7 @@ def load_records(path: Path, track: str | None = None) -> list[Record]:
         raise ValueError(f"{path}: not a regular file or folder")
     if path.name in TRACKS or any((path / t).is_dir() for t in TRACKS):
         return discover(path)  # a track folder or a whole records folder
-    if (path / README).exists():
+    if _has_readme(path):
         return [_harness_record(path, tr)]
     name, date = _name_and_date(path)
     records = _community_records(path, name, tr, date)
@@ -136,7 +152,7 @@ def discover(records_root: Path) -> list[Record]:
     found: list[Record] = []
     for td in track_dirs:
         for sub in sorted(d for d in td.iterdir() if d.is_dir() and not d.name.startswith(".")):
-            if (sub / README).exists():
+            if _has_readme(sub):
                 found.append(_harness_record(sub, TRACKS[td.name]))
             else:
                 found.extend(_community_records(sub, sub.name, TRACKS[td.name], _date_of(sub.name)))
@@ -171,8 +187,10 @@ def _community_records(folder: Path, name: str, track: Track, date: str | None) 
 def _harness_record(folder: Path, track: Track) -> Record:
     rec = Record(folder, folder.name, track, _logs_in(folder), "harness", _date_of(folder.name))
     rec.supporting = sorted(p for d in folder.iterdir() if d.is_dir() for p in d.rglob(f"*{LOG_SUFFIX}"))
-    if not _HARNESS_FOLDER_RE.match(folder.name):
-        rec.meta_errors.append(f"folder name {folder.name!r} is not <YYYY-MM-DD>_<ShortName>")
+    if not _HARNESS_FOLDER_RE.match(folder.name) or rec.date is None:
+        rec.meta_errors.append(
+            f"folder name {folder.name!r} is not <YYYY-MM-DD>_<ShortName> with a date of the calendar"
+        )
     rec.meta, errors = read_front_matter(folder / README)
     rec.meta_errors.extend(errors)
     if rec.meta is not None:
@@ -217,9 +235,19 @@ def _baseline_problems(folder: Path, meta: FrontMatter, track: Track) -> list[st
 
 
 def read_front_matter(readme: Path) -> tuple[FrontMatter | None, list[str]]:
-    """Parse the YAML front matter of a record README (safe loader only: a README is untrusted)."""
+    """Parse the YAML front matter of a record README (safe loader only: a README is untrusted).
+
+    Never raises: every problem is returned as a message naming the README (a ``structure`` failure).
+    """
+    # Like a log (tools/parse.py), a README is the file itself: a link could point anywhere on the
+    # machine (/dev/zero would never end), and only the first MAX_README_BYTES + 1 bytes are read.
+    if readme.is_symlink():
+        return None, [f"{README} is a symbolic link; put the README file itself in the record folder"]
     try:
-        raw = readme.read_bytes()[: MAX_README_BYTES + 1]
+        if not stat.S_ISREG(readme.stat().st_mode):
+            return None, [f"{README} is not a regular file"]
+        with readme.open("rb") as f:
+            raw = f.read(MAX_README_BYTES + 1)
     except OSError as e:
         return None, [f"{README} cannot be read ({e.strerror})"]
     if len(raw) > MAX_README_BYTES:
@@ -236,8 +264,9 @@ def read_front_matter(readme: Path) -> tuple[FrontMatter | None, list[str]]:
 
     try:
         data = yaml.safe_load("\n".join(lines[1:end]))
-    except yaml.YAMLError as e:
-        return None, [f"{README} front matter is not valid YAML: {str(e).splitlines()[0]}"]
+    except Exception as e:  # not only YAMLError: `date: 2026-13-45` raises ValueError while it is built
+        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        return None, [f"{README} front matter is not valid YAML: {first}"]
     if not isinstance(data, dict):
         return None, [f"{README} front matter is not a mapping of keys to values"]
     return _front_matter_from(data)
@@ -263,10 +292,12 @@ def _front_matter_from(data: dict[object, object]) -> tuple[FrontMatter | None, 
     date: str | None = None
     if isinstance(raw_date, dt.date):
         date = raw_date.isoformat()[:10]
-    elif isinstance(raw_date, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw_date.strip()):
+    elif isinstance(raw_date, str) and _is_calendar_date(raw_date.strip()):
         date = raw_date.strip()
+    elif raw_date is None:
+        errors.append("front matter: 'date' is missing")
     else:
-        errors.append("front matter: 'date' must be YYYY-MM-DD")
+        errors.append(f"front matter: 'date' {str(raw_date)[:40]!r} is not a date YYYY-MM-DD (e.g. 2026-08-01)")
     raw_authors = data.get("authors")
     authors: tuple[str, ...] = ()
     if isinstance(raw_authors, str) and raw_authors.strip():
