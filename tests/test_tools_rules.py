@@ -512,6 +512,24 @@ def test_faster_per_track_and_hardware_class(records: Path) -> None:
     assert verify_paths([track / "2026-08-03_C"], known_shards={})[0].is_new_record is False
 
 
+def test_faster_a_backdated_record_cannot_jump_the_queue(records: Path) -> None:
+    """The date orders records, so it may not precede the runs (nvidia-smi's timestamp, one day of slack)."""
+    real = write_record(records, "2026-08-01_Real", step_ms=60.0)
+    fake = write_record(records, "2020-01-01_Backdated", step_ms=59.0)  # runs made 2026-01-10 (logfactory)
+    v = {x.record.name: x for x in verify_paths([records / TRACK], known_shards={})}
+    assert v[real.name].valid and v[real.name].is_new_record and v[real.name].previous is None
+    found = failures(v[fake.name], "structure")
+    assert len(found) == 3 and all(
+        "nvidia-smi dates this run 2026-01-10, after the record's date 2020-01-01" in f for f in found
+    )
+    assert not v[fake.name].is_new_record
+    # A run made the day after the record's date (another time zone) is fine; two days after is not.
+    ok = write_record(records, "2026-08-09_Tz", step_ms=59.0, smi_time="Mon Aug 10 01:00:00 2026")
+    assert not failures(verdict_of(ok), "structure")
+    late = write_record(records, "2026-08-09_Late", step_ms=59.0, smi_time="Tue Aug 11 01:00:00 2026")
+    assert len(failures(verdict_of(late), "structure")) == 3
+
+
 def test_distinct_runs_across_records_a_run_counts_once(records: Path) -> None:
     """A later record that carries a run of an earlier one (copied, or renamed with the same run_id) fails;
     the earlier record keeps it. Seeds may repeat across records: they are the runs' own business."""

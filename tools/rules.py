@@ -5,6 +5,8 @@ rule, the file (a log, or the record's README/folder) and the evidence (the line
 ``faster`` needs the other records of the track, so it lives in tools/verify.py.
 
 Choices this module makes where RULES.md leaves room (also in records/README.md):
+- ``structure`` also checks a record's date, which orders it for ``faster``: no run of a record with
+  a README may be dated (nvidia-smi's timestamp) more than RUN_DATE_SLACK after it.
 - ``monotonic``: k (untimed warm-up steps) is a claim of the log, so it is bounded. This repository's
   logs on a record track must have k = 0, as train_gpt.py writes (``config.step_avg_excluded_steps``);
   elsewhere k is that key when the log has it, else inferred from the second half of the run as
@@ -33,6 +35,7 @@ Choices this module makes where RULES.md leaves room (also in records/README.md)
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 from collections import Counter
@@ -83,6 +86,8 @@ REQUIRED_CONFIG_KEYS = (
 RUN_IDENTITY_KEYS = ("seed", "run_id", "data_path", "checkpoint_every", "checkpoint_keep", "checkpoint_dir")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 K_CONFIG_KEY = "step_avg_excluded_steps"
+# nvidia-smi prints the node's local time; a README date is the submitter's: up to a day apart.
+RUN_DATE_SLACK = dt.timedelta(days=1)
 
 
 class _NotApplicable:
@@ -154,6 +159,7 @@ def rule_structure(ctx: Context) -> RuleResult:
         out.append(Failure("structure", ctx.record_file, f"{README} front matter is missing"))
     if not ctx.runs:
         out.append(Failure("structure", str(ctx.record.path), "no run logs (*.txt) in the record folder"))
+    out.extend(_backdated_runs(ctx))
     for run in ctx.runs:
         log = run.log
         for issue in log.structure_issues:
@@ -181,6 +187,32 @@ def rule_structure(ctx: Context) -> RuleResult:
             )
         if not log.val_curve:
             out.append(Failure("structure", run.file, "no val_loss line"))
+    return out
+
+
+def _backdated_runs(ctx: Context) -> list[Failure]:
+    """A record's date orders it against the others (``faster``), so it may not precede its runs.
+
+    Only for records with a README: its date is the submitter's claim. The community folders were
+    named for the day the idea was merged, and their logs were often rerun days later: there the
+    folder date is history, not a claim to check (9 anchor records have runs dated after it).
+    """
+    if ctx.record.layout != "harness" or ctx.record.meta is None:
+        return []
+    claimed = dt.date.fromisoformat(ctx.record.meta.date)
+    out = []
+    for run in ctx.runs:
+        made = run.log.run_date
+        if made is not None and dt.date.fromisoformat(made) - claimed > RUN_DATE_SLACK:
+            out.append(
+                Failure(
+                    "structure",
+                    run.file,
+                    f"nvidia-smi dates this run {made}, after the record's date {ctx.record.meta.date} "
+                    f"(allowing {RUN_DATE_SLACK.days} day for time zones): a record is dated no earlier than the day "
+                    "its runs were made; rename the folder and the README date",
+                )
+            )
     return out
 
 
