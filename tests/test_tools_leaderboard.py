@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import re
+import shutil
 import urllib.parse
 from pathlib import Path
 
@@ -130,6 +132,43 @@ def test_check_requires_a_readme(tmp_path: Path) -> None:
     write(build(records, out), out)
     ok, lines = check(records, out)
     assert not ok and any("no README.md with front matter" in ln for ln in lines)
+
+
+def test_check_and_verify_fail_on_what_is_not_a_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown track folder or a stray file was skipped in silence: a record in it was never judged."""
+    records = tmp_path / "records"
+    write_record(records, "2026-08-01_First")
+    (records / "README.md").write_text("# Records\n")
+    (records / "track_1_short" / "README.md").write_text("# Track 1\n")
+    (records / "track_2_medium").mkdir()
+    (records / "track_2_medium" / ".gitkeep").write_text("")
+    out = tmp_path / "leaderboard"
+    write(build(records, out), out)
+    ok, lines = check(records, out)
+    assert ok, lines
+    assert main(["verify", str(records / "track_1_short")]) == 0
+    shutil.copytree(records / "track_1_short" / "2026-08-01_First", records / "track_3_long" / "2026-08-02_Lost")
+    (records / "track_1_short" / "stray.txt").write_text("not a record\n")
+    (records / "track_1_short" / "2026-08-03_Empty").mkdir()
+    (records / "notes.md").write_text("notes\n")
+    capsys.readouterr()
+    ok, lines = check(records, out)
+    report = "\n".join(lines)
+    assert not ok
+    for name, why in (
+        ("track_3_long", "not a track folder"),
+        ("stray.txt", "a stray file"),
+        ("2026-08-03_Empty", "no README.md and no logs"),
+        ("notes.md", "a stray file"),
+    ):
+        assert any("FAIL structure" in ln and name in ln and why in ln for ln in lines), (name, report)
+    assert main(["verify", str(records / "track_1_short")]) == 1  # a track folder: its own entries only
+    text = capsys.readouterr().out
+    assert "1 of 1 valid; 2 entries are not a record folder (see FAIL lines)" in text
+    assert "stray.txt" in text and "track_3_long" not in text
+    assert main(["verify", "--json", str(records / "track_1_short")]) == 1
+    captured = capsys.readouterr()
+    assert "stray.txt" in captured.err and all(json.loads(ln)["valid"] for ln in captured.out.splitlines())
 
 
 def test_committed_leaderboard_is_up_to_date() -> None:

@@ -125,7 +125,7 @@ def load_records(path: Path, track: str | None = None) -> list[Record]:
         return [Record(path=path, name=path.name, track=tr, logs=[path], layout="log")]
     if not path.is_dir():
         raise ValueError(f"{path}: not a regular file or folder")
-    if path.name in TRACKS or any((path / t).is_dir() for t in TRACKS):
+    if is_records_folder(path):
         return discover(path)  # a track folder or a whole records folder
     if _has_readme(path):
         return [_harness_record(path, tr)]
@@ -134,6 +134,59 @@ def load_records(path: Path, track: str | None = None) -> list[Record]:
     if not records:
         raise ValueError(f"{path}: no logs (*.txt) and no {README} here or in its subfolders: not a record folder")
     return records
+
+
+def is_records_folder(path: Path) -> bool:
+    """A whole records folder (it holds a track folder) or one track folder (named like its track)."""
+    return path.is_dir() and (path.name in TRACKS or any((path / t).is_dir() for t in TRACKS))
+
+
+# Files that may sit beside the track folders and beside the record folders: the layout's own README,
+# and the empty file git needs to keep a track folder that has no record yet.
+_TOP_LEVEL_FILES = (README,)
+_TRACK_LEVEL_FILES = (README, ".gitkeep")
+
+
+def misplaced(records_root: Path) -> list[tuple[Path, str]]:
+    """``(path, why)`` for every entry of a records folder (or of one track folder) that ``discover`` would
+    skip: anything but ``<known track>/<record folder>/`` and the README.md files beside them.
+
+    A record that is only skipped is a record nobody judged: ``check`` and ``verify`` fail on these.
+    """
+    out: list[tuple[Path, str]] = []
+    if records_root.name in TRACKS:
+        track_dirs = [records_root]
+    else:
+        track_dirs = []
+        for entry in sorted(records_root.iterdir()):
+            if entry.name in _TOP_LEVEL_FILES and entry.is_file() and not entry.is_symlink():
+                continue
+            if entry.name in TRACKS and entry.is_dir() and not entry.is_symlink():
+                track_dirs.append(entry)
+            elif entry.is_dir() and not entry.is_symlink():
+                out.append((entry, f"not a track folder (the tracks are {', '.join(TRACKS)}): nothing in it is judged"))
+            else:
+                out.append((entry, f"a stray {_kind(entry)}: a records folder holds only track folders and {README}"))
+    for td in track_dirs:
+        for entry in sorted(td.iterdir()):
+            if entry.name in _TRACK_LEVEL_FILES and entry.is_file() and not entry.is_symlink():
+                continue
+            if entry.is_symlink() or not entry.is_dir():
+                out.append(
+                    (
+                        entry,
+                        f"a stray {_kind(entry)}: a track folder holds only record folders <YYYY-MM-DD>_<ShortName>/",
+                    )
+                )
+            elif entry.name.startswith("."):
+                out.append((entry, "a hidden folder: a record folder is named <YYYY-MM-DD>_<ShortName>"))
+            elif not _has_readme(entry) and not any(p.suffix == LOG_SUFFIX for p in entry.rglob("*")):
+                out.append((entry, f"no {README} and no logs (*.txt): not a record folder"))
+    return out
+
+
+def _kind(entry: Path) -> str:
+    return "symbolic link" if entry.is_symlink() else "folder" if entry.is_dir() else "file"
 
 
 def discover(records_root: Path) -> list[Record]:
