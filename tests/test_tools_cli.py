@@ -108,6 +108,19 @@ def test_verify_json_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "valid, NEW RECORD" in text and "INVALID: target" in text and "FAIL target" in text
 
 
+def test_verify_a_records_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--help promises a records folder; it once failed with 'cannot tell its track from the path'."""
+    records = tmp_path / "records"
+    write_record(records, "2026-08-01_Short")
+    write_record(records, "2026-08-02_Medium", track="track_2_medium", final_loss=2.9)
+    assert main(["verify", str(records)]) == 0
+    out = capsys.readouterr().out
+    assert "2026-08-01_Short" in out and "2026-08-02_Medium" in out and "2 of 2 valid" in out
+    (records / "notes.txt").write_text("stray\n")  # what is not a record fails (tools.records.misplaced)
+    assert main(["verify", str(records)]) == 1
+    assert "notes.txt: a stray file" in capsys.readouterr().out
+
+
 def test_verify_a_community_submission(anchors_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = anchors_dir / "track_1_short" / "2026-01-10_FusedLinearReLUSquare"
     assert main(["verify", "--json", str(folder)]) == 1

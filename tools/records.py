@@ -118,6 +118,8 @@ def load_records(path: Path, track: str | None = None) -> list[Record]:
     """
     if not path.exists():
         raise ValueError(f"{path}: no such file or folder")
+    if is_records_folder(path):
+        return discover(path)  # a track folder or a whole records folder: the folder names give the tracks
     tr = resolve_track(path, track)
     if path.is_file():
         if path.suffix != LOG_SUFFIX:
@@ -125,8 +127,6 @@ def load_records(path: Path, track: str | None = None) -> list[Record]:
         return [Record(path=path, name=path.name, track=tr, logs=[path], layout="log")]
     if not path.is_dir():
         raise ValueError(f"{path}: not a regular file or folder")
-    if is_records_folder(path):
-        return discover(path)  # a track folder or a whole records folder
     if _has_readme(path):
         return [_harness_record(path, tr)]
     name, date = _name_and_date(path)
