@@ -11,12 +11,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import REPO_ROOT
 from logfactory import H100, LogSpec, write_log, write_record
 from tools.check import check
 from tools.cli import main
-from tools.leaderboard import CSV_COLUMNS, build, write
+from tools.leaderboard import CSV_COLUMNS, build, build_tables, unique_slugs, write
+from tools.records import discover
+from tools.verify import verify_records
 
 _MD_LINK = re.compile(r"\]\(([^)\s]+)\)")
 _HREF = re.compile(r'href="([^"]+)"')
@@ -169,6 +173,40 @@ def test_check_and_verify_fail_on_what_is_not_a_record(tmp_path: Path, capsys: p
     assert main(["verify", "--json", str(records / "track_1_short")]) == 1
     captured = capsys.readouterr()
     assert "stray.txt" in captured.err and all(json.loads(ln)["valid"] for ln in captured.out.splitlines())
+
+
+def test_records_whose_names_differ_in_punctuation_get_their_own_plots(tmp_path: Path) -> None:
+    """The slug folds '.', '-', '_' and case: Foo.Bar and Foo-Bar once shared (overwrote) one plot file."""
+    records = tmp_path / "records"
+    write_record(records, "2026-08-10_Foo.Bar", step_ms=60.0)
+    write_record(records, "2026-08-10_Foo-Bar", step_ms=59.0)
+    write_record(records, "2026-08-11_Plain", step_ms=58.0)
+    out = tmp_path / "leaderboard"
+    files = build(records, out, known_shards={})
+    rows = {
+        r.verdict.record.name: r.plot
+        for t in build_tables(verify_records(discover(records)), out)["track_1_short"]
+        for r in t.rows
+    }
+    assert len(set(rows.values())) == 3 and all(plot in files for plot in rows.values())
+    assert rows["2026-08-11_Plain"] == "plots/track_1_short/2026-08-11-plain.svg"  # no clash: the readable slug
+    assert len([k for k in files if k.startswith("plots/track_1_short/")]) == 3
+
+
+@given(st.lists(st.text(alphabet="aAbB.-_/×1", min_size=1, max_size=6), max_size=12))
+def test_unique_slugs_never_share_a_stem(names: list[str]) -> None:
+    """Against the obvious requirement: distinct names, distinct stems, also ignoring case (macOS, Windows)."""
+    stems = unique_slugs(names)
+    assert set(stems) == set(names)
+    assert len({s.lower() for s in stems.values()}) == len(stems)
+    assert unique_slugs(reversed(names)) == stems  # the order of the records does not matter
+
+
+def test_unique_slugs_resists_a_name_made_to_match_a_hashed_stem() -> None:
+    first = unique_slugs(["2026-08-10_Foo.Bar", "2026-08-10_Foo-Bar"])
+    crafted = first["2026-08-10_Foo.Bar"].replace("2026-08-10-foo-bar", "2026-08-10_Foo_Bar")
+    stems = unique_slugs(["2026-08-10_Foo.Bar", "2026-08-10_Foo-Bar", crafted])
+    assert len(set(stems.values())) == 3
 
 
 def test_committed_leaderboard_is_up_to_date() -> None:
