@@ -209,6 +209,18 @@ def test_unique_slugs_resists_a_name_made_to_match_a_hashed_stem() -> None:
     assert len(set(stems.values())) == 3
 
 
+def test_leaderboard_out_that_is_a_file_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    records = tmp_path / "records"
+    write_record(records, "2026-08-01_First")
+    afile = tmp_path / "afile"
+    afile.write_text("keep me\n")
+    for out in (afile, afile / "sub"):
+        assert main(["leaderboard", "--records", str(records), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and str(afile) in err and "Traceback" not in err, err
+    assert afile.read_text() == "keep me\n"  # nothing lost
+
+
 def test_committed_leaderboard_is_up_to_date() -> None:
     """What CI runs: `python -m tools check` on the committed records/ and leaderboard/."""
     ok, lines = check(REPO_ROOT / "records", REPO_ROOT / "leaderboard")

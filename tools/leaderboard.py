@@ -333,8 +333,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"{args.out}: exists and is not a folder; give --out a folder (default leaderboard/)")
     files = build(args.records, args.out)
-    write(files, args.out)
+    try:
+        write(files, args.out)
+    except OSError as e:  # e.g. a file where a folder of the path should be, or no permission
+        raise ValueError(
+            f"cannot write the leaderboard to {args.out}: {e.strerror} ({e.filename}); give --out a writable folder"
+        ) from e
     n_plots = sum(1 for k in files if k.endswith(".svg"))
     print(f"wrote {args.out}/README.md, leaderboard.csv, index.html and {n_plots} plots")
     return 0
