@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 from pathlib import Path
 
 import pytest
 
-from logfactory import H100, LogSpec, shard, write_log, write_record
+from logfactory import DEFAULT_SHARDS, H100, LogSpec, shard, write_log, write_record
 from tools.check import check
 from tools.cli import main
 from tools.leaderboard import build, write
@@ -357,13 +358,33 @@ def test_config_not_applicable_to_community_logs(anchors_dir: Path) -> None:
 def test_data_same_shards_in_every_run_and_known_hashes(records: Path) -> None:
     folder = write_record(records, "2026-08-01_Data")
     assert not failures(verdict_of(folder), "data")
-    known = {"fineweb_val_000000.bin": shard("fineweb_val_000000.bin", "val")["sha256"]}
+    known = {s["name"]: s["sha256"] for s in DEFAULT_SHARDS}
     assert not failures(verdict_of(folder, known), "data")
-    bad = {"fineweb_val_000000.bin": "0" * 64}
+    bad = known | {"fineweb_val_000000.bin": "0" * 64}
     assert len(failures(verdict_of(folder, bad), "data")) == 3
     other = [shard("fineweb_val_000000.bin", "val"), shard("my_own_train_000001.bin", "train")]
     write_log(folder, LogSpec(seed=20, shards=other))
     assert any("reads other shard files" in f for f in failures(verdict_of(folder), "data"))
+
+
+def test_data_known_shards_are_matched_by_hash_not_by_name(records: Path) -> None:
+    """Any data renamed to the published names once passed: the table was looked up by file name."""
+    known = {s["name"]: s["sha256"] for s in DEFAULT_SHARDS}
+    own = [dict(s, sha256=hashlib.sha256(b"my data " + s["name"].encode()).hexdigest()) for s in DEFAULT_SHARDS]
+    renamed = [dict(s, name=f"shard_{i}.bin") for i, s in enumerate(own)]
+    for name, shards in (("2026-08-01_Own", own), ("2026-08-02_Renamed", renamed)):
+        found = failures(verdict_of(write_record(records, name, shards=shards), known), "data")
+        assert len(found) == 3 * 9 and all("which is no known FineWeb shard" in f for f in found), found
+        assert not failures(verdict_of(records / TRACK / name), "data")  # an empty table checks nothing
+    # The published shards under other names are fine: the bytes are what counts.
+    published = [dict(s, name=f"copy_{i}.bin") for i, s in enumerate(DEFAULT_SHARDS)]
+    assert not failures(verdict_of(write_record(records, "2026-08-03_Copies", shards=published), known), "data")
+    # ... but the val shard must be the val shard, and no train shard may be it.
+    val, train = DEFAULT_SHARDS[0], DEFAULT_SHARDS[1:]
+    swapped = [dict(train[0], split="val"), dict(val, split="train"), *train[1:]]
+    found = failures(verdict_of(write_record(records, "2026-08-04_Swapped", shards=swapped), known), "data")
+    assert len(found) == 6 and sum("not the FineWeb val shard" in f for f in found) == 3
+    assert sum("a record never trains on it" in f for f in found) == 3
 
 
 def test_data_line_must_be_well_formed(records: Path) -> None:

@@ -24,6 +24,8 @@ Choices this module makes where RULES.md leaves room (also in records/README.md)
   LOSS_DROP_FRACTION (5%) below its first one (the step-0 evaluation) and finite. A smoke run is
   short (tens of steps on CPU); 5% is far outside evaluation noise yet reachable by any trainer that
   learns at all, and it catches the failures a smoke run exists for: NaN, divergence, no learning.
+- ``data``: where tools/known_shards.json is filled, a record track's shards are matched by sha256, not by
+  name (a name is the run's own word): every sha256 must be in the table, the val shard's the val shard's.
 - ``config``: the runs of a record must agree on every config key but their identity (seed, run_id),
   where the shards sit (data_path) and when they saved checkpoints (checkpoint_every, checkpoint_keep, checkpoint_dir),
   which changes no number. A resumed run (``resumed_from`` set) is never a record: a record trains
@@ -86,6 +88,8 @@ REQUIRED_CONFIG_KEYS = (
 RUN_IDENTITY_KEYS = ("seed", "run_id", "data_path", "checkpoint_every", "checkpoint_keep", "checkpoint_dir")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 K_CONFIG_KEY = "step_avg_excluded_steps"
+# A val shard of the published FineWeb data by name (fineweb_val_000000.bin, ../shared/spec/RECIPE.md).
+_VAL_SHARD_RE = re.compile(r"(?:^|_)val_")
 # nvidia-smi prints the node's local time; a README date is the submitter's: up to a day apart.
 RUN_DATE_SLACK = dt.timedelta(days=1)
 
@@ -585,20 +589,12 @@ def rule_data(ctx: Context) -> RuleResult:
             continue
         lists[run.file] = shards
         if not ctx.is_smoke:
-            if not any(s.get("split") == "val" for s in (run.log.data or {}).get("shards", [])):
+            splits = [s.get("split") for s in (run.log.data or {}).get("shards", [])]
+            if "val" not in splits:
                 out.append(
                     Failure("data", run.file, "no shard with split 'val': the run must read the FineWeb val shard")
                 )
-            for name, sha in shards:
-                known = ctx.known_shards.get(name)
-                if known is not None and known != sha:
-                    out.append(
-                        Failure(
-                            "data",
-                            run.file,
-                            f"{name} has sha256 {sha[:16]}…, the known FineWeb shard has {known[:16]}…",
-                        )
-                    )
+            out.extend(Failure("data", run.file, p) for p in _unknown_shards(shards, splits, ctx.known_shards))
     if lists:
         first_file, first = next(iter(lists.items()))
         for f, shards in lists.items():
@@ -607,6 +603,32 @@ def rule_data(ctx: Context) -> RuleResult:
                 detail = f"first difference: {diff[0][0]}" if diff else "same shards in another order"
                 out.append(Failure("data", f, f"reads other shard files than {first_file} ({detail})"))
     return out
+
+
+def _unknown_shards(shards: list[tuple[str, str]], splits: list[object], known: dict[str, str]) -> list[str]:
+    """Against the table of known FineWeb shards (when it is filled): the names are the run's own word, so
+    each shard's sha256 must be one the table holds, the val shard the FineWeb val shard, and no train
+    shard the val shard. A table matched by name only passed any data renamed to the published names."""
+    if not known:
+        return []  # nobody has filled tools/known_shards.json: nothing to check against (RULES.md `data`)
+    known_names = {sha: name for name, sha in known.items()}
+    val_hashes = {sha for name, sha in known.items() if _VAL_SHARD_RE.search(name)}
+    problems = []
+    for (name, sha), split in zip(shards, splits, strict=True):
+        if sha not in known_names:
+            expected = known.get(name)
+            detail = f"; the known {name} has {expected[:16]}…" if expected else ""
+            problems.append(
+                f"{name} has sha256 {sha[:16]}…, which is no known FineWeb shard (tools/known_shards.json){detail}: "
+                "a record trains and validates on the published shards"
+            )
+        elif split == "val" and val_hashes and sha not in val_hashes:
+            problems.append(f"the val shard {name} is the FineWeb shard {known_names[sha]}, not the FineWeb val shard")
+        elif split != "val" and sha in val_hashes:
+            problems.append(
+                f"{split} shard {name} is the FineWeb val shard {known_names[sha]}: a record never trains on it"
+            )
+    return problems
 
 
 def _shard_list(log: ParsedLog) -> tuple[list[tuple[str, str]], str | None]:
