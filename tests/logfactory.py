@@ -37,7 +37,10 @@ PRESET_OF = {"track_1_short": "short", "track_2_medium": "medium", "smoke": "smo
 TARGET_OF = {"track_1_short": 3.28, "track_2_medium": 2.92, "smoke": None, "scale": None}
 
 
-def nvidia_smi(num_gpus: int, gpu: str = H100) -> str:
+SMI_TIME = "Sat Jan 10 23:36:12 2026"  # nvidia-smi's first line: when the run started (local time)
+
+
+def nvidia_smi(num_gpus: int, gpu: str = H100, when: str = SMI_TIME) -> str:
     rows = []
     for i in range(num_gpus):
         rows += [
@@ -48,7 +51,7 @@ def nvidia_smi(num_gpus: int, gpu: str = H100) -> str:
         ]
     return "\n".join(
         [
-            "Sat Jan 10 23:36:12 2026       ",
+            f"{when}       ",
             "+-----------------------------------------------------------------------------------------+",
             "| NVIDIA-SMI 580.159.04             Driver Version: 580.159.04     CUDA Version: 13.0     |",
             "|-----------------------------------------+------------------------+----------------------+",
@@ -78,6 +81,7 @@ class LogSpec:
     num_gpus: int = 8
     gpu: str = H100
     smi: bool = True  # False: "nvidia-smi: not available"
+    smi_time: str = SMI_TIME  # the timestamp nvidia-smi prints, in C's asctime format
     total_steps: int = 100
     val_every: int = 25
     start_loss: float = 10.83
@@ -132,7 +136,7 @@ def make_log(spec: LogSpec | None = None, **kw: Any) -> str:
         "Running PyTorch 2.11.0+cu130 compiled for CUDA 13.0"
         if spec.smi
         else "Running PyTorch 2.13.0+cpu compiled for CPU",
-        nvidia_smi(spec.num_gpus, spec.gpu) if spec.smi else "nvidia-smi: not available",
+        nvidia_smi(spec.num_gpus, spec.gpu, spec.smi_time) if spec.smi else "nvidia-smi: not available",
     ]
     if spec.include_config:
         env.append("config: " + json.dumps(config_for(spec)))

@@ -108,6 +108,19 @@ def test_verify_json_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "valid, NEW RECORD" in text and "INVALID: target" in text and "FAIL target" in text
 
 
+def test_verify_a_records_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--help promises a records folder; it once failed with 'cannot tell its track from the path'."""
+    records = tmp_path / "records"
+    write_record(records, "2026-08-01_Short")
+    write_record(records, "2026-08-02_Medium", track="track_2_medium", final_loss=2.9)
+    assert main(["verify", str(records)]) == 0
+    out = capsys.readouterr().out
+    assert "2026-08-01_Short" in out and "2026-08-02_Medium" in out and "2 of 2 valid" in out
+    (records / "notes.txt").write_text("stray\n")  # what is not a record fails (tools.records.misplaced)
+    assert main(["verify", str(records)]) == 1
+    assert "notes.txt: a stray file" in capsys.readouterr().out
+
+
 def test_verify_a_community_submission(anchors_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = anchors_dir / "track_1_short" / "2026-01-10_FusedLinearReLUSquare"
     assert main(["verify", "--json", str(folder)]) == 1
@@ -140,5 +153,22 @@ def test_compare_matches_scipy_reference(tmp_path: Path) -> None:
     records = tmp_path / "records"
     a = verify_paths([write_record(records, "2026-08-01_A", runs=3, step_ms=60.0)], known_shards={})[0]
     b = verify_paths([write_record(records, "2026-08-02_B", runs=5, step_ms=58.0, seed=9)], known_shards={})[0]
-    ref = sps.ttest_ind([r.log.train_time_ms for r in a.runs], [r.log.train_time_ms for r in b.runs], equal_var=False)
-    assert compare(a, b)["welch_time"]["p_value"] == pytest.approx(float(ref.pvalue))
+    times_a, times_b = [r.log.train_time_ms for r in a.runs], [r.log.train_time_ms for r in b.runs]
+    ref = sps.ttest_ind(times_b, times_a, equal_var=False)  # B - A, the difference compare prints
+    result = compare(a, b)["welch_time"]
+    assert result["p_value"] == pytest.approx(float(ref.pvalue))
+    assert result["t"] == pytest.approx(float(ref.statistic))
+
+
+def test_compare_t_has_the_sign_of_the_difference(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """B faster than A: B - A is negative, and so is t (it once had the sign of A - B)."""
+    records = tmp_path / "records"
+    a = write_record(records, "2026-08-01_Slow", runs=3, step_ms=60.0)
+    b = write_record(records, "2026-08-02_Fast", runs=3, step_ms=50.0, seed=9)
+    for first, second, sign in ((a, b, "-"), (b, a, "+")):
+        assert main(["compare", "--json", str(first), str(second)]) == 0
+        res = json.loads(capsys.readouterr().out)["welch_time"]
+        assert (res["difference"] < 0) == (res["t"] < 0) == (sign == "-")
+        assert main(["compare", str(first), str(second)]) == 0
+        line = next(ln for ln in capsys.readouterr().out.splitlines() if "t-test on time" in ln)
+        assert line.startswith(f"Welch's t-test on time: B - A = {sign}") and f"t(B - A) = {sign}" in line, line

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import io
+import json
 import re
+import shutil
 import urllib.parse
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import REPO_ROOT
 from logfactory import H100, LogSpec, write_log, write_record
 from tools.check import check
 from tools.cli import main
-from tools.leaderboard import CSV_COLUMNS, build, write
+from tools.leaderboard import CSV_COLUMNS, build, build_tables, unique_slugs, write
+from tools.records import discover
+from tools.verify import verify_records
 
 _MD_LINK = re.compile(r"\]\(([^)\s]+)\)")
 _HREF = re.compile(r'href="([^"]+)"')
@@ -130,6 +136,89 @@ def test_check_requires_a_readme(tmp_path: Path) -> None:
     write(build(records, out), out)
     ok, lines = check(records, out)
     assert not ok and any("no README.md with front matter" in ln for ln in lines)
+
+
+def test_check_and_verify_fail_on_what_is_not_a_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown track folder or a stray file was skipped in silence: a record in it was never judged."""
+    records = tmp_path / "records"
+    write_record(records, "2026-08-01_First")
+    (records / "README.md").write_text("# Records\n")
+    (records / "track_1_short" / "README.md").write_text("# Track 1\n")
+    (records / "track_2_medium").mkdir()
+    (records / "track_2_medium" / ".gitkeep").write_text("")
+    out = tmp_path / "leaderboard"
+    write(build(records, out), out)
+    ok, lines = check(records, out)
+    assert ok, lines
+    assert main(["verify", str(records / "track_1_short")]) == 0
+    shutil.copytree(records / "track_1_short" / "2026-08-01_First", records / "track_3_long" / "2026-08-02_Lost")
+    (records / "track_1_short" / "stray.txt").write_text("not a record\n")
+    (records / "track_1_short" / "2026-08-03_Empty").mkdir()
+    (records / "notes.md").write_text("notes\n")
+    capsys.readouterr()
+    ok, lines = check(records, out)
+    report = "\n".join(lines)
+    assert not ok
+    for name, why in (
+        ("track_3_long", "not a track folder"),
+        ("stray.txt", "a stray file"),
+        ("2026-08-03_Empty", "no README.md and no logs"),
+        ("notes.md", "a stray file"),
+    ):
+        assert any("FAIL structure" in ln and name in ln and why in ln for ln in lines), (name, report)
+    assert main(["verify", str(records / "track_1_short")]) == 1  # a track folder: its own entries only
+    text = capsys.readouterr().out
+    assert "1 of 1 valid; 2 entries are not a record folder (see FAIL lines)" in text
+    assert "stray.txt" in text and "track_3_long" not in text
+    assert main(["verify", "--json", str(records / "track_1_short")]) == 1
+    captured = capsys.readouterr()
+    assert "stray.txt" in captured.err and all(json.loads(ln)["valid"] for ln in captured.out.splitlines())
+
+
+def test_records_whose_names_differ_in_punctuation_get_their_own_plots(tmp_path: Path) -> None:
+    """The slug folds '.', '-', '_' and case: Foo.Bar and Foo-Bar once shared (overwrote) one plot file."""
+    records = tmp_path / "records"
+    write_record(records, "2026-08-10_Foo.Bar", step_ms=60.0)
+    write_record(records, "2026-08-10_Foo-Bar", step_ms=59.0)
+    write_record(records, "2026-08-11_Plain", step_ms=58.0)
+    out = tmp_path / "leaderboard"
+    files = build(records, out, known_shards={})
+    rows = {
+        r.verdict.record.name: r.plot
+        for t in build_tables(verify_records(discover(records)), out)["track_1_short"]
+        for r in t.rows
+    }
+    assert len(set(rows.values())) == 3 and all(plot in files for plot in rows.values())
+    assert rows["2026-08-11_Plain"] == "plots/track_1_short/2026-08-11-plain.svg"  # no clash: the readable slug
+    assert len([k for k in files if k.startswith("plots/track_1_short/")]) == 3
+
+
+@given(st.lists(st.text(alphabet="aAbB.-_/×1", min_size=1, max_size=6), max_size=12))
+def test_unique_slugs_never_share_a_stem(names: list[str]) -> None:
+    """Against the obvious requirement: distinct names, distinct stems, also ignoring case (macOS, Windows)."""
+    stems = unique_slugs(names)
+    assert set(stems) == set(names)
+    assert len({s.lower() for s in stems.values()}) == len(stems)
+    assert unique_slugs(reversed(names)) == stems  # the order of the records does not matter
+
+
+def test_unique_slugs_resists_a_name_made_to_match_a_hashed_stem() -> None:
+    first = unique_slugs(["2026-08-10_Foo.Bar", "2026-08-10_Foo-Bar"])
+    crafted = first["2026-08-10_Foo.Bar"].replace("2026-08-10-foo-bar", "2026-08-10_Foo_Bar")
+    stems = unique_slugs(["2026-08-10_Foo.Bar", "2026-08-10_Foo-Bar", crafted])
+    assert len(set(stems.values())) == 3
+
+
+def test_leaderboard_out_that_is_a_file_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    records = tmp_path / "records"
+    write_record(records, "2026-08-01_First")
+    afile = tmp_path / "afile"
+    afile.write_text("keep me\n")
+    for out in (afile, afile / "sub"):
+        assert main(["leaderboard", "--records", str(records), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and str(afile) in err and "Traceback" not in err, err
+    assert afile.read_text() == "keep me\n"  # nothing lost
 
 
 def test_committed_leaderboard_is_up_to_date() -> None:

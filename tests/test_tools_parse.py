@@ -57,6 +57,16 @@ def test_2024_log_with_empty_source_and_code_in_the_next_section(anchors_dir: Pa
     assert log.metrics_form == "speedrun"
 
 
+def test_run_date_from_the_nvidia_smi_timestamp(anchors_dir: Path) -> None:
+    """nvidia-smi's first line dates the run: every anchor log has one."""
+    log = parse_log(anchors_dir / "track_1_short/2024-10-14_ModernArch/dabaaddd-237c-4ec9-939d-6608a9ed5e27.txt")
+    assert log.run_date == "2024-10-14"
+    assert parse_bytes(make_log(LogSpec(smi_time="Mon Jan  5 01:02:03 2026")).encode()).run_date == "2026-01-05"
+    for odd in ("Mon Feb 30 01:02:03 2026", "Mon Foo 10 01:02:03 2026"):  # no such date: no date
+        assert parse_bytes(make_log(LogSpec(smi_time=odd)).encode()).run_date is None
+    assert parse_bytes(make_log(LogSpec(smi=False)).encode()).run_date is None
+
+
 def _log(
     metrics: str, source: str = "print('hi')\n", env: str = "Running PyTorch 2.5.0 compiled for CUDA 12.4"
 ) -> bytes:

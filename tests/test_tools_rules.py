@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 from pathlib import Path
 
 import pytest
 
-from logfactory import H100, LogSpec, shard, write_log, write_record
+from logfactory import DEFAULT_SHARDS, H100, LogSpec, shard, write_log, write_record
+from tools.check import check
+from tools.cli import main
+from tools.leaderboard import build, write
 from tools.rules import infer_k
 from tools.sourcecheck import find_compile_flags
 from tools.verify import Verdict, verify_paths
@@ -57,6 +61,51 @@ def test_structure_front_matter_date_must_match_folder(records: Path) -> None:
     assert any("differs from the folder name" in f for f in failures(verdict_of(folder), "structure"))
 
 
+@pytest.mark.parametrize(
+    ("date_line", "evidence"),
+    [
+        ("date: 2026-13-45", "README.md front matter is not valid YAML: month must be in 1..12"),
+        ('date: "2026-02-30"', "'date' '2026-02-30' is not a date YYYY-MM-DD"),
+        ("date: 20260801", "'date' '20260801' is not a date YYYY-MM-DD"),
+    ],
+)
+def test_structure_bad_readme_date_fails_one_record_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], date_line: str, evidence: str
+) -> None:
+    """One bad README once stopped verify ('error: month must be in 1..12', exit 2, no file named) and
+    leaderboard/check (plots read the date); now it is that record's structure failure."""
+    records = tmp_path / "records"
+    good = write_record(records, "2026-07-01_Good")
+    bad = write_record(records, "2026-02-30_Bad")
+    readme = bad / "README.md"
+    readme.write_text(re.sub(r"^date: .*$", date_line, readme.read_text(), flags=re.M))
+    verdicts = {v.record.name: v for v in verify_paths([records / TRACK], known_shards={})}
+    assert verdicts[good.name].valid and verdicts[good.name].is_new_record
+    found = [f for f in verdicts[bad.name].failures if f.rule == "structure"]
+    assert any(f.file == str(readme) and evidence in f.evidence for f in found), found
+    assert any("is not <YYYY-MM-DD>_<ShortName> with a date of the calendar" in f.evidence for f in found)
+    assert main(["verify", str(bad)]) == 1
+    assert evidence in capsys.readouterr().out
+    out = tmp_path / "leaderboard"
+    write(build(records, out), out)
+    ok, lines = check(records, out)
+    assert not ok and any("2026-02-30_Bad" in ln and "INVALID: structure" in ln for ln in lines)
+
+
+def test_structure_readme_must_be_a_file_not_a_link(tmp_path: Path) -> None:
+    """A README is read like a log: a symbolic link (to /dev/zero, which never ends, or anywhere) is refused."""
+    records = tmp_path / "records"
+    folder = write_record(records, "2026-08-01_Linked")
+    elsewhere = tmp_path / "README.md"
+    (folder / "README.md").rename(elsewhere)
+    (folder / "README.md").symlink_to(elsewhere)
+    found = failures(verdict_of(folder), "structure")
+    assert found == ["README.md: README.md is a symbolic link; put the README file itself in the record folder"]
+    (folder / "README.md").unlink()
+    (folder / "README.md").symlink_to(tmp_path / "missing.md")  # a dangling link is still a README entry
+    assert any("symbolic link" in f for f in failures(verdict_of(folder), "structure"))
+
+
 def test_structure_record_log_must_carry_its_code(records: Path) -> None:
     folder = write_record(records, "2026-08-01_NoCode", runs=3, source="")
     assert any("source section is empty" in f for f in failures(verdict_of(folder), "structure"))
@@ -67,6 +116,13 @@ def test_structure_unknown_baseline_is_a_dead_link(records: Path) -> None:
     assert any("baseline" in f for f in failures(verdict_of(folder), "structure"))
     ok = write_record(records, "2026-08-02_Child", meta={"baseline": "2026-08-01_Orphan"})
     assert not failures(verdict_of(ok), "structure")
+
+
+def test_structure_record_without_logs(records: Path) -> None:
+    """A README and no logs is a structure failure, not a crash (the config rule once raised StopIteration)."""
+    folder = write_record(records, "2026-08-01_Empty", runs=0)
+    v = verdict_of(folder)
+    assert any("no run logs" in f for f in failures(v, "structure")) and not v.valid
 
 
 # --- complete -------------------------------------------------------------------------------
@@ -115,14 +171,70 @@ def test_monotonic_steps_out_of_order(records: Path) -> None:
 
 
 def test_monotonic_infers_k_from_step_avg_when_config_does_not_say(records: Path) -> None:
-    # 2024 community logs: the first 10 steps are untimed, step_avg = train_time / (step - 10).
-    folder = write_record(records, "2026-08-01_Warmup", k=10, drop_config_keys=("step_avg_excluded_steps",))
+    # 2024 community logs (no README, no config line): the first 10 steps are untimed,
+    # step_avg = train_time / (step - 10).
+    folder = records / TRACK / "2024-10-14_Warmup"
+    for seed in (1, 2, 3):
+        write_log(folder, LogSpec(seed=seed, k=10, include_config=False, include_data=False))
     v = verdict_of(folder)
-    assert not failures(v, "monotonic")
+    assert v.record.layout == "community" and not failures(v, "monotonic")
     assert {infer_k(r.log) for r in v.runs} == {10}
     # ... and the same curves with a config that claims k=0 disagree: the check is not vacuous.
     wrong = write_record(records, "2026-08-02_WrongK", k=10, config={"step_avg_excluded_steps": 0})
     assert all("step_avg disagrees with train_time / (step - 0)" in f for f in failures(verdict_of(wrong), "monotonic"))
+
+
+def _halve_train_time(path: Path) -> None:
+    """The edit a cheat makes: every train_time halved, step_avg left as it was."""
+
+    def half(m: re.Match[str]) -> str:
+        return f"train_time:{int(m.group(1)) // 2}ms"
+
+    path.write_text(re.sub(r"train_time:(\d+)ms", half, path.read_text()))
+
+
+@pytest.mark.parametrize("k", [10**9, 10**30, 2**63, 100, -1, 2.5, "0", True])
+def test_monotonic_a_config_k_cannot_switch_the_check_off(records: Path, k: object) -> None:
+    """k >= total would leave no line to check; a huge k once crashed numpy (OverflowError)."""
+    folder = write_record(records, "2026-08-01_BigK", config={"step_avg_excluded_steps": k})
+    for log in folder.glob("*.txt"):
+        _halve_train_time(log)
+    v = verdict_of(folder)
+    found = failures(v, "monotonic")
+    assert len(found) == 3 and all("step_avg_excluded_steps" in f for f in found), found
+    assert not v.valid and not v.is_new_record
+
+
+def test_monotonic_record_logs_of_this_trainer_have_k_zero(records: Path) -> None:
+    """train_gpt.py times every step (k = 0): a record log claiming warm-up steps was edited."""
+    folder = write_record(records, "2026-08-01_Warm10", k=10, config={"step_avg_excluded_steps": 10})
+    assert all("train_gpt.py times every step" in f for f in failures(verdict_of(folder), "monotonic"))
+    # Off the record tracks a k below the total is taken as written.
+    smoke = write_log(records / "smoke", LogSpec(track="smoke", k=10, config={"step_avg_excluded_steps": 10}))
+    assert not failures(verify_paths([smoke], track="smoke")[0], "monotonic")
+    huge = write_log(records / "smoke2", LogSpec(track="smoke", config={"step_avg_excluded_steps": 10**30}))
+    assert any(
+        "not a step count in [0, 100)" in f for f in failures(verify_paths([huge], track="smoke")[0], "monotonic")
+    )
+
+
+def test_monotonic_train_time_checked_on_every_line(records: Path) -> None:
+    """Also on the untimed warm-up lines; only the one clock restart after step k is allowed."""
+    folder = records / TRACK / "2024-10-14_Warmup"
+    log = write_log(folder, LogSpec(seed=1, k=10, step_ms=50.0, include_config=False, include_data=False))
+    text = log.read_text()
+    for step in range(1, 11):  # the 2024 trainer: warm-up steps count up, then the clock restarts at step 11
+        text = re.sub(
+            rf"^step:{step}/100 train_loss:(\S+) train_time:0ms step_avg:\S+$",
+            rf"step:{step}/100 train_loss:\1 train_time:{40_000 + 100 * step}ms step_avg:nanms",
+            text,
+            flags=re.M,
+        )
+    log.write_text(text)
+    assert not failures(verdict_of(folder), "monotonic")
+    log.write_text(text.replace("train_time:40500ms", "train_time:45000ms", 1))
+    found = failures(verdict_of(folder), "monotonic")
+    assert len(found) == 1 and "train_time decreases (k=10): 45000ms at step 5" in found[0], found
 
 
 def test_monotonic_on_every_community_log(anchors_dir: Path) -> None:
@@ -246,13 +358,33 @@ def test_config_not_applicable_to_community_logs(anchors_dir: Path) -> None:
 def test_data_same_shards_in_every_run_and_known_hashes(records: Path) -> None:
     folder = write_record(records, "2026-08-01_Data")
     assert not failures(verdict_of(folder), "data")
-    known = {"fineweb_val_000000.bin": shard("fineweb_val_000000.bin", "val")["sha256"]}
+    known = {s["name"]: s["sha256"] for s in DEFAULT_SHARDS}
     assert not failures(verdict_of(folder, known), "data")
-    bad = {"fineweb_val_000000.bin": "0" * 64}
+    bad = known | {"fineweb_val_000000.bin": "0" * 64}
     assert len(failures(verdict_of(folder, bad), "data")) == 3
     other = [shard("fineweb_val_000000.bin", "val"), shard("my_own_train_000001.bin", "train")]
     write_log(folder, LogSpec(seed=20, shards=other))
     assert any("reads other shard files" in f for f in failures(verdict_of(folder), "data"))
+
+
+def test_data_known_shards_are_matched_by_hash_not_by_name(records: Path) -> None:
+    """Any data renamed to the published names once passed: the table was looked up by file name."""
+    known = {s["name"]: s["sha256"] for s in DEFAULT_SHARDS}
+    own = [dict(s, sha256=hashlib.sha256(b"my data " + s["name"].encode()).hexdigest()) for s in DEFAULT_SHARDS]
+    renamed = [dict(s, name=f"shard_{i}.bin") for i, s in enumerate(own)]
+    for name, shards in (("2026-08-01_Own", own), ("2026-08-02_Renamed", renamed)):
+        found = failures(verdict_of(write_record(records, name, shards=shards), known), "data")
+        assert len(found) == 3 * 9 and all("which is no known FineWeb shard" in f for f in found), found
+        assert not failures(verdict_of(records / TRACK / name), "data")  # an empty table checks nothing
+    # The published shards under other names are fine: the bytes are what counts.
+    published = [dict(s, name=f"copy_{i}.bin") for i, s in enumerate(DEFAULT_SHARDS)]
+    assert not failures(verdict_of(write_record(records, "2026-08-03_Copies", shards=published), known), "data")
+    # ... but the val shard must be the val shard, and no train shard may be it.
+    val, train = DEFAULT_SHARDS[0], DEFAULT_SHARDS[1:]
+    swapped = [dict(train[0], split="val"), dict(val, split="train"), *train[1:]]
+    found = failures(verdict_of(write_record(records, "2026-08-04_Swapped", shards=swapped), known), "data")
+    assert len(found) == 6 and sum("not the FineWeb val shard" in f for f in found) == 3
+    assert sum("a record never trains on it" in f for f in found) == 3
 
 
 def test_data_line_must_be_well_formed(records: Path) -> None:
@@ -273,10 +405,50 @@ def test_target_mean_above_target(records: Path) -> None:
 def test_target_needs_three_runs_unless_systems_only(records: Path) -> None:
     folder = write_record(records, "2026-08-01_Two", runs=2)
     assert any("the p-value needs at least 3" in f for f in failures(verdict_of(folder), "target"))
-    systems = write_record(records, "2026-08-02_Sys", runs=1, meta={"systems_only": True})
-    assert not failures(verdict_of(systems), "target")
-    high = write_record(records, "2026-08-03_SysHigh", runs=1, final_loss=3.3, meta={"systems_only": True})
+    base = write_record(records, "2026-07-30_Base")
+    assert verdict_of(base).valid
+    sys_meta = {"systems_only": True, "baseline": "2026-07-30_Base"}
+    systems = write_record(records, "2026-08-02_Sys", runs=1, meta=sys_meta)
+    assert verdict_of(systems).valid
+    high = write_record(records, "2026-08-03_SysHigh", runs=1, final_loss=3.3, meta=sys_meta)
     assert failures(verdict_of(high), "target")  # systems_only waives the p-value, never the mean
+
+
+@pytest.mark.parametrize(
+    ("baseline", "evidence"),
+    [
+        (None, "systems_only: true needs a 'baseline'"),
+        ("..", "not a record folder name"),
+        (".", "not a record folder name"),
+        ("/tmp", "not a record folder name"),
+        ("2026-07-30_Base/../2026-07-30_Base", "not a record folder name"),
+        ("2026-07-29_Missing", "not a record folder of track_1_short"),
+        ("2026-08-02_Sys", "is this record itself"),
+        ("2026-08-05_Later", "is dated after this record"),
+    ],
+)
+def test_systems_only_needs_a_real_earlier_baseline(records: Path, baseline: str | None, evidence: str) -> None:
+    """The p-value waiver rests on the baseline: nothing, a path or a later record cannot carry it."""
+    write_record(records, "2026-07-30_Base")
+    write_record(records, "2026-08-05_Later")
+    (records / TRACK / "2026-07-29_Missing").mkdir()  # a folder, but not a record (no README)
+    systems = write_record(records, "2026-08-02_Sys", runs=1, meta={"systems_only": True, "baseline": baseline})
+    v = verdict_of(systems)
+    assert any(evidence in f for f in failures(v, "structure")), v.failures
+    assert not v.valid and not v.is_new_record
+
+
+def test_systems_only_baseline_must_be_valid(records: Path) -> None:
+    bad = write_record(records, "2026-07-30_Base", final_loss=3.4)  # misses the target
+    assert not verdict_of(bad).valid
+    systems = write_record(records, "2026-08-02_Sys", runs=1, meta={"systems_only": True, "baseline": bad.name})
+    chained = write_record(records, "2026-08-03_Chain", runs=1, meta={"systems_only": True, "baseline": systems.name})
+    for folder in (systems, chained):
+        found = failures(verdict_of(folder), "target")
+        assert len(found) == 1 and "waives the p-value only against a valid baseline" in found[0], found
+    # An ordinary record may name any earlier record folder as what it improves on.
+    plain = write_record(records, "2026-08-04_Plain", meta={"baseline": bad.name})
+    assert verdict_of(plain).valid
 
 
 def test_target_p_value_not_small_enough(records: Path) -> None:
@@ -320,15 +492,48 @@ def test_smoke_config_must_be_the_smoke_preset(tmp_path: Path) -> None:
         "import torch\nm = torch.compile(model, mode='max-autotune')\n",
         "import torch\n@torch.compile(options={'triton.cudagraphs': True})\ndef f(x):\n    return x\n",
         "import torch\ntorch._inductor.config.max_autotune = True\nthis is not python(\n",  # regex fallback
+        # Variants the first version missed:
+        "import torch\nm = torch.compile(m, **{'mode': 'max-autotune'})\n",
+        "import torch\nkw = {'mode': 'max-autotune'}\nm = torch.compile(m, **kw)\n",
+        "model.compile(mode='max-autotune')\n",
+        "model.compile(options={'max_autotune': True})\n",
+        "import torch\ncfg = torch._inductor.config\ncfg.max_autotune = True\n",
+        "import torch\ncfg = torch._inductor.config\nalso = cfg\nsetattr(also, 'max_autotune', True)\n",
+        "import torch._inductor as I\nI.config.max_autotune = True\n",
+        "from torch import _inductor as ind\nind.config.coordinate_descent_tuning = True\n",
+        "import torch\nind = torch._inductor\nind.config.max_autotune = True\n",
+        "import torch\ntorch._inductor.config.triton.cudagraphs = True\n",
+        "import torch\nc = torch.compile\nc(m, mode='max-autotune')\n",
+        "import functools, torch\nc = functools.partial(torch.compile, mode='max-autotune')\n",
+        "import os\nos.environ['TORCHINDUCTOR_MAX_AUTOTUNE'] = '1'\n",
+        "import os\nos.environ.setdefault('TORCHINDUCTOR_COORDINATE_DESCENT_TUNING', '1')\n",
+        "import os\nflag = 'MAX_AUTOTUNE'\nos.environ[f'TORCHINDUCTOR_{flag}'] = '1'\n",
+        "cfg = torch._inductor.config\ncfg.max_autotune = True\nthis is not python(\n",  # regex fallback
+        "model.compile(mode='max-autotune')\nthis is not python(\n",
+        "os.environ['TORCHINDUCTOR_MAX_AUTOTUNE'] = '1'\nthis is not python(\n",
     ],
 )
 def test_compile_flags_found(source: str) -> None:
     assert find_compile_flags(source), source
 
 
-def test_compile_flags_allowed_forms() -> None:
-    ok = "import torch\nm = torch.compile(model, dynamic=False, fullgraph=True)\n# config.max_autotune = True\n"
-    assert find_compile_flags(ok) == []
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import torch\nm = torch.compile(model, dynamic=False, fullgraph=True)\n# config.max_autotune = True\n",
+        "import torch\nm = torch.compile(model, **{'dynamic': False, 'fullgraph': True})\n",
+        "import re\npattern = re.compile(r'step:(\\d+)', re.M)\n",
+        '"""Sets no TORCHINDUCTOR_MAX_AUTOTUNE and no mode=."""\nimport torch\nm = torch.compile(model)\n',
+        "import torch\nclass H:\n    compile: bool = True\nh = H()\nm = torch.compile(model) if h.compile else model\n",
+    ],
+)
+def test_compile_flags_allowed_forms(source: str) -> None:
+    assert find_compile_flags(source) == []
+
+
+def test_compile_flags_pass_on_this_repository_trainer(repo_root: Path) -> None:
+    """train_gpt.py compiles with dynamic=False, fullgraph=True only: it must pass its own rule."""
+    assert find_compile_flags((repo_root / "train_gpt.py").read_text(encoding="utf-8")) == []
 
 
 def test_compile_flags_rule_names_the_line(records: Path) -> None:
@@ -359,6 +564,24 @@ def test_faster_per_track_and_hardware_class(records: Path) -> None:
     assert prev is not None and prev.record.name == "2026-08-02_B"
     # verifying one folder still judges it against its track folder
     assert verify_paths([track / "2026-08-03_C"], known_shards={})[0].is_new_record is False
+
+
+def test_faster_a_backdated_record_cannot_jump_the_queue(records: Path) -> None:
+    """The date orders records, so it may not precede the runs (nvidia-smi's timestamp, one day of slack)."""
+    real = write_record(records, "2026-08-01_Real", step_ms=60.0)
+    fake = write_record(records, "2020-01-01_Backdated", step_ms=59.0)  # runs made 2026-01-10 (logfactory)
+    v = {x.record.name: x for x in verify_paths([records / TRACK], known_shards={})}
+    assert v[real.name].valid and v[real.name].is_new_record and v[real.name].previous is None
+    found = failures(v[fake.name], "structure")
+    assert len(found) == 3 and all(
+        "nvidia-smi dates this run 2026-01-10, after the record's date 2020-01-01" in f for f in found
+    )
+    assert not v[fake.name].is_new_record
+    # A run made the day after the record's date (another time zone) is fine; two days after is not.
+    ok = write_record(records, "2026-08-09_Tz", step_ms=59.0, smi_time="Mon Aug 10 01:00:00 2026")
+    assert not failures(verdict_of(ok), "structure")
+    late = write_record(records, "2026-08-09_Late", step_ms=59.0, smi_time="Tue Aug 11 01:00:00 2026")
+    assert len(failures(verdict_of(late), "structure")) == 3
 
 
 def test_distinct_runs_across_records_a_run_counts_once(records: Path) -> None:

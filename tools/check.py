@@ -1,6 +1,7 @@
 """``python -m tools check``: what CI runs on every pull request that touches records/.
 
-1. Verify every record under ``records/`` (each must have its README.md and pass every rule).
+1. Verify every record under ``records/`` (each must have its README.md and pass every rule); anything
+   else under ``records/`` (an unknown track folder, a stray file) fails: it would be skipped, not judged.
 2. Regenerate the leaderboard in memory and compare it, byte for byte, with ``leaderboard/``:
    a record added without regenerating, or a hand edit, fails with the command that fixes it.
 """
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 
 from tools import leaderboard
-from tools.records import discover
+from tools.records import discover, misplaced
 from tools.verify import format_text, verify_records
 
 
@@ -21,14 +22,15 @@ def check(records_root: Path, leaderboard_dir: Path) -> tuple[bool, list[str]]:
     lines: list[str] = []
     ok = True
     records = discover(records_root)
+    stray = misplaced(records_root)
     for rec in records:
         if rec.layout != "harness":
             ok = False
             lines.append(f"FAIL structure      {rec.path}: no README.md with front matter (see records/README.md)")
     verdicts = verify_records([r for r in records if r.layout == "harness"])
-    if verdicts:
-        lines.append(format_text(verdicts).rstrip("\n"))
-    ok = ok and all(v.valid for v in verdicts)
+    if verdicts or stray:
+        lines.append(format_text(verdicts, stray).rstrip("\n"))
+    ok = ok and all(v.valid for v in verdicts) and not stray
     lines.append(f"verified {len(verdicts)} record(s) under {records_root}")
     expected = leaderboard.build(records_root, leaderboard_dir)
     actual = (

@@ -36,11 +36,13 @@ def compare(a: Verdict, b: Verdict) -> dict[str, Any]:
         }
 
     def test(r: stats.WelchResult | None) -> dict[str, Any] | None:
+        # Both numbers are of B - A: welch(a, b) is scipy's ttest_ind(a, b), whose t is of A - B, and
+        # Welch's t is antisymmetric (swapping the samples flips its sign, the two-sided p stays).
         return (
             None
             if r is None
             else {
-                "t": stats.finite_or_none(r.statistic),
+                "t": stats.finite_or_none(-r.statistic),
                 "p_value": stats.finite_or_none(r.p_value),
                 "difference": r.mean_b - r.mean_a,
             }
@@ -82,7 +84,7 @@ def format_text(result: dict[str, Any]) -> str:
         else:
             lines.append(
                 f"Welch's t-test on {label}: B - A = {r['difference'] / scale:+.4f}{unit}, "
-                f"t = {num(r['t'], '.3f')}, two-sided p = {num(r['p_value'], '.3g')}"
+                f"t(B - A) = {num(r['t'], '+.3f')}, two-sided p = {num(r['p_value'], '.3g')}"
             )
     lines += [f"warning: {w}" for w in result["warnings"]]
     return "\n".join(lines) + "\n"

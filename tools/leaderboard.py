@@ -13,10 +13,12 @@ relative to the output folder, so a leaderboard generated for ``leaderboard/`` r
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
 import urllib.parse
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,15 +95,37 @@ class Table:
     hardware: str
     rows: list[Row]  # ranked rows first (by time), then unranked ones (by date)
     plot: str  # the val-loss overview of this class, relative to the output folder
-
-    @property
-    def slug(self) -> str:
-        return f"{self.track.name}-{_slug(self.hardware)}"
+    slug: str  # an id for the table (an HTML anchor), unique in the leaderboard
 
 
 def _slug(text: str) -> str:
     chars = [c if c.isalnum() else "-" for c in text.lower().replace("×", "x")]
     return "-".join(p for p in "".join(chars).split("-") if p)
+
+
+def unique_slugs(names: Iterable[str]) -> dict[str, str]:
+    """``{name: file-name stem}``, one stem per distinct name, never the same for two names.
+
+    The stem is the readable slug of the name (lower case, so case-insensitive file systems cannot merge
+    two files either). A slug folds '.', '-', '_', '/' and case, so ``2026-08-10_Foo.Bar`` and
+    ``2026-08-10_Foo-Bar`` share one: the names that share a stem get the start of the sha256 of the
+    exact name appended, repeated until no stem is shared (a name can be chosen to equal another's
+    hashed stem; the full sha256 separates any two distinct names).
+    """
+    unique = sorted(set(names))
+    digits = dict.fromkeys(unique, 0)  # hex digits of the sha256 appended to each name's slug
+    while True:
+        stems = {n: _slug(n) + (f"-{_sha256(n)[: digits[n]]}" if digits[n] else "") for n in unique}
+        count = Counter(stems.values())
+        clash = [n for n in unique if count[stems[n]] > 1]
+        if not clash:
+            return stems
+        for n in clash:
+            digits[n] = 12 if digits[n] == 0 else 64
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", errors="surrogateescape")).hexdigest()
 
 
 def _rel(path: Path, out_dir: Path) -> str:
@@ -118,6 +142,8 @@ def build_tables(verdicts: Sequence[Verdict], out_dir: Path) -> dict[str, list[T
             {v.hardware.label if v.hardware else "unknown hardware" for v in mine},
             key=lambda s: (s != OFFICIAL_CLASS.label, s),
         )
+        record_stems = unique_slugs(v.record.name for v in mine)
+        class_stems = unique_slugs(labels)
         tables = []
         for label in labels:
             group = [v for v in mine if (v.hardware.label if v.hardware else "unknown hardware") == label]
@@ -127,17 +153,17 @@ def build_tables(verdicts: Sequence[Verdict], out_dir: Path) -> dict[str, list[T
             failed = sorted((v for v in group if not v.valid), key=lambda v: (v.record.date or "", v.record.name))
             rows = []
             for i, v in enumerate([*ranked, *failed]):
-                slug = _slug(v.record.name)
                 rows.append(
                     Row(
                         verdict=v,
                         rank=i + 1 if v.valid else None,
                         link=_rel(v.record.path, out_dir),
                         log_links=[_rel(r.path, out_dir) for r in v.runs],
-                        plot=f"plots/{track.name}/{slug}.svg",
+                        plot=f"plots/{track.name}/{record_stems[v.record.name]}.svg",
                     )
                 )
-            tables.append(Table(track, label, rows, f"plots/{track.name}-{_slug(label)}-val-loss.svg"))
+            stem = f"{track.name}-{class_stems[label]}"
+            tables.append(Table(track, label, rows, f"plots/{stem}-val-loss.svg", stem))
         by_track[track.name] = tables
     return by_track
 
@@ -307,8 +333,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"{args.out}: exists and is not a folder; give --out a folder (default leaderboard/)")
     files = build(args.records, args.out)
-    write(files, args.out)
+    try:
+        write(files, args.out)
+    except OSError as e:  # e.g. a file where a folder of the path should be, or no permission
+        raise ValueError(
+            f"cannot write the leaderboard to {args.out}: {e.strerror} ({e.filename}); give --out a writable folder"
+        ) from e
     n_plots = sum(1 for k in files if k.endswith(".svg"))
     print(f"wrote {args.out}/README.md, leaderboard.csv, index.html and {n_plots} plots")
     return 0

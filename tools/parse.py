@@ -22,6 +22,7 @@ Forms accepted, newest first:
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import hashlib
 import json
 import math
@@ -56,6 +57,12 @@ _TORCH_RE = re.compile(r"Running [Pp]y[Tt]orch (\S+) compiled for (?:CUDA (\S+)|
 # One GPU row of the nvidia-smi table: "|   0  NVIDIA H100 80GB HBM3          On  |   0000..."
 _SMI_GPU_RE = re.compile(r"^\|\s+(\d{1,3})\s+(.+?)\s+(?:On|Off)\s+\|")
 _SMI_NOT_AVAILABLE = "nvidia-smi: not available"
+# The first line of nvidia-smi's output: the machine's local time when the run started,
+# "Sat Jan 10 23:36:12 2026" (C's asctime format: the day of the month is padded with a space).
+_MONTHS = {name: i for i, name in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+_SMI_TIME_RE = re.compile(
+    r"^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([A-Z][a-z]{2}) {1,2}(\d{1,2}) \d{2}:\d{2}:\d{2} (\d{4})\s*$"
+)
 
 
 @dataclass(frozen=True)
@@ -122,6 +129,7 @@ class ParsedLog:
     cuda_version: str | None = None
     nvidia_smi: str = "missing"  # "table", "not available" or "missing"
     gpu_names: list[str] = field(default_factory=list)  # one per GPU row of nvidia-smi, by index
+    run_date: str | None = None  # YYYY-MM-DD of nvidia-smi's timestamp (local time of the node), if any
     config: dict[str, Any] | None = None
     config_error: str | None = None
     data: dict[str, Any] | None = None
@@ -189,6 +197,7 @@ class ParsedLog:
             "num_gpus": self.num_gpus,
             "gpu_name": self.gpu_name,
             "nvidia_smi": self.nvidia_smi,
+            "run_date": self.run_date,
             "python_version": self.python_version,
             "torch_version": self.torch_version,
             "cuda_version": self.cuda_version,
@@ -346,6 +355,8 @@ def _read_environment(log: ParsedLog, env: list[str]) -> None:
             log.data, log.data_error = _read_json_object(line[len("data: ") :], "data", log.data)
         elif line.strip() == _SMI_NOT_AVAILABLE:
             log.nvidia_smi = "not available"
+        elif log.run_date is None and not log.gpu_names and (m := _SMI_TIME_RE.match(line)):
+            log.run_date = _smi_date(m)
         elif "Processes:" in line:
             in_processes = True
         elif not in_processes and (m := _SMI_GPU_RE.match(line)):
@@ -353,6 +364,17 @@ def _read_environment(log: ParsedLog, env: list[str]) -> None:
             index = int(m.group(1))
             if index == len(log.gpu_names):  # rows in index order; a repeated table is not more GPUs
                 log.gpu_names.append(" ".join(m.group(2).split()))
+
+
+def _smi_date(m: re.Match[str]) -> str | None:
+    """``YYYY-MM-DD`` of nvidia-smi's timestamp; None for a date that does not exist (an edited line)."""
+    month = _MONTHS.get(m.group(1))  # not strptime("%b"): that reads month names of the current locale
+    if month is None:
+        return None
+    try:
+        return dt.date(int(m.group(3)), month, int(m.group(2))).isoformat()
+    except ValueError:
+        return None
 
 
 def _reject_constant(name: str) -> Any:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,8 +92,23 @@ def _logs_in(folder: Path) -> list[Path]:
 
 
 def _date_of(name: str) -> str | None:
+    """The ``YYYY-MM-DD`` a name starts with, if it is a date of the calendar (``2026-02-30`` is not)."""
     m = _DATE_PREFIX_RE.match(name)
-    return m.group(1) if m else None
+    return m.group(1) if m and _is_calendar_date(m.group(1)) else None
+
+
+def _is_calendar_date(text: str) -> bool:
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) is not None  # fromisoformat also takes 20260801
+
+
+def _has_readme(folder: Path) -> bool:
+    """A README.md entry, even a link (``read_front_matter`` then refuses it by name)."""
+    readme = folder / README
+    return readme.is_symlink() or readme.exists()
 
 
 def load_records(path: Path, track: str | None = None) -> list[Record]:
@@ -102,6 +118,8 @@ def load_records(path: Path, track: str | None = None) -> list[Record]:
     """
     if not path.exists():
         raise ValueError(f"{path}: no such file or folder")
+    if is_records_folder(path):
+        return discover(path)  # a track folder or a whole records folder: the folder names give the tracks
     tr = resolve_track(path, track)
     if path.is_file():
         if path.suffix != LOG_SUFFIX:
@@ -109,15 +127,66 @@ def load_records(path: Path, track: str | None = None) -> list[Record]:
         return [Record(path=path, name=path.name, track=tr, logs=[path], layout="log")]
     if not path.is_dir():
         raise ValueError(f"{path}: not a regular file or folder")
-    if path.name in TRACKS or any((path / t).is_dir() for t in TRACKS):
-        return discover(path)  # a track folder or a whole records folder
-    if (path / README).exists():
+    if _has_readme(path):
         return [_harness_record(path, tr)]
     name, date = _name_and_date(path)
     records = _community_records(path, name, tr, date)
     if not records:
         raise ValueError(f"{path}: no logs (*.txt) and no {README} here or in its subfolders: not a record folder")
     return records
+
+
+def is_records_folder(path: Path) -> bool:
+    """A whole records folder (it holds a track folder) or one track folder (named like its track)."""
+    return path.is_dir() and (path.name in TRACKS or any((path / t).is_dir() for t in TRACKS))
+
+
+# Files that may sit beside the track folders and beside the record folders: the layout's own README,
+# and the empty file git needs to keep a track folder that has no record yet.
+_TOP_LEVEL_FILES = (README,)
+_TRACK_LEVEL_FILES = (README, ".gitkeep")
+
+
+def misplaced(records_root: Path) -> list[tuple[Path, str]]:
+    """``(path, why)`` for every entry of a records folder (or of one track folder) that ``discover`` would
+    skip: anything but ``<known track>/<record folder>/`` and the README.md files beside them.
+
+    A record that is only skipped is a record nobody judged: ``check`` and ``verify`` fail on these.
+    """
+    out: list[tuple[Path, str]] = []
+    if records_root.name in TRACKS:
+        track_dirs = [records_root]
+    else:
+        track_dirs = []
+        for entry in sorted(records_root.iterdir()):
+            if entry.name in _TOP_LEVEL_FILES and entry.is_file() and not entry.is_symlink():
+                continue
+            if entry.name in TRACKS and entry.is_dir() and not entry.is_symlink():
+                track_dirs.append(entry)
+            elif entry.is_dir() and not entry.is_symlink():
+                out.append((entry, f"not a track folder (the tracks are {', '.join(TRACKS)}): nothing in it is judged"))
+            else:
+                out.append((entry, f"a stray {_kind(entry)}: a records folder holds only track folders and {README}"))
+    for td in track_dirs:
+        for entry in sorted(td.iterdir()):
+            if entry.name in _TRACK_LEVEL_FILES and entry.is_file() and not entry.is_symlink():
+                continue
+            if entry.is_symlink() or not entry.is_dir():
+                out.append(
+                    (
+                        entry,
+                        f"a stray {_kind(entry)}: a track folder holds only record folders <YYYY-MM-DD>_<ShortName>/",
+                    )
+                )
+            elif entry.name.startswith("."):
+                out.append((entry, "a hidden folder: a record folder is named <YYYY-MM-DD>_<ShortName>"))
+            elif not _has_readme(entry) and not any(p.suffix == LOG_SUFFIX for p in entry.rglob("*")):
+                out.append((entry, f"no {README} and no logs (*.txt): not a record folder"))
+    return out
+
+
+def _kind(entry: Path) -> str:
+    return "symbolic link" if entry.is_symlink() else "folder" if entry.is_dir() else "file"
 
 
 def discover(records_root: Path) -> list[Record]:
@@ -136,7 +205,7 @@ def discover(records_root: Path) -> list[Record]:
     found: list[Record] = []
     for td in track_dirs:
         for sub in sorted(d for d in td.iterdir() if d.is_dir() and not d.name.startswith(".")):
-            if (sub / README).exists():
+            if _has_readme(sub):
                 found.append(_harness_record(sub, TRACKS[td.name]))
             else:
                 found.extend(_community_records(sub, sub.name, TRACKS[td.name], _date_of(sub.name)))
@@ -171,25 +240,67 @@ def _community_records(folder: Path, name: str, track: Track, date: str | None) 
 def _harness_record(folder: Path, track: Track) -> Record:
     rec = Record(folder, folder.name, track, _logs_in(folder), "harness", _date_of(folder.name))
     rec.supporting = sorted(p for d in folder.iterdir() if d.is_dir() for p in d.rglob(f"*{LOG_SUFFIX}"))
-    if not _HARNESS_FOLDER_RE.match(folder.name):
-        rec.meta_errors.append(f"folder name {folder.name!r} is not <YYYY-MM-DD>_<ShortName>")
+    if not _HARNESS_FOLDER_RE.match(folder.name) or rec.date is None:
+        rec.meta_errors.append(
+            f"folder name {folder.name!r} is not <YYYY-MM-DD>_<ShortName> with a date of the calendar"
+        )
     rec.meta, errors = read_front_matter(folder / README)
     rec.meta_errors.extend(errors)
     if rec.meta is not None:
         if rec.date is not None and rec.meta.date != rec.date:
             rec.meta_errors.append(f"front matter date {rec.meta.date} differs from the folder name's {rec.date}")
         rec.date = rec.meta.date
-        if rec.meta.baseline and not (folder.parent / rec.meta.baseline).is_dir():
-            rec.meta_errors.append(
-                f"baseline {rec.meta.baseline!r} is not a record folder of {track.name} (name the folder it improves on)"
-            )
+        rec.meta_errors.extend(_baseline_problems(folder, rec.meta, track))
     return rec
 
 
+def _baseline_problems(folder: Path, meta: FrontMatter, track: Track) -> list[str]:
+    """What is wrong with the README's ``baseline``: a record folder of the same track, dated no later.
+
+    ``systems_only: true`` waives the p-value because the math is its baseline's, so there it is
+    required, and the baseline's README must parse (tools.verify also requires it to be valid).
+    """
+    name = meta.baseline
+    if name is None:
+        if meta.systems_only:
+            return [
+                "systems_only: true needs a 'baseline': the record folder of this track whose math this one keeps "
+                "(the p-value is waived only because that record already passed it)"
+            ]
+        return []
+    fix = f"name the folder of {track.name} it improves on, e.g. 2026-07-20_PreviousRecord"
+    # A plain folder name: no path (`..`, `/abs`, `a/b`) may point outside this track folder.
+    if not _HARNESS_FOLDER_RE.match(name):
+        return [f"baseline {name!r} is not a record folder name <YYYY-MM-DD>_<ShortName> ({fix})"]
+    if name == folder.name:
+        return [f"baseline {name!r} is this record itself ({fix})"]
+    target = folder.parent / name
+    if target.is_symlink() or not target.is_dir() or not (target / README).is_file():
+        return [f"baseline {name!r} is not a record folder of {track.name} ({fix})"]
+    base_date = _date_of(name)
+    if base_date is not None and base_date > meta.date:
+        return [f"baseline {name!r} is dated after this record ({meta.date}): a record improves on an earlier one"]
+    if meta.systems_only:
+        base_meta, errors = read_front_matter(target / README)
+        if base_meta is None:
+            return [f"baseline {name!r} of a systems_only record is not a valid record: {'; '.join(errors)[:200]}"]
+    return []
+
+
 def read_front_matter(readme: Path) -> tuple[FrontMatter | None, list[str]]:
-    """Parse the YAML front matter of a record README (safe loader only: a README is untrusted)."""
+    """Parse the YAML front matter of a record README (safe loader only: a README is untrusted).
+
+    Never raises: every problem is returned as a message naming the README (a ``structure`` failure).
+    """
+    # Like a log (tools/parse.py), a README is the file itself: a link could point anywhere on the
+    # machine (/dev/zero would never end), and only the first MAX_README_BYTES + 1 bytes are read.
+    if readme.is_symlink():
+        return None, [f"{README} is a symbolic link; put the README file itself in the record folder"]
     try:
-        raw = readme.read_bytes()[: MAX_README_BYTES + 1]
+        if not stat.S_ISREG(readme.stat().st_mode):
+            return None, [f"{README} is not a regular file"]
+        with readme.open("rb") as f:
+            raw = f.read(MAX_README_BYTES + 1)
     except OSError as e:
         return None, [f"{README} cannot be read ({e.strerror})"]
     if len(raw) > MAX_README_BYTES:
@@ -206,8 +317,9 @@ def read_front_matter(readme: Path) -> tuple[FrontMatter | None, list[str]]:
 
     try:
         data = yaml.safe_load("\n".join(lines[1:end]))
-    except yaml.YAMLError as e:
-        return None, [f"{README} front matter is not valid YAML: {str(e).splitlines()[0]}"]
+    except Exception as e:  # not only YAMLError: `date: 2026-13-45` raises ValueError while it is built
+        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        return None, [f"{README} front matter is not valid YAML: {first}"]
     if not isinstance(data, dict):
         return None, [f"{README} front matter is not a mapping of keys to values"]
     return _front_matter_from(data)
@@ -233,10 +345,12 @@ def _front_matter_from(data: dict[object, object]) -> tuple[FrontMatter | None, 
     date: str | None = None
     if isinstance(raw_date, dt.date):
         date = raw_date.isoformat()[:10]
-    elif isinstance(raw_date, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw_date.strip()):
+    elif isinstance(raw_date, str) and _is_calendar_date(raw_date.strip()):
         date = raw_date.strip()
+    elif raw_date is None:
+        errors.append("front matter: 'date' is missing")
     else:
-        errors.append("front matter: 'date' must be YYYY-MM-DD")
+        errors.append(f"front matter: 'date' {str(raw_date)[:40]!r} is not a date YYYY-MM-DD (e.g. 2026-08-01)")
     raw_authors = data.get("authors")
     authors: tuple[str, ...] = ()
     if isinstance(raw_authors, str) and raw_authors.strip():

@@ -5,19 +5,27 @@ rule, the file (a log, or the record's README/folder) and the evidence (the line
 ``faster`` needs the other records of the track, so it lives in tools/verify.py.
 
 Choices this module makes where RULES.md leaves room (also in records/README.md):
-- ``monotonic``: k (untimed warm-up steps) is ``config.step_avg_excluded_steps`` when the log has
-  it, else inferred from the second half of the run as ``round(step - train_time / step_avg)``;
-  lines at ``step <= k`` are the warm-up and are not checked (the 2024 logs restart the clock at
-  step k+1). ``step_avg`` must equal ``train_time / (step - k)`` within the printing precision:
+- ``structure`` also checks a record's date, which orders it for ``faster``: no run of a record with
+  a README may be dated (nvidia-smi's timestamp) more than RUN_DATE_SLACK after it.
+- ``monotonic``: k (untimed warm-up steps) is a claim of the log, so it is bounded. This repository's
+  logs on a record track must have k = 0, as train_gpt.py writes (``config.step_avg_excluded_steps``);
+  elsewhere k is that key when the log has it, else inferred from the second half of the run as
+  ``round(step - train_time / step_avg)``; either way 0 <= k < total (a larger k would leave no line
+  to check). ``train_time`` must never decrease on any line, but for one drop from step <= k to
+  step k+1 (the 2024 trainer restarted its clock there); ``step_avg`` is checked on the lines at
+  ``step > k``, and must equal ``train_time / (step - k)`` within the printing precision:
   0.005 ms for step_avg plus 0.5 ms / (step - k) for the rounded train_time, plus 0.01% relative.
   ``step_avg:nan`` is accepted only for the first two timed steps, where the 2024 trainer printed it.
 - ``target``: a record must have at least 3 runs (MIN_RUNS) unless ``systems_only: true``, which
-  waives the p-value but not the mean. Community submissions have no README, so no claim of
+  waives the p-value but not the mean, and only with a ``baseline`` that is a valid earlier record
+  of the same track (tools/records.py checks the name, tools/verify.py the baseline's verdict). Community submissions have no README, so no claim of
   systems_only: the p-value applies to them as written.
 - ``loss-drop`` (smoke only, in place of ``target``): each run's last val loss must be at least
   LOSS_DROP_FRACTION (5%) below its first one (the step-0 evaluation) and finite. A smoke run is
   short (tens of steps on CPU); 5% is far outside evaluation noise yet reachable by any trainer that
   learns at all, and it catches the failures a smoke run exists for: NaN, divergence, no learning.
+- ``data``: where tools/known_shards.json is filled, a record track's shards are matched by sha256, not by
+  name (a name is the run's own word): every sha256 must be in the table, the val shard's the val shard's.
 - ``config``: the runs of a record must agree on every config key but their identity (seed, run_id),
   where the shards sit (data_path) and when they saved checkpoints (checkpoint_every, checkpoint_keep, checkpoint_dir),
   which changes no number. A resumed run (``resumed_from`` set) is never a record: a record trains
@@ -29,6 +37,7 @@ Choices this module makes where RULES.md leaves room (also in records/README.md)
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 from collections import Counter
@@ -78,6 +87,11 @@ REQUIRED_CONFIG_KEYS = (
 # Config keys the runs of one record may disagree on (see `config` above).
 RUN_IDENTITY_KEYS = ("seed", "run_id", "data_path", "checkpoint_every", "checkpoint_keep", "checkpoint_dir")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+K_CONFIG_KEY = "step_avg_excluded_steps"
+# A val shard of the published FineWeb data by name (fineweb_val_000000.bin, ../shared/spec/RECIPE.md).
+_VAL_SHARD_RE = re.compile(r"(?:^|_)val_")
+# nvidia-smi prints the node's local time; a README date is the submitter's: up to a day apart.
+RUN_DATE_SLACK = dt.timedelta(days=1)
 
 
 class _NotApplicable:
@@ -149,6 +163,7 @@ def rule_structure(ctx: Context) -> RuleResult:
         out.append(Failure("structure", ctx.record_file, f"{README} front matter is missing"))
     if not ctx.runs:
         out.append(Failure("structure", str(ctx.record.path), "no run logs (*.txt) in the record folder"))
+    out.extend(_backdated_runs(ctx))
     for run in ctx.runs:
         log = run.log
         for issue in log.structure_issues:
@@ -176,6 +191,32 @@ def rule_structure(ctx: Context) -> RuleResult:
             )
         if not log.val_curve:
             out.append(Failure("structure", run.file, "no val_loss line"))
+    return out
+
+
+def _backdated_runs(ctx: Context) -> list[Failure]:
+    """A record's date orders it against the others (``faster``), so it may not precede its runs.
+
+    Only for records with a README: its date is the submitter's claim. The community folders were
+    named for the day the idea was merged, and their logs were often rerun days later: there the
+    folder date is history, not a claim to check (9 anchor records have runs dated after it).
+    """
+    if ctx.record.layout != "harness" or ctx.record.meta is None:
+        return []
+    claimed = dt.date.fromisoformat(ctx.record.meta.date)
+    out = []
+    for run in ctx.runs:
+        made = run.log.run_date
+        if made is not None and dt.date.fromisoformat(made) - claimed > RUN_DATE_SLACK:
+            out.append(
+                Failure(
+                    "structure",
+                    run.file,
+                    f"nvidia-smi dates this run {made}, after the record's date {ctx.record.meta.date} "
+                    f"(allowing {RUN_DATE_SLACK.days} day for time zones): a record is dated no earlier than the day "
+                    "its runs were made; rename the folder and the README date",
+                )
+            )
     return out
 
 
@@ -216,11 +257,23 @@ def rule_complete(ctx: Context) -> RuleResult:
 
 
 def infer_k(log: ParsedLog) -> int | None:
-    """Untimed warm-up steps k with ``step_avg = train_time / (step - k)``; None if no line tells."""
-    cfg = log.config or {}
-    k_cfg = cfg.get("step_avg_excluded_steps")
-    if isinstance(k_cfg, int) and not isinstance(k_cfg, bool) and k_cfg >= 0:
+    """Untimed warm-up steps k with ``step_avg = train_time / (step - k)``; None if no line tells.
+
+    The config's ``step_avg_excluded_steps`` when it is a step count below the total, else inferred
+    from the metric lines. ``rule_monotonic`` decides which k a run is judged with (``_judged_k``).
+    """
+    k_cfg = (log.config or {}).get(K_CONFIG_KEY)
+    if isinstance(k_cfg, int) and not isinstance(k_cfg, bool) and 0 <= k_cfg < _total_of(log):
         return k_cfg
+    return _k_from_lines(log)
+
+
+def _total_of(log: ParsedLog) -> int:
+    m = log.metrics
+    return log.total_steps if log.total_steps is not None else (int(m.step.max()) if len(m) else 0)
+
+
+def _k_from_lines(log: ParsedLog) -> int | None:
     m = log.metrics
     if not len(m):
         return None
@@ -234,16 +287,52 @@ def infer_k(log: ParsedLog) -> int | None:
     return max(0, int(round(float(np.median(k_est)))))
 
 
+def _judged_k(log: ParsedLog, trainer_k_only: bool) -> tuple[int | None, str | None]:
+    """(k, problem): the k a run's ``step_avg`` is checked with, or why no k can be trusted.
+
+    k is a claim of the log, so it is bounded: with ``k >= total`` no timed line would be left to
+    check. ``trainer_k_only`` (this repository's logs on a record track): train_gpt.py times every
+    step and writes k = 0, so any other k is an edit that would exempt lines from the check.
+    """
+    total = _total_of(log)
+    cfg = log.config or {}
+    if K_CONFIG_KEY in cfg:
+        k_cfg = cfg[K_CONFIG_KEY]
+        if trainer_k_only and not (_is_int(k_cfg) and k_cfg == 0):
+            return None, (
+                f"config {K_CONFIG_KEY} is {str(k_cfg)[:40]}: train_gpt.py times every step and writes 0; "
+                "a record log is the file the trainer wrote"
+            )
+        if not (_is_int(k_cfg) and 0 <= k_cfg < total):
+            return None, (
+                f"config {K_CONFIG_KEY} is {str(k_cfg)[:40]}, not a step count in [0, {total}): "
+                "it would leave no timed line to check"
+            )
+        return int(k_cfg), None
+    if trainer_k_only:
+        return 0, None
+    k = _k_from_lines(log)
+    if k is None:
+        return None, "no usable step_avg value: cannot check train_time against step_avg"
+    if k >= total:
+        return (
+            None,
+            f"step_avg implies {k} untimed steps, not fewer than the {total} of the run: no timed line to check",
+        )
+    return k, None
+
+
 def rule_monotonic(ctx: Context) -> RuleResult:
     out: list[Failure] = []
+    trainer_k_only = ctx.harness_format and not ctx.is_smoke
     for run in ctx.runs:
-        failure = _monotonic_one(run)
+        failure = _monotonic_one(run, trainer_k_only)
         if failure:
             out.append(Failure("monotonic", run.file, failure))
     return out
 
 
-def _monotonic_one(run: Run) -> str | None:
+def _monotonic_one(run: Run, trainer_k_only: bool) -> str | None:
     m = run.log.metrics
     if not len(m):
         return None  # nothing to order; `structure` already reports the missing metric lines
@@ -260,14 +349,20 @@ def _monotonic_one(run: Run) -> str | None:
         return f"step numbers go back: step {m.step[back[0]]} is followed by {m.describe(back[0] + 1)!r}"
     if run.log.metrics_form != "speedrun":
         return None  # llm.c lines carry no time to check
-    k = infer_k(run.log)
+    k, problem = _judged_k(run.log, trainer_k_only)
     if k is None:
-        return "no usable step_avg value: cannot check train_time against step_avg"
+        return problem
+    # train_time never decreases, over every line. The one exception: the 2024 trainer restarted its
+    # clock after the k untimed warm-up steps, so it may drop once, from step <= k to step > k.
+    back = np.flatnonzero(np.diff(m.train_time_ms) < 0)
+    back = back[~((k > 0) & (m.step[back] <= k) & (m.step[back + 1] > k))]
+    if back.size:
+        row = int(back[0]) + 1
+        return (
+            f"train_time decreases (k={k}): {m.train_time_ms[row - 1]:.0f}ms at step {m.step[row - 1]} "
+            f"then {m.describe(row)!r}"
+        )
     timed = np.flatnonzero(m.step > k)
-    tt = m.train_time_ms[timed]
-    if (back := np.flatnonzero(np.diff(tt) < 0)).size:
-        row = timed[back[0] + 1]
-        return f"train_time decreases after timing started (k={k}): {tt[back[0]]:.0f}ms then {m.describe(row)!r}"
     missing = timed[~m.has_step_avg[timed]]
     if missing.size:
         return f"{missing.size} timed line(s) have no step_avg, first: {m.describe(missing[0])!r}"
@@ -413,7 +508,7 @@ def rule_config(ctx: Context) -> RuleResult:
     for run in ctx.runs:
         for problem in _config_problems(run.log, ctx):
             out.append(Failure("config", run.file, problem))
-    if track.is_record_track and not out:
+    if track.is_record_track and ctx.runs and not out:
         # Everything but the per-run identity (and where the shards sit on disk; `data` compares their
         # hashes) must agree: one record, one recipe.
         per_run = {run.file: _without(run.log.config or {}, RUN_IDENTITY_KEYS) for run in ctx.runs}
@@ -494,20 +589,12 @@ def rule_data(ctx: Context) -> RuleResult:
             continue
         lists[run.file] = shards
         if not ctx.is_smoke:
-            if not any(s.get("split") == "val" for s in (run.log.data or {}).get("shards", [])):
+            splits = [s.get("split") for s in (run.log.data or {}).get("shards", [])]
+            if "val" not in splits:
                 out.append(
                     Failure("data", run.file, "no shard with split 'val': the run must read the FineWeb val shard")
                 )
-            for name, sha in shards:
-                known = ctx.known_shards.get(name)
-                if known is not None and known != sha:
-                    out.append(
-                        Failure(
-                            "data",
-                            run.file,
-                            f"{name} has sha256 {sha[:16]}…, the known FineWeb shard has {known[:16]}…",
-                        )
-                    )
+            out.extend(Failure("data", run.file, p) for p in _unknown_shards(shards, splits, ctx.known_shards))
     if lists:
         first_file, first = next(iter(lists.items()))
         for f, shards in lists.items():
@@ -516,6 +603,32 @@ def rule_data(ctx: Context) -> RuleResult:
                 detail = f"first difference: {diff[0][0]}" if diff else "same shards in another order"
                 out.append(Failure("data", f, f"reads other shard files than {first_file} ({detail})"))
     return out
+
+
+def _unknown_shards(shards: list[tuple[str, str]], splits: list[object], known: dict[str, str]) -> list[str]:
+    """Against the table of known FineWeb shards (when it is filled): the names are the run's own word, so
+    each shard's sha256 must be one the table holds, the val shard the FineWeb val shard, and no train
+    shard the val shard. A table matched by name only passed any data renamed to the published names."""
+    if not known:
+        return []  # nobody has filled tools/known_shards.json: nothing to check against (RULES.md `data`)
+    known_names = {sha: name for name, sha in known.items()}
+    val_hashes = {sha for name, sha in known.items() if _VAL_SHARD_RE.search(name)}
+    problems = []
+    for (name, sha), split in zip(shards, splits, strict=True):
+        if sha not in known_names:
+            expected = known.get(name)
+            detail = f"; the known {name} has {expected[:16]}…" if expected else ""
+            problems.append(
+                f"{name} has sha256 {sha[:16]}…, which is no known FineWeb shard (tools/known_shards.json){detail}: "
+                "a record trains and validates on the published shards"
+            )
+        elif split == "val" and val_hashes and sha not in val_hashes:
+            problems.append(f"the val shard {name} is the FineWeb shard {known_names[sha]}, not the FineWeb val shard")
+        elif split != "val" and sha in val_hashes:
+            problems.append(
+                f"{split} shard {name} is the FineWeb val shard {known_names[sha]}: a record never trains on it"
+            )
+    return problems
 
 
 def _shard_list(log: ParsedLog) -> tuple[list[tuple[str, str]], str | None]:

@@ -41,7 +41,7 @@ def p_below_target(losses: Sequence[float], target: float) -> float | None:
 
 @dataclass(frozen=True)
 class WelchResult:
-    statistic: float
+    statistic: float  # t of mean(a) - mean(b), as scipy.stats.ttest_ind(a, b) gives it
     p_value: float  # two-sided
     mean_a: float
     mean_b: float

@@ -21,7 +21,7 @@ from typing import Any
 from tools import stats
 from tools.known_shards import load_known_shards
 from tools.parse import ParsedLog, parse_log
-from tools.records import Record, discover, load_records
+from tools.records import README, Record, discover, is_records_folder, load_records, misplaced
 from tools.rules import NOT_APPLICABLE, RULES, Context, Failure, Run, claimed_hardware
 from tools.tracks import TRACKS, HardwareClass
 
@@ -167,6 +167,31 @@ def flag_reused_runs(verdicts: Iterable[Verdict]) -> None:
             v.failures.append(Failure("distinct-runs", run.file, evidence))
 
 
+def require_valid_baselines(verdicts: Sequence[Verdict]) -> None:
+    """``systems_only: true`` waives the p-value because the math is the baseline's: that baseline must
+    itself be a valid record (a ``target`` failure otherwise). Repeated until nothing changes, so that an
+    invalid record invalidates a chain of systems-only records built on it."""
+    by_path = {v.record.path: v for v in verdicts}
+    flagged: set[Path] = set()
+    changed = True
+    while changed:
+        changed = False
+        for v in verdicts:
+            meta = v.record.meta
+            if meta is None or not meta.systems_only or not meta.baseline or v.record.path in flagged:
+                continue
+            base = by_path.get(v.record.path.parent / meta.baseline)
+            if base is None or base.valid:
+                continue  # no such folder: `structure` already says so
+            evidence = (
+                f"systems_only: true waives the p-value only against a valid baseline; {meta.baseline} failed "
+                f"{', '.join(base.failed_rules)}"
+            )
+            v.failures.append(Failure("target", str(v.record.path / README), evidence))
+            flagged.add(v.record.path)
+            changed = True
+
+
 def rank(verdicts: Iterable[Verdict]) -> None:
     """Set ``is_new_record`` and ``previous``: per (track, hardware class), in (date, name) order."""
     best: dict[tuple[str, HardwareClass | None], Verdict] = {}
@@ -191,6 +216,7 @@ def verify_records(records: Sequence[Record], known_shards: dict[str, str] | Non
     logs = parse_many([p for r in records for p in r.logs])
     verdicts = [judge(r, logs, shards) for r in records]
     flag_reused_runs(verdicts)
+    require_valid_baselines(verdicts)
     rank(verdicts)
     return verdicts
 
@@ -235,7 +261,9 @@ def _fmt(x: float | None, spec: str, unit: str = "") -> str:
     return "—" if x is None or not math.isfinite(x) else f"{x:{spec}}{unit}"
 
 
-def format_text(verdicts: Sequence[Verdict]) -> str:
+def format_text(verdicts: Sequence[Verdict], stray: Sequence[tuple[Path, str]] = ()) -> str:
+    """The verdict table, then one FAIL line per failure; ``stray``: entries of a records folder that are
+    not records (``tools.records.misplaced``), which fail too."""
     lines: list[str] = []
     records = [v for v in verdicts if not v.is_smoke]
     if records:
@@ -259,15 +287,23 @@ def format_text(verdicts: Sequence[Verdict]) -> str:
         if v.is_smoke:
             lines.append(_smoke_summary(v))
     failing = [v for v in verdicts if v.failures]
-    if failing:
+    if failing or stray:
         lines.append("")
         for v in failing:
             for f in v.failures:
                 lines.append(f"FAIL {f.rule:<13} {f.file}: {f.evidence}")
+        for path, why in stray:
+            lines.append(f"FAIL {'structure':<13} {path}: {why}")
     n_bad = len(failing)
     lines.append("")
     lines.append(
-        f"{len(verdicts) - n_bad} of {len(verdicts)} valid" + (f"; {n_bad} failed (see FAIL lines)" if n_bad else "")
+        f"{len(verdicts) - n_bad} of {len(verdicts)} valid"
+        + (f"; {n_bad} failed (see FAIL lines)" if n_bad else "")
+        + (
+            f"; {len(stray)} {'entry is' if len(stray) == 1 else 'entries are'} not a record folder (see FAIL lines)"
+            if stray
+            else ""
+        )
     )
     return "\n".join(lines) + "\n"
 
@@ -309,5 +345,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     verdicts = verify_paths(args.paths, args.track)
-    sys.stdout.write(format_json(verdicts) if args.json else format_text(verdicts))
-    return 0 if all(v.valid for v in verdicts) else 1
+    # Entries of a records or track folder that hold no record are reported, never silently skipped.
+    stray = [entry for root in args.paths if is_records_folder(root) for entry in misplaced(root)]
+    if args.json:
+        sys.stdout.write(format_json(verdicts))
+        sys.stderr.write("".join(f"FAIL {'structure':<13} {p}: {why}\n" for p, why in stray))
+    else:
+        sys.stdout.write(format_text(verdicts, stray))
+    return 0 if all(v.valid for v in verdicts) and not stray else 1
