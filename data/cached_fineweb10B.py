@@ -53,13 +53,18 @@ class Variant:
         return [f"{self.prefix}_val_{0:06d}.bin"] + [f"{self.prefix}_train_{i:06d}.bin" for i in range(1, n_train + 1)]
 
 
-# One entry per published shard set (repository names and counts as in the public speedrun's data scripts).
+# One entry per published shard set. Train-shard counts, from the public speedrun's download scripts
+# (KellerJordan/modded-nanogpt data/cached_*.py):
+# - 10B: 103 (fineweb_train_000001..000103, ~98.5M tokens each);
+# - 100B: 1030 (num_chunks = 1030 in cached_fineweb100B.py; no other public count found);
+# - edu10B: 99. An early cached_finewebedu10B.py said 103, later corrected to 99: finewebedu_train_000099.bin is
+#   the last, and holds 53,989,344 tokens (the others 100M), as public scripts that read that set also note.
 VARIANTS = {
     "10B": Variant(
         "kjj0/fineweb10B-gpt2", "fineweb10B", "fineweb", 103, "FineWeb sample-10BT: the record tracks' data"
     ),
     "100B": Variant("kjj0/fineweb100B-gpt2", "fineweb100B", "fineweb", 1030, "FineWeb sample-100BT"),
-    "edu10B": Variant("kjj0/finewebedu10B-gpt2", "finewebedu10B", "finewebedu", 103, "FineWeb-Edu sample-10BT"),
+    "edu10B": Variant("kjj0/finewebedu10B-gpt2", "finewebedu10B", "finewebedu", 99, "FineWeb-Edu sample-10BT"),
 }
 
 

@@ -126,6 +126,15 @@ def test_bad_shard_count_is_a_usage_error(tmp_path, capsys):
         assert err.value.code == 2 and "usage:" in capsys.readouterr().err
 
 
+def test_each_variant_offers_the_train_shards_its_repository_holds(capsys):
+    # Counts of the public download scripts: FineWeb-Edu 10B ends at finewebedu_train_000099.bin (53,989,344 tokens).
+    for variant, count in (("10B", 103), ("100B", 1030), ("edu10B", 99)):
+        assert cached_fineweb10B.parse_args([str(count), "--variant", variant]).n == count
+        with pytest.raises(SystemExit) as err:
+            cached_fineweb10B.parse_args([str(count + 1), "--variant", variant])
+        assert err.value.code == 2 and f"N must be between 0 and {count}" in capsys.readouterr().err
+
+
 def test_download_resumes_a_partial_file_and_a_dropped_connection(tmp_path):
     files = shards(ntok=150_000)  # ~300 KB each
     out = tmp_path / "out"
