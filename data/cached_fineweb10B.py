@@ -32,6 +32,7 @@ from data.shards import (  # noqa: E402
     GPT2_VOCAB_SIZE,
     ShardError,
     read_header,
+    read_sums,
     sha256_file,
     update_sums,
     validate_shard,
@@ -107,6 +108,7 @@ def offline_paragraph(variant: Variant, out: Path, missing: list[str], reason: s
 
 def fetch(variant: Variant, n_train: int, out: Path, flag: str) -> int:
     names = variant.names(n_train)
+    read_sums(out)  # a damaged sha256sums.txt stops us before any download, not after (ShardError)
     print(f"{variant.repo_id} ({variant.about}): val + {n_train} train shard(s) -> {out}")
     remote: dict[str, hub.RemoteFile] = {}
     commit: str | None = None
@@ -212,6 +214,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, help="folder for the shards (default: data/<the variant's folder>)")
     args = parser.parse_args(argv)
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        parser.error(
+            f"--out {args.out} is a file, not a folder: pass a folder for the shards (it is created if needed)"
+        )
     limit = VARIANTS[args.variant].train_shards
     if not 0 <= args.n <= limit:
         parser.error(
@@ -233,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    except ShardError as e:  # a damaged sha256sums.txt in the folder
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except OSError as e:
         print(
             f"error: {e.strerror or e} ({e.filename or out}): check that {out} is writable and its disk has room "

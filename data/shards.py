@@ -364,8 +364,17 @@ def read_sums(folder: str | os.PathLike[str]) -> dict[str, str]:
     sums_path = Path(folder) / SUMS_FILE
     if not sums_path.is_file():
         return {}
+    try:
+        text = sums_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ShardError(
+            f"{sums_path} is not a text file of digests ({e.reason} at byte {e.start}: damaged, or not written by "
+            f"sha256sum); delete it (the next download or write makes a new one) or restore a good copy."
+        ) from None
+    except OSError as e:
+        raise ShardError(f"cannot read {sums_path}: {e.strerror or e}; fix its permissions or delete it.") from None
     sums: dict[str, str] = {}
-    for n, line in enumerate(sums_path.read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         digest, _, name = line.partition(" ")

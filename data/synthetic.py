@@ -24,13 +24,24 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from data.shards import META_FILE, ShardError, read_header, sha256_file, update_sums, write_shard  # noqa: E402
+from data.shards import (  # noqa: E402
+    META_FILE,
+    ShardError,
+    read_header,
+    read_sums,
+    sha256_file,
+    update_sums,
+    write_shard,
+)
 
 GENERATOR = "markov-copy-v1"
 # Probabilities of a token's successors, most likely first: entropy ~1.1 nats per token.
 SUCCESSOR_PROBS = np.array([0.55, 0.25, 0.13, 0.07])
 MAX_DOC_LEN = 1024
 COPY_FRACTION = 0.5  # share of documents that end by repeating a span of themselves
+# The longest document: the separator, MAX_DOC_LEN tokens, then a copy of at most half of them. Any window of the
+# stream this long holds a separator, so a shard of at least this size passes data/check.py whatever the seed.
+MIN_SHARD_TOKENS = 1 + MAX_DOC_LEN + MAX_DOC_LEN // 2
 
 
 def meta_for(args: argparse.Namespace) -> dict[str, object]:
@@ -100,10 +111,11 @@ def write_synthetic(args: argparse.Namespace) -> int:
     meta = meta_for(args)
     meta_path = out / META_FILE
     plan = shard_plan(out, args)
+    read_sums(out)  # a damaged sha256sums.txt stops us here, before any shard is touched (ShardError)
     if meta_path.is_file() and not args.force:
         try:
-            existing = json.loads(meta_path.read_text())
-        except (OSError, json.JSONDecodeError):
+            existing = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # unreadable, not UTF-8 or not JSON: an unfinished folder, written again
             existing = None
         if existing == meta and all(_intact(p, n) for p, n in plan):
             print(f"synthetic shards already in {out} (seed {args.seed}, vocab {args.vocab_size}); nothing to do")
@@ -153,11 +165,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 3 <= args.vocab_size <= 2**16:
         parser.error(f"--vocab-size must be between 3 and 65536 (tokens are uint16), got {args.vocab_size}")
+    for flag, value in (("--shard-tokens", args.shard_tokens), ("--val-tokens", args.val_tokens)):
+        if value < MIN_SHARD_TOKENS:
+            parser.error(
+                f"{flag} {value} is too small: the minimum is {MIN_SHARD_TOKENS}. A synthetic document can be "
+                f"{MIN_SHARD_TOKENS - 1} tokens long after its separator, and every shard must hold a separator "
+                f"(data/check.py and the trainer require one), so pass {flag} {MIN_SHARD_TOKENS} or more."
+            )
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        parser.error(
+            f"--out {args.out} is a file, not a folder: pass a folder for the shards (it is created if needed)"
+        )
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    return write_synthetic(parse_args(argv))
+    args = parse_args(argv)
+    try:
+        return write_synthetic(args)
+    except ShardError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(
+            f"error: {e.strerror or e} ({e.filename or args.out}): check that {args.out} is a folder you can write to "
+            f"and that its disk has room, then run the same command again.",
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: {args.out} is incomplete (no meta.json yet); run the same command again to finish it.",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":

@@ -104,6 +104,26 @@ def test_a_broken_copy_in_the_data_folder_is_replaced(tmp_path):
     assert "broken" in result.stdout and (out / NAMES[1]).read_bytes() == files[NAMES[1]]
 
 
+def test_a_damaged_sums_file_is_one_clear_error_before_any_download(tmp_path):
+    fill_hf_cache(tmp_path / "hub", REPO, shards())
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sha256sums.txt").write_text("0123  fineweb_val_000000.bin\n")
+    result = run([2, "--out", out], tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: {out / 'sha256sums.txt'}, line 1:") and "fix or delete" in result.stderr
+    assert not list(out.glob("*.bin"))
+    (out / "sha256sums.txt").write_bytes(b"\xff\xfe not text")
+    result = run([2, "--out", out], tmp_path)
+    assert result.returncode == 1 and "is not a text file of digests" in result.stderr
+
+
+def test_out_that_is_a_file_is_a_usage_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    result = run([2, "--out", tmp_path / "file"], tmp_path)
+    assert result.returncode == 2 and "is a file, not a folder" in result.stderr
+
+
 @pytest.mark.parametrize("offline", [True, False])
 def test_nothing_cached_and_no_hub_gives_one_clear_paragraph(tmp_path, offline):
     # Offline: HF_HUB_OFFLINE=1. Online: the Hub's address is a closed local port (connection refused).

@@ -90,13 +90,58 @@ def test_rerun_is_a_no_op_and_other_settings_need_force(tmp_path, capsys):
     assert val.read_bytes() == good
 
 
-def test_script_usage_errors(tmp_path):
-    for bad in (["--vocab-size", "2"], ["--vocab-size", "70000"], ["--train-shards", "0"]):
-        result = subprocess.run(
-            [sys.executable, "data/synthetic.py", "--out", str(tmp_path), *bad],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert result.returncode == 2 and "usage:" in result.stderr and "Traceback" not in result.stderr
+def script(*argv):
+    result = subprocess.run(
+        [sys.executable, "data/synthetic.py", *map(str, argv)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+    return result
+
+
+@pytest.mark.parametrize(
+    ("bad", "expected"),
+    [
+        (["--vocab-size", "2"], "between 3 and 65536"),
+        (["--vocab-size", "70000"], "between 3 and 65536"),
+        (["--train-shards", "0"], "must be a positive integer"),
+        (["--shard-tokens", "5", "--val-tokens", "5"], "--shard-tokens 5 is too small: the minimum is 1537"),
+        (["--shard-tokens", "1000", "--train-shards", "30"], "--shard-tokens 1000 is too small: the minimum is 1537"),
+        (["--val-tokens", "1536"], "--val-tokens 1536 is too small: the minimum is 1537"),
+    ],
+)
+def test_script_usage_errors(tmp_path, bad, expected):
+    result = script("--out", tmp_path / "out", *bad)
+    assert result.returncode == 2 and "usage:" in result.stderr and expected in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_minimum_shard_size_always_holds_a_separator(tmp_path, capsys, seed):
+    n = synthetic.MIN_SHARD_TOKENS
+    argv = ["--out", tmp_path, "--seed", seed, "--vocab-size", 3, "--train-shards", 40, "--shard-tokens", n]
+    assert synthetic.main([*map(str, argv), "--val-tokens", str(n)]) == 0, capsys.readouterr().err
+    assert check.main([str(tmp_path)]) == 0
+
+
+def test_out_that_is_a_file_is_a_usage_error(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    result = script("--out", tmp_path / "file")
+    assert result.returncode == 2 and f"--out {tmp_path / 'file'} is a file, not a folder" in result.stderr
+
+
+def test_a_damaged_sums_file_stops_before_any_shard_is_touched(tmp_path, capsys):
+    assert make(tmp_path, capsys=capsys) == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    (tmp_path / "sha256sums.txt").write_text("not a digest line\n")
+    result = script("--out", tmp_path, *SMALL, "--seed", 4, "--force")
+    assert result.returncode == 1
+    assert (
+        result.stderr.startswith(f"error: {tmp_path / 'sha256sums.txt'}, line 1:") and "fix or delete" in result.stderr
+    )
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != "sha256sums.txt"} == {
+        k: v for k, v in before.items() if k != "sha256sums.txt"
+    }
