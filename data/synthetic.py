@@ -106,6 +106,19 @@ def _intact(path: Path, ntok: int) -> bool:
         return False
 
 
+def remove_stale_shards(out: Path, plan: list[tuple[Path, int]]) -> None:
+    """Delete synthetic shards (and their sums entries) that the plan does not write: left by settings with more
+    train shards. The trainer reads every shard of the folder, so a leftover would silently join the new set."""
+    planned = {path.name for path, _ in plan}
+    stale = [p for p in sorted(out.glob("synthetic_*.bin")) if p.name not in planned] if out.is_dir() else []
+    for path in stale:
+        path.unlink()
+        print(f"removed {path} (not part of these settings)")
+    listed = [name for name in read_sums(out) if name.startswith("synthetic_") and name not in planned]
+    if listed:
+        update_sums(out, {}, remove=listed)
+
+
 def write_synthetic(args: argparse.Namespace) -> int:
     out = Path(args.out)
     meta = meta_for(args)
@@ -131,6 +144,7 @@ def write_synthetic(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(args.seed)
     stream = generate_documents(rng, args.vocab_size, sum(n for _, n in plan))
     meta_path.unlink(missing_ok=True)  # the folder is incomplete until meta.json is written again
+    remove_stale_shards(out, plan)
     offset = 0
     sums = {}
     for path, n in plan:

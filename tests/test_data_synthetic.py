@@ -90,6 +90,24 @@ def test_rerun_is_a_no_op_and_other_settings_need_force(tmp_path, capsys):
     assert val.read_bytes() == good
 
 
+def test_fewer_shards_than_before_leaves_no_stale_shard(tmp_path, capsys):
+    sizes = ["--shard-tokens", 2000, "--val-tokens", 2000]
+    assert synthetic.main(["--out", str(tmp_path), "--train-shards", "4", *map(str, sizes)]) == 0
+    assert len(list(tmp_path.glob("synthetic_train_*.bin"))) == 4
+    assert synthetic.main(["--out", str(tmp_path), "--train-shards", "2", *map(str, sizes), "--force"]) == 0
+    names = ["synthetic_train_000001.bin", "synthetic_train_000002.bin", "synthetic_val_000000.bin"]
+    assert sorted(p.name for p in tmp_path.glob("*.bin")) == names
+    assert sorted(line.split()[1] for line in (tmp_path / "sha256sums.txt").read_text().splitlines()) == names
+    assert json.loads((tmp_path / "meta.json").read_text())["train_shards"] == 2
+    assert "removed" in capsys.readouterr().out
+    # An interrupted run leaves no meta.json, so no --force is needed: the leftovers go all the same.
+    (tmp_path / "meta.json").unlink()
+    (tmp_path / "synthetic_train_000007.bin").write_bytes((tmp_path / names[0]).read_bytes())
+    assert synthetic.main(["--out", str(tmp_path), "--train-shards", "1", *map(str, sizes)]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.bin")) == [names[0], names[2]]
+    assert check.main([str(tmp_path)]) == 0
+
+
 def script(*argv):
     result = subprocess.run(
         [sys.executable, "data/synthetic.py", *map(str, argv)],
