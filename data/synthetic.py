@@ -33,6 +33,7 @@ from data.shards import (  # noqa: E402
     ShardWriter,
     read_header,
     read_sums,
+    sha256_file,
     update_sums,
 )
 
@@ -103,10 +104,11 @@ def shard_plan(out: Path, args: argparse.Namespace) -> list[tuple[Path, int]]:
     return plan
 
 
-def _intact(path: Path, ntok: int) -> bool:
-    """The shard is there with the planned size (a cheap header check; data/check.py does the full one)."""
+def _intact(path: Path, ntok: int, digest: str | None) -> bool:
+    """The shard is there with the planned size and the sha256 recorded when it was written (as data/check.py checks):
+    a shard damaged in place keeps its size, so the header alone would call it intact."""
     try:
-        return read_header(path) == ntok
+        return read_header(path) == ntok and (digest is None or sha256_file(path) == digest)
     except ShardError:
         return False
 
@@ -129,13 +131,13 @@ def write_synthetic(args: argparse.Namespace) -> int:
     meta = meta_for(args)
     meta_path = out / META_FILE
     plan = shard_plan(out, args)
-    read_sums(out)  # a damaged sha256sums.txt stops us here, before any shard is touched (ShardError)
+    sums = read_sums(out)  # a damaged sha256sums.txt stops us here, before any shard is touched (ShardError)
     if meta_path.is_file() and not args.force:
         try:
             existing = json.loads(meta_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):  # unreadable, not UTF-8 or not JSON: an unfinished folder, written again
             existing = None
-        if existing == meta and all(_intact(p, n) for p, n in plan):
+        if existing == meta and all(_intact(p, n, sums.get(p.name)) for p, n in plan):
             print(f"synthetic shards already in {out} (seed {args.seed}, vocab {args.vocab_size}); nothing to do")
             return 0
         # Same settings but a missing or broken shard: writing them again is safe, the output is deterministic.
