@@ -149,7 +149,13 @@ def fetch(variant: Variant, n_train: int, out: Path, flag: str) -> int:
     listed = read_sums(out)
     missing: list[str] = []
     bad: list[str] = []
-    verified: dict[str, str] = {}
+
+    def record(name: str, digest: str) -> None:
+        """Add a verified digest to sha256sums.txt at once (atomically), so an interrupted run loses none."""
+        if listed.get(name) != digest:
+            update_sums(out, {name: digest})
+            listed[name] = digest
+
     for i, name in enumerate(names, 1):
         tag = f"[{i}/{len(names)}] {name}"
         dest = out / name
@@ -167,7 +173,7 @@ def fetch(variant: Variant, n_train: int, out: Path, flag: str) -> int:
                 print(f"{tag}: the copy here is broken ({e}); getting it again")
             else:
                 if digest is not None and published:
-                    verified[name] = digest
+                    record(name, digest)
                 print(f"{tag}: already present, " + ("sha256 verified" if digest else "no sha256 known to compare"))
                 continue
 
@@ -184,7 +190,7 @@ def fetch(variant: Variant, n_train: int, out: Path, flag: str) -> int:
             else:
                 hub.install(cached, dest)  # atomically over a broken copy, if there is one
                 if digest is not None:
-                    verified[name] = digest
+                    record(name, digest)
                 print(f"{tag}: from the Hugging Face cache{'' if digest else ' (no published sha256 to compare)'}")
                 continue
 
@@ -208,11 +214,9 @@ def fetch(variant: Variant, n_train: int, out: Path, flag: str) -> int:
             bad.append(f"{name}: {e}")
             continue
         if digest is not None:
-            verified[name] = digest
+            record(name, digest)
         print(f"{tag}: downloaded and verified")
 
-    if verified:
-        update_sums(out, verified)
     if bad:
         print(f"error: {len(bad)} shard(s) could not be fetched intact:", file=sys.stderr)
         for line in bad:

@@ -194,6 +194,26 @@ def test_online_a_corrupt_shard_is_compared_with_the_hub_digest_and_fetched_agai
     assert all(hashlib.sha256(c).hexdigest() in sums for c in files.values())
 
 
+def test_digests_of_finished_shards_survive_an_interrupt(tmp_path, monkeypatch, capsys):
+    files = shards()
+    fill_hf_cache(tmp_path / "hub", REPO, files)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    install = data_hub.install
+
+    def ctrl_c_on_the_last(src, dest):
+        if dest.name == NAMES[2]:
+            raise KeyboardInterrupt
+        install(src, dest)
+
+    monkeypatch.setattr(data_hub, "install", ctrl_c_on_the_last)
+    out = tmp_path / "out"
+    assert cached_fineweb10B.main(["2", "--out", str(out)]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    sums = (out / "sha256sums.txt").read_text()
+    assert all(f"{hashlib.sha256(files[n]).hexdigest()}  {n}" in sums for n in NAMES[:2]) and NAMES[2] not in sums
+
+
 @pytest.mark.parametrize("offline", [True, False])
 def test_nothing_cached_and_no_hub_gives_one_clear_paragraph(tmp_path, offline):
     # Offline: HF_HUB_OFFLINE=1. Online: the Hub's address is a closed local port (connection refused).
