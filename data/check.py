@@ -27,6 +27,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from data.shards import (  # noqa: E402
+    INCOMPLETE_FILE,
     ShardError,
     ShardInfo,
     fix_hint,
@@ -107,6 +108,13 @@ def check_paths(
             if context is None:
                 continue
             vocab, sums = context
+            if (path / INCOMPLETE_FILE).is_file():
+                bad(
+                    path,
+                    f"{path} is the unfinished output of a writer ({path / INCOMPLETE_FILE} says which), not a "
+                    f"complete shard set: run that writer again; it replaces this folder.",
+                )
+                continue
             shards = sorted(path.glob("*.bin"), key=lambda p: p.name)
             echo(f"{path}: {len(shards)} .bin files, vocabulary {vocab[0]} ({vocab[1]})")
             if not shards:

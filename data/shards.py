@@ -49,6 +49,8 @@ SHARD_TOKENS = 10**8
 
 META_FILE = "meta.json"
 SUMS_FILE = "sha256sums.txt"
+# In a folder of shards that a writer has not finished (data/fineweb.py's staging folder): check.py rejects it.
+INCOMPLETE_FILE = "INCOMPLETE"
 VAL_GLOB = "*_val_*.bin"
 TRAIN_GLOB = "*_train_*.bin"
 

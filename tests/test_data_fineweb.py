@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -193,6 +194,75 @@ def test_output_folder_rules(tmp_path, encoding, documents, capsys):
     assert rc == 1 and "holds other shards (custom_val_000000.bin" in text
 
 
+def snapshot(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def test_force_touches_nothing_until_the_new_set_is_complete(tmp_path, encoding, documents, capsys, monkeypatch):
+    corpus = write_corpus(tmp_path / "corpus", documents)
+    out = tmp_path / "out"
+    argv = ["--input", corpus, "--out", out, "--val-tokens", 1000, "--shard-tokens", 2000, "--workers", 1]
+    assert run(argv, encoding, capsys)[0] == 0
+    before = snapshot(out)
+
+    # Interrupted after some shards of the new set were written: the old set is intact, no partial work is left.
+    def interrupted(files, field, txt_mode):
+        yield from documents[:60]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fineweb, "local_documents", interrupted)
+    rc, text = run([*argv, "--shard-tokens", 500, "--force"], encoding, capsys)
+    assert rc == 130 and f"{out} is unchanged" in text
+    assert snapshot(out) == before and sorted(p.name for p in out.iterdir() if p.is_dir()) == []
+    assert check.main([str(out)]) == 0
+    rc, text = run(
+        ["--input", corpus, "--out", tmp_path / "fresh", "--val-tokens", 1000, "--workers", 1], encoding, capsys
+    )
+    assert rc == 130 and not (tmp_path / "fresh").exists()
+    monkeypatch.undo()
+
+    # A set that turns out unusable (all in the val shard) does not replace the old one either.
+    rc, text = run([*argv, "--val-tokens", 10**6, "--force"], encoding, capsys)
+    assert rc == 1 and "all went to the val shard" in text and f"{out} is unchanged (its" in text
+    assert snapshot(out) == before
+
+
+def test_an_interrupted_move_leaves_no_val_shard_so_no_set_that_passes(
+    tmp_path, encoding, documents, capsys, monkeypatch
+):
+    corpus = write_corpus(tmp_path / "corpus", documents)
+    out = tmp_path / "out"
+    replace, calls = fineweb.os.replace, []
+
+    def stop_on_the_third_move(src, dst):  # os.replace also writes shards and sums: count moves into out only
+        if Path(src).parent.name == fineweb.STAGING and Path(dst).parent == out:
+            calls.append(dst)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+        replace(src, dst)
+
+    monkeypatch.setattr(fineweb.os, "replace", stop_on_the_third_move)
+    argv = ["--input", corpus, "--out", out, "--val-tokens", 1000, "--shard-tokens", 2000, "--workers", 1]
+    assert run(argv, encoding, capsys)[0] == 130
+    monkeypatch.undo()
+    assert len(list(out.glob("custom_train_*.bin"))) == 2 and not list(out.glob("*_val_*.bin"))
+    assert check.main([str(out)]) == 1 and "has no *_val_*.bin shard" in capsys.readouterr().out
+
+
+def test_a_killed_runs_staging_folder_is_never_a_set_and_is_cleared(tmp_path, encoding, documents, capsys):
+    corpus = write_corpus(tmp_path / "corpus", documents)
+    out = tmp_path / "out"
+    argv = ["--input", corpus, "--out", out, "--val-tokens", 1000, "--shard-tokens", 2000, "--workers", 1]
+    assert run(argv, encoding, capsys)[0] == 0
+    staging = fineweb.start_staging(out)  # as a run killed with SIGKILL leaves it, with a whole set inside
+    for path in list_shards(out):
+        (staging / path.name).write_bytes(path.read_bytes())
+    assert check.main([str(staging)]) == 1 and "unfinished output of a writer" in capsys.readouterr().out
+    assert check.main([str(out)]) == 0
+    assert run([*argv, "--force"], encoding, capsys)[0] == 0
+    assert not staging.exists() and check.main([str(out)]) == 0
+
+
 def test_tokenizer_problems_are_explained(tmp_path, capsys):
     (tmp_path / "a.txt").write_text("hello")
     argv = ["--input", tmp_path / "a.txt", "--out", tmp_path / "out"]
@@ -272,10 +342,15 @@ def test_fineweb_from_the_hub_downloads_lazily_verifies_and_reuses_raw_files(
     assert check.main([str(out)]) == 0
     assert "001_00000.parquet" in (raw / "sample" / "10BT" / "sha256sums.txt").read_text()
 
-    # Offline, the listing is out of reach: a clear error that points at the raw files already here.
+    # Offline, the listing is out of reach: a clear error that points at the raw files already here, and with
+    # --force the shards already in --out stay as they are.
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     rc, text = run(["--out", tmp_path / "again", *common], encoding, capsys)
     assert rc == 1 and "could not reach the Hugging Face Hub" in text and "--input" in text
+    before = snapshot(out)
+    rc, text = run(["--out", out, *common, "--force"], encoding, capsys)
+    assert rc == 1 and "could not reach the Hugging Face Hub" in text
+    assert snapshot(out) == before and check.main([str(out)]) == 0
     rc, text = run(["--input", raw, "--prefix", "fineweb", "--out", tmp_path / "again", *common[2:]], encoding, capsys)
     assert rc == 0, text
     for path in list_shards(out):
