@@ -39,6 +39,7 @@ import re
 import shutil
 import signal
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -224,8 +225,14 @@ def list_raw(source: Source, raw_dir: Path) -> tuple[str, list[hub.RemoteFile]]:
     return commit, files
 
 
-def fetch_raw(source: Source, raw_dir: Path, commit: str, files: list[hub.RemoteFile]) -> Iterator[Path]:
-    """The listed parquet files, in order, each downloaded (or taken from the HF cache) and verified when needed."""
+def fetch_raw(
+    source: Source, raw_dir: Path, commit: str, files: list[hub.RemoteFile], stop: threading.Event | None = None
+) -> Iterator[Path]:
+    """The listed parquet files, in order, each downloaded (or taken from the HF cache) and verified when needed.
+
+    With a tokenizer pool this runs in the pool's task thread (imap reads its input there), which Ctrl-C does not
+    reach: `stop` ends a download there at its next chunk, so that the pool can shut down at once.
+    """
     for i, remote in enumerate(files, 1):
         dest = raw_dir / remote.name
         tag = f"[{i}/{len(files)}] {remote.name}"
@@ -235,7 +242,7 @@ def fetch_raw(source: Source, raw_dir: Path, commit: str, files: list[hub.Remote
                 hub.install(cached, dest)
             else:
                 try:
-                    hub.download(source.repo_id, remote, dest, commit, tag)
+                    hub.download(source.repo_id, remote, dest, commit, tag, stop)
                 except (hub.DownloadError, hub.HubError) as e:
                     raise InputError(f"{e}. Run the same command again to retry.") from None
             if remote.sha256 is not None:
@@ -256,8 +263,15 @@ def _raw_ok(dest: Path, remote: hub.RemoteFile) -> bool:
     return _digest_ok(dest, remote)
 
 
-def hub_documents(source: Source, raw_dir: Path, field: str, commit: str, files: list[hub.RemoteFile]) -> Iterator[str]:
-    for path in fetch_raw(source, raw_dir, commit, files):
+def hub_documents(
+    source: Source,
+    raw_dir: Path,
+    field: str,
+    commit: str,
+    files: list[hub.RemoteFile],
+    stop: threading.Event | None = None,
+) -> Iterator[str]:
+    for path in fetch_raw(source, raw_dir, commit, files, stop):
         yield from iter_parquet(path, field)
 
 
@@ -417,6 +431,7 @@ def install_set(staging: Path, out: Path, new: list[Path], old: list[Path], meta
 def build(args: argparse.Namespace, encoding: tiktoken.Encoding) -> int:
     vocab_size = check_encoding(encoding)
     out, prefix = args.out, args.prefix
+    stop = threading.Event()  # set on any exit from tokenizing: a download in the pool's task thread then stops
     # Everything that can fail before tokenizing does, before anything in --out is touched.
     old = check_out(out, prefix, args.force)
     if args.input:
@@ -427,12 +442,13 @@ def build(args: argparse.Namespace, encoding: tiktoken.Encoding) -> int:
         source = SOURCES[args.variant]
         raw_dir = args.raw_dir or DATA_DIR / "raw" / source.repo_id
         commit, remote = list_raw(source, raw_dir)
-        documents = hub_documents(source, raw_dir, args.text_field, commit, remote)  # files keep their repo paths
+        # Files keep their repository paths under raw_dir.
+        documents = hub_documents(source, raw_dir, args.text_field, commit, remote, stop)
         what = f"{source.repo_id} {source.folder}"
     created = not out.exists()
     staging = start_staging(out)
     try:
-        return _tokenize_into(args, encoding, vocab_size, documents, what, staging, old)
+        return _tokenize_into(args, encoding, vocab_size, documents, what, staging, old, stop)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone once installed; partial work cannot be resumed
         if created and not any(out.iterdir()):
@@ -447,6 +463,7 @@ def _tokenize_into(
     what: str,
     staging: Path,
     old: list[Path],
+    stop: threading.Event,
 ) -> int:
     out = args.out
     writer = ShardWriter(staging, args.prefix, vocab_size, args.shard_tokens, args.val_tokens)
@@ -457,15 +474,19 @@ def _tokenize_into(
         closing(tokenize_stream(documents, encoding, pool)) as stream,
         tqdm(total=args.max_tokens, unit="tok", unit_scale=True, mininterval=1.0, desc="tokens") as bar,
     ):
-        for tokens in stream:
-            if args.max_tokens is not None:
-                tokens = tokens[: args.max_tokens - writer.total_tokens]
-            writer.add(tokens)
-            n_docs += int(np.count_nonzero(tokens == encoding.eot_token))  # exact also when --max-tokens cuts a batch
-            bar.update(tokens.size)
-            bar.set_postfix(documents=n_docs, shards=len(writer.written), refresh=False)
-            if args.max_tokens is not None and writer.total_tokens >= args.max_tokens:
-                break
+        try:
+            for tokens in stream:
+                if args.max_tokens is not None:
+                    tokens = tokens[: args.max_tokens - writer.total_tokens]
+                writer.add(tokens)
+                n_docs += int(np.count_nonzero(tokens == encoding.eot_token))  # exact when --max-tokens cuts a batch
+                bar.update(tokens.size)
+                bar.set_postfix(documents=n_docs, shards=len(writer.written), refresh=False)
+                if args.max_tokens is not None and writer.total_tokens >= args.max_tokens:
+                    break
+        finally:
+            # Before the pool shuts down (leaving the with): it waits for its task thread, which may be downloading.
+            stop.set()
         written = writer.close()
     kept = f"; {out} is unchanged" + (f" (its {len(old)} shard(s) are kept)" if old else "")
     if not written:

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +21,7 @@ import tiktoken
 from data_fakehub import FakeHub
 from huggingface_hub import constants
 
+from conftest import REPO_ROOT
 from data import check, fineweb
 from data.shards import list_shards, read_tokens
 from data.tiny_bpe import GPT2_PATTERN, learn_merges, train_encoding
@@ -261,6 +267,57 @@ def test_a_killed_runs_staging_folder_is_never_a_set_and_is_cleared(tmp_path, en
     assert check.main([str(out)]) == 0
     assert run([*argv, "--force"], encoding, capsys)[0] == 0
     assert not staging.exists() and check.main([str(out)]) == 0
+
+
+# data/fineweb.py as a command, with a tiny BPE (GPT-2's cannot be fetched here) and the pool of worker processes.
+CHILD = """
+import sys
+from data import fineweb
+from data.tiny_bpe import train_encoding
+encoding = train_encoding(["the shard token model data train loss speed record"] * 4, n_merges=30)
+sys.exit(fineweb.main(sys.argv[1:], encoding=encoding))
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_download_in_the_pools_task_thread_at_once(tmp_path, documents):
+    """With workers, parquet files are fetched in the pool's task thread, which SIGINT does not reach; the pool used
+    to wait there for the whole download. The Hub here takes 120 s per transfer; Ctrl-C must end the run in seconds."""
+    pq.write_table(pa.table({"text": documents * 4}), tmp_path / "0.parquet")
+    name = "sample/10BT/000_00000.parquet"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_HUB_CACHE=str(tmp_path / "hub"), HF_HOME=str(tmp_path / "hf_home"), HF_HUB_DISABLE_TELEMETRY="1")
+    part = tmp_path / "raw" / f"{name}.part"
+    argv = ["--out", tmp_path / "out", "--raw-dir", tmp_path / "raw", "--workers", 2]
+    with FakeHub("HuggingFaceFW/fineweb", {name: (tmp_path / "0.parquet").read_bytes()}) as hub:
+        hub.slow[name] = 120.0
+        env["HF_ENDPOINT"] = hub.url
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, *map(str, argv)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not part.exists() and time.monotonic() < deadline:  # created when the transfer begins
+                assert child.poll() is None, child.communicate()
+                time.sleep(0.1)
+            assert part.exists(), "the download never started"
+            child.send_signal(signal.SIGINT)
+            sent = time.monotonic()
+            out, err = child.communicate(timeout=30)
+            stopped_after = time.monotonic() - sent
+        finally:
+            child.kill()
+            child.wait()
+    assert child.returncode == 130, err
+    assert stopped_after < 20, stopped_after  # the transfer had ~2 minutes left
+    assert "interrupted" in err and "Traceback" not in out + err
+    assert part.stat().st_size < len(hub.files[name])  # kept: the next run resumes it
+    assert not (tmp_path / "out").exists()
 
 
 def test_tokenizer_problems_are_explained(tmp_path, capsys):
