@@ -386,6 +386,7 @@ def check_out(out: Path, prefix: str, force: bool) -> list[Path]:
             f"every *_val_*/*_train_*.bin of its folder, so one folder holds one shard set; choose another --out."
         )
     existing = [p for p in shards if p.name.startswith(f"{prefix}_")]
+    read_sums(out)  # a damaged sha256sums.txt there stops us now, not after hours of tokenizing (ShardError)
     if existing and not force:
         raise InputError(
             f"{out} already holds {len(existing)} {prefix}_*.bin shard(s); pass --force to replace them, or choose "

@@ -178,7 +178,7 @@ def test_bad_inputs_name_the_file_and_the_fix(tmp_path, encoding, capsys, name, 
     assert expected in text and "Traceback" not in text
 
 
-def test_output_folder_rules(tmp_path, encoding, documents, capsys):
+def test_output_folder_rules(tmp_path, encoding, documents, capsys, monkeypatch):
     corpus = write_corpus(tmp_path / "corpus", documents)
     out = tmp_path / "out"
     argv = ["--input", corpus, "--out", out, "--val-tokens", 1000, "--shard-tokens", 2000, "--workers", 1]
@@ -196,8 +196,14 @@ def test_output_folder_rules(tmp_path, encoding, documents, capsys):
     assert rc == 1 and "larger --shard-tokens" in text
     rc, text = run(["--input", tmp_path / "nothing", "--out", tmp_path / "x"], encoding, capsys)
     assert rc == 1 and "no such file or folder" in text
+    rc, text = run([*argv[:2], "--out", corpus / "a_one.txt"], encoding, capsys)
+    assert rc == 1 and "is a file, not a folder" in text
     rc, text = run([*argv, "--prefix", "other", "--force"], encoding, capsys)
     assert rc == 1 and "holds other shards (custom_val_000000.bin" in text
+    (out / "sha256sums.txt").write_bytes(b"\xff not text")
+    monkeypatch.setattr(fineweb, "tokenize_stream", None)  # it must not get that far
+    rc, text = run([*argv, "--force"], encoding, capsys)
+    assert rc == 1 and f"error: {out / 'sha256sums.txt'} is not a text file of digests" in text
 
 
 def snapshot(folder):
