@@ -10,7 +10,8 @@ vocabulary's last token). The vocabulary comes from a meta.json beside the shard
 ("vocab_size"), else GPT-2's 50257; --vocab-size overrides. When the folder has a
 sha256sums.txt (the download and the writers leave one), each listed shard's digest is
 compared too (--no-sums skips that: it reads every byte). A folder must hold at least one
-*_val_*.bin and one *_train_*.bin shard, the two the trainer reads.
+*_val_*.bin and one *_train_*.bin shard, the two the trainer reads, and no INCOMPLETE file (the mark of a
+writer's unfinished output, such as data/fineweb.py's staging folder <out>/.incoming).
 
 Exit status: 0 when everything is valid, 1 when anything is bad, 2 for a usage error.
 """
