@@ -1,4 +1,4 @@
-"""Benchmark the data path: shard reading (one core, warm page cache) and tokenization (per core).
+"""Benchmark the data path: shard reading (one core, warm page cache), synthetic shards, and tokenization (per core).
 
     python bench/bench_data.py                      # 100M-token shard in a temp folder, stdlib text corpus
     python bench/bench_data.py --shard data/fineweb10B/fineweb_train_000001.bin --text my.jsonl
@@ -9,7 +9,8 @@ Targets (data/README.md): 8x H100 train on ~7M tokens/s, so reading shards must 
 size `data/fineweb.py --workers`. Reading is timed on a file read once beforehand (warm page cache)
 with the process pinned to one CPU. Tokenization uses GPT-2's BPE when tiktoken can load it; where it
 cannot (no network), a small BPE is trained on the corpus here and the output says so: those numbers
-are not GPT-2's.
+are not GPT-2's. data/synthetic.py is run as a command: its speed and peak memory, which must stay bounded
+by one shard, not grow with the whole set.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import hashlib
 import importlib
 import os
 import statistics
+import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -73,6 +75,33 @@ def bench_reader(shard: Path | None, ntok: int, repeat: int) -> None:
         report("validate_shard (check.py without sums)", n, timed(lambda: validate_shard(shard), repeat))
         data = shard.read_bytes()
         report("sha256 (check.py's sums, the log's data line)", n, timed(lambda: hashlib.sha256(data).digest(), repeat))
+
+
+def bench_synthetic(train_shards: int, shard_tokens: int) -> None:
+    """data/synthetic.py as a user runs it: wall time and the process's peak RSS (os.wait4's rusage, this child only)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, str(REPO_ROOT / "data" / "synthetic.py"), "--out", tmp]
+        cmd += [
+            "--train-shards",
+            str(train_shards),
+            "--shard-tokens",
+            str(shard_tokens),
+            "--val-tokens",
+            str(shard_tokens),
+        ]
+        ntok = (train_shards + 1) * shard_tokens
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        print(f"synthetic: {' '.join(cmd)} failed with exit status {proc.returncode}")
+        return
+    peak = usage.ru_maxrss * 1024  # kilobytes on Linux
+    print(f"synthetic: data/synthetic.py, val + {train_shards} train shards of {shard_tokens:,} tokens, one core")
+    print(f"  {'generate + validate + write + sha256':<44} {ntok / seconds / 1e6:9.1f}M tokens/s")
+    print(f"  {'peak RSS':<44} {peak / 1e6:9.0f} MB ({peak / ntok:.1f} bytes/token of the whole set)")
 
 
 def corpus(paths: list[Path], max_chars: int) -> tuple[list[str], str]:
@@ -144,11 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--encoding", default="gpt2", help="tiktoken encoding (default gpt2)")
     parser.add_argument("--chars", type=int, default=8_000_000, help="characters of text to tokenize")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for the pooled run")
+    parser.add_argument("--synthetic-shards", type=int, default=4, help="train shards for data/synthetic.py (4)")
+    parser.add_argument(
+        "--synthetic-shard-tokens", type=int, default=20_000_000, help="tokens per synthetic shard (2e7)"
+    )
     args = parser.parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, as the target says
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, {os.cpu_count()} CPUs visible")
     bench_reader(args.shard, args.tokens, args.repeat)
+    bench_synthetic(args.synthetic_shards, args.synthetic_shard_tokens)
     bench_tokenizer(args.text, args.encoding, args.chars, args.repeat, args.workers)
     return 0
 

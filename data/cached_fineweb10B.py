@@ -5,11 +5,12 @@
     python data/cached_fineweb10B.py 20 --variant edu10B      # FineWeb-Edu instead, into data/finewebedu10B/
 
 Shards land in data/<variant folder>/ (data/fineweb10B/ by default), the folder the trainer reads.
-Each is ~200 MB (100M uint16 tokens). Run it again at any time: files that are already present and
-complete are skipped, a broken one is fetched again, and an interrupted download resumes where it
-stopped. Every fetched file is checked (header against file size, tokens against GPT-2's vocabulary,
-and the sha256 the Hub publishes for it) before it gets its final name, and its digest goes to
-sha256sums.txt so that `python data/check.py data/fineweb10B` can re-check it later.
+Each is ~200 MB (100M uint16 tokens). Run it again at any time: shards already present are checked
+(tokens, and the sha256 the Hub publishes, the Hugging Face cache names, or sha256sums.txt lists:
+~0.2 s per shard from the page cache) and kept when intact, a broken one is fetched again, and an
+interrupted download resumes where it stopped. Every fetched file is checked (header against file
+size, tokens against GPT-2's vocabulary, and the sha256 the Hub publishes for it) before it gets its
+final name, and its digest goes to sha256sums.txt so that `python data/check.py data/fineweb10B` can re-check it later.
 
 A file already in the Hugging Face cache (HF_HUB_CACHE, e.g. from `hf download`) is taken from
 there, hard-linked when possible, so it works offline (HF_HUB_OFFLINE=1) too. Shards are pre-tokenized
@@ -20,6 +21,7 @@ same kind of shards from raw text.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +32,9 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from data import hub  # noqa: E402
 from data.shards import (  # noqa: E402
     GPT2_VOCAB_SIZE,
+    SUMS_FILE,
     ShardError,
-    read_header,
+    read_sums,
     sha256_file,
     update_sums,
     validate_shard,
@@ -53,18 +56,26 @@ class Variant:
         return [f"{self.prefix}_val_{0:06d}.bin"] + [f"{self.prefix}_train_{i:06d}.bin" for i in range(1, n_train + 1)]
 
 
-# One entry per published shard set (repository names and counts as in the public speedrun's data scripts).
+# One entry per published shard set. Train-shard counts, from the public speedrun's download scripts
+# (KellerJordan/modded-nanogpt data/cached_*.py):
+# - 10B: 103 (fineweb_train_000001..000103, ~98.5M tokens each);
+# - 100B: 1030 (num_chunks = 1030 in cached_fineweb100B.py; no other public count found);
+# - edu10B: 99. An early cached_finewebedu10B.py said 103, later corrected to 99: finewebedu_train_000099.bin is
+#   the last, and holds 53,989,344 tokens (the others 100M), as public scripts that read that set also note.
 VARIANTS = {
     "10B": Variant(
         "kjj0/fineweb10B-gpt2", "fineweb10B", "fineweb", 103, "FineWeb sample-10BT: the record tracks' data"
     ),
     "100B": Variant("kjj0/fineweb100B-gpt2", "fineweb100B", "fineweb", 1030, "FineWeb sample-100BT"),
-    "edu10B": Variant("kjj0/finewebedu10B-gpt2", "finewebedu10B", "finewebedu", 103, "FineWeb-Edu sample-10BT"),
+    "edu10B": Variant("kjj0/finewebedu10B-gpt2", "finewebedu10B", "finewebedu", 99, "FineWeb-Edu sample-10BT"),
 }
 
 
 def verify(path: Path, remote: hub.RemoteFile | None, reference: str | None, source: str) -> str | None:
-    """Check a fetched shard completely; returns its sha256 when it matched a published one. Raises ShardError."""
+    """Check a shard completely; returns its sha256 when it matched `reference`. Raises ShardError.
+
+    `source` names where the reference digest comes from, as in "the Hub publishes".
+    """
     if remote is not None and path.stat().st_size != remote.size:
         raise ShardError(
             f"{path} has {path.stat().st_size:,} bytes, the Hub publishes {remote.size:,} for it: truncated or stale"
@@ -75,16 +86,25 @@ def verify(path: Path, remote: hub.RemoteFile | None, reference: str | None, sou
     digest = sha256_file(path)
     if digest != reference:
         raise ShardError(
-            f"{path}: sha256 {digest[:16]}... does not match the {reference[:16]}... that {source} publishes: corrupt"
+            f"{path}: sha256 {digest[:16]}... does not match the {reference[:16]}... that {source}: corrupt"
         )
     return digest
 
 
-def present_and_complete(dest: Path, remote: hub.RemoteFile | None) -> None:
-    """A cheap check for a file that is already there: valid header, right size. Raises ShardError."""
-    read_header(dest)
-    if remote is not None and dest.stat().st_size != remote.size:
-        raise ShardError(f"{dest} has {dest.stat().st_size:,} bytes but the Hub's copy has {remote.size:,}")
+def reference_digest(
+    entry: hub.RemoteFile | None, cached: Path | None, listed: str | None, out: Path
+) -> tuple[str | None, str, bool]:
+    """(the sha256 a shard must have, where it comes from, whether that source is published rather than local).
+
+    The Hub's digest (online) comes first, then the name of the file's blob in the Hugging Face cache (the digest the
+    Hub published when it was downloaded), then the folder's own sha256sums.txt (what was verified here before).
+    """
+    if entry is not None and entry.sha256 is not None:
+        return entry.sha256, "the Hub publishes", True
+    blob = hub.blob_sha256(cached) if cached is not None else None
+    if blob is not None:
+        return blob, "its Hugging Face cache entry names", True
+    return listed, f"{out / SUMS_FILE} lists", False
 
 
 def offline_paragraph(variant: Variant, out: Path, missing: list[str], reason: str, n_train: int, flag: str) -> str:
@@ -102,6 +122,7 @@ def offline_paragraph(variant: Variant, out: Path, missing: list[str], reason: s
 
 def fetch(variant: Variant, n_train: int, out: Path, flag: str) -> int:
     names = variant.names(n_train)
+    read_sums(out)  # a damaged sha256sums.txt stops us before any download, not after (ShardError)
     print(f"{variant.repo_id} ({variant.about}): val + {n_train} train shard(s) -> {out}")
     remote: dict[str, hub.RemoteFile] = {}
     commit: str | None = None
@@ -125,46 +146,67 @@ def fetch(variant: Variant, n_train: int, out: Path, flag: str) -> int:
             )
             return 1
 
+    listed = read_sums(out)
     missing: list[str] = []
     bad: list[str] = []
-    verified: dict[str, str] = {}
+
+    def record(name: str, digest: str) -> None:
+        """Add a verified digest to sha256sums.txt at once (atomically), so an interrupted run loses none."""
+        if listed.get(name) != digest:
+            update_sums(out, {name: digest})
+            listed[name] = digest
+
     for i, name in enumerate(names, 1):
         tag = f"[{i}/{len(names)}] {name}"
         dest = out / name
         entry = remote.get(name)
-        if dest.exists():
-            try:
-                present_and_complete(dest, entry)
-                print(f"{tag}: already present")
-                continue
-            except ShardError as e:
-                print(f"{tag}: the copy here is broken ({e}); getting it again")
-                dest.unlink()
-
         cached = hub.cached_file(variant.repo_id, name, revision=commit or "main")
+        broken: ShardError | None = None
+        if dest.exists():
+            # Size and header are not enough: a shard damaged in place keeps both. Its sha256 is compared whenever
+            # one is known, so that what check.py calls BAD, this replaces.
+            reference, source, published = reference_digest(entry, cached, listed.get(name), out)
+            try:
+                digest = verify(dest, entry, reference, source)
+            except ShardError as e:
+                broken = e
+                print(f"{tag}: the copy here is broken ({e}); getting it again")
+            else:
+                if digest is not None and published:
+                    record(name, digest)
+                print(f"{tag}: already present, " + ("sha256 verified" if digest else "no sha256 known to compare"))
+                continue
+
         if cached is not None:
             reference = entry.sha256 if entry is not None else hub.blob_sha256(cached)
+            source = "the Hub publishes" if entry is not None else "its Hugging Face cache entry names"
             try:
-                digest = verify(cached, entry, reference, "the Hub" if entry is not None else "its cache entry")
+                digest = verify(cached, entry, reference, source)
             except ShardError as e:
                 print(f"{tag}: the copy in the Hugging Face cache is broken: {e}")
                 if entry is None:
                     bad.append(f"{name}: the cached copy {cached} is broken ({e}); delete it and download again")
                     continue
             else:
-                hub.install(cached, dest)
+                hub.install(cached, dest)  # atomically over a broken copy, if there is one
                 if digest is not None:
-                    verified[name] = digest
+                    record(name, digest)
                 print(f"{tag}: from the Hugging Face cache{'' if digest else ' (no published sha256 to compare)'}")
                 continue
 
         if entry is None or commit is None:
+            if broken is not None:  # kept, not deleted: nothing better can be had now
+                bad.append(
+                    f"{name}: the copy in {out} is broken ({broken}), the Hugging Face cache has no good copy and the "
+                    f"Hub cannot be reached ({unreachable}); the file is left as it is until one can be fetched"
+                )
+                continue
             print(f"{tag}: not here and not in the Hugging Face cache")
             missing.append(name)
             continue
         try:
-            hub.download(variant.repo_id, entry, dest, commit, tag)
-            digest = verify(dest, entry, entry.sha256, "the Hub")
+            hub.download(variant.repo_id, entry, dest, commit, tag)  # replaces a broken copy only once verified
+            digest = verify(dest, entry, entry.sha256, "the Hub publishes")
         except (hub.DownloadError, hub.HubError, ShardError) as e:
             if isinstance(e, ShardError):
                 dest.unlink(missing_ok=True)
@@ -172,19 +214,18 @@ def fetch(variant: Variant, n_train: int, out: Path, flag: str) -> int:
             bad.append(f"{name}: {e}")
             continue
         if digest is not None:
-            verified[name] = digest
+            record(name, digest)
         print(f"{tag}: downloaded and verified")
 
-    if verified:
-        update_sums(out, verified)
-    if missing:
-        print(offline_paragraph(variant, out, missing, unreachable or "unknown", n_train, flag), file=sys.stderr)
-        return 1
     if bad:
         print(f"error: {len(bad)} shard(s) could not be fetched intact:", file=sys.stderr)
         for line in bad:
             print(f"  {line}", file=sys.stderr)
-        print(f"Run `python data/cached_fineweb10B.py {n_train}{flag}` again to retry them.", file=sys.stderr)
+        if not missing:
+            print(f"Run `python data/cached_fineweb10B.py {n_train}{flag}` again to retry them.", file=sys.stderr)
+    if missing:
+        print(offline_paragraph(variant, out, missing, unreachable or "unknown", n_train, flag), file=sys.stderr)
+    if bad or missing:
         return 1
     print(f"ready: {len(names)} shard(s) in {out}; `python data/check.py {out}` re-checks them at any time")
     return 0
@@ -207,6 +248,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, help="folder for the shards (default: data/<the variant's folder>)")
     args = parser.parse_args(argv)
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        parser.error(
+            f"--out {args.out} is a file, not a folder: pass a folder for the shards (it is created if needed)"
+        )
     limit = VARIANTS[args.variant].train_shards
     if not 0 <= args.n <= limit:
         parser.error(
@@ -220,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     variant = VARIANTS[args.variant]
     out = args.out if args.out is not None else DATA_DIR / variant.folder
     flag = "" if args.variant == "10B" else f" --variant {args.variant}"
+    flag += "" if args.out is None else f" --out {shlex.quote(str(args.out))}"  # so that a command given back works
     try:
         return fetch(variant, args.n, out, flag)
     except KeyboardInterrupt:
@@ -228,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    except ShardError as e:  # a damaged sha256sums.txt in the folder
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except OSError as e:
         print(
             f"error: {e.strerror or e} ({e.filename or out}): check that {out} is writable and its disk has room "

@@ -10,7 +10,8 @@ vocabulary's last token). The vocabulary comes from a meta.json beside the shard
 ("vocab_size"), else GPT-2's 50257; --vocab-size overrides. When the folder has a
 sha256sums.txt (the download and the writers leave one), each listed shard's digest is
 compared too (--no-sums skips that: it reads every byte). A folder must hold at least one
-*_val_*.bin and one *_train_*.bin shard, the two the trainer reads.
+*_val_*.bin and one *_train_*.bin shard, the two the trainer reads, and no INCOMPLETE file (the mark of a
+writer's unfinished output, such as data/fineweb.py's staging folder <out>/.incoming).
 
 Exit status: 0 when everything is valid, 1 when anything is bad, 2 for a usage error.
 """
@@ -27,6 +28,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from data.shards import (  # noqa: E402
+    INCOMPLETE_FILE,
     ShardError,
     ShardInfo,
     fix_hint,
@@ -107,6 +109,13 @@ def check_paths(
             if context is None:
                 continue
             vocab, sums = context
+            if (path / INCOMPLETE_FILE).is_file():
+                bad(
+                    path,
+                    f"{path} is the unfinished output of a writer ({path / INCOMPLETE_FILE} says which), not a "
+                    f"complete shard set: run that writer again; it replaces this folder.",
+                )
+                continue
             shards = sorted(path.glob("*.bin"), key=lambda p: p.name)
             echo(f"{path}: {len(shards)} .bin files, vocabulary {vocab[0]} ({vocab[1]})")
             if not shards:

@@ -21,6 +21,11 @@ are kept, so a second run needs no network). Local inputs, files or folders (sea
   .txt[.gz], .md     one document per file; --txt-docs line: one per non-empty line;
                      --txt-docs blank: documents separated by blank lines
 A meta.json beside the shards records the tokenizer and vocabulary size for data/check.py and the trainer.
+
+Shards are written into <out>/.incoming/ (marked unfinished, so data/check.py rejects it) and moved
+into --out only once the whole set is written, train shards first and the val shard last: an
+interrupted or failed run leaves --out as it was (with --force, the old shards stay until the new
+set replaces them), and never a partial set that passes for a complete one.
 """
 
 from __future__ import annotations
@@ -31,8 +36,10 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
 import signal
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -50,6 +57,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from data import hub  # noqa: E402
 from data.shards import (  # noqa: E402
+    INCOMPLETE_FILE,
     MAX_VOCAB_SIZE,
     META_FILE,
     SHARD_TOKENS,
@@ -193,8 +201,8 @@ def local_documents(files: list[Path], field: str, txt_mode: str) -> Iterator[st
         yield from iter_file(path, field, txt_mode)
 
 
-def fetch_raw(source: Source, raw_dir: Path) -> Iterator[Path]:
-    """The sample's parquet files, in order, each downloaded (or taken from the HF cache) and verified when needed."""
+def list_raw(source: Source, raw_dir: Path) -> tuple[str, list[hub.RemoteFile]]:
+    """(commit, the sample's parquet files in order) from the Hub; InputError when it cannot be listed."""
     try:
         commit, files = hub.list_remote(source.repo_id, source.folder, ".parquet")
     except hub.HubUnreachable as e:
@@ -214,6 +222,17 @@ def fetch_raw(source: Source, raw_dir: Path) -> Iterator[Path]:
         raise InputError(str(e)) from None
     if not files:
         raise InputError(f"{source.repo_id} has no parquet files under {source.folder} (commit {commit[:12]})")
+    return commit, files
+
+
+def fetch_raw(
+    source: Source, raw_dir: Path, commit: str, files: list[hub.RemoteFile], stop: threading.Event | None = None
+) -> Iterator[Path]:
+    """The listed parquet files, in order, each downloaded (or taken from the HF cache) and verified when needed.
+
+    With a tokenizer pool this runs in the pool's task thread (imap reads its input there), which Ctrl-C does not
+    reach: `stop` ends a download there at its next chunk, so that the pool can shut down at once.
+    """
     for i, remote in enumerate(files, 1):
         dest = raw_dir / remote.name
         tag = f"[{i}/{len(files)}] {remote.name}"
@@ -223,9 +242,9 @@ def fetch_raw(source: Source, raw_dir: Path) -> Iterator[Path]:
                 hub.install(cached, dest)
             else:
                 try:
-                    hub.download(source.repo_id, remote, dest, commit, tag)
+                    hub.download(source.repo_id, remote, dest, commit, tag, stop)
                 except (hub.DownloadError, hub.HubError) as e:
-                    raise InputError(f"{e}. Run the same command again (with --force) to retry.") from None
+                    raise InputError(f"{e}. Run the same command again to retry.") from None
             if remote.sha256 is not None:
                 update_sums(dest.parent, {dest.name: remote.sha256})
         yield dest
@@ -244,8 +263,15 @@ def _raw_ok(dest: Path, remote: hub.RemoteFile) -> bool:
     return _digest_ok(dest, remote)
 
 
-def hub_documents(source: Source, raw_dir: Path, field: str) -> Iterator[str]:
-    for path in fetch_raw(source, raw_dir):
+def hub_documents(
+    source: Source,
+    raw_dir: Path,
+    field: str,
+    commit: str,
+    files: list[hub.RemoteFile],
+    stop: threading.Event | None = None,
+) -> Iterator[str]:
+    for path in fetch_raw(source, raw_dir, commit, files, stop):
         yield from iter_parquet(path, field)
 
 
@@ -344,7 +370,14 @@ def check_encoding(encoding: tiktoken.Encoding) -> int:
 # ----------------------------------------------------------------------------- main
 
 
-def prepare_out(out: Path, prefix: str, force: bool) -> None:
+STAGING = ".incoming"  # inside --out: shards are written here and moved in only once the whole set is done
+
+
+def check_out(out: Path, prefix: str, force: bool) -> list[Path]:
+    """The shards of `prefix` already in `out`, which the new set will replace (only with --force), for
+    install_set to remove once the new set is complete. InputError when the folder cannot take the new set."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder: pass a folder for the shards (it is created if needed)")
     shards = list_shards(out) if out.is_dir() else []
     others = [p.name for p in shards if not p.name.startswith(f"{prefix}_")]
     if others:
@@ -353,20 +386,55 @@ def prepare_out(out: Path, prefix: str, force: bool) -> None:
             f"every *_val_*/*_train_*.bin of its folder, so one folder holds one shard set; choose another --out."
         )
     existing = [p for p in shards if p.name.startswith(f"{prefix}_")]
+    read_sums(out)  # a damaged sha256sums.txt there stops us now, not after hours of tokenizing (ShardError)
     if existing and not force:
         raise InputError(
             f"{out} already holds {len(existing)} {prefix}_*.bin shard(s); pass --force to replace them, or choose "
             f"another --out folder (or --prefix)."
         )
-    for path in existing:
-        path.unlink()
-    if existing:
-        update_sums(out, {}, remove=[p.name for p in existing])
-        (out / META_FILE).unlink(missing_ok=True)
+    return existing
+
+
+def start_staging(out: Path) -> Path:
+    """An empty staging folder inside out, marked unfinished so that data/check.py never takes it for a shard set."""
+    staging = out / STAGING
+    if staging.exists():  # left by a run that was killed: its partial work cannot be resumed
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    (staging / INCOMPLETE_FILE).write_text(
+        f"Shards of an unfinished data/fineweb.py run into {out}, moved there once the set is complete. Not a shard "
+        f"set: the next run into {out} deletes this folder.\n"
+    )
+    return staging
+
+
+def install_set(staging: Path, out: Path, new: list[Path], old: list[Path], meta: dict[str, object]) -> list[Path]:
+    """Replace the old shards in out by the complete new set from staging. Returns the new shards' paths in out.
+
+    Train shards move in first and the val shard last, so that an interruption in between leaves a folder that
+    data/check.py and the trainer reject (no val shard), never a partial set that passes for a complete one.
+    """
+    digests = read_sums(staging)
+    (out / META_FILE).unlink(missing_ok=True)
+    for path in old:
+        path.unlink(missing_ok=True)
+    update_sums(out, {}, remove=[p.name for p in old])
+    val, train = new[0], new[1:]
+    for path in train:
+        os.replace(path, out / path.name)
+    update_sums(out, {p.name: digests[p.name] for p in new})
+    os.replace(val, out / val.name)
+    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    shutil.rmtree(staging)
+    return [out / p.name for p in new]
 
 
 def build(args: argparse.Namespace, encoding: tiktoken.Encoding) -> int:
     vocab_size = check_encoding(encoding)
+    out, prefix = args.out, args.prefix
+    stop = threading.Event()  # set on any exit from tokenizing: a download in the pool's task thread then stops
+    # Everything that can fail before tokenizing does, before anything in --out is touched.
+    old = check_out(out, prefix, args.force)
     if args.input:
         files = expand_inputs(args.input)
         documents: Iterable[str] = local_documents(files, args.text_field, args.txt_docs)
@@ -374,34 +442,63 @@ def build(args: argparse.Namespace, encoding: tiktoken.Encoding) -> int:
     else:
         source = SOURCES[args.variant]
         raw_dir = args.raw_dir or DATA_DIR / "raw" / source.repo_id
-        documents = hub_documents(source, raw_dir, args.text_field)  # files keep their repository paths
+        commit, remote = list_raw(source, raw_dir)
+        # Files keep their repository paths under raw_dir.
+        documents = hub_documents(source, raw_dir, args.text_field, commit, remote, stop)
         what = f"{source.repo_id} {source.folder}"
-    out, prefix = args.out, args.prefix
-    prepare_out(out, prefix, args.force)
-    writer = ShardWriter(out, prefix, vocab_size, args.shard_tokens, args.val_tokens)
+    created = not out.exists()
+    staging = start_staging(out)
+    try:
+        return _tokenize_into(args, encoding, vocab_size, documents, what, staging, old, stop)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone once installed; partial work cannot be resumed
+        if created and not any(out.iterdir()):
+            out.rmdir()
+
+
+def _tokenize_into(
+    args: argparse.Namespace,
+    encoding: tiktoken.Encoding,
+    vocab_size: int,
+    documents: Iterable[str],
+    what: str,
+    staging: Path,
+    old: list[Path],
+    stop: threading.Event,
+) -> int:
+    out = args.out
+    writer = ShardWriter(staging, args.prefix, vocab_size, args.shard_tokens, args.val_tokens)
     print(f"tokenizing {what} with {encoding.name} ({vocab_size} tokens) on {args.workers} worker(s) -> {out}")
     n_docs = 0
-    shards_seen = 0
     with (
         tokenizer_pool(encoding, args.workers) as pool,
         closing(tokenize_stream(documents, encoding, pool)) as stream,
         tqdm(total=args.max_tokens, unit="tok", unit_scale=True, mininterval=1.0, desc="tokens") as bar,
     ):
-        for tokens in stream:
-            if args.max_tokens is not None:
-                tokens = tokens[: args.max_tokens - writer.total_tokens]
-            writer.add(tokens)
-            n_docs += int(np.count_nonzero(tokens == encoding.eot_token))  # exact also when --max-tokens cuts a batch
-            bar.update(tokens.size)
-            bar.set_postfix(documents=n_docs, shards=len(writer.written), refresh=False)
-            for path in writer.written[shards_seen:]:
-                tqdm.write(f"wrote {path}")
-            shards_seen = len(writer.written)
-            if args.max_tokens is not None and writer.total_tokens >= args.max_tokens:
-                break
+        try:
+            for tokens in stream:
+                if args.max_tokens is not None:
+                    tokens = tokens[: args.max_tokens - writer.total_tokens]
+                writer.add(tokens)
+                n_docs += int(np.count_nonzero(tokens == encoding.eot_token))  # exact when --max-tokens cuts a batch
+                bar.update(tokens.size)
+                bar.set_postfix(documents=n_docs, shards=len(writer.written), refresh=False)
+                if args.max_tokens is not None and writer.total_tokens >= args.max_tokens:
+                    break
+        finally:
+            # Before the pool shuts down (leaving the with): it waits for its task thread, which may be downloading.
+            stop.set()
         written = writer.close()
-        for path in written[shards_seen:]:
-            tqdm.write(f"wrote {path}")
+    kept = f"; {out} is unchanged" + (f" (its {len(old)} shard(s) are kept)" if old else "")
+    if not written:
+        raise InputError(f"no documents in {what}: nothing was written{kept}")
+    if len(written) == 1:
+        print(
+            f"error: the {writer.total_tokens:,} tokens all went to the val shard, so there is nothing to train on"
+            f"{kept}: run again with a --val-tokens below that (e.g. {writer.total_tokens // 10:,}).",
+            file=sys.stderr,
+        )
+        return 1
     meta = {
         "tokenizer": encoding.name,
         "vocab_size": vocab_size,
@@ -412,19 +509,12 @@ def build(args: argparse.Namespace, encoding: tiktoken.Encoding) -> int:
         "shard_tokens": args.shard_tokens,
         "val_tokens": writer.val_tokens,
     }
-    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    if not written:
-        raise InputError(f"no documents in {what}: nothing was written")
-    if len(written) == 1:
-        print(
-            f"error: the {writer.total_tokens:,} tokens all went to the val shard ({written[0]}), so there is nothing "
-            f"to train on: run again with --force and a --val-tokens below that (e.g. {writer.total_tokens // 10:,}).",
-            file=sys.stderr,
-        )
-        return 1
+    installed = install_set(staging, out, written, old, meta)
+    for path in installed:
+        print(f"wrote {path}")
     print(
-        f"done: {n_docs:,} documents, {writer.total_tokens:,} tokens in {len(written)} shard(s) in {out} "
-        f"(1 val, {len(written) - 1} train); `python data/check.py {out}` re-checks them"
+        f"done: {n_docs:,} documents, {writer.total_tokens:,} tokens in {len(installed)} shard(s) in {out} "
+        f"(1 val, {len(installed) - 1} train); `python data/check.py {out}` re-checks them"
     )
     return 0
 
@@ -455,7 +545,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--txt-docs", choices=("file", "line", "blank"), default="file", help=".txt: documents per file (default)"
     )
     parser.add_argument("--raw-dir", type=Path, help="where the Hub's parquet files go (default data/raw/<repo>)")
-    parser.add_argument("--force", action="store_true", help="replace shards of the same prefix in --out")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace shards of the same prefix in --out (kept until the new set is done)",
+    )
     args = parser.parse_args(argv)
     if args.out is None:
         args.out = DATA_DIR / ("custom" if args.input else SOURCES[args.variant].out)
@@ -476,15 +570,15 @@ def main(argv: list[str] | None = None, encoding: tiktoken.Encoding | None = Non
         return 1
     except KeyboardInterrupt:
         print(
-            "\ninterrupted: the shards written so far are complete, but the set is not; run the same command with "
-            "--force to start over (downloaded parquet files are kept).",
+            f"\ninterrupted: {args.out} is unchanged (shards are moved in only once the whole set is written); run "
+            f"the same command again to start over (downloaded parquet files are kept).",
             file=sys.stderr,
         )
         return 130
     except OSError as e:
         print(
             f"error: {e.strerror or e} ({e.filename or args.out}): check that the folders are writable and the disk "
-            f"has room, then run again with --force.",
+            f"has room, then run the same command again.",
             file=sys.stderr,
         )
         return 1

@@ -19,6 +19,7 @@ import hashlib
 import os
 import re
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,6 +51,10 @@ class HubUnreachable(Exception):
 
 class DownloadError(Exception):
     """A download failed or produced a file that does not match what the Hub published."""
+
+
+class Stopped(Exception):
+    """The caller's stop event was set during a download; the .part file is kept and resumes next time."""
 
 
 @dataclass(frozen=True)
@@ -165,10 +170,14 @@ def part_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part")
 
 
-def download(repo_id: str, remote: RemoteFile, dest: Path, commit: str, desc: str) -> None:
+def download(
+    repo_id: str, remote: RemoteFile, dest: Path, commit: str, desc: str, stop: threading.Event | None = None
+) -> None:
     """Fetch one file to dest: resumable through `<dest>.part`, size and sha256 checked before the rename.
 
-    Raises DownloadError (the .part file is kept when it can be resumed) or HubError.
+    Raises DownloadError (the .part file is kept when it can be resumed) or HubError. `stop` is for a download that
+    runs outside the main thread, where Ctrl-C does not reach: once it is set, the transfer raises Stopped at the next
+    chunk received (or within the read timeout, HF_HUB_DOWNLOAD_TIMEOUT, when none comes), keeping the .part file.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(dest)
@@ -176,7 +185,7 @@ def download(repo_id: str, remote: RemoteFile, dest: Path, commit: str, desc: st
     for fresh_start in (False, True):
         if fresh_start:
             part.unlink(missing_ok=True)
-        _transfer(url, part, remote.size, desc)
+        _transfer(url, part, remote.size, desc, stop)
         if remote.sha256 is None:
             break
         h = hashlib.sha256()
@@ -196,8 +205,13 @@ def download(repo_id: str, remote: RemoteFile, dest: Path, commit: str, desc: st
     os.replace(part, dest)
 
 
-def _transfer(url: str, part: Path, size: int, desc: str) -> None:
-    """Bring `part` to `size` bytes from url, resuming from its current length."""
+def _check_stop(stop: threading.Event | None, part: Path) -> None:
+    if stop is not None and stop.is_set():
+        raise Stopped(f"download stopped; {part} is kept and resumes when you run the same command again")
+
+
+def _transfer(url: str, part: Path, size: int, desc: str, stop: threading.Event | None = None) -> None:
+    """Bring `part` to `size` bytes from url, resuming from its current length (Stopped once `stop` is set)."""
     headers = build_hf_headers()
     headers["Accept-Encoding"] = "identity"  # byte ranges must refer to the file itself, not a compressed stream
     have = part.stat().st_size if part.exists() else 0
@@ -206,6 +220,7 @@ def _transfer(url: str, part: Path, size: int, desc: str) -> None:
         have = 0
     failures = 0
     while have < size:
+        _check_stop(stop, part)
         request_headers = dict(headers)
         if have:
             request_headers["Range"] = f"bytes={have}-"
@@ -239,6 +254,7 @@ def _transfer(url: str, part: Path, size: int, desc: str) -> None:
                         have += len(chunk)
                         bar.update(len(chunk))
                         failures = 0
+                        _check_stop(stop, part)
         except (RepositoryNotFoundError, RevisionNotFoundError) as e:
             raise HubError(f"{url}: {type(e).__name__}: the file is gone from the Hub") from None
         except httpx2.HTTPError as e:  # network trouble and HTTP errors; a full disk (OSError) is not retried

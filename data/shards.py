@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,8 +49,12 @@ SHARD_TOKENS = 10**8
 
 META_FILE = "meta.json"
 SUMS_FILE = "sha256sums.txt"
+# In a folder of shards that a writer has not finished (data/fineweb.py's staging folder): check.py rejects it.
+INCOMPLETE_FILE = "INCOMPLETE"
 VAL_GLOB = "*_val_*.bin"
 TRAIN_GLOB = "*_train_*.bin"
+
+_DATA_DIR = Path(__file__).resolve().parent  # data/: the download's default folders are under it
 
 # Tokens scanned per step when validating: bounds the temporary memory of a check to ~50 MB.
 _SCAN_CHUNK = 1 << 24
@@ -82,21 +87,61 @@ def split_of(path: str | os.PathLike[str]) -> str | None:
 
 
 def fix_hint(path: str | os.PathLike[str]) -> str:
-    """How to get a good copy of this shard back, from its name and folder."""
+    """How to get a good copy of this shard back: a command to run, built from its name and its folder."""
     path = Path(path)
     name = path.name
     if name.startswith("synthetic_"):
-        return "make the synthetic shards again with `python data/synthetic.py --force` (same --out and settings)"
-    if name.startswith("finewebedu_"):
-        flag = " --variant edu10B"
-    elif name.startswith("fineweb_"):
-        flag = " --variant 100B" if path.parent.name == "fineweb100B" else ""
+        return f"make the synthetic shards again with `{_synthetic_command(path.parent)}"
+    for prefix in ("finewebedu", "fineweb"):
+        if name.startswith(f"{prefix}_"):
+            command, note = _download_command(path.parent, prefix)
+            return (
+                f"run `{command}` again{note}: it checks the shards already there against their published sha256, "
+                f"replaces broken ones and fetches missing ones"
+            )
+    return "make it again with `python data/fineweb.py` from its source text (see data/README.md)"
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _download_command(folder: Path, prefix: str) -> tuple[str, str]:
+    """(data/cached_fineweb10B.py with the N, --variant and --out that fetch this folder's shard set again, a note)."""
+    if prefix == "finewebedu":
+        variant, default = "edu10B", "finewebedu10B"
+    elif folder.name == "fineweb100B":
+        variant, default = "100B", "fineweb100B"
     else:
-        return "make it again with `python data/fineweb.py` from its source text (see data/README.md)"
-    return (
-        f"run `python data/cached_fineweb10B.py{flag}` again (with the same N): "
-        "it replaces broken shards and fetches missing ones"
-    )
+        variant, default = "10B", "fineweb10B"
+    indices = []
+    for shard in folder.glob(f"{prefix}_train_*.bin"):
+        stem = shard.name[len(f"{prefix}_train_") : -len(".bin")]
+        if stem.isdigit():
+            indices.append(int(stem))
+    command = "python data/cached_fineweb10B.py" + (f" {max(indices)}" if indices else "")
+    command += f" --variant {variant}" if variant != "10B" else ""
+    if _same_folder(folder, _DATA_DIR / default):
+        return command, ""
+    command += f" --out {shlex.quote(str(folder))}"
+    # Outside data/fineweb10B and data/fineweb100B, a fineweb_*.bin name does not tell the two sets apart.
+    return command, " (add `--variant 100B` if they are FineWeb-100B shards)" if variant == "10B" else ""
+
+
+def _synthetic_command(folder: Path) -> str:
+    """data/synthetic.py with the settings in the folder's meta.json (the output is a pure function of them)."""
+    command = f"python data/synthetic.py --out {shlex.quote(str(folder))}"
+    flags = {"seed": "--seed", "vocab_size": "--vocab-size", "train_shards": "--train-shards"}
+    flags.update(shard_tokens="--shard-tokens", val_tokens="--val-tokens")
+    try:
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        settings = [f"{flag} {int(meta[key])}" for key, flag in flags.items()]
+    except (OSError, ValueError, TypeError, KeyError):  # no usable meta.json: only the user knows the settings
+        return f"{command} --force` with the settings it was made with (see --help)"
+    return f"{command} {' '.join(settings)} --force`"
 
 
 def _not_a_shard_reason(raw: bytes) -> str:
@@ -364,8 +409,17 @@ def read_sums(folder: str | os.PathLike[str]) -> dict[str, str]:
     sums_path = Path(folder) / SUMS_FILE
     if not sums_path.is_file():
         return {}
+    try:
+        text = sums_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ShardError(
+            f"{sums_path} is not a text file of digests ({e.reason} at byte {e.start}: damaged, or not written by "
+            f"sha256sum); delete it (the next download or write makes a new one) or restore a good copy."
+        ) from None
+    except OSError as e:
+        raise ShardError(f"cannot read {sums_path}: {e.strerror or e}; fix its permissions or delete it.") from None
     sums: dict[str, str] = {}
-    for n, line in enumerate(sums_path.read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         digest, _, name = line.partition(" ")

@@ -2,7 +2,7 @@
 
 The stand-in answers the four Hub calls data/hub.py makes (revision info, paths-info, tree listing,
 file download with HTTP Range) on 127.0.0.1, so the online code path runs for real without a network.
-It can publish a wrong sha256 for a file or cut a transfer short, and it logs every Range header.
+It can publish a wrong sha256 for a file, cut a transfer short or send it slowly, and it logs every Range header.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
@@ -20,6 +21,7 @@ import numpy as np
 from data.shards import GPT2_VOCAB_SIZE, make_header
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+SLOW_PIECES = 200
 
 
 def shard_bytes(seed: int, ntok: int = 4096, vocab_size: int = GPT2_VOCAB_SIZE) -> bytes:
@@ -55,6 +57,7 @@ class FakeHub:
         self.commit = commit
         self.published_sha256 = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
         self.cut_after: dict[str, int] = {}  # name -> bytes sent before the next transfer of it is dropped
+        self.slow: dict[str, float] = {}  # name -> seconds its transfers take, sent in SLOW_PIECES pieces
         self.ranges: list[tuple[str, str | None]] = []  # (name, Range header) of every file GET
         self.requests: list[str] = []
         hub = self
@@ -112,6 +115,16 @@ class FakeHub:
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("ETag", f'"{hub.published_sha256[name]}"')
                 self.end_headers()
+                if name in hub.slow:
+                    step = -(-len(body) // SLOW_PIECES)
+                    try:
+                        for start in range(0, len(body), step):
+                            self.wfile.write(body[start : start + step])
+                            self.wfile.flush()
+                            time.sleep(hub.slow[name] / SLOW_PIECES)
+                    except (BrokenPipeError, ConnectionResetError):  # the client went away
+                        pass
+                    return
                 cut = hub.cut_after.pop(name, None)
                 if cut is not None:  # drop the connection mid-transfer, once
                     self.wfile.write(body[:cut])

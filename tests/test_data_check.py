@@ -90,6 +90,17 @@ def test_folder_level_problems(tmp_path, shard_dir, capsys):
     assert rc == 1 and "has no *_val_*.bin shard" in text and "unfinished files s_train_000009.bin.part" in text
 
 
+def test_a_sums_file_that_is_not_text_is_reported_not_raised(shard_dir, capsys):
+    (shard_dir / "sha256sums.txt").write_bytes(b"\xff\xfe\x00garbage\x9c")
+    rc, text = run([shard_dir], capsys)
+    assert rc == 1
+    bad = [line for line in text.splitlines() if line.startswith("BAD")]
+    assert len(bad) == 1 and f"{shard_dir / 'sha256sums.txt'} is not a text file of digests" in bad[0]
+    assert "delete it" in bad[0]
+    rc, text = run(["--no-sums", shard_dir], capsys)
+    assert rc == 0, text
+
+
 def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as err:
         check.main([])

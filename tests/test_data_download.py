@@ -104,6 +104,116 @@ def test_a_broken_copy_in_the_data_folder_is_replaced(tmp_path):
     assert "broken" in result.stdout and (out / NAMES[1]).read_bytes() == files[NAMES[1]]
 
 
+def test_a_damaged_sums_file_is_one_clear_error_before_any_download(tmp_path):
+    fill_hf_cache(tmp_path / "hub", REPO, shards())
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sha256sums.txt").write_text("0123  fineweb_val_000000.bin\n")
+    result = run([2, "--out", out], tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: {out / 'sha256sums.txt'}, line 1:") and "fix or delete" in result.stderr
+    assert not list(out.glob("*.bin"))
+    (out / "sha256sums.txt").write_bytes(b"\xff\xfe not text")
+    result = run([2, "--out", out], tmp_path)
+    assert result.returncode == 1 and "is not a text file of digests" in result.stderr
+
+
+def test_out_that_is_a_file_is_a_usage_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    result = run([2, "--out", tmp_path / "file"], tmp_path)
+    assert result.returncode == 2 and "is a file, not a folder" in result.stderr
+
+
+def damage_in_place(path: Path) -> bytes:
+    """Change one token of a shard to another valid one: same size, valid header and tokens, other sha256.
+
+    Written as a new file: the installed shard is a hard link to the cache blob, which must stay intact here."""
+    good = path.read_bytes()
+    raw = bytearray(good)
+    raw[2000:2002] = (7 if raw[2000:2002] != b"\x07\x00" else 8).to_bytes(2, "little")
+    path.unlink()
+    path.write_bytes(bytes(raw))
+    return good
+
+
+def test_a_same_size_corrupt_shard_is_replaced_by_the_command_check_py_gives(tmp_path, capsys):
+    files = shards()
+    fill_hf_cache(tmp_path / "hub", REPO, files)
+    out = tmp_path / "out"
+    assert run([2, "--out", out], tmp_path).returncode == 0
+    good = damage_in_place(out / NAMES[1])
+    assert check.main([str(out)]) == 1
+    report = capsys.readouterr().out
+    assert "differs from" in report
+    command = report.split("run `", 1)[1].split("`", 1)[0]
+    assert command == f"python data/cached_fineweb10B.py 2 --out {out}"  # not the default folder: --out is needed
+    result = run(command.split()[2:], tmp_path)  # what check.py says to run, offline with the cache filled
+    assert result.returncode == 0, result.stderr
+    assert f"{NAMES[1]}: the copy here is broken" in result.stdout and "does not match" in result.stdout
+    assert result.stdout.count("sha256 verified") == 2
+    assert (out / NAMES[1]).read_bytes() == good and check.main([str(out)]) == 0
+
+    # Without sha256sums.txt, the cache's blob name (the published digest) still tells.
+    (out / "sha256sums.txt").unlink()
+    damage_in_place(out / NAMES[2])
+    result = run([2, "--out", out], tmp_path)
+    assert result.returncode == 0 and f"{NAMES[2]}: the copy here is broken" in result.stdout
+    assert (out / NAMES[2]).read_bytes() == files[NAMES[2]]
+
+
+def test_a_corrupt_shard_with_no_good_copy_in_reach_is_reported_and_kept(tmp_path):
+    fill_hf_cache(tmp_path / "hub", REPO, shards())
+    out = tmp_path / "out"
+    assert run([2, "--out", out], tmp_path).returncode == 0
+    shutil.rmtree(tmp_path / "hub")  # offline, and the cache is gone: only sha256sums.txt knows the digests
+    damage_in_place(out / NAMES[1])
+    damaged = (out / NAMES[1]).read_bytes()
+    result = run([2, "--out", out], tmp_path)
+    assert result.returncode == 1
+    assert f"{NAMES[1]}: the copy in {out} is broken" in result.stderr and "left as it is" in result.stderr
+    assert f"{out / 'sha256sums.txt'} lists" in result.stderr
+    assert f"python data/cached_fineweb10B.py 2 --out {out}` again" in result.stderr
+    assert (out / NAMES[1]).read_bytes() == damaged
+
+
+def test_online_a_corrupt_shard_is_compared_with_the_hub_digest_and_fetched_again(tmp_path):
+    files = shards()
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, content in files.items():
+        (out / name).write_bytes(content)  # copied here by hand: no sha256sums.txt, no cache
+    damage_in_place(out / NAMES[0])
+    with FakeHub(REPO, files) as hub:
+        result = run([2, "--out", out], tmp_path, offline=False, endpoint=hub.url)
+        fetched = [name for name, _ in hub.ranges]
+    assert result.returncode == 0, result.stderr
+    assert fetched == [NAMES[0]] and result.stdout.count("sha256 verified") == 2
+    assert (out / NAMES[0]).read_bytes() == files[NAMES[0]]
+    assert check.main([str(out)]) == 0
+    sums = (out / "sha256sums.txt").read_text()
+    assert all(hashlib.sha256(c).hexdigest() in sums for c in files.values())
+
+
+def test_digests_of_finished_shards_survive_an_interrupt(tmp_path, monkeypatch, capsys):
+    files = shards()
+    fill_hf_cache(tmp_path / "hub", REPO, files)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    install = data_hub.install
+
+    def ctrl_c_on_the_last(src, dest):
+        if dest.name == NAMES[2]:
+            raise KeyboardInterrupt
+        install(src, dest)
+
+    monkeypatch.setattr(data_hub, "install", ctrl_c_on_the_last)
+    out = tmp_path / "out"
+    assert cached_fineweb10B.main(["2", "--out", str(out)]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    sums = (out / "sha256sums.txt").read_text()
+    assert all(f"{hashlib.sha256(files[n]).hexdigest()}  {n}" in sums for n in NAMES[:2]) and NAMES[2] not in sums
+
+
 @pytest.mark.parametrize("offline", [True, False])
 def test_nothing_cached_and_no_hub_gives_one_clear_paragraph(tmp_path, offline):
     # Offline: HF_HUB_OFFLINE=1. Online: the Hub's address is a closed local port (connection refused).
@@ -124,6 +234,15 @@ def test_bad_shard_count_is_a_usage_error(tmp_path, capsys):
         with pytest.raises(SystemExit) as err:
             cached_fineweb10B.main(argv)
         assert err.value.code == 2 and "usage:" in capsys.readouterr().err
+
+
+def test_each_variant_offers_the_train_shards_its_repository_holds(capsys):
+    # Counts of the public download scripts: FineWeb-Edu 10B ends at finewebedu_train_000099.bin (53,989,344 tokens).
+    for variant, count in (("10B", 103), ("100B", 1030), ("edu10B", 99)):
+        assert cached_fineweb10B.parse_args([str(count), "--variant", variant]).n == count
+        with pytest.raises(SystemExit) as err:
+            cached_fineweb10B.parse_args([str(count + 1), "--variant", variant])
+        assert err.value.code == 2 and f"N must be between 0 and {count}" in capsys.readouterr().err
 
 
 def test_download_resumes_a_partial_file_and_a_dropped_connection(tmp_path):

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -15,6 +21,7 @@ import tiktoken
 from data_fakehub import FakeHub
 from huggingface_hub import constants
 
+from conftest import REPO_ROOT
 from data import check, fineweb
 from data.shards import list_shards, read_tokens
 from data.tiny_bpe import GPT2_PATTERN, learn_merges, train_encoding
@@ -171,7 +178,7 @@ def test_bad_inputs_name_the_file_and_the_fix(tmp_path, encoding, capsys, name, 
     assert expected in text and "Traceback" not in text
 
 
-def test_output_folder_rules(tmp_path, encoding, documents, capsys):
+def test_output_folder_rules(tmp_path, encoding, documents, capsys, monkeypatch):
     corpus = write_corpus(tmp_path / "corpus", documents)
     out = tmp_path / "out"
     argv = ["--input", corpus, "--out", out, "--val-tokens", 1000, "--shard-tokens", 2000, "--workers", 1]
@@ -189,8 +196,134 @@ def test_output_folder_rules(tmp_path, encoding, documents, capsys):
     assert rc == 1 and "larger --shard-tokens" in text
     rc, text = run(["--input", tmp_path / "nothing", "--out", tmp_path / "x"], encoding, capsys)
     assert rc == 1 and "no such file or folder" in text
+    rc, text = run([*argv[:2], "--out", corpus / "a_one.txt"], encoding, capsys)
+    assert rc == 1 and "is a file, not a folder" in text
     rc, text = run([*argv, "--prefix", "other", "--force"], encoding, capsys)
     assert rc == 1 and "holds other shards (custom_val_000000.bin" in text
+    (out / "sha256sums.txt").write_bytes(b"\xff not text")
+    monkeypatch.setattr(fineweb, "tokenize_stream", None)  # it must not get that far
+    rc, text = run([*argv, "--force"], encoding, capsys)
+    assert rc == 1 and f"error: {out / 'sha256sums.txt'} is not a text file of digests" in text
+
+
+def snapshot(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def test_force_touches_nothing_until_the_new_set_is_complete(tmp_path, encoding, documents, capsys, monkeypatch):
+    corpus = write_corpus(tmp_path / "corpus", documents)
+    out = tmp_path / "out"
+    argv = ["--input", corpus, "--out", out, "--val-tokens", 1000, "--shard-tokens", 2000, "--workers", 1]
+    assert run(argv, encoding, capsys)[0] == 0
+    before = snapshot(out)
+
+    # Interrupted after some shards of the new set were written: the old set is intact, no partial work is left.
+    def interrupted(files, field, txt_mode):
+        yield from documents[:60]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fineweb, "local_documents", interrupted)
+    rc, text = run([*argv, "--shard-tokens", 500, "--force"], encoding, capsys)
+    assert rc == 130 and f"{out} is unchanged" in text
+    assert snapshot(out) == before and sorted(p.name for p in out.iterdir() if p.is_dir()) == []
+    assert check.main([str(out)]) == 0
+    rc, text = run(
+        ["--input", corpus, "--out", tmp_path / "fresh", "--val-tokens", 1000, "--workers", 1], encoding, capsys
+    )
+    assert rc == 130 and not (tmp_path / "fresh").exists()
+    monkeypatch.undo()
+
+    # A set that turns out unusable (all in the val shard) does not replace the old one either.
+    rc, text = run([*argv, "--val-tokens", 10**6, "--force"], encoding, capsys)
+    assert rc == 1 and "all went to the val shard" in text and f"{out} is unchanged (its" in text
+    assert snapshot(out) == before
+
+
+def test_an_interrupted_move_leaves_no_val_shard_so_no_set_that_passes(
+    tmp_path, encoding, documents, capsys, monkeypatch
+):
+    corpus = write_corpus(tmp_path / "corpus", documents)
+    out = tmp_path / "out"
+    replace, calls = fineweb.os.replace, []
+
+    def stop_on_the_third_move(src, dst):  # os.replace also writes shards and sums: count moves into out only
+        if Path(src).parent.name == fineweb.STAGING and Path(dst).parent == out:
+            calls.append(dst)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+        replace(src, dst)
+
+    monkeypatch.setattr(fineweb.os, "replace", stop_on_the_third_move)
+    argv = ["--input", corpus, "--out", out, "--val-tokens", 1000, "--shard-tokens", 2000, "--workers", 1]
+    assert run(argv, encoding, capsys)[0] == 130
+    monkeypatch.undo()
+    assert len(list(out.glob("custom_train_*.bin"))) == 2 and not list(out.glob("*_val_*.bin"))
+    assert check.main([str(out)]) == 1 and "has no *_val_*.bin shard" in capsys.readouterr().out
+
+
+def test_a_killed_runs_staging_folder_is_never_a_set_and_is_cleared(tmp_path, encoding, documents, capsys):
+    corpus = write_corpus(tmp_path / "corpus", documents)
+    out = tmp_path / "out"
+    argv = ["--input", corpus, "--out", out, "--val-tokens", 1000, "--shard-tokens", 2000, "--workers", 1]
+    assert run(argv, encoding, capsys)[0] == 0
+    staging = fineweb.start_staging(out)  # as a run killed with SIGKILL leaves it, with a whole set inside
+    for path in list_shards(out):
+        (staging / path.name).write_bytes(path.read_bytes())
+    assert check.main([str(staging)]) == 1 and "unfinished output of a writer" in capsys.readouterr().out
+    assert check.main([str(out)]) == 0
+    assert run([*argv, "--force"], encoding, capsys)[0] == 0
+    assert not staging.exists() and check.main([str(out)]) == 0
+
+
+# data/fineweb.py as a command, with a tiny BPE (GPT-2's cannot be fetched here) and the pool of worker processes.
+CHILD = """
+import sys
+from data import fineweb
+from data.tiny_bpe import train_encoding
+encoding = train_encoding(["the shard token model data train loss speed record"] * 4, n_merges=30)
+sys.exit(fineweb.main(sys.argv[1:], encoding=encoding))
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_download_in_the_pools_task_thread_at_once(tmp_path, documents):
+    """With workers, parquet files are fetched in the pool's task thread, which SIGINT does not reach; the pool used
+    to wait there for the whole download. The Hub here takes 120 s per transfer; Ctrl-C must end the run in seconds."""
+    pq.write_table(pa.table({"text": documents * 4}), tmp_path / "0.parquet")
+    name = "sample/10BT/000_00000.parquet"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_HUB_CACHE=str(tmp_path / "hub"), HF_HOME=str(tmp_path / "hf_home"), HF_HUB_DISABLE_TELEMETRY="1")
+    part = tmp_path / "raw" / f"{name}.part"
+    argv = ["--out", tmp_path / "out", "--raw-dir", tmp_path / "raw", "--workers", 2]
+    with FakeHub("HuggingFaceFW/fineweb", {name: (tmp_path / "0.parquet").read_bytes()}) as hub:
+        hub.slow[name] = 120.0
+        env["HF_ENDPOINT"] = hub.url
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, *map(str, argv)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not part.exists() and time.monotonic() < deadline:  # created when the transfer begins
+                assert child.poll() is None, child.communicate()
+                time.sleep(0.1)
+            assert part.exists(), "the download never started"
+            child.send_signal(signal.SIGINT)
+            sent = time.monotonic()
+            out, err = child.communicate(timeout=30)
+            stopped_after = time.monotonic() - sent
+        finally:
+            child.kill()
+            child.wait()
+    assert child.returncode == 130, err
+    assert stopped_after < 20, stopped_after  # the transfer had ~2 minutes left
+    assert "interrupted" in err and "Traceback" not in out + err
+    assert part.stat().st_size < len(hub.files[name])  # kept: the next run resumes it
+    assert not (tmp_path / "out").exists()
 
 
 def test_tokenizer_problems_are_explained(tmp_path, capsys):
@@ -272,10 +405,15 @@ def test_fineweb_from_the_hub_downloads_lazily_verifies_and_reuses_raw_files(
     assert check.main([str(out)]) == 0
     assert "001_00000.parquet" in (raw / "sample" / "10BT" / "sha256sums.txt").read_text()
 
-    # Offline, the listing is out of reach: a clear error that points at the raw files already here.
+    # Offline, the listing is out of reach: a clear error that points at the raw files already here, and with
+    # --force the shards already in --out stay as they are.
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     rc, text = run(["--out", tmp_path / "again", *common], encoding, capsys)
     assert rc == 1 and "could not reach the Hugging Face Hub" in text and "--input" in text
+    before = snapshot(out)
+    rc, text = run(["--out", out, *common, "--force"], encoding, capsys)
+    assert rc == 1 and "could not reach the Hugging Face Hub" in text
+    assert snapshot(out) == before and check.main([str(out)]) == 0
     rc, text = run(["--input", raw, "--prefix", "fineweb", "--out", tmp_path / "again", *common[2:]], encoding, capsys)
     assert rc == 0, text
     for path in list_shards(out):

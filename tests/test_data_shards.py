@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import REPO_ROOT
 from data.shards import (
     HEADER_BYTES,
     MAGIC,
     ShardError,
     ShardWriter,
+    fix_hint,
     folder_vocab_size,
     list_shards,
     make_header,
@@ -86,12 +89,35 @@ def test_missing_file_and_hints_follow_the_name(tmp_path):
         read_header(tmp_path / "nope.bin")
     syn = tmp_path / "synthetic_val_000000.bin"
     syn.write_bytes(b"junk")
-    with pytest.raises(ShardError, match="synthetic.py --force"):
+    with pytest.raises(
+        ShardError, match=re.escape(f"synthetic.py --out {tmp_path} --force` with the settings it was made with")
+    ):
+        read_header(syn)
+    (tmp_path / "meta.json").write_text(
+        '{"seed": 3, "vocab_size": 512, "train_shards": 2, "shard_tokens": 5000, "val_tokens": 4000}'
+    )
+    settings = "--seed 3 --vocab-size 512 --train-shards 2 --shard-tokens 5000 --val-tokens 4000 --force"
+    with pytest.raises(ShardError, match=re.escape(f"synthetic.py --out {tmp_path} {settings}`")):
         read_header(syn)
     edu = tmp_path / "finewebedu_val_000000.bin"
     edu.write_bytes(b"junk")
-    with pytest.raises(ShardError, match="--variant edu10B"):
+    with pytest.raises(ShardError, match=re.escape(f"cached_fineweb10B.py --variant edu10B --out {tmp_path}` again")):
         read_header(edu)
+    (tmp_path / "finewebedu_train_000012.bin").write_bytes(b"junk")
+    with pytest.raises(
+        ShardError, match=re.escape(f"cached_fineweb10B.py 12 --variant edu10B --out {tmp_path}` again")
+    ):
+        read_header(edu)
+
+
+def test_download_hint_names_out_only_outside_the_default_folder():
+    default = REPO_ROOT / "data" / "fineweb10B" / "fineweb_val_000000.bin"
+    assert "`python data/cached_fineweb10B.py` again:" in fix_hint(default)
+    assert "`python data/cached_fineweb10B.py --variant 100B` again:" in fix_hint(
+        REPO_ROOT / "data" / "fineweb100B" / "fineweb_val_000000.bin"
+    )
+    elsewhere = fix_hint("/scratch/fw/fineweb_val_000000.bin")
+    assert "`python data/cached_fineweb10B.py --out /scratch/fw` again (add `--variant 100B`" in elsewhere
 
 
 def test_scan_tokens_checks_vocabulary_and_separators():
