@@ -1,6 +1,6 @@
 # The speedrun environment: CUDA 13.0 + cuDNN 9 on Ubuntu 24.04, PyTorch pinned by requirements.txt.
 #   docker build -t speedrun .
-#   docker run --gpus all --ipc=host -v "$PWD/data:/speedrun/data" -v "$PWD/logs:/speedrun/logs" speedrun
+#   docker run --gpus all --ipc=host -v "$PWD/data/fineweb10B:/speedrun/data/fineweb10B" -v "$PWD/logs:/speedrun/logs" speedrun
 # The devel image (not runtime) because torch.compile's Triton kernels need a C compiler at run time.
 FROM nvidia/cuda:13.0.1-cudnn-devel-ubuntu24.04
 

@@ -115,12 +115,13 @@ def main(argv: list[str] | None = None) -> int:
         env.pop("SPEEDRUN_RESUME", None)
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={opts.nproc}"]
         print(f"running {opts.preset} on {opts.nproc} process(es): {' '.join(cmd)} train_gpt.py", flush=True)
+        before = set(log_dir.glob("*.txt"))  # --log-dir may hold earlier runs: log names are random uuids
         run = subprocess.run([*cmd, str(REPO_ROOT / "train_gpt.py")], cwd=REPO_ROOT, env=env)
-        logs = sorted(log_dir.glob("*.txt"))
-        if run.returncode != 0 or not logs:
+        logs = sorted(set(log_dir.glob("*.txt")) - before)
+        if run.returncode != 0 or len(logs) != 1:
             print(f"error: the run failed (exit status {run.returncode}); its output is above.", file=sys.stderr)
             return 1
-        result = read_log(logs[-1])
+        result = read_log(logs[0])
         if opts.log_dir is None:
             result["log"] = None  # the temporary folder is gone
     print(

@@ -251,13 +251,17 @@ def test_two_node_c10d_launch_is_the_two_process_run(fsdp_two: Run, data: Path, 
 def test_scale_benchmark_runs_on_cpu(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     cmd = [sys.executable, "bench/bench_scale.py", "--preset", "smoke", "--overrides", '{"parallelism": "fsdp"}']
-    cmd += ["--nproc", "1", "--steps", "3", "--json", str(out)]
+    cmd += ["--nproc", "1", "--steps", "3", "--json", str(out), "--log-dir", str(tmp_path / "logs")]
+    (tmp_path / "logs").mkdir()
+    decoy = tmp_path / "logs" / "ffffffff-an-earlier-run.txt"  # sorts after any uuid: not this run's log
+    decoy.write_text("an earlier run\n")
     result = subprocess.run(
         cmd, cwd=REPO_ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     bench = json.loads(out.read_text())
     assert (bench["preset"], bench["parallelism"], bench["world_size"], bench["steps"]) == ("smoke", "fsdp", 1, 3)
+    assert bench["log"] != str(decoy) and Path(bench["log"]).parent == tmp_path / "logs"
     assert (
         bench["warmup_s"] >= 0
         and bench["step_ms"] > 0
@@ -285,3 +289,25 @@ def test_a_checkpoint_with_damaged_data_fails_in_one_message(ddp_one: Run, data:
     assert error.startswith(f"error: cannot load the checkpoint {copy}: RuntimeError on rank 0: "), error
     assert error.endswith(". Its files are damaged or do not fit this model; resume from another checkpoint.")
     assert "Traceback" not in result.stderr
+
+
+def test_tools_read_the_trainers_checkpoint_as_the_trainer_does(ddp_one: Run, tmp_path: Path) -> None:
+    """The model-use commands on a checkpoint train_gpt.py wrote: evaluate gives the log's final val loss, from
+    the checkpoint and from its export."""
+    final = [loss for _, kind, loss in ddp_one.metrics() if kind == "val_loss"][-1]
+    export = tmp_path / "export"
+    tools = [sys.executable, "-m", "tools"]
+    done = subprocess.run([*tools, "export", "--checkpoint", str(ddp_one.checkpoints[STEPS]), "--out", str(export)])
+    assert done.returncode == 0
+    for folder in (ddp_one.checkpoints[STEPS], export):
+        result = subprocess.run(
+            [*tools, "evaluate", "--checkpoint", str(folder), "--device", "cpu", "--no-compile", "--json"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"{json.loads(result.stdout.strip().splitlines()[-1])['val_loss']['val_loss']:.4f}" == final, (
+            result.stdout
+        )

@@ -70,6 +70,9 @@ def test_export_round_trip_gives_identical_logits_and_no_optimizer_state(
     out = tmp_path / "export"
     assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask  # readable as config.json is
     config = json.loads((out / "config.json").read_text())
     assert (
         config["format"] == EXPORT_FORMAT
@@ -107,6 +110,18 @@ def error_of(path: Path) -> str:
     with pytest.raises(ModelFolderError) as info:
         load_model(path)
     return str(info.value)
+
+
+def test_weights_with_nan_are_refused_not_evaluated(tmp_path: Path, checkpoint: Path) -> None:
+    """Bytes overwritten in an export: the model would print val_loss nan and exit 0; it is refused instead."""
+    out = tmp_path / "export"
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
+    weights = out / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1000:] = b"\xff" * 1000  # 0xffff... is NaN in bf16 and float32
+    weights.write_bytes(bytes(data))
+    message = error_of(out)
+    assert message.startswith(f"{out}: ") and "hold NaN or infinite values" in message and "export again" in message
 
 
 def test_clear_errors_for_broken_folders(tmp_path: Path, checkpoint: Path) -> None:

@@ -1,7 +1,8 @@
 """Test helpers for the model tools (sample, evaluate, export): small models and the folders they are read from.
 
-`write_checkpoint` pins the checkpoint contract between train_gpt.py and tools/checkpoints.py until the
-trainer writes checkpoints itself: a torch.distributed.checkpoint (DCP) save of {"model", "optim", "train"}
+`write_checkpoint` makes checkpoints in the trainer's layout without a training run (fast, and any model
+size or dtype; tests/test_scale_runs.py reads the trainer's own checkpoints with the tools too): a
+torch.distributed.checkpoint (DCP) save of {"model", "optim", "train"}
 into <run>/step_NNNNNN/, then config.json written last ("format": "speedrun-checkpoint-v1", the run's
 Hyperparameters as a dict, step, run_id, world_size, parallelism, train_time_ms). The same function runs
 inside torchrun processes for FSDP2-sharded saves (tests/test_use_checkpoints.py).

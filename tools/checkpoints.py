@@ -331,6 +331,12 @@ def load_model(
         with torch.no_grad():
             for k, t in state.items():
                 t.copy_(loaded[k])
+    damaged = [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if damaged:
+        raise ModelFolderError(
+            f"{path}: {len(damaged)} weight tensor(s) hold NaN or infinite values ({', '.join(damaged[:3])}): the "
+            "files are damaged, or the run diverged before it saved; use another checkpoint or export again."
+        )
     if float32:
         model.float()
     model.eval()
@@ -360,6 +366,9 @@ def export(source: str | os.PathLike[str], out: str | os.PathLike[str], force: b
     tmp = out / (WEIGHTS_NAME + ".tmp")
     try:
         save_file(state, str(tmp), metadata={"format": "pt", "speedrun": EXPORT_FORMAT})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates the file 0600; an export is for others to read too
         os.replace(tmp, out / WEIGHTS_NAME)
         tmp_config = out / (CONFIG_NAME + ".tmp")
         tmp_config.write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
