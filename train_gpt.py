@@ -1419,6 +1419,7 @@ class Resume:
     path: Path  # a step_<NNNNNN> folder
     step: int
     run_id: str
+    keys: frozenset[str]  # the saved state's keys, as .metadata lists them ("model.embed.weight", "train.step", ...)
 
 
 def read_resume(path_text: str, args: Hyperparameters) -> Resume:
@@ -1459,8 +1460,9 @@ def read_resume(path_text: str, args: Hyperparameters) -> Resume:
             f"SPEEDRUN_RESUME={path_text}: the DCP file .metadata is missing: the checkpoint is damaged."
         )
     try:  # an untrusted file: whatever reading it raises means it is damaged
-        storage = dcp.FileSystemReader(path).read_metadata().storage_data
-        files = sorted({info.relative_path for info in storage.values()})
+        metadata = dcp.FileSystemReader(path).read_metadata()
+        files = sorted({info.relative_path for info in metadata.storage_data.values()})
+        keys = frozenset(metadata.state_dict_metadata)
     except Exception as e:
         raise SpeedrunError(
             f"SPEEDRUN_RESUME={path_text}: the DCP file .metadata cannot be read ({type(e).__name__}: {e}): the "
@@ -1477,7 +1479,7 @@ def read_resume(path_text: str, args: Hyperparameters) -> Resume:
             f"SPEEDRUN_RESUME={path_text} is the checkpoint of step {meta['step']}, the end of its "
             f"{args.num_iterations}-step run: nothing is left to train."
         )
-    return Resume(path, meta["step"], meta["run_id"])
+    return Resume(path, meta["step"], meta["run_id"], keys)
 
 
 def optimizer_state(raw: GPT, opts, template: bool = False) -> dict:
@@ -1584,9 +1586,8 @@ def load_checkpoint(resume: Resume, raw: GPT, opts, args: Hyperparameters, d: Di
     """Load weights, optimizer state and RNG into the built model; return (step, train_time_ms) to go on from."""
     adam, muon, _ = opts
     try:
-        saved = dcp.FileSystemReader(resume.path).read_metadata().state_dict_metadata
         train = train_state(0, 0.0, args, d)
-        train = {k: v for k, v in train.items() if f"train.{k}" in saved}  # no CUDA RNG in a CPU run's checkpoint
+        train = {k: v for k, v in train.items() if f"train.{k}" in resume.keys}  # a CPU run saved no CUDA RNG
         state = dict(model=raw.state_dict(), optim=optimizer_state(raw, opts, template=True), train=train)
         dcp.load(state, checkpoint_id=resume.path)
     except (Exception, dcp.CheckpointException) as e:  # damaged data files: whatever DCP raises (a BaseException)
