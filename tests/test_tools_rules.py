@@ -427,7 +427,7 @@ def test_target_needs_three_runs_unless_systems_only(records: Path) -> None:
         ("2026-07-30_Base/../2026-07-30_Base", "not a record folder name"),
         ("2026-07-29_Missing", "not a record folder of track_1_short"),
         ("2026-08-02_Sys", "is this record itself"),
-        ("2026-08-05_Later", "is dated after this record"),
+        ("2026-08-05_Later", "baseline 2026-08-05_Later is not earlier in the ledger"),
     ],
 )
 def test_systems_only_needs_a_real_earlier_baseline(records: Path, baseline: str | None, evidence: str) -> None:
