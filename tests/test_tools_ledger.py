@@ -53,8 +53,8 @@ def by_date_ledger() -> Ledger:
     return by_date("records ordered by (date, name) for the comparison")
 
 
-def by_name(records: Path, **kw: object) -> dict[str, Verdict]:
-    return {v.record.name: v for v in verify_paths([records / TRACK], known_shards={}, **kw)}  # type: ignore[arg-type]
+def by_name(records: Path, ledger: Ledger | None = None) -> dict[str, Verdict]:
+    return {v.record.name: v for v in verify_paths([records / TRACK], known_shards={}, ledger=ledger)}
 
 
 def test_ranking_follows_the_commits_not_the_dates(repo: Path) -> None:

@@ -47,7 +47,9 @@ def edit(path: Path, pattern: str, repl: str, count: int = 1) -> None:
 
 def nudge(path: Path, pattern: str) -> None:
     """Add 1 to the digit the second group of ``pattern`` matches, in the first line it matches."""
-    text, n = re.subn(pattern, lambda m: m.group(1) + str((int(m.group(2)) + 1) % 10), path.read_text(), 1, re.M)
+    text, n = re.subn(
+        pattern, lambda m: m.group(1) + str((int(m.group(2)) + 1) % 10), path.read_text(), count=1, flags=re.M
+    )
     assert n == 1, pattern
     path.write_text(text)
 
