@@ -5,8 +5,18 @@ rule, the file (a log, or the record's README/folder) and the evidence (the line
 ``faster`` needs the other records of the track, so it lives in tools/verify.py.
 
 Choices this module makes where RULES.md leaves room (also in records/README.md):
-- ``structure`` also checks a record's date, which orders it for ``faster``: no run of a record with
-  a README may be dated (nvidia-smi's timestamp) more than RUN_DATE_SLACK after it.
+- ``structure`` also checks dates: no run of a record with a README may be dated (nvidia-smi's
+  timestamp) more than RUN_DATE_SLACK after it, no date may be after today (UTC, RUN_DATE_SLACK),
+  and a record-track log of this harness must carry a valid timestamp. Dates no longer order
+  records: the ledger does (tools/ledger.py, tools/verify.py).
+- ``complete``: a record-track run is a whole run: val at step 0 and at the end, a train line at
+  every step 1..total (every log of the public corpus has them), and in this harness's logs the
+  total equals ``num_iterations`` and is the same in every run of the record.
+- ``plausible`` (not in RULES.md): losses finite and non-negative, the final val loss not below the
+  track's floor, train_time above zero and, where the config gives the tokens per step, above the
+  hardware's physical floor (tools/tracks.py). Statistics are computed on plausible numbers only.
+- ``distinct-runs``: besides seeds (compared as numbers), run ids and files, runs whose printed
+  losses match are one run (``near_duplicates``; thresholds measured on the public corpus).
 - ``monotonic``: k (untimed warm-up steps) is a claim of the log, so it is bounded. This repository's
   logs on a record track must have k = 0, as train_gpt.py writes (``config.step_avg_excluded_steps``);
   elsewhere k is that key when the log has it, else inferred from the second half of the run as
@@ -16,16 +26,22 @@ Choices this module makes where RULES.md leaves room (also in records/README.md)
   ``step > k``, and must equal ``train_time / (step - k)`` within the printing precision:
   0.005 ms for step_avg plus 0.5 ms / (step - k) for the rounded train_time, plus 0.01% relative.
   ``step_avg:nan`` is accepted only for the first two timed steps, where the 2024 trainer printed it.
-- ``target``: a record must have at least 3 runs (MIN_RUNS) unless ``systems_only: true``, which
-  waives the p-value but not the mean, and only with a ``baseline`` that is a valid earlier record
-  of the same track (tools/records.py checks the name, tools/verify.py the baseline's verdict). Community submissions have no README, so no claim of
-  systems_only: the p-value applies to them as written.
+- ``target``: a record must have at least 3 runs (MIN_RUNS), systems_only or not. The p-value is
+  NaN, a failure, when all final losses are equal (scipy's p = 0 there would pass one run written
+  three times). ``systems_only: true`` waives the p-value but not the mean, and only with a
+  ``baseline`` that is a valid record of the same track, earlier in the ledger, whose val curve this
+  record's runs reproduce within CURVE_TOLERANCE (tools/records.py checks the name, tools/verify.py
+  the order, the curve and the baseline's verdict). Community submissions have no README, so no
+  claim of systems_only: the p-value applies to them as written.
 - ``loss-drop`` (smoke only, in place of ``target``): each run's last val loss must be at least
   LOSS_DROP_FRACTION (5%) below its first one (the step-0 evaluation) and finite. A smoke run is
   short (tens of steps on CPU); 5% is far outside evaluation noise yet reachable by any trainer that
   learns at all, and it catches the failures a smoke run exists for: NaN, divergence, no learning.
-- ``data``: where tools/known_shards.json is filled, a record track's shards are matched by sha256, not by
-  name (a name is the run's own word): every sha256 must be in the table, the val shard's the val shard's.
+- ``data``: always: no train shard has a val shard's sha256, token counts are FineWeb's (at most
+  100M per shard, the val shard holds the validated tokens, the train shards the tokens read), one
+  val shard per record (and per track: tools/verify.py). Where tools/known_shards.json is filled,
+  a record track's shards are matched by sha256, not by name (a name is the run's own word): every
+  sha256 must be in the table, the val shard's the val shard's.
 - ``config``: the runs of a record must agree on every config key but their identity (seed, run_id),
   where the shards sit (data_path) and when they saved checkpoints (checkpoint_every, checkpoint_keep, checkpoint_dir),
   which changes no number. A resumed run (``resumed_from`` set) is never a record: a record trains
