@@ -99,7 +99,8 @@ def by_date(note: str) -> Ledger:
 
 def _git(repo: Path, *args: str) -> str:
     """Run git read-only in ``repo``; no pager, no fsmonitor hook, output as text."""
-    cmd = ["git", "-c", "core.fsmonitor=false", "-c", "core.quotepath=off", "--no-pager", "-C", str(repo), *args]
+    # --literal-pathspecs: a records folder named like ":(exclude)x" is a path, never pathspec magic.
+    cmd = ["git", "-c", "core.fsmonitor=false", "--no-pager", "--literal-pathspecs", "-C", str(repo), *args]
     # GIT_DIR and friends (set inside a git hook) would point git at another repository than ``repo``.
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     try:

@@ -701,7 +701,7 @@ def near_duplicates(prints: Sequence[CurvePrint], owners: Sequence[int] | None =
 
     Two runs are one run when, at the steps both print (runs are compared when they print train lines,
     or val lines, at the same steps):
-    - their first DUP_PREFIX_STEPS train losses are all equal, or
+    - their first DUP_PREFIX_STEPS train lines carry a loss in both, and the same, or
     - at least DUP_SHARED_FRACTION of their train losses are equal (one digit nudged here and there), or
     - at least DUP_MIN_SHARED_VAL and more than half of their val losses after step 0 are equal.
     Different seeds start from different weights, so their losses part from the first steps on; a
@@ -725,8 +725,9 @@ def near_duplicates(prints: Sequence[CurvePrint], owners: Sequence[int] | None =
                 same = both & (losses[a] == losses[a + 1 :])
                 n_both, n_same = both.sum(axis=1), same.sum(axis=1)
                 if kind == "train":
-                    in_prefix = both & (np.cumsum(both, axis=1) <= DUP_PREFIX_STEPS)
-                    prefix = (n_both >= DUP_PREFIX_STEPS) & ~(in_prefix & ~same).any(axis=1)
+                    # The runs of a bucket print train lines at the same steps: the first columns are the
+                    # first steps of both.
+                    prefix = same[:, :DUP_PREFIX_STEPS].all(axis=1)
                     shared = (n_both >= DUP_PREFIX_STEPS) & (n_same >= DUP_SHARED_FRACTION * n_both)
                     hits = prefix | shared
                 else:
