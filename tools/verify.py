@@ -232,7 +232,7 @@ def check_val_shards(verdicts: Iterable[Verdict]) -> None:
             v.failures.append(
                 Failure(
                     "data",
-                    str(v.record.path / README),
+                    Context(v.record, v.runs).record_file,
                     f"validates on val shard {sorted(mine)[0][:16]}…, but {first.record.name}, the first record of "
                     f"{track}, on {sorted(theirs)[0][:16]}…: every record validates on the same data",
                 )
