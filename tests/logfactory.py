@@ -147,10 +147,16 @@ def make_log(spec: LogSpec | None = None, **kw: Any) -> str:
     t = 0.0
     last = spec.total_steps if spec.stop_at is None else spec.stop_at
     jitter = 1.0 + 0.01 * rng.random()
+    # Runs part from the first steps on, as real runs with different seeds do (the near-duplicate test of
+    # `distinct-runs`): each run (run_id) has its own noise, drawn apart from the timing's random stream.
+    wobble = random.Random(f"loss-{spec.run_id}")
 
     def loss_at(step: int) -> float:
         frac = step / spec.total_steps
-        noise = 0.002 * (rng.random() - 0.5) if step == spec.total_steps else 0.0
+        if step == spec.total_steps:
+            noise = 0.002 * (wobble.random() - 0.5)
+        else:
+            noise = 0.006 * (wobble.random() - 0.5) if step > 0 else 0.0
         return spec.final_loss + (spec.start_loss - spec.final_loss) * math.exp(-6 * frac) * (1 - frac) + noise
 
     def timing(step: int) -> str:

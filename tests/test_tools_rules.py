@@ -274,13 +274,13 @@ def test_distinct_runs_copied_log_and_repeated_seed(records: Path) -> None:
 def test_distinct_runs_same_curve_in_an_edited_copy(records: Path) -> None:
     folder = write_record(records, "2026-08-01_Curve")
     first = sorted(folder.glob("*.txt"))[0]
-    text = (
-        first.read_text()
-        .replace('"seed": 1', '"seed": 1001')
-        .replace(first.stem, "11111111-2222-4333-8444-555555555555")
+    text = re.sub(r'"seed": \d+', '"seed": 1001', first.read_text()).replace(
+        first.stem, "11111111-2222-4333-8444-555555555555"
     )
     (folder / "11111111-2222-4333-8444-555555555555.txt").write_text(text)
-    assert any("the same loss and time curve" in f for f in failures(verdict_of(folder), "distinct-runs"))
+    found = failures(verdict_of(folder), "distinct-runs")
+    assert len(found) == 1 and "the same train losses at the first 20 steps (one run counted twice)" in found[0]
+    assert first.name in found[0] and "11111111-2222-4333-8444-555555555555.txt" in found[0]
 
 
 # --- hardware -------------------------------------------------------------------------------
@@ -372,17 +372,18 @@ def test_data_known_shards_are_matched_by_hash_not_by_name(records: Path) -> Non
     known = {s["name"]: s["sha256"] for s in DEFAULT_SHARDS}
     own = [dict(s, sha256=hashlib.sha256(b"my data " + s["name"].encode()).hexdigest()) for s in DEFAULT_SHARDS]
     renamed = [dict(s, name=f"shard_{i}.bin") for i, s in enumerate(own)]
+    # Each record in a records folder of its own: records of one track must share one val shard.
     for name, shards in (("2026-08-01_Own", own), ("2026-08-02_Renamed", renamed)):
-        found = failures(verdict_of(write_record(records, name, shards=shards), known), "data")
+        found = failures(verdict_of(write_record(records / name, name, shards=shards), known), "data")
         assert len(found) == 3 * 9 and all("which is no known FineWeb shard" in f for f in found), found
-        assert not failures(verdict_of(records / TRACK / name), "data")  # an empty table checks nothing
+        assert not failures(verdict_of(records / name / TRACK / name), "data")  # an empty table checks little
     # The published shards under other names are fine: the bytes are what counts.
     published = [dict(s, name=f"copy_{i}.bin") for i, s in enumerate(DEFAULT_SHARDS)]
     assert not failures(verdict_of(write_record(records, "2026-08-03_Copies", shards=published), known), "data")
     # ... but the val shard must be the val shard, and no train shard may be it.
     val, train = DEFAULT_SHARDS[0], DEFAULT_SHARDS[1:]
     swapped = [dict(train[0], split="val"), dict(val, split="train"), *train[1:]]
-    found = failures(verdict_of(write_record(records, "2026-08-04_Swapped", shards=swapped), known), "data")
+    found = failures(verdict_of(write_record(records / "s", "2026-08-04_Swapped", shards=swapped), known), "data")
     assert len(found) == 6 and sum("not the FineWeb val shard" in f for f in found) == 3
     assert sum("a record never trains on it" in f for f in found) == 3
 
@@ -408,10 +409,12 @@ def test_target_needs_three_runs_unless_systems_only(records: Path) -> None:
     base = write_record(records, "2026-07-30_Base")
     assert verdict_of(base).valid
     sys_meta = {"systems_only": True, "baseline": "2026-07-30_Base"}
-    systems = write_record(records, "2026-08-02_Sys", runs=1, meta=sys_meta)
+    systems = write_record(records, "2026-08-02_Sys", runs=3, meta=sys_meta)
     assert verdict_of(systems).valid
-    high = write_record(records, "2026-08-03_SysHigh", runs=1, final_loss=3.3, meta=sys_meta)
-    assert failures(verdict_of(high), "target")  # systems_only waives the p-value, never the mean
+    one = write_record(records, "2026-08-02_SysOne", runs=1, meta=sys_meta)  # once enough for systems_only
+    assert any("a systems_only record needs at least 3" in f for f in failures(verdict_of(one), "target"))
+    high = write_record(records, "2026-08-03_SysHigh", runs=3, final_loss=3.3, meta=sys_meta)
+    assert any("above the target" in f for f in failures(verdict_of(high), "target"))  # never waives the mean
 
 
 @pytest.mark.parametrize(
@@ -424,7 +427,7 @@ def test_target_needs_three_runs_unless_systems_only(records: Path) -> None:
         ("2026-07-30_Base/../2026-07-30_Base", "not a record folder name"),
         ("2026-07-29_Missing", "not a record folder of track_1_short"),
         ("2026-08-02_Sys", "is this record itself"),
-        ("2026-08-05_Later", "is dated after this record"),
+        ("2026-08-05_Later", "baseline 2026-08-05_Later is not earlier in the ledger"),
     ],
 )
 def test_systems_only_needs_a_real_earlier_baseline(records: Path, baseline: str | None, evidence: str) -> None:
@@ -439,10 +442,10 @@ def test_systems_only_needs_a_real_earlier_baseline(records: Path, baseline: str
 
 
 def test_systems_only_baseline_must_be_valid(records: Path) -> None:
-    bad = write_record(records, "2026-07-30_Base", final_loss=3.4)  # misses the target
+    bad = write_record(records, "2026-07-30_Base", runs=2)  # too few runs for the p-value
     assert not verdict_of(bad).valid
-    systems = write_record(records, "2026-08-02_Sys", runs=1, meta={"systems_only": True, "baseline": bad.name})
-    chained = write_record(records, "2026-08-03_Chain", runs=1, meta={"systems_only": True, "baseline": systems.name})
+    systems = write_record(records, "2026-08-02_Sys", runs=3, meta={"systems_only": True, "baseline": bad.name})
+    chained = write_record(records, "2026-08-03_Chain", runs=3, meta={"systems_only": True, "baseline": systems.name})
     for folder in (systems, chained):
         found = failures(verdict_of(folder), "target")
         assert len(found) == 1 and "waives the p-value only against a valid baseline" in found[0], found

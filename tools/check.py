@@ -4,6 +4,10 @@
    else under ``records/`` (an unknown track folder, a stray file) fails: it would be skipped, not judged.
 2. Regenerate the leaderboard in memory and compare it, byte for byte, with ``leaderboard/``:
    a record added without regenerating, or a hand edit, fails with the command that fixes it.
+
+Records are ordered by the ledger (tools/ledger.py): the git history of the repository the records
+folder is in, or of ``--ledger-repo`` (CI: the base branch's checkout, whose records landed; the pull
+request's records are pending and come after them).
 """
 
 from __future__ import annotations
@@ -13,26 +17,30 @@ import sys
 from pathlib import Path
 
 from tools import leaderboard
+from tools import ledger as ledger_mod
+from tools.ledger import Ledger
 from tools.records import discover, misplaced
-from tools.verify import format_text, verify_records
+from tools.verify import add_ledger_argument, format_text, ledger_from_args, verify_records
 
 
-def check(records_root: Path, leaderboard_dir: Path) -> tuple[bool, list[str]]:
-    """(passed, report lines)."""
+def check(records_root: Path, leaderboard_dir: Path, ledger: Ledger | None = None) -> tuple[bool, list[str]]:
+    """(passed, report lines); ``ledger``: the order of the records (default: their git repository's)."""
     lines: list[str] = []
     ok = True
     records = discover(records_root)
+    if ledger is None:
+        ledger = ledger_mod.for_records(records)
     stray = misplaced(records_root)
     for rec in records:
         if rec.layout != "harness":
             ok = False
             lines.append(f"FAIL structure      {rec.path}: no README.md with front matter (see records/README.md)")
-    verdicts = verify_records([r for r in records if r.layout == "harness"])
+    verdicts = verify_records([r for r in records if r.layout == "harness"], ledger=ledger)
     if verdicts or stray:
         lines.append(format_text(verdicts, stray).rstrip("\n"))
     ok = ok and all(v.valid for v in verdicts) and not stray
     lines.append(f"verified {len(verdicts)} record(s) under {records_root}")
-    expected = leaderboard.build(records_root, leaderboard_dir)
+    expected = leaderboard.build(records_root, leaderboard_dir, ledger=ledger)
     actual = (
         {p.relative_to(leaderboard_dir).as_posix(): p for p in leaderboard_dir.rglob("*") if p.is_file()}
         if leaderboard_dir.is_dir()
@@ -62,9 +70,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--leaderboard", type=Path, default=Path("leaderboard"), help="the leaderboard folder (default leaderboard/)"
     )
+    add_ledger_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    ok, lines = check(args.records, args.leaderboard)
+    ok, lines = check(args.records, args.leaderboard, ledger_from_args(args))
     sys.stdout.write("\n".join(lines) + "\n")
     return 0 if ok else 1

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tools import html as html_page
 from tools import plots, stats
+from tools.ledger import Ledger
 from tools.records import discover
 from tools.tracks import OFFICIAL_CLASS, TRACKS, Track
 from tools.verify import Verdict, verify_records
@@ -168,9 +169,13 @@ def build_tables(verdicts: Sequence[Verdict], out_dir: Path) -> dict[str, list[T
     return by_track
 
 
-def build(records_root: Path, out_dir: Path, known_shards: dict[str, str] | None = None) -> dict[str, bytes]:
-    """Every file of the leaderboard, ``{path relative to out_dir: bytes}``; writes nothing."""
-    verdicts = verify_records(discover(records_root), known_shards)
+def build(
+    records_root: Path, out_dir: Path, known_shards: dict[str, str] | None = None, ledger: Ledger | None = None
+) -> dict[str, bytes]:
+    """Every file of the leaderboard, ``{path relative to out_dir: bytes}``; writes nothing.
+
+    ``ledger``: the order of the records (default: the git history of the repository they sit in)."""
+    verdicts = verify_records(discover(records_root), known_shards, ledger)
     tables = build_tables(verdicts, out_dir)
     files: dict[str, bytes] = {}
     for track_name, track_tables in tables.items():

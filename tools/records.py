@@ -255,7 +255,8 @@ def _harness_record(folder: Path, track: Track) -> Record:
 
 
 def _baseline_problems(folder: Path, meta: FrontMatter, track: Track) -> list[str]:
-    """What is wrong with the README's ``baseline``: a record folder of the same track, dated no later.
+    """What is wrong with the README's ``baseline``: a record folder of the same track (that it is earlier in
+    the ledger, not by date, is checked by tools/verify.py).
 
     ``systems_only: true`` waives the p-value because the math is its baseline's, so there it is
     required, and the baseline's README must parse (tools.verify also requires it to be valid).
@@ -277,9 +278,6 @@ def _baseline_problems(folder: Path, meta: FrontMatter, track: Track) -> list[st
     target = folder.parent / name
     if target.is_symlink() or not target.is_dir() or not (target / README).is_file():
         return [f"baseline {name!r} is not a record folder of {track.name} ({fix})"]
-    base_date = _date_of(name)
-    if base_date is not None and base_date > meta.date:
-        return [f"baseline {name!r} is dated after this record ({meta.date}): a record improves on an earlier one"]
     if meta.systems_only:
         base_meta, errors = read_front_matter(target / README)
         if base_meta is None:

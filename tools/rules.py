@@ -5,8 +5,18 @@ rule, the file (a log, or the record's README/folder) and the evidence (the line
 ``faster`` needs the other records of the track, so it lives in tools/verify.py.
 
 Choices this module makes where RULES.md leaves room (also in records/README.md):
-- ``structure`` also checks a record's date, which orders it for ``faster``: no run of a record with
-  a README may be dated (nvidia-smi's timestamp) more than RUN_DATE_SLACK after it.
+- ``structure`` also checks dates: no run of a record with a README may be dated (nvidia-smi's
+  timestamp) more than RUN_DATE_SLACK after it, no date may be after today (UTC, RUN_DATE_SLACK),
+  and a record-track log of this harness must carry a valid timestamp. Dates no longer order
+  records: the ledger does (tools/ledger.py, tools/verify.py).
+- ``complete``: a record-track run is a whole run: val at step 0 and at the end, a train line at
+  every step 1..total (every log of the public corpus has them), and in this harness's logs the
+  total equals ``num_iterations`` and is the same in every run of the record.
+- ``plausible`` (not in RULES.md): losses finite and non-negative, the final val loss not below the
+  track's floor, train_time above zero and, where the config gives the tokens per step, above the
+  hardware's physical floor (tools/tracks.py). Statistics are computed on plausible numbers only.
+- ``distinct-runs``: besides seeds (compared as numbers), run ids and files, runs whose printed
+  losses match are one run (``near_duplicates``; thresholds measured on the public corpus).
 - ``monotonic``: k (untimed warm-up steps) is a claim of the log, so it is bounded. This repository's
   logs on a record track must have k = 0, as train_gpt.py writes (``config.step_avg_excluded_steps``);
   elsewhere k is that key when the log has it, else inferred from the second half of the run as
@@ -16,16 +26,22 @@ Choices this module makes where RULES.md leaves room (also in records/README.md)
   ``step > k``, and must equal ``train_time / (step - k)`` within the printing precision:
   0.005 ms for step_avg plus 0.5 ms / (step - k) for the rounded train_time, plus 0.01% relative.
   ``step_avg:nan`` is accepted only for the first two timed steps, where the 2024 trainer printed it.
-- ``target``: a record must have at least 3 runs (MIN_RUNS) unless ``systems_only: true``, which
-  waives the p-value but not the mean, and only with a ``baseline`` that is a valid earlier record
-  of the same track (tools/records.py checks the name, tools/verify.py the baseline's verdict). Community submissions have no README, so no claim of
-  systems_only: the p-value applies to them as written.
+- ``target``: a record must have at least 3 runs (MIN_RUNS), systems_only or not. The p-value is
+  NaN, a failure, when all final losses are equal (scipy's p = 0 there would pass one run written
+  three times). ``systems_only: true`` waives the p-value but not the mean, and only with a
+  ``baseline`` that is a valid record of the same track, earlier in the ledger, whose val curve this
+  record's runs reproduce within CURVE_TOLERANCE (tools/records.py checks the name, tools/verify.py
+  the order, the curve and the baseline's verdict). Community submissions have no README, so no
+  claim of systems_only: the p-value applies to them as written.
 - ``loss-drop`` (smoke only, in place of ``target``): each run's last val loss must be at least
   LOSS_DROP_FRACTION (5%) below its first one (the step-0 evaluation) and finite. A smoke run is
   short (tens of steps on CPU); 5% is far outside evaluation noise yet reachable by any trainer that
   learns at all, and it catches the failures a smoke run exists for: NaN, divergence, no learning.
-- ``data``: where tools/known_shards.json is filled, a record track's shards are matched by sha256, not by
-  name (a name is the run's own word): every sha256 must be in the table, the val shard's the val shard's.
+- ``data``: always: no train shard has a val shard's sha256, token counts are FineWeb's (at most
+  100M per shard, the val shard holds the validated tokens, the train shards the tokens read), one
+  val shard per record (and per track: tools/verify.py). Where tools/known_shards.json is filled,
+  a record track's shards are matched by sha256, not by name (a name is the run's own word): every
+  sha256 must be in the table, the val shard's the val shard's.
 - ``config``: the runs of a record must agree on every config key but their identity (seed, run_id),
   where the shards sit (data_path) and when they saved checkpoints (checkpoint_every, checkpoint_keep, checkpoint_dir),
   which changes no number. A resumed run (``resumed_from`` set) is never a record: a record trains
@@ -40,11 +56,11 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import numpy as np
 
@@ -52,12 +68,13 @@ from tools import stats
 from tools.parse import ParsedLog
 from tools.records import README, Record
 from tools.sourcecheck import find_compile_flags
-from tools.tracks import RECORD_VAL_TOKENS, HardwareClass
+from tools.tracks import FINEWEB_SHARD_TOKENS, RECORD_VAL_TOKENS, HardwareClass, canonical_gpu_name, first_non_ascii
 
 RULE_IDS: Final = (
     "structure",
     "complete",
     "monotonic",
+    "plausible",
     "same-code",
     "distinct-runs",
     "hardware",
@@ -90,8 +107,25 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 K_CONFIG_KEY = "step_avg_excluded_steps"
 # A val shard of the published FineWeb data by name (fineweb_val_000000.bin, ../shared/spec/RECIPE.md).
 _VAL_SHARD_RE = re.compile(r"(?:^|_)val_")
-# nvidia-smi prints the node's local time; a README date is the submitter's: up to a day apart.
+# nvidia-smi prints the node's local time; a README date is the submitter's: up to a day apart. The same
+# day of slack lets a date be "tomorrow" in UTC (a submitter east of Greenwich), never later.
 RUN_DATE_SLACK = dt.timedelta(days=1)
+# Near-duplicate runs (`distinct-runs`): losses are compared as printed, to 4 decimals, step by step.
+# Two honest runs with different seeds differ from the first few steps on: across the 766 distinct logs
+# of the public corpus, no two share their first 20 train losses, no two share more than 1.7% of their
+# train losses, and no two share more than 4 of 14 val losses after step 0.
+DUP_PREFIX_STEPS = 20
+DUP_SHARED_FRACTION = 0.5
+DUP_MIN_SHARED_VAL = 3
+# `target` for systems_only: the largest difference of mean val loss, at one step, between the records'
+# runs that run-to-run noise explains, by the fraction of training done at that step (the step / total).
+# Measured on the public corpus: for the 47 sets of >= 6 runs of one code with one validation schedule,
+# 300 random splits each into two disjoint sets of 3 runs; the largest difference of the two sets' mean
+# curves was 0.075 up to half of training, 0.015 to three quarters, 0.011 after that and 0.0105 at the
+# final step. The tolerance is 1.5x those, for 3 runs against 3; with n and m runs it shrinks by
+# sqrt((1/n + 1/m) / (2/3)) (the standard error of a difference of two means), never grows.
+CURVE_TOLERANCE: Final = ((0.5, 0.11), (0.75, 0.025), (0.9999, 0.018), (1.0, 0.016))
+_NO_LOSS: Final = np.iinfo(np.int64).min
 
 
 class _NotApplicable:
@@ -129,6 +163,7 @@ class Context:
     record: Record
     runs: list[Run]
     known_shards: dict[str, str] = field(default_factory=dict)
+    today: dt.date = field(default_factory=lambda: dt.datetime.now(dt.UTC).date())  # for dates in the future
 
     @property
     def is_smoke(self) -> bool:
@@ -147,6 +182,11 @@ class Context:
     def finals(self) -> list[float]:
         return [f for r in self.runs if (f := r.log.final_val_loss) is not None]
 
+    @property
+    def record_logs_of_this_harness(self) -> bool:
+        """Record-track logs in this repository's format: the rules that need config lines apply."""
+        return self.harness_format and not self.is_smoke
+
 
 RuleResult = list[Failure] | _NotApplicable
 Rule = Callable[[Context], RuleResult]
@@ -164,6 +204,7 @@ def rule_structure(ctx: Context) -> RuleResult:
     if not ctx.runs:
         out.append(Failure("structure", str(ctx.record.path), "no run logs (*.txt) in the record folder"))
     out.extend(_backdated_runs(ctx))
+    out.extend(_dates_in_the_future(ctx))
     for run in ctx.runs:
         log = run.log
         for issue in log.structure_issues:
@@ -220,6 +261,50 @@ def _backdated_runs(ctx: Context) -> list[Failure]:
     return out
 
 
+def _dates_in_the_future(ctx: Context) -> list[Failure]:
+    """No date is after today (UTC, one day of slack), and a record log of this harness is dated.
+
+    The date of a run is the timestamp nvidia-smi prints first; a record log without one (deleted,
+    or edited into a day the calendar lacks) cannot show when its run was made.
+    """
+    latest = ctx.today + RUN_DATE_SLACK
+    out = []
+    meta = ctx.record.meta
+    if ctx.record.layout == "harness" and meta is not None and dt.date.fromisoformat(meta.date) > latest:
+        out.append(
+            Failure(
+                "structure",
+                ctx.record_file,
+                f"the record is dated {meta.date}, after today ({ctx.today.isoformat()}, UTC): date it the day "
+                "its last run was made",
+            )
+        )
+    if not ctx.record_logs_of_this_harness:
+        return out
+    for run in ctx.runs:
+        made = run.log.run_date
+        if run.log.structure_issues:
+            continue
+        if made is None:
+            out.append(
+                Failure(
+                    "structure",
+                    run.file,
+                    "no nvidia-smi timestamp, or one that is not a date of the calendar (the first line of its "
+                    "output, e.g. 'Sat Jan 10 23:36:12 2026'): a record log shows when its run was made",
+                )
+            )
+        elif dt.date.fromisoformat(made) > latest:
+            out.append(
+                Failure(
+                    "structure",
+                    run.file,
+                    f"nvidia-smi dates this run {made}, after today ({ctx.today.isoformat()}, UTC)",
+                )
+            )
+    return out
+
+
 # --- complete -------------------------------------------------------------------------------
 
 
@@ -250,7 +335,62 @@ def rule_complete(ctx: Context) -> RuleResult:
                 out.append(
                     Failure("complete", run.file, f"a line reports step {last_step}, past the total {log.total_steps}")
                 )
+            elif not ctx.is_smoke:
+                out.extend(Failure("complete", run.file, p) for p in _whole_run_problems(log, ctx))
+    if ctx.record_logs_of_this_harness:
+        out.extend(_same_total(ctx))
     return out
+
+
+def _whole_run_problems(log: ParsedLog, ctx: Context) -> list[str]:
+    """A record's run is the whole run: validated at step 0, a train line at every step 1..total, and (in
+    this harness's logs) as many steps as its config's ``num_iterations``.
+
+    A log that starts mid-run (a run continued from a checkpoint, ``resumed_from`` deleted) or that
+    skips steps shows a train_time that is not the time of the whole run. Every log of the public
+    corpus has these lines, so they are required of every record-track log.
+    """
+    if log.metrics_form != "speedrun" or log.total_steps is None:
+        return []
+    problems = []
+    first = log.val_curve[0].step
+    if first != 0:
+        problems.append(
+            f"the first val_loss line is at step {first}, not at step 0: a record's log starts at the start of its "
+            "run (a run continued from a checkpoint is never a record)"
+        )
+    m = log.metrics
+    steps = m.step[~m.is_val]
+    total = log.total_steps
+    n = min(len(steps), total)
+    # steps[i] must be i + 1; `monotonic` reports repeats and disorder, here only what is missing.
+    gap = np.flatnonzero(steps[:n] != np.arange(1, n + 1))
+    if gap.size or len(steps) != total:
+        missing = int(gap[0]) + 1 if gap.size else n + 1
+        problems.append(
+            f"{len(steps)} train line(s) for {total} steps, first missing: step {missing}: train_gpt.py writes a "
+            "train line at every step"
+        )
+    if ctx.record_logs_of_this_harness:
+        iters = (log.config or {}).get("num_iterations")
+        if not _is_int(iters):
+            problems.append(f"config num_iterations is {str(iters)[:40]}: the log must say how many steps it trains")
+        elif iters != total:
+            problems.append(f"the metric lines count {total} steps, the config's num_iterations is {iters}")
+    return problems
+
+
+def _same_total(ctx: Context) -> list[Failure]:
+    """Every run of one record trains the same number of steps (one recipe: `config` compares the rest)."""
+    totals = {run.file: run.log.total_steps for run in ctx.runs if run.log.total_steps is not None}
+    if len(set(totals.values())) <= 1:
+        return []
+    common, count = Counter(totals.values()).most_common(1)[0]
+    return [
+        Failure("complete", f, f"{t} steps, but {count} run(s) of the record train {common}: one record, one recipe")
+        for f, t in totals.items()
+        if t != common
+    ]
 
 
 # --- monotonic ------------------------------------------------------------------------------
@@ -384,6 +524,81 @@ def _monotonic_one(run: Run, trainer_k_only: bool) -> str | None:
     return None
 
 
+# --- plausible ------------------------------------------------------------------------------
+
+
+def rule_plausible(ctx: Context) -> RuleResult:
+    """Numbers no run can print: the bounds of tools/tracks.py, checked before any statistic uses them."""
+    if ctx.is_smoke:
+        return NOT_APPLICABLE  # a smoke run's health is `loss-drop`
+    out: list[Failure] = []
+    for run in ctx.runs:
+        out.extend(Failure("plausible", run.file, p) for p in _implausible(run.log, ctx))
+    return out
+
+
+def _implausible(log: ParsedLog, ctx: Context) -> list[str]:
+    m = log.metrics
+    if not len(m):
+        return []
+    track = ctx.record.track
+    problems = []
+    val = m.loss[m.is_val]
+    train = m.loss[~m.is_val]
+    # A val line always carries its loss; a train line of the public corpus may have none (NaN here),
+    # but train_gpt.py writes one on every line, so in its logs a missing or NaN loss is a problem too.
+    bad_val = ~np.isfinite(val) | (val < 0)
+    with np.errstate(invalid="ignore"):
+        bad_train = np.isinf(train) | (train < 0)
+    if log.uses_harness_format:
+        bad_train |= np.isnan(train)
+    for label, bad, rows in (("val_loss", bad_val, m.is_val), ("train_loss", bad_train, ~m.is_val)):
+        if bad.any():
+            row = int(np.flatnonzero(rows)[np.flatnonzero(bad)[0]])
+            problems.append(
+                f"{int(bad.sum())} {label} value(s) are not finite non-negative numbers, first at step {m.step[row]} "
+                f"({m.loss[row]}): a run whose loss went NaN or negative never finished"
+            )
+    final = log.final_val_loss
+    if track.min_val_loss is not None and final is not None and math.isfinite(final) and final < track.min_val_loss:
+        problems.append(
+            f"final val loss {final} is below {track.min_val_loss}, which no model of the {track.name} class "
+            "reaches (tools/tracks.py)"
+        )
+    t = log.train_time_ms
+    if t is None:
+        return problems  # llm.c lines carry no time
+    if not math.isfinite(t) or t <= 0:
+        problems.append(f"train_time at the final step is {t:.0f} ms: a run takes time")
+        return problems
+    floor = _min_train_time_ms(log, track.min_flops_per_token)
+    if floor is not None and t < floor[0]:
+        problems.append(
+            f"train_time {t:.0f} ms for {log.total_steps} steps is less than the {floor[0]:.0f} ms the hardware "
+            f"needs at its peak ({floor[1]}; tools/tracks.py)"
+        )
+    return problems
+
+
+def _min_train_time_ms(log: ParsedLog, flops_per_token: float | None) -> tuple[float, str] | None:
+    """(the least train_time the run's steps can take, how it was computed); None without the numbers.
+
+    Needs the config's tokens per step (``global_batch_tokens``): this harness's logs only.
+    """
+    cfg = log.config or {}
+    gbt, total = cfg.get("global_batch_tokens"), log.total_steps
+    # A batch beyond 2**53 tokens is no batch (and no float): `config` is where such a line fails.
+    if flops_per_token is None or not _is_int(gbt) or not 1 <= gbt <= 2**53 or total is None or total < 1:
+        return None
+    hc = run_hardware(log)
+    if hc is None:
+        ws = cfg.get("world_size")
+        hc = HardwareClass(ws if _is_int(ws) and ws >= 1 else 1, "unknown GPU")
+    step_ms = hc.min_step_ms(gbt, flops_per_token)
+    how = f"{gbt:,} tokens per step x {flops_per_token:.3g} FLOPs per token on {hc.label}: {step_ms:.2f} ms per step"
+    return step_ms * total, how
+
+
 # --- same-code ------------------------------------------------------------------------------
 
 
@@ -414,44 +629,134 @@ def rule_distinct_runs(ctx: Context) -> RuleResult:
         return NOT_APPLICABLE
     out: list[Failure] = []
     seen_file: dict[str, str] = {}
-    seen_curve: dict[tuple[Any, ...], str] = {}
     seen_seed: dict[object, str] = {}
     seen_id: dict[object, str] = {}
+    unique: list[Run] = []
     for run in ctx.runs:
         log = run.log
         if (other := seen_file.get(log.file_sha256)) is not None:
             out.append(Failure("distinct-runs", run.file, f"byte-for-byte the same file as {other}"))
             continue
         seen_file[log.file_sha256] = run.file
-        m = log.metrics
-        if len(log.val_curve) >= 2 and len(m):
-            curve = (tuple(log.val_curve), m.train_time_ms.tobytes(), m.loss.tobytes())
-            if (other := seen_curve.get(curve)) is not None:
-                out.append(
-                    Failure(
-                        "distinct-runs", run.file, f"the same loss and time curve as {other}: one run counted twice"
-                    )
-                )
-            seen_curve.setdefault(curve, run.file)
+        unique.append(run)
         cfg = log.config or {}
         if ctx.harness_format:
             for key, seen in (("seed", seen_seed), ("run_id", seen_id)):
                 value = cfg.get(key)
                 if value is None:
                     continue  # `config` reports missing keys
-                value_key = repr(value)
+                value_key = normal_seed(value) if key == "seed" else repr(value)
                 if (other := seen.get(value_key)) is not None:
                     out.append(Failure("distinct-runs", run.file, f"{key} {value!r} is also the {key} of {other}"))
                 seen.setdefault(value_key, run.file)
+    prints = [curve_print(r.log) for r in unique]
+    for (i, j), why in sorted(near_duplicates(prints).items()):
+        out.append(
+            Failure("distinct-runs", unique[j].file, f"the same run as {unique[i].file}: {why} (one run counted twice)")
+        )
     return out
+
+
+def normal_seed(value: object) -> object:
+    """The seed a config value names: ``1``, ``1.0`` and ``"1"`` are one seed (``config`` refuses the last
+    two in a log of this harness, which writes an int)."""
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?[0-9]{1,30}\s*", value):
+        return int(value)
+    return ("other", repr(value))
+
+
+@dataclass(frozen=True)
+class CurvePrint:
+    """A run's losses as printed, to 4 decimals, by step: what near-duplicate detection compares."""
+
+    train_steps: np.ndarray  # int64, the steps of the train lines
+    train: np.ndarray  # int64, round(loss * 10^4); _NO_LOSS where the line has no finite loss
+    val_steps: np.ndarray  # the steps of the val lines after step 0 (every run of a model validates
+    val: np.ndarray  #       the same initial loss at step 0)
+
+
+def curve_print(log: ParsedLog) -> CurvePrint:
+    m = log.metrics
+
+    def column(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        loss = m.loss[mask]
+        ok = np.isfinite(loss) & (np.abs(loss) < 1e9)
+        q = np.full(loss.shape, _NO_LOSS, dtype=np.int64)
+        q[ok] = np.rint(loss[ok] * 1e4).astype(np.int64)
+        return m.step[mask], q
+
+    train_steps, train = column(~m.is_val)
+    val_steps, val = column(m.is_val & (m.step > 0))
+    return CurvePrint(train_steps, train, val_steps, val)
+
+
+def near_duplicates(prints: Sequence[CurvePrint], owners: Sequence[int] | None = None) -> dict[tuple[int, int], str]:
+    """``{(i, j): why}`` for the pairs i < j of runs that are one run, by the losses they print.
+
+    Two runs are one run when, at the steps both print (runs are compared when they print train lines,
+    or val lines, at the same steps):
+    - their first DUP_PREFIX_STEPS train lines carry a loss in both, and the same, or
+    - at least DUP_SHARED_FRACTION of their train losses are equal (one digit nudged here and there), or
+    - at least DUP_MIN_SHARED_VAL and more than half of their val losses after step 0 are equal.
+    Different seeds start from different weights, so their losses part from the first steps on; a
+    rerun with the same seed and only the times changed, or a copy with a digit edited, matches.
+    With ``owners`` (the record of each run), only pairs of different owners are compared.
+    """
+    found: dict[tuple[int, int], str] = {}
+    for kind in ("train", "val"):
+        buckets: dict[bytes, list[int]] = defaultdict(list)
+        for i, p in enumerate(prints):
+            steps = p.train_steps if kind == "train" else p.val_steps
+            if len(steps) >= (DUP_PREFIX_STEPS if kind == "train" else DUP_MIN_SHARED_VAL):
+                buckets[steps.tobytes()].append(i)
+        for idx in buckets.values():
+            if len(idx) < 2:
+                continue
+            losses = np.stack([prints[i].train if kind == "train" else prints[i].val for i in idx])
+            printed = losses != _NO_LOSS
+            for a in range(len(idx) - 1):
+                both = printed[a] & printed[a + 1 :]
+                same = both & (losses[a] == losses[a + 1 :])
+                n_both, n_same = both.sum(axis=1), same.sum(axis=1)
+                if kind == "train":
+                    # The runs of a bucket print train lines at the same steps: the first columns are the
+                    # first steps of both.
+                    prefix = same[:, :DUP_PREFIX_STEPS].all(axis=1)
+                    shared = (n_both >= DUP_PREFIX_STEPS) & (n_same >= DUP_SHARED_FRACTION * n_both)
+                    hits = prefix | shared
+                else:
+                    hits = (n_same >= DUP_MIN_SHARED_VAL) & (2 * n_same > n_both)
+                for b in np.flatnonzero(hits):
+                    i, j = idx[a], idx[a + 1 + int(b)]
+                    if (owners is not None and owners[i] == owners[j]) or (i, j) in found:
+                        continue
+                    if kind == "val":
+                        why = f"the same val loss at {n_same[b]} of the {n_both[b]} val steps after step 0"
+                    elif prefix[b]:
+                        why = f"the same train losses at the first {DUP_PREFIX_STEPS} steps"
+                    else:
+                        why = f"the same train loss at {n_same[b]} of {n_both[b]} steps"
+                    found[(i, j)] = why
+    return found
 
 
 # --- hardware -------------------------------------------------------------------------------
 
 
 def run_hardware(log: ParsedLog) -> HardwareClass | None:
-    name = log.gpu_name
-    return HardwareClass(log.num_gpus, name) if name else None
+    """The class of the GPUs nvidia-smi lists; None when it lists none or a name that is not ASCII after
+    NFKC normalisation (a look-alike never makes a class of its own: `hardware` fails the run)."""
+    names = [canonical_gpu_name(n) for n in log.gpu_names]
+    if not names or None in names:
+        return None
+    models = sorted({n for n in names if n is not None})
+    return HardwareClass(len(names), models[0] if len(models) == 1 else "mixed: " + ", ".join(models))
 
 
 def claimed_hardware(ctx: Context) -> HardwareClass | None:
@@ -475,6 +780,17 @@ def rule_hardware(ctx: Context) -> RuleResult:
     for run in ctx.runs:
         log = run.log
         hc = run_hardware(log)
+        spoofed = [n for n in log.gpu_names if canonical_gpu_name(n) is None]
+        if spoofed:
+            out.append(
+                Failure(
+                    "hardware",
+                    run.file,
+                    f"GPU name {spoofed[0]!r} is not ASCII after Unicode NFKC normalisation ({first_non_ascii(spoofed[0])}): "
+                    "nvidia-smi prints ASCII names; a look-alike name is an edited log",
+                )
+            )
+            continue
         if hc is None:
             what = "says 'not available'" if log.nvidia_smi == "not available" else "is missing"
             out.append(Failure("hardware", run.file, f"nvidia-smi {what}: the GPUs of the run cannot be read"))
@@ -524,7 +840,7 @@ def _without(d: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in keys}
 
 
-def _is_int(v: object) -> bool:
+def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -539,6 +855,11 @@ def _config_problems(log: ParsedLog, ctx: Context) -> list[str]:
     if missing:
         return [f"config lacks {', '.join(missing)}"]
     problems = []
+    if not _is_int(cfg["seed"]):
+        problems.append(
+            f"seed {str(cfg['seed'])[:40]!r} is a {type(cfg['seed']).__name__}, not an integer: train_gpt.py writes "
+            "the seed it used as an int"
+        )
     if cfg["preset"] not in track.presets:
         problems.append(f"preset {cfg['preset']!r}, but track {track.name} runs {' or '.join(track.presets)}")
     if cfg["track"] != track.name:
@@ -595,14 +916,70 @@ def rule_data(ctx: Context) -> RuleResult:
                     Failure("data", run.file, "no shard with split 'val': the run must read the FineWeb val shard")
                 )
             out.extend(Failure("data", run.file, p) for p in _unknown_shards(shards, splits, ctx.known_shards))
+            out.extend(Failure("data", run.file, p) for p in _shard_problems(run.log))
     if lists:
         first_file, first = next(iter(lists.items()))
+        logs = {run.file: run.log for run in ctx.runs}
+        first_val = val_shards(logs[first_file])
         for f, shards in lists.items():
-            if shards != first:
+            if not ctx.is_smoke and val_shards(logs[f]) != first_val:
+                out.append(
+                    Failure(
+                        "data", f, f"validates on another val shard (sha256) than {first_file}: one record, one val set"
+                    )
+                )
+            elif shards != first:
                 diff = sorted(set(shards) ^ set(first))
                 detail = f"first difference: {diff[0][0]}" if diff else "same shards in another order"
                 out.append(Failure("data", f, f"reads other shard files than {first_file} ({detail})"))
     return out
+
+
+def val_shards(log: ParsedLog) -> frozenset[str]:
+    """The sha256 of every shard the run validated on (split ``val``)."""
+    shards = (log.data or {}).get("shards")
+    if not isinstance(shards, list):
+        return frozenset()
+    return frozenset(
+        s["sha256"]
+        for s in shards
+        if isinstance(s, dict) and s.get("split") == "val" and isinstance(s.get("sha256"), str)
+    )
+
+
+def _shard_problems(log: ParsedLog) -> list[str]:
+    """What needs no table of known hashes: no train shard is a val shard, the token counts are those of
+    FineWeb shards, the val shard holds the val tokens and the train shards the tokens the run trained on.
+
+    Called on a well-formed data line (``_shard_list`` passed).
+    """
+    shards = (log.data or {}).get("shards", [])
+    problems = []
+    vals = val_shards(log)
+    for s in shards:
+        if s.get("split") != "val" and s["sha256"] in vals:
+            problems.append(
+                f"{s.get('split')} shard {s['name']} has the sha256 of the val shard: a record never trains on "
+                "its validation data"
+            )
+        if s["tokens"] > FINEWEB_SHARD_TOKENS:
+            problems.append(
+                f"shard {s['name']} holds {s['tokens']:,} tokens; a FineWeb shard holds at most {FINEWEB_SHARD_TOKENS:,}"
+            )
+    cfg = log.config or {}
+    val_tokens = cfg.get("val_tokens", RECORD_VAL_TOKENS)
+    for s in shards:
+        if s.get("split") == "val" and _is_int(val_tokens) and s["tokens"] < val_tokens:
+            problems.append(
+                f"the val shard {s['name']} holds {s['tokens']:,} tokens, fewer than the {val_tokens:,} validated on"
+            )
+    gbt, total = cfg.get("global_batch_tokens"), log.total_steps
+    train_tokens = sum(s["tokens"] for s in shards if s.get("split") == "train")
+    if _is_int(gbt) and gbt > 0 and total is not None and train_tokens < gbt * total:
+        problems.append(
+            f"{total} steps of {gbt:,} tokens read {gbt * total:,} tokens, but the train shards hold {train_tokens:,}"
+        )
+    return problems
 
 
 def _unknown_shards(shards: list[tuple[str, str]], splits: list[object], known: dict[str, str]) -> list[str]:
@@ -666,6 +1043,14 @@ def rule_target(ctx: Context) -> RuleResult:
     bad = [r for r in ctx.runs if r.log.final_val_loss is not None and not math.isfinite(r.log.final_val_loss)]
     if bad:
         return [Failure("target", r.file, f"final val loss is {r.log.final_val_loss}") for r in bad]
+    if not plausible_finals(finals, track.min_val_loss):
+        return [
+            Failure(
+                "target",
+                where,
+                "the mean and the p-value are computed on plausible final losses only, and these are not (see `plausible`)",
+            )
+        ]
     mean = stats.mean(finals)
     assert mean is not None
     out: list[Failure] = []
@@ -678,21 +1063,36 @@ def rule_target(ctx: Context) -> RuleResult:
             )
         )
     systems_only = bool(ctx.record.meta and ctx.record.meta.systems_only)
-    if systems_only:
-        return out  # same math as its baseline: the p-value is waived, the mean is not
     if len(finals) < MIN_RUNS:
         out.append(
             Failure(
                 "target",
                 where,
-                f"{len(finals)} run(s): the p-value needs at least {MIN_RUNS} (or systems_only: true for a pure systems change)",
+                f"{len(finals)} run(s): a systems_only record needs at least {MIN_RUNS} too, to compare its val "
+                "curve with its baseline's"
+                if systems_only
+                else f"{len(finals)} run(s): the p-value needs at least {MIN_RUNS}"
+                + (
+                    " runs with distinct seeds"
+                    if ctx.harness_format
+                    else " (or systems_only: true for a pure systems change)"
+                ),
             )
         )
+        return out
+    if systems_only:
+        # Same math as its baseline (tools/verify.py compares the val curves): the p-value is waived, the mean
+        # and the number of runs are not.
         return out
     p = stats.p_below_target(finals, target)
     if p is None or math.isnan(p):
         out.append(
-            Failure("target", where, f"the p-value is undefined: all {len(finals)} runs have the same final loss")
+            Failure(
+                "target",
+                where,
+                f"the p-value is undefined: all {len(finals)} runs have the same final loss (one run written "
+                f"{len(finals)} times is no evidence)",
+            )
         )
     elif p >= P_VALUE_THRESHOLD:
         out.append(
@@ -703,6 +1103,43 @@ def rule_target(ctx: Context) -> RuleResult:
             )
         )
     return out
+
+
+def plausible_finals(finals: Sequence[float], floor: float | None) -> bool:
+    """Final losses a t-test may be computed on: finite and not below the track's floor."""
+    return all(math.isfinite(f) and f >= (floor if floor is not None else 0.0) for f in finals)
+
+
+def curve_mismatch(runs: Sequence[Run], base_runs: Sequence[Run]) -> str | None:
+    """Why the val curves of ``runs`` are not those of ``base_runs`` within run-to-run noise; None if they are.
+
+    Compared at every step after step 0 at which all runs of both records validate: the mean val loss
+    of each record, against CURVE_TOLERANCE at that fraction of training.
+    """
+    totals = {r.log.total_steps for r in runs} | {r.log.total_steps for r in base_runs}
+    if len(totals) != 1 or None in totals:
+        own_totals = "/".join(sorted({str(r.log.total_steps) for r in runs}))
+        base_totals = "/".join(sorted({str(r.log.total_steps) for r in base_runs}))
+        return f"it trains {own_totals} steps, the baseline {base_totals}: not the same schedule"
+    total = totals.pop()
+    assert total is not None
+    curves = [{p.step: p.val_loss for p in r.log.val_curve} for r in [*runs, *base_runs]]
+    steps = sorted(set.intersection(*(set(c) for c in curves)) - {0})
+    if not steps:
+        return "no val step after step 0 that both records report"
+    n, m = len(runs), len(base_runs)
+    scale = min(1.0, math.sqrt((1 / n + 1 / m) / (2 / 3)))
+    for step in steps:
+        mine = math.fsum(c[step] for c in curves[:n]) / n
+        theirs = math.fsum(c[step] for c in curves[n:]) / m
+        frac = step / total if total > 0 else 1.0
+        tol = scale * next(t for upto, t in CURVE_TOLERANCE if frac <= upto)
+        if not abs(mine - theirs) <= tol:
+            return (
+                f"at step {step} its mean val loss is {mine:.4f}, the baseline's {theirs:.4f}: a difference of "
+                f"{abs(mine - theirs):.4f}, more than the {tol:.4f} run-to-run noise explains at that point of training"
+            )
+    return None
 
 
 def rule_loss_drop(ctx: Context) -> RuleResult:
@@ -752,6 +1189,7 @@ RULES: Final[tuple[tuple[str, Rule], ...]] = (
     ("structure", rule_structure),
     ("complete", rule_complete),
     ("monotonic", rule_monotonic),
+    ("plausible", rule_plausible),
     ("same-code", rule_same_code),
     ("distinct-runs", rule_distinct_runs),
     ("hardware", rule_hardware),

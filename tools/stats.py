@@ -28,15 +28,18 @@ def std(xs: Sequence[float]) -> float | None:
 def p_below_target(losses: Sequence[float], target: float) -> float | None:
     """One-sided one-sample t-test of "the mean final val loss is below ``target``"; None under 2 runs.
 
-    NaN when it is undefined (all losses equal): the caller must not read NaN as a pass.
+    NaN when the test is undefined, and the caller must not read NaN as a pass: when a loss is not
+    finite, and when every loss is the same number. scipy returns p = 0 for equal losses below the
+    target (t = -inf), which would let one run's number, written three times, pass: zero variance is
+    no evidence of anything but a copy.
     """
     if len(losses) < 2:
         return None
+    if not all(math.isfinite(x) for x in losses) or max(losses) == min(losses):
+        return math.nan
     from scipy import stats  # imported here: keeps `import tools` light
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # zero variance: scipy warns and returns NaN
-        return float(stats.ttest_1samp(list(losses), target, alternative="less").pvalue)
+    return float(stats.ttest_1samp(list(losses), target, alternative="less").pvalue)
 
 
 @dataclass(frozen=True)

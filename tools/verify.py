@@ -1,8 +1,11 @@
 """Verify records: parse their logs, apply every rule, decide which valid records are new records.
 
 ``faster`` (RULES.md) compares a record with the records before it, so a record is always judged
-with the other records of its track folder: the previous record of the same track and hardware
-class is the fastest *valid* one dated earlier (ties in date: earlier folder name first).
+with the other records of its track folder. "Before" is the ledger's order (tools/ledger.py): when
+each record entered the main branch, by git history, records not in it yet (a pull request) last;
+(date, name) only where there is no git history. The previous record of the same track and
+hardware class is the fastest *valid* one before it. The same order decides which record owns a
+run that two records carry, which baselines are earlier, and which record's val shard is the track's.
 """
 
 from __future__ import annotations
@@ -18,11 +21,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tools import ledger as ledger_mod
 from tools import stats
 from tools.known_shards import load_known_shards
+from tools.ledger import Ledger
 from tools.parse import ParsedLog, parse_log
 from tools.records import README, Record, discover, is_records_folder, load_records, misplaced
-from tools.rules import NOT_APPLICABLE, RULES, Context, Failure, Run, claimed_hardware
+from tools.rules import (
+    NOT_APPLICABLE,
+    RULES,
+    Context,
+    Failure,
+    Run,
+    claimed_hardware,
+    curve_mismatch,
+    curve_print,
+    near_duplicates,
+    plausible_finals,
+    val_shards,
+)
 from tools.tracks import TRACKS, HardwareClass
 
 # Parsing is the expensive part; below this many logs a process pool costs more than it saves.
@@ -38,6 +55,11 @@ class Verdict:
     hardware: HardwareClass | None
     is_new_record: bool = False
     previous: Verdict | None = field(default=None, repr=False)
+    ledger: Ledger = field(default_factory=lambda: ledger_mod.by_date("records ordered by (date, name)"), repr=False)
+
+    @property
+    def order_key(self) -> tuple[int, int, str, str]:
+        return self.ledger.key(self.record)
 
     @property
     def valid(self) -> bool:
@@ -66,7 +88,7 @@ class Verdict:
     @property
     def p_value(self) -> float | None:
         target = self.record.track.target_val_loss
-        if target is None:
+        if target is None or not plausible_finals(self.finals, self.record.track.min_val_loss):
             return None
         p = stats.p_below_target(self.finals, target)
         return None if p is None or math.isnan(p) else p
@@ -86,6 +108,7 @@ class Verdict:
             "valid": self.valid,
             "is_new_record": self.is_new_record,
             "previous_record": self.previous.record.name if self.previous else None,
+            "ledger": self.ledger.describe(self.record),
             "runs": len(self.runs),
             "mean_val_loss": stats.finite_or_none(self.mean_val_loss),
             "p_value": stats.finite_or_none(self.p_value),
@@ -140,15 +163,20 @@ def judge(record: Record, logs: dict[Path, ParsedLog], known_shards: dict[str, s
     return Verdict(record, runs, failures, not_applicable, hardware)
 
 
+def _is_harness_record(v: Verdict) -> bool:
+    return not v.is_smoke and Context(v.record, v.runs).harness_format
+
+
 def flag_reused_runs(verdicts: Iterable[Verdict]) -> None:
-    """``distinct-runs`` across records: a run of this harness (known by its run_id, or by its bytes) counts
-    for one record only, the earliest by (date, folder name); a later record that carries it again fails.
-    Community logs have no run_id, and the public corpus itself files some logs under two records, so only
-    harness-format records are compared."""
+    """``distinct-runs`` across records: a run counts for one record only, the first in the ledger's order;
+    a later record that carries it again fails. A run is known by its run_id, its bytes, and its losses
+    (``tools.rules.near_duplicates``: a copy with a new run_id and a digit nudged is the same run).
+    Community logs have no run_id, and the public corpus itself files some logs under two records, so
+    only records of this harness are compared."""
+    ordered = sorted((v for v in verdicts if _is_harness_record(v)), key=lambda v: (v.record.track.name, v.order_key))
     owner: dict[tuple[str, str], tuple[Verdict, Run]] = {}
-    for v in sorted(verdicts, key=lambda v: (v.record.date or "", v.record.name, str(v.record.path))):
-        if v.is_smoke or not Context(v.record, v.runs).harness_format:
-            continue
+    flagged: set[int] = set()
+    for v in ordered:
         for run in v.runs:
             run_id = (run.log.config or {}).get("run_id")
             keys = [("bytes", run.log.file_sha256)] if run.log.file_sha256 else []
@@ -165,6 +193,90 @@ def flag_reused_runs(verdicts: Iterable[Verdict]) -> None:
                 "only; submit new runs"
             )
             v.failures.append(Failure("distinct-runs", run.file, evidence))
+            flagged.add(id(run))
+    for track in {v.record.track.name for v in ordered}:
+        runs = [(v, r) for v in ordered if v.record.track.name == track for r in v.runs if id(r) not in flagged]
+        owners = [id(v) for v, _ in runs]
+        pairs = near_duplicates([curve_print(r.log) for _, r in runs], owners)
+        for (i, j), why in sorted(pairs.items()):
+            (first, first_run), (later, run) = runs[i], runs[j]  # `ordered`: i's record is the earlier
+            if id(run) in flagged:
+                continue
+            later.failures.append(
+                Failure(
+                    "distinct-runs",
+                    run.file,
+                    f"the same run as {first_run.file} of the earlier record {first.record.name}: {why}; a run counts "
+                    "for one record only",
+                )
+            )
+            flagged.add(id(run))
+
+
+def check_val_shards(verdicts: Iterable[Verdict]) -> None:
+    """``data`` across records: every record of a track validates on the val shard (sha256) of the first
+    record in the ledger's order whose runs agree on one. Validation never changes; without a table of
+    known hashes (tools/known_shards.json) this is what keeps a record from validating on other data."""
+    ordered = sorted((v for v in verdicts if _is_harness_record(v)), key=lambda v: (v.record.track.name, v.order_key))
+    reference: dict[str, tuple[frozenset[str], Verdict]] = {}
+    for v in ordered:
+        sets = {val_shards(r.log) for r in v.runs}
+        if len(sets) != 1 or not (mine := sets.pop()):
+            continue  # no runs, or runs that disagree: the record's own `data` rule says so
+        track = v.record.track.name
+        if track not in reference:
+            reference[track] = (mine, v)
+            continue
+        theirs, first = reference[track]
+        if mine != theirs:
+            v.failures.append(
+                Failure(
+                    "data",
+                    Context(v.record, v.runs).record_file,
+                    f"validates on val shard {sorted(mine)[0][:16]}…, but {first.record.name}, the first record of "
+                    f"{track}, on {sorted(theirs)[0][:16]}…: every record validates on the same data",
+                )
+            )
+
+
+def _baseline_of(v: Verdict, by_path: dict[Path, Verdict]) -> Verdict | None:
+    meta = v.record.meta
+    if meta is None or not meta.baseline:
+        return None
+    return by_path.get(v.record.path.parent / meta.baseline)
+
+
+def check_baselines(verdicts: Sequence[Verdict]) -> None:
+    """A ``baseline`` is strictly earlier in the ledger (a record cannot improve on one that came after it,
+    and two records cannot name each other); a systems_only record shows its baseline's val curve
+    within run-to-run noise (``tools.rules.curve_mismatch``), which is what makes its math the baseline's."""
+    by_path = {v.record.path: v for v in verdicts}
+    for v in verdicts:
+        base = _baseline_of(v, by_path)
+        if base is None:
+            continue  # no baseline, or no such record: `structure` says so
+        readme = str(v.record.path / README)
+        if not base.order_key < v.order_key:
+            v.failures.append(
+                Failure(
+                    "structure",
+                    readme,
+                    f"baseline {base.record.name} is not earlier in the ledger ({base.ledger.describe(base.record)}; "
+                    f"this record: {v.ledger.describe(v.record)}): a record improves on one that landed before it",
+                )
+            )
+            continue
+        meta = v.record.meta
+        if meta is not None and meta.systems_only and v.runs and base.runs:
+            problem = curve_mismatch(v.runs, base.runs)
+            if problem:
+                v.failures.append(
+                    Failure(
+                        "target",
+                        readme,
+                        f"systems_only: true claims the math of {base.record.name}, but {problem}",
+                    )
+                )
 
 
 def require_valid_baselines(verdicts: Sequence[Verdict]) -> None:
@@ -178,11 +290,12 @@ def require_valid_baselines(verdicts: Sequence[Verdict]) -> None:
         changed = False
         for v in verdicts:
             meta = v.record.meta
-            if meta is None or not meta.systems_only or not meta.baseline or v.record.path in flagged:
+            if meta is None or not meta.systems_only or v.record.path in flagged:
                 continue
-            base = by_path.get(v.record.path.parent / meta.baseline)
+            base = _baseline_of(v, by_path)
             if base is None or base.valid:
                 continue  # no such folder: `structure` already says so
+            assert meta.baseline is not None
             evidence = (
                 f"systems_only: true waives the p-value only against a valid baseline; {meta.baseline} failed "
                 f"{', '.join(base.failed_rules)}"
@@ -193,9 +306,9 @@ def require_valid_baselines(verdicts: Sequence[Verdict]) -> None:
 
 
 def rank(verdicts: Iterable[Verdict]) -> None:
-    """Set ``is_new_record`` and ``previous``: per (track, hardware class), in (date, name) order."""
+    """Set ``is_new_record`` and ``previous``: per (track, hardware class), in the ledger's order."""
     best: dict[tuple[str, HardwareClass | None], Verdict] = {}
-    for v in sorted(verdicts, key=lambda v: (v.record.track.name, v.record.date or "", v.record.name)):
+    for v in sorted(verdicts, key=lambda v: (v.record.track.name, v.order_key)):
         if v.is_smoke:
             continue
         key = (v.record.track.name, v.hardware)
@@ -210,12 +323,22 @@ def rank(verdicts: Iterable[Verdict]) -> None:
             best[key] = v
 
 
-def verify_records(records: Sequence[Record], known_shards: dict[str, str] | None = None) -> list[Verdict]:
-    """Judge and rank ``records`` together (they should be all the records of their tracks)."""
+def verify_records(
+    records: Sequence[Record], known_shards: dict[str, str] | None = None, ledger: Ledger | None = None
+) -> list[Verdict]:
+    """Judge and rank ``records`` together (they should be all the records of their tracks).
+
+    ``ledger``: the order of the records (default: the git history of the repository they sit in).
+    """
     shards = load_known_shards() if known_shards is None else known_shards
+    order = ledger if ledger is not None else ledger_mod.for_records(records)
     logs = parse_many([p for r in records for p in r.logs])
     verdicts = [judge(r, logs, shards) for r in records]
+    for v in verdicts:
+        v.ledger = order
     flag_reused_runs(verdicts)
+    check_val_shards(verdicts)
+    check_baselines(verdicts)
     require_valid_baselines(verdicts)
     rank(verdicts)
     return verdicts
@@ -229,7 +352,10 @@ def _track_folder(record: Record) -> Path | None:
 
 
 def verify_paths(
-    paths: Sequence[Path], track: str | None = None, known_shards: dict[str, str] | None = None
+    paths: Sequence[Path],
+    track: str | None = None,
+    known_shards: dict[str, str] | None = None,
+    ledger: Ledger | None = None,
 ) -> list[Verdict]:
     """Verify the records at ``paths`` (folders or log files), each judged among its track folder's records.
 
@@ -246,7 +372,7 @@ def verify_paths(
                 universe.setdefault(other.path, other)
     for rec in wanted:
         universe[rec.path] = rec  # the caller's --track wins for the records it named
-    verdicts = {v.record.path: v for v in verify_records(list(universe.values()), known_shards)}
+    verdicts = {v.record.path: v for v in verify_records(list(universe.values()), known_shards, ledger)}
     return [verdicts[r.path] for r in wanted]
 
 
@@ -286,6 +412,8 @@ def format_text(verdicts: Sequence[Verdict], stray: Sequence[tuple[Path, str]] =
     for v in verdicts:
         if v.is_smoke:
             lines.append(_smoke_summary(v))
+    if records:
+        lines.append(records[0].ledger.note)
     failing = [v for v in verdicts if v.failures]
     if failing or stray:
         lines.append("")
@@ -341,14 +469,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=sorted(TRACKS),
         help="the track to judge against (default: read from the path, records/<track>/...)",
     )
+    add_ledger_argument(p)
+
+
+def add_ledger_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ledger-repo",
+        type=Path,
+        metavar="PATH",
+        help="a git checkout (full history) of the branch that judges, whose records/ history orders the records "
+        "(default: the git repository the records folder is in; (date, name) order where there is none)",
+    )
+
+
+def ledger_from_args(args: argparse.Namespace) -> Ledger | None:
+    """The ledger --ledger-repo names (``ValueError`` with the reason if it cannot be read), else None."""
+    return ledger_mod.from_git(args.ledger_repo) if args.ledger_repo is not None else None
 
 
 def run(args: argparse.Namespace) -> int:
-    verdicts = verify_paths(args.paths, args.track)
+    verdicts = verify_paths(args.paths, args.track, ledger=ledger_from_args(args))
     # Entries of a records or track folder that hold no record are reported, never silently skipped.
     stray = [entry for root in args.paths if is_records_folder(root) for entry in misplaced(root)]
     if args.json:
         sys.stdout.write(format_json(verdicts))
+        if any(not v.is_smoke for v in verdicts):
+            sys.stderr.write(verdicts[0].ledger.note + "\n")
         sys.stderr.write("".join(f"FAIL {'structure':<13} {p}: {why}\n" for p, why in stray))
     else:
         sys.stdout.write(format_text(verdicts, stray))
