@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Real community logs live beside the checkout, never inside it (see ../shared/anchors/README.md).
 ANCHORS_DIR = REPO_ROOT.parent / "shared" / "anchors" / "modded-nanogpt"
 IN_CI = os.environ.get("SPEEDRUN_CI") == "1"
+
+# torch.compile's on-disk cache (/tmp/torchinductor_<user> by default) is shared by every checkout on the
+# machine, and it does not notice a changed custom-op schema: a graph compiled by a checkout whose
+# speedrun::fp8_mm took 6 arguments was replayed against one whose op takes 5. Each test session gets its
+# own cache (inherited by the trainers the tests launch), removed when the session ends.
+_INDUCTOR_CACHE = tempfile.mkdtemp(prefix="speedrun-tests-inductor-")
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = _INDUCTOR_CACHE
+atexit.register(shutil.rmtree, _INDUCTOR_CACHE, ignore_errors=True)
 
 
 def skip_or_fail(reason: str) -> None:
