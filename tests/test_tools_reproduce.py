@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -172,6 +173,27 @@ def test_a_smoke_log_reproduces_exactly(claimed: Claimed, out_dir: Path, exact: 
     assert new_log.config is not None and claimed_log.config is not None
     assert new_log.config["seed"] == SEED and new_log.config["run_id"] != claimed_log.config["run_id"]
     assert (new.parent / "console.log").is_file()
+
+
+@pytest.mark.slow
+def test_a_maintainer_records_the_verdicts_in_the_record_folder(
+    claimed: Claimed, out_dir: Path, exact: tuple[int, list[Any], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = claimed.tmp / "records" / "smoke" / "2026-01-01_Claimed"
+    record.mkdir(parents=True)
+    (record / "README.md").write_text("---\ntitle: x\n---\n")
+    shutil.copy(claimed.log, record / claimed.log.name)
+    args = ["reproduce", str(record), "--sandbox", "none", "--data", str(claimed.data), "--out", str(out_dir)]
+    assert main([*args, "--reuse", "--write-verdict"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0].startswith(f"{record / claimed.log.name}: reproduced: 3 val losses equal")
+    assert "1 of 1 run(s) of 2026-01-01_Claimed reproduced" in captured.out
+    assert "runs unsandboxed" not in captured.err  # nothing ran: the reproduction was reused
+    rep = reproduce.read_reproduced(record)
+    assert rep is not None and rep.all_reproduced and rep.machine["sandbox"] == "none"
+    [run] = rep.runs
+    assert run.log_sha256 == hashlib.sha256(claimed.log.read_bytes()).hexdigest()
+    assert run.reproduction_sha256 == exact[1][0]["reproduction_sha256"]
 
 
 @pytest.mark.slow
