@@ -375,6 +375,50 @@ def test_a_shard_with_other_content_or_an_extra_shard_is_refused_before_running(
     assert code == 2 and "sorts before the train shards the run read" in err
 
 
+@pytest.mark.parametrize(
+    "config, why",
+    [
+        ({"seed": "1"}, "seed '1' is not a whole number"),
+        ({"seed": True}, "seed True is not a whole number"),
+        ({"seed": -1}, "seed -1 is not a whole number"),
+        ({"preset": "../../x"}, "preset '../../x' is not a preset name"),
+        ({"world_size": 0}, "world_size 0 is not a number of processes"),
+        ({"device": "mps"}, "device 'mps' is neither"),
+        ({"overrides": [1]}, "overrides '[1]' is not an object"),
+        ({"overrides": {"x": "y" * 20_000}}, "overrides take more than 16,384 characters"),
+    ],
+)
+def test_a_config_line_that_cannot_be_run_again(
+    config: dict[str, Any], why: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = write_log(tmp_path, LogSpec(track="smoke", smi=False, config=config))
+    code, err = run_cli([str(log), "--sandbox", "none"], capsys)
+    assert code == 2 and f"{log}: the config line cannot be run again: {why}" in err
+
+
+def test_a_data_line_out_of_the_trainers_order_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    names = ["synthetic_val_000000.bin", "synthetic_train_000002.bin", "synthetic_train_000001.bin"]
+    shards = [shard(n, "val" if "_val_" in n else "train", 8) for n in names]
+    data = tmp_path / "data"
+    data.mkdir()
+    for n in names:
+        (data / n).write_bytes(n.encode())
+    log = write_log(tmp_path / "logs", LogSpec(track="smoke", smi=False, shards=shards))
+    code, err = run_cli([str(log), "--sandbox", "none", "--data", str(data)], capsys)
+    assert code == 2 and "lists its train shards twice or out of name order" in err
+    code, err = run_cli([str(log), "--sandbox", "none", "--out", str(log)], capsys)
+    assert code == 2 and f"{log}: not a folder" in err
+
+
+def test_json_output_stays_valid_json_for_a_nan_loss() -> None:
+    text = make_log(LogSpec(seed=3, total_steps=100, val_every=25))
+    nan = re.sub(r"^(step:50/100 val_loss:)\S+", r"\1nan", text, count=1, flags=re.M)
+    findings, notes, loss, time = reproduce.compare_logs(parse_bytes(nan.encode()), parse_bytes(text.encode()))
+    v = reproduce.Verdict(claimed="a.txt", claimed_sha256="0" * 64, findings=findings, loss=loss, time=time)
+    assert v.verdict == "loss differs at step 50"
+    assert json.loads(json.dumps(v.to_json(), allow_nan=False))["findings"][0]["claimed"] == "nan"
+
+
 def test_sandbox_docker_without_an_engine_and_none_without_torch(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -96,6 +96,8 @@ _PRESET_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _SHARD_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}\.bin$")
 _HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 _STEP_LINE_RE = re.compile(r"^step:(\d+)/(\d+) (val_loss|train_loss):(\S+) train_time:(\d+)ms")
+# SPEEDRUN_OVERRIDES goes to the trainer as one environment variable; Linux caps one at 128 KiB.
+_MAX_OVERRIDES_CHARS = 16 * 1024
 _QUIET_PREFIXES = ("config: ", "data: ", "parameters: ")
 _HASH_CHUNK = 16 * 1024 * 1024
 # Verdicts, in the order one is chosen when a run shows several findings.
@@ -227,7 +229,11 @@ def load_claim(path: Path) -> Claim:
         problems.append(f"preset {preset!r} is not a preset name")
     overrides = cfg.get("overrides", {})
     if not isinstance(overrides, dict):
-        problems.append(f"overrides {overrides!r} is not an object")
+        problems.append(f"overrides {str(overrides)[:100]!r} is not an object")
+    elif len(json.dumps(overrides)) > _MAX_OVERRIDES_CHARS:
+        problems.append(
+            f"overrides take more than {_MAX_OVERRIDES_CHARS:,} characters (a Hyperparameters object is ~2,000)"
+        )
     world_size = _strict_int(cfg.get("world_size"), 1, 4096)
     if world_size is None:
         problems.append(f"world_size {cfg.get('world_size')!r} is not a number of processes")
@@ -358,10 +364,13 @@ class ShardHasher:
             ) as bar:
                 for p in todo:
                     h = hashlib.sha256()
-                    with p.open("rb") as f:
-                        while chunk := f.read(_HASH_CHUNK):
-                            h.update(chunk)
-                            bar.update(len(chunk))
+                    try:
+                        with p.open("rb") as f:
+                            while chunk := f.read(_HASH_CHUNK):
+                                h.update(chunk)
+                                bar.update(len(chunk))
+                    except OSError as e:
+                        raise ValueError(f"{p}: cannot be read ({e.strerror}); check its permissions") from e
                     self.cache[keys[p]] = h.hexdigest()
         return {p: self.cache[keys[p]] for p in paths}
 
@@ -379,6 +388,11 @@ def check_data(claim: Claim, data_dir: Path, hasher: ShardHasher) -> None:
             raise ValueError(
                 f"{claim.path}: the data folder {data_dir} lacks {data_dir / missing[0]}"
                 f"{f' and {len(missing) - 1} more shard(s)' if len(missing) > 1 else ''}, which the run read; {fix}"
+            )
+        if listed != sorted(set(listed)):
+            raise ValueError(
+                f"{claim.path}: the 'data:' line lists its {split} shards twice or out of name order, which the "
+                "trainer never does; use the log exactly as train_gpt.py wrote it"
             )
         if present[: len(listed)] != listed:
             extra = next(n for n in present[: len(listed)] if n not in listed)
@@ -510,18 +524,21 @@ def run_trainer(
     progress = Progress(label, stream or sys.stderr)
     tail: deque[str] = deque(maxlen=20)
     with (log_dir / "console.log").open("w", encoding="utf-8") as console:
-        proc = subprocess.Popen(
-            argv,
-            env=None if env is None else dict(env),
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            errors="replace",
-            bufsize=1,
-            start_new_session=True,  # Ctrl-C reaches this process, which then stops the whole run
-        )
+        try:
+            proc = subprocess.Popen(
+                argv,
+                env=None if env is None else dict(env),
+                cwd=cwd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                errors="replace",
+                bufsize=1,
+                start_new_session=True,  # Ctrl-C reaches this process, which then stops the whole run
+            )
+        except OSError as e:
+            raise ValueError(f"cannot start {argv[0]} ({e.strerror or e}); check that it is installed") from e
         assert proc.stdout is not None
         try:
             for raw in proc.stdout:
@@ -605,21 +622,35 @@ class Verdict:
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "claimed": self.claimed,
-            "claimed_sha256": self.claimed_sha256,
-            "reproduction": self.reproduction,
-            "reproduction_sha256": self.reproduction_sha256,
-            "verdict": self.verdict,
-            "reproduced": self.ok,
-            "findings": [{"kind": f.kind, "message": f.message, **f.details} for f in self.findings],
-            "notes": self.notes,
-            "nproc": self.nproc,
-            "sandbox": self.sandbox,
-            "reused": self.reused,
-            "loss": self.loss,
-            "time": self.time,
-        }
+        out: dict[str, Any] = _json_safe(
+            {
+                "claimed": self.claimed,
+                "claimed_sha256": self.claimed_sha256,
+                "reproduction": self.reproduction,
+                "reproduction_sha256": self.reproduction_sha256,
+                "verdict": self.verdict,
+                "reproduced": self.ok,
+                "findings": [{"kind": f.kind, "message": f.message, **f.details} for f in self.findings],
+                "notes": self.notes,
+                "nproc": self.nproc,
+                "sandbox": self.sandbox,
+                "reused": self.reused,
+                "loss": self.loss,
+                "time": self.time,
+            }
+        )
+        return out
+
+
+def _json_safe(value: Any) -> Any:
+    """JSON has no NaN or infinity (a claimed log may print them): write those as strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _short_version(version: str | None) -> str | None:
@@ -785,6 +816,9 @@ def _compare_time(
         )
         return facts
     ratio = m_ms / c_ms
+    if not math.isfinite(ratio):
+        notes.append(f"time not judged: the reproduction logged {other.train_time_ms} ms")
+        return facts
     facts["ratio"] = round(ratio, 4)
     where = "on CPU" if device == "cpu" else "on GPU"
     detail = f"{m_ms:.2f} ms per step measured, {c_ms:.2f} ms claimed; tolerance {100 * tol:.1f} % {where}"
@@ -1091,6 +1125,8 @@ def _fresh_dir(parent: Path) -> Path:
             return d
         except FileExistsError:
             continue
+        except OSError as e:
+            raise ValueError(f"{d}: cannot be made ({e.strerror}); give --out DIR in a writable folder") from e
     raise ValueError(f"{parent}: cannot make a fresh folder for the new log; clean it up or give another --out")
 
 
@@ -1119,12 +1155,15 @@ def find_reusable(out: Path, claim: Claim, nproc: int) -> Path | None:
 
 
 def _write_code(run_dir: Path, claim: Claim) -> Path:
-    run_dir.mkdir(parents=True, exist_ok=True)
     code_file = run_dir / TRAINER_NAME
-    if code_file.is_symlink() or code_file.exists():
-        code_file.unlink()
-    code_file.write_bytes(claim.code)
-    code_file.chmod(0o444)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if code_file.is_symlink() or code_file.exists():
+            code_file.unlink()
+        code_file.write_bytes(claim.code)
+        code_file.chmod(0o444)
+    except OSError as e:
+        raise ValueError(f"{code_file}: cannot be written ({e.strerror}); give --out DIR in a writable folder") from e
     if hashlib.sha256(code_file.read_bytes()).hexdigest() != claim.log.source_sha256:
         raise ValueError(
             f"{code_file}: the extracted code does not hash to the log's source sha256; the disk changed it"
@@ -1146,6 +1185,8 @@ def _plan(args: argparse.Namespace) -> tuple[str, Path | None, list[Claim], Path
         )
     claims = [load_claim(p) for p in paths]
     out: Path = args.out if args.out is not None else Path("reproductions") / name
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: not a folder; give --out DIR, a folder for the new logs")
     root = _records_root(args.target)
     if root is not None and out.resolve().is_relative_to(root):
         raise ValueError(
@@ -1208,7 +1249,6 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     verdicts = []
-    out.mkdir(parents=True, exist_ok=True)
     for i, c in enumerate(claims):
         nproc = args.nproc or c.world_size
         label = f"run {i + 1}/{len(claims)} ({c.path.name})"
