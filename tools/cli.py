@@ -34,6 +34,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("sample", "tools.sample", "generate text from a checkpoint or export (KV cache; temperature, top-k, seed)"),
     Command("evaluate", "tools.evaluate", "val loss of a checkpoint on any shard folder, and HellaSwag accuracy"),
     Command("export", "tools.export", "a checkpoint's weights as safetensors + config.json, without optimizer state"),
+    Command("reproduce", "tools.reproduce", "run a record's logs again from their own code, seed and data; judge them"),
 )
 
 
