@@ -4,7 +4,9 @@ A typed library under a small CLI (``python -m tools --help``). Importing this p
 and imports nothing heavy: pandas, scipy and matplotlib are imported inside the functions that need
 them. The model commands (``sample``, ``evaluate``, ``export``) import torch and train_gpt.py inside
 their ``run``, through tools/checkpoints.py, tools/generate.py and tools/hellaswag.py, which the
-record tools never import. A log is untrusted input: it is read as text, never executed or imported.
+record tools never import. A log is untrusted input: parse, verify, leaderboard and check read it as
+text and never execute or import it. Only ``reproduce`` runs a log's code, on purpose, in a sandbox
+(tools/sandbox.py) unless told ``--sandbox none``.
 """
 
 from __future__ import annotations
