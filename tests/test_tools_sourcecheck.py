@@ -16,10 +16,11 @@ import pytest
 
 from logfactory import SEP, LogSpec, write_log
 from tools.parse import parse_log
-from tools.sourcecheck import MAX_CODE_CHARS, find_compile_flags
+from tools.sourcecheck import MAX_CODE_CHARS, MAX_SYNTAX_NODES, find_compile_flags
 from tools.verify import verify_paths
 
 HERE = f"{sys.version_info[0]}.{sys.version_info[1]}.0"
+NODES_WHY = "syntax nodes (a trainer has ~30,000): more than this rule reads"
 
 FLAGGED = {
     # torch.compile reached or called in ways a name match misses
@@ -184,8 +185,9 @@ def test_size_and_depth_are_bounded() -> None:
         "x = 'a'" + " + 'a'" * 900,
     ):
         assert isinstance(find_compile_flags(deep, HERE), list)  # a finding or none, never a crash
-    dense = "f(1)\n" * (MAX_CODE_CHARS // 5)  # the most nodes per character
-    assert find_compile_flags(dense, HERE) == []
+    dense = "f(1)\n" * (MAX_CODE_CHARS // 5)  # the most syntax nodes per character: ~600,000
+    assert find_compile_flags(dense, HERE) == [(0, f"the code has over {MAX_SYNTAX_NODES:,} {NODES_WHY}")]
+    assert find_compile_flags("f(1)\n" * (MAX_SYNTAX_NODES // 8), HERE) == []
     assert time.perf_counter() - t0 < 30
 
 

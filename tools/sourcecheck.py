@@ -53,9 +53,11 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Final
 
-# The longest trainer of the public corpus is ~3,500 lines (~170 KB); a syntax tree costs up to ~700
-# bytes per character of dense code, so this keeps the walk under ~400 MB and ~2 s.
+# The longest trainer of the public corpus is ~3,500 lines (~170 KB). Real code has ~0.16 syntax nodes
+# per character (train_gpt.py: 15,000 in 91 KB), code written to be costly ~1.2 (`f(1)` lines): the
+# characters bound ast.parse (~400 MB, ~1.5 s at the cap), the nodes bound the walk over its tree.
 MAX_CODE_CHARS: Final = 512 * 1024
+MAX_SYNTAX_NODES: Final = 150_000
 
 _COMPILE_FUNCS = frozenset({"torch.compile", "torch.compiler.compile"})
 _BACKENDS_OK = frozenset({"inductor", "eager", "aot_eager"})
@@ -214,7 +216,15 @@ _VISITED = frozenset(
 def _judge(tree: ast.AST, source: str) -> list[tuple[int, str]]:
     module = _Scope(None)
     scan = _Scan(source.splitlines(), tree, module, module)
-    nodes, assigns, scopes = _walk(tree, module)
+    walked = _walk(tree, module)
+    if walked is None:
+        return [
+            (
+                0,
+                f"the code has over {MAX_SYNTAX_NODES:,} syntax nodes (a trainer has ~30,000): more than this rule reads",
+            )
+        ]
+    nodes, assigns, scopes = walked
     _bind_aliases(scan, assigns, scopes)
     try:
         for node, parent, name, scope in nodes:
@@ -225,17 +235,21 @@ def _judge(tree: ast.AST, source: str) -> list[tuple[int, str]]:
     return sorted(set(scan.found))
 
 
-def _walk(tree: ast.AST, module: _Scope) -> tuple[list[_Node], list[tuple[_Scope, str, ast.AST]], list[_Scope]]:
+def _walk(tree: ast.AST, module: _Scope) -> tuple[list[_Node], list[tuple[_Scope, str, ast.AST]], list[_Scope]] | None:
     """Every node in preorder with its parent, field and scope, without recursion (a deep tree must not
     exhaust the stack); binds each scope's names on the way. Returns the nodes, the plain assignments
-    ``(scope, name, value)`` that may alias a module, and the scopes."""
+    ``(scope, name, value)`` that may alias a module, and the scopes; None past MAX_SYNTAX_NODES."""
     nodes: list[_Node] = []
     assigns: list[tuple[_Scope, str, ast.AST]] = []
     scopes = [module]
     stack: list[_Node] = [(tree, None, "", module)]
     fields: dict[type, tuple[str, ...]] = {}  # per node type, its child fields in reverse (no ctx)
+    count = 0
     while stack:
         node, parent, name, scope = stack.pop()
+        count += 1
+        if count > MAX_SYNTAX_NODES:
+            return None
         kind = type(node)
         if kind in _VISITED:
             nodes.append((node, parent, name, scope))
