@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tools import leaderboard
 from tools.records import discover, misplaced
+from tools.text import printable
 from tools.verify import format_text, verify_records
 
 
@@ -29,7 +30,7 @@ def check(records_root: Path, leaderboard_dir: Path) -> tuple[bool, list[str]]:
             lines.append(f"FAIL structure      {rec.path}: no README.md with front matter (see records/README.md)")
     verdicts = verify_records([r for r in records if r.layout == "harness"])
     if verdicts or stray:
-        lines.append(format_text(verdicts, stray).rstrip("\n"))
+        lines.extend(format_text(verdicts, stray).rstrip("\n").split("\n"))
     ok = ok and all(v.valid for v in verdicts) and not stray
     lines.append(f"verified {len(verdicts)} record(s) under {records_root}")
     expected = leaderboard.build(records_root, leaderboard_dir)
@@ -66,5 +67,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     ok, lines = check(args.records, args.leaderboard)
-    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.write("\n".join(printable(line) for line in lines) + "\n")  # paths come from input
     return 0 if ok else 1

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from tools.sourcecheck import MAX_CODE_CHARS
+from tools.text import printable
 
 SEPARATOR = "=" * 100
 # A record log of the short track is ~0.1-2 MB; anything past this is not a log of a training run.
@@ -599,5 +600,6 @@ def run(args: argparse.Namespace) -> int:
         time_s = f"{t / 1000:.3f} s" if t is not None and math.isfinite(t) else "—"
         gpus = f"{log.num_gpus}× {log.gpu_name}" if log.gpu_name else log.nvidia_smi
         issues = "; ".join(log.structure_issues) or "-"
-        print(f"{log.path[-60:]:<60} {steps:>11} {loss:>8} {time_s:>10} {gpus[:28]:<28} {issues}")
+        line = f"{printable(log.path)[-60:]:<60} {steps:>11} {loss:>8} {time_s:>10} {printable(gpus)[:28]:<28} {issues}"
+        print(printable(line))
     return 0

@@ -23,6 +23,7 @@ from tools.known_shards import load_known_shards
 from tools.parse import ParsedLog, parse_log
 from tools.records import README, Record, discover, is_records_folder, load_records, misplaced
 from tools.rules import NOT_APPLICABLE, RULES, Context, Failure, Run, claimed_hardware
+from tools.text import printable
 from tools.tracks import TRACKS, HardwareClass
 
 # Parsing is the expensive part; below this many logs a process pool costs more than it saves.
@@ -305,7 +306,7 @@ def format_text(verdicts: Sequence[Verdict], stray: Sequence[tuple[Path, str]] =
             else ""
         )
     )
-    return "\n".join(lines) + "\n"
+    return "\n".join(printable(line) for line in lines) + "\n"  # names and evidence come from input
 
 
 def _smoke_summary(v: Verdict) -> str:
@@ -349,7 +350,7 @@ def run(args: argparse.Namespace) -> int:
     stray = [entry for root in args.paths if is_records_folder(root) for entry in misplaced(root)]
     if args.json:
         sys.stdout.write(format_json(verdicts))
-        sys.stderr.write("".join(f"FAIL {'structure':<13} {p}: {why}\n" for p, why in stray))
+        sys.stderr.write("".join(printable(f"FAIL {'structure':<13} {p}: {why}") + "\n" for p, why in stray))
     else:
         sys.stdout.write(format_text(verdicts, stray))
     return 0 if all(v.valid for v in verdicts) and not stray else 1
