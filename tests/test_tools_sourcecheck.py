@@ -188,6 +188,8 @@ def test_size_and_depth_are_bounded() -> None:
     dense = "f(1)\n" * (MAX_CODE_CHARS // 5)  # the most syntax nodes per character: ~600,000
     assert find_compile_flags(dense, HERE) == [(0, f"the code has over {MAX_SYNTAX_NODES:,} {NODES_WHY}")]
     assert find_compile_flags("f(1)\n" * (MAX_SYNTAX_NODES // 8), HERE) == []
+    many = find_compile_flags("import os\n" + "os.environ[k] = v\n" * 5000, HERE)
+    assert len(many) == 51 and many[-1] == (0, "and 4,950 more findings like these")
     assert time.perf_counter() - t0 < 30
 
 

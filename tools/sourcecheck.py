@@ -58,6 +58,7 @@ from typing import Final
 # characters bound ast.parse (~400 MB, ~1.5 s at the cap), the nodes bound the walk over its tree.
 MAX_CODE_CHARS: Final = 512 * 1024
 MAX_SYNTAX_NODES: Final = 150_000
+MAX_FINDINGS: Final = 50
 
 _COMPILE_FUNCS = frozenset({"torch.compile", "torch.compiler.compile"})
 _BACKENDS_OK = frozenset({"inductor", "eager", "aot_eager"})
@@ -232,7 +233,10 @@ def _judge(tree: ast.AST, source: str) -> list[tuple[int, str]]:
             _visit(scan, node, parent, name)
     except RecursionError:  # a string built from thousands of nested pieces
         _flag(scan, tree, "nests expressions too deeply to be read: this rule judges only code it can read")
-    return sorted(set(scan.found))
+    found = sorted(set(scan.found))
+    if len(found) > MAX_FINDINGS:  # one is enough to fail; thousands would flood the report
+        found = found[:MAX_FINDINGS] + [(0, f"and {len(found) - MAX_FINDINGS:,} more findings like these")]
+    return found
 
 
 def _walk(tree: ast.AST, module: _Scope) -> tuple[list[_Node], list[tuple[_Scope, str, ast.AST]], list[_Scope]] | None:
