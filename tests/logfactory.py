@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import platform
 import random
 import uuid
 from dataclasses import dataclass, field
@@ -132,7 +133,8 @@ def make_log(spec: LogSpec | None = None, **kw: Any) -> str:
     spec = spec or LogSpec(**kw)
     rng = random.Random(spec.seed)
     env = [
-        "Running Python 3.12.3 (main, Jan 22 2026, 20:57:42) [GCC 13.3.0]",
+        # The Python judging the log must read its grammar (tools/sourcecheck.py): name the one running the tests.
+        f"Running Python {platform.python_version()} (main, Jan 22 2026, 20:57:42) [GCC 13.3.0]",
         "Running PyTorch 2.11.0+cu130 compiled for CUDA 13.0"
         if spec.smi
         else "Running PyTorch 2.13.0+cpu compiled for CPU",

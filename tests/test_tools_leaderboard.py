@@ -74,7 +74,7 @@ def test_tables_ranks_and_classes(harness_board: tuple[Path, Path, dict[str, byt
     assert "2026-08-03_Second" in rows[0] and "new record" in rows[0] and "-" in rows[0].split(" | ")[2]
     assert "2026-08-04_Slower" in rows[1] and "valid, not faster" in rows[1]
     assert "2026-08-05_TwoRuns" in rows[3] and "failed: target" in rows[3]  # 2 runs: unranked, though fastest
-    assert r"Pipes \| and <b>tags</b> stay text" in rows[0]
+    assert r"Pipes \| and \<b\>tags\</b\> stay text" in rows[0]  # Markdown and HTML from a README stay text
     assert f"### 1× {H100}" in md and "2026-08-06_OneGpu" in md.split(f"### 1× {H100}")[1]
     assert "## track_2_medium" in md and "No records yet" in md.split("## track_2_medium")[1]
     html = files["index.html"].decode()

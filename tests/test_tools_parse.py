@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from logfactory import SEP, LogSpec, config_for, make_log, nvidia_smi
+from tools import parse as parse_module
 from tools.cli import main
 from tools.parse import parse_bytes, parse_log
 
@@ -178,3 +179,34 @@ def test_parse_cli_table_and_missing_file(tmp_path: Path, capsys: pytest.Capture
 def test_config_with_nan_is_not_json() -> None:
     log = parse_bytes(_log("step:1/1 val_loss:3.2 train_time:5ms step_avg:5.00ms\n", env='config: {"lr": NaN}'))
     assert log.config is None and "NaN is not JSON" in (log.config_error or "")
+
+
+def test_limits_past_which_a_log_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each bound (tools/parse.py) is far above a real log; past it the log fails `structure` with the number,
+    instead of costing GBs (tests/test_tools_bounds.py measures the full-size cases)."""
+    monkeypatch.setattr(parse_module, "MAX_METRIC_LINES", 3)
+    log = parse_bytes(_log("step:1/4 train_time:1ms\n" * 4))
+    assert len(log.metrics) == 0 and "4 metric lines, over the 3 a log may have" in " ".join(log.structure_issues)
+    monkeypatch.setattr(parse_module, "MAX_ENV_FACT_LINES", 5)
+    log = parse_bytes(_log("step:1/1 val_loss:3.2 train_time:5ms\n"))  # nvidia_smi(8): more than 5 such lines
+    assert any("over 5 lines of nvidia-smi" in issue for issue in log.structure_issues)
+    monkeypatch.setattr(parse_module, "MAX_JSON_LINE_CHARS", 10)
+    log = parse_bytes(_log("step:1/1 val_loss:3.2 train_time:5ms\n", env='config: {"a": [1, 2, 3]}'))
+    assert log.config is None and "16 characters, over the 10 it may have" in (log.config_error or "")
+
+
+def test_a_log_with_no_separator_reads_its_first_line() -> None:
+    """Metric lines are matched with the newline before them (fast); the file's first line has none."""
+    log = parse_bytes(b"step:x\nstep:1/2 train_time:1ms\nstep:2/2 val_loss:3.0 train_time:2ms\n")
+    assert (len(log.metrics), log.malformed_count, log.malformed_lines) == (2, 1, ["step:x"])
+    assert [(p.step, p.val_loss) for p in log.val_curve] == [(2, 3.0)]
+    assert parse_bytes(b"step:1/1 val_loss:3.5 train_time:1ms\n").final_val_loss == 3.5
+
+
+def test_nvidia_smi_rows_read_without_backtracking() -> None:
+    """The GPU name sits between the index and the persistence mode; a row of spaces once took minutes."""
+    spaces = "|   0  " + " " * 200_000 + "\n"
+    log = parse_bytes(_log("step:1/1 val_loss:3.2 train_time:5ms\n", env="Running PyTorch 2.5.0\n" + spaces))
+    assert log.gpu_names == ["NVIDIA H100 80GB HBM3"] * 8  # the rows of nvidia_smi(8) that follow
+    row = parse_bytes(_log("", env="|   0  NVIDIA  H100  | x Off  |   00000000:18:00.0 Off |")).gpu_names
+    assert row[0] == "NVIDIA H100 | x"  # as the one-regex reading had it: the name runs to the first On/Off

@@ -20,6 +20,7 @@ from tools import leaderboard
 from tools import ledger as ledger_mod
 from tools.ledger import Ledger
 from tools.records import discover, misplaced
+from tools.text import printable
 from tools.verify import add_ledger_argument, format_text, ledger_from_args, verify_records
 
 
@@ -37,7 +38,7 @@ def check(records_root: Path, leaderboard_dir: Path, ledger: Ledger | None = Non
             lines.append(f"FAIL structure      {rec.path}: no README.md with front matter (see records/README.md)")
     verdicts = verify_records([r for r in records if r.layout == "harness"], ledger=ledger)
     if verdicts or stray:
-        lines.append(format_text(verdicts, stray).rstrip("\n"))
+        lines.extend(format_text(verdicts, stray).rstrip("\n").split("\n"))
     ok = ok and all(v.valid for v in verdicts) and not stray
     lines.append(f"verified {len(verdicts)} record(s) under {records_root}")
     expected = leaderboard.build(records_root, leaderboard_dir, ledger=ledger)
@@ -75,5 +76,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     ok, lines = check(args.records, args.leaderboard, ledger_from_args(args))
-    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.write("\n".join(printable(line) for line in lines) + "\n")  # paths come from input
     return 0 if ok else 1

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
+from tools.text import printable
+
 
 @dataclass(frozen=True)
 class Command:
@@ -63,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args._run(args)
         return code
     except ValueError as e:  # bad input from the user: one clear paragraph, no traceback
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(e)}", file=sys.stderr)  # it names paths from input: one printable line
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tools import stats
+from tools.text import printable
 from tools.tracks import TRACKS
 from tools.verify import Verdict, verify_paths
 
@@ -87,7 +88,7 @@ def format_text(result: dict[str, Any]) -> str:
                 f"t(B - A) = {num(r['t'], '+.3f')}, two-sided p = {num(r['p_value'], '.3g')}"
             )
     lines += [f"warning: {w}" for w in result["warnings"]]
-    return "\n".join(lines) + "\n"
+    return "\n".join(printable(line) for line in lines) + "\n"  # record paths come from input
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -25,7 +25,8 @@ from pathlib import Path
 from tools import html as html_page
 from tools import plots, stats
 from tools.ledger import Ledger
-from tools.records import discover
+from tools.records import discover, refuse_links
+from tools.text import csv_cell, markdown_text, printable
 from tools.tracks import OFFICIAL_CLASS, TRACKS, Track
 from tools.verify import Verdict, verify_records
 
@@ -174,7 +175,9 @@ def build(
 ) -> dict[str, bytes]:
     """Every file of the leaderboard, ``{path relative to out_dir: bytes}``; writes nothing.
 
-    ``ledger``: the order of the records (default: the git history of the repository they sit in)."""
+    ``ledger``: the order of the records (default: the git history of the repository they sit in).
+    ``ValueError`` when records_root or out_dir holds a symbolic link (tools.records.refuse_links)."""
+    refuse_links(out_dir)
     verdicts = verify_records(discover(records_root), known_shards, ledger)
     tables = build_tables(verdicts, out_dir)
     files: dict[str, bytes] = {}
@@ -211,7 +214,7 @@ def build(
 
 
 def _cell(text: str) -> str:
-    return " ".join(text.replace("|", "\\|").split())
+    return markdown_text(text)
 
 
 def _num(x: float | None, spec: str, signed: bool = False) -> str:
@@ -250,7 +253,7 @@ def render_markdown(tables: dict[str, list[Table]], files: dict[str, bytes], rul
             out += [f"![record time by date, {track.name}]({time_plot})", ""]
         for t in track_tables:
             official = " (official)" if t.hardware == OFFICIAL_CLASS.label else ""
-            out += [f"### {t.hardware}{official}", ""]
+            out += [f"### {markdown_text(t.hardware)}{official}", ""]
             out += [
                 "| rank | time | Δ vs previous | record | description | date | runs | mean val loss | p-value | status | logs |",
                 "| ---: | ---: | ---: | --- | --- | --- | ---: | ---: | ---: | --- | --- |",
@@ -266,7 +269,7 @@ def render_markdown(tables: dict[str, list[Table]], files: dict[str, bytes], rul
                     f"{_num(v.mean_val_loss, '.4f')} | {_num(v.p_value, '.2g')} | {r.status} | {logs} |"
                 )
             if t.plot in files:
-                out += ["", f"![val loss vs training time, {t.hardware}]({t.plot})"]
+                out += ["", f"![val loss vs training time, {markdown_text(t.hardware)}]({t.plot})"]
             out.append("")
     return "\n".join(out).rstrip("\n") + "\n"
 
@@ -304,6 +307,10 @@ def render_csv(tables: dict[str, list[Table]]) -> str:
                         "path": r.link,
                     }
                 )
+    for row in records:  # text from records (names, titles, descriptions) must not run as a formula
+        for key, value in row.items():
+            if isinstance(value, str):
+                row[key] = csv_cell(value)
     df = pd.DataFrame.from_records(records, columns=list(CSV_COLUMNS))
     df["rank"] = df["rank"].astype("Int64")
     df["runs"] = df["runs"].astype("Int64")
@@ -318,18 +325,38 @@ def _round(x: float | None, digits: int) -> float | None:
 
 
 def write(files: dict[str, bytes], out_dir: Path) -> None:
-    """Write the files; plots of records that no longer exist are removed (only ``*.svg`` under plots/)."""
+    """Write the files into ``out_dir``, each through a temporary file renamed into place, and remove the plots
+    of records that no longer exist: only regular ``*.svg`` files under plots/ that this generator made.
+
+    Nothing is followed or written outside ``out_dir``: a symbolic link in it is refused (ValueError) before
+    anything is written, and every path is one ``build`` made (relative, no ``..``).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
+    refuse_links(out_dir)
+    for rel in files:
+        parts = Path(rel).parts
+        if Path(rel).is_absolute() or ".." in parts or not parts:
+            raise ValueError(f"refusing to write {rel!r}: not a path inside {out_dir}")
     plots_dir = out_dir / "plots"
     if plots_dir.is_dir():
-        for old in plots_dir.rglob("*.svg"):
-            if old.relative_to(out_dir).as_posix() not in files:
+        for old in sorted(plots_dir.rglob("*.svg")):
+            rel = old.relative_to(out_dir).as_posix()
+            if rel not in files and old.is_file() and not old.is_symlink() and _made_here(old):
                 old.unlink()
     for rel, data in files.items():
         path = out_dir / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists() or path.read_bytes() != data:
-            path.write_bytes(data)
+        if path.is_file() and not path.is_symlink() and path.read_bytes() == data:
+            continue
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # a rename replaces the entry itself, never what a link points to
+
+
+def _made_here(svg: Path) -> bool:
+    """An SVG this generator wrote: plots.py stamps its Creator into each one's metadata."""
+    with svg.open("rb") as f:
+        return plots.CREATOR.encode() in f.read(4096)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -348,5 +375,5 @@ def run(args: argparse.Namespace) -> int:
             f"cannot write the leaderboard to {args.out}: {e.strerror} ({e.filename}); give --out a writable folder"
         ) from e
     n_plots = sum(1 for k in files if k.endswith(".svg"))
-    print(f"wrote {args.out}/README.md, leaderboard.csv, index.html and {n_plots} plots")
+    print(f"wrote {printable(args.out)}/README.md, leaderboard.csv, index.html and {n_plots} plots")
     return 0

@@ -24,19 +24,31 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
+import itertools
 import json
 import math
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tools.sourcecheck import MAX_CODE_CHARS
+from tools.text import printable
+
 SEPARATOR = "=" * 100
 # A record log of the short track is ~0.1-2 MB; anything past this is not a log of a training run.
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+# Bounds that keep any file under DEFAULT_MAX_BYTES within seconds and well under 1 GB (bench/bench_hostile.py):
+# each is far above what a real log has, and a log past one gets a structure issue instead of being read.
+MAX_METRIC_LINES = 250_000  # the longest run of the public corpus has 20,508
+MAX_ENV_FACT_LINES = 10_000  # lines of nvidia-smi/version/config form in the environment block (real: ~50)
+MAX_JSON_LINE_CHARS = 1024 * 1024  # a config: or data: line (real: ~2-20 KB)
+_FINDALL_SLICE = 1 << 20  # characters of metric lines matched at once
+_HASH_SLICE = 1 << 22  # characters of a section encoded at once for its hash
 
 _SEPARATOR_RE = re.compile(r"^={100}\r?$", re.M)
 _OMITTED_RE = re.compile(r"^# training source omitted from this copy: sha256=([0-9a-fA-F]{64}) lines=(\d{1,9})\s*$")
@@ -49,13 +61,21 @@ _METRIC_RE = re.compile(
     rf"(?: step_avg:({_NUM})(ms|s))?[ \t\r]*$",
     re.M,
 )
-_STEP_LINE_RE = re.compile(r"^step:.*$", re.M)
+# A line that starts like a metric line but is not one (for the first few examples of malformed lines).
+_MALFORMED_STEP_RE = re.compile(rf"^(?!{_METRIC_RE.pattern[1:]})step:[^\n]*", re.M)
 _LLMC_RE = re.compile(rf"^s:([0-9]{{1,12}}) (trl|tel):({_NUM})[ \t\r]*$", re.M)
+# The same, matched with the newline before the line instead of '^': a pattern that starts with a literal
+# is searched for by the regex engine's fast literal scan, 6x faster through a file of junk lines.
+_METRIC_NL_RE, _MALFORMED_STEP_NL_RE, _LLMC_NL_RE = (
+    re.compile("\n" + r.pattern[1:], re.M) for r in (_METRIC_RE, _MALFORMED_STEP_RE, _LLMC_RE)
+)
 _PEAK_MEMORY_RE = re.compile(r"^peak memory allocated: (\d{1,12}) MiB reserved: (\d{1,12}) MiB", re.M)
 _PYTHON_RE = re.compile(r"Running Python (\S+)")
 _TORCH_RE = re.compile(r"Running [Pp]y[Tt]orch (\S+) compiled for (?:CUDA (\S+)|CPU)")
-# One GPU row of the nvidia-smi table: "|   0  NVIDIA H100 80GB HBM3          On  |   0000..."
-_SMI_GPU_RE = re.compile(r"^\|\s+(\d{1,3})\s+(.+?)\s+(?:On|Off)\s+\|")
+# One GPU row of the nvidia-smi table, "|   0  NVIDIA H100 80GB HBM3          On  |   0000...", read in two
+# parts by _smi_gpu_row: the index, then the persistence mode that ends the name.
+_SMI_ROW_HEAD_RE = re.compile(r"\|[^\S\n]+(\d{1,3})[^\S\n]++")
+_SMI_ROW_STATE_RE = re.compile(r"(?<=\s)(?:On|Off)[^\S\n]++\|")
 _SMI_NOT_AVAILABLE = "nvidia-smi: not available"
 # The first line of nvidia-smi's output: the machine's local time when the run started,
 # "Sat Jan 10 23:36:12 2026" (C's asctime format: the day of the month is padded with a space).
@@ -65,7 +85,7 @@ _SMI_TIME_RE = re.compile(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ValPoint:
     step: int
     val_loss: float
@@ -270,8 +290,13 @@ def parse_bytes(
     log.has_separator = bool(seps)
     metrics_from = 0
     if seps:
-        _read_source(log, text[: seps[0][0]])
         env = _find_environment(text, seps)
+        source_end = seps[0][0]
+        if env is not None and source_end > 0 and not _is_omitted_line(text, source_end):
+            # Our logs are "source, separator, environment": a separator line before the one that opens the
+            # environment block is a line of the source itself (inside a docstring), so the source runs to there.
+            source_end = next(s for s, e in seps if e == env[0])
+        _read_source(log, text, source_end)
         if env is None:
             log.structure_issues.append(
                 "no environment block (no 'Running PyTorch', nvidia-smi or config line after the first separator)"
@@ -280,18 +305,12 @@ def parse_bytes(
         else:
             start, end = env
             log.has_environment = True
-            extra = _SEPARATOR_RE.sub("", text[seps[0][1] : start])
-            log.extra_code = extra.strip("\r\n")
-            _read_environment(log, text[start:end].split("\n"))
+            code_from = seps[0][1] if source_end == seps[0][0] else start
+            _read_extra_code(log, text, code_from, start)
+            _read_environment(log, text, start, end)
             metrics_from = start
     else:
         log.structure_issues.append("no separator line (100 '=' characters) after the source section")
-    if log.source_sha256 is not None:
-        if log.extra_code:
-            both = (log.source_text + "\n" + log.extra_code).encode("utf-8", errors="replace")
-            log.code_sha256 = _sha256(both)
-        else:
-            log.code_sha256 = log.source_sha256
     _read_metrics(log, text, metrics_from)
     if not len(log.metrics):
         log.structure_issues.append("no metric lines (step:N/M ... train_time:...ms)")
@@ -314,20 +333,60 @@ def _separators(text: str) -> list[tuple[int, int]]:
     return out
 
 
-def _read_source(log: ParsedLog, section: str) -> None:
-    if (m := _OMITTED_RE.match(section.rstrip("\r\n"))) and "\n" not in section.rstrip("\r\n"):
+def _is_omitted_line(text: str, end: int) -> bool:
+    """The section ``text[:end]`` is the anchor corpus's one-line stand-in for the source."""
+    return (
+        end < 256 and _OMITTED_RE.match(text[:end].rstrip("\r\n")) is not None and "\n" not in text[:end].rstrip("\r\n")
+    )
+
+
+def _sha256_of(text: str, start: int, end: int, prefix: bytes = b"") -> str:
+    """sha256 of ``text[start:end]`` as UTF-8, hashed a slice at a time: no copy of a large section."""
+    h = hashlib.sha256(prefix)
+    for i in range(start, end, _HASH_SLICE):
+        h.update(text[i : min(i + _HASH_SLICE, end)].encode("utf-8", errors="surrogateescape"))
+    return h.hexdigest()
+
+
+def _read_source(log: ParsedLog, text: str, end: int) -> None:
+    if _is_omitted_line(text, end):
+        m = _OMITTED_RE.match(text[:end].rstrip("\r\n"))
+        assert m is not None
         log.source_omitted = True
-        log.source_sha256 = m.group(1).lower()
+        log.source_sha256 = log.code_sha256 = m.group(1).lower()
         log.source_lines = int(m.group(2))
         return
     # The hash covers the bytes before the separator line, newline included: for a source file that
     # ends with a newline (as train_gpt.py does) it equals `sha256sum train_gpt.py`.
-    log.source_sha256 = _sha256(section.encode("utf-8", errors="surrogateescape"))
-    log.source_text = section
-    log.source_lines = section.count("\n") + (0 if not section or section.endswith("\n") else 1)
+    log.source_sha256 = log.code_sha256 = _sha256_of(text, 0, end)
+    # Kept up to one character past what the compile-flags rule reads, which fails a longer source.
+    log.source_text = text[: min(end, MAX_CODE_CHARS + 1)]
+    log.source_lines = text.count("\n", 0, end) + (0 if end == 0 or text[end - 1] == "\n" else 1)
+
+
+def _read_extra_code(log: ParsedLog, text: str, start: int, end: int) -> None:
+    """Code between the source section and the environment block: the 2024 logs print their source there."""
+    if start >= end:
+        return
+    if end - start > MAX_CODE_CHARS:  # not a training script; the compile-flags rule fails it on its size
+        log.extra_code = text[start : start + MAX_CODE_CHARS + 1]
+        if log.source_sha256 is not None:
+            log.code_sha256 = _sha256_of(text, start, end, prefix=f"{log.source_sha256} and ".encode())
+        return
+    log.extra_code = _SEPARATOR_RE.sub("", text[start:end]).strip("\r\n")
+    if log.extra_code and log.source_sha256 is not None:
+        both = (log.source_text + "\n" + log.extra_code).encode("utf-8", errors="replace")
+        log.code_sha256 = _sha256(both)
 
 
 _ENV_LINE_RE = re.compile(r"^(?:Running Python|Running [Pp]y[Tt]orch|config: |data: |nvidia-smi|\| NVIDIA-SMI)", re.M)
+# The lines of an environment block that say something (read below); the others are skipped in C, so a
+# block of millions of lines costs one regex scan. Linear: one attempt per line start, no nested repeats.
+_ENV_FACT_RE = re.compile(
+    r"^(?:Running |config: |data: |[^\S\n]*nvidia-smi: not available|(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) |\|[^\S\n]+\d)[^\n]*"
+    r"|^[^\n]*?Processes:[^\n]*",
+    re.M,
+)
 
 
 def _find_environment(text: str, seps: list[tuple[int, int]]) -> tuple[int, int] | None:
@@ -340,30 +399,51 @@ def _find_environment(text: str, seps: list[tuple[int, int]]) -> tuple[int, int]
     return None
 
 
-def _read_environment(log: ParsedLog, env: list[str]) -> None:
+def _read_environment(log: ParsedLog, text: str, start: int, end: int) -> None:
     in_processes = False
-    for raw_line in env:
-        line = raw_line.rstrip("\r")
-        if log.python_version is None and (m := _PYTHON_RE.match(line)):
-            log.python_version = m.group(1)
-        elif log.torch_version is None and (m := _TORCH_RE.match(line)):
-            log.torch_version = m.group(1)
-            log.cuda_version = m.group(2)
+    for n, m in enumerate(_ENV_FACT_RE.finditer(text, start, end)):
+        if n == MAX_ENV_FACT_LINES:
+            log.structure_issues.append(
+                f"the environment block has over {MAX_ENV_FACT_LINES:,} lines of nvidia-smi, version or config form; "
+                "a real one has a few dozen: the rest is not read"
+            )
+            return
+        line = m.group(0).rstrip("\r")
+        if log.python_version is None and (pm := _PYTHON_RE.match(line)):
+            log.python_version = pm.group(1)
+        elif log.torch_version is None and (pm := _TORCH_RE.match(line)):
+            log.torch_version = pm.group(1)
+            log.cuda_version = pm.group(2)
         elif line.startswith("config: "):
             log.config, log.config_error = _read_json_object(line[len("config: ") :], "config", log.config)
         elif line.startswith("data: "):
             log.data, log.data_error = _read_json_object(line[len("data: ") :], "data", log.data)
         elif line.strip() == _SMI_NOT_AVAILABLE:
             log.nvidia_smi = "not available"
-        elif log.run_date is None and not log.gpu_names and (m := _SMI_TIME_RE.match(line)):
-            log.run_date = _smi_date(m)
+        elif log.run_date is None and not log.gpu_names and (pm := _SMI_TIME_RE.match(line)):
+            log.run_date = _smi_date(pm)
         elif "Processes:" in line:
             in_processes = True
-        elif not in_processes and (m := _SMI_GPU_RE.match(line)):
+        elif not in_processes and (row := _smi_gpu_row(line)):
             log.nvidia_smi = "table"
-            index = int(m.group(1))
+            index, name = row
             if index == len(log.gpu_names):  # rows in index order; a repeated table is not more GPUs
-                log.gpu_names.append(" ".join(m.group(2).split()))
+                log.gpu_names.append(name)
+
+
+def _smi_gpu_row(line: str) -> tuple[int, str] | None:
+    """(index, name) of an nvidia-smi GPU row: ``|   0  NVIDIA H100 80GB HBM3          On  |   0000...``.
+
+    Two linear scans with possessive repeats: one regex with a lazy name between two runs of spaces
+    backtracks quadratically on a line of spaces.
+    """
+    head = _SMI_ROW_HEAD_RE.match(line)
+    if head is None:
+        return None
+    state = _SMI_ROW_STATE_RE.search(line, head.end() + 1)
+    if state is None:
+        return None
+    return int(head.group(1)), " ".join(line[head.end() : state.start()].split())
 
 
 def _smi_date(m: re.Match[str]) -> str | None:
@@ -386,6 +466,8 @@ def _read_json_object(
 ) -> tuple[dict[str, Any] | None, str | None]:
     if previous is not None:
         return previous, f"more than one '{what}:' line; the first one is used"
+    if len(text) > MAX_JSON_LINE_CHARS:  # json.loads of a huge list builds an object per element: GBs
+        return None, f"the '{what}:' line is {len(text):,} characters, over the {MAX_JSON_LINE_CHARS:,} it may have"
     try:
         value = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as e:
@@ -395,59 +477,100 @@ def _read_json_object(
     return value, None
 
 
+def _chunks(regex: re.Pattern[str], text: str, start: int) -> Iterator[list[Any]]:
+    """``findall`` of a line pattern over the lines of ``text`` from ``start``, a slice of whole lines at a
+    time: the tuples of strings findall builds cost ~10x the text, so only one slice's worth lives at once.
+    ``regex`` is one of the *_NL_RE patterns; the line at ``start`` itself is matched with its '^' form."""
+    pos, n = start, len(text)
+    if pos < n and text[pos] != "\n":  # the first line of a log with no separator
+        first_end = text.find("\n", pos)
+        first_end = n if first_end < 0 else first_end
+        anchored = _ANCHORED[regex]
+        if m := anchored.match(text, pos, first_end):
+            yield [m.groups(default="")]  # findall's form: "" for a group that did not take part
+        pos = first_end
+    while pos < n:
+        end = text.find("\n", pos + _FINDALL_SLICE)
+        end = n if end < 0 else end  # the next slice starts with this newline, which its first match needs
+        rows = regex.findall(text, pos, end)
+        if rows:
+            yield rows
+        pos = end
+
+
+_ANCHORED = {_METRIC_NL_RE: _METRIC_RE, _LLMC_NL_RE: _LLMC_RE}
+
+
+def _speedrun_columns(rows: list[tuple[str, ...]]) -> tuple[np.ndarray, ...]:
+    step, total, kind, loss, tt, ttu, sa, sau = zip(*rows, strict=True)
+    n = len(rows)
+    # Columns of strings become arrays through fromiter/map: numpy string arrays cost 5x more.
+    time_ms = np.array(tt, dtype=np.float64)
+    if "s" in ttu:
+        time_ms[np.fromiter(map("s".__eq__, ttu), bool, n)] *= 1000.0
+    has_sa = np.fromiter(map(bool, sa), bool, n)
+    step_avg = np.array([x or "nan" for x in sa], dtype=np.float64)
+    if "s" in sau:
+        step_avg[np.fromiter(map("s".__eq__, sau), bool, n)] *= 1000.0
+    return (
+        np.array(step, dtype=np.int64),
+        np.array(total, dtype=np.int64),
+        time_ms,
+        step_avg,
+        has_sa,
+        np.array([x or "nan" for x in loss], dtype=np.float64),
+        np.fromiter(map("val_loss".__eq__, kind), bool, n),
+    )
+
+
+def _llmc_columns(rows: list[tuple[str, ...]]) -> tuple[np.ndarray, ...]:
+    step, kind, loss = zip(*rows, strict=True)
+    n = len(step)
+    return (
+        np.array(step, dtype=np.int64),
+        np.full(n, -1, dtype=np.int64),
+        np.full(n, np.nan),
+        np.full(n, np.nan),
+        np.zeros(n, bool),
+        np.array(loss, dtype=np.float64),
+        np.fromiter(map("tel".__eq__, kind), bool, n),
+    )
+
+
+def _metrics_of(parts: list[tuple[np.ndarray, ...]]) -> Metrics:
+    return Metrics(*(np.concatenate(column) for column in zip(*parts, strict=True)))
+
+
 def _read_metrics(log: ParsedLog, text: str, start: int) -> None:
-    rows = _METRIC_RE.findall(text, start)
     n_step_lines = text.count("\nstep:", max(start - 1, 0)) + (1 if start == 0 and text.startswith("step:") else 0)
-    if len(rows) != n_step_lines:
-        for m in _STEP_LINE_RE.finditer(text, start):
-            if not _METRIC_RE.fullmatch(m.group(0)):
-                log.malformed_count += 1
-                if len(log.malformed_lines) < 5:
-                    log.malformed_lines.append(m.group(0)[:200])
-    if rows:
-        log.metrics_form = "speedrun"
-        step, total, kind, loss, tt, ttu, sa, sau = zip(*rows, strict=True)
-        n = len(rows)
-        # Columns of strings become arrays through fromiter/map: numpy string arrays cost 5x more.
-        time_ms = np.array(tt, dtype=np.float64)
-        if "s" in ttu:
-            time_ms[np.fromiter(map("s".__eq__, ttu), bool, n)] *= 1000.0
-        has_sa = np.fromiter(map(bool, sa), bool, n)
-        step_avg = np.array([x or "nan" for x in sa], dtype=np.float64)
-        if "s" in sau:
-            step_avg[np.fromiter(map("s".__eq__, sau), bool, n)] *= 1000.0
-        is_val = np.fromiter(map("val_loss".__eq__, kind), bool, n)
-        log.metrics = Metrics(
-            step=np.array(step, dtype=np.int64),
-            total=np.array(total, dtype=np.int64),
-            train_time_ms=time_ms,
-            step_avg_ms=step_avg,
-            has_step_avg=has_sa,
-            loss=np.array([x or "nan" for x in loss], dtype=np.float64),
-            is_val=is_val,
+    n_llmc_lines = text.count("\ns:", max(start - 1, 0)) + (1 if start == 0 and text.startswith("s:") else 0)
+    if max(n_step_lines, n_llmc_lines) > MAX_METRIC_LINES:  # counted first: reading them would cost GBs
+        log.structure_issues.append(
+            f"{max(n_step_lines, n_llmc_lines):,} metric lines, over the {MAX_METRIC_LINES:,} a log may have "
+            "(the longest real run has ~20,000): not read"
         )
+        return
+    parts = [_speedrun_columns(rows) for rows in _chunks(_METRIC_NL_RE, text, start)]
+    n_rows = sum(len(p[0]) for p in parts)
+    if n_rows != n_step_lines:
+        log.malformed_count = n_step_lines - n_rows
+        first = _MALFORMED_STEP_RE.match(text, start) if start == 0 else None
+        found = itertools.chain([first] if first else [], _MALFORMED_STEP_NL_RE.finditer(text, start))
+        log.malformed_lines = [bad.group(0).lstrip("\n")[:200] for bad in itertools.islice(found, 5)]
+    if parts:
+        log.metrics_form = "speedrun"
+        log.metrics = _metrics_of(parts)
         log.total_steps = int(log.metrics.total[-1])
-        for i in np.flatnonzero(is_val):
-            log.val_curve.append(ValPoint(int(log.metrics.step[i]), float(log.metrics.loss[i]), float(time_ms[i])))
-    elif "\ns:" in text or text.startswith("s:"):
-        llmc = _LLMC_RE.findall(text, start)
+    elif n_llmc_lines:
+        llmc = [_llmc_columns(rows) for rows in _chunks(_LLMC_NL_RE, text, start)]
         if llmc:
             log.metrics_form = "llm.c"
-            step, kind, loss = zip(*llmc, strict=True)
-            n = len(step)
-            nan = np.full(n, np.nan)
-            is_val = np.array(kind) == "tel"
-            log.metrics = Metrics(
-                step=np.array(step, dtype=np.int64),
-                total=np.full(n, -1, dtype=np.int64),
-                train_time_ms=nan,
-                step_avg_ms=nan.copy(),
-                has_step_avg=np.zeros(n, bool),
-                loss=np.array(loss, dtype=np.float64),
-                is_val=is_val,
-            )
-            for i in np.flatnonzero(is_val):
-                log.val_curve.append(ValPoint(int(log.metrics.step[i]), float(log.metrics.loss[i]), None))
+            log.metrics = _metrics_of(llmc)
+    cols = log.metrics
+    has_time = log.metrics_form == "speedrun"
+    for i in np.flatnonzero(cols.is_val):
+        time_ms = float(cols.train_time_ms[i]) if has_time else None
+        log.val_curve.append(ValPoint(int(cols.step[i]), float(cols.loss[i]), time_ms))
     peak = _PEAK_MEMORY_RE.search(text, max(start, len(text) - 65536))  # written once, at the end
     if peak:
         log.peak_memory_mib = int(peak.group(1))
@@ -477,5 +600,6 @@ def run(args: argparse.Namespace) -> int:
         time_s = f"{t / 1000:.3f} s" if t is not None and math.isfinite(t) else "—"
         gpus = f"{log.num_gpus}× {log.gpu_name}" if log.gpu_name else log.nvidia_smi
         issues = "; ".join(log.structure_issues) or "-"
-        print(f"{log.path[-60:]:<60} {steps:>11} {loss:>8} {time_s:>10} {gpus[:28]:<28} {issues}")
+        line = f"{printable(log.path)[-60:]:<60} {steps:>11} {loss:>8} {time_s:>10} {printable(gpus)[:28]:<28} {issues}"
+        print(printable(line))
     return 0

@@ -13,13 +13,35 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from tools.text import printable
 from tools.tracks import OFFICIAL_CLASS
 
 if TYPE_CHECKING:
     from tools.verify import Verdict
 
-_METADATA = {"Date": None, "Creator": "python -m tools leaderboard"}
+# Values outside these ranges are not a training run's (a log is text its submitter wrote): such points are
+# left out of the plots, whose axes would otherwise span 1e308 or fail to draw.
+_LOSS_RANGE = (0.0, 100.0)
+_SECONDS_RANGE = (0.0, 1e7)  # ~4 months
+_MAX_LABEL = 80
+
+
+def _label(text: str) -> str:
+    """A name from a record as a plot label: one printable line, not too long for the legend."""
+    text = printable(text)
+    return text if len(text) <= _MAX_LABEL else text[: _MAX_LABEL - 1] + "…"
+
+
+def _plausible(x: float | None, bounds: tuple[float, float], positive: bool = False) -> bool:
+    return x is not None and math.isfinite(x) and bounds[0] <= x <= bounds[1] and (x > 0 or not positive)
+
+
+CREATOR = "python -m tools leaderboard"  # in every SVG's metadata: how leaderboard.write knows its own files
+_METADATA = {"Date": None, "Creator": CREATOR}
 _STYLE = {
+    # Labels are names from records: "$\\x{y}$.txt" must stay text, not be parsed as TeX math (and crash).
+    "text.parse_math": False,
+    "text.usetex": False,
     "svg.hashsalt": "speedrun-leaderboard",
     "svg.fonttype": "path",
     "font.size": 9,
@@ -59,7 +81,11 @@ def record_times(track_title: str, verdicts: Sequence[Verdict]) -> bytes:
             rows = [
                 v
                 for v in verdicts
-                if v.hardware and v.hardware.label == label and v.record.date and v.mean_train_time_ms
+                if v.hardware
+                and v.hardware.label == label
+                and v.record.date
+                and v.mean_train_time_ms is not None
+                and _plausible(v.mean_train_time_ms / 1000, _SECONDS_RANGE, positive=True)
             ]
             new = [v for v in rows if v.is_new_record]
             valid = [v for v in rows if v.valid and not v.is_new_record]
@@ -73,7 +99,7 @@ def record_times(track_title: str, verdicts: Sequence[Verdict]) -> bytes:
                     lw=1.5,
                     marker="o",
                     ms=4,
-                    label=f"{label}: new record",
+                    label=f"{_label(label)}: new record",
                 )
             if valid:
                 ax.plot(
@@ -84,7 +110,7 @@ def record_times(track_title: str, verdicts: Sequence[Verdict]) -> bytes:
                     ms=4,
                     mfc="none",
                     color=color,
-                    label=f"{label}: valid, not faster",
+                    label=f"{_label(label)}: valid, not faster",
                 )
             if invalid:
                 ax.plot(
@@ -95,11 +121,11 @@ def record_times(track_title: str, verdicts: Sequence[Verdict]) -> bytes:
                     ms=4,
                     color=color,
                     alpha=0.5,
-                    label=f"{label}: failed a rule",
+                    label=f"{_label(label)}: failed a rule",
                 )
         ax.set_yscale("log")
         ax.set_ylabel("mean training time (minutes, log scale)")
-        ax.set_title(f"{track_title}: record time by date")
+        ax.set_title(f"{printable(track_title)}: record time by date")
         ax.legend(fontsize=7, loc="upper right")
         fig.autofmt_xdate(bottom=0.14)
         return _to_svg(fig)
@@ -119,7 +145,9 @@ def val_curves(title: str, target: float | None, verdicts: Sequence[Verdict], pe
                 pts = [
                     (p.train_time_ms / 1000, p.val_loss)
                     for p in run.log.val_curve
-                    if p.train_time_ms is not None and math.isfinite(p.val_loss) and math.isfinite(p.train_time_ms)
+                    if p.train_time_ms is not None
+                    and _plausible(p.train_time_ms / 1000, _SECONDS_RANGE, positive=not per_run)  # log x: > 0
+                    and _plausible(p.val_loss, _LOSS_RANGE)
                 ]
                 if not pts:
                     continue
@@ -127,9 +155,9 @@ def val_curves(title: str, target: float | None, verdicts: Sequence[Verdict], pe
                 lows.append(min(ys))
                 color = cmap(j / max(len(runs) - 1, 1) if per_run else i / max(n - 1, 1))
                 label = (
-                    run.path.name
+                    _label(run.path.name)
                     if per_run and len(runs) <= 12
-                    else (v.record.name if not per_run and n <= 12 else None)
+                    else (_label(v.record.name) if not per_run and n <= 12 else None)
                 )
                 ax.plot(xs, ys, lw=1, color=color, alpha=0.85, label=label)
         if target is not None:
@@ -141,6 +169,7 @@ def val_curves(title: str, target: float | None, verdicts: Sequence[Verdict], pe
             ax.set_xscale("log")
         ax.set_xlabel("training time (s, log scale)" if not per_run else "training time (s)")
         ax.set_ylabel("val loss")
+        title = printable(title)
         ax.set_title(title if per_run or n <= 12 else f"{title}\ncolour: oldest (dark) to newest (yellow) record")
         ax.legend(fontsize=6, loc="upper right")
         return _to_svg(fig)

@@ -21,6 +21,7 @@ A bare log file is a record of one run (``verify logs/<uuid>.txt --track smoke``
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import stat
 from dataclasses import dataclass, field
@@ -35,6 +36,9 @@ _HARNESS_FOLDER_RE = re.compile(r"^\d{4}-\d{2}-\d{2}_[A-Za-z0-9][A-Za-z0-9._-]*$
 SUPPORTING_NAME_RE = re.compile(r"baseline|comparison|before|prior|master|extra", re.I)
 # A README is a short text; a bigger one is not read (untrusted input).
 MAX_README_BYTES = 256 * 1024
+# Front matter is a few short keys; YAML nested past this depth or this long is not one.
+MAX_FRONT_MATTER_CHARS = 16 * 1024
+MAX_YAML_DEPTH = 8
 
 
 @dataclass(frozen=True)
@@ -111,13 +115,38 @@ def _has_readme(folder: Path) -> bool:
     return readme.is_symlink() or readme.exists()
 
 
+def refuse_links(root: Path, what: str = "records/ and leaderboard/") -> None:
+    """``ValueError`` naming every symbolic link at or under ``root``, found without following any.
+
+    A link in a pull request's records/ or leaderboard/ can point anywhere on the machine that judges
+    it: walked, a link to / never ends; written through, the leaderboard would land (and stale plots be
+    deleted) outside the repository. Records are files and folders; links are refused, not followed.
+    """
+    links: list[str] = []
+    if root.is_symlink():
+        links.append(str(root))
+    elif root.is_dir():
+        for folder, dirs, files in os.walk(root, followlinks=False):
+            for name in sorted(dirs + files):
+                if os.path.islink(os.path.join(folder, name)):
+                    links.append(os.path.join(folder, name))
+    if links:
+        shown = ", ".join(sorted(links)[:10]) + (" ..." if len(links) > 10 else "")
+        raise ValueError(  # printed by tools.cli, which escapes control characters of names
+            f"{len(links)} symbolic link(s) under {root}: {shown}. {what} may hold no symbolic links "
+            "(a link can point anywhere on the machine that judges it): replace each with the file or folder itself"
+        )
+
+
 def load_records(path: Path, track: str | None = None) -> list[Record]:
     """The records at ``path``: a log file, a record folder, or a community submission folder.
 
-    ``ValueError`` for a path that is none of these.
+    ``ValueError`` for a path that is none of these, and for a folder that holds a symbolic link.
     """
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise ValueError(f"{path}: no such file or folder")
+    if path.is_dir():
+        refuse_links(path)
     if is_records_folder(path):
         return discover(path)  # a track folder or a whole records folder: the folder names give the tracks
     tr = resolve_track(path, track)
@@ -197,6 +226,7 @@ def discover(records_root: Path) -> list[Record]:
     """
     if not records_root.is_dir():
         raise ValueError(f"{records_root}: no such folder; give the records folder (e.g. records/)")
+    refuse_links(records_root)
     track_dirs = (
         [records_root]
         if records_root.name in TRACKS
@@ -304,23 +334,46 @@ def read_front_matter(readme: Path) -> tuple[FrontMatter | None, list[str]]:
     if len(raw) > MAX_README_BYTES:
         return None, [f"{README} is over {MAX_README_BYTES:,} bytes"]
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # editors on Windows save a byte-order mark: it is not content
     except UnicodeDecodeError as e:
         return None, [f"{README} is not UTF-8 (invalid byte at offset {e.start})"]
     lines = text.splitlines()
     if not lines or lines[0].strip() != "---" or "---" not in (ln.strip() for ln in lines[1:]):
         return None, [f"{README} does not start with YAML front matter between '---' lines"]
     end = next(i for i, ln in enumerate(lines[1:], 1) if ln.strip() == "---")
-    import yaml  # imported here: keeps `import tools` light
-
+    front = "\n".join(lines[1:end])
+    if len(front) > MAX_FRONT_MATTER_CHARS:
+        return None, [f"{README} front matter is over {MAX_FRONT_MATTER_CHARS:,} characters: keep the details below it"]
     try:
-        data = yaml.safe_load("\n".join(lines[1:end]))
+        data = _load_yaml(front)
     except Exception as e:  # not only YAMLError: `date: 2026-13-45` raises ValueError while it is built
         first = (str(e).splitlines() or [type(e).__name__])[0][:200]
         return None, [f"{README} front matter is not valid YAML: {first}"]
     if not isinstance(data, dict):
         return None, [f"{README} front matter is not a mapping of keys to values"]
     return _front_matter_from(data)
+
+
+def _load_yaml(text: str) -> object:
+    """``yaml.safe_load`` of plain data: no anchors or aliases, nesting at most MAX_YAML_DEPTH deep.
+
+    An alias repeats a node by reference, so a few hundred bytes of nested aliases expand to billions of
+    nodes when loaded (a "billion laughs" bomb: 682 bytes took ~70 GB). Front matter never needs one.
+    The events are read first, without building anything.
+    """
+    import yaml  # imported here: keeps `import tools` light
+
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise ValueError("YAML anchors and aliases (&name, *name) are not allowed: write each value out")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise ValueError(f"nested more than {MAX_YAML_DEPTH} levels deep")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return yaml.safe_load(text)
 
 
 def _front_matter_from(data: dict[object, object]) -> tuple[FrontMatter | None, list[str]]:

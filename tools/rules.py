@@ -1178,8 +1178,9 @@ def rule_compile_flags(ctx: Context) -> RuleResult:
             if not code.strip():
                 continue
             checked = True
-            for line_no, what in find_compile_flags(code):
-                out.append(Failure("compile-flags", run.file, f"{label} line {line_no}: {what}"))
+            for line_no, what in find_compile_flags(code, log.python_version):
+                where = f"{label} line {line_no}" if line_no else label
+                out.append(Failure("compile-flags", run.file, f"{where}: {what}"))
     if not checked:
         return NOT_APPLICABLE if not ctx.harness_format else []  # the anchor copy omitted the code
     return out

@@ -40,6 +40,7 @@ from tools.rules import (
     plausible_finals,
     val_shards,
 )
+from tools.text import printable
 from tools.tracks import TRACKS, HardwareClass
 
 # Parsing is the expensive part; below this many logs a process pool costs more than it saves.
@@ -433,7 +434,7 @@ def format_text(verdicts: Sequence[Verdict], stray: Sequence[tuple[Path, str]] =
             else ""
         )
     )
-    return "\n".join(lines) + "\n"
+    return "\n".join(printable(line) for line in lines) + "\n"  # names and evidence come from input
 
 
 def _smoke_summary(v: Verdict) -> str:
@@ -494,8 +495,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(format_json(verdicts))
         if any(not v.is_smoke for v in verdicts):
-            sys.stderr.write(verdicts[0].ledger.note + "\n")
-        sys.stderr.write("".join(f"FAIL {'structure':<13} {p}: {why}\n" for p, why in stray))
+            sys.stderr.write(printable(verdicts[0].ledger.note) + "\n")
+        sys.stderr.write("".join(printable(f"FAIL {'structure':<13} {p}: {why}") + "\n" for p, why in stray))
     else:
         sys.stdout.write(format_text(verdicts, stray))
     return 0 if all(v.valid for v in verdicts) and not stray else 1

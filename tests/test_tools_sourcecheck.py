@@ -1,0 +1,213 @@
+"""compile-flags: every way around the rule that a dishonest submitter tried fails, honest code passes.
+
+The rule (tools/sourcecheck.py) reads what it can and fails what it cannot: code that does not parse,
+dynamic access to torch's settings, computed environment names. These cases are written here, from the
+classes of issue 11; the concrete attacks of that issue are kept outside the repository.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from logfactory import SEP, LogSpec, write_log
+from tools.parse import parse_log
+from tools.sourcecheck import MAX_CODE_CHARS, MAX_SYNTAX_NODES, find_compile_flags
+from tools.verify import verify_paths
+
+HERE = f"{sys.version_info[0]}.{sys.version_info[1]}.0"
+NODES_WHY = "syntax nodes (a trainer has ~30,000): more than this rule reads"
+
+FLAGGED = {
+    # torch.compile reached or called in ways a name match misses
+    "getattr-compile": "import torch\nm = getattr(torch, 'compile')(model, mode='max-autotune')\n",
+    "getattr-compile-pieces": "import torch\nm = getattr(torch, 'com' + 'pile')(\n    model,\n    mode=M,\n)\n",
+    "compile-as-value": "import torch\nfrom functools import partial\nc = partial(torch.compile, dynamic=False)\n",
+    "compile-returned": "import torch\ndef pick():\n    return torch.compile\npick()(model, mode=M)\n",
+    "compile-kwargs": "import torch\nm = torch.compile(model, **kw)\n",
+    "compile-backend-custom": "import torch\nm = torch.compile(model, backend=my_backend)\n",
+    "compile-backend-string": "import torch\nm = torch.compile(model, backend='cudagraphs')\n",
+    "compiler-compile": "import torch\nm = torch.compiler.compile(model, options={'max_autotune': True})\n",
+    "method-compile-multiline": "model.compile(\n    fullgraph=True,\n    mode=M,\n)\n",
+    "mode-string": "import torch\nMODE = 'max-autotune-no-cudagraphs'\n",
+    # inductor's config, however it is reached
+    "importlib": "import importlib\nimportlib.import_module('torch._inductor.config').max_autotune = True\n",
+    "dunder-import": "__import__('torch._inductor.config').max_autotune = True\n",
+    "sys-modules": "import sys\nsys.modules['torch._inductor.config'].max_autotune = True\n",
+    "vars": "import torch\nvars(cfg)['max_autotune'] = True\n",
+    "dunder-setattr": "import torch._inductor.config as c\nc.__setattr__('max_autotune', True)\n",
+    "setattr-computed": "def f(cfg, name):\n    setattr(cfg, name, True)\n",
+    "setattr-literal-alias": "import torch\ncfg = getattr(torch, '_ind' + 'uctor')\n",
+    "dunder-dict": "import torch\ntorch.__dict__['compile'](model)\n",
+    "reexported-torch": "import torch.compiler\ntorch.compiler.torch._inductor.config.max_autotune = True\n",
+    "reexported-config": "import torch._functorch.partitioners as p\np.inductor_config.max_autotune = True\n",
+    "other-module-config": "from torch.fx.experimental import proxy_tensor\nproxy_tensor.config.max_autotune = True\n",
+    "assigned-alias": "import torch.fx.experimental.proxy_tensor\npt = torch.fx.experimental.proxy_tensor\npt.config.max_autotune = True\n",
+    "module-handed": "import torch\ndef f(m):\n    m._inductor.config.max_autotune = True\nf(torch)\n",
+    "custom-backend": (
+        "import torch\nfrom torch._inductor.compile_fx import compile_fx\n"
+        "def be(gm, inputs):\n    return compile_fx(gm, inputs, config_patches={'max_autotune': True})\n"
+    ),
+    "config-patches-anywhere": "def be(gm, inputs):\n    return fx(gm, inputs, config_patches=p)\n",
+    "wrapper": "import torch\nb = torch._TorchCompileInductorWrapper(m, None, False)\n",
+    "dynamo-alias": "import torch\ncfg = torch._dynamo.config\n",
+    "dynamo-global-alias": "import torch\ndef f():\n    global cfg\n    cfg = torch._dynamo.config\n",
+    "dynamo-handed": "import torch._dynamo\nf(torch._dynamo.config)\n",
+    "dynamo-patch": "import torch\n@torch._dynamo.config.patch(cache_size_limit=8)\ndef f():\n    pass\n",
+    "dynamo-optimize": "import torch\nm = torch._dynamo.optimize('inductor')(model)\n",
+    "dynamo-lookup": "from torch._dynamo import lookup_backend\nfx = lookup_backend('inductor')\n",
+    "compiler-default-backend": "import torch\ntorch.compiler.set_default_backend('inductor')\n",
+    "torch-monkeypatch": "import torch\ntorch.nn.functional.scaled_dot_product_attention = fast\n",
+    # dynamic code and reflection
+    "exec": "exec('import torch')\n",
+    "eval": "x = eval(text)\n",
+    "builtin-compile": "code = compile(text, 'f', 'exec')\n",
+    "globals": "globals()['torch']\n",
+    "frame": "import sys\nsys._getframe().f_globals\n",
+    "getattr-as-value": "import torch\nfrom functools import reduce\nc = reduce(getattr, ['_inductor', 'config'], torch)\n",
+    "getattr-computed-on-module": "import torch\nf = getattr(torch, name)\n",
+    "pickle": "import pickle\nstate = pickle.loads(blob)\n",
+    "star-import": "from torch import *\n",
+    "subclasses": "x = ().__class__.__base__.__subclasses__()\n",
+    # the environment
+    "env-literal": "import os\nos.environ['TORCHINDUCTOR_MAX_AUTOTUNE'] = '1'\n",
+    "env-concat": "import os\nos.environ['TORCH' + 'IND' + 'UCTOR_MAX_AUTOTUNE'] = '1'\n",
+    "env-fstring": "import os\nos.environ[f'TORCH{part}_MAX_AUTOTUNE'] = '1'\n",
+    "env-join": "import os\nos.environ['_'.join(['TORCHIND' + 'UCTOR', 'MAX', 'AUTOTUNE'])] = '1'\n",
+    "env-update-computed": "import os\nos.environ.update({key: '1'})\n",
+    "env-update-kwargs": "import os\nos.environ.update(**extra)\n",
+    "env-setdefault-computed": "import os\nos.environ.setdefault(prefix + 'MAX_AUTOTUNE', '1')\n",
+    "env-putenv": "import os\nos.putenv(key, '1')\n",
+    "env-from-import": "from os import environ as E\nE[key] = '1'\n",
+    "env-handed": "import os\ndef f(e):\n    e['X'] = '1'\nf(os.environ)\n",
+    "env-dict-setitem": "import os\ndict.__setitem__(os.environ, key, '1')\n",
+    "env-unprefixed": "import os\nos.environ['ENABLE_PERSISTENT_TMA_MATMUL'] = '1'\n",
+    "env-child-computed": "import subprocess\nsubprocess.run(cmd, env=env)\n",
+    "env-child-inductor": "import subprocess\nsubprocess.run(cmd, env={'TORCHINDUCTOR_X': '1'})\n",
+    "shell": "import os\nos.system(command)\n",
+    "shell-true": "import subprocess\nsubprocess.run(command, shell=True)\n",
+    "another-python": "import subprocess, sys\nsubprocess.run([sys.executable, '-c', code])\n",
+    # code that cannot be read
+    "does-not-parse": "import torch\ntorch._inductor.config.max_autotune = True\nthis is not python(\n",
+}
+
+ALLOWED = {
+    "plain-compile": (
+        "import torch\nm = torch.compile(model)\nn = torch.compile(model, dynamic=False, fullgraph=True)\n"
+        "@torch.compile\ndef f(x):\n    return x\n@torch.compile(fullgraph=True)\ndef g(x):\n    return x\n"
+        "model.compile()\nk = torch.compile(model, **{'dynamic': False}, backend='inductor')\n"
+    ),
+    "fp8-helper": (
+        "import torch\n@torch.compile\ndef mm(a, b, sa, sb):\n"
+        "    return torch._scaled_mm(a.to(torch.float8_e4m3fn), b, scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)\n"
+    ),
+    "getattr-literal": (
+        "import torch.distributed as dist\nw = getattr(layer, 'weight')\n"
+        "gather = getattr(dist, 'all_gather_single', dist.all_gather_into_tensor)\ngather(out, x)\n"
+    ),
+    "getattr-computed-on-object": "def f(args, fields):\n    return [getattr(args, f.name) for f in fields]\n",
+    "environment": (
+        "import os\nrank = int(os.environ.get('RANK', 0))\nenv = dict(os.environ)\nos.environ['NCCL_DEBUG'] = 'WARN'\n"
+        "os.environ.setdefault('OMP_NUM_THREADS', '1')\nlaunched = 'RANK' in os.environ\n"
+        "os.environ.update({'A': '1'}, B='2')\ndel os.environ['A']\nfor k in os.environ:\n    pass\n"
+        "import subprocess\nsubprocess.run(['nvidia-smi'], capture_output=True, text=True, timeout=60, env={**os.environ, 'X': '1'})\n"
+    ),
+    "torch-settings": (
+        "import torch\nimport torch._dynamo\ntorch.backends.cuda.matmul.allow_tf32 = True\n"
+        "torch.backends.cudnn.allow_tf32 = True\ntorch._dynamo.config.cache_size_limit = 64\n"
+        "torch._dynamo.reset()\ntorch._dynamo.mark_dynamic(x, 0)\ntorch.compiler.cudagraph_mark_step_begin()\n"
+        "torch.set_float32_matmul_precision('high')\n"
+    ),
+    "shadowing": (
+        "from torch._dynamo import config\nconfig.cache_size_limit = 64\n"
+        "def build(config):\n    layers(config)\n    config.n_layer = 3\n    return config\n"
+        "class Block:\n    def __init__(self, config):\n        self.config = config\n"
+    ),
+    "regex-compile": "import re\npattern = re.compile(r'step:(\\d+)', re.M)\n",
+    "field-named-compile": "class H:\n    compile: bool = True\nh = H()\nm = torch.compile(model) if h.compile else model\n",
+    "frozen-dataclass": "class P:\n    def f(self):\n        object.__setattr__(self, 'x', 1)\n        super().__setattr__('y', 2)\n",
+    "docstrings": '"""Sets no TORCHINDUCTOR_MAX_AUTOTUNE and no mode=max-autotune."""\nimport torch\n',
+    "python-3-8-walrus": "if (n := len(x)) > 2:\n    pass\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLAGGED))
+def test_compile_flags_ways_around_the_rule_fail(name: str) -> None:
+    assert find_compile_flags(FLAGGED[name], HERE), FLAGGED[name]
+
+
+@pytest.mark.parametrize("name", sorted(ALLOWED))
+def test_compile_flags_honest_code_passes(name: str) -> None:
+    assert find_compile_flags(ALLOWED[name], HERE) == []
+
+
+def test_this_repository_trainer_passes(repo_root: Path) -> None:
+    source = (repo_root / "train_gpt.py").read_text(encoding="utf-8")
+    assert find_compile_flags(source, HERE) == []
+
+
+def test_a_finding_names_the_line_and_says_what() -> None:
+    found = find_compile_flags(FLAGGED["getattr-compile-pieces"], HERE)
+    assert found == [(2, "passes mode= to torch.compile: m = getattr(torch, 'com' + 'pile')(")]
+    (line, what), *_ = find_compile_flags("import os\nos.environ[k] = '1'\n", HERE)
+    assert line == 2 and what.startswith("writes an environment variable whose name is computed (os.environ)")
+
+
+def test_code_that_does_not_parse_fails_instead_of_a_fallback() -> None:
+    """A broken line once handed the file to a per-line regex, which missed a multi-line call."""
+    source = "import torch\nm = torch.compile(\n    model,\n    mode=M,\n)\ndef broken(:\n"
+    ((line, what),) = find_compile_flags(source, HERE)
+    assert line == 6 and "does not parse as Python" in what and "judges only code it can read" in what
+
+
+def test_grammar_of_the_python_the_log_names() -> None:
+    # A newer Python's log is read with this judge's grammar: what parses is judged, what uses syntax the
+    # judge does not know fails with the Python to judge it with.
+    assert find_compile_flags("x = 1\n", "3.99.1") == []
+    assert find_compile_flags("import torch\nm = torch.compile(f, mode='max-autotune')\n", "3.99.1") != []
+    ((line, what),) = find_compile_flags("x = 1\ndef f[T](:\n", "3.99.1")
+    assert line == 2 and "names Python 3.99" in what and "judge it with Python >= 3.99" in what
+    # `match` arrived in 3.10: code a 3.9 log claims to have run with it is not that code.
+    match = "match x:\n    case 1:\n        pass\n"
+    assert find_compile_flags(match, HERE) == []
+    assert any("does not parse as Python 3.9" in w for _, w in find_compile_flags(match, "3.9.18"))
+    assert find_compile_flags("x = 1\n", "not a version") == []  # unreadable: the running Python's grammar
+
+
+def test_size_and_depth_are_bounded() -> None:
+    big = "x = 1\n" * (MAX_CODE_CHARS // 6 + 1)
+    assert find_compile_flags(big, HERE) == [(0, find_compile_flags(big, HERE)[0][1])]
+    assert "over 524,288 characters" in find_compile_flags(big, HERE)[0][1]
+    t0 = time.perf_counter()
+    for deep in (
+        "x = " + "a + " * 20_000 + "a\n",
+        "x = " + "(" * 180 + "1" + ")" * 180 + "\n",
+        "x = 'a'" + " + 'a'" * 900,
+    ):
+        assert isinstance(find_compile_flags(deep, HERE), list)  # a finding or none, never a crash
+    dense = "f(1)\n" * (MAX_CODE_CHARS // 5)  # the most syntax nodes per character: ~600,000
+    assert find_compile_flags(dense, HERE) == [(0, f"the code has over {MAX_SYNTAX_NODES:,} {NODES_WHY}")]
+    assert find_compile_flags("f(1)\n" * (MAX_SYNTAX_NODES // 8), HERE) == []
+    many = find_compile_flags("import os\n" + "os.environ[k] = v\n" * 5000, HERE)
+    assert len(many) == 51 and many[-1] == (0, "and 4,950 more findings like these")
+    assert time.perf_counter() - t0 < 30
+
+
+def test_a_separator_line_inside_a_docstring_keeps_the_whole_file_as_the_code(tmp_path: Path) -> None:
+    """A docstring line of 100 '=' once split the source section: the hash was of a prefix, the rest went to
+    an 'extra code' section, and the prefix (an unclosed docstring) fell to the regex fallback."""
+    source = f'"""Trainer.\n{SEP}\n"""\nimport torch\nmodel = torch.compile(\n    model,\n    mode="max-autotune",\n)\n'
+    log = parse_log(write_log(tmp_path / "logs", LogSpec(source=source)))
+    assert log.source_sha256 == hashlib.sha256(source.encode()).hexdigest()  # = sha256sum of the file
+    assert log.source_text == source and log.extra_code == "" and log.source_lines == 8
+    v = verify_paths([tmp_path / "logs" / Path(log.path).name], track="track_1_short", known_shards={})[0]
+    evidence = [f.evidence for f in v.failures if f.rule == "compile-flags"]
+    assert evidence == ["source line 5: passes mode= to torch.compile: model = torch.compile("]
+    honest = source.replace('    mode="max-autotune",\n', "")
+    log = parse_log(write_log(tmp_path / "honest", LogSpec(source=honest)))
+    v = verify_paths([Path(log.path)], track="track_1_short", known_shards={})[0]
+    assert not [f for f in v.failures if f.rule == "compile-flags"]
