@@ -765,7 +765,8 @@ class Hyperparameters:
     fp8_grad_scale: float = 2.0**29  # logit gradients scale as 1/train_seq_len: this suits 64 Ki-token windows
     # optimization
     num_iterations: int = 1393  # optimizer steps
-    cooldown_frac: float = 0.4  # lr constant, then linear decay to 0 over this last fraction of steps
+    cooldown_frac: float = 0.4  # lr constant, then decays linearly over this last fraction of the steps ...
+    lr_final_frac: float = 0.1  # ... to this fraction of its initial value (at step num_iterations)
     adam_lr_head: float = 0.008
     adam_lr_embed: float = 0.6
     adam_lr_scalar: float = 0.04
@@ -805,6 +806,7 @@ def scale_preset(layers: int, width: int, windows: int, steps: int, muon_lr: flo
         attention_pattern=("LSSS" * layers)[: layers - 1] + "L",
         fp8_head=False,
         num_iterations=steps,
+        lr_final_frac=0.0,
         adam_lr_head=0.1 / width**0.5,
         adam_lr_embed=0.3,
         adam_lr_scalar=0.015,
@@ -832,6 +834,7 @@ PRESETS: dict[str, Hyperparameters] = {
         fp8_w_scale=512.0,
         fp8_grad_scale=2.0**19,
         num_iterations=7050,
+        lr_final_frac=0.0,  # the medium records decay the learning rate to 0, the short record to 0.1
         adam_lr_head=0.1 / 1024**0.5,
         adam_lr_embed=0.3,
         adam_lr_scalar=0.015,
@@ -1307,9 +1310,11 @@ def build_optimizers(
 
 
 def lr_factor(step: int, args: Hyperparameters) -> float:
-    """Constant, then linear decay to 0 over the last cooldown_frac of the steps."""
-    x = step / args.num_iterations
-    return 1.0 if x < 1 - args.cooldown_frac else (1 - x) / args.cooldown_frac
+    """The learning rate's multiplier: 1, then linear decay over the last cooldown_frac of the steps, reaching
+    lr_final_frac at step num_iterations: w + f (1 - w) with w = min((1 - step / num_iterations) / cooldown_frac, 1)
+    (in this order of operations, the record's float arithmetic)."""
+    w = min((1 - step / args.num_iterations) / args.cooldown_frac, 1.0)
+    return w + args.lr_final_frac * (1 - w)
 
 
 def window_blocks(step: int, args: Hyperparameters) -> int:

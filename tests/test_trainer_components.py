@@ -363,22 +363,34 @@ def test_short_preset_is_the_reference_recipe() -> None:
         5,
     )
     assert (a.fp8_head, a.fp8_x_scale, a.fp8_w_scale, a.fp8_grad_scale) == (True, 2.0, 32.0, 2.0**29)
-    assert (a.logit_cap, a.logit_temperature, a.cooldown_frac, a.block_size, a.window_final_tokens) == (
+    assert (a.logit_cap, a.logit_temperature, a.cooldown_frac, a.lr_final_frac, a.block_size) == (
         30.0,
         7.5,
         0.4,
+        0.1,
         128,
-        1792,
     )
+    assert a.window_final_tokens == 1792
     assert a.compile and a.parallelism == "ddp" and tg.TRACKS["short"] == ("track_1_short", 3.28)
     tg.validate(a, 8)
     tg.validate(tg.PRESETS["smoke"], 2)
 
 
-def test_schedules() -> None:
+def test_learning_rate_schedule_is_the_records() -> None:
+    """The 2025-01-16 record's multiplier: constant, then linear decay to 0.1 over the last 40% of 1,393 steps,
+    w + 0.1 (1 - w) with w = min((1 - step / 1393) / 0.4, 1). Not to 0 (our spec said so until 2026-12)."""
     a = tg.PRESETS["short"]
-    assert [tg.lr_factor(s, a) for s in (0, 835, 836)] == [1.0, 1.0, pytest.approx((1 - 836 / 1393) / 0.4)]
-    assert tg.lr_factor(1393, a) == 0.0
+    assert (a.num_iterations, a.cooldown_frac, a.lr_final_frac) == (1393, 0.4, 0.1)
+    got = [tg.lr_factor(s, a) for s in (0, 835, 836, 1000, 1392)]
+    assert got[:2] == [1.0, 1.0]  # constant through step 835: the cool-down starts at step 836
+    assert got[2:] == pytest.approx([0.999677, 0.734781, 0.101615], abs=5e-7)
+    factors = [tg.lr_factor(s, a) for s in range(1393)]
+    assert factors == sorted(factors, reverse=True) and min(factors) > 0.1
+    assert sum(factors) / 1393 == pytest.approx(0.8203, abs=5e-5)  # the run's mean multiplier (0.8004 decaying to 0)
+
+
+def test_window_schedule() -> None:
+    a = tg.PRESETS["short"]
     windows = [tg.window_blocks(s, a) for s in range(1394)]
     assert windows[0] == 1 and windows[-1] == 14 and windows == sorted(windows)
     assert set(windows) == set(range(1, 15))  # every size from 128 to 1792 tokens is used
