@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -117,15 +118,30 @@ all_gather_flat = getattr(dist, "all_gather_single", dist.all_gather_into_tensor
 # _scaled_mm wants its first operand row-major and its second column-major, dims multiples of 16.
 
 
+@functools.cache
+def compiled_once(fn):
+    """torch.compile(fn), made on first use: importing the compiler takes seconds that eager runs and the tools
+    that import this file need not spend. Compilation itself happens at the first call (in the warm-up)."""
+    return torch.compile(fn)
+
+
 def _inverse_scale(scale: float, ref: Tensor) -> Tensor:
     return torch.full((), 1.0 / scale, dtype=torch.float32, device=ref.device)  # a fill, not a host-to-device copy
 
 
+def _to_fp8(x: Tensor, w: Tensor, x_scale: float, w_scale: float) -> tuple[Tensor, Tensor]:
+    """The forward's scale-and-cast of both operands to e4m3 (elementwise work around the one matmul)."""
+    return x.mul(x_scale).to(torch.float8_e4m3fn), w.mul(w_scale).to(torch.float8_e4m3fn)
+
+
 @torch.library.custom_op("speedrun::fp8_mm", mutates_args=())
-def fp8_mm(x: Tensor, w: Tensor, x_scale: float, w_scale: float, grad_scale: float) -> tuple[Tensor, Tensor, Tensor]:
-    """x_TK @ w_NK.T in float8 e4m3 -> (out_TN in bf16, x_f8, w_f8); the fp8 operands are saved for backward."""
-    x_f8 = x.mul(x_scale).to(torch.float8_e4m3fn)
-    w_f8 = w.mul(w_scale).to(torch.float8_e4m3fn)
+def fp8_mm(
+    x: Tensor, w: Tensor, x_scale: float, w_scale: float, grad_scale: float, compiled: bool = False
+) -> tuple[Tensor, Tensor, Tensor]:
+    """x_TK @ w_NK.T in float8 e4m3 -> (out_TN in bf16, x_f8, w_f8); the fp8 operands are saved for backward.
+    compiled: the scale-and-cast through torch.compile, as the record compiles the inside of its op (the model's
+    graph cannot fuse it: it sees the op as opaque). The same values, two fused kernels instead of four."""
+    x_f8, w_f8 = (compiled_once(_to_fp8) if compiled else _to_fp8)(x, w, x_scale, w_scale)
     out = torch._scaled_mm(
         x_f8,
         w_f8.t(),  # the transpose of a row-major matrix is column-major, as _scaled_mm wants
@@ -138,7 +154,9 @@ def fp8_mm(x: Tensor, w: Tensor, x_scale: float, w_scale: float, grad_scale: flo
 
 
 @fp8_mm.register_fake
-def _(x: Tensor, w: Tensor, x_scale: float, w_scale: float, grad_scale: float) -> tuple[Tensor, Tensor, Tensor]:
+def _(
+    x: Tensor, w: Tensor, x_scale: float, w_scale: float, grad_scale: float, compiled: bool = False
+) -> tuple[Tensor, Tensor, Tensor]:
     out = x.new_empty((x.size(0), w.size(0)), dtype=torch.bfloat16)
     return out, torch.empty_like(x, dtype=torch.float8_e4m3fn), torch.empty_like(w, dtype=torch.float8_e4m3fn)
 
@@ -180,19 +198,19 @@ def _(
 
 
 def _fp8_mm_setup_context(ctx, inputs, output) -> None:
-    *_, x_scale, w_scale, grad_scale = inputs
+    _, _, x_scale, w_scale, grad_scale, _ = inputs
     _, x_f8, w_f8 = output
     ctx.save_for_backward(x_f8, w_f8)
     ctx.scales = x_scale, w_scale, grad_scale
     ctx.set_materialize_grads(False)
 
 
-def _fp8_mm_autograd(ctx, grad_out: Tensor, *_) -> tuple[Tensor, Tensor, None, None, None]:
+def _fp8_mm_autograd(ctx, grad_out: Tensor, *_) -> tuple[Tensor, Tensor, None, None, None, None]:
     x_f8, w_f8 = ctx.saved_tensors
     x_scale, w_scale, grad_scale = ctx.scales
     grad_f8 = grad_out.mul(grad_scale).to(torch.float8_e5m2)  # e5m2: range over precision for gradients
     grad_x, grad_w = torch.ops.speedrun.fp8_mm_backward(grad_f8, x_f8, w_f8, x_scale, w_scale, grad_scale)
-    return grad_x, grad_w, None, None, None
+    return grad_x, grad_w, None, None, None, None
 
 
 fp8_mm.register_autograd(_fp8_mm_autograd, setup_context=_fp8_mm_setup_context)
@@ -240,13 +258,28 @@ class Muon(torch.optim.Optimizer):
       moves about two matrices per round, whatever the world size, in buffers the size of one matrix.
     Elementwise math (momentum, Nesterov, weight decay) is the same on slices as on whole matrices, and
     Newton-Schulz sees the same bits, so both layouts compute the same update.
+
+    compiled: Newton-Schulz through torch.compile, as in the record: inductor fuses the scalings and additions
+    into the matmuls' epilogues, where eager mode launches a kernel for each (several per matrix per step). Shapes
+    vary by matrix, so the second shape seen compiles one dynamic-shape graph for all the rest. Still bf16, but
+    a fused step rounds once: compiled and eager differ by bf16 rounding (a few percent after five iterations,
+    both about as far from the exact iteration).
     """
 
     def __init__(
-        self, params, lr: float, momentum: float, ns_steps: int, rank: int, world_size: int, weight_decay: float = 0.0
+        self,
+        params,
+        lr: float,
+        momentum: float,
+        ns_steps: int,
+        rank: int,
+        world_size: int,
+        weight_decay: float = 0.0,
+        compiled: bool = False,
     ):
         params = list(params)
         self.rank, self.world_size = rank, world_size
+        self.orthogonalise = compiled_once(zeropower_via_newtonschulz5) if compiled else zeropower_via_newtonschulz5
         self.sharded = isinstance(params[0], DTensor)
         by_size: dict[object, list[Tensor]] = {}
         for p in params:  # deterministic order: every rank builds the same groups
@@ -290,7 +323,7 @@ class Muon(torch.optim.Optimizer):
         for base in range(0, len(params), self.world_size):
             mine = base + self.rank
             if mine < len(params):
-                update = zeropower_via_newtonschulz5(self._nesterov(params[mine], group), group["ns_steps"]).flatten()
+                update = self.orthogonalise(self._nesterov(params[mine], group), group["ns_steps"]).flatten()
             else:  # no matrix left for this rank in the last round: send zeros
                 update = params[0].new_zeros(params[0].numel(), dtype=torch.bfloat16)
             if self.world_size == 1:
@@ -332,7 +365,7 @@ class Muon(torch.optim.Optimizer):
             update = torch.zeros_like(send)
             if self.rank < len(round_):
                 full = recv.flatten(0, 1)[: shape[dim]].movedim(0, dim).contiguous()  # the replicated layout
-                update = rows_first(zeropower_via_newtonschulz5(full, group["ns_steps"]), W * rows).view_as(send)
+                update = rows_first(self.orthogonalise(full, group["ns_steps"]), W * rows).view_as(send)
             back = update
             if W > 1:
                 back = torch.empty_like(update)
@@ -568,7 +601,8 @@ class GPT(nn.Module):
 
         x_TD = norm(x).view(-1, x.size(-1))
         if self.training and args.fp8_head:
-            logits = fp8_mm(x_TD, self.lm_head.weight, args.fp8_x_scale, args.fp8_w_scale, args.fp8_grad_scale)[0]
+            scales = args.fp8_x_scale, args.fp8_w_scale, args.fp8_grad_scale
+            logits = fp8_mm(x_TD, self.lm_head.weight, *scales, args.compile)[0]
         else:  # evaluation uses the bf16 head
             logits = self.lm_head(x_TD)
         # soft cap: cap * sigmoid(z / temp) = cap/2 * (tanh(z / 2 temp) + 1) (Gemma 2; @Grad62304977, @KoszarskyB,
@@ -782,7 +816,7 @@ class Hyperparameters:
     # run
     val_loss_every: int = 125  # validate every this many steps (and at step 0 and the last step)
     warmup_steps: int = 10  # untimed dummy steps (compilation), undone before the clock starts
-    compile: bool = True  # torch.compile the model (ddp: whole; fsdp: each block)
+    compile: bool = True  # torch.compile the model (ddp: whole; fsdp: each block), Newton-Schulz, the FP8 casts
     parallelism: str = "ddp"  # "ddp": replicated weights; "fsdp": FSDP2 shards weights, gradients, optimizer state
     checkpoint_every: int = -1  # save every N steps and at the end; 0: only at the end; -1: never (env override)
     checkpoint_keep: int = 0  # keep this run's newest N checkpoints, removing older ones; 0: keep all (env override)
@@ -1299,7 +1333,14 @@ def build_optimizers(
         fused=d.cuda,
     )
     muon = Muon(
-        groups["hidden"], args.muon_lr, args.muon_momentum, args.ns_steps, d.rank, d.world_size, args.muon_weight_decay
+        groups["hidden"],
+        args.muon_lr,
+        args.muon_momentum,
+        args.ns_steps,
+        d.rank,
+        d.world_size,
+        args.muon_weight_decay,
+        compiled=args.compile,
     )
     for opt in (adam, muon):
         for group in opt.param_groups:

@@ -261,6 +261,36 @@ def test_fp8_head_traces_with_fullgraph_compile() -> None:
     assert rel_err(gx_c, gx_e) < 0.05 and rel_err(gw_c, gw_e) < 0.05
 
 
+def test_compiled_newton_schulz_and_fp8_casts_agree_with_eager() -> None:
+    """compile=True runs Newton-Schulz and the FP8 op's scale-and-cast through torch.compile (as the record does);
+    compile=False keeps both eager. Compiled on CPU here, small: inductor's C++ build takes seconds."""
+
+    def exact(G: torch.Tensor) -> torch.Tensor:  # the same iteration in float64, as the reference for both
+        X = G.double().mT if G.size(-2) > G.size(-1) else G.double()
+        X = X / X.norm(dim=(-2, -1), keepdim=True)
+        for _ in range(5):
+            A = X @ X.mT
+            X = 3.4445 * X + (-4.7750 * A + 2.0315 * A @ A) @ X
+        return X.mT if G.size(-2) > G.size(-1) else X
+
+    compiled = tg.compiled_once(tg.zeropower_via_newtonschulz5)
+    for shape in [(3, 48, 32), (64, 96)]:  # a stacked qkv-like batch, then a second shape (a dynamic-shape graph)
+        G = torch.randn(*shape, generator=torch.Generator().manual_seed(len(shape)))
+        eager, fused = tg.zeropower_via_newtonschulz5(G, 5), compiled(G, 5)
+        assert fused.dtype == torch.bfloat16 and fused.shape == G.shape
+        # bf16 rounding, fused or not, moves the result a few percent; both are as close to the exact iteration
+        assert rel_err(fused, eager) < 0.06 and rel_err(fused, exact(G)) < 0.05 and rel_err(eager, exact(G)) < 0.05
+    d = tg.Dist(0, 1, 0, torch.device("cpu"))
+    for flag in (False, True):
+        args = tiny_args(compile=flag)
+        muon = tg.build_optimizers(tg.GPT(args), args, d)[1]
+        assert muon.orthogonalise is (compiled if flag else tg.zeropower_via_newtonschulz5)
+    x, w, _ = fp8_inputs(3)
+    eager, fused = tg.fp8_mm(x, w, 2.0, 32.0, 2.0**29), tg.fp8_mm(x, w, 2.0, 32.0, 2.0**29, True)
+    for a, b in zip(eager, fused, strict=True):  # power-of-two scales: the fused cast rounds exactly as eager
+        assert a.dtype == b.dtype and torch.equal(a.float(), b.float())
+
+
 # ----------------------------------------------------------------------------------------------- model
 
 
