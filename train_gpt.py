@@ -668,23 +668,56 @@ def data_fix(args: Hyperparameters, data_path: str) -> str:
     return f"run `python data/synthetic.py --out {data_path} --vocab-size {args.vocab_size}` to write synthetic shards"
 
 
-def plan_shards(args: Hyperparameters, split: str, tokens_needed: int) -> list[Shard]:
-    """The first shards of a split (sorted by name) that hold tokens_needed tokens: all the run will read."""
+def split_paths(args: Hyperparameters, split: str) -> list[Path]:
+    """The shard files of a split in the data folder, sorted by name (the order the run reads them in)."""
     folder, fix = Path(args.data_path), data_fix(args, args.data_path)
     if not folder.is_dir():
         raise SpeedrunError(f"data folder {folder} does not exist (DATA_PATH={args.data_path}); {fix}.")
     paths = sorted(folder.glob(f"*_{split}_*.bin"))
     if not paths:
         raise SpeedrunError(f"data folder {folder} holds no {split} shards (*_{split}_*.bin); {fix}.")
+    return paths
+
+
+def plan_shards(args: Hyperparameters, split: str, tokens_needed: int) -> list[Shard]:
+    """The first shards of a split that hold tokens_needed tokens read as one stream: all that validation reads."""
+    fix = data_fix(args, args.data_path)
     shards, total = [], 0
-    for path in paths:
+    for path in split_paths(args, split):
         if total >= tokens_needed:
             break
         shards.append(Shard(path, split, read_shard_header(path, fix)))
         total += shards[-1].tokens
     if total < tokens_needed:
         raise SpeedrunError(
-            f"the {split} shards in {folder} hold {total:,} tokens but this run reads {tokens_needed:,}; {fix}."
+            f"the {split} shards in {args.data_path} hold {total:,} tokens but this run reads {tokens_needed:,}; {fix}."
+        )
+    return shards
+
+
+def steps_in_shard(tokens: int, batch_tokens: int) -> int:
+    """How many steps one train shard feeds (TrainWindows): global batches of batch_tokens + 1 tokens from its first
+    token on, each batch_tokens after the last, while more than batch_tokens + 1 tokens are left (the record's
+    loader moves on when pos + batch + 1 >= tokens)."""
+    return max(0, (tokens - 2) // batch_tokens)
+
+
+def plan_train_shards(args: Hyperparameters) -> list[Shard]:
+    """The first train shards that feed num_iterations steps in the record's order (TrainWindows): every shard the
+    run reads, the last in part, each with the tail it skips. 8 of FineWeb's 100M-token shards for short."""
+    fix, batch = data_fix(args, args.data_path), args.windows_per_step * args.train_seq_len
+    shards, steps = [], 0
+    for path in split_paths(args, "train"):
+        if steps >= args.num_iterations:
+            break
+        shards.append(Shard(path, "train", read_shard_header(path, fix)))
+        steps += steps_in_shard(shards[-1].tokens, batch)
+    if steps < args.num_iterations:
+        total = sum(s.tokens for s in shards)
+        raise SpeedrunError(
+            f"the train shards in {args.data_path} ({len(shards)}, {total:,} tokens) feed {steps:,} steps but this "
+            f"run takes {args.num_iterations:,}: each step reads {batch + 1:,} tokens from one shard, and the tail of "
+            f"a shard that cannot hold one more step is skipped, as in the record; {fix}."
         )
     return shards
 
@@ -727,13 +760,11 @@ def describe_data(shards: list[Shard], args: Hyperparameters, d: Dist) -> dict:
     return dict(path=args.data_path, vocab_size=args.vocab_size, shards=[merged[i] for i in range(len(shards))])
 
 
-class TokenWindows:
-    """Windows of seq_len tokens from the shards read as one stream: window j covers tokens
-    [j * seq_len, (j + 1) * seq_len] (one extra for the last target). Only the requested slice is read."""
+class ShardTokens:
+    """The tokens of a list of shards, each memory-mapped on first use: a run reads only the slices it asks for."""
 
-    def __init__(self, shards: list[Shard], seq_len: int, device: torch.device):
-        self.shards, self.seq_len, self.device = shards, seq_len, device
-        self.starts = np.cumsum([0] + [s.tokens for s in shards])
+    def __init__(self, shards: list[Shard], device: torch.device):
+        self.shards, self.device = shards, device
         self.maps: dict[int, np.ndarray] = {}
 
     def _tokens(self, i: int) -> np.ndarray:
@@ -741,6 +772,17 @@ class TokenWindows:
             s = self.shards[i]
             self.maps[i] = np.memmap(s.path, dtype="<u2", mode="r", offset=SHARD_HEADER_BYTES, shape=(s.tokens,))
         return self.maps[i]
+
+
+class TokenWindows(ShardTokens):
+    """Windows of seq_len tokens from the shards read as one stream: window j covers tokens
+    [j * seq_len, (j + 1) * seq_len] (one extra for the last target). Validation reads these: its
+    10,485,760 tokens lie in the first val shard, where this is the record's order too."""
+
+    def __init__(self, shards: list[Shard], seq_len: int, device: torch.device):
+        super().__init__(shards, device)
+        self.seq_len = seq_len
+        self.starts = np.cumsum([0] + [s.tokens for s in shards])
 
     def read(self, start: int, n: int) -> np.ndarray:
         out, pos = [], start
@@ -754,6 +796,33 @@ class TokenWindows:
 
     def __getitem__(self, j: int) -> tuple[Tensor, Tensor]:
         return inputs_and_targets(torch.from_numpy(self.read(j * self.seq_len, self.seq_len + 1)), self.device)
+
+
+class TrainWindows(ShardTokens):
+    """The training windows in the order of the 2025-01-16 record's loader. Each step's global batch, its
+    windows_per_step windows of seq_len tokens plus one token for the last target, lies in ONE shard: the steps of
+    a shard start at its tokens 0, B, 2B, ... (B = windows_per_step x seq_len), and when what is left of the shard
+    cannot hold another batch (steps_in_shard), the next step starts at the next shard's first token and the rest
+    is never read. With 100M-token shards and B = 8 x 64 Ki: 190 steps per shard, 385,280 tokens skipped.
+    windows[step, j] is window j of the step, tokens [offset + j seq_len, offset + (j + 1) seq_len] of its shard,
+    whichever process reads it: 1 process with 8 micro-steps reads exactly what 8 processes read."""
+
+    def __init__(self, shards: list[Shard], seq_len: int, windows_per_step: int, device: torch.device):
+        super().__init__(shards, device)
+        self.seq_len, self.batch_tokens = seq_len, seq_len * windows_per_step
+        self.first_step = np.cumsum([0] + [steps_in_shard(s.tokens, self.batch_tokens) for s in shards])
+
+    def locate(self, step: int, j: int) -> tuple[int, int]:
+        """(index of the shard in the list, offset of the window's first token in that shard)."""
+        if not 0 <= step < self.first_step[-1]:
+            raise IndexError(f"step {step}: these train shards feed steps 0..{self.first_step[-1] - 1}")
+        i = int(np.searchsorted(self.first_step, step, side="right")) - 1  # shards that feed no step are passed over
+        return i, int(step - self.first_step[i]) * self.batch_tokens + j * self.seq_len
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        i, offset = self.locate(*key)
+        tokens = np.array(self._tokens(i)[offset : offset + self.seq_len + 1])  # a copy: the map is read-only
+        return inputs_and_targets(torch.from_numpy(tokens), self.device)
 
 
 def inputs_and_targets(tokens: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -1371,22 +1440,28 @@ def window_tensor(step: int, args: Hyperparameters, d: Dist) -> Tensor:
     return torch.tensor(window_blocks(step, args), dtype=torch.int32, pin_memory=d.cuda).to(d.device, non_blocking=True)
 
 
+def windows_of_rank(args: Hyperparameters, d: Dist) -> range:
+    """The windows of each step this process trains on, a contiguous run: window r of 8 on 8 processes, all 8 in
+    order on one (the record's windows on any world size; see TrainWindows)."""
+    accum = args.windows_per_step // d.world_size
+    return range(d.rank * accum, (d.rank + 1) * accum)
+
+
 def train_step(step: int, model: nn.Module, opts, windows, args: Hyperparameters, d: Dist, dummy=None) -> Tensor:
     """One optimizer step on windows_per_step windows; returns the mean loss as a device tensor (no sync).
-    Process r takes windows r*G .. r*G + G-1 of the step (G = grad_accum_steps), so the math is the same on any
-    world size, and bitwise the same on 1 and 2 processes (see TreeSum and ShardedGrads)."""
+    Process r takes windows r*G .. r*G + G-1 of the step (G = grad_accum_steps; windows: TrainWindows), so the
+    math is the same on any world size, and bitwise the same on 1 and 2 processes (see TreeSum and ShardedGrads)."""
     adam, muon, grads = opts
     window = window_tensor(step, args, d)
-    accum = args.windows_per_step // d.world_size
 
     def forward_backward(j: int) -> Tensor:
-        inputs, targets = windows[step * args.windows_per_step + j] if dummy is None else dummy
+        inputs, targets = windows[step, j] if dummy is None else dummy
         loss = model(inputs, targets, window)
         # backward of the unscaled window mean: the FP8 gradient scale sees the same values on any world size
         loss.backward()
         return loss.detach()
 
-    losses = grads.accumulate(forward_backward, range(d.rank * accum, (d.rank + 1) * accum), d)
+    losses = grads.accumulate(forward_backward, windows_of_rank(args, d), d)
     factor = lr_factor(step, args)
     for opt in (adam, muon):
         for group in opt.param_groups:
@@ -1551,7 +1626,8 @@ def train_state(step: int, train_time_ms: float, args: Hyperparameters, d: Dist)
     training draws no random numbers)."""
     state = dict(
         step=torch.tensor(step),
-        next_window=torch.tensor(step * args.windows_per_step),  # the data position: windows are read in order
+        # the data position: windows consumed, step x windows_per_step; TrainWindows maps them to shards and offsets
+        next_window=torch.tensor(step * args.windows_per_step),
         train_time_ms=torch.tensor(train_time_ms, dtype=torch.float64),
         rng_cpu=torch.get_rng_state(),
     )
@@ -1765,7 +1841,7 @@ def plan_run(world_size: int) -> RunPlan:
     validate(args, world_size)
     seed = env_int(env, "SEED", "an integer seed, or unset it to draw a random one")
     val_shards = plan_shards(args, "val", args.val_tokens + 1)
-    train_shards = plan_shards(args, "train", args.num_iterations * args.windows_per_step * args.train_seq_len + 1)
+    train_shards = plan_train_shards(args)
     root = Path(env.get("SPEEDRUN_CHECKPOINT_DIR") or "checkpoints") if args.checkpoint_every >= 0 else None
     resume = read_resume(env["SPEEDRUN_RESUME"], args) if env.get("SPEEDRUN_RESUME") else None
     return RunPlan(preset, args, overrides, seed, val_shards, train_shards, root, resume)
@@ -1854,7 +1930,7 @@ def run(code: str, d: Dist) -> None:
             f"warm-up: {args.warmup_steps} untimed steps (compilation included) took {time.perf_counter() - started:.1f}s"
         )
         start = (0, 0.0) if resume is None else load_checkpoint(resume, raw, opts, args, d)
-        train_windows = TokenWindows(plan.train_shards, args.train_seq_len, d.device)
+        train_windows = TrainWindows(plan.train_shards, args.train_seq_len, args.windows_per_step, d.device)
         val_windows = TokenWindows(plan.val_shards, args.val_seq_len, d.device)
         try:
             train(model, opts, train_windows, val_windows, args, d, log, start, save)

@@ -31,9 +31,10 @@ OVERRIDES = {"num_iterations": STEPS, "val_loss_every": 10}
 
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory) -> Path:
-    """Small synthetic shards in the smoke preset's vocabulary (512), made by the data package's generator."""
+    """Small synthetic shards in the smoke preset's vocabulary (512), made by the data package's generator. A train
+    shard feeds 19 steps of 2,048 tokens (+1), so the 30-step runs go on at the second shard's first token."""
     out = tmp_path_factory.mktemp("synthetic")
-    sizes = ["--train-shards", "1", "--shard-tokens", "131072", "--val-tokens", "16384"]
+    sizes = ["--train-shards", "2", "--shard-tokens", "40000", "--val-tokens", "16384"]
     cmd = [sys.executable, "data/synthetic.py", "--out", str(out), *sizes]
     subprocess.run(cmd, cwd=REPO_ROOT, check=True, capture_output=True)
     return out
@@ -124,6 +125,7 @@ def test_log_grammar(smoke_logs) -> None:
     assert [(s["name"], s["split"]) for s in data["shards"]] == [
         ("synthetic_val_000000.bin", "val"),
         ("synthetic_train_000001.bin", "train"),
+        ("synthetic_train_000002.bin", "train"),
     ]
     assert all(
         set(s) == {"name", "split", "tokens", "sha256"} and re.fullmatch(r"[0-9a-f]{64}", s["sha256"])
