@@ -1499,14 +1499,24 @@ def evaluate(model: nn.Module, windows: TokenWindows, args: Hyperparameters, d: 
 def warm_up(model: nn.Module, raw: GPT, opts, args: Hyperparameters, seed: int, d: Dist) -> None:
     if args.warmup_steps == 0:
         return
-    # The initial weights (this rank's slices, under fsdp) wait in host memory, so that a big model needs no second
-    # copy on the device; the optimizers have no state yet, only their settings to restore.
-    weights = [local(t).to("cpu", copy=True) for t in raw.state_dict().values()]
-    settings = copy.deepcopy([opts[0].state_dict(), opts[1].state_dict()])
+    saved = save_training_state(raw, opts)
     gen = torch.Generator().manual_seed(seed)
     dummy = inputs_and_targets(torch.randint(0, args.vocab_size, (args.train_seq_len + 1,), generator=gen), d.device)
     for step in range(args.warmup_steps):
         train_step(step, model, opts, None, args, d, dummy=dummy)
+    restore_training_state(raw, opts, saved)
+
+
+def save_training_state(raw: GPT, opts) -> tuple[list[Tensor], list[dict]]:
+    """The weights and the optimizers' state, to go back to with restore_training_state. The weights (this rank's
+    slices, under fsdp) wait in host memory, so that a big model needs no second copy on the device; before the
+    first step the optimizers hold no state yet, only their settings."""
+    weights = [local(t).to("cpu", copy=True) for t in raw.state_dict().values()]
+    return weights, copy.deepcopy([opts[0].state_dict(), opts[1].state_dict()])
+
+
+def restore_training_state(raw: GPT, opts, saved: tuple[list[Tensor], list[dict]]) -> None:
+    weights, settings = saved
     with torch.no_grad():
         for t, w in zip(raw.state_dict().values(), weights, strict=True):
             local(t).copy_(w)

@@ -331,19 +331,21 @@ def test_fp8_head_trains_on_cpu() -> None:
 
 @pytest.mark.slow
 def test_compiled_training_step_matches_eager() -> None:
-    """The whole training step (FP8 head included) traces with torch.compile(fullgraph=True) and computes
-    what eager mode computes. (On CPU attention takes the SDPA path; FlexAttention is traced above.)"""
-    args = tiny_args(num_layers=6, attention_pattern="LS-SSL", fp8_head=True, fp8_grad_scale=2.0**21)
+    """The whole training step with compile=True (the model in one fullgraph graph, the FP8 op's casts and
+    Newton-Schulz compiled inside it and the optimizer) computes what eager mode computes. (On CPU attention
+    takes the SDPA path; FlexAttention is traced above.)"""
+    eager = tiny_args(num_layers=6, attention_pattern="LS-SSL", fp8_head=True, fp8_grad_scale=2.0**21)
     d = tg.Dist(0, 1, 0, torch.device("cpu"))
-    tokens = torch.randint(0, args.vocab_size - 1, (257,), generator=torch.Generator().manual_seed(0))
-    tokens[[0, 50, 180]] = args.vocab_size - 1
+    tokens = torch.randint(0, eager.vocab_size - 1, (257,), generator=torch.Generator().manual_seed(0))
+    tokens[[0, 50, 180]] = eager.vocab_size - 1
     dummy = (tokens[:-1].int(), tokens[1:])
     losses = {}
-    for compiled in (False, True):
+    for args in (eager, dataclasses.replace(eager, compile=True)):
         raw = tg.build_model(args, seed=0, d=d)
-        model = torch.compile(raw, dynamic=False, fullgraph=True) if compiled else raw
+        model = tg.compile_model(raw, args)
         opts = tg.build_optimizers(raw, args, d)
-        losses[compiled] = [tg.train_step(s, model, opts, None, args, d, dummy=dummy).item() for s in range(2)]
+        losses[args.compile] = [tg.train_step(s, model, opts, None, args, d, dummy=dummy).item() for s in range(3)]
+    # bf16 Newton-Schulz rounds differently compiled (a few percent of an update): the losses move far less
     assert losses[True] == pytest.approx(losses[False], rel=1e-3), losses
 
 
