@@ -663,8 +663,10 @@ class Shard:
 
 
 def data_fix(args: Hyperparameters, data_path: str) -> str:
-    if args.vocab_size == 50257:
-        return "run `python data/cached_fineweb10B.py 9` to download FineWeb shards into data/fineweb10B"
+    if args.vocab_size == 50257:  # FineWeb's train shards hold 100M tokens: 8 for short (9 by custom), 38 for medium
+        batch = args.windows_per_step * args.train_seq_len
+        shards = max(9, -(-args.num_iterations // max(steps_in_shard(100_000_000, batch), 1)))
+        return f"run `python data/cached_fineweb10B.py {shards}` to download FineWeb shards into data/fineweb10B"
     return f"run `python data/synthetic.py --out {data_path} --vocab-size {args.vocab_size}` to write synthetic shards"
 
 

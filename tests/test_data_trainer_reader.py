@@ -208,3 +208,8 @@ def test_medium_preset_is_its_public_record(tmp_path) -> None:
     inputs, targets = windows[7049, 7]
     assert np.array_equal(targets.numpy(), pattern(38, 9_961_472 + 7 * L + 1, L))
     assert 37 * SHARD_TOKENS + 9_961_472 + 8 * L == 3_710_485_760  # the last token the run reads
+    sparse_shards(tmp_path / "few", 37, {})  # what the stream order needed: one short, and the fix says how many
+    with pytest.raises(
+        train_gpt.SpeedrunError, match=r"feed 7,030 steps but this run takes 7,050.*cached_fineweb10B.py 38"
+    ):
+        train_gpt.plan_train_shards(record_args("medium", tmp_path / "few"))
