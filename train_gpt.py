@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -117,15 +118,30 @@ all_gather_flat = getattr(dist, "all_gather_single", dist.all_gather_into_tensor
 # _scaled_mm wants its first operand row-major and its second column-major, dims multiples of 16.
 
 
+@functools.cache
+def compiled_once(fn):
+    """torch.compile(fn), made on first use: importing the compiler takes seconds that eager runs and the tools
+    that import this file need not spend. Compilation itself happens at the first call (in the warm-up)."""
+    return torch.compile(fn)
+
+
 def _inverse_scale(scale: float, ref: Tensor) -> Tensor:
     return torch.full((), 1.0 / scale, dtype=torch.float32, device=ref.device)  # a fill, not a host-to-device copy
 
 
+def _to_fp8(x: Tensor, w: Tensor, x_scale: float, w_scale: float) -> tuple[Tensor, Tensor]:
+    """The forward's scale-and-cast of both operands to e4m3 (elementwise work around the one matmul)."""
+    return x.mul(x_scale).to(torch.float8_e4m3fn), w.mul(w_scale).to(torch.float8_e4m3fn)
+
+
 @torch.library.custom_op("speedrun::fp8_mm", mutates_args=())
-def fp8_mm(x: Tensor, w: Tensor, x_scale: float, w_scale: float, grad_scale: float) -> tuple[Tensor, Tensor, Tensor]:
-    """x_TK @ w_NK.T in float8 e4m3 -> (out_TN in bf16, x_f8, w_f8); the fp8 operands are saved for backward."""
-    x_f8 = x.mul(x_scale).to(torch.float8_e4m3fn)
-    w_f8 = w.mul(w_scale).to(torch.float8_e4m3fn)
+def fp8_mm(
+    x: Tensor, w: Tensor, x_scale: float, w_scale: float, grad_scale: float, compiled: bool = False
+) -> tuple[Tensor, Tensor, Tensor]:
+    """x_TK @ w_NK.T in float8 e4m3 -> (out_TN in bf16, x_f8, w_f8); the fp8 operands are saved for backward.
+    compiled: the scale-and-cast through torch.compile, as the record compiles the inside of its op (the model's
+    graph cannot fuse it: it sees the op as opaque). The same values, two fused kernels instead of four."""
+    x_f8, w_f8 = (compiled_once(_to_fp8) if compiled else _to_fp8)(x, w, x_scale, w_scale)
     out = torch._scaled_mm(
         x_f8,
         w_f8.t(),  # the transpose of a row-major matrix is column-major, as _scaled_mm wants
@@ -138,7 +154,9 @@ def fp8_mm(x: Tensor, w: Tensor, x_scale: float, w_scale: float, grad_scale: flo
 
 
 @fp8_mm.register_fake
-def _(x: Tensor, w: Tensor, x_scale: float, w_scale: float, grad_scale: float) -> tuple[Tensor, Tensor, Tensor]:
+def _(
+    x: Tensor, w: Tensor, x_scale: float, w_scale: float, grad_scale: float, compiled: bool = False
+) -> tuple[Tensor, Tensor, Tensor]:
     out = x.new_empty((x.size(0), w.size(0)), dtype=torch.bfloat16)
     return out, torch.empty_like(x, dtype=torch.float8_e4m3fn), torch.empty_like(w, dtype=torch.float8_e4m3fn)
 
@@ -180,19 +198,19 @@ def _(
 
 
 def _fp8_mm_setup_context(ctx, inputs, output) -> None:
-    *_, x_scale, w_scale, grad_scale = inputs
+    _, _, x_scale, w_scale, grad_scale, _ = inputs
     _, x_f8, w_f8 = output
     ctx.save_for_backward(x_f8, w_f8)
     ctx.scales = x_scale, w_scale, grad_scale
     ctx.set_materialize_grads(False)
 
 
-def _fp8_mm_autograd(ctx, grad_out: Tensor, *_) -> tuple[Tensor, Tensor, None, None, None]:
+def _fp8_mm_autograd(ctx, grad_out: Tensor, *_) -> tuple[Tensor, Tensor, None, None, None, None]:
     x_f8, w_f8 = ctx.saved_tensors
     x_scale, w_scale, grad_scale = ctx.scales
     grad_f8 = grad_out.mul(grad_scale).to(torch.float8_e5m2)  # e5m2: range over precision for gradients
     grad_x, grad_w = torch.ops.speedrun.fp8_mm_backward(grad_f8, x_f8, w_f8, x_scale, w_scale, grad_scale)
-    return grad_x, grad_w, None, None, None
+    return grad_x, grad_w, None, None, None, None
 
 
 fp8_mm.register_autograd(_fp8_mm_autograd, setup_context=_fp8_mm_setup_context)
@@ -240,13 +258,28 @@ class Muon(torch.optim.Optimizer):
       moves about two matrices per round, whatever the world size, in buffers the size of one matrix.
     Elementwise math (momentum, Nesterov, weight decay) is the same on slices as on whole matrices, and
     Newton-Schulz sees the same bits, so both layouts compute the same update.
+
+    compiled: Newton-Schulz through torch.compile, as in the record: inductor fuses the scalings and additions
+    into the matmuls' epilogues, where eager mode launches a kernel for each (several per matrix per step). Shapes
+    vary by matrix, so the second shape seen compiles one dynamic-shape graph for all the rest. Still bf16, but
+    a fused step rounds once: compiled and eager differ by bf16 rounding (a few percent after five iterations,
+    both about as far from the exact iteration).
     """
 
     def __init__(
-        self, params, lr: float, momentum: float, ns_steps: int, rank: int, world_size: int, weight_decay: float = 0.0
+        self,
+        params,
+        lr: float,
+        momentum: float,
+        ns_steps: int,
+        rank: int,
+        world_size: int,
+        weight_decay: float = 0.0,
+        compiled: bool = False,
     ):
         params = list(params)
         self.rank, self.world_size = rank, world_size
+        self.orthogonalise = compiled_once(zeropower_via_newtonschulz5) if compiled else zeropower_via_newtonschulz5
         self.sharded = isinstance(params[0], DTensor)
         by_size: dict[object, list[Tensor]] = {}
         for p in params:  # deterministic order: every rank builds the same groups
@@ -290,7 +323,7 @@ class Muon(torch.optim.Optimizer):
         for base in range(0, len(params), self.world_size):
             mine = base + self.rank
             if mine < len(params):
-                update = zeropower_via_newtonschulz5(self._nesterov(params[mine], group), group["ns_steps"]).flatten()
+                update = self.orthogonalise(self._nesterov(params[mine], group), group["ns_steps"]).flatten()
             else:  # no matrix left for this rank in the last round: send zeros
                 update = params[0].new_zeros(params[0].numel(), dtype=torch.bfloat16)
             if self.world_size == 1:
@@ -332,7 +365,7 @@ class Muon(torch.optim.Optimizer):
             update = torch.zeros_like(send)
             if self.rank < len(round_):
                 full = recv.flatten(0, 1)[: shape[dim]].movedim(0, dim).contiguous()  # the replicated layout
-                update = rows_first(zeropower_via_newtonschulz5(full, group["ns_steps"]), W * rows).view_as(send)
+                update = rows_first(self.orthogonalise(full, group["ns_steps"]), W * rows).view_as(send)
             back = update
             if W > 1:
                 back = torch.empty_like(update)
@@ -568,7 +601,8 @@ class GPT(nn.Module):
 
         x_TD = norm(x).view(-1, x.size(-1))
         if self.training and args.fp8_head:
-            logits = fp8_mm(x_TD, self.lm_head.weight, args.fp8_x_scale, args.fp8_w_scale, args.fp8_grad_scale)[0]
+            scales = args.fp8_x_scale, args.fp8_w_scale, args.fp8_grad_scale
+            logits = fp8_mm(x_TD, self.lm_head.weight, *scales, args.compile)[0]
         else:  # evaluation uses the bf16 head
             logits = self.lm_head(x_TD)
         # soft cap: cap * sigmoid(z / temp) = cap/2 * (tanh(z / 2 temp) + 1) (Gemma 2; @Grad62304977, @KoszarskyB,
@@ -629,28 +663,63 @@ class Shard:
 
 
 def data_fix(args: Hyperparameters, data_path: str) -> str:
-    if args.vocab_size == 50257:
-        return "run `python data/cached_fineweb10B.py 9` to download FineWeb shards into data/fineweb10B"
+    if args.vocab_size == 50257:  # FineWeb's train shards hold 100M tokens: 8 for short (9 by custom), 38 for medium
+        batch = args.windows_per_step * args.train_seq_len
+        shards = max(9, -(-args.num_iterations // max(steps_in_shard(100_000_000, batch), 1)))
+        return f"run `python data/cached_fineweb10B.py {shards}` to download FineWeb shards into data/fineweb10B"
     return f"run `python data/synthetic.py --out {data_path} --vocab-size {args.vocab_size}` to write synthetic shards"
 
 
-def plan_shards(args: Hyperparameters, split: str, tokens_needed: int) -> list[Shard]:
-    """The first shards of a split (sorted by name) that hold tokens_needed tokens: all the run will read."""
+def split_paths(args: Hyperparameters, split: str) -> list[Path]:
+    """The shard files of a split in the data folder, sorted by name (the order the run reads them in)."""
     folder, fix = Path(args.data_path), data_fix(args, args.data_path)
     if not folder.is_dir():
         raise SpeedrunError(f"data folder {folder} does not exist (DATA_PATH={args.data_path}); {fix}.")
     paths = sorted(folder.glob(f"*_{split}_*.bin"))
     if not paths:
         raise SpeedrunError(f"data folder {folder} holds no {split} shards (*_{split}_*.bin); {fix}.")
+    return paths
+
+
+def plan_shards(args: Hyperparameters, split: str, tokens_needed: int) -> list[Shard]:
+    """The first shards of a split that hold tokens_needed tokens read as one stream: all that validation reads."""
+    fix = data_fix(args, args.data_path)
     shards, total = [], 0
-    for path in paths:
+    for path in split_paths(args, split):
         if total >= tokens_needed:
             break
         shards.append(Shard(path, split, read_shard_header(path, fix)))
         total += shards[-1].tokens
     if total < tokens_needed:
         raise SpeedrunError(
-            f"the {split} shards in {folder} hold {total:,} tokens but this run reads {tokens_needed:,}; {fix}."
+            f"the {split} shards in {args.data_path} hold {total:,} tokens but this run reads {tokens_needed:,}; {fix}."
+        )
+    return shards
+
+
+def steps_in_shard(tokens: int, batch_tokens: int) -> int:
+    """How many steps one train shard feeds (TrainWindows): global batches of batch_tokens + 1 tokens from its first
+    token on, each batch_tokens after the last, while more than batch_tokens + 1 tokens are left (the record's
+    loader moves on when pos + batch + 1 >= tokens)."""
+    return max(0, (tokens - 2) // batch_tokens)
+
+
+def plan_train_shards(args: Hyperparameters) -> list[Shard]:
+    """The first train shards that feed num_iterations steps in the record's order (TrainWindows): every shard the
+    run reads, the last in part, each with the tail it skips. 8 of FineWeb's 100M-token shards for short."""
+    fix, batch = data_fix(args, args.data_path), args.windows_per_step * args.train_seq_len
+    shards, steps = [], 0
+    for path in split_paths(args, "train"):
+        if steps >= args.num_iterations:
+            break
+        shards.append(Shard(path, "train", read_shard_header(path, fix)))
+        steps += steps_in_shard(shards[-1].tokens, batch)
+    if steps < args.num_iterations:
+        total = sum(s.tokens for s in shards)
+        raise SpeedrunError(
+            f"the train shards in {args.data_path} ({len(shards)}, {total:,} tokens) feed {steps:,} steps but this "
+            f"run takes {args.num_iterations:,}: each step reads {batch + 1:,} tokens from one shard, and the tail of "
+            f"a shard that cannot hold one more step is skipped, as in the record; {fix}."
         )
     return shards
 
@@ -693,13 +762,11 @@ def describe_data(shards: list[Shard], args: Hyperparameters, d: Dist) -> dict:
     return dict(path=args.data_path, vocab_size=args.vocab_size, shards=[merged[i] for i in range(len(shards))])
 
 
-class TokenWindows:
-    """Windows of seq_len tokens from the shards read as one stream: window j covers tokens
-    [j * seq_len, (j + 1) * seq_len] (one extra for the last target). Only the requested slice is read."""
+class ShardTokens:
+    """The tokens of a list of shards, each memory-mapped on first use: a run reads only the slices it asks for."""
 
-    def __init__(self, shards: list[Shard], seq_len: int, device: torch.device):
-        self.shards, self.seq_len, self.device = shards, seq_len, device
-        self.starts = np.cumsum([0] + [s.tokens for s in shards])
+    def __init__(self, shards: list[Shard], device: torch.device):
+        self.shards, self.device = shards, device
         self.maps: dict[int, np.ndarray] = {}
 
     def _tokens(self, i: int) -> np.ndarray:
@@ -707,6 +774,17 @@ class TokenWindows:
             s = self.shards[i]
             self.maps[i] = np.memmap(s.path, dtype="<u2", mode="r", offset=SHARD_HEADER_BYTES, shape=(s.tokens,))
         return self.maps[i]
+
+
+class TokenWindows(ShardTokens):
+    """Windows of seq_len tokens from the shards read as one stream: window j covers tokens
+    [j * seq_len, (j + 1) * seq_len] (one extra for the last target). Validation reads these: its
+    10,485,760 tokens lie in the first val shard, where this is the record's order too."""
+
+    def __init__(self, shards: list[Shard], seq_len: int, device: torch.device):
+        super().__init__(shards, device)
+        self.seq_len = seq_len
+        self.starts = np.cumsum([0] + [s.tokens for s in shards])
 
     def read(self, start: int, n: int) -> np.ndarray:
         out, pos = [], start
@@ -720,6 +798,33 @@ class TokenWindows:
 
     def __getitem__(self, j: int) -> tuple[Tensor, Tensor]:
         return inputs_and_targets(torch.from_numpy(self.read(j * self.seq_len, self.seq_len + 1)), self.device)
+
+
+class TrainWindows(ShardTokens):
+    """The training windows in the order of the 2025-01-16 record's loader. Each step's global batch, its
+    windows_per_step windows of seq_len tokens plus one token for the last target, lies in ONE shard: the steps of
+    a shard start at its tokens 0, B, 2B, ... (B = windows_per_step x seq_len), and when what is left of the shard
+    cannot hold another batch (steps_in_shard), the next step starts at the next shard's first token and the rest
+    is never read. With 100M-token shards and B = 8 x 64 Ki: 190 steps per shard, 385,280 tokens skipped.
+    windows[step, j] is window j of the step, tokens [offset + j seq_len, offset + (j + 1) seq_len] of its shard,
+    whichever process reads it: 1 process with 8 micro-steps reads exactly what 8 processes read."""
+
+    def __init__(self, shards: list[Shard], seq_len: int, windows_per_step: int, device: torch.device):
+        super().__init__(shards, device)
+        self.seq_len, self.batch_tokens = seq_len, seq_len * windows_per_step
+        self.first_step = np.cumsum([0] + [steps_in_shard(s.tokens, self.batch_tokens) for s in shards])
+
+    def locate(self, step: int, j: int) -> tuple[int, int]:
+        """(index of the shard in the list, offset of the window's first token in that shard)."""
+        if not 0 <= step < self.first_step[-1]:
+            raise IndexError(f"step {step}: these train shards feed steps 0..{self.first_step[-1] - 1}")
+        i = int(np.searchsorted(self.first_step, step, side="right")) - 1  # shards that feed no step are passed over
+        return i, int(step - self.first_step[i]) * self.batch_tokens + j * self.seq_len
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        i, offset = self.locate(*key)
+        tokens = np.array(self._tokens(i)[offset : offset + self.seq_len + 1])  # a copy: the map is read-only
+        return inputs_and_targets(torch.from_numpy(tokens), self.device)
 
 
 def inputs_and_targets(tokens: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -765,7 +870,8 @@ class Hyperparameters:
     fp8_grad_scale: float = 2.0**29  # logit gradients scale as 1/train_seq_len: this suits 64 Ki-token windows
     # optimization
     num_iterations: int = 1393  # optimizer steps
-    cooldown_frac: float = 0.4  # lr constant, then linear decay to 0 over this last fraction of steps
+    cooldown_frac: float = 0.4  # lr constant, then decays linearly over this last fraction of the steps ...
+    lr_final_frac: float = 0.1  # ... to this fraction of its initial value (at step num_iterations)
     adam_lr_head: float = 0.008
     adam_lr_embed: float = 0.6
     adam_lr_scalar: float = 0.04
@@ -781,7 +887,7 @@ class Hyperparameters:
     # run
     val_loss_every: int = 125  # validate every this many steps (and at step 0 and the last step)
     warmup_steps: int = 10  # untimed dummy steps (compilation), undone before the clock starts
-    compile: bool = True  # torch.compile the model (ddp: whole; fsdp: each block)
+    compile: bool = True  # torch.compile the model (ddp: whole; fsdp: each block), Newton-Schulz, the FP8 casts
     parallelism: str = "ddp"  # "ddp": replicated weights; "fsdp": FSDP2 shards weights, gradients, optimizer state
     checkpoint_every: int = -1  # save every N steps and at the end; 0: only at the end; -1: never (env override)
     checkpoint_keep: int = 0  # keep this run's newest N checkpoints, removing older ones; 0: keep all (env override)
@@ -805,6 +911,7 @@ def scale_preset(layers: int, width: int, windows: int, steps: int, muon_lr: flo
         attention_pattern=("LSSS" * layers)[: layers - 1] + "L",
         fp8_head=False,
         num_iterations=steps,
+        lr_final_frac=0.0,
         adam_lr_head=0.1 / width**0.5,
         adam_lr_embed=0.3,
         adam_lr_scalar=0.015,
@@ -832,6 +939,7 @@ PRESETS: dict[str, Hyperparameters] = {
         fp8_w_scale=512.0,
         fp8_grad_scale=2.0**19,
         num_iterations=7050,
+        lr_final_frac=0.0,  # the medium records decay the learning rate to 0, the short record to 0.1
         adam_lr_head=0.1 / 1024**0.5,
         adam_lr_embed=0.3,
         adam_lr_scalar=0.015,
@@ -1296,7 +1404,14 @@ def build_optimizers(
         fused=d.cuda,
     )
     muon = Muon(
-        groups["hidden"], args.muon_lr, args.muon_momentum, args.ns_steps, d.rank, d.world_size, args.muon_weight_decay
+        groups["hidden"],
+        args.muon_lr,
+        args.muon_momentum,
+        args.ns_steps,
+        d.rank,
+        d.world_size,
+        args.muon_weight_decay,
+        compiled=args.compile,
     )
     for opt in (adam, muon):
         for group in opt.param_groups:
@@ -1307,9 +1422,11 @@ def build_optimizers(
 
 
 def lr_factor(step: int, args: Hyperparameters) -> float:
-    """Constant, then linear decay to 0 over the last cooldown_frac of the steps."""
-    x = step / args.num_iterations
-    return 1.0 if x < 1 - args.cooldown_frac else (1 - x) / args.cooldown_frac
+    """The learning rate's multiplier: 1, then linear decay over the last cooldown_frac of the steps, reaching
+    lr_final_frac at step num_iterations: w + f (1 - w) with w = min((1 - step / num_iterations) / cooldown_frac, 1)
+    (in this order of operations, the record's float arithmetic)."""
+    w = min((1 - step / args.num_iterations) / args.cooldown_frac, 1.0)
+    return w + args.lr_final_frac * (1 - w)
 
 
 def window_blocks(step: int, args: Hyperparameters) -> int:
@@ -1325,22 +1442,28 @@ def window_tensor(step: int, args: Hyperparameters, d: Dist) -> Tensor:
     return torch.tensor(window_blocks(step, args), dtype=torch.int32, pin_memory=d.cuda).to(d.device, non_blocking=True)
 
 
+def windows_of_rank(args: Hyperparameters, d: Dist) -> range:
+    """The windows of each step this process trains on, a contiguous run: window r of 8 on 8 processes, all 8 in
+    order on one (the record's windows on any world size; see TrainWindows)."""
+    accum = args.windows_per_step // d.world_size
+    return range(d.rank * accum, (d.rank + 1) * accum)
+
+
 def train_step(step: int, model: nn.Module, opts, windows, args: Hyperparameters, d: Dist, dummy=None) -> Tensor:
     """One optimizer step on windows_per_step windows; returns the mean loss as a device tensor (no sync).
-    Process r takes windows r*G .. r*G + G-1 of the step (G = grad_accum_steps), so the math is the same on any
-    world size, and bitwise the same on 1 and 2 processes (see TreeSum and ShardedGrads)."""
+    Process r takes windows r*G .. r*G + G-1 of the step (G = grad_accum_steps; windows: TrainWindows), so the
+    math is the same on any world size, and bitwise the same on 1 and 2 processes (see TreeSum and ShardedGrads)."""
     adam, muon, grads = opts
     window = window_tensor(step, args, d)
-    accum = args.windows_per_step // d.world_size
 
     def forward_backward(j: int) -> Tensor:
-        inputs, targets = windows[step * args.windows_per_step + j] if dummy is None else dummy
+        inputs, targets = windows[step, j] if dummy is None else dummy
         loss = model(inputs, targets, window)
         # backward of the unscaled window mean: the FP8 gradient scale sees the same values on any world size
         loss.backward()
         return loss.detach()
 
-    losses = grads.accumulate(forward_backward, range(d.rank * accum, (d.rank + 1) * accum), d)
+    losses = grads.accumulate(forward_backward, windows_of_rank(args, d), d)
     factor = lr_factor(step, args)
     for opt in (adam, muon):
         for group in opt.param_groups:
@@ -1378,14 +1501,24 @@ def evaluate(model: nn.Module, windows: TokenWindows, args: Hyperparameters, d: 
 def warm_up(model: nn.Module, raw: GPT, opts, args: Hyperparameters, seed: int, d: Dist) -> None:
     if args.warmup_steps == 0:
         return
-    # The initial weights (this rank's slices, under fsdp) wait in host memory, so that a big model needs no second
-    # copy on the device; the optimizers have no state yet, only their settings to restore.
-    weights = [local(t).to("cpu", copy=True) for t in raw.state_dict().values()]
-    settings = copy.deepcopy([opts[0].state_dict(), opts[1].state_dict()])
+    saved = save_training_state(raw, opts)
     gen = torch.Generator().manual_seed(seed)
     dummy = inputs_and_targets(torch.randint(0, args.vocab_size, (args.train_seq_len + 1,), generator=gen), d.device)
     for step in range(args.warmup_steps):
         train_step(step, model, opts, None, args, d, dummy=dummy)
+    restore_training_state(raw, opts, saved)
+
+
+def save_training_state(raw: GPT, opts) -> tuple[list[Tensor], list[dict]]:
+    """The weights and the optimizers' state, to go back to with restore_training_state. The weights (this rank's
+    slices, under fsdp) wait in host memory, so that a big model needs no second copy on the device; before the
+    first step the optimizers hold no state yet, only their settings."""
+    weights = [local(t).to("cpu", copy=True) for t in raw.state_dict().values()]
+    return weights, copy.deepcopy([opts[0].state_dict(), opts[1].state_dict()])
+
+
+def restore_training_state(raw: GPT, opts, saved: tuple[list[Tensor], list[dict]]) -> None:
+    weights, settings = saved
     with torch.no_grad():
         for t, w in zip(raw.state_dict().values(), weights, strict=True):
             local(t).copy_(w)
@@ -1505,7 +1638,8 @@ def train_state(step: int, train_time_ms: float, args: Hyperparameters, d: Dist)
     training draws no random numbers)."""
     state = dict(
         step=torch.tensor(step),
-        next_window=torch.tensor(step * args.windows_per_step),  # the data position: windows are read in order
+        # the data position: windows consumed, step x windows_per_step; TrainWindows maps them to shards and offsets
+        next_window=torch.tensor(step * args.windows_per_step),
         train_time_ms=torch.tensor(train_time_ms, dtype=torch.float64),
         rng_cpu=torch.get_rng_state(),
     )
@@ -1719,7 +1853,7 @@ def plan_run(world_size: int) -> RunPlan:
     validate(args, world_size)
     seed = env_int(env, "SEED", "an integer seed, or unset it to draw a random one")
     val_shards = plan_shards(args, "val", args.val_tokens + 1)
-    train_shards = plan_shards(args, "train", args.num_iterations * args.windows_per_step * args.train_seq_len + 1)
+    train_shards = plan_train_shards(args)
     root = Path(env.get("SPEEDRUN_CHECKPOINT_DIR") or "checkpoints") if args.checkpoint_every >= 0 else None
     resume = read_resume(env["SPEEDRUN_RESUME"], args) if env.get("SPEEDRUN_RESUME") else None
     return RunPlan(preset, args, overrides, seed, val_shards, train_shards, root, resume)
@@ -1808,7 +1942,7 @@ def run(code: str, d: Dist) -> None:
             f"warm-up: {args.warmup_steps} untimed steps (compilation included) took {time.perf_counter() - started:.1f}s"
         )
         start = (0, 0.0) if resume is None else load_checkpoint(resume, raw, opts, args, d)
-        train_windows = TokenWindows(plan.train_shards, args.train_seq_len, d.device)
+        train_windows = TrainWindows(plan.train_shards, args.train_seq_len, args.windows_per_step, d.device)
         val_windows = TokenWindows(plan.val_shards, args.val_seq_len, d.device)
         try:
             train(model, opts, train_windows, val_windows, args, d, log, start, save)

@@ -50,14 +50,15 @@ def bench_args(preset: str, overrides: dict, steps: int, nproc: int) -> tuple[tr
 
 
 def make_data(folder: Path, args: train_gpt.Hyperparameters) -> None:
-    """Synthetic shards holding exactly what the shortened run reads (data/synthetic.py)."""
-    train_tokens = args.num_iterations * args.windows_per_step * args.train_seq_len + 1
-    shard_tokens = min(train_tokens, 100_000_000)
+    """Synthetic shards holding exactly what the shortened run reads (data/synthetic.py): as in the record's order
+    (train_gpt.TrainWindows), each step's batch and its one extra token lie in one shard."""
+    batch = args.windows_per_step * args.train_seq_len
+    per_shard = min(args.num_iterations, train_gpt.steps_in_shard(100_000_000, batch))
     cmd = [
         sys.executable,
         str(REPO_ROOT / "data" / "synthetic.py"),
         *("--out", str(folder), "--vocab-size", str(args.vocab_size)),
-        *("--train-shards", str(-(-train_tokens // shard_tokens)), "--shard-tokens", str(shard_tokens)),
+        *("--train-shards", str(-(-args.num_iterations // per_shard)), "--shard-tokens", str(per_shard * batch + 2)),
         *("--val-tokens", str(args.val_tokens + 1)),
     ]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)

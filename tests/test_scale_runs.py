@@ -79,7 +79,8 @@ class Run:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synthetic")
-    sizes = ["--train-shards", "1", "--shard-tokens", "65536", "--val-tokens", "16384"]
+    # a train shard feeds 9 steps of 2,048 tokens (+1): runs resumed at step 8 cross into the second shard
+    sizes = ["--train-shards", "2", "--shard-tokens", "20000", "--val-tokens", "16384"]
     subprocess.run([sys.executable, "data/synthetic.py", "--out", str(out), *sizes], cwd=REPO_ROOT, check=True)
     return out
 

@@ -31,9 +31,10 @@ OVERRIDES = {"num_iterations": STEPS, "val_loss_every": 10}
 
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory) -> Path:
-    """Small synthetic shards in the smoke preset's vocabulary (512), made by the data package's generator."""
+    """Small synthetic shards in the smoke preset's vocabulary (512), made by the data package's generator. A train
+    shard feeds 19 steps of 2,048 tokens (+1), so the 30-step runs go on at the second shard's first token."""
     out = tmp_path_factory.mktemp("synthetic")
-    sizes = ["--train-shards", "1", "--shard-tokens", "131072", "--val-tokens", "16384"]
+    sizes = ["--train-shards", "2", "--shard-tokens", "40000", "--val-tokens", "16384"]
     cmd = [sys.executable, "data/synthetic.py", "--out", str(out), *sizes]
     subprocess.run(cmd, cwd=REPO_ROOT, check=True, capture_output=True)
     return out
@@ -124,6 +125,7 @@ def test_log_grammar(smoke_logs) -> None:
     assert [(s["name"], s["split"]) for s in data["shards"]] == [
         ("synthetic_val_000000.bin", "val"),
         ("synthetic_train_000001.bin", "train"),
+        ("synthetic_train_000002.bin", "train"),
     ]
     assert all(
         set(s) == {"name", "split", "tokens", "sha256"} and re.fullmatch(r"[0-9a-f]{64}", s["sha256"])
@@ -175,3 +177,51 @@ def test_missing_data_is_one_clear_error(tmp_path) -> None:
     assert f"error: data folder {missing} does not exist" in result.stderr
     assert "python data/synthetic.py --out" in result.stderr
     assert not (tmp_path / "logs").exists()  # nothing half-written
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_in_its_reduced_cpu_mode(tmp_path) -> None:
+    """bench/gpu_check.py --cpu-smoke: every part of the one-GPU check (versions, matmul rate, FP8 head off and on,
+    step time, MFU, peak memory, the val-loss run) on a tiny model, without compilation, so that it cannot rot."""
+    out = tmp_path / "check.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "bench/gpu_check.py", "--cpu-smoke", "--json", str(out)]
+    result = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for line in ("versions: Python ", "bf16 matmul: ", "FLOPs per token: 6 x ", "FP8 head off: ", "FP8 head on : "):
+        assert line in result.stdout, line
+    check = json.loads(out.read_text())
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == check
+    sys.path.insert(0, str(REPO_ROOT))
+    import train_gpt
+
+    # 6 x (hidden matrices + head) and, at step 100's 1-block window of 128 tokens, 64.5 keys per query on average
+    # over 5 attention layers of 2 heads x 32
+    args = train_gpt.dataclasses.replace(train_gpt.PRESETS["smoke"], num_layers=6, attention_pattern="LS-SSL")
+    counts = train_gpt.parameter_counts(args)
+    flops = check["flops_per_token"]
+    assert flops["matmul"] == 6 * (counts["hidden"] + counts["head"]) and flops["window_blocks"] == 1
+    assert flops["attention"] == 12 * 2 * 32 * 64.5 * 5
+    assert [c["fp8_head"] for c in check["configs"]] == [False, True]
+    for c in check["configs"]:
+        assert c["step_ms"] > 0 and abs(c["tokens_per_s"] - 2048 / c["step_ms"] * 1000) < 1
+        assert 0 < c["mfu_measured"] < 1 and c["peak_allocated_mib"] > 0
+    val = check["val"]
+    assert [v["step"] for v in val] == [0, 1, 2] and all(v["record"] is None for v in val)
+    assert val[0]["val_loss"] == pytest.approx(math.log(512), abs=1e-3) and val[2]["val_loss"] < val[0]["val_loss"]
+    assert check["data"]["fineweb"] is False
+    # on a machine without CUDA the GPU mode refuses to start; a broken setup is an error, never a skip
+    refused = subprocess.run(
+        [sys.executable, "bench/gpu_check.py"],
+        cwd=REPO_ROOT,
+        env=dict(env, CUDA_VISIBLE_DEVICES=""),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 2 and "error: no CUDA device" in refused.stderr
+    (tmp_path / "empty").mkdir()
+    broken = subprocess.run(
+        [*cmd, "--data", str(tmp_path / "empty")], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert broken.returncode == 1 and "error: data folder" in broken.stderr and "holds no val shards" in broken.stderr
