@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from scipy import stats as sps
 
-from logfactory import DEFAULT_SOURCE, host_id, host_uuids, make_log, write_baseline_runs, write_record
+from logfactory import DEFAULT_SHARDS, DEFAULT_SOURCE, host_id, host_uuids, make_log, write_baseline_runs, write_record
 from tools import reproduce, stats
 from tools.cli import main
 from tools.compare import compare
@@ -160,6 +160,8 @@ def test_a_baseline_that_no_longer_holds_the_class_leaves_it_to_absolute_time(re
         ("no-baseline-named", "baseline/ holds 3 baseline run(s), but the front matter names no 'baseline'"),
         ("copied-run", "of the record 2026-08-01_A: a baseline run is run anew"),
         ("candidate-run", "a run is either a run of the record or a baseline run"),
+        ("no-config", "no 'config:' line: the baseline run cannot show it ran as 2026-08-01_A ran"),
+        ("other-data", "reads other shards (name, sha256) than the baseline 2026-08-01_A's shards"),
     ],
 )
 def test_same_node_failures_are_named(records: Path, change: str, expected: str) -> None:
@@ -180,6 +182,11 @@ def test_same_node_failures_are_named(records: Path, change: str, expected: str)
         shutil.copy(a_run, base[0])
     elif change == "candidate-run":
         shutil.copy(sorted(b.glob("*.txt"))[0], base[0])
+    elif change == "no-config":
+        base[0].write_text(make_log(source=SOURCE_A, host=NODE, seed=500, step_ms=60.0, include_config=False))
+    elif change == "other-data":
+        other = [{**s, "sha256": "0" * 64} if s["split"] == "train" else s for s in DEFAULT_SHARDS]
+        base[0].write_text(make_log(source=SOURCE_A, host=NODE, seed=500, step_ms=60.0, shards=other))
     v = judged(records)["2026-08-03_B"]
     assert not v.valid and any(expected in f for f in fails(v, "same-node")), v.failures
 

@@ -452,6 +452,10 @@ def _against_baseline_record(v: Verdict, base: Verdict) -> list[Failure]:
                 )
             )
             continue
+        if cfg0 is not None and log.config is None:
+            why = log.config_error or "no 'config:' line"
+            out.append(Failure(samenode.RULE, run.file, f"{why}: the baseline run cannot show it ran as {name} ran"))
+            continue
         if cfg0 is not None and log.config is not None:
             mine, theirs = _without(log.config, RUN_IDENTITY_KEYS), _without(cfg0, RUN_IDENTITY_KEYS)
             if mine != theirs:
@@ -465,14 +469,14 @@ def _against_baseline_record(v: Verdict, base: Verdict) -> list[Failure]:
                     )
                 )
                 continue
-        shards, _ = shard_list(log)
-        if shards0 and shards and shards != shards0:
+        shards, problem = shard_list(log)
+        if shards0 and shards != shards0:
+            what = f"{problem}, so it cannot show that it read" if problem else "reads other shards (name, sha256) than"
             out.append(
                 Failure(
                     samenode.RULE,
                     run.file,
-                    f"reads other shards (name, sha256) than the baseline {name}'s runs: a baseline run reads "
-                    "the baseline record's data",
+                    f"{what} the baseline {name}'s shards: a baseline run reads the baseline record's data",
                 )
             )
     return out
