@@ -17,6 +17,7 @@ relative to the output folder, so a leaderboard generated for ``leaderboard/`` r
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import math
 import os
@@ -84,7 +85,7 @@ class Row:
             f" ({v.decided_by})" if v.decided_by else ""
         )
 
-    @property
+    @functools.cached_property
     def vs_previous(self) -> stats.Comparison | None:
         """This record against the one that held its class before it (None for the first)."""
         prev = self.verdict.previous
@@ -276,7 +277,7 @@ def render_markdown(tables: dict[str, list[Table]], files: dict[str, bytes], rul
         f"{OFFICIAL_CLASS.label} is the official class.",
         "",
         "Times measured on two nodes differ by several percent, so a record may carry baseline runs: the previous "
-        "record's code, run on its own node. *same node* is its speed-up against them (one-sided Welch t-test); "
+        "record's code, run on the node of the record's own runs. *same node* is its speed-up against them (one-sided Welch t-test); "
         "the status says which rule decided *new record*: the same-node baseline, or the absolute time. "
         "*reproduced*: maintainers ran the record's logs again (docs/reproduce.md); when and on what is listed "
         "under the table.",
