@@ -95,10 +95,27 @@ class LogSpec:
     shards: list[dict[str, Any]] | None = None
     include_config: bool = True
     include_data: bool = True
+    # The trainer's host line: a node's 16-hex host_id and its GPUs' UUIDs (default: host_uuids(host, num_gpus)).
+    host: str | None = None  # None: no host line
+    gpu_uuids: list[str] | None = None
 
     def __post_init__(self) -> None:
         if not self.run_id:
             self.run_id = str(uuid.UUID(int=random.Random(f"{self.seed}-{self.track}").getrandbits(128)))
+
+
+def host_id(name: str) -> str:
+    """A stable 16-hex host_id for a node called ``name`` in a test."""
+    return hashlib.sha256(f"host-{name}".encode()).hexdigest()[:16]
+
+
+def host_uuids(host: str, num_gpus: int = 8) -> list[str]:
+    """The UUIDs of the GPUs of the node ``host`` (a host_id), as nvidia-smi -L prints them."""
+    out = []
+    for i in range(num_gpus):
+        h = hashlib.sha256(f"{host}-gpu{i}".encode()).hexdigest()
+        out.append(f"GPU-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}")
+    return out
 
 
 def config_for(spec: LogSpec) -> dict[str, Any]:
@@ -145,6 +162,9 @@ def make_log(spec: LogSpec | None = None, **kw: Any) -> str:
     if spec.include_data:
         shards = spec.shards if spec.shards is not None else DEFAULT_SHARDS
         env.append("data: " + json.dumps({"path": "data/fineweb10B", "vocab_size": 50257, "shards": shards}))
+    if spec.host is not None:
+        uuids = spec.gpu_uuids if spec.gpu_uuids is not None else host_uuids(spec.host, spec.num_gpus)
+        env.append("host: " + json.dumps({"host_id": spec.host, "gpu_uuids": uuids}))
     metrics = []
     t = 0.0
     last = spec.total_steps if spec.stop_at is None else spec.stop_at
@@ -222,3 +242,15 @@ def write_record(
         run_id = str(uuid.UUID(int=random.Random(f"{name}-{base_seed + i}-{track}").getrandbits(128)))
         write_log(folder, LogSpec(track=track, seed=base_seed + i, run_id=run_id, **spec_kw))
     return folder
+
+
+def write_baseline_runs(record: Path, runs: int = 3, seed: int = 101, **spec_kw: Any) -> list[Path]:
+    """``runs`` same-node baseline runs in ``record/baseline/`` (seeds seed..), with run_ids of their own; pass
+    the baseline record's ``source`` (its code) and the record's ``host`` (its node)."""
+    folder = record / "baseline"
+    track = spec_kw.pop("track", "track_1_short")
+    paths = []
+    for i in range(runs):
+        run_id = str(uuid.UUID(int=random.Random(f"baseline-{record.name}-{seed + i}-{track}").getrandbits(128)))
+        paths.append(write_log(folder, LogSpec(track=track, seed=seed + i, run_id=run_id, **spec_kw)))
+    return paths

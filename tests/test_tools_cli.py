@@ -135,12 +135,15 @@ def test_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a = write_record(records, "2026-08-01_A", runs=4, step_ms=60.0)
     b = write_record(records, "2026-08-02_B", runs=4, step_ms=50.0, seed=20)
     assert main(["compare", "--json", str(a), str(b)]) == 0
-    res = json.loads(capsys.readouterr().out)
-    assert res["welch_time"]["p_value"] < 1e-3 and res["welch_time"]["difference"] < 0
-    assert res["welch_val_loss"]["p_value"] > 0.01
+    res = json.loads(capsys.readouterr().out)["comparison"]
+    time = res["train_time_ms"]
+    assert time["p_two_sided"] < 1e-3 and time["difference"] < 0 and time["p_lower"] < time["p_two_sided"]
+    assert res["val_loss"]["p_two_sided"] > 0.01
+    assert res["speedup_pct"] > 0 and res["reference"] == "2026-08-01_A" and res["candidate"] == "2026-08-02_B"
     assert main(["compare", str(a), str(b)]) == 0
     text = capsys.readouterr().out
-    assert "Welch's t-test on time: B - A = -" in text and "two-sided p =" in text
+    assert "Welch's t-test on time: B - A = -" in text and "two-sided p =" in text and "one-sided p (B lower)" in text
+    assert "% faster" in text
 
 
 def test_compare_matches_scipy_reference(tmp_path: Path) -> None:
@@ -155,9 +158,11 @@ def test_compare_matches_scipy_reference(tmp_path: Path) -> None:
     b = verify_paths([write_record(records, "2026-08-02_B", runs=5, step_ms=58.0, seed=9)], known_shards={})[0]
     times_a, times_b = [r.log.train_time_ms for r in a.runs], [r.log.train_time_ms for r in b.runs]
     ref = sps.ttest_ind(times_b, times_a, equal_var=False)  # B - A, the difference compare prints
-    result = compare(a, b)["welch_time"]
-    assert result["p_value"] == pytest.approx(float(ref.pvalue))
-    assert result["t"] == pytest.approx(float(ref.statistic))
+    one = sps.ttest_ind(times_b, times_a, equal_var=False, alternative="less")
+    result = compare(a, b)["comparison"]["train_time_ms"]
+    assert result["p_two_sided"] == pytest.approx(float(ref.pvalue))
+    assert result["p_lower"] == pytest.approx(float(one.pvalue))
+    assert result["t"] == pytest.approx(float(ref.statistic)) and result["df"] == pytest.approx(float(ref.df))
 
 
 def test_compare_t_has_the_sign_of_the_difference(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -167,7 +172,7 @@ def test_compare_t_has_the_sign_of_the_difference(tmp_path: Path, capsys: pytest
     b = write_record(records, "2026-08-02_Fast", runs=3, step_ms=50.0, seed=9)
     for first, second, sign in ((a, b, "-"), (b, a, "+")):
         assert main(["compare", "--json", str(first), str(second)]) == 0
-        res = json.loads(capsys.readouterr().out)["welch_time"]
+        res = json.loads(capsys.readouterr().out)["comparison"]["train_time_ms"]
         assert (res["difference"] < 0) == (res["t"] < 0) == (sign == "-")
         assert main(["compare", str(first), str(second)]) == 0
         line = next(ln for ln in capsys.readouterr().out.splitlines() if "t-test on time" in ln)

@@ -172,7 +172,7 @@ def test_readme_markdown_and_html_stay_text_in_the_leaderboard(tmp_path: Path) -
     write_record(records, "2026-08-01_Markup", meta={"description": evil})
     md = build(records, tmp_path / "leaderboard", known_shards={})["README.md"].decode()
     row = next(ln for ln in md.splitlines() if "2026-08-01_Markup" in ln)
-    cell = row.split(" | ")[4]
+    cell = row.split(" | ")[5]
     assert (
         cell
         == r'\<img src=x onerror="alert(1)"\> \[click\](javascript:alert(1)) !\[p\](http://x/p.png) \`code\` \$x\$ \*em\*'

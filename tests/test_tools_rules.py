@@ -38,7 +38,7 @@ def test_a_clean_record_passes_every_rule(records: Path) -> None:
     assert v.valid, v.failures
     assert v.is_new_record and len(v.runs) == 3
     assert v.p_value is not None and v.p_value < 0.01
-    assert v.not_applicable == ["loss-drop"]
+    assert v.not_applicable == ["loss-drop", "same-node"]  # same-node: no baseline/ runs
 
 
 # --- structure ------------------------------------------------------------------------------

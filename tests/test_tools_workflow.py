@@ -85,3 +85,46 @@ def test_the_link_step_fails_on_links_and_prints_their_names_safely(tmp_path: Pa
     assert lines[0].startswith("::error::the pull request has symbolic links")
     assert not [ln for ln in lines[1:] if ln.startswith("::")]  # a name cannot start a line of its own
     assert any(re.search(r"extras\?::error::pwned$", ln) for ln in lines) and any(ln.endswith("/plots") for ln in lines)
+
+
+@pytest.mark.skipif(
+    any(shutil.which(t) is None for t in ("bash", "find", "sha256sum", "comm", "xargs")), reason="needs coreutils"
+)
+def test_a_pull_request_that_adds_or_edits_reproduced_json_fails(tmp_path: Path) -> None:
+    """Only maintainers add reproduced.json (on the base branch): the step compares both checkouts by sha256."""
+    steps = _steps()
+    names = [s.get("name", "") for s in steps]
+    step = steps[names.index("Refuse a reproduced.json that the pull request adds or edits")]
+    tools = next(i for i, s in enumerate(steps) if "python -m tools" in s.get("run", ""))
+    assert names.index(step["name"]) < tools and step["working-directory"] == "base"
+    work = tmp_path / "workspace"
+    rel = Path("records") / "track_1_short" / "2026-08-01_Rec"
+    for side in ("base", "pr"):
+        (work / side / rel).mkdir(parents=True)
+        (work / side / rel / "run.txt").write_text("a log\n")
+        (work / side / rel / "reproduced.json").write_text('{"format": "speedrun-reproduced/1"}\n')
+
+    def run() -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "GITHUB_WORKSPACE": str(work)}
+        return subprocess.run(
+            ["bash", "-e", "-c", step["run"]], cwd=work / "base", env=env, capture_output=True, text=True
+        )
+
+    assert run().returncode == 0  # the same file on both sides: the maintainers' own
+    (work / "pr" / rel / "reproduced.json").write_text('{"format": "speedrun-reproduced/1", "edited": 1}\n')
+    result = run()
+    assert result.returncode == 1 and result.stdout.startswith(
+        "::error::the pull request adds or edits reproduced.json"
+    )
+    assert result.stdout.rstrip().endswith(f"{rel}/reproduced.json")
+
+    (work / "pr" / rel / "reproduced.json").unlink()  # removing one is allowed
+    assert run().returncode == 0
+    added = work / "pr" / "records" / "track_1_short" / "2026-08-02_X\n::error::pwned"
+    added.mkdir()
+    (added / "reproduced.json").write_text("{}\n")
+    result = run()
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("::error::") and not [ln for ln in lines[1:] if ln.startswith("::")]
+    assert any("2026-08-02_X\\n::error::pwned/reproduced.json" in ln for ln in lines), lines

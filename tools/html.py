@@ -31,6 +31,7 @@ tr.failed { color: #777; }
 tr.new td.status { color: #0a6; font-weight: 600; }
 img.plot { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }
 .note { color: #555; }
+abbr.reproduced { color: #0a6; text-decoration: none; white-space: nowrap; }
 """
 
 # Sort a table by the clicked column: numbers by value (empty cells last), text alphabetically.
@@ -69,6 +70,7 @@ _COLUMNS = (
     ("rank", "num"),
     ("time (s)", "num"),
     ("Δ vs previous (s)", "num"),
+    ("same node", "num"),
     ("record", "text"),
     ("description", "text"),
     ("date", "text"),
@@ -109,6 +111,8 @@ def _row(r: Row) -> str:
     cell(sort, _e(shown), num=True)
     sort, shown = _num(r.delta_s, "+.3f")
     cell(sort, _e(shown), num=True)
+    speedup = v.same_node.speedup_pct if v.same_node else None
+    cell(_num(speedup, ".3f")[0], _e(r.same_node_text), num=True)
     cell(v.record.name, f'<a href="{_e(r.link)}">{_e(v.record.name)}</a> (<a href="{_e(r.plot)}">plot</a>)')
     desc = v.record.meta.description if v.record.meta else ""
     cell(desc, _e(desc))
@@ -118,7 +122,8 @@ def _row(r: Row) -> str:
     cell(sort, _e(shown), num=True)
     sort, shown = _num(v.p_value, ".2g")
     cell(sort, _e(shown), num=True)
-    cell(r.status, _e(r.status), cls="status")
+    mark = f' <abbr class="reproduced" title="{_e(r.reproduced_note)}">reproduced ✓</abbr>' if r.reproduced_note else ""
+    cell(r.status, _e(r.status) + mark, cls="status")
     cell("", " ".join(f'<a href="{_e(link)}">{i}</a>' for i, link in enumerate(r.log_links, 1)))
     cls = "new" if v.is_new_record else ("failed" if not v.valid else "valid")
     return f'<tr class="{cls}" data-record="{_e(v.record.name)}">' + "".join(cells) + "</tr>"
@@ -156,6 +161,9 @@ def render(tables: dict[str, list[Table]], files: dict[str, bytes], rules_link: 
                 f'<table class="sortable" id="{_e(t.slug)}" data-track="{_e(track.name)}" data-hardware="{_e(t.hardware)}">'
                 f"<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody></table>"
             )
+            notes = [f"{_e(r.verdict.record.name)}: {_e(r.reproduced_note)}" for r in t.rows if r.reproduced_note]
+            if notes:
+                body.append('<p class="note reproduced">Reproduced: ' + "; ".join(notes) + ".</p>")
             if t.plot in files:
                 body.append(_img(files[t.plot], f"val loss vs training time, {t.hardware}"))
         body.append("</section>")

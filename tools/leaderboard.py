@@ -4,7 +4,11 @@ The leaderboard is generated, never edited (CI checks it with ``python -m tools 
 of a track is listed in the table of its hardware class (classes are never mixed; 8× H100 first):
 valid records ranked by mean time, then the records that failed a rule, unranked, with the rules
 they failed. "Δ vs previous" is the change in mean time against the record each one was compared
-with (the fastest valid record before it in the same class).
+with (the record that held its class before it); "same node" is the speed-up a record measured
+against its same-node baseline runs, and the status names the rule that decided "new record"
+(tools/verify.py). Every number of a comparison comes from one ``tools.stats.Comparison``, the object
+``python -m tools compare`` prints. A record that maintainers reproduced (a valid reproduced.json
+that covers its logs as they are) is marked, with the date and the machine below its table.
 
 Output is a pure function of the records: the same records give the same bytes. Links are written
 relative to the output folder, so a leaderboard generated for ``leaderboard/`` resolves in place.
@@ -13,6 +17,7 @@ relative to the output folder, so a leaderboard generated for ``leaderboard/`` r
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import math
 import os
@@ -28,7 +33,7 @@ from tools.ledger import Ledger
 from tools.records import discover, refuse_links
 from tools.text import csv_cell, markdown_text, printable
 from tools.tracks import OFFICIAL_CLASS, TRACKS, Track
-from tools.verify import Verdict, verify_records
+from tools.verify import Verdict, comparison, reproduction_machine, speed_words, verify_records
 
 CSV_COLUMNS = (
     "track",
@@ -44,6 +49,11 @@ CSV_COLUMNS = (
     "std_time_s",
     "delta_vs_previous_s",
     "previous_record",
+    "decided_by",
+    "same_node_speedup_pct",
+    "same_node_p_value",
+    "baseline_runs",
+    "reproduced",
     "mean_val_loss",
     "p_value",
     "systems_only",
@@ -71,24 +81,49 @@ class Row:
         v = self.verdict
         if not v.valid:
             return "failed: " + ", ".join(v.failed_rules)
-        return "new record" if v.is_new_record else "valid, not faster"
+        return ("new record" if v.is_new_record else "valid, not faster") + (
+            f" ({v.decided_by})" if v.decided_by else ""
+        )
+
+    @functools.cached_property
+    def vs_previous(self) -> stats.Comparison | None:
+        """This record against the one that held its class before it (None for the first)."""
+        prev = self.verdict.previous
+        return None if prev is None else comparison(prev, self.verdict)
 
     @property
     def time_s(self) -> float | None:
-        t = self.verdict.mean_train_time_ms
-        return None if t is None else t / 1000
+        return _seconds(stats.Sample.of(self.verdict.times_ms).mean)
 
     @property
     def delta_s(self) -> float | None:
-        prev = self.verdict.previous
-        if prev is None or prev.mean_train_time_ms is None or self.time_s is None:
-            return None
-        return self.time_s - prev.mean_train_time_ms / 1000
+        c = self.vs_previous
+        return None if c is None else _seconds(c.time.difference)
 
     @property
     def std_time_s(self) -> float | None:
-        s = stats.std(self.verdict.times_ms)
-        return None if s is None else s / 1000
+        return _seconds(stats.Sample.of(self.verdict.times_ms).sd)
+
+    @property
+    def same_node_text(self) -> str:
+        """``4.81 % faster (p 0.0003)``: the speed-up against the same-node baseline runs; "—" without them."""
+        c = self.verdict.same_node
+        if c is None or c.speedup_pct is None:
+            return "—"
+        p = c.time.p_lower
+        return f"{speed_words(c.speedup_pct)} (p {'—' if p is None else f'{p:.2g}'})"
+
+    @property
+    def reproduced_note(self) -> str | None:
+        """When and on what the maintainers reproduced the record; None if they did not (as it is now)."""
+        rep = self.verdict.reproduced
+        if not self.verdict.is_reproduced or rep is None:
+            return None
+        return f"reproduced by the maintainers on {rep.date}: {reproduction_machine(rep)}"
+
+
+def _seconds(ms: float | None) -> float | None:
+    return None if ms is None else ms / 1000
 
 
 @dataclass
@@ -241,6 +276,12 @@ def render_markdown(tables: dict[str, list[Table]], files: dict[str, bytes], rul
         "Hardware classes are read from nvidia-smi in the logs and never mixed: "
         f"{OFFICIAL_CLASS.label} is the official class.",
         "",
+        "Times measured on two nodes differ by several percent, so a record may carry baseline runs: the previous "
+        "record's code, run on the node of the record's own runs. *same node* is its speed-up against them (one-sided Welch t-test); "
+        "the status says which rule decided *new record*: the same-node baseline, or the absolute time. "
+        "*reproduced*: maintainers ran the record's logs again (docs/reproduce.md); when and on what is listed "
+        "under the table.",
+        "",
     ]
     for track_name, track_tables in tables.items():
         track = TRACKS[track_name]
@@ -255,19 +296,26 @@ def render_markdown(tables: dict[str, list[Table]], files: dict[str, bytes], rul
             official = " (official)" if t.hardware == OFFICIAL_CLASS.label else ""
             out += [f"### {markdown_text(t.hardware)}{official}", ""]
             out += [
-                "| rank | time | Δ vs previous | record | description | date | runs | mean val loss | p-value | status | logs |",
-                "| ---: | ---: | ---: | --- | --- | --- | ---: | ---: | ---: | --- | --- |",
+                "| rank | time | Δ vs previous | same node | record | description | date | runs | mean val loss "
+                "| p-value | status | logs |",
+                "| ---: | ---: | ---: | ---: | --- | --- | --- | ---: | ---: | ---: | --- | --- |",
             ]
             for r in t.rows:
                 v = r.verdict
                 desc = v.record.meta.description if v.record.meta else ""
                 logs = " ".join(f"[{i}]({link})" for i, link in enumerate(r.log_links, 1))
+                mark = " · reproduced ✓" if r.reproduced_note else ""
                 out.append(
                     f"| {r.rank or '—'} | {fmt_time(r.time_s)} | {_num(r.delta_s, '.1f', signed=True)}"
-                    f"{' s' if r.delta_s is not None else ''} | [{_cell(v.record.name)}]({r.link}) "
+                    f"{' s' if r.delta_s is not None else ''} | {r.same_node_text} | [{_cell(v.record.name)}]({r.link}) "
                     f"([plot]({r.plot})) | {_cell(desc)} | {v.record.date or '—'} | {len(v.runs)} | "
-                    f"{_num(v.mean_val_loss, '.4f')} | {_num(v.p_value, '.2g')} | {r.status} | {logs} |"
+                    f"{_num(v.mean_val_loss, '.4f')} | {_num(v.p_value, '.2g')} | {r.status}{mark} | {logs} |"
                 )
+            notes = [
+                f"- {_cell(r.verdict.record.name)}: {_cell(r.reproduced_note)}" for r in t.rows if r.reproduced_note
+            ]
+            if notes:
+                out += ["", "Reproduced:", "", *notes]
             if t.plot in files:
                 out += ["", f"![val loss vs training time, {markdown_text(t.hardware)}]({t.plot})"]
             out.append("")
@@ -300,8 +348,13 @@ def render_csv(tables: dict[str, list[Table]]) -> str:
                         "std_time_s": _round(r.std_time_s, 3),
                         "delta_vs_previous_s": _round(r.delta_s, 3),
                         "previous_record": v.previous.record.name if v.previous else None,
+                        "decided_by": v.decided_by,
+                        "same_node_speedup_pct": _round(v.same_node.speedup_pct, 3) if v.same_node else None,
+                        "same_node_p_value": _sig(v.same_node.time.p_lower) if v.same_node else None,
+                        "baseline_runs": len(v.baseline_runs),
+                        "reproduced": r.reproduced_note is not None,
                         "mean_val_loss": _round(v.mean_val_loss, 5),
-                        "p_value": None if v.p_value is None else float(f"{v.p_value:.4g}"),
+                        "p_value": _sig(v.p_value),
                         "systems_only": bool(v.record.meta and v.record.meta.systems_only),
                         "description": v.record.meta.description if v.record.meta else "",
                         "path": r.link,
@@ -314,7 +367,13 @@ def render_csv(tables: dict[str, list[Table]]) -> str:
     df = pd.DataFrame.from_records(records, columns=list(CSV_COLUMNS))
     df["rank"] = df["rank"].astype("Int64")
     df["runs"] = df["runs"].astype("Int64")
+    df["baseline_runs"] = df["baseline_runs"].astype("Int64")
     return str(df.to_csv(index=False, lineterminator="\n"))
+
+
+def _sig(p: float | None) -> float | None:
+    """A p-value to 4 significant digits."""
+    return None if p is None or not math.isfinite(p) else float(f"{p:.4g}")
 
 
 def _round(x: float | None, digits: int) -> float | None:

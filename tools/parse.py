@@ -154,6 +154,11 @@ class ParsedLog:
     config_error: str | None = None
     data: dict[str, Any] | None = None
     data_error: str | None = None
+    # The ``host:`` line: a salted hash of the machine id and the UUIDs of its GPUs (nvidia-smi -L), which
+    # tell that two runs ran on one node (tools/samenode.py); host_error says why a host line was not read.
+    host_id: str | None = None
+    gpu_uuids: list[str] = field(default_factory=list)
+    host_error: str | None = None
     val_curve: list[ValPoint] = field(default_factory=list)
     metrics: Metrics = field(default_factory=Metrics.empty)
     metrics_form: str = "none"  # "speedrun" (step:N/M lines), "llm.c" (s:N lines) or "none"
@@ -383,7 +388,7 @@ _ENV_LINE_RE = re.compile(r"^(?:Running Python|Running [Pp]y[Tt]orch|config: |da
 # The lines of an environment block that say something (read below); the others are skipped in C, so a
 # block of millions of lines costs one regex scan. Linear: one attempt per line start, no nested repeats.
 _ENV_FACT_RE = re.compile(
-    r"^(?:Running |config: |data: |[^\S\n]*nvidia-smi: not available|(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) |\|[^\S\n]+\d)[^\n]*"
+    r"^(?:Running |config: |data: |host: |[^\S\n]*nvidia-smi: not available|(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) |\|[^\S\n]+\d)[^\n]*"
     r"|^[^\n]*?Processes:[^\n]*",
     re.M,
 )
@@ -418,6 +423,8 @@ def _read_environment(log: ParsedLog, text: str, start: int, end: int) -> None:
             log.config, log.config_error = _read_json_object(line[len("config: ") :], "config", log.config)
         elif line.startswith("data: "):
             log.data, log.data_error = _read_json_object(line[len("data: ") :], "data", log.data)
+        elif line.startswith("host: "):
+            _read_host(log, line[len("host: ") :])
         elif line.strip() == _SMI_NOT_AVAILABLE:
             log.nvidia_smi = "not available"
         elif log.run_date is None and not log.gpu_names and (pm := _SMI_TIME_RE.match(line)):
@@ -429,6 +436,31 @@ def _read_environment(log: ParsedLog, text: str, start: int, end: int) -> None:
             index, name = row
             if index == len(log.gpu_names):  # rows in index order; a repeated table is not more GPUs
                 log.gpu_names.append(name)
+
+
+_HOST_ID_RE = re.compile(r"^[0-9a-f]{16}$")
+_GPU_UUID_RE = re.compile(r"^GPU-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+MAX_GPU_UUIDS = 1024
+
+
+def _read_host(log: ParsedLog, text: str) -> None:
+    """``host: {"host_id": "<16 hex>", "gpu_uuids": ["GPU-<uuid>", ...]}``; the first such line counts."""
+    if log.host_id is not None or log.host_error is not None:
+        log.host_error = log.host_error or "more than one 'host:' line; the first one is used"
+        return
+    value, error = _read_json_object(text, "host", None)
+    if value is None:
+        log.host_error = error
+        return
+    host_id, uuids = value.get("host_id"), value.get("gpu_uuids")
+    if not isinstance(host_id, str) or not _HOST_ID_RE.match(host_id):
+        log.host_error = f"the 'host:' line's host_id {str(host_id)[:40]!r} is not 16 lowercase hex digits"
+    elif not isinstance(uuids, list) or len(uuids) > MAX_GPU_UUIDS:
+        log.host_error = f"the 'host:' line's gpu_uuids is not a list of at most {MAX_GPU_UUIDS} GPU UUIDs"
+    elif bad := next((u for u in uuids if not isinstance(u, str) or not _GPU_UUID_RE.match(u)), None):
+        log.host_error = f"the 'host:' line's gpu_uuids holds {str(bad)[:60]!r}, not a GPU UUID (GPU-xxxxxxxx-...)"
+    else:
+        log.host_id, log.gpu_uuids = host_id, list(uuids)
 
 
 def _smi_gpu_row(line: str) -> tuple[int, str] | None:

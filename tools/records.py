@@ -3,8 +3,10 @@
 Two layouts are read (records/README.md, docs/log-format.md):
 
 - **harness** records (this repository): ``records/<track>/<YYYY-MM-DD>_<ShortName>/README.md`` with
-  YAML front matter, plus one ``<run-uuid>.txt`` per run directly in the folder. Subfolders are
-  supporting material (a baseline's logs, plots) and are never judged as the record.
+  YAML front matter, plus one ``<run-uuid>.txt`` per run directly in the folder. The logs directly in
+  its ``baseline/`` subfolder are its same-node baseline runs (the named baseline record's code, run on
+  the node of the record's runs: judged by tools/samenode.py, never as runs of the record). Anything
+  else in subfolders is supporting material (notes, plots) and is never judged.
 - **community** submissions (the public speedrun, ../shared/anchors/modded-nanogpt/): no README;
   the folder name gives the date. Its logs were never organised for a machine, so these choices,
   made once here, decide what is judged:
@@ -31,6 +33,7 @@ from tools.tracks import TRACKS, HardwareClass, Track, get_track
 
 README = "README.md"
 LOG_SUFFIX = ".txt"
+BASELINE_DIR = "baseline"  # a record folder's same-node baseline runs
 _DATE_PREFIX_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})[_-]")
 _HARNESS_FOLDER_RE = re.compile(r"^\d{4}-\d{2}-\d{2}_[A-Za-z0-9][A-Za-z0-9._-]*$")
 SUPPORTING_NAME_RE = re.compile(r"baseline|comparison|before|prior|master|extra", re.I)
@@ -65,6 +68,7 @@ class Record:
     meta: FrontMatter | None = None
     meta_errors: list[str] = field(default_factory=list)
     supporting: list[Path] = field(default_factory=list)
+    baseline_runs: list[Path] = field(default_factory=list)  # <record>/baseline/*.txt (harness records only)
 
     @property
     def title(self) -> str:
@@ -269,7 +273,13 @@ def _community_records(folder: Path, name: str, track: Track, date: str | None) 
 
 def _harness_record(folder: Path, track: Track) -> Record:
     rec = Record(folder, folder.name, track, _logs_in(folder), "harness", _date_of(folder.name))
-    rec.supporting = sorted(p for d in folder.iterdir() if d.is_dir() for p in d.rglob(f"*{LOG_SUFFIX}"))
+    baseline_dir = folder / BASELINE_DIR
+    if baseline_dir.is_dir() and not baseline_dir.is_symlink():
+        rec.baseline_runs = _logs_in(baseline_dir)
+    judged = set(rec.baseline_runs)
+    rec.supporting = sorted(
+        p for d in folder.iterdir() if d.is_dir() for p in d.rglob(f"*{LOG_SUFFIX}") if p not in judged
+    )
     if not _HARNESS_FOLDER_RE.match(folder.name) or rec.date is None:
         rec.meta_errors.append(
             f"folder name {folder.name!r} is not <YYYY-MM-DD>_<ShortName> with a date of the calendar"

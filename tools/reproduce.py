@@ -18,8 +18,9 @@ data (the ``data:`` line's sha256 list). For each log this command
 
 The new logs stay under ``reproductions/<record>/`` (outside records/). ``--write-verdict`` (for
 maintainers) records the verdicts in the record folder as ``reproduced.json``; ``read_reproduced``
-reads and validates such a file. docs/reproduce.md has the tolerances and what a reproduction can
-and cannot prove.
+reads and validates such a file. ``--extract FILE`` runs nothing: it writes a log's code to FILE (a
+submitter's same-node baseline runs run the previous record's code, records/README.md).
+docs/reproduce.md has the tolerances and what a reproduction can and cannot prove.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from typing import IO, Any
 
 from tools import sandbox
 from tools.parse import DEFAULT_MAX_BYTES, SEPARATOR, ParsedLog, parse_bytes, parse_log, read_log_bytes
+from tools.text import printable
 
 # --- tolerances (docs/reproduce.md) -------------------------------------------------------------
 
@@ -1005,10 +1007,16 @@ def read_reproduced(record: Path) -> Reproduced | None:
         p = logs.get(r.log)
         if p is None:
             rep.stale.append(f"{r.log}: reproduced, but no longer in the record")
-        elif hashlib.sha256(p.read_bytes()).hexdigest() != r.log_sha256:
+        elif _file_sha256(p) != r.log_sha256:
             rep.stale.append(f"{r.log}: changed since it was reproduced (sha256 differs)")
     rep.missing = sorted(set(logs) - {r.log for r in runs})
     return rep
+
+
+def _file_sha256(path: Path) -> str:
+    """sha256 of a file, read in chunks: verify reads every record's reproduced.json, and a log may be large."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _reject_constant(name: str) -> Any:
@@ -1096,6 +1104,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--write-verdict",
         action="store_true",
         help=f"maintainers: write the verdicts to RECORD/{REPRODUCED_FILE} (docs/reproduce.md)",
+    )
+    p.add_argument(
+        "--extract",
+        type=Path,
+        metavar="FILE",
+        help="run nothing: write the code of the log (of a record: its first log) to FILE, byte for byte, e.g. the "
+        "previous record's train_gpt.py for same-node baseline runs (records/README.md)",
     )
 
 
@@ -1224,7 +1239,35 @@ def _choose_sandbox(args: argparse.Namespace) -> str:
     return kind
 
 
+def extract_code(target: Path, dest: Path) -> Path:
+    """Write the source section of ``target`` (a log, or a record folder's first log) to ``dest``; the log read.
+
+    The bytes are checked against the log's source sha256. ``dest`` must not exist: it is often a
+    train_gpt.py, and the one already there may be the user's own work."""
+    _, _, logs = find_logs(target)
+    raw, size = read_log_bytes(logs[0], DEFAULT_MAX_BYTES)
+    log = parse_bytes(raw, str(logs[0]), size=size)
+    code = extract_source(raw) if size <= DEFAULT_MAX_BYTES and not log.source_omitted else None
+    if not code or hashlib.sha256(code).hexdigest() != log.source_sha256:
+        raise ValueError(
+            f"{logs[0]}: no source section that hashes to the log's source sha256 (an omitted or empty source, or "
+            "not a log of train_gpt.py), so there is no code to extract"
+        )
+    if dest.exists() or dest.is_symlink():
+        raise ValueError(f"{dest}: already exists; give --extract a new file name (or remove that file first)")
+    try:
+        dest.write_bytes(code)
+    except OSError as e:
+        raise ValueError(f"{dest}: cannot be written ({e.strerror}); give --extract a path in a writable folder") from e
+    return logs[0]
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.extract is not None:
+        source = extract_code(args.target, args.extract)
+        digest = hashlib.sha256(args.extract.read_bytes()).hexdigest()
+        print(printable(f"wrote the code of {source} to {args.extract} (sha256 {digest[:16]}…, as the log says)"))
+        return 0
     name, record, claims, out = _plan(args)
     kind = _choose_sandbox(args)
     gpus = _gpu_count() if any(c.device == "cuda" for c in claims) else 0

@@ -2,7 +2,9 @@
 
 Each rule returns the list of its failures (empty: passed) or ``NOT_APPLICABLE``. A failure names the
 rule, the file (a log, or the record's README/folder) and the evidence (the line or the number).
-``faster`` needs the other records of the track, so it lives in tools/verify.py.
+``faster`` needs the other records of the track, so it lives in tools/verify.py; ``same-node`` (a record's
+``baseline/`` runs: tools/samenode.py) applies the rules of this module to the baseline runs and checks
+them against the named baseline record there.
 
 Choices this module makes where RULES.md leaves room (also in records/README.md):
 - ``structure`` also checks dates: no run of a record with a README may be dated (nvidia-smi's
@@ -83,6 +85,7 @@ RULE_IDS: Final = (
     "target",
     "loss-drop",
     "compile-flags",
+    "same-node",
     "faster",
 )
 MIN_RUNS = 3
@@ -904,7 +907,7 @@ def rule_data(ctx: Context) -> RuleResult:
     out: list[Failure] = []
     lists: dict[str, list[tuple[str, str]]] = {}
     for run in ctx.runs:
-        shards, problem = _shard_list(run.log)
+        shards, problem = shard_list(run.log)
         if problem:
             out.append(Failure("data", run.file, problem))
             continue
@@ -951,7 +954,7 @@ def _shard_problems(log: ParsedLog) -> list[str]:
     """What needs no table of known hashes: no train shard is a val shard, the token counts are those of
     FineWeb shards, the val shard holds the val tokens and the train shards the tokens the run trained on.
 
-    Called on a well-formed data line (``_shard_list`` passed).
+    Called on a well-formed data line (``shard_list`` passed).
     """
     shards = (log.data or {}).get("shards", [])
     problems = []
@@ -1008,7 +1011,7 @@ def _unknown_shards(shards: list[tuple[str, str]], splits: list[object], known: 
     return problems
 
 
-def _shard_list(log: ParsedLog) -> tuple[list[tuple[str, str]], str | None]:
+def shard_list(log: ParsedLog) -> tuple[list[tuple[str, str]], str | None]:
     if log.data_error:
         return [], log.data_error
     if log.data is None:

@@ -6,6 +6,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 def finite_or_none(x: float | None) -> float | None:
@@ -43,20 +44,127 @@ def p_below_target(losses: Sequence[float], target: float) -> float | None:
 
 
 @dataclass(frozen=True)
-class WelchResult:
-    statistic: float  # t of mean(a) - mean(b), as scipy.stats.ttest_ind(a, b) gives it
-    p_value: float  # two-sided
-    mean_a: float
-    mean_b: float
+class Sample:
+    """One side of a comparison: how many values, their mean and sample standard deviation (ddof=1)."""
+
+    n: int
+    mean: float | None  # None without values
+    sd: float | None  # None under two values
+
+    @classmethod
+    def of(cls, xs: Sequence[float]) -> Sample:
+        return cls(len(xs), mean(xs), std(xs))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"n": self.n, "mean": finite_or_none(self.mean), "sd": finite_or_none(self.sd)}
 
 
-def welch(a: Sequence[float], b: Sequence[float]) -> WelchResult | None:
-    """Welch's t-test (unequal variances), two-sided; None unless both samples have 2+ values."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    from scipy import stats
+@dataclass(frozen=True)
+class WelchTest:
+    """Welch's t-test (unequal variances) of a candidate's values against a reference's, on one metric.
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        r = stats.ttest_ind(list(a), list(b), equal_var=False)
-    return WelchResult(float(r.statistic), float(r.pvalue), math.fsum(a) / len(a), math.fsum(b) / len(b))
+    Every number is of candidate - reference: ``difference`` and ``t`` are negative when the candidate's
+    mean is lower. ``p_two_sided`` tests "the means differ", ``p_lower`` "the candidate's mean is lower"
+    (scipy.stats.ttest_ind(candidate, reference, equal_var=False, alternative="less")). The test needs two
+    values on each side and some variance: otherwise t, df and both p-values are None, never a guess.
+    """
+
+    metric: str  # "train_time_ms" or "val_loss"
+    reference: Sample
+    candidate: Sample
+    difference: float | None  # candidate.mean - reference.mean
+    t: float | None
+    df: float | None
+    p_two_sided: float | None
+    p_lower: float | None
+
+    @property
+    def computable(self) -> bool:
+        return self.p_two_sided is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "reference": self.reference.to_json(),
+            "candidate": self.candidate.to_json(),
+            "difference": finite_or_none(self.difference),
+            "t": self.t,
+            "df": self.df,
+            "p_two_sided": self.p_two_sided,
+            "p_lower": self.p_lower,
+        }
+
+
+def welch_test(metric: str, reference: Sequence[float], candidate: Sequence[float]) -> WelchTest:
+    ref, cand = Sample.of(reference), Sample.of(candidate)
+    diff = None if ref.mean is None or cand.mean is None else cand.mean - ref.mean
+    t = df = p2 = p1 = None
+    if ref.n >= 2 and cand.n >= 2 and all(math.isfinite(x) for x in [*reference, *candidate]):
+        from scipy import stats  # imported here: keeps `import tools` light
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # zero variance on both sides: NaN, reported as None
+            two = stats.ttest_ind(list(candidate), list(reference), equal_var=False)
+            one = stats.ttest_ind(list(candidate), list(reference), equal_var=False, alternative="less")
+        t, df = finite_or_none(float(two.statistic)), finite_or_none(float(two.df))
+        p2, p1 = finite_or_none(float(two.pvalue)), finite_or_none(float(one.pvalue))
+        if t is None or p2 is None or p1 is None:
+            t = df = p2 = p1 = None
+    return WelchTest(metric, ref, cand, diff, t, df, p2, p1)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A candidate against a reference, on train_time and on final val loss: the one statistics object.
+
+    ``python -m tools compare`` prints it, verify's same-node rule decides on it (candidate: a record's
+    runs, reference: its baseline runs on the same node) and the leaderboard shows it (candidate: a record,
+    reference: the previous record, or its same-node baseline runs).
+    """
+
+    reference: str  # what the reference is, for people: a record's name, or "baseline runs (...)"
+    candidate: str
+    basis: str  # BASIS_RECORDS (two records, maybe from two nodes) or BASIS_SAME_NODE
+    time: WelchTest  # train_time_ms
+    val_loss: WelchTest
+
+    @property
+    def speedup_pct(self) -> float | None:
+        """The share of the reference's mean time that the candidate saves, in %: 100 × (ref − cand) / ref.
+        Positive: the candidate is faster."""
+        ref, diff = self.time.reference.mean, self.time.difference
+        if ref is None or diff is None or not ref > 0:
+            return None
+        return finite_or_none(-100.0 * diff / ref)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference,
+            "candidate": self.candidate,
+            "basis": self.basis,
+            "speedup_pct": self.speedup_pct,
+            "train_time_ms": self.time.to_json(),
+            "val_loss": self.val_loss.to_json(),
+        }
+
+
+BASIS_RECORDS = "records"
+BASIS_SAME_NODE = "same node"
+
+
+def compare(
+    reference_times_ms: Sequence[float],
+    candidate_times_ms: Sequence[float],
+    reference_losses: Sequence[float],
+    candidate_losses: Sequence[float],
+    reference: str = "A",
+    candidate: str = "B",
+    basis: str = BASIS_RECORDS,
+) -> Comparison:
+    return Comparison(
+        reference,
+        candidate,
+        basis,
+        welch_test("train_time_ms", reference_times_ms, candidate_times_ms),
+        welch_test("val_loss", reference_losses, candidate_losses),
+    )

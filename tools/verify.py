@@ -6,6 +6,14 @@ each record entered the main branch, by git history, records not in it yet (a pu
 (date, name) only where there is no git history. The previous record of the same track and
 hardware class is the fastest *valid* one before it. The same order decides which record owns a
 run that two records carry, which baselines are earlier, and which record's val shard is the track's.
+
+Which rule decides "new record" (``Verdict.decided_by``): a record that carries same-node baseline runs
+(``baseline/``, tools/samenode.py) whose named ``baseline`` is that previous record is a new record when
+its runs are faster than the baseline runs on the same node, by a one-sided Welch t-test with p < 0.01
+(DECIDED_SAME_NODE); its mean time may then be above the previous record's, measured on another node.
+Every other valid record is compared by mean train_time with the previous record (DECIDED_ABSOLUTE),
+also one whose baseline runs name an older record than the previous one: its measured speed-up is
+against a record that no longer holds the class, so it cannot say that it beats the one that does.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import json
 import math
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -22,14 +31,18 @@ from pathlib import Path
 from typing import Any
 
 from tools import ledger as ledger_mod
-from tools import stats
+from tools import samenode, stats
 from tools.known_shards import load_known_shards
 from tools.ledger import Ledger
 from tools.parse import ParsedLog, parse_log
 from tools.records import README, Record, discover, is_records_folder, load_records, misplaced
+from tools.reproduce import Reproduced, read_reproduced
 from tools.rules import (
     NOT_APPLICABLE,
+    P_VALUE_THRESHOLD,
+    RULE_IDS,
     RULES,
+    RUN_IDENTITY_KEYS,
     Context,
     Failure,
     Run,
@@ -38,6 +51,7 @@ from tools.rules import (
     curve_print,
     near_duplicates,
     plausible_finals,
+    shard_list,
     val_shards,
 )
 from tools.text import printable
@@ -45,6 +59,9 @@ from tools.tracks import TRACKS, HardwareClass
 
 # Parsing is the expensive part; below this many logs a process pool costs more than it saves.
 _PARALLEL_MIN_LOGS = 24
+# Which rule decided whether a valid record is a new record (``Verdict.decided_by``).
+DECIDED_SAME_NODE = "same-node baseline"
+DECIDED_ABSOLUTE = "absolute time"
 
 
 @dataclass
@@ -57,6 +74,18 @@ class Verdict:
     is_new_record: bool = False
     previous: Verdict | None = field(default=None, repr=False)
     ledger: Ledger = field(default_factory=lambda: ledger_mod.by_date("records ordered by (date, name)"), repr=False)
+    baseline_runs: list[Run] = field(default_factory=list)  # baseline/*.txt: the same-node baseline runs
+    # The record's runs against its baseline runs (reference) on the same node; None without baseline runs.
+    same_node: stats.Comparison | None = None
+    decided_by: str | None = None  # DECIDED_SAME_NODE or DECIDED_ABSOLUTE for a valid record, else None
+    decision: str = ""  # how "new record" was decided, in words
+    reproduced: Reproduced | None = None  # the record's reproduced.json, when it has a valid one
+    reproduced_problem: str | None = None  # why the record is not shown as reproduced, when it has the file
+
+    @property
+    def is_reproduced(self) -> bool:
+        """A maintainer reproduced every run of the record as it is now (the leaderboard's mark)."""
+        return self.reproduced is not None and self.reproduced.all_reproduced
 
     @property
     def order_key(self) -> tuple[int, int, str, str]:
@@ -76,7 +105,7 @@ class Verdict:
 
     @property
     def times_ms(self) -> list[float]:
-        return [t for r in self.runs if (t := r.log.train_time_ms) is not None and math.isfinite(t)]
+        return _times_ms(self.runs)
 
     @property
     def mean_val_loss(self) -> float | None:
@@ -114,15 +143,42 @@ class Verdict:
             "mean_val_loss": stats.finite_or_none(self.mean_val_loss),
             "p_value": stats.finite_or_none(self.p_value),
             "mean_train_time_ms": stats.finite_or_none(self.mean_train_time_ms),
+            "decided_by": self.decided_by,
+            "decision": self.decision,
+            "same_node": self.same_node.to_json() if self.same_node else None,
+            "reproduced": self._reproduced_json(),
             "failures": [f.to_json() for f in self.failures],
             "not_applicable": self.not_applicable,
             "logs": [r.file for r in self.runs],
+            "baseline_logs": [r.file for r in self.baseline_runs],
+        }
+
+    def _reproduced_json(self) -> dict[str, Any] | None:
+        if self.reproduced is None and self.reproduced_problem is None:
+            return None
+        rep = self.reproduced
+        return {
+            "reproduced": self.is_reproduced,
+            "date": rep.date if rep else None,
+            "machine": rep.machine if rep else None,
+            "problem": self.reproduced_problem,
         }
 
 
+def comparison(reference: Verdict, candidate: Verdict) -> stats.Comparison:
+    """Two records' runs, ``candidate`` against ``reference``: what compare prints and the leaderboard shows."""
+    return stats.compare(
+        reference.times_ms,
+        candidate.times_ms,
+        reference.finals,
+        candidate.finals,
+        reference=reference.record.name,
+        candidate=candidate.record.name,
+    )
+
+
 def _rule_order(rule: str) -> int:
-    ids = [r for r, _ in RULES] + ["faster"]
-    return ids.index(rule) if rule in ids else len(ids)
+    return RULE_IDS.index(rule) if rule in RULE_IDS else len(RULE_IDS)
 
 
 def _parse_or_fail(path: Path) -> ParsedLog:
@@ -158,10 +214,47 @@ def judge(record: Record, logs: dict[Path, ParsedLog], known_shards: dict[str, s
         else:
             assert isinstance(result, list)
             failures.extend(result)
+    baseline = [Run(p, logs[p]) for p in record.baseline_runs]
+    failures.extend(samenode.judge_baseline_runs(ctx, baseline))
+    if ctx.is_smoke or not baseline:
+        not_applicable.append(samenode.RULE)
     if ctx.is_smoke:
         not_applicable.append("faster")
     hardware = None if ctx.is_smoke else claimed_hardware(ctx)
-    return Verdict(record, runs, failures, not_applicable, hardware)
+    v = Verdict(record, runs, failures, not_applicable, hardware, baseline_runs=baseline)
+    if baseline and not ctx.is_smoke:
+        v.same_node = stats.compare(
+            _times_ms(baseline),
+            v.times_ms,
+            [f for r in baseline if (f := r.log.final_val_loss) is not None],
+            v.finals,
+            reference=f"baseline runs of {_named_baseline(v)} on the same node",
+            candidate=record.name,
+            basis=stats.BASIS_SAME_NODE,
+        )
+    if record.layout == "harness":
+        v.reproduced, v.reproduced_problem = _reproduced_state(record)
+    return v
+
+
+def _times_ms(runs: Sequence[Run]) -> list[float]:
+    return [t for r in runs if (t := r.log.train_time_ms) is not None and math.isfinite(t)]
+
+
+def _reproduced_state(record: Record) -> tuple[Reproduced | None, str | None]:
+    """(the valid reproduced.json, why the record is not shown as reproduced): never a failure of the record,
+    which does not vouch for that file (only maintainers add it; the records workflow refuses it in a PR)."""
+    try:
+        rep = read_reproduced(record.path)
+    except ValueError as e:
+        return None, str(e)
+    except OSError as e:  # a log it covers that cannot be read (permissions): the file cannot be checked
+        return None, f"{record.path}: a log cannot be read to check reproduced.json ({e.strerror})"
+    if rep is None:
+        return None, None
+    why = [*rep.stale, *(f"{m}: a log of the record that no reproduction covers" for m in rep.missing)]
+    why += [f"{r.log}: {r.verdict}" for r in rep.runs if not r.reproduced]
+    return rep, ("; ".join(why) if why else None)
 
 
 def _is_harness_record(v: Verdict) -> bool:
@@ -306,8 +399,149 @@ def require_valid_baselines(verdicts: Sequence[Verdict]) -> None:
             changed = True
 
 
+def check_same_node(verdicts: Sequence[Verdict]) -> None:
+    """``same-node`` against the named baseline record (tools/samenode.py): the baseline runs ran its code,
+    byte for byte, with its config and its data, and none of them is a run of a record."""
+    by_path = {v.record.path: v for v in verdicts}
+    for v in verdicts:
+        if not v.baseline_runs or v.is_smoke:
+            continue
+        meta = v.record.meta
+        readme = str(v.record.path / README)
+        if meta is not None and meta.baseline is None:
+            v.failures.append(
+                Failure(
+                    samenode.RULE,
+                    readme,
+                    f"baseline/ holds {len(v.baseline_runs)} baseline run(s), but the front matter names no "
+                    "'baseline': name the record whose code they ran",
+                )
+            )
+        base = _baseline_of(v, by_path)
+        if base is not None:
+            v.failures.extend(_against_baseline_record(v, base))
+        v.failures.extend(_baseline_runs_of_records(v, verdicts))
+
+
+def _against_baseline_record(v: Verdict, base: Verdict) -> list[Failure]:
+    out: list[Failure] = []
+    name = base.record.name
+    hashes = Counter(r.log.code_sha256 for r in base.runs if r.log.code_sha256)
+    if len(hashes) != 1:
+        what = "no code hash" if not hashes else f"{len(hashes)} different code hashes"
+        return [
+            Failure(
+                samenode.RULE,
+                str(v.record.path / README),
+                f"the baseline {name} has {what}: there is no one code for the baseline runs to have run",
+            )
+        ]
+    code = next(iter(hashes))
+    cfg0 = next((r.log.config for r in base.runs if r.log.config is not None), None)
+    shards0, _ = shard_list(base.runs[0].log)
+    for run in v.baseline_runs:
+        log = run.log
+        if log.code_sha256 != code:
+            out.append(
+                Failure(
+                    samenode.RULE,
+                    run.file,
+                    f"source sha256 {(log.code_sha256 or 'none')[:16]}… is not {code[:16]}…, the code of the baseline "
+                    f"{name}: a baseline run runs the baseline record's code byte for byte (extract it from one of "
+                    f"its logs: python -m tools reproduce LOG --extract FILE)",
+                )
+            )
+            continue
+        if cfg0 is not None and log.config is None:
+            why = log.config_error or "no 'config:' line"
+            out.append(Failure(samenode.RULE, run.file, f"{why}: the baseline run cannot show it ran as {name} ran"))
+            continue
+        if cfg0 is not None and log.config is not None:
+            mine, theirs = _without(log.config, RUN_IDENTITY_KEYS), _without(cfg0, RUN_IDENTITY_KEYS)
+            if mine != theirs:
+                keys = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+                out.append(
+                    Failure(
+                        samenode.RULE,
+                        run.file,
+                        f"config differs from the baseline {name}'s in {', '.join(keys[:8])}: a baseline run runs "
+                        "the baseline record as it ran (no SPEEDRUN_OVERRIDES, the same preset)",
+                    )
+                )
+                continue
+        shards, problem = shard_list(log)
+        if shards0 and shards != shards0:
+            what = f"{problem}, so it cannot show that it read" if problem else "reads other shards (name, sha256) than"
+            out.append(
+                Failure(
+                    samenode.RULE,
+                    run.file,
+                    f"{what} the baseline {name}'s shards: a baseline run reads the baseline record's data",
+                )
+            )
+    return out
+
+
+def _without(d: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    return {k: x for k, x in d.items() if k not in keys}
+
+
+def _baseline_runs_of_records(v: Verdict, verdicts: Sequence[Verdict]) -> list[Failure]:
+    """A baseline run is made for this comparison: not a run of any record of the track (its file or
+    run_id), nor, by its losses, a run of the named baseline record (its own logs, copied and edited)."""
+    owners: dict[tuple[str, str], tuple[Verdict, Run]] = {}
+    for other in verdicts:
+        if other.record.track != v.record.track:
+            continue
+        for run in other.runs:
+            rid = (run.log.config or {}).get("run_id")
+            for key in (("bytes", run.log.file_sha256), ("run_id", rid if isinstance(rid, str) else "")):
+                if key[1]:
+                    owners.setdefault(key, (other, run))
+    out: list[Failure] = []
+    flagged: set[int] = set()
+    for b in v.baseline_runs:
+        rid = (b.log.config or {}).get("run_id")
+        for kind, value in (("bytes", b.log.file_sha256), ("run_id", rid if isinstance(rid, str) else "")):
+            hit = owners.get((kind, value)) if value else None
+            if hit is None or hit[0] is v:
+                continue  # the record's own runs: tools.samenode says so
+            what = "byte for byte the same file as" if kind == "bytes" else f"run_id {value} is also the run_id of"
+            out.append(
+                Failure(
+                    samenode.RULE,
+                    b.file,
+                    f"{what} {hit[1].file} of the record {hit[0].record.name}: a baseline run is run anew, on the "
+                    "node of the record's runs",
+                )
+            )
+            flagged.add(id(b))
+            break
+    base = _baseline_of(v, {x.record.path: x for x in verdicts})
+    if base is not None and base.runs:
+        rest = [b for b in v.baseline_runs if id(b) not in flagged]
+        prints = [curve_print(r.log) for r in [*base.runs, *rest]]
+        owner = [0] * len(base.runs) + [1] * len(rest)
+        seen: set[int] = set()
+        for (i, j), why in sorted(near_duplicates(prints, owner).items()):
+            run = rest[j - len(base.runs)]
+            if id(run) in seen:
+                continue
+            seen.add(id(run))
+            out.append(
+                Failure(
+                    samenode.RULE,
+                    run.file,
+                    f"the same run as {base.runs[i].file} of the baseline {base.record.name}: {why}; a baseline "
+                    "run is run anew, on the node of the record's runs",
+                )
+            )
+    return out
+
+
 def rank(verdicts: Iterable[Verdict]) -> None:
-    """Set ``is_new_record`` and ``previous``: per (track, hardware class), in the ledger's order."""
+    """Set ``is_new_record``, ``previous``, ``decided_by`` and ``decision``: per (track, hardware class), in the
+    ledger's order. The previous record of a class is its latest new record (the one that holds it)."""
     best: dict[tuple[str, HardwareClass | None], Verdict] = {}
     for v in sorted(verdicts, key=lambda v: (v.record.track.name, v.order_key)):
         if v.is_smoke:
@@ -318,10 +552,46 @@ def rank(verdicts: Iterable[Verdict]) -> None:
         t = v.mean_train_time_ms
         if not v.valid or t is None:
             continue
-        prev_t = prev.mean_train_time_ms if prev else None
-        v.is_new_record = prev_t is None or t < prev_t
+        v.is_new_record, v.decided_by, v.decision = _decide(v, prev, t)
         if v.is_new_record:
             best[key] = v
+
+
+def speed_words(speedup_pct: float | None) -> str:
+    """``4.81 % faster`` / ``1.20 % slower`` for a Comparison's speedup_pct (the share of time saved)."""
+    if speedup_pct is None or not math.isfinite(speedup_pct):
+        return "no time measured"
+    return f"{abs(speedup_pct):.2f} % {'faster' if speedup_pct >= 0 else 'slower'}"
+
+
+def _decide(v: Verdict, prev: Verdict | None, t: float) -> tuple[bool, str, str]:
+    """(new record?, the rule that decided, why) for a valid record ``v`` with mean time ``t``."""
+    sn = v.same_node
+    named = v.record.meta.baseline if v.record.meta else None
+    if prev is None:
+        return True, DECIDED_ABSOLUTE, "the first valid record of its track and hardware class"
+    prev_t = prev.mean_train_time_ms
+    if sn is not None and named is not None and prev.record.path == v.record.path.parent / named:
+        p = sn.time.p_lower
+        speed = speed_words(sn.speedup_pct)
+        if p is not None and p < P_VALUE_THRESHOLD:
+            return True, DECIDED_SAME_NODE, f"faster than {named} on the same node: {speed}, one-sided p = {p:.2g}"
+        p_text = "undefined" if p is None else f"{p:.2g}"
+        return (
+            False,
+            DECIDED_SAME_NODE,
+            f"not faster than {named} on the same node at p < {P_VALUE_THRESHOLD}: {speed}, one-sided p = {p_text}",
+        )
+    why = ""
+    if sn is not None:
+        why = (
+            f"; its baseline runs are of {named}, not of {prev.record.name}, the record that holds its class, "
+            "so mean times decide"
+        )
+    assert prev_t is not None  # a previous record is a valid record with a time
+    if t < prev_t:
+        return True, DECIDED_ABSOLUTE, f"mean time below {prev.record.name}'s{why}"
+    return False, DECIDED_ABSOLUTE, f"mean time not below {prev.record.name}'s{why}"
 
 
 def verify_records(
@@ -333,13 +603,14 @@ def verify_records(
     """
     shards = load_known_shards() if known_shards is None else known_shards
     order = ledger if ledger is not None else ledger_mod.for_records(records)
-    logs = parse_many([p for r in records for p in r.logs])
+    logs = parse_many([p for r in records for p in [*r.logs, *r.baseline_runs]])
     verdicts = [judge(r, logs, shards) for r in records]
     for v in verdicts:
         v.ledger = order
     flag_reused_runs(verdicts)
     check_val_shards(verdicts)
     check_baselines(verdicts)
+    check_same_node(verdicts)
     require_valid_baselines(verdicts)
     rank(verdicts)
     return verdicts
@@ -402,7 +673,7 @@ def format_text(verdicts: Sequence[Verdict], stray: Sequence[tuple[Path, str]] =
                     "valid, NEW RECORD"
                     if v.is_new_record
                     else "valid, not faster than " + (v.previous.record.name if v.previous else "the previous record")
-                )
+                ) + (f" ({v.decided_by})" if v.decided_by else "")
             else:
                 verdict = "INVALID: " + ", ".join(v.failed_rules)
             lines.append(
@@ -415,6 +686,7 @@ def format_text(verdicts: Sequence[Verdict], stray: Sequence[tuple[Path, str]] =
             lines.append(_smoke_summary(v))
     if records:
         lines.append(records[0].ledger.note)
+    lines += [line for v in records for line in _notes(v)]
     failing = [v for v in verdicts if v.failures]
     if failing or stray:
         lines.append("")
@@ -435,6 +707,47 @@ def format_text(verdicts: Sequence[Verdict], stray: Sequence[tuple[Path, str]] =
         )
     )
     return "\n".join(printable(line) for line in lines) + "\n"  # names and evidence come from input
+
+
+def _notes(v: Verdict) -> list[str]:
+    """What the table cannot say about one record: the same-node comparison and the rule that decided, and
+    whether maintainers reproduced it (a reproduced.json that does not hold is a note, never a failure)."""
+    out = []
+    sn = v.same_node
+    if sn is not None:
+        t = sn.time
+        ref, cand = t.reference, t.candidate
+        out.append(
+            f"same node: {v.record.name}: {cand.n} run(s), mean {_fmt(_s(cand.mean), '.3f', ' s')}, against "
+            f"{ref.n} baseline run(s) of {_named_baseline(v)}, mean {_fmt(_s(ref.mean), '.3f', ' s')}: "
+            f"{speed_words(sn.speedup_pct)}, one-sided Welch p = {_fmt(t.p_lower, '.2g')}"
+        )
+    if sn is not None and v.decided_by is not None and v.decision:  # the table names the rule; here, why
+        out.append(f"decided by {v.decided_by}: {v.record.name}: {v.decision}")
+    if v.is_reproduced:
+        assert v.reproduced is not None
+        out.append(
+            f"reproduced: {v.record.name}: by the maintainers on {v.reproduced.date} ({reproduction_machine(v.reproduced)})"
+        )
+    elif v.reproduced_problem:
+        out.append(f"NOTE {v.record.name}: not shown as reproduced: {v.reproduced_problem}")
+    return out
+
+
+def _named_baseline(v: Verdict) -> str:
+    meta = v.record.meta
+    return meta.baseline if meta is not None and meta.baseline else "no named baseline"
+
+
+def _s(ms: float | None) -> float | None:
+    return None if ms is None else ms / 1000
+
+
+def reproduction_machine(rep: Reproduced) -> str:
+    """The machine of a reproduction in a few words: ``8× NVIDIA H100 80GB HBM3, docker``."""
+    gpus = Counter(str(g) for g in rep.machine.get("gpus", []))
+    parts = [f"{n}× {name}" for name, n in sorted(gpus.items())] or ["no GPU"]
+    return ", ".join([*parts, f"sandbox {rep.machine.get('sandbox')}"])
 
 
 def _smoke_summary(v: Verdict) -> str:
