@@ -439,7 +439,8 @@ def _read_environment(log: ParsedLog, text: str, start: int, end: int) -> None:
 
 
 _HOST_ID_RE = re.compile(r"^[0-9a-f]{16}$")
-_GPU_UUID_RE = re.compile(r"^GPU-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+# nvidia-smi -L: "GPU-<uuid>" for a whole GPU, "MIG-<uuid>" for a MIG instance
+_GPU_UUID_RE = re.compile(r"^(?:GPU|MIG)-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 MAX_GPU_UUIDS = 1024
 
 
@@ -458,7 +459,7 @@ def _read_host(log: ParsedLog, text: str) -> None:
     elif not isinstance(uuids, list) or len(uuids) > MAX_GPU_UUIDS:
         log.host_error = f"the 'host:' line's gpu_uuids is not a list of at most {MAX_GPU_UUIDS} GPU UUIDs"
     elif bad := next((u for u in uuids if not isinstance(u, str) or not _GPU_UUID_RE.match(u)), None):
-        log.host_error = f"the 'host:' line's gpu_uuids holds {str(bad)[:60]!r}, not a GPU UUID (GPU-xxxxxxxx-...)"
+        log.host_error = f"the 'host:' line's gpu_uuids holds {str(bad)[:60]!r}, not a GPU UUID (GPU-xxxxxxxx-... or MIG-xxxxxxxx-...)"
     else:
         log.host_id, log.gpu_uuids = host_id, list(uuids)
 
