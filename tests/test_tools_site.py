@@ -388,3 +388,22 @@ def test_leaderboard_and_compare_keep_stdout_and_stderr_clean(
     assert main(["compare", str(a), str(b)]) == 0
     first = capsys.readouterr().out.splitlines()[0].split()
     assert first[1:] == [f"records/{TRACK}/2026-08-01_Alpha", f"records/{TRACK}/2026-08-03_Bravo"]
+
+
+def test_ci_installs_the_browser_and_keeps_the_screenshots() -> None:
+    """The README's test command runs the browser tests on a fresh machine: .ci/run installs what they need and
+    names the folder their screenshots go to; ci.yml uploads that folder, with a pinned action."""
+    import yaml
+
+    run = (REPO_ROOT / ".ci" / "run").read_text()
+    assert "command -v chromium" in run and "command -v chromedriver" in run
+    assert "apt-get install" in run and "chromium chromium-driver" in run
+    assert 'export SPEEDRUN_ARTIFACTS="${SPEEDRUN_ARTIFACTS:-$PWD/.ci/artifacts}"' in run
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "`chromium`" in readme and "`chromium-driver`" in readme
+    assert "--records modded-nanogpt/records" in readme and "../shared" not in readme.split("### The leaderboard")[1]
+    assert (REPO_ROOT / "docs" / "leaderboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    steps = yaml.safe_load((REPO_ROOT / ".github" / "workflows" / "ci.yml").read_text())["jobs"]["test"]["steps"]
+    upload = next(s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact@"))
+    assert re.fullmatch(r"actions/upload-artifact@[0-9a-f]{40}", upload["uses"])
+    assert upload["if"] == "always()" and upload["with"]["path"].rstrip("/") == ".ci/artifacts"
