@@ -407,3 +407,36 @@ def test_ci_installs_the_browser_and_keeps_the_screenshots() -> None:
     upload = next(s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact@"))
     assert re.fullmatch(r"actions/upload-artifact@[0-9a-f]{40}", upload["uses"])
     assert upload["if"] == "always()" and upload["with"]["path"].rstrip("/") == ".ci/artifacts"
+
+
+def test_plots_are_the_same_bytes_whoever_draws_them(
+    site: tuple[Path, Path, dict[str, bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Figures drawn in worker processes (many records) are byte for byte the ones drawn in this one."""
+    records, out, files = site
+    verdicts = verify_records(discover(records), known_shards={})
+    rows = [r for t in build_tables(verdicts, out)[TRACK] for r in t.rows]
+    from tools.leaderboard import record_figure
+
+    jobs: dict[str, plots.Figure] = {r.plot: (plots.val_curves, (record_figure(r),)) for r in rows}
+    monkeypatch.setattr(plots, "_PARALLEL_MIN_FIGURES", 2)
+    assert plots.draw_all(jobs, workers=2) == plots.draw_all(jobs, workers=1) == {k: files[k] for k in jobs}
+
+
+def test_names_descriptions_and_log_names_stay_text_on_every_page(tmp_path: Path) -> None:
+    records = tmp_path / "records"
+    evil = '</script><script>alert(1)</script><img src=x onerror="alert(2)"> \u202eevil'
+    name = "2026-08-01_<img src=x onerror=alert(3)>"
+    folder = write_record(records, name, meta={"description": evil, "authors": [evil]})
+    sorted(folder.glob("*.txt"))[0].rename(folder / '"><img src=y onerror=alert(4)>.txt')
+    files = build(records, tmp_path / "lb", known_shards={})
+    pages = {k: v.decode() for k, v in files.items() if k.endswith(".html")}
+    assert len(pages) == 2
+    for page, text in pages.items():
+        assert "<script>alert" not in text and "<img src=" not in text and 'onerror="alert' not in text, page
+        assert "\u202e" not in text and "\\u202eevil" in text, page  # shown as an escape, never applied
+        for data in re.findall(r'<script type="application/json"[^>]*>(.*?)</script>', text, re.S):
+            assert "<" not in data and json.loads(data)  # JSON in the page: "<" written as \u003c
+    index = pages["index.html"]
+    assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in index  # the description, as text
+    assert html.unescape(re.search(r'data-record="([^"]*)"', index).group(1)) == name  # attributes escaped too

@@ -374,10 +374,13 @@ def draw_all(jobs: dict[str, Figure], workers: int | None = None) -> dict[str, b
     n = workers if workers is not None else (os.cpu_count() or 1)
     if n <= 1 or len(names) < _PARALLEL_MIN_FIGURES:
         return {k: _draw(jobs[k]) for k in progress(names, "drawing plots", "plots")}
-    _pyplot()  # imported once here: forked workers share it instead of each importing matplotlib again
+    # Draw the first figure here: forked workers then share matplotlib, its fonts and its glyph caches
+    # instead of each loading them again (measured: 4.6 s -> 3.7 s for the public speedrun's 79 records).
+    first = _draw(jobs[names[0]])
     with ProcessPoolExecutor(max_workers=n) as pool:
-        drawn = progress(pool.map(_draw, [jobs[k] for k in names], chunksize=4), "drawing plots", "plots", len(names))
-        return dict(zip(names, drawn, strict=True))
+        rest = pool.map(_draw, [jobs[k] for k in names[1:]], chunksize=4)
+        drawn = progress(rest, "drawing plots", "plots", len(names) - 1)
+        return dict(zip(names, [first, *drawn], strict=True))
 
 
 def _date(text: str) -> dt.date:
