@@ -1,18 +1,21 @@
 """Progress bars for the commands that take a while (tqdm, on stderr).
 
-A bar shows only on a terminal, and only once the work has taken more than DELAY_S seconds: a quick run,
-a pipe, CI's log and every generated file stay free of it. stdout is never touched, so ``--json`` output
+A bar shows only on a terminal, and only once the command has run for more than DELAY_S seconds: a quick
+run, a pipe, CI's log and every generated file stay free of it. The delay counts from the command's start,
+not from each loop's: a command made of several loops of 1.9 s each shows them after its first 2 s. stdout is never touched, so ``--json`` output
 and the files a command writes are the same with or without a bar.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterable, Iterator, Sized
 from typing import TypeVar
 
 T = TypeVar("T")
 DELAY_S = 2.0
+_STARTED = time.monotonic()  # about when the command started: imported while its command line is parsed
 
 
 def enabled() -> bool:
@@ -30,4 +33,5 @@ def progress(items: Iterable[T], what: str, unit: str, total: int | None = None)
 
     if total is None and isinstance(items, Sized):
         total = len(items)
-    yield from tqdm(items, desc=what, total=total, file=sys.stderr, delay=DELAY_S, leave=False, unit=f" {unit}")
+    delay = max(0.0, DELAY_S - (time.monotonic() - _STARTED))
+    yield from tqdm(items, desc=what, total=total, file=sys.stderr, delay=delay, leave=False, unit=f" {unit}")
