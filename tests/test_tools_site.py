@@ -440,3 +440,10 @@ def test_names_descriptions_and_log_names_stay_text_on_every_page(tmp_path: Path
     index = pages["index.html"]
     assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in index  # the description, as text
     assert html.unescape(re.search(r'data-record="([^"]*)"', index).group(1)) == name  # attributes escaped too
+
+
+def test_every_rule_has_a_sentence() -> None:
+    from tools.rules import RULE_IDS
+
+    assert set(RULE_IDS) - {"faster"} == set(board.RULE_WORDS)  # `faster` decides, it never fails
+    assert all(w and w[0].islower() and not w.endswith(".") for w in board.RULE_WORDS.values())
