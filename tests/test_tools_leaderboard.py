@@ -249,3 +249,19 @@ def test_community_history_leaderboard(community_board: tuple[Path, dict[str, by
     fused = official[official.record == "2026-01-10_FusedLinearReLUSquare"].iloc[0]
     assert fused.status == "failed" and "hardware" in fused.failed_rules  # its 1-GPU log
     assert assert_links_resolve(out, files) > 700  # every log is linked, and every link resolves
+    # what changed: a folder without a README is named in words; every record has its page
+    sub3 = df[df.record == "2025-01-16_Sub3Min"].iloc[0]
+    assert sub3.what_changed == "Sub 3 min" and sub3.failed_rules == "target" and sub3.runs == 1
+    assert all((out / page).is_file() for page in df.page)
+    page = (out / sub3.page).read_text()
+    assert "one run: the p-value needs at least 3 runs" in page and "carry no source code to compare" in page
+    # the history chart: steps in date order, the y-range set by valid records, outliers at its edge
+    index = files["index.html"].decode()
+    data = json.loads(index.split('class="history" data-track="track_1_short">')[1].split("</script>")[0])
+    steps = next(c for c in data["classes"] if c["hardware"] == f"8× {H100}")["steps"]
+    assert [d for d, _ in steps] == sorted(d for d, _ in steps) and len(steps) > 25
+    valid_min = df[df.status == "valid"].mean_time_s / 60  # every class: one chart per track
+    low, high = data["y_range"]
+    assert low <= valid_min.min() and valid_min.max() <= high < 12  # not stretched to the 532-minute outlier
+    off = [p for c in data["classes"] for p in c["points"] if p["off_scale"]]
+    assert off and all(p["status"] == "failed" for p in off)

@@ -19,29 +19,31 @@ from pathlib import Path
 from tools import leaderboard
 from tools import ledger as ledger_mod
 from tools.ledger import Ledger
-from tools.records import discover, misplaced
+from tools.records import scan
 from tools.text import printable
 from tools.verify import add_ledger_argument, format_text, ledger_from_args, verify_records
 
 
 def check(records_root: Path, leaderboard_dir: Path, ledger: Ledger | None = None) -> tuple[bool, list[str]]:
-    """(passed, report lines); ``ledger``: the order of the records (default: their git repository's)."""
+    """(passed, report lines); ``ledger``: the order of the records (default: their git repository's).
+
+    Each record is verified once: the verdicts printed here are the ones the regenerated leaderboard shows."""
     lines: list[str] = []
-    ok = True
-    records = discover(records_root)
+    tree = scan(records_root)
     if ledger is None:
-        ledger = ledger_mod.for_records(records)
-    stray = misplaced(records_root)
-    for rec in records:
-        if rec.layout != "harness":
+        ledger = ledger_mod.for_records(tree.records)
+    verdicts = verify_records(tree.records, ledger=ledger)
+    ok = not tree.misplaced
+    for v in verdicts:
+        if v.record.layout != "harness":
             ok = False
-            lines.append(f"FAIL structure      {rec.path}: no README.md with front matter (see records/README.md)")
-    verdicts = verify_records([r for r in records if r.layout == "harness"], ledger=ledger)
-    if verdicts or stray:
-        lines.extend(format_text(verdicts, stray).rstrip("\n").split("\n"))
-    ok = ok and all(v.valid for v in verdicts) and not stray
-    lines.append(f"verified {len(verdicts)} record(s) under {records_root}")
-    expected = leaderboard.build(records_root, leaderboard_dir, ledger=ledger)
+            lines.append(f"FAIL structure      {v.record.path}: no README.md with front matter (see records/README.md)")
+    harness = [v for v in verdicts if v.record.layout == "harness"]
+    if harness or tree.misplaced:
+        lines.extend(format_text(harness, tree.misplaced).rstrip("\n").split("\n"))
+    ok = ok and all(v.valid for v in harness)
+    lines.append(f"verified {len(harness)} record(s) under {records_root}")
+    expected = leaderboard.build(records_root, leaderboard_dir, ledger=ledger, verdicts=verdicts)
     actual = (
         {p.relative_to(leaderboard_dir).as_posix(): p for p in leaderboard_dir.rglob("*") if p.is_file()}
         if leaderboard_dir.is_dir()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,22 @@ from tools.tracks import TRACKS
 from tools.verify import Verdict, comparison, speed_words, verify_paths
 
 
+def shown_path(path: Path) -> str:
+    """``path`` relative to the current folder, as the user would type it (a record found through its
+    track folder is known by its absolute path); absolute where no relative path exists (another drive)."""
+    try:
+        return os.path.relpath(path.absolute())
+    except ValueError:
+        return str(path)
+
+
 def compare(a: Verdict, b: Verdict) -> dict[str, Any]:
     """The comparison as plain data (what ``--json`` prints): B against A, ``comparison`` being
     ``tools.verify.comparison(a, b).to_json()``, the object the leaderboard shows."""
 
     def side(v: Verdict) -> dict[str, Any]:
         return {
-            "record": str(v.record.path),
+            "record": shown_path(v.record.path),
             "track": v.record.track.name,
             "hardware": v.hardware.label if v.hardware else None,
             "valid": v.valid,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 DEFAULT_TABLE = Path(__file__).with_name("known_shards.json")
-DEFAULT_REPO = "kjj0/fineweb10B-gpt2"  # ../shared/spec/RECIPE.md
+DEFAULT_REPO = "kjj0/fineweb10B-gpt2"  # the published FineWeb shards (data/README.md)
 _SHARD_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+\.bin$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 

@@ -1,4 +1,4 @@
-"""Read one record log (../shared/spec/LOG_FORMAT.md, docs/log-format.md) into facts.
+"""Read one record log (docs/log-format.md) into facts.
 
 A log is untrusted input. It is read as bytes and decoded as text; nothing in it is executed,
 imported or evaluated (JSON lines go through ``json.loads``, nothing else). No content, however

@@ -1,8 +1,12 @@
 """Leaderboard plots with matplotlib, as SVG bytes that are identical every time they are drawn.
 
+Each figure is drawn from plain data (``Curve``, ``HistoryPoint``: what tools/board.py reads from the
+verdicts), so that ``draw_all`` can draw many of them on every core and the numbers a chart shows can be
+tested without reading an SVG (``history``).
+
 Determinism: the Agg backend, a fixed ``svg.hashsalt`` (matplotlib otherwise salts element ids at
 random), no ``Date`` metadata, a fixed ``Creator``, and glyphs drawn as paths (no font lookup
-differences between machines with the same matplotlib).
+differences between machines with the same matplotlib). Which process draws a figure does not matter.
 """
 
 from __future__ import annotations
@@ -10,29 +14,38 @@ from __future__ import annotations
 import datetime as dt
 import io
 import math
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
 
+from tools.progress import progress
 from tools.text import printable
 from tools.tracks import OFFICIAL_CLASS
 
-if TYPE_CHECKING:
-    from tools.verify import Verdict
-
 # Values outside these ranges are not a training run's (a log is text its submitter wrote): such points are
 # left out of the plots, whose axes would otherwise span 1e308 or fail to draw.
-_LOSS_RANGE = (0.0, 100.0)
-_SECONDS_RANGE = (0.0, 1e7)  # ~4 months
+LOSS_RANGE = (0.0, 100.0)
+SECONDS_RANGE = (0.0, 1e7)  # ~4 months
 _MAX_LABEL = 80
+_MAX_TITLE = 130  # characters of a title: a figure 8 inches wide holds about this many at 9 points
+_MAX_LEGEND_LABEL = 40  # a legend beside the axes has room for this many characters
+# Below this many figures, starting worker processes (each imports matplotlib) costs more than it saves.
+_PARALLEL_MIN_FIGURES = 16
+# Up to this many records an overview plot names each in its legend; above, a colour bar shows their dates.
+MAX_LEGEND_ENTRIES = 12
+# The history chart's y-range spans the valid records' times with this factor of room on either side.
+_Y_ROOM = 1.12
 
 
-def _label(text: str) -> str:
-    """A name from a record as a plot label: one printable line, not too long for the legend."""
+def label(text: str, limit: int = _MAX_LABEL) -> str:
+    """A name from a record as a plot label: one printable line, not too long for a legend or a title."""
     text = printable(text)
-    return text if len(text) <= _MAX_LABEL else text[: _MAX_LABEL - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _plausible(x: float | None, bounds: tuple[float, float], positive: bool = False) -> bool:
+def plausible(x: float | None, bounds: tuple[float, float], positive: bool = False) -> bool:
     return x is not None and math.isfinite(x) and bounds[0] <= x <= bounds[1] and (x > 0 or not positive)
 
 
@@ -51,6 +64,16 @@ _STYLE = {
 }
 
 
+def _plain_log_axis(axis: Any) -> None:
+    """Ticks of a log axis as plain numbers (1, 2, 5, 10, ...): matplotlib's default labels are math text,
+    which _STYLE turns off (names from records must never be parsed as TeX), so they would show as source."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+    axis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _pyplot() -> Any:
     import matplotlib
 
@@ -60,134 +83,309 @@ def _pyplot() -> Any:
     return plt
 
 
-def _to_svg(fig: Any) -> bytes:
+def _to_svg(fig: Any, title: str, right: float = 0.98) -> bytes:
     buf = io.BytesIO()
-    # Fixed margins rather than bbox_inches="tight", which draws every figure twice (40% slower).
-    fig.subplots_adjust(left=0.09, right=0.98, top=0.92, bottom=0.14)
+    # The title is the figure's, centred over the whole width: over the axes alone, a long one was clipped
+    # when a legend beside them made the axes narrow.
+    fig.suptitle(label(title, _MAX_TITLE), y=0.985, fontsize=9)
+    # Fixed margins rather than bbox_inches="tight", which draws every figure twice (40% slower); ``right``
+    # leaves room for a legend or colour bar outside the axes.
+    fig.subplots_adjust(left=0.09, right=right, top=0.91, bottom=0.14)
     fig.savefig(buf, format="svg", metadata=_METADATA)
     _pyplot().close(fig)
     return buf.getvalue()
 
 
-def record_times(track_title: str, verdicts: Sequence[Verdict]) -> bytes:
-    """Mean record time (log scale) over date, one colour per hardware class; new records joined by a line."""
+# --- record time by date --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    """One record on the history chart."""
+
+    record: str
+    date: str  # YYYY-MM-DD
+    minutes: float  # mean training time
+    hardware: str
+    status: str  # "new" (a new record), "valid" (valid, not faster) or "failed"
+
+
+@dataclass(frozen=True)
+class HistoryClass:
+    hardware: str
+    steps: list[tuple[str, float]]  # the staircase's corners (date, minutes), in date order
+    points: list[HistoryPoint]  # every record of the class, in date order
+    off_scale: list[HistoryPoint]  # the points outside the y-range, drawn at its edge
+
+
+@dataclass(frozen=True)
+class History:
+    """What the history chart shows: per hardware class, the staircase of new records and every point."""
+
+    classes: list[HistoryClass]
+    y_range: tuple[float, float] | None  # minutes; set by the valid records (None without any record)
+    last_date: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "y_range": list(self.y_range) if self.y_range else None,
+            "last_date": self.last_date,
+            "classes": [
+                {
+                    "hardware": c.hardware,
+                    "steps": [[d, round(m, 6)] for d, m in c.steps],
+                    "points": [
+                        {
+                            "record": p.record,
+                            "date": p.date,
+                            "minutes": round(p.minutes, 6),
+                            "status": p.status,
+                            "off_scale": p in c.off_scale,
+                        }
+                        for p in c.points
+                    ],
+                }
+                for c in self.classes
+            ],
+        }
+
+
+def history(points: Sequence[HistoryPoint]) -> History:
+    """The history chart's data, from the records' own dates.
+
+    New records of a class form a staircase in date order: each holds its level from its own date to the
+    next new record's date, and the last one to the latest date on the chart. The y-range spans the valid
+    records (new or not); a record outside it (a failed outlier, e.g. a 500-minute run) is drawn at the edge
+    and listed in ``off_scale`` rather than stretching the axis. Points in a class keep the caller's order
+    for equal dates (the ledger's order)."""
+    shown = [p for p in points if plausible(p.minutes * 60, SECONDS_RANGE, positive=True) and _is_date(p.date)]
+    if not shown:
+        return History([], None, None)
+    last = max(p.date for p in shown)
+    valid = [p.minutes for p in shown if p.status != "failed"] or [p.minutes for p in shown]
+    y_range = (min(valid) / _Y_ROOM, max(valid) * _Y_ROOM)
+    classes = []
+    for hw in sorted({p.hardware for p in shown}, key=class_order):
+        mine = sorted((p for p in shown if p.hardware == hw), key=lambda p: p.date)  # stable: ledger order kept
+        new = [p for p in mine if p.status == "new"]
+        steps = [(p.date, p.minutes) for p in new]
+        if steps and steps[-1][0] < last:
+            steps.append((last, steps[-1][1]))  # the holder's level runs to the chart's last date
+        off = [p for p in mine if not y_range[0] <= p.minutes <= y_range[1]]
+        classes.append(HistoryClass(hw, steps, mine, off))
+    return History(classes, y_range, last)
+
+
+def _is_date(text: str) -> bool:
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def record_times(track_title: str, points: Sequence[HistoryPoint]) -> bytes:
+    """Mean record time (log scale) over date, one colour per hardware class; new records as a staircase.
+
+    The legend names each class once (its colour) and each kind of mark once, beside the axes: inside them
+    it hid the newest records, which land at the right."""
+    data = history(points)
     plt = _pyplot()
     with plt.rc_context(_STYLE):
-        fig, ax = plt.subplots(figsize=(8, 4.2))
-        classes = sorted({v.hardware.label for v in verdicts if v.hardware}, key=_class_order)
+        fig, ax = plt.subplots(figsize=(10, 4.4))
         colors = plt.get_cmap("tab10")
-        for ci, label in enumerate(classes):
+        kinds = {  # status: (marker, filled, alpha, legend text)
+            "new": ("o", True, 1.0, "new record (the staircase)"),
+            "valid": ("o", False, 1.0, "valid, not faster"),
+            "failed": ("x", True, 0.5, "failed a rule"),
+        }
+        seen: set[str] = set()
+        n_off = 0
+        for ci, c in enumerate(data.classes):
             color = colors(ci % 10)
-            rows = [
-                v
-                for v in verdicts
-                if v.hardware
-                and v.hardware.label == label
-                and v.record.date
-                and v.mean_train_time_ms is not None
-                and _plausible(v.mean_train_time_ms / 1000, _SECONDS_RANGE, positive=True)
-            ]
-            new = [v for v in rows if v.is_new_record]
-            valid = [v for v in rows if v.valid and not v.is_new_record]
-            invalid = [v for v in rows if not v.valid]
-            if new:
-                ax.step(
-                    [_date(v) for v in new],
-                    [_minutes(v) for v in new],
-                    where="post",
-                    color=color,
-                    lw=1.5,
-                    marker="o",
-                    ms=4,
-                    label=f"{_label(label)}: new record",
-                )
-            if valid:
-                ax.plot(
-                    [_date(v) for v in valid],
-                    [_minutes(v) for v in valid],
-                    ls="none",
-                    marker="o",
-                    ms=4,
-                    mfc="none",
-                    color=color,
-                    label=f"{_label(label)}: valid, not faster",
-                )
-            if invalid:
-                ax.plot(
-                    [_date(v) for v in invalid],
-                    [_minutes(v) for v in invalid],
-                    ls="none",
-                    marker="x",
-                    ms=4,
-                    color=color,
-                    alpha=0.5,
-                    label=f"{_label(label)}: failed a rule",
-                )
-        ax.set_yscale("log")
+            ax.plot([], [], color=color, lw=2, label=label(c.hardware))
+            if c.steps:
+                ax.step([_date(d) for d, _ in c.steps], [m for _, m in c.steps], where="post", color=color, lw=1.5)
+            inside = [p for p in c.points if p not in c.off_scale]
+            for status, (marker, filled, alpha, _) in kinds.items():
+                pts = [p for p in inside if p.status == status]
+                if pts:
+                    seen.add(status)
+                    ax.plot(
+                        [_date(p.date) for p in pts],
+                        [p.minutes for p in pts],
+                        ls="none",
+                        marker=marker,
+                        ms=4,
+                        mfc=color if filled else "none",
+                        color=color,
+                        alpha=alpha,
+                    )
+            assert data.y_range is not None
+            lo, hi = data.y_range
+            for edge, marker, pts in (
+                (hi, "^", [p for p in c.off_scale if p.minutes > hi]),
+                (lo, "v", [p for p in c.off_scale if p.minutes < lo]),
+            ):
+                if pts:
+                    n_off += len(pts)
+                    ax.plot(
+                        [_date(p.date) for p in pts],
+                        [edge] * len(pts),
+                        ls="none",
+                        marker=marker,
+                        ms=5,
+                        color=color,
+                        alpha=0.5,
+                        clip_on=False,
+                    )
+        for status, (marker, filled, _, text) in kinds.items():
+            if status in seen:
+                ax.plot([], [], ls="none", marker=marker, color="0.3", mfc="0.3" if filled else "none", label=text)
+        if n_off:
+            ax.plot([], [], ls="none", marker="^", color="0.3", alpha=0.5, label=f"{n_off} off the scale, at its edge")
+        if data.y_range is not None:
+            ax.set_yscale("log")
+            _plain_log_axis(ax.yaxis)
+            ax.set_ylim(*data.y_range)
         ax.set_ylabel("mean training time (minutes, log scale)")
-        ax.set_title(f"{printable(track_title)}: record time by date")
-        ax.legend(fontsize=7, loc="upper right")
+        if data.classes:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         fig.autofmt_xdate(bottom=0.14)
-        return _to_svg(fig)
+        return _to_svg(fig, f"{track_title}: record time by date", right=0.76)
 
 
-def val_curves(title: str, target: float | None, verdicts: Sequence[Verdict], per_run: bool) -> bytes:
-    """Val loss vs training time: every run of one record (``per_run``) or one median run per record."""
+# --- val loss curves ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One val-loss curve: (training time in s, val loss) points; ``group`` picks its colour and legend line."""
+
+    xs: tuple[float, ...]
+    ys: tuple[float, ...]
+    group: str  # "record", "baseline", or a record's date (an overview: colour by date)
+    name: str = ""  # what the curve is (a record's name in an overview)
+
+
+@dataclass(frozen=True)
+class CurvesFigure:
+    title: str
+    target: float | None
+    curves: list[Curve]
+    overview: bool  # one median run per record, log time axis, colour by date
+    legend: dict[str, str] = field(default_factory=dict)  # per-record figure: group -> legend text
+
+
+def curve_points(val_curve: Sequence[Any], log_x: bool) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """A log's val curve as plottable (seconds, loss) points: implausible values are left out (they fail a rule;
+    drawn, they would set the axes), and time 0 on a log axis."""
+    pts = [
+        (p.train_time_ms / 1000, p.val_loss)
+        for p in val_curve
+        if p.train_time_ms is not None
+        and plausible(p.train_time_ms / 1000, SECONDS_RANGE, positive=log_x)
+        and plausible(p.val_loss, LOSS_RANGE)
+    ]
+    return tuple(x for x, _ in pts), tuple(y for _, y in pts)
+
+
+def val_curves(fig_data: CurvesFigure) -> bytes:
+    """Val loss vs training time: a record's runs over its baseline's, or one median run per record."""
     plt = _pyplot()
     with plt.rc_context(_STYLE):
         fig, ax = plt.subplots(figsize=(8, 4.2))
-        cmap = plt.get_cmap("viridis")
-        lows: list[float] = []
-        n = len(verdicts)
-        for i, v in enumerate(verdicts):
-            runs = v.runs if per_run else [_median_run(v)]
-            for j, run in enumerate(runs):
-                pts = [
-                    (p.train_time_ms / 1000, p.val_loss)
-                    for p in run.log.val_curve
-                    if p.train_time_ms is not None
-                    and _plausible(p.train_time_ms / 1000, _SECONDS_RANGE, positive=not per_run)  # log x: > 0
-                    and _plausible(p.val_loss, _LOSS_RANGE)
-                ]
-                if not pts:
-                    continue
-                xs, ys = zip(*pts, strict=True)
-                lows.append(min(ys))
-                color = cmap(j / max(len(runs) - 1, 1) if per_run else i / max(n - 1, 1))
-                label = (
-                    _label(run.path.name)
-                    if per_run and len(runs) <= 12
-                    else (_label(v.record.name) if not per_run and n <= 12 else None)
-                )
-                ax.plot(xs, ys, lw=1, color=color, alpha=0.85, label=label)
+        curves = [c for c in fig_data.curves if c.xs]
+        lows = [min(c.ys) for c in curves]
+        right = 0.98
+        if fig_data.overview:
+            right = _draw_overview(plt, fig, ax, curves)
+        else:
+            blues = plt.get_cmap("Blues")
+            mine = [c for c in curves if c.group == "record"]
+            for i, c in enumerate(mine):
+                ax.plot(c.xs, c.ys, lw=1, color=blues(0.5 + 0.45 * i / max(len(mine) - 1, 1)), alpha=0.9)
+            for c in curves:
+                if c.group == "baseline":
+                    ax.plot(c.xs, c.ys, lw=1, color="0.55", alpha=0.7, ls="-")
+            # One legend line per group, whatever the number of runs (each run is named in the page's table).
+            for group, color in (("record", blues(0.8)), ("baseline", "0.55")):
+                if group in fig_data.legend and any(c.group == group for c in curves):
+                    ax.plot([], [], lw=1.5, color=color, label=label(fig_data.legend[group]))
+        target = fig_data.target
         if target is not None:
             ax.axhline(target, color="crimson", ls="--", lw=1, label=f"target {target}")
         if lows:
             low = min(lows + ([target] if target is not None else []))
             ax.set_ylim(low - 0.05, max(low + 1.2, (target or low) + 1.0))
-        if not per_run:  # records span 40x in time; one record's runs do not
+        if fig_data.overview:  # records span 40x in time; one record's runs do not
             ax.set_xscale("log")
-        ax.set_xlabel("training time (s, log scale)" if not per_run else "training time (s)")
+            _plain_log_axis(ax.xaxis)
+        ax.set_xlabel("training time (s, log scale)" if fig_data.overview else "training time (s)")
         ax.set_ylabel("val loss")
-        title = printable(title)
-        ax.set_title(title if per_run or n <= 12 else f"{title}\ncolour: oldest (dark) to newest (yellow) record")
-        ax.legend(fontsize=6, loc="upper right")
-        return _to_svg(fig)
+        if fig_data.overview and len(curves) <= MAX_LEGEND_ENTRIES:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        else:
+            ax.legend(fontsize=7, loc="upper right")
+        return _to_svg(fig, fig_data.title, right=right)
 
 
-def _median_run(v: Verdict) -> Any:
-    """The run whose final time is the median of the record's (the record's typical curve)."""
-    timed = sorted((r for r in v.runs if r.log.train_time_ms is not None), key=lambda r: (r.log.train_time_ms, r.file))
-    return timed[(len(timed) - 1) // 2] if timed else v.runs[0]
+def _draw_overview(plt: Any, fig: Any, ax: Any, curves: Sequence[Curve]) -> float:
+    """One curve per record, coloured from the oldest (dark) to the newest (yellow): named in a legend beside
+    the axes up to MAX_LEGEND_ENTRIES records, else a colour bar labelled with dates. Returns the axes' right."""
+    cmap = plt.get_cmap("viridis")
+    n = len(curves)
+    for i, c in enumerate(curves):
+        ax.plot(
+            c.xs,
+            c.ys,
+            lw=1,
+            color=cmap(i / max(n - 1, 1)),
+            alpha=0.85,
+            label=label(c.name)[:_MAX_LEGEND_LABEL] if n <= MAX_LEGEND_ENTRIES else None,
+        )
+    if n <= MAX_LEGEND_ENTRIES:
+        return 0.66
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    cax = fig.add_axes((0.88, 0.14, 0.018, 0.78))
+    bar = fig.colorbar(ScalarMappable(Normalize(0, n - 1), cmap), cax=cax)
+    ticks = sorted({0, (n - 1) // 2, n - 1})
+    bar.set_ticks(ticks)
+    bar.set_ticklabels([printable(curves[i].group) for i in ticks])
+    bar.set_label("record date (oldest to newest)")
+    return 0.84
 
 
-def _date(v: Verdict) -> dt.date:
-    return dt.date.fromisoformat(v.record.date or "1970-01-01")
+# --- drawing many -----------------------------------------------------------------------------
+
+Figure = tuple[Callable[..., bytes], tuple[Any, ...]]
 
 
-def _minutes(v: Verdict) -> float:
-    return (v.mean_train_time_ms or 0.0) / 60_000
+def _draw(job: Figure) -> bytes:
+    fn, args = job
+    return fn(*args)
 
 
-def _class_order(label: str) -> tuple[int, str]:
+def draw_all(jobs: dict[str, Figure], workers: int | None = None) -> dict[str, bytes]:
+    """``{name: SVG bytes}`` for ``{name: (function, arguments)}``, on every core when there are many."""
+    names = list(jobs)
+    n = workers if workers is not None else (os.cpu_count() or 1)
+    if n <= 1 or len(names) < _PARALLEL_MIN_FIGURES:
+        return {k: _draw(jobs[k]) for k in progress(names, "drawing plots", "plots")}
+    # Draw the first figure here: forked workers then share matplotlib, its fonts and its glyph caches
+    # instead of each loading them again (measured: 4.6 s -> 3.7 s for the public speedrun's 79 records).
+    first = _draw(jobs[names[0]])
+    with ProcessPoolExecutor(max_workers=n) as pool:
+        rest = pool.map(_draw, [jobs[k] for k in names[1:]], chunksize=4)
+        drawn = progress(rest, "drawing plots", "plots", len(names) - 1)
+        return dict(zip(names, [first, *drawn], strict=True))
+
+
+def _date(text: str) -> dt.date:
+    return dt.date.fromisoformat(text)
+
+
+def class_order(label: str) -> tuple[int, str]:
     return (0 if label == OFFICIAL_CLASS.label else 1, label)

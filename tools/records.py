@@ -7,8 +7,8 @@ Two layouts are read (records/README.md, docs/log-format.md):
   its ``baseline/`` subfolder are its same-node baseline runs (the named baseline record's code, run on
   the node of the record's runs: judged by tools/samenode.py, never as runs of the record). Anything
   else in subfolders is supporting material (notes, plots) and is never judged.
-- **community** submissions (the public speedrun, ../shared/anchors/modded-nanogpt/): no README;
-  the folder name gives the date. Its logs were never organised for a machine, so these choices,
+- **community** submissions (the public speedrun's ``records/`` folder, github.com/KellerJordan/modded-nanogpt):
+  no README; the folder name gives the date. Its logs were never organised for a machine, so these choices,
   made once here, decide what is judged:
     * every folder of logs inside a submission (the submission folder itself and each subfolder)
       is one record; all its logs are the record's runs, whatever their code or hardware (the
@@ -180,42 +180,68 @@ _TOP_LEVEL_FILES = (README,)
 _TRACK_LEVEL_FILES = (README, ".gitkeep")
 
 
-def misplaced(records_root: Path) -> list[tuple[Path, str]]:
-    """``(path, why)`` for every entry of a records folder (or of one track folder) that ``discover`` would
-    skip: anything but ``<known track>/<record folder>/`` and the README.md files beside them.
+@dataclass
+class Tree:
+    """What a records folder holds: its records, and every entry that is not one (with why)."""
 
-    A record that is only skipped is a record nobody judged: ``check`` and ``verify`` fail on these.
+    records: list[Record]  # in (track, date, name) order
+    misplaced: list[tuple[Path, str]]
+
+
+def scan(records_root: Path) -> Tree:
+    """Walk a records folder (``records/<track>/<record>/``) or one track folder once: the one place that knows
+    the layout. Every entry is either read as a record or listed in ``misplaced`` with why: an unknown track
+    folder, a stray file, a hidden folder, a folder with neither README.md nor logs. A record that was only
+    skipped would be a record nobody judged: ``check`` and ``verify`` fail on the misplaced entries.
+
+    ``records_root`` may be one track folder (named like its track), as in the public speedrun's
+    ``records/`` folder, whose only child is ``track_1_short``. ``ValueError`` for a missing folder and for
+    one that holds a symbolic link.
     """
-    out: list[tuple[Path, str]] = []
+    if not records_root.is_dir():
+        raise ValueError(f"{records_root}: no such folder; give the records folder (e.g. records/)")
+    refuse_links(records_root)
+    records: list[Record] = []
+    stray: list[tuple[Path, str]] = []
     if records_root.name in TRACKS:
         track_dirs = [records_root]
     else:
         track_dirs = []
         for entry in sorted(records_root.iterdir()):
-            if entry.name in _TOP_LEVEL_FILES and entry.is_file() and not entry.is_symlink():
+            if entry.name in _TOP_LEVEL_FILES and entry.is_file():
                 continue
-            if entry.name in TRACKS and entry.is_dir() and not entry.is_symlink():
+            if entry.name in TRACKS and entry.is_dir():
                 track_dirs.append(entry)
-            elif entry.is_dir() and not entry.is_symlink():
-                out.append((entry, f"not a track folder (the tracks are {', '.join(TRACKS)}): nothing in it is judged"))
-            else:
-                out.append((entry, f"a stray {_kind(entry)}: a records folder holds only track folders and {README}"))
-    for td in track_dirs:
-        for entry in sorted(td.iterdir()):
-            if entry.name in _TRACK_LEVEL_FILES and entry.is_file() and not entry.is_symlink():
-                continue
-            if entry.is_symlink() or not entry.is_dir():
-                out.append(
-                    (
-                        entry,
-                        f"a stray {_kind(entry)}: a track folder holds only record folders <YYYY-MM-DD>_<ShortName>/",
-                    )
+            elif entry.is_dir():
+                stray.append(
+                    (entry, f"not a track folder (the tracks are {', '.join(TRACKS)}): nothing in it is judged")
                 )
+            else:
+                stray.append((entry, f"a stray {_kind(entry)}: a records folder holds only track folders and {README}"))
+    for td in track_dirs:
+        track = TRACKS[td.name]
+        for entry in sorted(td.iterdir()):
+            if entry.name in _TRACK_LEVEL_FILES and entry.is_file():
+                continue
+            if not entry.is_dir():
+                why = f"a stray {_kind(entry)}: a track folder holds only record folders <YYYY-MM-DD>_<ShortName>/"
+                stray.append((entry, why))
             elif entry.name.startswith("."):
-                out.append((entry, "a hidden folder: a record folder is named <YYYY-MM-DD>_<ShortName>"))
-            elif not _has_readme(entry) and not any(p.suffix == LOG_SUFFIX for p in entry.rglob("*")):
-                out.append((entry, f"no {README} and no logs (*.txt): not a record folder"))
-    return out
+                stray.append((entry, "a hidden folder: a record folder is named <YYYY-MM-DD>_<ShortName>"))
+            elif _has_readme(entry):
+                records.append(_harness_record(entry, track))
+            else:
+                found = _community_records(entry, entry.name, track, _date_of(entry.name))
+                records.extend(found)
+                if not found and not any(p.suffix == LOG_SUFFIX for p in entry.rglob("*")):
+                    stray.append((entry, f"no {README} and no logs (*.txt): not a record folder"))
+    return Tree(sorted(records, key=lambda r: (r.track.name, r.date or "", r.name)), stray)
+
+
+def misplaced(records_root: Path) -> list[tuple[Path, str]]:
+    """``(path, why)`` for every entry of a records folder (or of one track folder) that is not a record
+    (``scan``)."""
+    return scan(records_root).misplaced
 
 
 def _kind(entry: Path) -> str:
@@ -223,27 +249,8 @@ def _kind(entry: Path) -> str:
 
 
 def discover(records_root: Path) -> list[Record]:
-    """Every record under ``records_root`` (``records/<track>/<record>/``), in (track, date, name) order.
-
-    ``records_root`` may also be one track folder (it is then named like the track), as in the
-    anchor corpus (``../shared/anchors/modded-nanogpt/``, whose only child is ``track_1_short``).
-    """
-    if not records_root.is_dir():
-        raise ValueError(f"{records_root}: no such folder; give the records folder (e.g. records/)")
-    refuse_links(records_root)
-    track_dirs = (
-        [records_root]
-        if records_root.name in TRACKS
-        else [d for d in sorted(records_root.iterdir()) if d.is_dir() and d.name in TRACKS]
-    )
-    found: list[Record] = []
-    for td in track_dirs:
-        for sub in sorted(d for d in td.iterdir() if d.is_dir() and not d.name.startswith(".")):
-            if _has_readme(sub):
-                found.append(_harness_record(sub, TRACKS[td.name]))
-            else:
-                found.extend(_community_records(sub, sub.name, TRACKS[td.name], _date_of(sub.name)))
-    return sorted(found, key=lambda r: (r.track.name, r.date or "", r.name))
+    """Every record under ``records_root`` (``records/<track>/<record>/``), in (track, date, name) order (``scan``)."""
+    return scan(records_root).records
 
 
 def _name_and_date(folder: Path) -> tuple[str, str | None]:

@@ -52,7 +52,7 @@ from tools.text import printable
 
 # On GPU: the largest |val loss difference| between two honest runs of the same code, per phase of
 # training, over the public speedrun's logs; derived by
-#   python -m tools.reproduce_tolerances ../shared/anchors/modded-nanogpt
+#   python -m tools.reproduce_tolerances modded-nanogpt/records  (a checkout of the public speedrun)
 # (tests/test_tools_reproduce.py re-derives them and fails if they drift). Step 0 depends only on the
 # seed and the code: one unit of the printed precision.
 GPU_LOSS_TOLERANCE: dict[str, float] = {

@@ -1,6 +1,7 @@
 """Derive the tolerances of ``python -m tools reproduce`` on GPU from real logs (docs/reproduce.md).
 
-    python -m tools.reproduce_tolerances ../shared/anchors/modded-nanogpt
+    git clone https://github.com/KellerJordan/modded-nanogpt
+    python -m tools.reproduce_tolerances modded-nanogpt/records
 
 A reproduction re-runs a record's code with its seed on another node; on GPU the result is not
 bitwise the same (non-deterministic kernels, then a chaotic optimization amplifies the difference).
@@ -109,7 +110,7 @@ def _groups(root: Path) -> dict[tuple[str, str, int, int, str], list[ParsedLog]]
 
 
 def derive(root: Path) -> Derivation:
-    """The spread of repeated runs in the corpus under ``root`` (the anchors' modded-nanogpt folder)."""
+    """The spread of repeated runs in the corpus under ``root`` (the public speedrun's records/ folder)."""
     d = Derivation()
     for (folder, _code, total, _n, _gpu), logs in _groups(root).items():
         d.logs += len(logs)
@@ -168,10 +169,14 @@ def report(d: Derivation) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.reproduce_tolerances", description=__doc__.split("\n\n")[0])
-    parser.add_argument("anchors", type=Path, help="the public speedrun's logs (../shared/anchors/modded-nanogpt)")
+    parser.add_argument(
+        "anchors",
+        type=Path,
+        help="the public speedrun's records/ folder (a checkout of github.com/KellerJordan/modded-nanogpt)",
+    )
     args = parser.parse_args(argv)
     if not args.anchors.is_dir():
-        print(f"error: {args.anchors} is not a folder; give the anchors' modded-nanogpt folder", file=sys.stderr)
+        print(f"error: {args.anchors} is not a folder; give the public speedrun's records/ folder", file=sys.stderr)
         return 2
     d = derive(args.anchors)
     if not d.groups:

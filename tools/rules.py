@@ -1,4 +1,4 @@
-"""The rules of ../shared/spec/RULES.md, one function each, applied to the parsed runs of one record.
+"""The rules of records/README.md, one function each, applied to the parsed runs of one record.
 
 Each rule returns the list of its failures (empty: passed) or ``NOT_APPLICABLE``. A failure names the
 rule, the file (a log, or the record's README/folder) and the evidence (the line or the number).
@@ -108,7 +108,7 @@ REQUIRED_CONFIG_KEYS = (
 RUN_IDENTITY_KEYS = ("seed", "run_id", "data_path", "checkpoint_every", "checkpoint_keep", "checkpoint_dir")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 K_CONFIG_KEY = "step_avg_excluded_steps"
-# A val shard of the published FineWeb data by name (fineweb_val_000000.bin, ../shared/spec/RECIPE.md).
+# A val shard of the published FineWeb data by name (fineweb_val_000000.bin, data/README.md).
 _VAL_SHARD_RE = re.compile(r"(?:^|_)val_")
 # nvidia-smi prints the node's local time; a README date is the submitter's: up to a day apart. The same
 # day of slack lets a date be "tomorrow" in UTC (a submitter east of Greenwich), never later.

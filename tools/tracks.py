@@ -1,8 +1,8 @@
-"""The tracks of the speedrun, in one place (docs/log-format.md, ../shared/spec/RECIPE.md).
+"""The tracks of the speedrun, in one place (records/README.md, docs/log-format.md).
 
 Besides the target, each record track carries the bounds a log's numbers must respect before any
 statistics are computed on them (the ``plausible`` rule, tools/rules.py). They are floors no honest
-run comes near, set from physics and from the public corpus (../shared/anchors), not tight fits:
+run comes near, set from physics and from the public speedrun's ~770 logs, not tight fits:
 
 - ``min_val_loss``: no run of the track's model class ends below it. The best final val loss in the
   public corpus is 2.7297, by a 1B-parameter model trained far longer than a record
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 # Validation never changes: the first 10,485,760 tokens of the FineWeb val shard (RULES.md `config`).
 RECORD_VAL_TOKENS = 10_485_760
-# A FineWeb shard holds 100M tokens (../shared/spec/RECIPE.md); the last of a split may hold fewer.
+# A FineWeb shard holds 100M tokens (data/README.md); the last of a split may hold fewer.
 FINEWEB_SHARD_TOKENS = 100_000_000
 # The official hardware class of the record tracks, as nvidia-smi names the GPU.
 OFFICIAL_GPU = "NVIDIA H100 80GB HBM3"

@@ -35,6 +35,7 @@ from tools import samenode, stats
 from tools.known_shards import load_known_shards
 from tools.ledger import Ledger
 from tools.parse import ParsedLog, parse_log
+from tools.progress import progress
 from tools.records import README, Record, discover, is_records_folder, load_records, misplaced
 from tools.reproduce import Reproduced, read_reproduced
 from tools.rules import (
@@ -196,9 +197,10 @@ def parse_many(paths: Sequence[Path], workers: int | None = None) -> dict[Path, 
     unique = list(dict.fromkeys(paths))
     n = workers if workers is not None else (os.cpu_count() or 1)
     if n <= 1 or len(unique) < _PARALLEL_MIN_LOGS:
-        return {p: _parse_or_fail(p) for p in unique}
+        return {p: _parse_or_fail(p) for p in progress(unique, "parsing logs", "logs")}
     with ProcessPoolExecutor(max_workers=n) as pool:
-        return dict(zip(unique, pool.map(_parse_or_fail, unique, chunksize=8), strict=True))
+        parsed = progress(pool.map(_parse_or_fail, unique, chunksize=8), "parsing logs", "logs", len(unique))
+        return dict(zip(unique, parsed, strict=True))
 
 
 def judge(record: Record, logs: dict[Path, ParsedLog], known_shards: dict[str, str]) -> Verdict:

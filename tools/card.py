@@ -1,0 +1,234 @@
+"""A record's page, as data: its statistics card, the diff of its code against its baseline's, its stack.
+
+The statistics card is what the public speedrun's best submissions write by hand in a ``statistics.md``:
+each run's final val loss and time, their mean and standard deviation, the one-sided t-test of the mean
+loss against the track's target, and the Welch t-test of its time against its baseline (the same-node
+baseline runs where the record has them, else its baseline record's runs), with the slowest run beside
+the baseline's fastest. Every number of the comparison is the record row's ``tools.stats.Comparison``.
+
+The code diff compares the source a record's logs carry with the source of its baseline record's logs
+(docs/log-format.md: every log embeds its trainer). Both are untrusted text: the diff is computed only on
+sources of a sane length, and at most MAX_DIFF_LINES lines of it are shown, each cut at MAX_LINE_CHARS.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tools import stats
+from tools.board import Row, rel, seconds
+from tools.rules import Run
+from tools.verify import Verdict
+
+MAX_DIFF_LINES = 1500  # lines of the unified diff shown on a page; the rest is counted
+MAX_LINE_CHARS = 300  # a longer line is cut (minified code, or text made to blow up the page)
+MAX_DIFF_INPUT_LINES = 6000  # sources longer than this are not diffed (difflib is quadratic at worst)
+DIFF_CONTEXT = 3
+
+
+@dataclass(frozen=True)
+class RunLine:
+    """One run as the card lists it."""
+
+    name: str  # the log's file name
+    link: str  # relative to the page
+    seed: str
+    final_loss: float | None
+    time_s: float | None
+    steps: int | None
+
+
+@dataclass(frozen=True)
+class DiffLine:
+    kind: str  # "file" (--- / +++), "hunk" (@@), "add", "del" or "same"
+    text: str
+
+
+@dataclass(frozen=True)
+class CodeDiff:
+    """The unified diff of a record's code against its baseline's, ready to show."""
+
+    old_name: str
+    new_name: str
+    lines: list[DiffLine]
+    added: int
+    removed: int
+    hidden: int  # diff lines beyond MAX_DIFF_LINES, not shown
+    note: str  # why there is no diff to show ("" when there is one)
+
+
+@dataclass(frozen=True)
+class Card:
+    """Everything a record's page shows beyond its row."""
+
+    runs: list[RunLine]
+    reference_runs: list[RunLine]
+    reference_what: str  # "3 same-node baseline runs of X", "the 3 runs of X (the baseline record)", ""
+    comparison: stats.Comparison  # the row's vs_baseline: the runs (candidate) against the reference runs
+    target: float | None
+    p_value: float | None  # the one-sided t-test of the mean final loss against the target
+    slowest: RunLine | None
+    reference_fastest: RunLine | None
+    diff: CodeDiff
+    stack: list[tuple[str, str]]  # (what, versions in words), e.g. ("PyTorch", "2.11.0+cu130 (3 runs)")
+    gpus: str
+    logs: list[tuple[str, str]]  # (file name, link) of every log: the runs, then the baseline runs
+    supporting: list[tuple[str, str]]  # other logs in the record folder (never judged)
+
+
+def card(row: Row, page_dir: Path) -> Card:
+    """The card of ``row``'s record; links are relative to ``page_dir``, the folder of its page."""
+    v = row.verdict
+    runs = [_run_line(r, page_dir) for r in v.runs]
+    if v.same_node is not None:
+        ref_runs = v.baseline_runs
+        named = v.record.meta.baseline if v.record.meta and v.record.meta.baseline else "its baseline"
+        what = f"{len(ref_runs)} same-node baseline run(s) of {named}, made on the node of the record's runs"
+    elif row.baseline is not None:
+        ref_runs = row.baseline.runs
+        what = f"the {len(ref_runs)} run(s) of {row.baseline.record.name} ({row.baseline_why}), made on its own node"
+    else:
+        ref_runs, what = [], ""
+    reference = [_run_line(r, page_dir) for r in ref_runs]
+    comparison = row.vs_baseline
+    return Card(
+        runs=runs,
+        reference_runs=reference,
+        reference_what=what,
+        comparison=comparison,
+        target=v.record.track.target_val_loss,
+        p_value=v.p_value,
+        slowest=_extreme(runs, slowest=True),
+        reference_fastest=_extreme(reference, slowest=False),
+        diff=code_diff(row.baseline, v),
+        stack=_stack(v.runs),
+        gpus=_gpus(v.runs),
+        logs=[(r.path.name, rel(r.path, page_dir)) for r in [*v.runs, *v.baseline_runs]],
+        supporting=[(p.relative_to(v.record.path).as_posix(), rel(p, page_dir)) for p in v.record.supporting],
+    )
+
+
+def _run_line(run: Run, page_dir: Path) -> RunLine:
+    seed = (run.log.config or {}).get("seed")
+    return RunLine(
+        name=run.path.name,
+        link=rel(run.path, page_dir),
+        seed="—" if seed is None else str(seed),
+        final_loss=_finite(run.log.final_val_loss),
+        time_s=seconds(_finite(run.log.train_time_ms)),
+        steps=run.log.final_step,
+    )
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+def _extreme(runs: Sequence[RunLine], slowest: bool) -> RunLine | None:
+    timed = [r for r in runs if r.time_s is not None]
+    if not timed:
+        return None
+    return (max if slowest else min)(timed, key=lambda r: (r.time_s or 0.0, r.name))
+
+
+def _counted(values: Sequence[str | None], n: int) -> str:
+    """``2.11.0 (3 runs)``, or every value with its count when the runs differ; "—" when no log says."""
+    counts = Counter(v for v in values if v)
+    if not counts:
+        return "—"
+    return ", ".join(f"{v} ({c} of {n} runs)" if len(counts) > 1 or c != n else v for v, c in sorted(counts.items()))
+
+
+def _stack(runs: Sequence[Run]) -> list[tuple[str, str]]:
+    n = len(runs)
+    return [
+        ("Python", _counted([r.log.python_version for r in runs], n)),
+        ("PyTorch", _counted([r.log.torch_version for r in runs], n)),
+        ("CUDA", _counted([r.log.cuda_version for r in runs], n)),
+    ]
+
+
+def _gpus(runs: Sequence[Run]) -> str:
+    return _counted([f"{r.log.num_gpus}× {r.log.gpu_name}" if r.log.gpu_name else None for r in runs], len(runs))
+
+
+# --- the code diff ----------------------------------------------------------------------------
+
+
+def code_of(v: Verdict) -> str | None:
+    """The source most of the record's runs carry (their code hash's); None when no log carries one (the
+    public corpus's copies replace it with a one-line stand-in)."""
+    hashes = Counter(r.log.code_sha256 for r in v.runs if r.log.code_sha256 and _source(r))
+    if not hashes:
+        return None
+    best = min(hashes, key=lambda h: (-hashes[h], h))
+    return next(_source(r) for r in v.runs if r.log.code_sha256 == best and _source(r))
+
+
+def _source(run: Run) -> str:
+    log = run.log
+    return log.source_text if log.source_text else log.extra_code  # 2024 logs print their code after it
+
+
+def code_diff(baseline: Verdict | None, v: Verdict) -> CodeDiff:
+    new_name = v.record.name
+    if baseline is None:
+        return CodeDiff(
+            "", new_name, [], 0, 0, 0, "the first record of its class: there is no baseline to diff against"
+        )
+    old_name = baseline.record.name
+    new, old = code_of(v), code_of(baseline)
+    missing = [r for r in (v, baseline) if code_of(r) is None]
+    if missing:
+        omitted = any(run.log.source_omitted for r in missing for run in r.runs)
+        return CodeDiff(
+            old_name,
+            new_name,
+            [],
+            0,
+            0,
+            0,
+            f"the logs of {' and '.join(r.record.name for r in missing)} carry no source code to compare"
+            + (" (these copies of them replace it with a line that holds its sha256)" if omitted else ""),
+        )
+    assert new is not None and old is not None
+    if new == old:
+        return CodeDiff(old_name, new_name, [], 0, 0, 0, f"the same code as {old_name}, byte for byte")
+    a, b = old.splitlines(), new.splitlines()
+    if max(len(a), len(b)) > MAX_DIFF_INPUT_LINES:
+        return CodeDiff(
+            old_name,
+            new_name,
+            [],
+            0,
+            0,
+            0,
+            f"a source of over {MAX_DIFF_INPUT_LINES:,} lines is not diffed here: extract both "
+            "(python -m tools reproduce LOG --extract FILE) and diff them",
+        )
+    lines: list[DiffLine] = []
+    added = removed = 0
+    diff = difflib.unified_diff(a, b, f"{old_name} (baseline)", new_name, n=DIFF_CONTEXT, lineterm="")
+    for i, text in enumerate(diff):
+        if i < 2:  # the --- and +++ lines that name the two sides
+            kind = "file"
+        elif text.startswith("@@"):
+            kind = "hunk"
+        elif text.startswith("+"):
+            kind, added = "add", added + 1
+        elif text.startswith("-"):
+            kind, removed = "del", removed + 1
+        else:
+            kind = "same"
+        lines.append(DiffLine(kind, _cut(text)))
+    hidden = max(0, len(lines) - MAX_DIFF_LINES)
+    return CodeDiff(old_name, new_name, lines[:MAX_DIFF_LINES], added, removed, hidden, "")
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_LINE_CHARS else text[: MAX_LINE_CHARS - 1] + "…"
