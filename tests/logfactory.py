@@ -39,6 +39,12 @@ TARGET_OF = {"track_1_short": 3.28, "track_2_medium": 2.92, "smoke": None, "scal
 
 
 SMI_TIME = "Sat Jan 10 23:36:12 2026"  # nvidia-smi's first line: when the run started (local time)
+HOST_ID = "5e1f0c2a9d3b4e67"  # a `host:` line's host_id: 16 hex digits of a salted machine-id hash
+
+
+def fake_gpu_uuids(count: int, node: int = 0) -> list[str]:
+    """`count` GPU UUIDs in nvidia-smi -L's form, distinct per (node, index)."""
+    return [f"GPU-{uuid.UUID(int=(node << 32) + i + 1)}" for i in range(count)]
 
 
 def nvidia_smi(num_gpus: int, gpu: str = H100, when: str = SMI_TIME) -> str:
@@ -95,6 +101,9 @@ class LogSpec:
     shards: list[dict[str, Any]] | None = None
     include_config: bool = True
     include_data: bool = True
+    include_host: bool = True  # the `host:` line (logs written before it existed have none)
+    host_id: str = HOST_ID
+    gpu_uuids: list[str] | None = None  # None: one fake UUID per GPU nvidia-smi lists (none without nvidia-smi)
 
     def __post_init__(self) -> None:
         if not self.run_id:
@@ -140,6 +149,9 @@ def make_log(spec: LogSpec | None = None, **kw: Any) -> str:
         else "Running PyTorch 2.13.0+cpu compiled for CPU",
         nvidia_smi(spec.num_gpus, spec.gpu, spec.smi_time) if spec.smi else "nvidia-smi: not available",
     ]
+    if spec.include_host:
+        uuids = spec.gpu_uuids if spec.gpu_uuids is not None else fake_gpu_uuids(spec.num_gpus if spec.smi else 0)
+        env.append("host: " + json.dumps({"host_id": spec.host_id, "gpu_uuids": uuids}))
     if spec.include_config:
         env.append("config: " + json.dumps(config_for(spec)))
     if spec.include_data:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from logfactory import SEP, LogSpec, config_for, make_log, nvidia_smi
+from logfactory import HOST_ID, SEP, LogSpec, config_for, fake_gpu_uuids, make_log, nvidia_smi
 from tools import parse as parse_module
 from tools.cli import main
 from tools.parse import parse_bytes, parse_log
@@ -128,6 +128,43 @@ def test_harness_log_config_data_and_source_hash() -> None:
     assert log.num_gpus == 8 and log.gpu_name == "NVIDIA H100 80GB HBM3"
     assert log.final_step == log.total_steps == 100
     assert log.uses_harness_format
+
+
+def test_host_line_gives_the_host_id_and_gpu_uuids() -> None:
+    log = parse_bytes(make_log(LogSpec()).encode())
+    assert (log.host_id, log.gpu_uuids, log.host_error) == (HOST_ID, fake_gpu_uuids(8), None)
+    two_nodes = fake_gpu_uuids(8) + fake_gpu_uuids(8, node=1)
+    log = parse_bytes(make_log(LogSpec(num_gpus=16, gpu_uuids=two_nodes, host_id="0" * 16)).encode())
+    assert (log.host_id, log.gpu_uuids) == ("0" * 16, two_nodes)
+    cpu = parse_bytes(make_log(LogSpec(smi=False)).encode())
+    assert (cpu.host_id, cpu.gpu_uuids) == (HOST_ID, [])
+    old = parse_bytes(make_log(LogSpec(include_host=False)).encode())  # logs from before the line: nothing, no error
+    assert (old.host_id, old.gpu_uuids, old.host_error) == (None, [], None)
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("host: {not json", "not valid JSON"),
+        ('host: ["a"]', "JSON but not an object"),
+        ('host: {"host_id": "HOST", "gpu_uuids": []}', "is not 16 lowercase hex digits"),
+        ('host: {"gpu_uuids": []}', "host_id 'None' is not 16"),
+        ('host: {"host_id": "0123456789abcdef", "gpu_uuids": "GPU-1"}', "gpu_uuids is not a list"),
+        ('host: {"host_id": "0123456789abcdef", "gpu_uuids": ["GPU-1", 7]}', "holds '7', not a GPU UUID"),
+        ('host: {"host_id": "0123456789abcdef", "gpu_uuids": ["../etc"]}', "holds '../etc', not a GPU UUID"),
+    ],
+)
+def test_a_broken_host_line_is_an_error_not_a_value(line: str, error: str) -> None:
+    log = parse_bytes(_log("step:1/1 val_loss:3.2 train_time:5ms\n", env=line))
+    assert (log.host_id, log.gpu_uuids) == (None, []) and error in (log.host_error or ""), log.host_error
+
+
+def test_only_the_first_host_line_counts() -> None:
+    first = 'host: {"host_id": "0123456789abcdef", "gpu_uuids": ["GPU-1"]}'
+    second = 'host: {"host_id": "fedcba9876543210", "gpu_uuids": []}'
+    log = parse_bytes(_log("step:1/1 val_loss:3.2 train_time:5ms\n", env=first + "\n" + second))
+    assert (log.host_id, log.gpu_uuids) == ("0123456789abcdef", ["GPU-1"])
+    assert log.host_error == "more than one 'host:' line; the first one is used"
 
 
 def test_malformed_metric_lines_are_counted_not_fatal() -> None:

@@ -154,6 +154,9 @@ class ParsedLog:
     config_error: str | None = None
     data: dict[str, Any] | None = None
     data_error: str | None = None
+    host_id: str | None = None  # the `host:` line's salted hash of the machine id (16 hex digits)
+    gpu_uuids: list[str] = field(default_factory=list)  # the `host:` line's GPU UUIDs, in rank order
+    host_error: str | None = None  # why the `host:` line was not read (absent in logs before it existed: None)
     val_curve: list[ValPoint] = field(default_factory=list)
     metrics: Metrics = field(default_factory=Metrics.empty)
     metrics_form: str = "none"  # "speedrun" (step:N/M lines), "llm.c" (s:N lines) or "none"
@@ -223,6 +226,8 @@ class ParsedLog:
             "cuda_version": self.cuda_version,
             "config": self.config,
             "data": self.data,
+            "host_id": self.host_id,
+            "gpu_uuids": self.gpu_uuids,
             "peak_memory_mib": self.peak_memory_mib,
             "structure_issues": self.structure_issues,
             "val_curve": [[p.step, _json_float(p.val_loss), _json_float(p.train_time_ms)] for p in self.val_curve],
@@ -379,11 +384,13 @@ def _read_extra_code(log: ParsedLog, text: str, start: int, end: int) -> None:
         log.code_sha256 = _sha256(both)
 
 
-_ENV_LINE_RE = re.compile(r"^(?:Running Python|Running [Pp]y[Tt]orch|config: |data: |nvidia-smi|\| NVIDIA-SMI)", re.M)
+_ENV_LINE_RE = re.compile(
+    r"^(?:Running Python|Running [Pp]y[Tt]orch|config: |data: |host: |nvidia-smi|\| NVIDIA-SMI)", re.M
+)
 # The lines of an environment block that say something (read below); the others are skipped in C, so a
 # block of millions of lines costs one regex scan. Linear: one attempt per line start, no nested repeats.
 _ENV_FACT_RE = re.compile(
-    r"^(?:Running |config: |data: |[^\S\n]*nvidia-smi: not available|(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) |\|[^\S\n]+\d)[^\n]*"
+    r"^(?:Running |config: |data: |host: |[^\S\n]*nvidia-smi: not available|(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) |\|[^\S\n]+\d)[^\n]*"
     r"|^[^\n]*?Processes:[^\n]*",
     re.M,
 )
@@ -418,6 +425,8 @@ def _read_environment(log: ParsedLog, text: str, start: int, end: int) -> None:
             log.config, log.config_error = _read_json_object(line[len("config: ") :], "config", log.config)
         elif line.startswith("data: "):
             log.data, log.data_error = _read_json_object(line[len("data: ") :], "data", log.data)
+        elif line.startswith("host: "):
+            _read_host(log, line[len("host: ") :])
         elif line.strip() == _SMI_NOT_AVAILABLE:
             log.nvidia_smi = "not available"
         elif log.run_date is None and not log.gpu_names and (pm := _SMI_TIME_RE.match(line)):
@@ -429,6 +438,30 @@ def _read_environment(log: ParsedLog, text: str, start: int, end: int) -> None:
             index, name = row
             if index == len(log.gpu_names):  # rows in index order; a repeated table is not more GPUs
                 log.gpu_names.append(name)
+
+
+_HOST_ID_RE = re.compile(r"^[0-9a-f]{16}$")
+_GPU_UUID_RE = re.compile(r"^(?:GPU|MIG)-[0-9A-Za-z/-]{1,100}$")  # MIG-GPU-<uuid>/1/0 in older drivers
+MAX_GPU_UUIDS = 65_536  # far above any cluster a log could come from
+
+
+def _read_host(log: ParsedLog, text: str) -> None:
+    """``host: {"host_id": "<16 hex>", "gpu_uuids": ["GPU-...", ...]}``: the node and the GPUs the run used."""
+    if log.host_id is not None or log.host_error is not None:
+        log.host_error = log.host_error or "more than one 'host:' line; the first one is used"
+        return
+    host, error = _read_json_object(text, "host", None)
+    if host is not None:
+        host_id, uuids = host.get("host_id"), host.get("gpu_uuids")
+        if not (isinstance(host_id, str) and _HOST_ID_RE.match(host_id)):
+            error = f"the 'host:' line's host_id {str(host_id)[:40]!r} is not 16 lowercase hex digits"
+        elif not isinstance(uuids, list) or len(uuids) > MAX_GPU_UUIDS:
+            error = "the 'host:' line's gpu_uuids is not a list of GPU UUIDs"
+        elif bad := [u for u in uuids if not (isinstance(u, str) and _GPU_UUID_RE.match(u))]:
+            error = f"the 'host:' line's gpu_uuids holds {str(bad[0])[:60]!r}, not a GPU UUID (GPU-... or MIG-...)"
+        else:
+            log.host_id, log.gpu_uuids = host_id, list(uuids)
+    log.host_error = error
 
 
 def _smi_gpu_row(line: str) -> tuple[int, str] | None:
