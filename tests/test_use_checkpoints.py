@@ -1,4 +1,4 @@
-"""tools/checkpoints.py and `python -m tools export`: reading checkpoints (also FSDP-sharded ones) and exports,
+"""tools/use/checkpoints.py and `python -m tools export`: reading checkpoints (also FSDP-sharded ones) and exports,
 the export round trip, and one clear paragraph for every broken folder."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from safetensors import safe_open
 from use_factory import SMALL, config_for, one_thread, random_gpt, tg, write_checkpoint
 
 from conftest import REPO_ROOT
-from tools.checkpoints import EXPORT_FORMAT, ModelFolderError, load_model
 from tools.cli import main
+from tools.use.checkpoints import EXPORT_FORMAT, ModelFolderError, load_model
 
 
 @pytest.fixture(autouse=True, scope="module")

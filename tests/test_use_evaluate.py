@@ -35,10 +35,10 @@ from use_factory import (
 )
 
 from conftest import REPO_ROOT
-from tools import hellaswag as hs
 from tools import tokens as tok
 from tools.cli import main
-from tools.generate import final_window_blocks
+from tools.use import hellaswag as hs
+from tools.use.generate import final_window_blocks
 
 
 @pytest.fixture(autouse=True, scope="module")

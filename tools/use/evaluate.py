@@ -9,7 +9,7 @@ The validation loss is train_gpt.py's own `evaluate` on the first --tokens token
 val_tokens) of the folder's ``*_val_*.bin`` shards (``--split train`` for the train shards), in windows of the
 run's val_seq_len, with the attention window of the end of training: for the final checkpoint of a run on the
 same data it is the run's final val_loss. Under torchrun the windows are shared between the processes.
-HellaSwag accuracy is described in tools/hellaswag.py (acc: sum of the ending's log-probabilities; acc_norm:
+HellaSwag accuracy is described in tools/use/hellaswag.py (acc: sum of the ending's log-probabilities; acc_norm:
 mean per-token loss). CKPT is a checkpoint folder or an export (docs/sampling-and-evaluation.md).
 """
 
@@ -54,8 +54,8 @@ def validation_loss(
     """train_gpt.evaluate on the first `tokens` tokens of a shard folder's split; the facts of the measurement."""
     from tqdm import tqdm
 
-    from tools.checkpoints import trainer
-    from tools.generate import final_window_blocks
+    from tools.use.checkpoints import trainer
+    from tools.use.generate import final_window_blocks
 
     tg = trainer()
     seq_len = seq_len or args.val_seq_len
@@ -116,7 +116,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tools.checkpoints import resolve_device, trainer
+    from tools.use.checkpoints import resolve_device, trainer
 
     want_hellaswag = args.hellaswag or args.hellaswag_file is not None
     want_loss = args.data is not None or not want_hellaswag
@@ -139,10 +139,10 @@ def evaluate_checkpoint(args: argparse.Namespace, d: Any, want_loss: bool, want_
     """What `run` does, in the process layout `d` (train_gpt.Dist); prints on rank 0 only."""
     import torch
 
-    from tools import hellaswag as hs
     from tools import tokens as tok
-    from tools.checkpoints import load_model
-    from tools.generate import final_window_blocks
+    from tools.use import hellaswag as hs
+    from tools.use.checkpoints import load_model
+    from tools.use.generate import final_window_blocks
 
     say = d.rank == 0
     # HellaSwag's data and tokenizer first: a missing download should not wait for a model load.

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINT_FORMAT = "speedrun-checkpoint-v1"
 EXPORT_FORMAT = "speedrun-export-v1"
 CONFIG_NAME = "config.json"
