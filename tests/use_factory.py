@@ -4,7 +4,7 @@
 size or dtype; tests/test_scale_runs.py reads the trainer's own checkpoints with the tools too): a
 torch.distributed.checkpoint (DCP) save of {"model", "optim", "train"}
 into <run>/step_NNNNNN/, then config.json written last ("format": "speedrun-checkpoint-v1", the run's
-Hyperparameters as a dict, step, run_id, world_size, parallelism, train_time_ms). The same function runs
+Hyperparameters as a dict, step, run_id, world_size, parallelism, train_time_ms, data_path). The same function runs
 inside torchrun processes for FSDP2-sharded saves (tests/test_use_checkpoints.py).
 """
 
@@ -81,6 +81,7 @@ def config_for(args: Any, **extra: Any) -> dict[str, Any]:
         "world_size": 1,
         "parallelism": "ddp",
         "train_time_ms": 1234.0,
+        "data_path": "data/synthetic",
         **extra,
     }
 

@@ -38,6 +38,7 @@ EXPORT_FORMAT = "speedrun-export-v1"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 MODEL_KEY = "model"  # the DCP state's top-level key of the model's state dict
+RETIRED_FIELDS = frozenset({"data_path", "parallelism", "checkpoint_every", "checkpoint_keep"})
 
 
 class ModelFolderError(ValueError):
@@ -144,7 +145,9 @@ def read_config(path: Path) -> tuple[str, dict[str, Any]]:
 def hyperparameters(config: dict[str, Any], config_path: Path) -> Any:
     """The run's train_gpt.Hyperparameters, rebuilt from config.json, every field present and of the right type."""
     tg = trainer()
-    given: dict[str, Any] = config["hyperparameters"]
+    # fields that train_gpt.py had until it split its run settings (seed, folders, checkpoints) from the recipe:
+    # none of them shapes the model, so a folder saved before then still loads
+    given = {k: v for k, v in config["hyperparameters"].items() if k not in RETIRED_FIELDS}
     fields = {f.name: f for f in dataclasses.fields(tg.Hyperparameters)}
     unknown = sorted(set(given) - set(fields))
     missing = sorted(set(fields) - set(given))
