@@ -60,7 +60,7 @@ class Dist:
 
 
 def setup_distributed() -> Dist:
-    env, cuda = os.environ, torch.cuda.is_available()
+    env, cuda = dict(os.environ), torch.cuda.is_available()
     rank, world_size, local_rank = int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
     if cuda and local_rank >= torch.cuda.device_count():
         n = torch.cuda.device_count()

@@ -1,7 +1,7 @@
 """Build record logs and record folders in this repository's format (docs/log-format.md), for tests.
 
-Until train_gpt.py lands, this is how the tools' tests get logs of our own form: source section,
-``=``*100, environment block (Python/PyTorch lines, nvidia-smi table, ``config:`` and ``data:`` JSON),
+This is how the tools' tests get logs of our own form without a training run: source section, ``=``*100,
+environment block (Python/PyTorch lines, nvidia-smi table, ``host:``, ``config:`` and ``data:`` JSON),
 ``=``*100, metric lines. Every field can be changed so a test can break exactly one rule.
 """
 
@@ -129,7 +129,8 @@ def config_for(spec: LogSpec) -> dict[str, Any]:
         "device": "cpu" if smoke else "cuda",
         "step_avg_excluded_steps": spec.k,
         "overrides": {},
-        "data_path": "data/synthetic" if smoke else "data/fineweb10B",
+        # the run settings (train_gpt.RunSettings but the seed): where the run kept things, never what it computed
+        "run": {"data_path": "data/synthetic" if smoke else "data/fineweb10B", "log_dir": "logs", "export_dir": None},
     }
     cfg["global_batch_tokens"] = cfg["world_size"] * cfg["grad_accum_steps"] * cfg["train_seq_len"]
     cfg.update(spec.config)

@@ -167,6 +167,21 @@ def test_only_the_first_host_line_counts() -> None:
     assert log.host_error == "more than one 'host:' line; the first one is used"
 
 
+def test_a_source_with_an_appended_file_is_one_code_identity_of_two_files() -> None:
+    """train_scale.py logs itself, then a line of 40 '-', '# train_gpt.py' and train_gpt.py: one hash for the
+    whole section, and two Python files for the compile-flags rule (the '-' line is not Python)."""
+    own = "import train_gpt\n\nprint('scale')\n"
+    other = '"""The record file."""\n\nfrom __future__ import annotations\n\nprint("record")\n'
+    source = own + "-" * 40 + "\n# train_gpt.py\n" + other
+    log = parse_bytes(make_log(LogSpec(track="scale", source=source)).encode())
+    assert log.source_sha256 == log.code_sha256 == hashlib.sha256(source.encode()).hexdigest()
+    assert log.source_text == own and log.extra_code == "# train_gpt.py\n" + other
+    assert log.appended_files == ["train_gpt.py"] and log.source_lines == source.count("\n")
+    assert not [i for i in log.structure_issues]
+    alone = parse_bytes(make_log(LogSpec(source=own)).encode())
+    assert (alone.source_text, alone.extra_code, alone.appended_files) == (own, "", [])
+
+
 def test_malformed_metric_lines_are_counted_not_fatal() -> None:
     log = parse_bytes(
         _log(

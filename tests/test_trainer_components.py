@@ -692,3 +692,11 @@ def test_one_process_adds_the_windows_as_two_processes_do(monkeypatch) -> None:
     monkeypatch.setattr(tg.dist, "all_reduce", lambda buf, async_op: None)  # rank 0 of 2, before its all-reduce
     assert torch.equal(accumulate(range(4), 2), in_order(ws[:4]))
     assert not torch.equal(one, in_order(ws))  # the order does matter for these numbers
+
+
+def test_parameter_counts_match_the_built_model() -> None:
+    args = tiny_args(num_layers=4, attention_pattern="LS-L")
+    model = tg.GPT(args)
+    counts = tg.parameter_counts(args)
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+    assert counts["hidden"] == sum(p.numel() for p in model.param_groups()["hidden"])

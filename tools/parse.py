@@ -51,6 +51,8 @@ _FINDALL_SLICE = 1 << 20  # characters of metric lines matched at once
 _HASH_SLICE = 1 << 22  # characters of a section encoded at once for its hash
 
 _SEPARATOR_RE = re.compile(r"^={100}\r?$", re.M)
+# The line of 40 '-' and the '# <filename>' line before a file a trainer appends to its own source.
+_APPENDED_RE = re.compile(r"^-{40}\r?\n# ([^\r\n]{1,200})\r?$", re.M)
 _OMITTED_RE = re.compile(r"^# training source omitted from this copy: sha256=([0-9a-fA-F]{64}) lines=(\d{1,9})\s*$")
 # Numbers as Python and numpy print them; bounded so a hand-edited log cannot feed int() a huge literal.
 _NUM = r"[-+]?(?:[0-9]{1,20}(?:\.[0-9]{0,20})?(?:[eE][-+]?[0-9]{1,3})?|nan|inf)"
@@ -139,8 +141,11 @@ class ParsedLog:
     source_sha256: str | None = None  # sha256 of the source section, or the hex of the "omitted" line
     source_lines: int = 0
     source_omitted: bool = False  # the anchor corpus's one-line stand-in for the source
-    source_text: str = ""  # the source section (empty when omitted)
-    extra_code: str = ""  # code found between the source section and the environment block (2024 logs)
+    source_text: str = ""  # the source section's first file (the whole section but for appended files; "" if omitted)
+    # code beside the source: files the trainer appended to its own (after a line of 40 '-' and '# <filename>',
+    # train_scale.py's train_gpt.py), or code between the source section and the environment block (2024 logs)
+    extra_code: str = ""
+    appended_files: list[str] = field(default_factory=list)  # the names of the appended files, in order
     code_sha256: str | None = None  # identity of "the code of this run": source plus any extra code
     has_separator: bool = False
     has_environment: bool = False
@@ -362,11 +367,20 @@ def _read_source(log: ParsedLog, text: str, end: int) -> None:
         log.source_lines = int(m.group(2))
         return
     # The hash covers the bytes before the separator line, newline included: for a source file that
-    # ends with a newline (as train_gpt.py does) it equals `sha256sum train_gpt.py`.
+    # ends with a newline (as train_gpt.py does) it equals `sha256sum train_gpt.py`. With appended files it
+    # covers them too: the whole section is the code identity of the run.
     log.source_sha256 = log.code_sha256 = _sha256_of(text, 0, end)
-    # Kept up to one character past what the compile-flags rule reads, which fails a longer source.
-    log.source_text = text[: min(end, MAX_CODE_CHARS + 1)]
     log.source_lines = text.count("\n", 0, end) + (0 if end == 0 or text[end - 1] == "\n" else 1)
+    # Each file is Python of its own: the first is source_text, the appended ones extra_code (a line of 40 '-'
+    # between two files is not Python). Both are kept up to one character past what the compile-flags rule reads,
+    # which fails a longer code.
+    cuts = list(_APPENDED_RE.finditer(text, 0, min(end, 2 * MAX_CODE_CHARS)))
+    first_end = cuts[0].start() if cuts else end
+    log.source_text = text[: min(first_end, MAX_CODE_CHARS + 1)]
+    if cuts:
+        log.appended_files = [m.group(1) for m in cuts]
+        rest = text[cuts[0].start() : min(end, cuts[0].start() + MAX_CODE_CHARS + 1)]
+        log.extra_code = _APPENDED_RE.sub(lambda m: f"# {m.group(1)}", rest)
 
 
 def _read_extra_code(log: ParsedLog, text: str, start: int, end: int) -> None:

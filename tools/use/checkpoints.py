@@ -2,13 +2,14 @@
 
 Two kinds of folder hold a model (docs/sampling-and-evaluation.md):
 
-- a **checkpoint**, e.g. ``checkpoints/<run_id>/step_000500/``, written by train_gpt.py with
+- a **checkpoint**, e.g. ``checkpoints/<run_id>/step_000500/``, written by train_scale.py with
   torch.distributed.checkpoint (DCP): ``.metadata`` and ``*.distcp`` files, then ``config.json``, written by
   rank 0 last (``"format": "speedrun-checkpoint-v1"``), so that its presence marks a complete save. The DCP
   state has the top-level keys ``model`` (exactly the keys of ``GPT(args).state_dict()``, as plain tensors or
   as FSDP2 DTensor shards), ``optim`` and ``train``; only ``model`` is read here, resharded by DCP into full
   tensors in one process without a process group.
-- an **export**, written by ``python -m tools export``: ``model.safetensors`` (the full GPT state dict in the
+- an **export**, written by ``python -m tools export`` or at the end of a run with ``SPEEDRUN_EXPORT`` (both
+  trainers): ``model.safetensors`` (the full GPT state dict in the
   dtypes it was trained in) and ``config.json`` (the same schema, ``"format": "speedrun-export-v1"``). It has
   no optimizer state and needs neither DCP nor the trainer's process layout to read.
 
@@ -91,7 +92,8 @@ def read_config(path: Path) -> tuple[str, dict[str, Any]]:
     if not path.exists():
         raise ModelFolderError(
             f"{path}: no such folder. Give --checkpoint a checkpoint folder (checkpoints/<run_id>/step_NNNNNN/, "
-            f"written by train_gpt.py) or an export folder (written by `python -m tools export`)."
+            f"written by train_scale.py) or an export folder (written by `python -m tools export`, or by a run with "
+            f"SPEEDRUN_EXPORT)."
         )
     if not path.is_dir():
         raise ModelFolderError(
@@ -109,7 +111,7 @@ def read_config(path: Path) -> tuple[str, dict[str, Any]]:
             )
         if (path / ".metadata").exists() or any(path.glob("*.distcp")):
             raise ModelFolderError(
-                f"{path} holds checkpoint files but no {CONFIG_NAME}: the save did not finish (train_gpt.py writes "
+                f"{path} holds checkpoint files but no {CONFIG_NAME}: the save did not finish (train_scale.py writes "
                 f"{CONFIG_NAME} last, after every rank has written its part), so this checkpoint is incomplete. "
                 f"Use an earlier complete checkpoint of the run, and delete this folder."
             )
