@@ -537,19 +537,15 @@ def describe_data(shards: list[Shard], args: Hyperparameters, data_path: str) ->
     return dict(path=data_path, vocab_size=args.vocab_size, shards=described)
 
 
-def token_map(shard: Shard) -> np.ndarray:
-    """A shard's tokens, memory-mapped: a run reads only the slices it asks for."""
-    return np.memmap(shard.path, dtype="<u2", mode="r", offset=SHARD_HEADER_BYTES, shape=(shard.tokens,))
-
-
 class TokenWindows:
     """Window j: tokens [j * seq_len, (j + 1) * seq_len] (+1 for the last target) of the shards read as one stream.
     Validation reads these: its 10,485,760 tokens lie in the first val shard, where this is the record's order too."""
 
     def __init__(self, shards: list[Shard], seq_len: int, tokens: int, device: torch.device):
         self.seq_len, self.device, parts = seq_len, device, []
-        for s in shards:  # a copy of just these tokens: 21 MB for the record's validation
-            parts.append(np.array(token_map(s)[: tokens - sum(len(p) for p in parts)]))
+        for s in shards:  # a copy of just these tokens (21 MB for the record's validation) from the memory maps
+            mapped = np.memmap(s.path, "<u2", "r", SHARD_HEADER_BYTES, (s.tokens,))
+            parts.append(np.array(mapped[: tokens - sum(len(p) for p in parts)]))
         self.tokens = np.concatenate(parts)
 
     def __getitem__(self, j: int) -> tuple[Tensor, Tensor]:
@@ -563,7 +559,8 @@ class TrainWindows:
     read (190 steps per 100M-token shard for short). windows[step, j] is the same on any world size."""
 
     def __init__(self, shards: list[Shard], seq_len: int, windows_per_step: int, device: torch.device):
-        self.shards, self.maps = shards, [token_map(s) for s in shards]
+        self.shards = shards  # memory-mapped: a run reads only the slices it asks for
+        self.maps = [np.memmap(s.path, "<u2", "r", SHARD_HEADER_BYTES, (s.tokens,)) for s in shards]
         self.seq_len, self.batch_tokens, self.device = seq_len, seq_len * windows_per_step, device
         self.first_step = np.cumsum([0] + [steps_in_shard(s.tokens, self.batch_tokens) for s in shards])
 
@@ -855,7 +852,7 @@ def write_header(log: RunLog, code: str, plan: RunPlan, seed: int, run_id: str, 
 
 
 # -----------------------------------------------------------------------------------------------
-# Build and compile: model, optimizers, flat gradient buckets.
+# Build: model, optimizers, flat gradient buckets (run() compiles the model as it builds it).
 
 
 def build_model(args: Hyperparameters, seed: int, d: Dist) -> GPT:
