@@ -110,88 +110,6 @@ def shard_model(model: tg.GPT, d: tg.Dist) -> None:
 
 
 # -----------------------------------------------------------------------------------------------
-# The model on the meta device: built without memory, sharded, then each rank materialises and initialises only
-# its own slices, with the record file's init statistics and the same values on any world size.
-
-
-def row_generator(seed: int, name: str, row: int) -> torch.Generator:
-    """The generator of one row (along the cut dim) of one weight: a rank draws exactly its own rows, and a row has
-    the same values whichever rank holds it, so the model is the same on any world size."""
-    key = hashlib.sha256(f"speedrun-init:{seed}:{name}:{row}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(key[:8], "little") >> 1)
-
-
-def init_rule(model: tg.GPT) -> dict[str, tuple[str, float]]:
-    """{weight name: (how, scale)} for the matrices, as train_gpt.GPT initialises them: "normal" (the embedding
-    tables, N(0, 1)), "uniform" (std 0.5 fan_in^-0.5, bound sqrt(3) times that) or "zeros" (output projections
-    and the head)."""
-    rules = {}
-    for name, m in model.named_modules():
-        prefix = f"{name}." if name else ""
-        if isinstance(m, nn.Embedding):
-            rules[prefix + "weight"] = ("normal", 1.0)
-        elif isinstance(m, tg.CastedLinear):
-            rules[prefix + "weight"] = (
-                ("zeros", 0.0) if m.zero_init else ("uniform", 3**0.5 * 0.5 * m.in_features**-0.5)
-            )
-        elif isinstance(m, tg.CausalSelfAttention):
-            rules[prefix + "qkv_w"] = ("uniform", 3**0.5 * 0.5 * m.qkv_w.shape[-1] ** -0.5)
-    return rules
-
-
-def init_slices(model: tg.GPT, args: tg.Hyperparameters, seed: int, d: tg.Dist) -> None:
-    """Fill this rank's slice of every weight (the model was materialised empty): the matrices row by row from
-    row_generator, the scalars (lambdas, skip weights) as train_gpt.GPT sets them, read from a GPT of the same
-    depth built tiny on the CPU (its scalars have the shapes and values of the real ones); the rotary tables."""
-    rules = init_rule(model)
-    tiny = dataclasses.replace(args, vocab_size=2, model_dim=8, num_heads=2, head_dim=4)
-    with torch.device("cpu"):
-        scalars = dict(tg.GPT(tiny).named_parameters())
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            dim, mine = shard_dim(p.shape), local(p)
-            rows = shard_rows(p.shape[dim], d.world_size, d.rank)
-            if name not in rules:  # a scalar parameter: small, taken whole, then this rank's slice
-                mine.copy_(scalars[name].narrow(dim, rows.start, len(rows)))
-                continue
-            how, scale = rules[name]
-            drawn = torch.zeros(mine.movedim(dim, 0).shape)
-            for k, row in enumerate(rows if how != "zeros" else ()):
-                if how == "normal":
-                    drawn[k].normal_(generator=row_generator(seed, name, row))
-                else:
-                    drawn[k].uniform_(-scale, scale, generator=row_generator(seed, name, row))
-            mine.copy_(drawn.movedim(0, dim))
-    rotary = tg.Rotary(args.head_dim, max(args.train_seq_len, args.val_seq_len), args.rope_min_freq).to(d.device)
-    for m in model.modules():
-        if isinstance(m, tg.Rotary):  # non-persistent buffers, left empty by to_empty: one shared copy for all
-            m.cos, m.sin = rotary.cos, rotary.sin
-
-
-def build_model(args: tg.Hyperparameters, seed: int, d: tg.Dist) -> tg.GPT:
-    """The model, sharded with FSDP2 over all ranks, each rank materialising only its slices (a 175B model's fp32
-    weights are 700 GB: no rank could build it whole)."""
-    with torch.device("meta"):
-        model = tg.GPT(args)
-    shard_model(model, d)
-    model.to_empty(device=d.device)
-    init_slices(model, args, seed, d)
-    return model
-
-
-def prepare_blocks(model: tg.GPT, args: tg.Hyperparameters, activation_checkpointing: bool) -> None:
-    """Each block's forward compiled on its own (FSDP2's hooks, the all-gather before a block and the reduce-scatter
-    after, stay outside the graphs, as in torchtitan; blocks share graphs, so depth costs no compilation), and with
-    activation checkpointing run again in backward instead of keeping its activations: a block keeps only its
-    input, for a third more compute."""
-    for block in model.blocks:
-        forward = torch.compile(block.forward, dynamic=False, fullgraph=True) if args.compile else block.forward
-        if activation_checkpointing:
-            forward = functools.partial(checkpoint, forward, use_reentrant=False)
-        block.forward = forward
-
-
-# -----------------------------------------------------------------------------------------------
 # Optimizer: Muon on FSDP2 slices, and the gradient accumulation that keeps 1 and 2 processes the same run.
 
 
@@ -286,6 +204,88 @@ class ShardedGrads:
 
 def build_optimizers(model: tg.GPT, args: tg.Hyperparameters, d: tg.Dist) -> tuple:
     return tg.build_optimizers(model, args, d, ShardedMuon, lambda roles: ShardedGrads(model, roles, d.world_size))
+
+
+# -----------------------------------------------------------------------------------------------
+# The model on the meta device: built without memory, sharded, then each rank materialises and initialises only
+# its own slices, with the record file's init statistics and the same values on any world size.
+
+
+def row_generator(seed: int, name: str, row: int) -> torch.Generator:
+    """The generator of one row (along the cut dim) of one weight: a rank draws exactly its own rows, and a row has
+    the same values whichever rank holds it, so the model is the same on any world size."""
+    key = hashlib.sha256(f"speedrun-init:{seed}:{name}:{row}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(key[:8], "little") >> 1)
+
+
+def init_rule(model: tg.GPT) -> dict[str, tuple[str, float]]:
+    """{weight name: (how, scale)} for the matrices, as train_gpt.GPT initialises them: "normal" (the embedding
+    tables, N(0, 1)), "uniform" (std 0.5 fan_in^-0.5, bound sqrt(3) times that) or "zeros" (output projections
+    and the head)."""
+    rules = {}
+    for name, m in model.named_modules():
+        prefix = f"{name}." if name else ""
+        if isinstance(m, nn.Embedding):
+            rules[prefix + "weight"] = ("normal", 1.0)
+        elif isinstance(m, tg.CastedLinear):
+            rules[prefix + "weight"] = (
+                ("zeros", 0.0) if m.zero_init else ("uniform", 3**0.5 * 0.5 * m.in_features**-0.5)
+            )
+        elif isinstance(m, tg.CausalSelfAttention):
+            rules[prefix + "qkv_w"] = ("uniform", 3**0.5 * 0.5 * m.qkv_w.shape[-1] ** -0.5)
+    return rules
+
+
+def init_slices(model: tg.GPT, args: tg.Hyperparameters, seed: int, d: tg.Dist) -> None:
+    """Fill this rank's slice of every weight (the model was materialised empty): the matrices row by row from
+    row_generator, the scalars (lambdas, skip weights) as train_gpt.GPT sets them, read from a GPT of the same
+    depth built tiny on the CPU (its scalars have the shapes and values of the real ones); the rotary tables."""
+    rules = init_rule(model)
+    tiny = dataclasses.replace(args, vocab_size=2, model_dim=8, num_heads=2, head_dim=4)
+    with torch.device("cpu"):
+        scalars = dict(tg.GPT(tiny).named_parameters())
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            dim, mine = shard_dim(p.shape), local(p)
+            rows = shard_rows(p.shape[dim], d.world_size, d.rank)
+            if name not in rules:  # a scalar parameter: small, taken whole, then this rank's slice
+                mine.copy_(scalars[name].narrow(dim, rows.start, len(rows)))
+                continue
+            how, scale = rules[name]
+            drawn = torch.zeros(mine.movedim(dim, 0).shape)
+            for k, row in enumerate(rows if how != "zeros" else ()):
+                if how == "normal":
+                    drawn[k].normal_(generator=row_generator(seed, name, row))
+                else:
+                    drawn[k].uniform_(-scale, scale, generator=row_generator(seed, name, row))
+            mine.copy_(drawn.movedim(0, dim))
+    rotary = tg.Rotary(args.head_dim, max(args.train_seq_len, args.val_seq_len), args.rope_min_freq).to(d.device)
+    for m in model.modules():
+        if isinstance(m, tg.Rotary):  # non-persistent buffers, left empty by to_empty: one shared copy for all
+            m.cos, m.sin = rotary.cos, rotary.sin
+
+
+def build_model(args: tg.Hyperparameters, seed: int, d: tg.Dist) -> tg.GPT:
+    """The model, sharded with FSDP2 over all ranks, each rank materialising only its slices (a 175B model's fp32
+    weights are 700 GB: no rank could build it whole)."""
+    with torch.device("meta"):
+        model = tg.GPT(args)
+    shard_model(model, d)
+    model.to_empty(device=d.device)
+    init_slices(model, args, seed, d)
+    return model
+
+
+def prepare_blocks(model: tg.GPT, args: tg.Hyperparameters, activation_checkpointing: bool) -> None:
+    """Each block's forward compiled on its own (FSDP2's hooks, the all-gather before a block and the reduce-scatter
+    after, stay outside the graphs, as in torchtitan; blocks share graphs, so depth costs no compilation), and with
+    activation checkpointing run again in backward instead of keeping its activations: a block keeps only its
+    input, for a third more compute."""
+    for block in model.blocks:
+        forward = torch.compile(block.forward, dynamic=False, fullgraph=True) if args.compile else block.forward
+        if activation_checkpointing:
+            forward = functools.partial(checkpoint, forward, use_reentrant=False)
+        block.forward = forward
 
 
 # -----------------------------------------------------------------------------------------------
