@@ -68,10 +68,19 @@ def bench_reader(shard: Path | None, ntok: int, repeat: int) -> None:
         report("data.shards.read_tokens (np.fromfile)", n, timed(lambda: read_tokens(shard, mmap=False), repeat))
         report("data.shards.read_tokens mmap + copy", n, timed(lambda: np.array(read_tokens(shard)), repeat))
         if (REPO_ROOT / "train_gpt.py").is_file():
-            trainer = importlib.import_module("train_gpt")
-            report("train_gpt.read_shard (the trainer's reader)", n, timed(lambda: trainer.read_shard(shard), repeat))
+            tg = importlib.import_module("train_gpt")
+            windows = tg.TrainWindows([tg.Shard(shard, "train", n)], 64 * 1024, 8, tg.torch.device("cpu"))
+            steps = tg.steps_in_shard(n, 8 * 64 * 1024)
+
+            def every_window() -> None:
+                for step in range(steps):
+                    for j in range(8):
+                        windows[step, j]
+
+            read = steps * 8 * 64 * 1024  # the tokens training reads from this shard (its tail is skipped)
+            report("train_gpt.TrainWindows (the trainer's loader, to tensors)", read, timed(every_window, repeat))
         else:
-            print("  train_gpt.read_shard: train_gpt.py not found, not measured")
+            print("  train_gpt.TrainWindows: train_gpt.py not found, not measured")
         report("validate_shard (check.py without sums)", n, timed(lambda: validate_shard(shard), repeat))
         data = shard.read_bytes()
         report("sha256 (check.py's sums, the log's data line)", n, timed(lambda: hashlib.sha256(data).digest(), repeat))

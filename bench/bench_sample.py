@@ -1,4 +1,4 @@
-"""Benchmark generation: tokens/s with the KV cache (tools/generate.py) against recomputing the prefix.
+"""Benchmark generation: tokens/s with the KV cache (tools/use/generate.py) against recomputing the prefix.
 
     python bench/bench_sample.py                          # smoke and short presets on this machine's device
     python bench/bench_sample.py --presets short --device cuda --new-tokens 256
@@ -21,8 +21,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import torch  # noqa: E402
 
-from tools.checkpoints import trainer  # noqa: E402
-from tools.generate import SamplingSettings, final_window_blocks, sample  # noqa: E402
+from tools.use.checkpoints import trainer  # noqa: E402
+from tools.use.generate import SamplingSettings, final_window_blocks, sample  # noqa: E402
 
 
 def naive_greedy(model: torch.nn.Module, prompt: list[int], n: int) -> list[int]:

@@ -1,10 +1,10 @@
 """Measure a preset's training step where it runs: step time, tokens/s and peak memory.
 
     python bench/bench_scale.py                                # 1.5b with FSDP2 on 1 GPU, 10 steps
-    python bench/bench_scale.py --preset 1.5b --nproc 8        # the same on 8 GPUs of this node
-    python bench/bench_scale.py --preset smoke --overrides '{"parallelism": "fsdp"}' --nproc 2 --steps 5  # CPU
+    python bench/bench_scale.py --preset 7b --nproc 8          # 7b on 8 GPUs of this node
+    python bench/bench_scale.py --preset tiny --nproc 2 --steps 5   # CPU
 
-It launches train_gpt.py with torchrun exactly as a run does (compilation and warm-up untimed, the clock
+It launches train_scale.py with torchrun exactly as a run does (compilation and warm-up untimed, the clock
 stopped for validation) on synthetic shards of the preset's vocabulary, made in a temporary folder unless
 --data names a folder of shards. SPEEDRUN_OVERRIDES shortens the run: num_iterations = --steps, validation
 only at the end on one window per process; checkpoints are off. Then it reads the run's log:
@@ -12,7 +12,8 @@ only at the end on one window per process; checkpoints are off. Then it reads th
     warm-up      the untimed warm-up steps, compilation included (the log's warm-up line)
     step_ms      train_time / steps on the final val_loss line (read after a device sync)
     tokens/s     global_batch_tokens / step_ms, all processes together
-    peak memory  the log's line: the CUDA allocator's peak on rank 0 (on CPU, rank 0's peak resident set)
+    peak memory  the log's line: the CUDA allocator's peak on rank 0 (on CPU, rank 0's peak resident set), next
+                 to `python train_scale.py --plan`'s estimate for this preset and process count
 
 and prints them, with the parameter count and the config that ran, as text and one JSON line (--json FILE
 writes it to a file too). Every timed step counts, the first after warm-up included; compile once
@@ -34,6 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 import train_gpt  # noqa: E402
+import train_scale  # noqa: E402
 
 FINAL_VAL = re.compile(r"^step:(\d+)/(\d+) val_loss:\S+ train_time:(\d+)ms step_avg:(\d+\.\d+)ms$")
 MEMORY = re.compile(r"^peak memory allocated: (\d+) MiB reserved: (\d+) MiB$")
@@ -42,10 +44,13 @@ WARMUP = re.compile(r"^warm-up: \d+ untimed steps \(compilation included\) took 
 
 def bench_args(preset: str, overrides: dict, steps: int, nproc: int) -> tuple[train_gpt.Hyperparameters, dict]:
     """The preset as the benchmark runs it, and the SPEEDRUN_OVERRIDES that make it so."""
-    _, base, _ = train_gpt.resolve_config({"SPEEDRUN_PRESET": preset, "SPEEDRUN_OVERRIDES": json.dumps(overrides)})
+    presets = train_scale.PRESETS
+    env = {"SPEEDRUN_PRESET": preset, "SPEEDRUN_OVERRIDES": json.dumps(overrides)}
+    _, base, _ = train_gpt.resolve_config(env, presets)
     short = dict(overrides, num_iterations=steps, val_loss_every=0, val_tokens=base.windows_per_step * base.val_seq_len)
-    _, args, _ = train_gpt.resolve_config({"SPEEDRUN_PRESET": preset, "SPEEDRUN_OVERRIDES": json.dumps(short)})
-    train_gpt.validate(args, nproc)
+    _, args, _ = train_gpt.resolve_config({"SPEEDRUN_PRESET": preset, "SPEEDRUN_OVERRIDES": json.dumps(short)}, presets)
+    if problem := train_scale.cannot_run(args, nproc):
+        raise train_gpt.SpeedrunError(problem)
     return args, short
 
 
@@ -91,7 +96,7 @@ def read_log(log: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default="1.5b", help="a train_gpt.py preset (default 1.5b)")
+    parser.add_argument("--preset", default="1.5b", help="a train_scale.py preset (default 1.5b)")
     parser.add_argument("--overrides", default="{}", help="JSON object of Hyperparameters fields to change")
     parser.add_argument("--nproc", type=int, default=1, help="processes (GPUs) on this node (default 1)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
@@ -113,16 +118,21 @@ def main(argv: list[str] | None = None) -> int:
         log_dir = opts.log_dir or Path(tmp) / "logs"
         env = dict(os.environ, SPEEDRUN_PRESET=opts.preset, DATA_PATH=str(data), LOG_DIR=str(log_dir), SEED="0")
         env.update(SPEEDRUN_OVERRIDES=json.dumps(short), SPEEDRUN_CHECKPOINT_EVERY="-1")
-        env.pop("SPEEDRUN_RESUME", None)
+        for key in ("SPEEDRUN_RESUME", "SPEEDRUN_EXPORT"):
+            env.pop(key, None)
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={opts.nproc}"]
-        print(f"running {opts.preset} on {opts.nproc} process(es): {' '.join(cmd)} train_gpt.py", flush=True)
+        print(f"running {opts.preset} on {opts.nproc} process(es): {' '.join(cmd)} train_scale.py", flush=True)
         before = set(log_dir.glob("*.txt"))  # --log-dir may hold earlier runs: log names are random uuids
-        run = subprocess.run([*cmd, str(REPO_ROOT / "train_gpt.py")], cwd=REPO_ROOT, env=env)
+        run = subprocess.run([*cmd, str(REPO_ROOT / "train_scale.py")], cwd=REPO_ROOT, env=env)
         logs = sorted(set(log_dir.glob("*.txt")) - before)
         if run.returncode != 0 or len(logs) != 1:
             print(f"error: the run failed (exit status {run.returncode}); its output is above.", file=sys.stderr)
             return 1
         result = read_log(logs[0])
+        device = "cuda" if result["device"] == "cuda" else "cpu"
+        recompute = train_scale.PRESET_SETTINGS[opts.preset].get("activation_checkpointing", False)
+        planned = train_scale.plan_memory(args, opts.nproc, device, recompute).total
+        result["planned_mib"] = planned // 2**20
         if opts.log_dir is None:
             result["log"] = None  # the temporary folder is gone
     print(
@@ -130,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{result['world_size']} x {result['device']}: warm-up (compilation) {result['warmup_s']:.1f} s, "
         f"{result['step_ms']:.1f} ms/step, "
         f"{result['tokens_per_s']:,} tokens/s, peak memory {result['peak_allocated_mib']:,} MiB allocated / "
-        f"{result['peak_reserved_mib']:,} MiB reserved (rank 0)"
+        f"{result['peak_reserved_mib']:,} MiB reserved (rank 0; planned {result['planned_mib']:,} MiB)"
     )
     print(json.dumps(result))
     if opts.json:

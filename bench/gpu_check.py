@@ -3,8 +3,8 @@
     bench/gpu_check.sh                         # one H100/H200; FineWeb shards in DATA_PATH (default data/fineweb10B)
     python bench/gpu_check.py --cpu-smoke      # the reduced mode: tiny model, synthetic shards, no compile (the tests)
 
-It imports train_gpt.py and runs its own functions (build_model, compile_model, build_optimizers, warm_up,
-train_step, evaluate, TrainWindows) in one process, on the `short` preset's full global batch: 8 windows of
+It imports train_gpt.py and runs its own functions (build_model, build_optimizers, warm_up, train_step,
+evaluate, TrainWindows; the model compiled as train_gpt.run compiles it) in one process, on the `short` preset's full global batch: 8 windows of
 65,536 tokens per step as 8 accumulation steps, then the optimizer step of a one-process run. It prints:
 
 1. versions: Python, PyTorch, CUDA, Triton, and the GPU;
@@ -39,6 +39,7 @@ Exit status 0 when every part ran; 1 on any error, printed whole (a GPU-only fai
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import math
@@ -86,6 +87,7 @@ class Mode:
 
     name: str
     args: tg.Hyperparameters
+    data_path: str
     device: torch.device
     matmul_n: int  # side of the square bf16 matmul that measures the device's rate
     matmul_reps: int
@@ -96,8 +98,10 @@ class Mode:
 
 
 def gpu_mode(data_path: str) -> Mode:
-    args = dataclasses.replace(tg.PRESETS["short"], data_path=data_path)
-    return Mode("gpu", args, torch.device("cuda", 0), 8192, 100, 2, 6, args.num_iterations // 2, RECORD_CURVE)
+    args = tg.PRESETS["short"]
+    return Mode(
+        "gpu", args, data_path, torch.device("cuda", 0), 8192, 100, 2, 6, args.num_iterations // 2, RECORD_CURVE
+    )
 
 
 def cpu_mode(data_path: str) -> Mode:
@@ -107,13 +111,12 @@ def cpu_mode(data_path: str) -> Mode:
     smoke = tg.PRESETS["smoke"]
     args = dataclasses.replace(
         smoke,
-        data_path=data_path,
         num_layers=6,
         attention_pattern="LS-SSL",
         val_tokens=smoke.windows_per_step * smoke.val_seq_len,
         fp8_grad_scale=2.0**21,
     )
-    return Mode("cpu-smoke", args, torch.device("cpu"), 256, 3, 1, 1, args.num_iterations // 2, None)
+    return Mode("cpu-smoke", args, data_path, torch.device("cpu"), 256, 3, 1, 1, args.num_iterations // 2, None)
 
 
 def say(line: str = "") -> None:
@@ -226,7 +229,7 @@ class Data:
 def find_data(mode: Mode) -> Data:
     """The shards at the mode's data_path. On GPU only FineWeb counts (fineweb_val_*/fineweb_train_* in GPT-2's
     vocabulary); the CPU mode reads its synthetic shards the same way, with no record to compare with."""
-    args, folder = mode.args, Path(mode.args.data_path)
+    args, folder = mode.args, Path(mode.data_path)
     names = [p.name for p in folder.glob("*.bin")] if folder.is_dir() else []
     fineweb = any(n.startswith("fineweb_val_") for n in names) and any(n.startswith("fineweb_train_") for n in names)
     if mode.record is not None and not fineweb:
@@ -236,22 +239,22 @@ def find_data(mode: Mode) -> Data:
             "comparison with the record is left out, since other tokens give other losses. For it: "
             "`python data/cached_fineweb10B.py 9`, or DATA_PATH=<a folder of the FineWeb shards>",
         )
-    val_shards = tg.plan_shards(args, "val", args.val_tokens + 1)
-    fix = tg.data_fix(args, args.data_path)
+    val_shards = tg.plan_shards(args, mode.data_path, "val", args.val_tokens + 1)
+    fix = tg.data_fix(args, mode.data_path)
     batch = args.windows_per_step * args.train_seq_len
-    fed = sum(tg.steps_in_shard(tg.read_shard_header(p, fix), batch) for p in tg.split_paths(args, "train"))
+    fed = sum(tg.steps_in_shard(tg.read_shard_header(p, fix), batch) for p in sorted(folder.glob("*_train_*.bin")))
     steps = min(fed, args.num_iterations)
     if steps < 1:
         raise tg.SpeedrunError(f"the train shards in {folder} feed no step of {batch + 1:,} tokens; {fix}.")
-    train_shards = tg.plan_train_shards(dataclasses.replace(args, num_iterations=steps))
-    val_hash = tg.hash_shard(val_shards[0], args.vocab_size, fix)["sha256"]
+    train_shards = tg.plan_shards(dataclasses.replace(args, num_iterations=steps), mode.data_path, "train")
+    val_hash = tg.describe_data(val_shards[:1], args, mode.data_path)["shards"][0]["sha256"]
     kind = "FineWeb" if fineweb else "synthetic (no record to compare with)"
     return Data(
         fineweb,
         f"{kind} shards at {folder}: {len(train_shards)} train shard(s) feeding {steps} steps; "
         f"{val_shards[0].path.name} sha256 {val_hash[:16]}...",
         tg.TrainWindows(train_shards, args.train_seq_len, args.windows_per_step, mode.device),
-        tg.TokenWindows(val_shards, args.val_seq_len, mode.device),
+        tg.TokenWindows(val_shards, args.val_seq_len, args.val_tokens + 1, mode.device),
         steps,
     )
 
@@ -288,13 +291,16 @@ def check_config(mode: Mode, fp8: bool, rate: float, data: Data, d: tg.Dist, kee
     if d.cuda:
         torch.cuda.reset_peak_memory_stats(d.device)
     raw = tg.build_model(args, 0, d)
-    model = tg.compile_model(raw, args)
+    model = torch.compile(raw, dynamic=False, fullgraph=True) if args.compile else raw  # as train_gpt.run compiles
     opts = tg.build_optimizers(raw, args, d)
     started = time.perf_counter()
-    tg.warm_up(model, raw, opts, args, 0, d)
+    tg.warm_up(model, list(raw.state_dict().values()), opts, args, 0, d, log=lambda line: None)
     synchronize(d.device)
     warmup_s = time.perf_counter() - started
-    saved = tg.save_training_state(raw, opts) if keep else None
+    saved = None
+    if keep:  # the initial state, to go back to after the timed steps for the val-loss run (as warm_up does)
+        weights = [t.to("cpu", copy=True) for t in raw.state_dict().values()]
+        saved = weights, copy.deepcopy([opts[0].state_dict(), opts[1].state_dict()])
     step_s = timed_steps(model, opts, mode, args, d, data)
     tokens = args.windows_per_step * args.train_seq_len
     flops = flops_per_token(args, mode.timing_step)
@@ -329,7 +335,12 @@ def check_config(mode: Mode, fp8: bool, rate: float, data: Data, d: tg.Dist, kee
         if d.cuda:
             torch.cuda.empty_cache()
         return result, ()
-    tg.restore_training_state(raw, opts, saved)
+    with torch.no_grad():
+        for t, w in zip(raw.state_dict().values(), saved[0], strict=True):
+            t.copy_(w)
+    opts[0].load_state_dict(saved[1][0])
+    opts[1].load_state_dict(saved[1][1])
+    opts[2].zero()
     return result, (model, raw, opts, args)
 
 
@@ -455,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
             if opts.cpu_smoke:
                 mode = cpu_mode(opts.data or str(Path(tmp) / "synthetic"))
                 if opts.data is None:
-                    synthetic_data(Path(mode.args.data_path), mode.args)
+                    synthetic_data(Path(mode.data_path), mode.args)
             else:
                 mode = gpu_mode(opts.data or os.environ.get("DATA_PATH") or "data/fineweb10B")
             result = run_check(mode, opts.budget_s)

@@ -8,8 +8,9 @@ A shard is a 256 x int32 little-endian header followed by uint16 tokens:
     header[3:] = 0
     then N little-endian uint16 tokens
 
-The format is llm.c's and the public speedrun's; train_gpt.py keeps its own reader
-so that it stays one self-contained file, and a test checks that both agree.
+The format is llm.c's and the public speedrun's; train_gpt.py keeps its own loaders
+(TrainWindows, TokenWindows) so that it stays one self-contained file, and
+tests/test_data_trainer_reader.py checks that they read what every writer here wrote.
 
 Vocabulary convention (project-wide): a shard set's vocabulary size V is unpadded
 (50257 for GPT-2), every token is below V, and the document separator is the last

@@ -1,7 +1,7 @@
 """Build record logs and record folders in this repository's format (docs/log-format.md), for tests.
 
-Until train_gpt.py lands, this is how the tools' tests get logs of our own form: source section,
-``=``*100, environment block (Python/PyTorch lines, nvidia-smi table, ``config:`` and ``data:`` JSON),
+This is how the tools' tests get logs of our own form without a training run: source section, ``=``*100,
+environment block (Python/PyTorch lines, nvidia-smi table, ``host:``, ``config:`` and ``data:`` JSON),
 ``=``*100, metric lines. Every field can be changed so a test can break exactly one rule.
 """
 
@@ -39,6 +39,12 @@ TARGET_OF = {"track_1_short": 3.28, "track_2_medium": 2.92, "smoke": None, "scal
 
 
 SMI_TIME = "Sat Jan 10 23:36:12 2026"  # nvidia-smi's first line: when the run started (local time)
+HOST_ID = "5e1f0c2a9d3b4e67"  # a `host:` line's host_id: 16 hex digits of a salted machine-id hash
+
+
+def fake_gpu_uuids(count: int, node: int = 0) -> list[str]:
+    """`count` GPU UUIDs in nvidia-smi -L's form, distinct per (node, index)."""
+    return [f"GPU-{uuid.UUID(int=(node << 32) + i + 1)}" for i in range(count)]
 
 
 def nvidia_smi(num_gpus: int, gpu: str = H100, when: str = SMI_TIME) -> str:
@@ -95,9 +101,10 @@ class LogSpec:
     shards: list[dict[str, Any]] | None = None
     include_config: bool = True
     include_data: bool = True
-    # The trainer's host line: a node's 16-hex host_id and its GPUs' UUIDs (default: host_uuids(host, num_gpus)).
-    host: str | None = None  # None: no host line
-    gpu_uuids: list[str] | None = None
+    include_host: bool = True  # the `host:` line (logs written before it existed have none)
+    host_id: str = HOST_ID
+    gpu_uuids: list[str] | None = None  # None: one fake UUID per GPU nvidia-smi lists (none without nvidia-smi)
+    host: str | None = None  # a node's host_id: sets host_id, and the UUIDs default to host_uuids(host, num_gpus)
 
     def __post_init__(self) -> None:
         if not self.run_id:
@@ -137,7 +144,8 @@ def config_for(spec: LogSpec) -> dict[str, Any]:
         "device": "cpu" if smoke else "cuda",
         "step_avg_excluded_steps": spec.k,
         "overrides": {},
-        "data_path": "data/synthetic" if smoke else "data/fineweb10B",
+        # the run settings (train_gpt.RunSettings but the seed): where the run kept things, never what it computed
+        "run": {"data_path": "data/synthetic" if smoke else "data/fineweb10B", "log_dir": "logs", "export_dir": None},
     }
     cfg["global_batch_tokens"] = cfg["world_size"] * cfg["grad_accum_steps"] * cfg["train_seq_len"]
     cfg.update(spec.config)
@@ -157,14 +165,18 @@ def make_log(spec: LogSpec | None = None, **kw: Any) -> str:
         else "Running PyTorch 2.13.0+cpu compiled for CPU",
         nvidia_smi(spec.num_gpus, spec.gpu, spec.smi_time) if spec.smi else "nvidia-smi: not available",
     ]
+    if spec.include_host:
+        if spec.host is not None:  # a named node (same-node tests): its own GPUs
+            node, uuids = spec.host, host_uuids(spec.host, spec.num_gpus)
+        else:
+            node, uuids = spec.host_id, fake_gpu_uuids(spec.num_gpus if spec.smi else 0)
+        uuids = spec.gpu_uuids if spec.gpu_uuids is not None else uuids
+        env.append("host: " + json.dumps({"host_id": node, "gpu_uuids": uuids}))
     if spec.include_config:
         env.append("config: " + json.dumps(config_for(spec)))
     if spec.include_data:
         shards = spec.shards if spec.shards is not None else DEFAULT_SHARDS
         env.append("data: " + json.dumps({"path": "data/fineweb10B", "vocab_size": 50257, "shards": shards}))
-    if spec.host is not None:
-        uuids = spec.gpu_uuids if spec.gpu_uuids is not None else host_uuids(spec.host, spec.num_gpus)
-        env.append("host: " + json.dumps({"host_id": spec.host, "gpu_uuids": uuids}))
     metrics = []
     t = 0.0
     last = spec.total_steps if spec.stop_at is None else spec.stop_at

@@ -1,58 +1,107 @@
-"""The trainer's own shard reader (train_gpt.read_shard, kept inside the one-file trainer) and data/shards.py agree
-on every kind of file our writers produce, and the trainer refuses what check.py refuses; its training loader
-(train_gpt.TrainWindows) reads the public records' data order, pinned as numbers on shards of FineWeb's size."""
+"""Every data writer's shards read by the loaders the trainer really uses: train_gpt.plan_shards with
+TrainWindows (training, the record's order) and TokenWindows (validation, one stream), cross-checked against
+data/shards.py's reader, and the trainer refusing what check.py refuses. Then the record's data order itself,
+pinned as numbers on shards of FineWeb's size."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+from data_fakehub import fill_hf_cache, shard_bytes
 
 import train_gpt
+from conftest import REPO_ROOT
 from data import synthetic
-from data.shards import ShardWriter, list_shards, read_tokens, write_shard
+from data.shards import ShardWriter, read_tokens, write_shard
+
+CPU = train_gpt.torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def read_shard():
-    return train_gpt.read_shard
-
-
-@pytest.fixture(scope="module")
-def shard_files(tmp_path_factory):
-    """Shards from each writer: synthetic.py, the packing ShardWriter, and write_shard at the uint16 edges."""
+def writers(tmp_path_factory):
+    """{writer: (folder, vocab size)}: shards from synthetic.py, the packing ShardWriter of data/fineweb.py, the
+    files data/cached_fineweb10B.py installs (from a Hugging Face cache, offline), and write_shard at the uint16
+    edges."""
     root = tmp_path_factory.mktemp("shards")
-    assert (
-        synthetic.main(
-            ["--out", str(root / "syn"), "--train-shards", "1", "--shard-tokens", "50000", "--val-tokens", "30000"]
-        )
-        == 0
-    )
+    argv = ["--out", str(root / "syn"), "--train-shards", "2", "--shard-tokens", "5000", "--val-tokens", "3000"]
+    assert synthetic.main(argv) == 0
     rng = np.random.default_rng(0)
     writer = ShardWriter(root / "packed", "p", vocab_size=50257, shard_tokens=7000, val_tokens=3000)
     writer.add(np.concatenate([np.r_[50256, rng.integers(0, 50256, rng.integers(1, 400))] for _ in range(80)]))
     writer.close()
-    edges = np.array([65535, 0, 1, 65534, 65535, 256, 50256], dtype=np.uint16)
-    write_shard(root / "edges" / "e_train_000001.bin", edges, vocab_size=65536)
-    return list_shards(root / "syn") + list_shards(root / "packed") + list_shards(root / "edges")
+    names = ["fineweb_val_000000.bin", "fineweb_train_000001.bin", "fineweb_train_000002.bin"]
+    fill_hf_cache(root / "hub", "kjj0/fineweb10B-gpt2", {n: shard_bytes(i, 4096) for i, n in enumerate(names)})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_HUB_CACHE=str(root / "hub"), HF_HOME=str(root / "hf_home"), HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "data/cached_fineweb10B.py", "2", "--out", str(root / "cached")]
+    done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    edges = np.array([65535, 0, 1, 65534, 65535, 256, 50256] * 40, dtype=np.uint16)
+    write_shard(root / "edges" / "e_val_000000.bin", edges, vocab_size=65536)
+    write_shard(root / "edges" / "e_train_000001.bin", edges[::-1].copy(), vocab_size=65536)
+    return {
+        "synthetic": (root / "syn", 512),
+        "fineweb": (root / "packed", 50257),
+        "cached_fineweb10B": (root / "cached", 50257),
+        "edges": (root / "edges", 65536),
+    }
 
 
-def test_both_readers_return_the_same_tokens(read_shard, shard_files):
-    assert len(shard_files) >= 5
-    for path in shard_files:
-        ours = np.asarray(read_tokens(path))
-        theirs = read_shard(path)
-        assert str(theirs.dtype) == "torch.uint16" and tuple(theirs.shape) == ours.shape, path
-        assert np.array_equal(theirs.numpy(), ours), path
+@pytest.mark.parametrize("writer", ["synthetic", "fineweb", "cached_fineweb10B", "edges"])
+def test_the_trainers_loaders_read_every_writers_tokens(writers, writer):
+    """Validation windows are the val stream's consecutive slices; a step's windows lie in one train shard at
+    step x batch (the record's order); the data line hashes the files as they are."""
+    folder, vocab = writers[writer]
+    args = train_gpt.dataclasses.replace(
+        train_gpt.PRESETS["smoke"], vocab_size=vocab, train_seq_len=16, val_seq_len=16, windows_per_step=2
+    )
+    val = np.concatenate([np.asarray(read_tokens(p)) for p in sorted(folder.glob("*_val_*.bin"))])
+    n_val = (len(val) - 1) // 32 * 32  # whole val steps of 2 windows x 16 tokens
+    val_args = train_gpt.dataclasses.replace(args, val_tokens=n_val)
+    val_shards = train_gpt.plan_shards(val_args, str(folder), "val", n_val + 1)
+    windows = train_gpt.TokenWindows(val_shards, 16, n_val + 1, CPU)
+    for j in range(n_val // 16):
+        inputs, targets = windows[j]
+        assert np.array_equal(inputs.numpy(), val[j * 16 : (j + 1) * 16].astype(np.int32)), (writer, j)
+        assert np.array_equal(targets.numpy(), val[j * 16 + 1 : (j + 1) * 16 + 1]), (writer, j)
+    paths = sorted(folder.glob("*_train_*.bin"))
+    steps = sum(train_gpt.steps_in_shard(len(read_tokens(p)), 32) for p in paths)
+    train_args = train_gpt.dataclasses.replace(args, num_iterations=steps)
+    shards = train_gpt.plan_shards(train_args, str(folder), "train")
+    assert [s.path for s in shards] == paths
+    train = train_gpt.TrainWindows(shards, 16, 2, CPU)
+    step = 0
+    for path in paths:
+        tokens = np.asarray(read_tokens(path))
+        for k in range(train_gpt.steps_in_shard(len(tokens), 32)):
+            for j in range(2):
+                inputs, targets = train[step, j]
+                at = k * 32 + j * 16
+                assert np.array_equal(inputs.numpy(), tokens[at : at + 16].astype(np.int32)), (writer, step, j)
+                assert np.array_equal(targets.numpy(), tokens[at + 1 : at + 17]), (writer, step, j)
+            step += 1
+    assert step == steps
+    described = train_gpt.describe_data(val_shards + shards, args, str(folder))
+    for shard, entry in zip(val_shards + shards, described["shards"], strict=True):
+        assert entry["sha256"] == hashlib.sha256(shard.path.read_bytes()).hexdigest()
+        assert entry["tokens"] == len(read_tokens(shard.path))
 
 
-def test_the_trainer_refuses_broken_shards(read_shard, shard_files, tmp_path):
-    good = shard_files[0].read_bytes()
+def test_the_trainer_refuses_broken_shards(writers, tmp_path):
+    good = sorted(writers["synthetic"][0].glob("*_train_*.bin"))[0].read_bytes()
     for name, content in {"truncated": good[:-2], "bad_magic": b"\0\0\0\0" + good[4:], "no_header": good[:100]}.items():
-        path = tmp_path / f"{name}_train_000001.bin"
+        folder = tmp_path / name
+        folder.mkdir()
+        path = folder / f"{name}_train_000001.bin"
         path.write_bytes(content)
         with pytest.raises(train_gpt.ShardError) as err:
-            read_shard(path)
-        assert str(path.name) in str(err.value) or str(path) in str(err.value), err.value
+            train_gpt.plan_shards(train_gpt.PRESETS["smoke"], str(folder), "train")
+        assert str(path) in str(err.value), err.value
 
 
 # ----------------------------------------------------------------------------------------------- the record's data order
@@ -84,8 +133,9 @@ def sparse_shards(folder, count: int, regions: dict[int, list[tuple[int, int]]])
             f.truncate(1024 + 2 * SHARD_TOKENS)
 
 
-def record_args(preset: str, folder) -> train_gpt.Hyperparameters:
-    return train_gpt.dataclasses.replace(train_gpt.PRESETS[preset], data_path=str(folder))
+def plan_train(args: train_gpt.Hyperparameters, folder) -> list:
+    """The train shards a run of `args` reads from `folder`."""
+    return train_gpt.plan_shards(args, str(folder), "train")
 
 
 def reads(windows: train_gpt.TrainWindows, args, step: int, world_size: int) -> list[list[tuple[str, int]]]:
@@ -106,8 +156,8 @@ def test_short_reads_the_records_windows_on_8_and_on_1_process(tmp_path) -> None
     B = 8 * L
     regions = {1: [(0, B + 1), (189 * B, B + 1)], 2: [(0, B + 1)], 8: [(62 * B, B + 1)]}
     sparse_shards(tmp_path / "data", 9, regions)
-    args = record_args("short", tmp_path / "data")
-    shards = train_gpt.plan_train_shards(args)
+    args = train_gpt.PRESETS["short"]
+    shards = plan_train(args, tmp_path / "data")
     assert [s.path.name for s in shards] == [f"fineweb_train_{i:06d}.bin" for i in range(1, 9)]  # not the 9th
     windows = train_gpt.TrainWindows(shards, args.train_seq_len, args.windows_per_step, train_gpt.torch.device("cpu"))
     expected = {  # step: (shard, offset of window 0); window r starts r x 65,536 tokens later
@@ -143,17 +193,16 @@ def test_a_shard_without_room_for_a_step_and_too_few_shards(tmp_path) -> None:
     assert [train_gpt.steps_in_shard(n, 100) for n in (0, 1, 101, 102, 201, 202, 302)] == [0, 0, 0, 1, 1, 2, 3]
     sparse_shards(tmp_path / "data", 7, {})
     with pytest.raises(train_gpt.SpeedrunError) as err:
-        train_gpt.plan_train_shards(record_args("short", tmp_path / "data"))
+        plan_train(train_gpt.PRESETS["short"], tmp_path / "data")
     message = str(err.value)
-    assert "(7, 700,000,000 tokens) feed 1,330 steps but this run takes 1,393" in message
-    assert "each step reads 524,289 tokens from one shard" in message and "cached_fineweb10B.py" in message
+    assert "(7, 700,000,000 tokens) hold 1,330 steps of 524,289 tokens (shard tails skipped)" in message
+    assert "this run needs 1,393" in message and "cached_fineweb10B.py" in message
     # a shard too short for a single step is passed over: steps go on in the next one (8 windows of 128: 1,024)
     folder = tmp_path / "small"
     for i, tokens in enumerate([2000, 300, 2500]):  # 1 step, none, 2 steps
         write_shard(folder / f"s_train_{i:06d}.bin", np.r_[511, np.arange(1, tokens) % 500], vocab_size=512)
-    args = train_gpt.dataclasses.replace(train_gpt.PRESETS["smoke"], data_path=str(folder), train_seq_len=128)
-    args = train_gpt.dataclasses.replace(args, num_iterations=3)
-    shards = train_gpt.plan_train_shards(args)
+    args = train_gpt.dataclasses.replace(train_gpt.PRESETS["smoke"], train_seq_len=128, num_iterations=3)
+    shards = plan_train(args, folder)
     windows = train_gpt.TrainWindows(shards, 128, 8, train_gpt.torch.device("cpu"))
     assert [windows.locate(s, 0) for s in range(3)] == [(0, 0), (2, 0), (2, 1024)]
     assert windows[2, 7][1].tolist() == (np.arange(1024 + 7 * 128 + 1, 2 * 1024 + 1) % 500).tolist()
@@ -199,8 +248,8 @@ def test_medium_preset_is_its_public_record(tmp_path) -> None:
     assert [train_gpt.window_blocks(s, m) for s in (0, 3525, 7050)] == [1, 7, 14]  # 128 -> 1792 tokens
     # the data order: 190 steps per 100M-token shard, so the run reads 38 train shards (37 read as one stream)
     sparse_shards(tmp_path / "data", 39, {38: [(19 * 8 * L, 8 * L + 1)]})
-    args = record_args("medium", tmp_path / "data")
-    shards = train_gpt.plan_train_shards(args)
+    args = m
+    shards = plan_train(args, tmp_path / "data")
     assert len(shards) == 38 and shards[-1].path.name == "fineweb_train_000038.bin"
     windows = train_gpt.TrainWindows(shards, args.train_seq_len, args.windows_per_step, train_gpt.torch.device("cpu"))
     assert reads(windows, args, 7030, 8) == [[("fineweb_train_000038.bin", r * 65_536)] for r in range(8)]
@@ -210,6 +259,6 @@ def test_medium_preset_is_its_public_record(tmp_path) -> None:
     assert 37 * SHARD_TOKENS + 9_961_472 + 8 * L == 3_710_485_760  # the last token the run reads
     sparse_shards(tmp_path / "few", 37, {})  # what the stream order needed: one short, and the fix says how many
     with pytest.raises(
-        train_gpt.SpeedrunError, match=r"feed 7,030 steps but this run takes 7,050.*cached_fineweb10B.py 38"
+        train_gpt.SpeedrunError, match=r"hold 7,030 steps .* this run needs 7,050.*cached_fineweb10B.py 38"
     ):
-        train_gpt.plan_train_shards(record_args("medium", tmp_path / "few"))
+        plan_train(m, tmp_path / "few")

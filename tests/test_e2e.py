@@ -159,3 +159,29 @@ def test_run_sh_refuses_a_bad_process_count_before_any_work(tmp_path: Path) -> N
             f"error: NPROC={nproc} is not a number of processes; give a positive whole number, e.g. NPROC=2 ./run.sh"
         )
     assert not (tmp_path / "none").exists() and not list((tmp_path / "logs").glob("*.txt"))
+
+
+def test_run_sh_sends_each_preset_to_its_file(tmp_path: Path) -> None:
+    """run.sh launches train_scale.py for the ladder's presets (its case list is train_scale.PRESETS) and
+    train_gpt.py for the record file's; the wrong file's preflight would refuse the preset."""
+    sys.path.insert(0, str(REPO_ROOT))
+    import train_gpt
+    import train_scale
+
+    script = (REPO_ROOT / "run.sh").read_text(encoding="utf-8")
+    (listed,) = re.findall(r"^\s+([\w. |]+)\) trainer=train_scale ;;$", script, re.M)
+    assert {p.strip() for p in listed.split("|")} == set(train_scale.PRESETS)
+    assert not set(train_scale.PRESETS) & set(train_gpt.PRESETS)
+    env = dict(os.environ, LOG_DIR=str(tmp_path / "logs"), DATA_PATH=str(tmp_path / "none"), CUDA_VISIBLE_DEVICES="")
+    for preset in ("70b", "medium"):  # a file that does not know the preset would say "not a preset" instead
+        result = subprocess.run(
+            ["./run.sh"],
+            cwd=REPO_ROOT,
+            env=dict(env, SPEEDRUN_PRESET=preset),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        # no shards there: the file's own preflight says so before torchrun starts (and before any log)
+        assert result.returncode == 1 and f"error: data folder {tmp_path / 'none'} does not exist" in result.stderr
+        assert "is not a preset" not in result.stderr and not list((tmp_path / "logs").glob("*.txt"))

@@ -1,17 +1,19 @@
-"""The scale-out parts of train_gpt.py on their own: sharded Muon against the replicated one, FSDP2 with the
-CUDA mixed-precision policy and the FP8 head, per-block compilation, presets and their table, and the
+"""train_scale.py's parts on their own: the model built on the meta device (its init, its memory), sharded Muon
+against the replicated one, FSDP2 with the CUDA mixed-precision policy and the FP8 head, per-block compilation
+and activation checkpointing, the memory plan against measured peaks, the presets and their table, and the
 checks that catch a wrong resume or checkpoint setting before any work."""
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import os
 import re
 import subprocess
 import sys
-import textwrap
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -19,99 +21,91 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from scale_worker import MEMORY_MODEL
 
+import train_gpt as tg
+import train_scale as ts
 from conftest import REPO_ROOT
-
-sys.path.insert(0, str(REPO_ROOT))
-import train_gpt as tg  # noqa: E402
 
 CPU = tg.Dist(0, 1, 0, torch.device("cpu"))
 
-# ----------------------------------------------------------------------------------------------- sharded Muon
+# ----------------------------------------------------------------------------------------------- measured in fresh processes
 
-MUON_WORKER = textwrap.dedent(
-    """
-    import os
-    import sys
-    import torch
-    import torch.distributed as dist
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.tensor import Shard, distribute_tensor
 
-    sys.path.insert(0, sys.argv[1])
-    import train_gpt as tg
-
-    dist.init_process_group("gloo")
-    rank, mesh = dist.get_rank(), init_device_mesh("cpu", (2,))
-    gen = torch.Generator().manual_seed(0)
-    # uneven rows (3 + 2), an empty slice on rank 1, the stacked q/k/v cut on dim 1, and three matrices of one
-    # shape (the second round has no matrix for rank 1)
-    layout = [((5, 8), 0), ((1, 6), 0), ((3, 6, 4), 1), ((8, 8), 0), ((8, 8), 0), ((8, 8), 0), ((4, 12), 0)]
-    weights = [torch.randn(shape, generator=gen) for shape, _ in layout]
-    grads = [[torch.randn(shape, generator=gen) for shape, _ in layout] for _ in range(3)]
-    kw = dict(lr=0.05, momentum=0.9, ns_steps=5, weight_decay=0.1)
-
-    whole = [torch.nn.Parameter(w.clone()) for w in weights]
-    reference = tg.Muon(whole, rank=0, world_size=1, **kw)
-    sliced = [torch.nn.Parameter(distribute_tensor(w.clone(), mesh, [Shard(d)])) for w, (_, d) in zip(weights, layout)]
-    sharded = tg.Muon(sliced, rank=rank, world_size=2, **kw)
-    for step_grads in grads:
-        for p, q, g, (_, d) in zip(whole, sliced, step_grads, layout):
-            p.grad, q.grad = g.clone(), distribute_tensor(g.clone(), mesh, [Shard(d)])
-        reference.step()
-        sharded.step()
-    for i, (p, q) in enumerate(zip(whole, sliced)):
-        assert torch.equal(p.detach(), q.detach().full_tensor()), f"matrix {i}: weights differ"
-        buf = sharded.state[q]["momentum_buffer"].full_tensor()
-        assert torch.equal(reference.state[p]["momentum_buffer"], buf), f"matrix {i}: momentum differs"
-    assert torch.equal(torch.tensor([len(sharded.owned)]), torch.tensor([len(sliced)]))  # every rank keeps slices
-    print(f"rank {rank}: equal", flush=True)
-    dist.destroy_process_group()
-    os._exit(0)  # as train_gpt.py: gloo sometimes aborts in C++ teardown after a finished run
-    """
-)
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory) -> dict:
+    """tests/scale_worker.py on 1 process and on 2 (see there): {world size: [each rank's result]}, and the folder
+    with the gathered init of each."""
+    out = tmp_path_factory.mktemp("worker")
+    # large tensors mapped apart, so that what is freed returns to the system and each phase's peak is its own
+    env = dict(os.environ, OMP_NUM_THREADS="1", MALLOC_MMAP_THRESHOLD_="65536")
+    worker = str(REPO_ROOT / "tests" / "scale_worker.py")
+    for cmd in (
+        [sys.executable, worker, str(out)],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", worker, str(out)],
+    ):
+        done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = {w: [json.loads((out / f"rank{r}_of{w}.json").read_text()) for r in range(w)] for w in (1, 2)}
+    return dict(results, out=out)
 
 
 @pytest.mark.slow
-def test_sharded_muon_equals_replicated_muon_bitwise(tmp_path: Path) -> None:
+def test_sharded_muon_equals_replicated_muon_bitwise(measured) -> None:
     """Two processes holding FSDP2-style slices (torch.chunk cuts, uneven and empty ones included) compute the
     very weights and momentum of one process holding whole matrices, step after step."""
-    worker = tmp_path / "muon_worker.py"
-    worker.write_text(MUON_WORKER)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker)]
-    result = subprocess.run(
-        [*cmd, str(REPO_ROOT)], env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "rank 0: equal" in result.stdout and "rank 1: equal" in result.stdout
+    assert [r["muon_equal"] for r in measured[2]] == [True, True]
 
 
-def test_replicated_muon_owners_and_weight_decay() -> None:
-    ps = [torch.nn.Parameter(torch.randn(4, 4)) for _ in range(5)]
-    owned = [tg.Muon(ps, lr=0.1, momentum=0.9, ns_steps=5, rank=r, world_size=2).owned for r in (0, 1)]
-    assert [len(o) for o in owned] == [3, 2] and not {id(p) for p in owned[0]} & {id(p) for p in owned[1]}
-    p = torch.nn.Parameter(torch.ones(4, 4))
-    p.grad = torch.zeros(4, 4)
-    tg.Muon([p], lr=0.1, momentum=0.9, ns_steps=5, rank=0, world_size=1, weight_decay=0.5).step()
-    torch.testing.assert_close(p.detach(), torch.full((4, 4), 0.95))  # zero update: only the decay, 1 - 0.1 * 0.5
+@pytest.mark.slow
+def test_the_plan_cuts_weights_as_fsdp2_does(measured) -> None:
+    """shard_rows and shard_dim, which plan_memory and init_slices use, are FSDP2's cut, weight by weight."""
+    for ranks in (measured[1], measured[2]):
+        for result in ranks:
+            assert all(local == rule for local, rule in result["shapes"].values()), result["shapes"]
 
 
-# ----------------------------------------------------------------------------------------------- FSDP2 in one process
+@pytest.mark.slow
+def test_the_model_is_initialised_alike_on_any_world_size(measured) -> None:
+    one, two = (torch.load(measured["out"] / f"init_of{w}.pt") for w in (1, 2))
+    assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
 
 
-def tiny_fsdp_args(**changes) -> tg.Hyperparameters:
-    base = dataclasses.replace(
-        tg.PRESETS["smoke"], vocab_size=300, num_layers=4, attention_pattern="LS-L", num_value_embeds=1
-    )
-    return dataclasses.replace(base, **{"parallelism": "fsdp", **changes})
+@pytest.mark.slow
+def test_a_rank_builds_only_its_slices(measured) -> None:
+    """Built on the meta device and materialised slice by slice: each of 2 processes peaks at half the memory one
+    process needs, which is the model's fp32 weights (MEMORY_MODEL: ~110 MB)."""
+    one = measured[1][0]["build_mib"]
+    weights = sum(p.numel() for p in tg.GPT(MEMORY_MODEL).parameters()) * 4 / 2**20
+    assert abs(one - weights) <= 0.15 * weights, (one, weights)
+    for rank in measured[2]:
+        assert 0.4 <= rank["build_mib"] / one <= 0.6, (rank["build_mib"], one)
+
+
+@pytest.mark.slow
+def test_the_memory_plan_is_within_15_percent_of_the_measured_peak(measured) -> None:
+    """plan_memory for device "cpu" against the peak resident memory of a training step (build, optimizers, two
+    steps of 4 windows), on 1 process (window pairs, whole gradients) and on 2."""
+    for world_size in (1, 2):
+        planned = ts.plan_memory(MEMORY_MODEL, world_size, "cpu").total / 2**20
+        for rank in measured[world_size]:
+            assert abs(planned - rank["step_mib"]) <= 0.15 * rank["step_mib"], (world_size, planned, rank)
+
+
+# ----------------------------------------------------------------------------------------------- in one process
 
 
 @pytest.fixture
 def process_group():
-    """One-process gloo group, as train_gpt.py starts for fsdp without torchrun; torn down afterwards."""
+    """One-process gloo group, as train_scale.py starts for FSDP2 without torchrun; torn down afterwards."""
     yield
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def tiny_args(**changes) -> tg.Hyperparameters:
+    base = dataclasses.replace(ts.PRESETS["tiny"], vocab_size=300, num_layers=4, attention_pattern="LS-L")
+    return dataclasses.replace(base, num_value_embeds=1, **changes)
 
 
 def dummy_window(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,113 +114,202 @@ def dummy_window(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return tokens[:-1].int(), tokens[1:]
 
 
+def test_the_init_has_the_record_files_statistics(process_group) -> None:
+    """Slice by slice from per-row generators, the weights are distributed as train_gpt.GPT draws them: N(0, 1)
+    tables, uniform matrices of std 0.5 fan_in^-0.5, zero projections and head, the record's scalars."""
+    args = tiny_args(model_dim=256, num_heads=2, head_dim=128, vocab_size=512)
+    model = ts.build_model(args, seed=0, d=CPU)
+    ours, rules = dict(model.named_parameters()), ts.init_rule(model)
+    torch.manual_seed(0)
+    record = dict(tg.GPT(args).named_parameters())
+    assert ours.keys() == record.keys()
+    for name, p in ours.items():
+        got, want = ts.local(p).detach(), record[name].detach()
+        assert got.shape == want.shape and got.dtype == want.dtype, name
+        if want.ndim < 2 or not want.any():  # scalars and zero-initialised matrices: exactly the record's
+            assert torch.equal(got, want), name
+            continue
+        how, bound = rules[name]
+        expected_std = 1.0 if how == "normal" else bound / 3**0.5  # uniform(-b, b): std b / sqrt(3)
+        assert got.std().item() == pytest.approx(expected_std, rel=0.02), name
+        assert want.std().item() == pytest.approx(expected_std, rel=0.02), name  # the record's, the same
+        assert abs(got.mean().item()) < 5 * expected_std / got.numel() ** 0.5, name
+        if how == "uniform":
+            assert got.abs().max() <= bound and want.abs().max() <= bound, name
+        assert not torch.equal(got, want)  # values of their own: the same distribution, not the same draw
+
+
 def test_fsdp_with_the_cuda_precision_policy_and_fp8_head(process_group, monkeypatch) -> None:
     """What CUDA runs: bf16 compute, fp32 gradient reduction, and the FP8 head op fed the all-gathered weight."""
-    bf16 = tg.MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-    monkeypatch.setattr(tg, "mixed_precision", lambda d: bf16)
-    args = tiny_fsdp_args(fp8_head=True, fp8_grad_scale=2.0**21)
-    model = tg.build_model(args, seed=0, d=CPU)
-    opts = tg.build_optimizers(model, args, CPU)
+    bf16 = torch.distributed.fsdp.MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    monkeypatch.setattr(ts, "mixed_precision", lambda d: bf16)
+    args = tiny_args(fp8_head=True, fp8_grad_scale=2.0**21)
+    model = ts.build_model(args, seed=0, d=CPU)
+    opts = ts.build_optimizers(model, args, CPU)
     head = model.lm_head.weight
-    assert isinstance(head, tg.DTensor) and head.dtype == torch.float32  # sharded master weights stay fp32
-    losses = [tg.train_step(s, model, opts, None, args, CPU, dummy=dummy_window(0)).item() for s in range(4)]
-    assert isinstance(head.grad, tg.DTensor) and head.grad.dtype == torch.float32 and head.abs().sum() > 0
+    assert isinstance(head, ts.DTensor) and head.dtype == torch.float32  # sharded master weights stay fp32
+    losses = [tg.train_step(s, model, opts, None, args, CPU, dummy=dummy_window(0)).item() for s in range(3)]
+    assert isinstance(head.grad, ts.DTensor) and head.grad.dtype == torch.float32 and head.abs().sum() > 0
     assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0] - 0.2, losses
+
+
+def test_activation_checkpointing_recomputes_the_same_step(process_group) -> None:
+    """A block kept whole or recomputed in backward gives bitwise the same training steps."""
+    results = {}
+    for recompute in (False, True):
+        args = tiny_args()
+        model = ts.build_model(args, seed=0, d=CPU)
+        ts.prepare_blocks(model, args, recompute)
+        opts = ts.build_optimizers(model, args, CPU)
+        results[recompute] = [tg.train_step(s, model, opts, None, args, CPU, dummy=dummy_window(2)) for s in range(2)]
+    assert results[True] == results[False]
+    kept, recomputed = (ts.plan_memory(ts.PRESETS["13b"], 8, "cuda", r).activations for r in (False, True))
+    assert recomputed < kept / 5  # what the 13b, 70b and 175b presets buy with it
 
 
 @pytest.mark.slow
 def test_fsdp_blocks_compile_and_match_eager(process_group) -> None:
-    """fsdp compiles each block's forward (fullgraph) inside FSDP2's hooks; training steps match eager mode."""
+    """Each block's forward compiled (fullgraph) inside FSDP2's hooks: training steps match eager mode."""
     results = {}
     for compiled in (False, True):  # two blocks: two graphs (the first block, whose x is x0, and the other)
-        args = tiny_fsdp_args(compile=compiled, num_layers=2, attention_pattern="LS")
-        raw = tg.build_model(args, seed=0, d=CPU)
-        model = tg.compile_model(raw, args)
-        opts = tg.build_optimizers(raw, args, CPU)
+        args = tiny_args(compile=compiled, num_layers=2, attention_pattern="LS")
+        model = ts.build_model(args, seed=0, d=CPU)
+        ts.prepare_blocks(model, args, activation_checkpointing=False)
+        opts = ts.build_optimizers(model, args, CPU)
         results[compiled] = [
             tg.train_step(s, model, opts, None, args, CPU, dummy=dummy_window(1)).item() for s in range(3)
         ]
     assert results[True] == pytest.approx(results[False], rel=1e-4), results
 
 
-@pytest.mark.parametrize("parallelism", ["ddp", "fsdp"])
-def test_warm_up_restores_the_initial_state(process_group, parallelism: str) -> None:
-    """Warm-up trains on dummy data, then puts back the initial weights (kept on the host) and empty optimizers."""
-    args = tiny_fsdp_args(warmup_steps=2, parallelism=parallelism)
-    model = tg.build_model(args, seed=0, d=CPU)
-    opts = tg.build_optimizers(model, args, CPU)
-    before = {k: tg.local(v).clone() for k, v in model.state_dict().items()}
-    tg.warm_up(model, model, opts, args, seed=0, d=CPU)
-    assert all(torch.equal(before[k], tg.local(v)) for k, v in model.state_dict().items())
-    assert not opts[0].state and not opts[1].state
-    assert all(p.grad is None for p in model.parameters()) if parallelism == "fsdp" else opts[2].flat()[0].eq(0).all()
+def test_warm_up_restores_the_initial_state(process_group) -> None:
+    """Warm-up trains on dummy data, then puts back the initial slices (kept on the host) and empty optimizers."""
+    args = tiny_args(warmup_steps=2)
+    model = ts.build_model(args, seed=0, d=CPU)
+    opts = ts.build_optimizers(model, args, CPU)
+    before = {k: ts.local(v).clone() for k, v in model.state_dict().items()}
+    tg.warm_up(model, [ts.local(t) for t in model.state_dict().values()], opts, args, 0, CPU, log=lambda line: None)
+    assert all(torch.equal(before[k], ts.local(v)) for k, v in model.state_dict().items())
+    assert not opts[0].state and not opts[1].state and all(p.grad is None for p in model.parameters())
     assert [g["lr"] for g in opts[0].param_groups] == [g["initial_lr"] for g in opts[0].param_groups]
 
 
-# ----------------------------------------------------------------------------------------------- presets
+def saved_bytes_per_layer(pattern: str, T: int, D: int = 128) -> float:
+    """Bytes the autograd graph keeps for one more layer of the given kind (what backward needs), measured."""
+
+    def saved(layers: int) -> int:
+        args = tiny_args(num_layers=layers, attention_pattern=pattern * layers, model_dim=D, num_heads=1, head_dim=D)
+        args = dataclasses.replace(args, vocab_size=512, train_seq_len=T, val_seq_len=T, num_value_embeds=1)
+        model = tg.GPT(args)
+        own = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+        kept: dict[int, int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            if t.untyped_storage().data_ptr() not in own:
+                kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        tokens = torch.randint(0, 511, (T + 1,), generator=torch.Generator().manual_seed(0))
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(tokens[:-1].int(), tokens[1:], torch.tensor(2, dtype=torch.int32))
+        return sum(kept.values())
+
+    return (saved(4) - saved(2)) / 2
 
 
-def test_medium_preset_carries_the_public_record_numbers() -> None:
-    a = tg.PRESETS["medium"]
-    assert (a.num_layers, a.model_dim, a.num_heads, a.head_dim, a.attention_pattern) == (
-        16,
-        1024,
-        8,
-        128,
-        "LSSSLSS-SSSLSSSL",
-    )
-    assert (a.num_iterations, a.val_seq_len, a.val_tokens, a.train_seq_len, a.windows_per_step) == (
-        7050,
-        262144,
-        10485760,
-        65536,
-        8,
-    )
-    assert (a.muon_lr, a.muon_weight_decay, a.adam_lr_head, a.adam_lr_embed, a.adam_lr_scalar) == (
-        0.025,
-        0.01,
-        0.003125,
-        0.3,
-        0.015,
-    )
-    assert (a.fp8_x_scale, a.fp8_w_scale, a.fp8_grad_scale, a.parallelism, a.checkpoint_every) == (
-        2.0,
-        512.0,
-        2.0**19,
-        "ddp",
-        -1,
-    )
-    assert tg.TRACKS["medium"] == ("track_2_medium", 2.92) and tg.PRESETS["short"].checkpoint_every == -1
-    for world_size in (1, 2, 4, 8):
-        tg.validate(a, world_size)
+def test_the_activation_estimate_counts_what_autograd_keeps() -> None:
+    """plan_memory's per-layer activations on CPU (fp32): an MLP-only block keeps (3 + 2 mlp_ratio) D per token,
+    attention 9 D more and its dense mask as fp32 (T^2 floats)."""
+    T, D = 256, 128
+    assert saved_bytes_per_layer("-", T, D) == pytest.approx(T * D * 4 * 11, rel=0.02)
+    assert saved_bytes_per_layer("L", T, D) == pytest.approx(T * D * 4 * 20 + 4 * T * T, rel=0.02)
+
+
+# ----------------------------------------------------------------------------------------------- presets and plan
 
 
 @pytest.mark.parametrize(
     ("preset", "total", "hidden", "layers", "width"),
-    [("1.5b", 1.86, 1.47, 52, 1536), ("3b", 3.16, 2.52, 32, 2560), ("7b", 7.47, 6.44, 32, 4096)],
+    [
+        ("1.5b", 1.86, 1.47, 52, 1536),
+        ("3b", 3.16, 2.52, 32, 2560),
+        ("7b", 7.47, 6.44, 32, 4096),
+        ("13b", 13.9, 12.6, 40, 5120),
+        ("70b", 66.5, 64.4, 80, 8192),
+        ("175b", 177.0, 174.0, 96, 12288),
+    ],
 )
 def test_ladder_matches_its_documented_table(preset: str, total: float, hidden: float, layers: int, width: int) -> None:
-    """The numbers of the table in train_gpt.py and docs/log-format.md, recomputed from the model itself."""
-    a = tg.PRESETS[preset]
+    """The numbers of the table in train_scale.py and docs/log-format.md, recomputed from the model itself."""
+    a = ts.PRESETS[preset]
     counts = tg.parameter_counts(a)
-    assert (round(counts["total"] / 1e9, 2), round(counts["hidden"] / 1e9, 2)) == (total, hidden)
-    assert (a.num_layers, a.model_dim, a.num_heads * a.head_dim, a.parallelism) == (layers, width, width, "fsdp")
-    assert tg.TRACKS[preset] == ("scale", None) and a.checkpoint_every > 0
+    digits = 2 if total < 10 else 1 if total < 100 else 0
+    assert (round(counts["total"] / 1e9, digits), round(counts["hidden"] / 1e9, digits)) == (total, hidden)
+    assert (a.num_layers, a.model_dim, a.num_heads * a.head_dim) == (layers, width, width)
+    assert ts.PRESET_SETTINGS[preset]["checkpoint_every"] > 0
     # FineWeb10B holds 103 train shards of 100M tokens; each feeds the steps whose whole batch (+1) fits in it
     per_shard = tg.steps_in_shard(100_000_000, a.windows_per_step * a.train_seq_len)
     assert -(-a.num_iterations // per_shard) <= 103
+    assert a.val_tokens % (a.windows_per_step * a.val_seq_len) == 0
     docs = (REPO_ROOT / "docs" / "log-format.md").read_text(encoding="utf-8")
     assert f"| `{preset}` | {layers} | {width} |" in docs
     for world_size in (1, 8, 64):  # one GPU, one node, eight nodes
-        tg.validate(a, world_size)
+        assert ts.cannot_run(a, world_size) is None
 
 
-def test_parameter_counts_match_the_built_model() -> None:
-    args = tiny_fsdp_args(parallelism="ddp")
-    model = tg.GPT(args)
-    counts = tg.parameter_counts(args)
-    assert counts["total"] == sum(p.numel() for p in model.parameters())
-    assert counts["hidden"] == sum(p.numel() for p in model.param_groups()["hidden"])
+def test_gigagpt_shapes_and_where_they_fit() -> None:
+    """13b, 70b and 175b are gigaGPT's depths and widths; the plan says which clusters hold them."""
+    shapes = {p: (ts.PRESETS[p].num_layers, ts.PRESETS[p].model_dim) for p in ("13b", "70b", "175b")}
+    assert shapes == {"13b": (40, 5120), "70b": (80, 8192), "175b": (96, 12288)}
+    assert all(ts.PRESET_SETTINGS[p]["activation_checkpointing"] for p in shapes)
+    fits = {
+        (p, n): ts.plan_memory(ts.PRESETS[p], n, "cuda", True).total + ts.CUDA_RESERVE <= 80 * ts.GIB
+        for p in shapes
+        for n in (8, 64)
+    }
+    assert fits == {
+        ("13b", 8): True,
+        ("13b", 64): True,
+        ("70b", 8): False,
+        ("70b", 64): True,
+        ("175b", 8): False,
+        ("175b", 64): True,
+    }
+
+
+def test_the_plan_prints_every_preset_at_8_64_and_1024_gpus() -> None:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert ts.plan_main([]) == 0
+    rows = [re.match(r"(\S+)(?: \(recompute\))?\s+(\d+)\s", line) for line in out.getvalue().splitlines()[1:-1]]
+    assert sorted((m[1], int(m[2])) for m in rows) == sorted((p, n) for p in ts.PRESETS for n in (8, 64, 1024))
+    assert "no: 1024 processes cannot share 128 windows" in out.getvalue()  # 1.5b's batch is 128 windows
+
+
+def test_the_plan_command_line(tmp_path: Path) -> None:
+    cmd = [sys.executable, "train_scale.py", "--plan", "70b", "--gpus", "64", "--gpu-memory", "80GiB"]
+    done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    (row,) = [line for line in done.stdout.splitlines() if line.startswith("70b")]
+    plan = ts.plan_memory(ts.PRESETS["70b"], 64, "cuda", recompute=True)
+    assert row.split()[2:11] == [
+        "64",
+        *(
+            f"{x / 2**30:.2f}"
+            for x in (
+                plan.parameters,
+                plan.gradients,
+                plan.optimizer,
+                plan.muon_gather,
+                plan.activations,
+                plan.gathered,
+                plan.total,
+            )
+        ),
+        "yes",
+    ]
+    bad = subprocess.run([*cmd[:3], "--gpu-memory", "lots"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "'lots' is not a size like 80GiB" in bad.stderr and "Traceback" not in bad.stderr
 
 
 # ----------------------------------------------------------------------------------------------- setup mistakes
@@ -239,19 +322,12 @@ def write_shard(path: Path, n: int) -> None:
 
 
 @pytest.fixture
-def smoke_env(tmp_path: Path, monkeypatch) -> Path:
+def tiny_env(tmp_path: Path, monkeypatch) -> Path:
     write_shard(tmp_path / "s_val_000000.bin", 9000)
     write_shard(tmp_path / "s_train_000001.bin", 500_000)
-    for key in (
-        "SPEEDRUN_OVERRIDES",
-        "SEED",
-        "SPEEDRUN_RESUME",
-        "SPEEDRUN_CHECKPOINT_EVERY",
-        "SPEEDRUN_CHECKPOINT_KEEP",
-        "SPEEDRUN_CHECKPOINT_DIR",
-    ):
+    for key in [k for k in os.environ if k.startswith("SPEEDRUN_")] + ["SEED"]:
         monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("SPEEDRUN_PRESET", "smoke")
+    monkeypatch.setenv("SPEEDRUN_PRESET", "tiny")
     monkeypatch.setenv("DATA_PATH", str(tmp_path))
     return tmp_path
 
@@ -262,9 +338,9 @@ def saved_config(folder: Path, metadata: bool = True, **changes) -> Path:
     if metadata:  # real DCP files (of a stand-in state): preflight reads .metadata and checks the data files
         dcp.save({"x": torch.zeros(2)}, checkpoint_id=folder, no_dist=True)
     step = changes.pop("step", 100)
-    args = dataclasses.replace(tg.PRESETS["smoke"], **changes)
-    meta = dict(format=tg.CHECKPOINT_FORMAT, preset="smoke", hyperparameters=dataclasses.asdict(args), step=step)
-    (folder / "config.json").write_text(json.dumps(dict(meta, run_id="abc", world_size=2, parallelism="ddp")))
+    hyperparameters = dataclasses.asdict(ts.PRESETS["tiny"]) | changes
+    meta = dict(format=ts.CHECKPOINT_FORMAT, preset="tiny", hyperparameters=hyperparameters, step=step)
+    (folder / "config.json").write_text(json.dumps(dict(meta, run_id="abc", world_size=2, parallelism="fsdp")))
     return folder
 
 
@@ -277,53 +353,76 @@ def damaged(folder: Path, name: str) -> Path:
     return folder
 
 
-def test_resume_mistakes_are_one_clear_message(smoke_env: Path, monkeypatch, capsys) -> None:
-    (smoke_env / "broken").mkdir()
-    (smoke_env / "broken" / "config.json").write_text("{not json")
-    (smoke_env / "foreign").mkdir()
-    (smoke_env / "foreign" / "config.json").write_text('{"format": "something-else"}')
+def test_resume_mistakes_are_one_clear_message(tiny_env: Path, monkeypatch, capsys) -> None:
+    (tiny_env / "broken").mkdir()
+    (tiny_env / "broken" / "config.json").write_text("{not json")
+    (tiny_env / "foreign").mkdir()
+    (tiny_env / "foreign" / "config.json").write_text('{"format": "something-else"}')
     cases = [
-        ({}, smoke_env / "nowhere", r"cannot read \S+config.json .*incomplete"),
-        ({}, smoke_env / "broken", "config.json is not valid JSON"),
-        ({}, smoke_env / "foreign", "is not a speedrun-checkpoint-v1 checkpoint's"),
-        ({}, saved_config(smoke_env / "other", num_iterations=150), r"another recipe \(num_iterations: checkpoint 150"),
-        ({}, saved_config(smoke_env / "damaged", metadata=False), r"\.metadata is missing"),
-        ({}, damaged(saved_config(smoke_env / "empty"), ".metadata"), r"\.metadata cannot be read \(\w+"),
-        ({}, damaged(saved_config(smoke_env / "lost"), "__0_0.distcp"), r"1 of its 1 DCP data files are missing"),
-        ({}, saved_config(smoke_env / "odd", step="100"), r"config.json is damaged \(step of the wrong type"),
-        ({"num_iterations": 100}, saved_config(smoke_env / "end", num_iterations=100), "nothing is left to train"),
-        # where the data sit, checkpointing, compilation and the parallelism may change on resume
-        ({}, saved_config(smoke_env / "moved", data_path="/old", checkpoint_every=5, checkpoint_keep=3), None),
-        ({}, saved_config(smoke_env / "resharded", parallelism="fsdp", compile=True, warmup_steps=0), None),
+        ({}, tiny_env / "nowhere", r"cannot read \S+config.json .*incomplete"),
+        ({}, tiny_env / "broken", "config.json is not valid JSON"),
+        ({}, tiny_env / "foreign", "is not a speedrun-checkpoint-v1 checkpoint's"),
+        ({}, saved_config(tiny_env / "other", num_iterations=150), r"another recipe \(num_iterations: checkpoint 150"),
+        ({}, saved_config(tiny_env / "damaged", metadata=False), r"\.metadata is missing"),
+        ({}, damaged(saved_config(tiny_env / "empty"), ".metadata"), r"\.metadata cannot be read \(\w+"),
+        ({}, damaged(saved_config(tiny_env / "lost"), "__0_0.distcp"), r"1 of its 1 DCP data files are missing"),
+        ({}, saved_config(tiny_env / "odd", step="100"), r"config.json is damaged \(step of the wrong type"),
+        ({"num_iterations": 100}, saved_config(tiny_env / "end", num_iterations=100), "nothing is left to train"),
+        # validation, compilation and the warm-up change no weight; nor do the run settings of older checkpoints
+        ({}, saved_config(tiny_env / "moved", data_path="/old", checkpoint_every=5, parallelism="ddp"), None),
+        ({}, saved_config(tiny_env / "resharded", compile=True, warmup_steps=0, val_loss_every=5), None),
     ]
     for overrides, path, message in cases:
         monkeypatch.setenv("SPEEDRUN_OVERRIDES", json.dumps(overrides))
         monkeypatch.setenv("SPEEDRUN_RESUME", str(path))
-        assert tg.preflight(2) == (0 if message is None else 1), path
+        assert ts.preflight(2) == (0 if message is None else 1), path
         err = capsys.readouterr().err
         assert message is None or (err.startswith(f"error: SPEEDRUN_RESUME={path}") and re.search(message, err)), err
 
 
-def test_checkpoint_settings_are_checked(smoke_env: Path, monkeypatch, capsys) -> None:
-    monkeypatch.setenv("SPEEDRUN_CHECKPOINT_EVERY", "often")
-    assert tg.preflight(1) == 1 and "SPEEDRUN_CHECKPOINT_EVERY='often'" in capsys.readouterr().err
-    monkeypatch.setenv("SPEEDRUN_CHECKPOINT_EVERY", "25")
-    preset, args, overrides = tg.resolve_config(dict(os.environ))
-    assert args.checkpoint_every == 25 and overrides == {}  # a run setting, not an override
-    for bad in ("-1", "two", "1.5"):
-        monkeypatch.setenv("SPEEDRUN_CHECKPOINT_KEEP", bad)
-        assert tg.preflight(1) == 1
+def test_run_settings_come_from_their_variables(tiny_env: Path, monkeypatch, capsys) -> None:
+    """The checkpoint and recompute settings: the preset's defaults, the variables, and a message for a bad one."""
+    assert ts.run_settings({}, "70b", ts.PRESETS["70b"]) == ts.ScaleRunSettings(
+        data_path="data/fineweb10B", checkpoint_every=100, activation_checkpointing=True
+    )
+    env = dict(
+        SPEEDRUN_CHECKPOINT_EVERY="25",
+        SPEEDRUN_CHECKPOINT_KEEP="3",
+        SPEEDRUN_CHECKPOINT_DIR="/ck",
+        SPEEDRUN_RESUME="/ck/x/step_000010",
+        SPEEDRUN_ACTIVATION_CHECKPOINTING="1",
+        SEED="4",
+    )
+    got = ts.run_settings(env, "tiny", ts.PRESETS["tiny"])
+    assert (got.checkpoint_every, got.checkpoint_keep, got.checkpoint_dir, got.resume, got.seed) == (
+        25,
+        3,
+        "/ck",
+        "/ck/x/step_000010",
+        4,
+    )
+    assert got.activation_checkpointing and got.data_path == "data/synthetic"
+    assert not (
+        {f.name for f in dataclasses.fields(ts.ScaleRunSettings)}
+        & {f.name for f in dataclasses.fields(tg.Hyperparameters)}
+    )
+    for variable, bad, message in [
+        ("SPEEDRUN_CHECKPOINT_EVERY", "often", "is not a whole number"),
+        ("SPEEDRUN_CHECKPOINT_EVERY", "-2", "give N > 0"),
+        ("SPEEDRUN_CHECKPOINT_KEEP", "-1", "give N > 0 (keep"),
+        ("SPEEDRUN_ACTIVATION_CHECKPOINTING", "yes", "give 1 (recompute) or 0 (keep)"),
+    ]:
+        monkeypatch.setenv(variable, bad)
+        assert ts.preflight(1) == 1
         err = capsys.readouterr().err
-        assert err.startswith("error: SPEEDRUN_CHECKPOINT_KEEP=") and bad in err and "give N > 0" in err, err
-    monkeypatch.setenv("SPEEDRUN_CHECKPOINT_KEEP", "3")
-    preset, args, overrides = tg.resolve_config(dict(os.environ))
-    assert args.checkpoint_keep == 3 and overrides == {}
-    with pytest.raises(tg.SpeedrunError, match="checkpoint_keep must be >= 0"):
-        tg.validate(dataclasses.replace(args, checkpoint_keep=-2), 1)
-    blocker = smoke_env / "a-file"
+        assert err.startswith(f"error: {variable}=") and message in err, err
+        monkeypatch.delenv(variable)
+    monkeypatch.setenv("SPEEDRUN_PRESET", "short")  # a record preset is train_gpt.py's
+    assert ts.preflight(1) == 1 and "choose one of 1.5b, 3b, 7b, 13b, 70b, 175b, tiny" in capsys.readouterr().err
+    blocker = tiny_env / "a-file"
     blocker.write_text("")
     with pytest.raises(tg.SpeedrunError, match="cannot create the checkpoint folder .*a-file/run"):
-        tg.make_checkpoint_dir(blocker / "run", CPU)
+        ts.make_checkpoint_dir(blocker / "run", CPU)
 
 
 def test_pruning_keeps_the_newest_complete_checkpoints_of_the_run(tmp_path: Path) -> None:
@@ -334,8 +433,8 @@ def test_pruning_keeps_the_newest_complete_checkpoints_of_the_run(tmp_path: Path
         (run / f"step_{step:06d}" / "__0_0.distcp").write_bytes(b"x")
     (run / "step_000200").mkdir()  # being written by another save: no config.json yet, left alone
     (run / "step_notes").mkdir()
-    removed = tg.prune_checkpoints(run, 2)
+    removed = ts.prune_checkpoints(run, 2)
     assert removed == [(run / "step_000005", None), (run / "step_000010", None)]
     assert sorted(p.name for p in run.iterdir()) == ["step_000100", "step_000200", "step_1000000", "step_notes"]
-    assert tg.prune_checkpoints(run, 2) == []
-    assert tg.prune_checkpoints(run, 5) == []
+    assert ts.prune_checkpoints(run, 2) == []
+    assert ts.prune_checkpoints(run, 5) == []

@@ -1,10 +1,9 @@
-"""Whole runs of train_gpt.py beyond one process and one go: FSDP2 on 1 and 2 processes, checkpoints resumed
-on the same and on another world size and parallelism, a two-"node" c10d launch, and the scale benchmark.
+"""Whole runs of train_scale.py: FSDP2 on 1 and 2 processes, checkpoints resumed on the same and on another world
+size, a two-"node" c10d launch, the export and the model tools on what a run saved, and the scale benchmark.
 
-Every run is the smoke model on synthetic data with one CPU thread per process. What is asserted is what
-the design gives: 1 and 2 processes, and a resumed run and an uninterrupted one, print identical losses and
-end with bitwise identical weights and optimizer state; only a change of parallelism (ddp <-> fsdp, which
-adds the windows' gradients in another order) moves the numbers, by float rounding."""
+Every run is the `tiny` preset (train_gpt.py's smoke model) on synthetic data with one CPU thread per process. What
+is asserted is what the design gives: 1 and 2 processes, and a resumed run and an uninterrupted one, print
+identical losses and end with bitwise identical weights and optimizer state."""
 
 from __future__ import annotations
 
@@ -22,23 +21,14 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 
+import train_gpt as tg
 from conftest import REPO_ROOT
+from tools.cli import main as tools_main
 
-sys.path.insert(0, str(REPO_ROOT))
-import train_gpt as tg  # noqa: E402
-
-TRAINER = REPO_ROOT / "train_gpt.py"
+TRAINER = REPO_ROOT / "train_scale.py"
 STEPS, EVERY = 16, 8
 METRIC = re.compile(r"^step:(\d+)/(\d+) (val_loss|train_loss):(\S+) train_time:(\d+)ms step_avg:(\S+)ms$")
-# the FP8 head on, so that its op runs on all-gathered FSDP2 weights (2^21 suits 256-token windows)
-FSDP = {
-    "num_iterations": STEPS,
-    "val_loss_every": EVERY,
-    "parallelism": "fsdp",
-    "fp8_head": True,
-    "fp8_grad_scale": 2.0**21,
-}
-DDP = {"num_iterations": STEPS, "val_loss_every": EVERY}
+OVERRIDES = {"num_iterations": STEPS, "val_loss_every": EVERY}
 CHECKPOINT_KEYS = {
     "format",
     "preset",
@@ -48,6 +38,7 @@ CHECKPOINT_KEYS = {
     "world_size",
     "parallelism",
     "train_time_ms",
+    "data_path",
 }
 
 pytestmark = [
@@ -91,13 +82,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(data: Path, out: Path, nproc: int, overrides: dict, nnodes: int = 1, **env: str) -> Run:
+def launch(data: Path, out: Path, nproc: int, nnodes: int = 1, **env: str) -> Run:
     """torchrun as a user runs it, one CPU thread per process. nnodes > 1 starts that many launchers here, each
     a "node" of nproc processes meeting through a c10d rendezvous, as on a cluster."""
-    full_env = dict(os.environ, SPEEDRUN_PRESET="smoke", DATA_PATH=str(data), LOG_DIR=str(out / "logs"), SEED="1")
-    full_env.update(OMP_NUM_THREADS="1", SPEEDRUN_OVERRIDES=json.dumps(overrides), SPEEDRUN_CHECKPOINT_DIR=str(out))
-    for key in ("SPEEDRUN_RESUME", "SPEEDRUN_CHECKPOINT_EVERY"):
-        full_env.pop(key, None)
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SPEEDRUN_")}
+    full_env.update(SPEEDRUN_PRESET="tiny", DATA_PATH=str(data), LOG_DIR=str(out / "logs"), SEED="1")
+    full_env.update(OMP_NUM_THREADS="1", SPEEDRUN_OVERRIDES=json.dumps(OVERRIDES), SPEEDRUN_CHECKPOINT_DIR=str(out))
     full_env.update(env)
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
     if nnodes == 1:
@@ -138,150 +128,143 @@ def assert_same_state(a: Path, b: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def fsdp_one(data, tmp_path_factory) -> Run:
-    return launch(data, tmp_path_factory.mktemp("fsdp1"), 1, FSDP, SPEEDRUN_CHECKPOINT_EVERY=str(EVERY))
+def one(data, tmp_path_factory) -> Run:
+    return launch(data, tmp_path_factory.mktemp("one"), 1, SPEEDRUN_CHECKPOINT_EVERY=str(EVERY))
 
 
 @pytest.fixture(scope="module")
-def fsdp_two(data, tmp_path_factory) -> Run:
-    return launch(data, tmp_path_factory.mktemp("fsdp2"), 2, FSDP, SPEEDRUN_CHECKPOINT_EVERY=str(EVERY))
+def exports(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("exports")
 
 
 @pytest.fixture(scope="module")
-def ddp_one(data, tmp_path_factory) -> Run:
-    return launch(data, tmp_path_factory.mktemp("ddp1"), 1, DDP, SPEEDRUN_CHECKPOINT_EVERY=str(EVERY))
+def two(data, exports, tmp_path_factory) -> Run:
+    """The 2-process run; it also exports its final weights, gathered from both ranks' slices."""
+    out = tmp_path_factory.mktemp("two")
+    return launch(data, out, 2, SPEEDRUN_CHECKPOINT_EVERY=str(EVERY), SPEEDRUN_EXPORT=str(exports))
 
 
-def test_fsdp_on_one_and_two_processes_is_bitwise_the_same_run(fsdp_one: Run, fsdp_two: Run) -> None:
-    assert [(c["parallelism"], c["world_size"], c["grad_accum_steps"]) for c in (fsdp_one.config, fsdp_two.config)] == [
+def test_one_and_two_processes_are_bitwise_the_same_run(one: Run, two: Run) -> None:
+    assert [(c["parallelism"], c["world_size"], c["grad_accum_steps"]) for c in (one.config, two.config)] == [
         ("fsdp", 1, 8),
         ("fsdp", 2, 4),
     ]
-    assert fsdp_one.metrics() == fsdp_two.metrics() and len(fsdp_one.metrics()) == STEPS + 3
-    assert float(fsdp_one.metrics()[-1][2]) < float(fsdp_one.metrics()[0][2]) - 2.0  # it learns
-    assert sorted(fsdp_one.checkpoints) == sorted(fsdp_two.checkpoints) == [EVERY, STEPS]
+    assert one.metrics() == two.metrics() and len(one.metrics()) == STEPS + 3
+    assert float(one.metrics()[-1][2]) < float(one.metrics()[0][2]) - 2.0  # it learns
+    assert sorted(one.checkpoints) == sorted(two.checkpoints) == [EVERY, STEPS]
     for step in (EVERY, STEPS):
-        assert_same_state(fsdp_one.checkpoints[step], fsdp_two.checkpoints[step])
+        assert_same_state(one.checkpoints[step], two.checkpoints[step])
 
 
-def test_checkpoint_layout_and_a_weights_only_reader(fsdp_two: Run, data: Path) -> None:
+def test_the_log_holds_both_files_and_verifies_as_a_scale_run(two: Run, capsys) -> None:
+    """The source section is train_scale.py, a line of 40 '-', '# train_gpt.py', train_gpt.py: one code identity
+    for the tools, and each file's code judged by compile-flags."""
+    source = two.text.split(tg.SEPARATOR + "\n")[0]
+    scale, record = TRAINER.read_text(encoding="utf-8"), (REPO_ROOT / "train_gpt.py").read_text(encoding="utf-8")
+    assert source == scale + "-" * 40 + "\n# train_gpt.py\n" + record
+    config = two.config
+    assert (config["preset"], config["track"], config["target_val_loss"], config["resumed_from"]) == (
+        "tiny",
+        "scale",
+        None,
+        None,
+    )
+    assert config["run"]["checkpoint_every"] == EVERY and config["run"]["activation_checkpointing"] is False
+    assert tools_main(["verify", str(two.log), "--track", "scale"]) == 0
+    assert f"valid scale run (not a record): {two.log}" in capsys.readouterr().out
+    assert tools_main(["parse", "--json", str(two.log)]) == 0
+    parsed = json.loads(capsys.readouterr().out)
+    assert parsed["source_sha256"] == parsed["code_sha256"] == tg.hashlib.sha256(source.encode()).hexdigest()
+
+
+def test_checkpoint_layout_and_a_weights_only_reader(two: Run, data: Path) -> None:
     """The contract tools/ reads: config.json last, "model" = GPT(args).state_dict(), loadable without any
     process group; the weights give the log's final validation loss."""
-    folder = fsdp_two.checkpoints[STEPS]
+    folder = two.checkpoints[STEPS]
     meta = json.loads((folder / "config.json").read_text())
     assert set(meta) == CHECKPOINT_KEYS and meta["format"] == "speedrun-checkpoint-v1"
-    assert (meta["step"], meta["world_size"], meta["parallelism"], meta["run_id"]) == (
+    assert (meta["step"], meta["world_size"], meta["parallelism"], meta["run_id"], meta["data_path"]) == (
         STEPS,
         2,
         "fsdp",
-        fsdp_two.log.stem,
+        two.log.stem,
+        str(data),
     )
-    assert fsdp_two.config["checkpoint_dir"] == str(folder.parent) and fsdp_two.config["checkpoint_every"] == EVERY
-    assert f"checkpoint: step {STEPS} saved to {folder}" in fsdp_two.text
-    args = tg.Hyperparameters(**dict(meta["hyperparameters"], data_path=str(data)))
+    assert f"checkpoint: step {STEPS} saved to {folder}" in two.text
+    args = tg.Hyperparameters(**meta["hyperparameters"])
     model = tg.GPT(args)
     stored = {k.split(".", 1)[1] for k in read_checkpoint(folder) if k.startswith("model.")}
     assert stored == set(model.state_dict())
     dcp.load({"model": model.state_dict()}, checkpoint_id=folder, no_dist=True)
     d = tg.Dist(0, 1, 0, torch.device("cpu"))
-    val = tg.TokenWindows(tg.plan_shards(args, "val", args.val_tokens + 1), args.val_seq_len, d.device)
-    final = [loss for step, kind, loss in fsdp_two.metrics() if kind == "val_loss"][-1]
+    val = tg.TokenWindows(
+        tg.plan_shards(args, str(data), "val", args.val_tokens + 1), args.val_seq_len, args.val_tokens + 1, d.device
+    )
+    final = [loss for step, kind, loss in two.metrics() if kind == "val_loss"][-1]
     assert f"{tg.evaluate(model, val, args, d, STEPS):.4f}" == final
 
 
-def test_resume_on_two_processes_continues_exactly(fsdp_two: Run, data: Path, tmp_path: Path) -> None:
+def test_the_model_tools_read_what_the_run_saved(two: Run, exports: Path, tmp_path: Path, capsys) -> None:
+    """`tools evaluate` on the final checkpoint, on its `tools export`, and on the run's own SPEEDRUN_EXPORT gives
+    the log's final val loss."""
+    final = [loss for _, kind, loss in two.metrics() if kind == "val_loss"][-1]
+    exported = tmp_path / "export"
+    assert tools_main(["export", "--checkpoint", str(two.checkpoints[STEPS]), "--out", str(exported)]) == 0
+    assert f"final weights written to {exports / two.log.stem}" in two.text
+    for folder in (two.checkpoints[STEPS], exported, exports / two.log.stem):
+        capsys.readouterr()
+        assert tools_main(["evaluate", "--checkpoint", str(folder), "--device", "cpu", "--no-compile", "--json"]) == 0
+        assert f"{json.loads(capsys.readouterr().out)['val_loss']['val_loss']:.4f}" == final, folder
+
+
+def test_resume_on_two_processes_continues_exactly(two: Run, data: Path, tmp_path: Path) -> None:
     # saving every 2 steps, keeping the newest checkpoint only: saving changes no number the run computes
-    source_folder = fsdp_two.checkpoints[EVERY]
+    source_folder = two.checkpoints[EVERY]
     keep = dict(SPEEDRUN_CHECKPOINT_EVERY="2", SPEEDRUN_CHECKPOINT_KEEP="1")
-    resumed = launch(data, tmp_path, 2, FSDP, SPEEDRUN_RESUME=str(source_folder), **keep)
-    source = fsdp_two.config
-    assert resumed.config["resumed_from"] == dict(
-        path=str(fsdp_two.checkpoints[EVERY]), step=EVERY, run_id=source["run_id"]
-    )
+    resumed = launch(data, tmp_path, 2, SPEEDRUN_RESUME=str(source_folder), **keep)
+    source = two.config
+    assert resumed.config["resumed_from"] == dict(path=str(two.checkpoints[EVERY]), step=EVERY, run_id=source["run_id"])
     assert resumed.config["run_id"] != source["run_id"]
     # the new log starts with the validation at the resume step, on the clock of the checkpoint
     lines = [ln for ln in resumed.text.split(tg.SEPARATOR + "\n")[2].splitlines() if METRIC.match(ln)]
-    first = next(ln for ln in fsdp_two.text.splitlines() if ln.startswith(f"step:{EVERY}/{STEPS} val_loss:"))
+    first = next(ln for ln in two.text.splitlines() if ln.startswith(f"step:{EVERY}/{STEPS} val_loss:"))
     assert lines[0] == first
-    assert resumed.metrics() == fsdp_two.metrics(after=EVERY - 1)[1:]  # the original's step-8 train line is not redone
+    assert resumed.metrics() == two.metrics(after=EVERY - 1)[1:]  # the original's step-8 train line is not redone
     times = [int(METRIC.match(ln)[5]) for ln in lines]
     assert times == sorted(times)
     assert sorted(resumed.checkpoints) == [STEPS]
-    assert_same_state(resumed.checkpoints[STEPS], fsdp_two.checkpoints[STEPS])
+    assert_same_state(resumed.checkpoints[STEPS], two.checkpoints[STEPS])
     run_folder = resumed.checkpoints[STEPS].parent
     removed = [ln for ln in resumed.text.splitlines() if ln.startswith("checkpoint: removed ")]
     assert removed == [
         f"checkpoint: removed {run_folder / f'step_{s:06d}'} (SPEEDRUN_CHECKPOINT_KEEP=1)" for s in (10, 12, 14)
     ]
     assert (source_folder / "config.json").is_file()  # the checkpoint it resumed from is another run's: kept
-    verdict = subprocess.run(
-        [sys.executable, "-m", "tools", "verify", str(resumed.log), "--track", "smoke"], cwd=REPO_ROOT
-    )
-    assert verdict.returncode == 0, "the checkpoint lines must not disturb the log's grammar"
+    assert tools_main(["verify", str(resumed.log), "--track", "scale"]) == 0, "checkpoint lines disturb the grammar"
 
 
-def test_resume_on_one_process_from_a_two_process_checkpoint(fsdp_two: Run, data: Path, tmp_path: Path) -> None:
-    resumed = launch(data, tmp_path, 1, FSDP, SPEEDRUN_RESUME=str(fsdp_two.checkpoints[EVERY]))
-    assert resumed.config["world_size"] == 1 and resumed.config["checkpoint_dir"] is None
-    assert resumed.metrics() == fsdp_two.metrics(after=EVERY - 1)[1:]
+def test_resume_on_one_process_from_a_two_process_checkpoint(two: Run, data: Path, tmp_path: Path) -> None:
+    resumed = launch(data, tmp_path, 1, SPEEDRUN_RESUME=str(two.checkpoints[EVERY]))
+    assert resumed.config["world_size"] == 1 and resumed.config["run"]["checkpoint_every"] == -1
+    assert resumed.metrics() == two.metrics(after=EVERY - 1)[1:]
 
 
-def test_ddp_checkpoint_resumes_on_two_processes_and_under_fsdp(ddp_one: Run, data: Path, tmp_path: Path) -> None:
-    """Muon keeps a replicated matrix's momentum on its owner, which depends on the world size: the checkpoint
-    stores whole buffers by name, so 2 processes pick up 1 process's state exactly."""
-    checkpoint = str(ddp_one.checkpoints[EVERY])
-    same = launch(data, tmp_path / "ddp", 2, DDP, SPEEDRUN_RESUME=checkpoint, SPEEDRUN_CHECKPOINT_EVERY="0")
-    assert same.metrics() == ddp_one.metrics(after=EVERY - 1)[1:]
-    assert_same_state(same.checkpoints[STEPS], ddp_one.checkpoints[STEPS])
-    # fsdp adds the windows' gradients in another order than ddp's tree: the same run up to float rounding, which
-    # bf16 Newton-Schulz amplifies to ~1e-3 in the weights after 8 steps
-    sharded = launch(data, tmp_path / "fsdp", 2, dict(DDP, parallelism="fsdp"), SPEEDRUN_RESUME=checkpoint)
-    ours, theirs = sharded.metrics(), ddp_one.metrics(after=EVERY - 1)[1:]
-    assert [(s, k) for s, k, _ in ours] == [(s, k) for s, k, _ in theirs]
-    assert ours[0] == theirs[0]  # the resume step's validation: the very weights
-    assert all(abs(float(a[2]) - float(b[2])) <= 0.01 for a, b in zip(ours, theirs, strict=True)), (ours, theirs)
-
-
-def test_two_node_c10d_launch_is_the_two_process_run(fsdp_two: Run, data: Path, tmp_path: Path) -> None:
+def test_two_node_c10d_launch_is_the_two_process_run(two: Run, data: Path, tmp_path: Path) -> None:
     """`torchrun --nnodes=2 --rdzv-backend=c10d` twice on this machine, one process per "node"."""
-    nodes = launch(data, tmp_path, 1, FSDP, nnodes=2)
+    nodes = launch(data, tmp_path, 1, nnodes=2)
     assert nodes.config["world_size"] == 2
-    assert nodes.metrics() == fsdp_two.metrics()
+    assert nodes.metrics() == two.metrics()
 
 
-def test_scale_benchmark_runs_on_cpu(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    cmd = [sys.executable, "bench/bench_scale.py", "--preset", "smoke", "--overrides", '{"parallelism": "fsdp"}']
-    cmd += ["--nproc", "1", "--steps", "3", "--json", str(out), "--log-dir", str(tmp_path / "logs")]
-    (tmp_path / "logs").mkdir()
-    decoy = tmp_path / "logs" / "ffffffff-an-earlier-run.txt"  # sorts after any uuid: not this run's log
-    decoy.write_text("an earlier run\n")
-    result = subprocess.run(
-        cmd, cwd=REPO_ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    bench = json.loads(out.read_text())
-    assert (bench["preset"], bench["parallelism"], bench["world_size"], bench["steps"]) == ("smoke", "fsdp", 1, 3)
-    assert bench["log"] != str(decoy) and Path(bench["log"]).parent == tmp_path / "logs"
-    assert (
-        bench["warmup_s"] >= 0
-        and bench["step_ms"] > 0
-        and bench["peak_allocated_mib"] > 0
-        and bench["parameters"] == 737332
-    )
-    assert bench["tokens_per_s"] == round(bench["global_batch_tokens"] / bench["step_ms"] * 1000)
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == bench
-
-
-def test_a_checkpoint_with_damaged_data_fails_in_one_message(ddp_one: Run, data: Path, tmp_path: Path) -> None:
+def test_a_checkpoint_with_damaged_data_fails_in_one_message(one: Run, data: Path, tmp_path: Path) -> None:
     """.metadata intact, a data file cut short: found only when loading, after the build; still one message."""
-    copy = tmp_path / "damaged" / ddp_one.checkpoints[EVERY].name
-    shutil.copytree(ddp_one.checkpoints[EVERY], copy)
+    copy = tmp_path / "damaged" / one.checkpoints[EVERY].name
+    shutil.copytree(one.checkpoints[EVERY], copy)
     (shard,) = copy.glob("*.distcp")
     shard.write_bytes(shard.read_bytes()[:1000])
-    env = dict(os.environ, SPEEDRUN_PRESET="smoke", DATA_PATH=str(data), LOG_DIR=str(tmp_path / "logs"), SEED="1")
-    env.update(OMP_NUM_THREADS="1", SPEEDRUN_OVERRIDES=json.dumps(DDP), SPEEDRUN_RESUME=str(copy))
-    env.pop("SPEEDRUN_CHECKPOINT_EVERY", None)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPEEDRUN_")}
+    env.update(SPEEDRUN_PRESET="tiny", DATA_PATH=str(data), LOG_DIR=str(tmp_path / "logs"), SEED="1")
+    env.update(OMP_NUM_THREADS="1", SPEEDRUN_OVERRIDES=json.dumps(OVERRIDES), SPEEDRUN_RESUME=str(copy))
     result = subprocess.run(
         [sys.executable, str(TRAINER)], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
     )
@@ -292,23 +275,26 @@ def test_a_checkpoint_with_damaged_data_fails_in_one_message(ddp_one: Run, data:
     assert "Traceback" not in result.stderr
 
 
-def test_tools_read_the_trainers_checkpoint_as_the_trainer_does(ddp_one: Run, tmp_path: Path) -> None:
-    """The model-use commands on a checkpoint train_gpt.py wrote: evaluate gives the log's final val loss, from
-    the checkpoint and from its export."""
-    final = [loss for _, kind, loss in ddp_one.metrics() if kind == "val_loss"][-1]
-    export = tmp_path / "export"
-    tools = [sys.executable, "-m", "tools"]
-    done = subprocess.run([*tools, "export", "--checkpoint", str(ddp_one.checkpoints[STEPS]), "--out", str(export)])
-    assert done.returncode == 0
-    for folder in (ddp_one.checkpoints[STEPS], export):
-        result = subprocess.run(
-            [*tools, "evaluate", "--checkpoint", str(folder), "--device", "cpu", "--no-compile", "--json"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert f"{json.loads(result.stdout.strip().splitlines()[-1])['val_loss']['val_loss']:.4f}" == final, (
-            result.stdout
-        )
+def test_scale_benchmark_runs_on_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "bench/bench_scale.py", "--preset", "tiny", "--nproc", "1", "--steps", "3"]
+    cmd += ["--json", str(out), "--log-dir", str(tmp_path / "logs")]
+    (tmp_path / "logs").mkdir()
+    decoy = tmp_path / "logs" / "ffffffff-an-earlier-run.txt"  # sorts after any uuid: not this run's log
+    decoy.write_text("an earlier run\n")
+    result = subprocess.run(
+        cmd, cwd=REPO_ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    bench = json.loads(out.read_text())
+    assert (bench["preset"], bench["parallelism"], bench["world_size"], bench["steps"]) == ("tiny", "fsdp", 1, 3)
+    assert bench["log"] != str(decoy) and Path(bench["log"]).parent == tmp_path / "logs"
+    assert (
+        bench["warmup_s"] >= 0
+        and bench["step_ms"] > 0
+        and bench["peak_allocated_mib"] > 0
+        and bench["parameters"] == 737332
+    )
+    assert bench["tokens_per_s"] == round(bench["global_batch_tokens"] / bench["step_ms"] * 1000)
+    assert bench["planned_mib"] >= 0  # plan_memory for the same preset and processes (on CPU the peak is RSS)
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == bench

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from logfactory import SEP, LogSpec, config_for, make_log, nvidia_smi
+from logfactory import HOST_ID, SEP, LogSpec, config_for, fake_gpu_uuids, make_log, nvidia_smi
 from tools import parse as parse_module
 from tools.cli import main
 from tools.parse import parse_bytes, parse_log
@@ -130,6 +130,59 @@ def test_harness_log_config_data_and_source_hash() -> None:
     assert log.uses_harness_format
 
 
+def test_host_line_gives_the_host_id_and_gpu_uuids() -> None:
+    log = parse_bytes(make_log(LogSpec()).encode())
+    assert (log.host_id, log.gpu_uuids, log.host_error) == (HOST_ID, fake_gpu_uuids(8), None)
+    two_nodes = fake_gpu_uuids(8) + fake_gpu_uuids(8, node=1)
+    log = parse_bytes(make_log(LogSpec(num_gpus=16, gpu_uuids=two_nodes, host_id="0" * 16)).encode())
+    assert (log.host_id, log.gpu_uuids) == ("0" * 16, two_nodes)
+    cpu = parse_bytes(make_log(LogSpec(smi=False)).encode())
+    assert (cpu.host_id, cpu.gpu_uuids) == (HOST_ID, [])
+    old = parse_bytes(make_log(LogSpec(include_host=False)).encode())  # logs from before the line: nothing, no error
+    assert (old.host_id, old.gpu_uuids, old.host_error) == (None, [], None)
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("host: {not json", "not valid JSON"),
+        ('host: ["a"]', "JSON but not an object"),
+        ('host: {"host_id": "HOST", "gpu_uuids": []}', "is not 16 lowercase hex digits"),
+        ('host: {"gpu_uuids": []}', "host_id 'None' is not 16"),
+        ('host: {"host_id": "0123456789abcdef", "gpu_uuids": "GPU-1"}', "gpu_uuids is not a list"),
+        ('host: {"host_id": "0123456789abcdef", "gpu_uuids": ["GPU-5d0c4c7e-8b1a-4f5e-9c3d-2a1b0c9d8e7f", 7]}', "holds '7', not a GPU UUID"),
+        ('host: {"host_id": "0123456789abcdef", "gpu_uuids": ["GPU-1"]}', "holds 'GPU-1', not a GPU UUID"),
+        ('host: {"host_id": "0123456789abcdef", "gpu_uuids": ["../etc"]}', "holds '../etc', not a GPU UUID"),
+    ],
+)
+def test_a_broken_host_line_is_an_error_not_a_value(line: str, error: str) -> None:
+    log = parse_bytes(_log("step:1/1 val_loss:3.2 train_time:5ms\n", env=line))
+    assert (log.host_id, log.gpu_uuids) == (None, []) and error in (log.host_error or ""), log.host_error
+
+
+def test_only_the_first_host_line_counts() -> None:
+    first = 'host: {"host_id": "0123456789abcdef", "gpu_uuids": ["GPU-5d0c4c7e-8b1a-4f5e-9c3d-2a1b0c9d8e7f"]}'
+    second = 'host: {"host_id": "fedcba9876543210", "gpu_uuids": []}'
+    log = parse_bytes(_log("step:1/1 val_loss:3.2 train_time:5ms\n", env=first + "\n" + second))
+    assert (log.host_id, log.gpu_uuids) == ("0123456789abcdef", ["GPU-5d0c4c7e-8b1a-4f5e-9c3d-2a1b0c9d8e7f"])
+    assert log.host_error == "more than one 'host:' line; the first one is used"
+
+
+def test_a_source_with_an_appended_file_is_one_code_identity_of_two_files() -> None:
+    """train_scale.py logs itself, then a line of 40 '-', '# train_gpt.py' and train_gpt.py: one hash for the
+    whole section, and two Python files for the compile-flags rule (the '-' line is not Python)."""
+    own = "import train_gpt\n\nprint('scale')\n"
+    other = '"""The record file."""\n\nfrom __future__ import annotations\n\nprint("record")\n'
+    source = own + "-" * 40 + "\n# train_gpt.py\n" + other
+    log = parse_bytes(make_log(LogSpec(track="scale", source=source)).encode())
+    assert log.source_sha256 == log.code_sha256 == hashlib.sha256(source.encode()).hexdigest()
+    assert log.source_text == own and log.extra_code == "# train_gpt.py\n" + other
+    assert log.appended_files == ["train_gpt.py"] and log.source_lines == source.count("\n")
+    assert not [i for i in log.structure_issues]
+    alone = parse_bytes(make_log(LogSpec(source=own)).encode())
+    assert (alone.source_text, alone.extra_code, alone.appended_files) == (own, "", [])
+
+
 def test_malformed_metric_lines_are_counted_not_fatal() -> None:
     log = parse_bytes(
         _log(
@@ -210,3 +263,12 @@ def test_nvidia_smi_rows_read_without_backtracking() -> None:
     assert log.gpu_names == ["NVIDIA H100 80GB HBM3"] * 8  # the rows of nvidia_smi(8) that follow
     row = parse_bytes(_log("", env="|   0  NVIDIA  H100  | x Off  |   00000000:18:00.0 Off |")).gpu_names
     assert row[0] == "NVIDIA H100 | x"  # as the one-regex reading had it: the name runs to the first On/Off
+
+
+def test_mig_instances_are_gpu_uuids_in_both_driver_forms() -> None:
+    """nvidia-smi -L names a MIG instance MIG-<uuid>, or MIG-GPU-<uuid>/<gi>/<ci> in older drivers."""
+    uuid = "5d0c4c7e-8b1a-4f5e-9c3d-2a1b0c9d8e7f"
+    uuids = [f"MIG-{uuid}", f"MIG-GPU-{uuid}/1/0"]
+    line = 'host: {"host_id": "0123456789abcdef", "gpu_uuids": ' + json.dumps(uuids) + "}"
+    log = parse_bytes(_log("step:1/1 val_loss:3.2 train_time:5ms\n", env=line))
+    assert (log.gpu_uuids, log.host_error) == (uuids, None)

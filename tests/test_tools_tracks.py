@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import train_gpt
+import train_scale
 from logfactory import LogSpec, write_log
 from tools.cli import main
 from tools.tracks import TRACKS
@@ -18,7 +19,9 @@ def test_every_trainer_preset_belongs_to_the_same_track_in_the_tools() -> None:
         assert preset in train_gpt.PRESETS
         assert preset in TRACKS[track].presets, f"tools/tracks.py does not know preset {preset} of {track}"
         assert TRACKS[track].target_val_loss == target
-    assert {p for t in TRACKS.values() for p in t.presets} == set(train_gpt.PRESETS)
+    assert set(TRACKS["scale"].presets) == set(train_scale.PRESETS)  # train_scale.py's, every one on track scale
+    assert not set(train_gpt.PRESETS) & set(train_scale.PRESETS)  # a preset name says which file ran
+    assert {p for t in TRACKS.values() for p in t.presets} == set(train_gpt.PRESETS) | set(train_scale.PRESETS)
 
 
 def test_a_scale_run_verifies_as_a_scale_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
+import os
+import re
 import subprocess
 import sys
 
@@ -29,6 +32,23 @@ def reference_mask(docs: torch.Tensor, window_blocks: int, block_size: int) -> t
         for k in range(q + 1):
             m[q, k] = bool(docs[q] == docs[k]) and q // block_size - k // block_size < window_blocks
     return m
+
+
+def block_mask_to_dense(block_mask) -> torch.Tensor:
+    """The (Q, K) bool token mask a BlockMask describes, read entry by entry: its full blocks, and its mask_mod
+    inside its partial blocks."""
+    bq, bk = block_mask.BLOCK_SIZE
+    nq, nk = block_mask.kv_indices.shape[-2:]
+    partial = decode_blocks(block_mask.kv_num_blocks, block_mask.kv_indices, nq)
+    full = decode_blocks(block_mask.full_kv_num_blocks, block_mask.full_kv_indices, nq)
+    dense = torch.zeros(nq * bq, nk * bk, dtype=torch.bool)
+    qi, ki = torch.arange(bq)[:, None], torch.arange(bk)[None, :]
+    for q in range(nq):
+        for k in full[q]:
+            dense[q * bq : (q + 1) * bq, k * bk : (k + 1) * bk] = True
+        for k in partial[q]:
+            dense[q * bq : (q + 1) * bq, k * bk : (k + 1) * bk] = block_mask.mask_mod(0, 0, q * bq + qi, k * bk + ki)
+    return dense
 
 
 def decode_blocks(num: torch.Tensor, idx: torch.Tensor, n: int) -> list[set[int]]:
@@ -60,7 +80,11 @@ def test_block_mask_matches_dense_reference(seed: int) -> None:
         for w in range(1, n + 2):
             bm = tg.document_window_block_mask(docs, torch.tensor(w, dtype=torch.int32), bs)
             ref = reference_mask(docs, w, bs)
-            assert torch.equal(tg.block_mask_to_dense(bm), ref), f"window {w}, docs {docs.tolist()}"
+            assert torch.equal(block_mask_to_dense(bm), ref), f"window {w}, docs {docs.tolist()}"
+            # the CPU path evaluates the same rule on every pair
+            pos = torch.arange(T)
+            rule = tg.document_causal_window(docs, torch.tensor(w, dtype=torch.int32), bs)
+            assert torch.equal(rule(0, 0, pos[:, None], pos[None, :]), ref)
             # the block classification is exact: full = every pair visible, partial = some, absent = none
             partial = decode_blocks(bm.kv_num_blocks, bm.kv_indices, n)
             full = decode_blocks(bm.full_kv_num_blocks, bm.full_kv_indices, n)
@@ -101,7 +125,8 @@ def test_cpu_attention_path_equals_naive_attention_with_gradients() -> None:
     tokens = torch.randint(0, 9, (T,))
     tokens[[0, 60, 200]] = 9
     docs = (tokens == 9).cumsum(0)
-    mask = tg.block_mask_to_dense(tg.document_window_block_mask(docs, torch.tensor(1, dtype=torch.int32), bs))
+    pos = torch.arange(T)
+    mask = tg.document_causal_window(docs, torch.tensor(1, dtype=torch.int32), bs)(0, 0, pos[:, None], pos[None, :])
     q, k, v = (torch.randn(1, 2, T, 16, requires_grad=True) for _ in range(3))
     out = tg.attention(q, k, v, mask, 0.12)
     naive = torch.softmax((q @ k.mT * 0.12).masked_fill(~mask, float("-inf")), dim=-1) @ v
@@ -342,7 +367,7 @@ def test_compiled_training_step_matches_eager() -> None:
     losses = {}
     for args in (eager, dataclasses.replace(eager, compile=True)):
         raw = tg.build_model(args, seed=0, d=d)
-        model = tg.compile_model(raw, args)
+        model = torch.compile(raw, dynamic=False, fullgraph=True) if args.compile else raw  # as run() does
         opts = tg.build_optimizers(raw, args, d)
         losses[args.compile] = [tg.train_step(s, model, opts, None, args, d, dummy=dummy).item() for s in range(3)]
     # bf16 Newton-Schulz rounds differently compiled (a few percent of an update): the losses move far less
@@ -403,7 +428,7 @@ def test_short_preset_is_the_reference_recipe() -> None:
         128,
     )
     assert a.window_final_tokens == 1792
-    assert a.compile and a.parallelism == "ddp" and tg.TRACKS["short"] == ("track_1_short", 3.28)
+    assert a.compile and tg.TRACKS["short"] == ("track_1_short", 3.28)
     tg.validate(a, 8)
     tg.validate(tg.PRESETS["smoke"], 2)
 
@@ -438,9 +463,9 @@ def test_overrides_are_checked() -> None:
         and args.muon_lr == 1.0
         and overrides == {"num_iterations": 7, "muon_lr": 1.0}
     )
-    assert tg.resolve_config({"DATA_PATH": "/x"})[1].data_path == "/x"
     for env, needle in [
-        ({"SPEEDRUN_PRESET": "huge"}, "short, medium, 1.5b, 3b, 7b, smoke"),
+        ({"SPEEDRUN_PRESET": "huge"}, "choose one of short, medium, smoke."),
+        ({"SPEEDRUN_PRESET": "1.5b"}, "choose one of short, medium, smoke."),  # train_scale.py's ladder
         ({"SPEEDRUN_OVERRIDES": "{num_iterations: 3}"}, "not valid JSON"),
         ({"SPEEDRUN_OVERRIDES": "[1]"}, "JSON object"),
         ({"SPEEDRUN_OVERRIDES": '{"num_iteration": 3}'}, "not a Hyperparameters field"),
@@ -464,62 +489,58 @@ def write_shard(path, tokens, magic=20240520, version=1, count=None) -> None:
     path.write_bytes(header.tobytes() + np.asarray(tokens, dtype="<u2").tobytes())
 
 
-def test_read_shard_and_its_errors(tmp_path) -> None:
+def test_shard_headers_and_their_errors(tmp_path) -> None:
+    """The run checks every shard's header against its size when it plans what to read: one message each."""
     good = tmp_path / "x_val_000000.bin"
     write_shard(good, [5, 6, 7])
-    tokens = tg.read_shard(good)
-    assert tokens.dtype == torch.uint16 and tokens.tolist() == [5, 6, 7]
-    cases = {
-        "magic": dict(magic=1234),
-        "version": dict(version=2),
-        "truncated": dict(count=4),
-    }
+    args = tg.PRESETS["smoke"]
+    assert tg.plan_shards(args, str(tmp_path), "val", 3) == [tg.Shard(good, "val", 3)]
+    cases = {"magic": dict(magic=1234), "version": dict(version=2), "truncated": dict(count=4)}
     for name, kwargs in cases.items():
-        bad = tmp_path / f"{name}.bin"
+        folder = tmp_path / name
+        folder.mkdir()
+        bad = folder / f"{name}_val_000000.bin"
         write_shard(bad, [1, 2, 3], **kwargs)
-        with pytest.raises(ValueError, match=name if name != "truncated" else "interrupted download") as e:
-            tg.read_shard(bad)
+        with pytest.raises(tg.ShardError, match=name if name != "truncated" else "cut short") as e:
+            tg.plan_shards(args, str(folder), "val", 3)
         assert str(bad) in str(e.value) and "python data/" in str(e.value)
     with pytest.raises(tg.ShardError, match="cannot read shard"):
-        tg.read_shard(tmp_path / "missing.bin")
+        tg.read_shard_header(tmp_path / "missing.bin", "fix it")
 
 
 def test_data_plan_and_hash_errors(tmp_path) -> None:
-    args = dataclasses.replace(tg.PRESETS["smoke"], data_path=str(tmp_path / "none"))
+    args = tg.PRESETS["smoke"]
     with pytest.raises(tg.SpeedrunError, match="does not exist.*python data/synthetic.py"):
-        tg.plan_shards(args, "val", 10)
+        tg.plan_shards(args, str(tmp_path / "none"), "val", 10)
     (tmp_path / "d").mkdir()
-    args = dataclasses.replace(args, data_path=str(tmp_path / "d"))
     with pytest.raises(tg.SpeedrunError, match="holds no val shards"):
-        tg.plan_shards(args, "val", 10)
+        tg.plan_shards(args, str(tmp_path / "d"), "val", 10)
     write_shard(tmp_path / "d" / "s_val_000000.bin", [1, 2, 3, 600])
-    with pytest.raises(tg.SpeedrunError, match="hold 4 tokens but this run reads 10"):
-        tg.plan_shards(args, "val", 10)
-    shards = tg.plan_shards(args, "val", 4)
-    d = tg.Dist(0, 1, 0, torch.device("cpu"))
+    with pytest.raises(tg.SpeedrunError, match=r"\(1, 4 tokens\) hold 4 tokens but this run needs 10"):
+        tg.plan_shards(args, str(tmp_path / "d"), "val", 10)
+    shards = tg.plan_shards(args, str(tmp_path / "d"), "val", 4)
     with pytest.raises(tg.ShardError, match="holds token 600.*512 tokens"):
-        tg.describe_data(shards, args, d)
-    fineweb = dataclasses.replace(tg.PRESETS["short"], data_path=str(tmp_path / "none"))
+        tg.describe_data(shards, args, str(tmp_path / "d"))
     with pytest.raises(tg.SpeedrunError, match="cached_fineweb10B.py 9"):
-        tg.plan_shards(fineweb, "train", 10)
+        tg.plan_shards(tg.PRESETS["short"], str(tmp_path / "none"), "train")
 
 
 def test_windows_read_across_shards(tmp_path) -> None:
     stream = np.arange(1000) % 500
     for i, (lo, hi) in enumerate([(0, 300), (300, 310), (310, 1000)]):
-        write_shard(tmp_path / f"s_train_{i:06d}.bin", stream[lo:hi])
-    args = dataclasses.replace(tg.PRESETS["smoke"], data_path=str(tmp_path))
-    shards = tg.plan_shards(args, "train", 1000)
-    info = tg.describe_data(shards, args, tg.Dist(0, 1, 0, torch.device("cpu")))
+        write_shard(tmp_path / f"s_val_{i:06d}.bin", stream[lo:hi])
+    shards = tg.plan_shards(tg.PRESETS["smoke"], str(tmp_path), "val", 1000)
+    info = tg.describe_data(shards, tg.PRESETS["smoke"], str(tmp_path))
     assert [s["tokens"] for s in info["shards"]] == [300, 10, 690] and all(
         len(s["sha256"]) == 64 for s in info["shards"]
     )
-    windows = tg.TokenWindows(shards, seq_len=128, device=torch.device("cpu"))
+    windows = tg.TokenWindows(shards, seq_len=128, tokens=7 * 128 + 1, device=torch.device("cpu"))
     for j in range(7):
         inputs, targets = windows[j]
         assert inputs.dtype == torch.int32 and targets.dtype == torch.int64
         assert inputs.tolist() == stream[j * 128 : (j + 1) * 128].tolist()
         assert targets.tolist() == stream[j * 128 + 1 : (j + 1) * 128 + 1].tolist()
+    assert len(windows.tokens) == 7 * 128 + 1  # only what validation reads is read
 
 
 def test_preflight_reports_setup_mistakes_in_one_line(tmp_path, monkeypatch, capsys) -> None:
@@ -537,9 +558,9 @@ def test_preflight_reports_setup_mistakes_in_one_line(tmp_path, monkeypatch, cap
         assert tg.preflight(1) == 1 and f"SEED={seed!r} is not a whole number" in capsys.readouterr().err
     monkeypatch.setenv("SEED", "-3")
     assert tg.preflight(1) == 0
-    monkeypatch.setenv("SPEEDRUN_CHECKPOINT_EVERY", "--1")
-    assert tg.preflight(1) == 1 and "SPEEDRUN_CHECKPOINT_EVERY='--1' is not a whole number" in capsys.readouterr().err
-    monkeypatch.delenv("SPEEDRUN_CHECKPOINT_EVERY")
+    monkeypatch.setenv("SPEEDRUN_EXPORT", str(tmp_path / "s_val_000000.bin"))
+    assert tg.preflight(1) == 1 and "is a file; give a folder for the final weights" in capsys.readouterr().err
+    monkeypatch.delenv("SPEEDRUN_EXPORT")
     # sizes of the right type but impossible values: one message, never a ZeroDivisionError or IndexError
     for overrides, message in [
         ({"block_size": 0}, "block_size=0 must be positive"),
@@ -564,10 +585,22 @@ def test_overrides_hold_only_real_changes_to_the_recipe(monkeypatch) -> None:
     same = tg.PRESETS["short"].num_iterations
     env["SPEEDRUN_OVERRIDES"] = json.dumps({"num_iterations": same, "muon_lr": 0.05, "ns_steps": 4})
     assert tg.resolve_config(env)[2] == {"ns_steps": 4}
-    for key, variable in [("checkpoint_every", "SPEEDRUN_CHECKPOINT_EVERY"), ("data_path", "DATA_PATH")]:
-        env["SPEEDRUN_OVERRIDES"] = json.dumps({key: 5 if key == "checkpoint_every" else "/data"})
-        with pytest.raises(tg.SpeedrunError, match=f"{key} is a run setting, not part of the recipe: set {variable}"):
+    for key in ("seed", "data_path", "log_dir"):
+        env["SPEEDRUN_OVERRIDES"] = json.dumps({key: "/data"})
+        with pytest.raises(tg.SpeedrunError, match=f"'{key}' is not a Hyperparameters field .run settings"):
             tg.resolve_config(env)
+
+
+def test_run_settings_are_apart_from_the_recipe() -> None:
+    """The recipe is exactly Hyperparameters (what a record diff shows); the seed and the folders are RunSettings,
+    from their own variables, with the data folder a preset's vocabulary calls for."""
+    recipe = {f.name for f in dataclasses.fields(tg.Hyperparameters)}
+    settings = {f.name for f in dataclasses.fields(tg.RunSettings)}
+    assert settings == {"seed", "data_path", "log_dir", "export_dir"} and not recipe & settings
+    assert tg.run_settings({}, tg.PRESETS["short"]) == tg.RunSettings(None, "data/fineweb10B", "logs", None)
+    assert tg.run_settings({}, tg.PRESETS["smoke"]).data_path == "data/synthetic"
+    env = {"SEED": "7", "DATA_PATH": "/d", "LOG_DIR": "/l", "SPEEDRUN_EXPORT": "/e"}
+    assert tg.run_settings(env, tg.PRESETS["smoke"]) == tg.RunSettings(7, "/d", "/l", "/e")
 
 
 def test_the_log_shows_the_gpus_the_run_uses() -> None:
@@ -579,42 +612,91 @@ def test_the_log_shows_the_gpus_the_run_uses() -> None:
     assert tg.gpus_in_use({"LOCAL_WORLD_SIZE": "1", "CUDA_VISIBLE_DEVICES": "GPU-1a2b, GPU-3c4d"}, 2) == ["GPU-1a2b"]
 
 
-def test_nvidia_smi_asks_for_the_gpus_used_then_for_all(monkeypatch) -> None:
-    calls = []
+class Lines(list):
+    """A stand-in for RunLog: keeps the lines."""
+
+    path = None
+
+    def __call__(self, line: str, console: bool = True) -> None:
+        self.append(line)
+
+
+def fake_nvidia_smi(monkeypatch, calls: list, refused=("MIG-odd",)) -> None:
+    listing = "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-aaaa-0)\nGPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-bbbb-1)\n"
 
     def fake_run(cmd, **kw):
         calls.append(cmd)
-        ok = cmd == ["nvidia-smi"] or cmd == ["nvidia-smi", "-i", "0,1"]
+        if cmd == ["nvidia-smi", "-L"]:
+            return subprocess.CompletedProcess(cmd, 0, stdout=listing, stderr="")
+        ok = not any(r in " ".join(cmd) for r in refused)
         return subprocess.CompletedProcess(cmd, 0 if ok else 6, stdout=f"table for {cmd}\n" if ok else "", stderr="")
 
     monkeypatch.setattr(tg.subprocess, "run", fake_run)
-    assert tg.nvidia_smi(["0", "1"]) == "table for ['nvidia-smi', '-i', '0,1']"
-    assert tg.nvidia_smi(["MIG-odd"]) == "table for ['nvidia-smi']"  # an id nvidia-smi refuses: the whole node
-    assert tg.nvidia_smi() == "table for ['nvidia-smi']"
-    assert calls == [["nvidia-smi", "-i", "0,1"], ["nvidia-smi", "-i", "MIG-odd"], ["nvidia-smi"], ["nvidia-smi"]]
 
 
-def test_tree_sum_adds_windows_in_one_fixed_binary_tree() -> None:
-    """8 windows on 1 process and 4 + 4 on 2 processes add the same numbers in the same order."""
+def test_nvidia_smi_asks_for_the_gpus_used_then_for_all(monkeypatch) -> None:
+    calls: list = []
+    fake_nvidia_smi(monkeypatch, calls)
+    assert tg.nvidia_smi("-i", "0,1") == "table for ['nvidia-smi', '-i', '0,1']"
+    assert tg.nvidia_smi("-i", "MIG-odd") is None and tg.nvidia_smi() == "table for ['nvidia-smi']"
+    assert tg.gpu_uuids(None) == ["GPU-aaaa-0", "GPU-bbbb-1"]
+    assert tg.gpu_uuids(["1"]) == ["GPU-bbbb-1"] and tg.gpu_uuids(["GPU-bbbb", "0"]) == ["GPU-bbbb-1", "GPU-aaaa-0"]
+    assert tg.gpu_uuids(["MIG-odd"]) == []
+
+
+def test_the_host_line_names_the_machine_by_a_salted_hash(monkeypatch) -> None:
+    """host_id is stable for a machine and gives its id away to nobody; CPU runs list no GPUs."""
+    calls: list = []
+    fake_nvidia_smi(monkeypatch, calls)
+    cpu = tg.Dist(0, 1, 0, torch.device("cpu"))
+    line = tg.host_line(cpu)
+    host = json.loads(line.removeprefix("host: "))
+    machine = open("/etc/machine-id").read().strip() if os.path.isfile("/etc/machine-id") else None
+    if machine:  # the hash of the salted id, which never appears itself
+        assert host["host_id"] == hashlib.sha256(f"speedrun-host-v1:{machine}".encode()).hexdigest()[:16]
+        assert machine not in line
+    assert re.fullmatch(r"[0-9a-f]{16}", host["host_id"]) and host["gpu_uuids"] == [] and calls == []
+    log = Lines()
+    plan = tg.RunPlan("smoke", ("smoke", None), tg.PRESETS["smoke"], {}, tg.RunSettings(1, "d", "l", None), [], [])
+    tg.write_header(log, "print(1)\n", plan, 1, "rid", {}, cpu)
+    assert log[0] == "print(1)" and log[1] == log[-1] == tg.SEPARATOR and line in log
+    assert log.index(line) == 5 and log[4] == "table for ['nvidia-smi']"  # after the nvidia-smi table
+
+
+def test_one_process_adds_the_windows_as_two_processes_do(monkeypatch) -> None:
+    """8 windows on 1 process and 4 + 4 on 2 processes add the same numbers in the same order (GradBuckets)."""
     p = torch.nn.Parameter(torch.zeros(4096))
-    grads = tg.GradBuckets({"all": [p]})
     gen = torch.Generator().manual_seed(0)
     # magnitudes over many decades, so that the float sum depends on the order of additions
     ws = [torch.randn(4096, generator=gen) * 10.0 ** torch.randint(-6, 7, (4096,), generator=gen) for _ in range(8)]
 
-    def tree_sum(windows: list[torch.Tensor]) -> torch.Tensor:
-        tree = tg.TreeSum(grads, len(windows))
-        for w in windows:
-            grads.zero()
-            p.grad.copy_(w)  # what backward leaves in the bucket for one window
-            tree.add_window()
-        tree.finish()
+    def accumulate(windows: range, world_size: int) -> torch.Tensor:
+        grads = tg.GradBuckets({"all": [p]})
+
+        def backward(j: int) -> torch.Tensor:
+            p.grad.add_(ws[j])  # what backward does: accumulate into .grad in place
+            return torch.zeros(())
+
+        grads.accumulate(backward, windows, tg.Dist(0, world_size, 0, torch.device("cpu")))
         return p.grad.clone()
 
-    whole = tree_sum(ws)
-    assert torch.equal(whole, ((ws[0] + ws[1]) + (ws[2] + ws[3])) + ((ws[4] + ws[5]) + (ws[6] + ws[7])))
-    assert torch.equal(whole, tree_sum(ws[:4]) + tree_sum(ws[4:]))  # what a 2-process all-reduce adds
-    sequential = ws[0].clone()
-    for w in ws[1:]:
-        sequential += w
-    assert not torch.equal(whole, sequential)  # the order does matter for these numbers
+    def in_order(xs: list[torch.Tensor]) -> torch.Tensor:
+        total = torch.zeros(4096)
+        for x in xs:
+            total += x
+        return total
+
+    one = accumulate(range(8), 1)
+    halves = in_order(ws[:4]) + in_order(ws[4:])  # what 2 processes' all-reduce adds: rank 0's sum and rank 1's
+    assert torch.equal(one, halves) and torch.equal(one, in_order(ws[4:]) + in_order(ws[:4]))
+    monkeypatch.setattr(tg.dist, "all_reduce", lambda buf, async_op: None)  # rank 0 of 2, before its all-reduce
+    assert torch.equal(accumulate(range(4), 2), in_order(ws[:4]))
+    assert not torch.equal(one, in_order(ws))  # the order does matter for these numbers
+
+
+def test_parameter_counts_match_the_built_model() -> None:
+    args = tiny_args(num_layers=4, attention_pattern="LS-L")
+    model = tg.GPT(args)
+    counts = tg.parameter_counts(args)
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+    assert counts["hidden"] == sum(p.numel() for p in model.param_groups()["hidden"])

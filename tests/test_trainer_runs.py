@@ -22,8 +22,7 @@ MEMORY = re.compile(r"^peak memory allocated: \d+ MiB reserved: \d+ MiB$")
 WARMUP = re.compile(r"^warm-up: \d+ untimed steps \(compilation included\) took \d+\.\ds$")
 CONFIG_EXTRA_KEYS = {
     "preset", "track", "world_size", "grad_accum_steps", "global_batch_tokens", "seed", "run_id", "val_tokens",
-    "target_val_loss", "parallelism", "device", "step_avg_excluded_steps", "overrides", "data_path",
-    "checkpoint_dir", "resumed_from",
+    "target_val_loss", "parallelism", "device", "step_avg_excluded_steps", "overrides", "run",
 }  # fmt: skip
 STEPS = 30
 OVERRIDES = {"num_iterations": STEPS, "val_loss_every": 10}
@@ -58,11 +57,17 @@ def only_log(log_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def smoke_logs(synthetic_data, tmp_path_factory) -> dict[int, Path]:
+def exports(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("exports")
+
+
+@pytest.fixture(scope="session")
+def smoke_logs(synthetic_data, exports, tmp_path_factory) -> dict[int, Path]:
+    """The smoke run on 1 and 2 processes; the 1-process one exports its final weights (SPEEDRUN_EXPORT)."""
     logs = {}
     for nproc in (1, 2):
         log_dir = tmp_path_factory.mktemp(f"logs{nproc}")
-        result = launch(synthetic_data, log_dir, nproc)
+        result = launch(synthetic_data, log_dir, nproc, **({"SPEEDRUN_EXPORT": str(exports)} if nproc == 1 else {}))
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         logs[nproc] = only_log(log_dir)
     return logs
@@ -98,7 +103,7 @@ def test_one_and_two_processes_give_the_same_losses(smoke_logs) -> None:
 
 
 @pytest.mark.slow
-def test_log_grammar(smoke_logs) -> None:
+def test_log_grammar(smoke_logs, synthetic_data, exports) -> None:
     """The frozen surface docs/log-format.md promises: tools/ parses exactly this."""
     text = smoke_logs[1].read_text(encoding="utf-8")
     source, env, metrics = text.split(SEPARATOR + "\n", 2)
@@ -108,6 +113,9 @@ def test_log_grammar(smoke_logs) -> None:
         r"Running PyTorch \S+ compiled for (CUDA \S+|CPU)$", env_lines[1]
     )
     assert env_lines[2] == "nvidia-smi: not available" or "NVIDIA-SMI" in env
+    host = json.loads(next(ln for ln in env_lines if ln.startswith("host: "))[len("host: ") :])
+    assert set(host) == {"host_id", "gpu_uuids"} and re.fullmatch(r"[0-9a-f]{16}", host["host_id"])
+    assert host["gpu_uuids"] == []  # a CPU run
     config = json.loads(next(ln for ln in env_lines if ln.startswith("config: "))[len("config: ") :])
     data = json.loads(next(ln for ln in env_lines if ln.startswith("data: "))[len("data: ") :])
     sys.path.insert(0, str(REPO_ROOT))
@@ -118,7 +126,8 @@ def test_log_grammar(smoke_logs) -> None:
     assert config["preset"] == "smoke" and config["track"] == "smoke" and config["target_val_loss"] is None
     assert config["overrides"] == OVERRIDES and config["seed"] == 1 and config["device"] == "cpu"
     assert config["run_id"] == smoke_logs[1].stem and config["step_avg_excluded_steps"] == 0
-    assert config["checkpoint_dir"] is None and config["resumed_from"] is None and config["checkpoint_every"] == -1
+    run = {"data_path": str(synthetic_data), "log_dir": str(smoke_logs[1].parent), "export_dir": str(exports)}
+    assert config["parallelism"] == "ddp" and config["run"] == run  # the RunSettings but the seed, logged above
     params = json.loads(next(ln for ln in env_lines if ln.startswith("parameters: "))[len("parameters: ") :])
     assert params["total"] == sum(params[k] for k in ("hidden", "embed", "head", "scalar")) > 0
     assert set(data) == {"path", "vocab_size", "shards"} and data["vocab_size"] == 512
@@ -134,6 +143,7 @@ def test_log_grammar(smoke_logs) -> None:
 
     lines = metrics.splitlines()
     assert WARMUP.match(lines.pop(0)), "the metric section opens with the warm-up line"
+    assert lines.pop().startswith(f"export: final weights written to {config['run']['export_dir']}/{config['run_id']}")
     assert all(VAL.match(ln) or TRAIN.match(ln) or MEMORY.match(ln) for ln in lines), [
         ln for ln in lines if not (VAL.match(ln) or TRAIN.match(ln) or MEMORY.match(ln))
     ]
@@ -146,6 +156,28 @@ def test_log_grammar(smoke_logs) -> None:
     for step, _, ms, avg in parsed:
         assert abs(avg - ms / max(step, 1)) <= 0.5 / max(step, 1) + 0.006  # step_avg = train_time / step, rounded
     assert sum(1 for ln in lines if TRAIN.match(ln)) == STEPS  # one train line per step
+
+
+@pytest.mark.slow
+def test_the_exported_weights_give_the_logs_final_val_loss(smoke_logs, exports, capsys) -> None:
+    """SPEEDRUN_EXPORT: the record's model, usable by the model tools: `tools evaluate` on the export computes
+    the log's final validation loss."""
+    final = val_losses(smoke_logs[1])[-1][1]
+    folder = exports / smoke_logs[1].stem
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    config = json.loads((folder / "config.json").read_text())
+    assert (config["format"], config["preset"], config["step"], config["run_id"]) == (
+        "speedrun-export-v1",
+        "smoke",
+        STEPS,
+        smoke_logs[1].stem,
+    )
+    sys.path.insert(0, str(REPO_ROOT))
+    from tools.cli import main
+
+    assert main(["evaluate", "--checkpoint", str(folder), "--device", "cpu", "--no-compile", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)["val_loss"]
+    assert result["data"] == config["data_path"] and f"{result['val_loss']:.4f}" == f"{final:.4f}"
 
 
 @pytest.mark.slow

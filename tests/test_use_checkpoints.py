@@ -1,13 +1,12 @@
-"""tools/checkpoints.py and `python -m tools export`: reading checkpoints (also FSDP-sharded ones) and exports,
-the export round trip, and one clear paragraph for every broken folder."""
+"""tools/use/checkpoints.py and `python -m tools export`: reading checkpoints and exports, the export round trip,
+and one clear paragraph for every broken folder. The FSDP-sharded checkpoints train_scale.py writes are read by the
+same tools in tests/test_scale_runs.py (test_the_model_tools_read_what_the_run_saved)."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,9 +15,8 @@ import torch
 from safetensors import safe_open
 from use_factory import SMALL, config_for, one_thread, random_gpt, tg, write_checkpoint
 
-from conftest import REPO_ROOT
-from tools.checkpoints import EXPORT_FORMAT, ModelFolderError, load_model
 from tools.cli import main
+from tools.use.checkpoints import EXPORT_FORMAT, ModelFolderError, load_model
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -191,57 +189,3 @@ def test_checkpoint_without_a_model_entry(tmp_path: Path) -> None:
     dcp.save({"weights": {"x": torch.zeros(2)}}, checkpoint_id=str(folder))
     (folder / "config.json").write_text(json.dumps(config_for(SMALL)))
     assert "has no 'model' entry (top-level keys: weights)" in error_of(folder)
-
-
-@pytest.mark.slow  # a 2-process torchrun
-def test_fsdp_sharded_checkpoint_loads_in_one_process(tmp_path: Path) -> None:
-    """What the trainer's FSDP2 runs save: "model" as DTensor shards, written by 2 ranks. DCP reshards it into
-    full tensors in one process without a process group."""
-    script = tmp_path / "save_sharded.py"
-    script.write_text(
-        f"""
-import sys
-from pathlib import Path
-sys.path[:0] = [{str(REPO_ROOT / "tests")!r}, {str(REPO_ROOT)!r}]
-import torch, torch.distributed as dist
-from torch.distributed.fsdp import fully_shard
-from use_factory import SMALL, random_gpt, write_checkpoint
-
-dist.init_process_group("gloo")
-model = random_gpt(SMALL, seed=5)
-torch.save(model.state_dict(), Path(sys.argv[1]) / "full.pt") if dist.get_rank() == 0 else None
-for block in model.blocks:
-    fully_shard(block)
-fully_shard(model)
-assert type(model.state_dict()["embed.weight"]).__name__ == "DTensor"
-write_checkpoint(Path(sys.argv[1]) / "run", model, SMALL, world_size=2, parallelism="fsdp")
-dist.barrier()
-dist.destroy_process_group()
-"""
-    )
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            str(script),
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        cwd=REPO_ROOT,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    full = torch.load(tmp_path / "full.pt")
-    folder = tmp_path / "run" / f"step_{SMALL.num_iterations:06d}"
-    assert len(list(folder.glob("*.distcp"))) == 2
-    loaded = load_model(folder)
-    assert loaded.config["parallelism"] == "fsdp"
-    got = loaded.model.state_dict()
-    for k, v in full.items():
-        assert torch.equal(got[k], v), k

@@ -29,16 +29,16 @@ from use_factory import (
     one_thread,
     random_gpt,
     random_tokens,
-    tg,
     write_checkpoint,
     write_shard,
 )
 
 from conftest import REPO_ROOT
-from tools import hellaswag as hs
+from data.shards import read_tokens
 from tools import tokens as tok
 from tools.cli import main
-from tools.generate import final_window_blocks
+from tools.use import hellaswag as hs
+from tools.use.generate import final_window_blocks
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -80,7 +80,7 @@ def reference_loss(model: Any, stream: np.ndarray, windows: int, seq_len: int) -
 
 
 def shard_stream(folder: Path, split: str) -> np.ndarray:
-    return np.concatenate([tg.read_shard(p).numpy() for p in sorted(folder.glob(f"*_{split}_*.bin"))])
+    return np.concatenate([np.asarray(read_tokens(p)) for p in sorted(folder.glob(f"*_{split}_*.bin"))])
 
 
 def evaluate_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""tools/generate.py and `python -m tools sample`: the KV-cache decoder against GPT.logits, and sampling's
+"""tools/use/generate.py and `python -m tools sample`: the KV-cache decoder against GPT.logits, and sampling's
 promises (greedy at temperature 0, deterministic for a seed, top-k honoured, never a padding token)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from use_factory import SMALL, SMOKE, WordTokenizer, one_thread, random_gpt, wri
 
 from tools import tokens as tok
 from tools.cli import main
-from tools.generate import CachedDecoder, SamplingSettings, final_window_blocks, sample
+from tools.use.generate import CachedDecoder, SamplingSettings, final_window_blocks, sample
 
 SEP = SMALL.vocab_size - 1
 

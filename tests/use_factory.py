@@ -1,11 +1,10 @@
 """Test helpers for the model tools (sample, evaluate, export): small models and the folders they are read from.
 
-`write_checkpoint` makes checkpoints in the trainer's layout without a training run (fast, and any model
-size or dtype; tests/test_scale_runs.py reads the trainer's own checkpoints with the tools too): a
-torch.distributed.checkpoint (DCP) save of {"model", "optim", "train"}
-into <run>/step_NNNNNN/, then config.json written last ("format": "speedrun-checkpoint-v1", the run's
-Hyperparameters as a dict, step, run_id, world_size, parallelism, train_time_ms). The same function runs
-inside torchrun processes for FSDP2-sharded saves (tests/test_use_checkpoints.py).
+`write_checkpoint` makes checkpoints in train_scale.py's layout without a training run (fast, and any model
+size or dtype; tests/test_scale_runs.py reads the trainer's own sharded checkpoints with the tools too): a
+torch.distributed.checkpoint (DCP) save of {"model", "optim", "train"} into <run>/step_NNNNNN/, then
+config.json written last ("format": "speedrun-checkpoint-v1", the run's Hyperparameters as a dict, step,
+run_id, world_size, parallelism, train_time_ms, data_path).
 """
 
 from __future__ import annotations
@@ -81,6 +80,7 @@ def config_for(args: Any, **extra: Any) -> dict[str, Any]:
         "world_size": 1,
         "parallelism": "ddp",
         "train_time_ms": 1234.0,
+        "data_path": "data/synthetic",
         **extra,
     }
 
@@ -88,7 +88,7 @@ def config_for(args: Any, **extra: Any) -> dict[str, Any]:
 def write_checkpoint(
     run_dir: Path, model: torch.nn.Module, args: Any, step: int | None = None, optimizer: bool = True, **config: Any
 ) -> Path:
-    """run_dir/step_NNNNNN/ as train_gpt.py writes it; call it on every rank under torchrun (rank 0 writes config).
+    """run_dir/step_NNNNNN/ as train_scale.py writes it; under torchrun call it on every rank (rank 0 writes config).
     optimizer=False saves a small stand-in "optim" entry (Adam's state of a GPT-2-vocabulary model is 200 MB)."""
     import torch.distributed as dist
     import torch.distributed.checkpoint as dcp

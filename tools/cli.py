@@ -2,41 +2,42 @@
 
 Each command lives in its own module, which provides ``add_arguments(parser)`` and
 ``run(args) -> int`` (0: all good, 1: something failed a check, 2: a usage error). This table is the
-only place that lists them: to add a command, write its module and add one ``Command`` line below.
-A module whose work needs a heavy library (torch, matplotlib) imports it inside ``run``, so that
-``python -m tools --help`` and ``import tools`` stay fast and never import torch.
+only place that lists them: to add a command, write its module, import it below and add one
+``Command`` line. A module whose work needs a heavy library (torch, matplotlib) imports it inside
+``run``, so that ``python -m tools --help`` and ``import tools`` stay fast and never import torch.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
+from tools import check, compare, known_shards, leaderboard, parse, reproduce, verify
 from tools.text import printable
+from tools.use import evaluate, export, sample
 
 
 @dataclass(frozen=True)
 class Command:
     name: str
-    module: str
+    module: ModuleType
     help: str
 
 
 COMMANDS: tuple[Command, ...] = (
-    Command("parse", "tools.parse", "print the facts of record logs"),
-    Command("verify", "tools.verify", "apply every rule to records or logs (exit 1 if any is invalid)"),
-    Command("leaderboard", "tools.leaderboard", "regenerate leaderboard/ from records/"),
-    Command("compare", "tools.compare", "two records side by side, with Welch's t-test on time and loss"),
-    Command("check", "tools.check", "what CI runs: verify every record and check leaderboard/ is up to date"),
-    Command("known-shards", "tools.known_shards", "fill tools/known_shards.json from the Hub's LFS metadata"),
-    Command("sample", "tools.sample", "generate text from a checkpoint or export (KV cache; temperature, top-k, seed)"),
-    Command("evaluate", "tools.evaluate", "val loss of a checkpoint on any shard folder, and HellaSwag accuracy"),
-    Command("export", "tools.export", "a checkpoint's weights as safetensors + config.json, without optimizer state"),
-    Command("reproduce", "tools.reproduce", "run a record's logs again from their own code, seed and data; judge them"),
+    Command("parse", parse, "print the facts of record logs"),
+    Command("verify", verify, "apply every rule to records or logs (exit 1 if any is invalid)"),
+    Command("leaderboard", leaderboard, "regenerate leaderboard/ from records/"),
+    Command("compare", compare, "two records side by side, with Welch's t-test on time and loss"),
+    Command("check", check, "what CI runs: verify every record and check leaderboard/ is up to date"),
+    Command("known-shards", known_shards, "fill tools/known_shards.json from the Hub's LFS metadata"),
+    Command("sample", sample, "generate text from a checkpoint or export (KV cache; temperature, top-k, seed)"),
+    Command("evaluate", evaluate, "val loss of a checkpoint on any shard folder, and HellaSwag accuracy"),
+    Command("export", export, "a checkpoint's weights as safetensors + config.json, without optimizer state"),
+    Command("reproduce", reproduce, "run a record's logs again from their own code, seed and data; judge them"),
 )
 
 
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for cmd in COMMANDS:
-        module: ModuleType = importlib.import_module(cmd.module)
+        module = cmd.module
         p = sub.add_parser(cmd.name, help=cmd.help, description=(module.__doc__ or cmd.help).strip().split("\n\n")[0])
         module.add_arguments(p)
         p.set_defaults(_run=module.run)

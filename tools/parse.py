@@ -51,6 +51,8 @@ _FINDALL_SLICE = 1 << 20  # characters of metric lines matched at once
 _HASH_SLICE = 1 << 22  # characters of a section encoded at once for its hash
 
 _SEPARATOR_RE = re.compile(r"^={100}\r?$", re.M)
+# The line of 40 '-' and the '# <filename>' line before a file a trainer appends to its own source.
+_APPENDED_RE = re.compile(r"^-{40}\r?\n# ([^\r\n]{1,200})\r?$", re.M)
 _OMITTED_RE = re.compile(r"^# training source omitted from this copy: sha256=([0-9a-fA-F]{64}) lines=(\d{1,9})\s*$")
 # Numbers as Python and numpy print them; bounded so a hand-edited log cannot feed int() a huge literal.
 _NUM = r"[-+]?(?:[0-9]{1,20}(?:\.[0-9]{0,20})?(?:[eE][-+]?[0-9]{1,3})?|nan|inf)"
@@ -139,8 +141,11 @@ class ParsedLog:
     source_sha256: str | None = None  # sha256 of the source section, or the hex of the "omitted" line
     source_lines: int = 0
     source_omitted: bool = False  # the anchor corpus's one-line stand-in for the source
-    source_text: str = ""  # the source section (empty when omitted)
-    extra_code: str = ""  # code found between the source section and the environment block (2024 logs)
+    source_text: str = ""  # the source section's first file (the whole section but for appended files; "" if omitted)
+    # code beside the source: files the trainer appended to its own (after a line of 40 '-' and '# <filename>',
+    # train_scale.py's train_gpt.py), or code between the source section and the environment block (2024 logs)
+    extra_code: str = ""
+    appended_files: list[str] = field(default_factory=list)  # the names of the appended files, in order
     code_sha256: str | None = None  # identity of "the code of this run": source plus any extra code
     has_separator: bool = False
     has_environment: bool = False
@@ -154,11 +159,9 @@ class ParsedLog:
     config_error: str | None = None
     data: dict[str, Any] | None = None
     data_error: str | None = None
-    # The ``host:`` line: a salted hash of the machine id and the UUIDs of its GPUs (nvidia-smi -L), which
-    # tell that two runs ran on one node (tools/samenode.py); host_error says why a host line was not read.
-    host_id: str | None = None
-    gpu_uuids: list[str] = field(default_factory=list)
-    host_error: str | None = None
+    host_id: str | None = None  # the `host:` line's salted hash of the machine id (16 hex digits)
+    gpu_uuids: list[str] = field(default_factory=list)  # the `host:` line's GPU UUIDs, in rank order
+    host_error: str | None = None  # why the `host:` line was not read (absent in logs before it existed: None)
     val_curve: list[ValPoint] = field(default_factory=list)
     metrics: Metrics = field(default_factory=Metrics.empty)
     metrics_form: str = "none"  # "speedrun" (step:N/M lines), "llm.c" (s:N lines) or "none"
@@ -228,6 +231,8 @@ class ParsedLog:
             "cuda_version": self.cuda_version,
             "config": self.config,
             "data": self.data,
+            "host_id": self.host_id,
+            "gpu_uuids": self.gpu_uuids,
             "peak_memory_mib": self.peak_memory_mib,
             "structure_issues": self.structure_issues,
             "val_curve": [[p.step, _json_float(p.val_loss), _json_float(p.train_time_ms)] for p in self.val_curve],
@@ -362,11 +367,20 @@ def _read_source(log: ParsedLog, text: str, end: int) -> None:
         log.source_lines = int(m.group(2))
         return
     # The hash covers the bytes before the separator line, newline included: for a source file that
-    # ends with a newline (as train_gpt.py does) it equals `sha256sum train_gpt.py`.
+    # ends with a newline (as train_gpt.py does) it equals `sha256sum train_gpt.py`. With appended files it
+    # covers them too: the whole section is the code identity of the run.
     log.source_sha256 = log.code_sha256 = _sha256_of(text, 0, end)
-    # Kept up to one character past what the compile-flags rule reads, which fails a longer source.
-    log.source_text = text[: min(end, MAX_CODE_CHARS + 1)]
     log.source_lines = text.count("\n", 0, end) + (0 if end == 0 or text[end - 1] == "\n" else 1)
+    # Each file is Python of its own: the first is source_text, the appended ones extra_code (a line of 40 '-'
+    # between two files is not Python). Both are kept up to one character past what the compile-flags rule reads,
+    # which fails a longer code.
+    cuts = list(_APPENDED_RE.finditer(text, 0, min(end, 2 * MAX_CODE_CHARS)))
+    first_end = cuts[0].start() if cuts else end
+    log.source_text = text[: min(first_end, MAX_CODE_CHARS + 1)]
+    if cuts:
+        log.appended_files = [m.group(1) for m in cuts]
+        rest = text[cuts[0].start() : min(end, cuts[0].start() + MAX_CODE_CHARS + 1)]
+        log.extra_code = _APPENDED_RE.sub(lambda m: f"# {m.group(1)}", rest)
 
 
 def _read_extra_code(log: ParsedLog, text: str, start: int, end: int) -> None:
@@ -384,7 +398,9 @@ def _read_extra_code(log: ParsedLog, text: str, start: int, end: int) -> None:
         log.code_sha256 = _sha256(both)
 
 
-_ENV_LINE_RE = re.compile(r"^(?:Running Python|Running [Pp]y[Tt]orch|config: |data: |nvidia-smi|\| NVIDIA-SMI)", re.M)
+_ENV_LINE_RE = re.compile(
+    r"^(?:Running Python|Running [Pp]y[Tt]orch|config: |data: |host: |nvidia-smi|\| NVIDIA-SMI)", re.M
+)
 # The lines of an environment block that say something (read below); the others are skipped in C, so a
 # block of millions of lines costs one regex scan. Linear: one attempt per line start, no nested repeats.
 _ENV_FACT_RE = re.compile(
@@ -439,29 +455,29 @@ def _read_environment(log: ParsedLog, text: str, start: int, end: int) -> None:
 
 
 _HOST_ID_RE = re.compile(r"^[0-9a-f]{16}$")
-# nvidia-smi -L: "GPU-<uuid>" for a whole GPU, "MIG-<uuid>" for a MIG instance
-_GPU_UUID_RE = re.compile(r"^(?:GPU|MIG)-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-MAX_GPU_UUIDS = 1024
+_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+# nvidia-smi -L: GPU-<uuid> for a GPU; MIG-<uuid> for a MIG instance (MIG-GPU-<uuid>/<gi>/<ci> in older drivers)
+_GPU_UUID_RE = re.compile(rf"^(?:GPU-{_UUID}|MIG-{_UUID}|MIG-GPU-{_UUID}/[0-9]{{1,3}}/[0-9]{{1,3}})$")
+MAX_GPU_UUIDS = 65_536  # far above any cluster a log could come from
 
 
 def _read_host(log: ParsedLog, text: str) -> None:
-    """``host: {"host_id": "<16 hex>", "gpu_uuids": ["GPU-<uuid>", ...]}``; the first such line counts."""
+    """``host: {"host_id": "<16 hex>", "gpu_uuids": ["GPU-...", ...]}``: the node and the GPUs the run used."""
     if log.host_id is not None or log.host_error is not None:
         log.host_error = log.host_error or "more than one 'host:' line; the first one is used"
         return
-    value, error = _read_json_object(text, "host", None)
-    if value is None:
-        log.host_error = error
-        return
-    host_id, uuids = value.get("host_id"), value.get("gpu_uuids")
-    if not isinstance(host_id, str) or not _HOST_ID_RE.match(host_id):
-        log.host_error = f"the 'host:' line's host_id {str(host_id)[:40]!r} is not 16 lowercase hex digits"
-    elif not isinstance(uuids, list) or len(uuids) > MAX_GPU_UUIDS:
-        log.host_error = f"the 'host:' line's gpu_uuids is not a list of at most {MAX_GPU_UUIDS} GPU UUIDs"
-    elif bad := next((u for u in uuids if not isinstance(u, str) or not _GPU_UUID_RE.match(u)), None):
-        log.host_error = f"the 'host:' line's gpu_uuids holds {str(bad)[:60]!r}, not a GPU UUID (GPU-xxxxxxxx-... or MIG-xxxxxxxx-...)"
-    else:
-        log.host_id, log.gpu_uuids = host_id, list(uuids)
+    host, error = _read_json_object(text, "host", None)
+    if host is not None:
+        host_id, uuids = host.get("host_id"), host.get("gpu_uuids")
+        if not (isinstance(host_id, str) and _HOST_ID_RE.match(host_id)):
+            error = f"the 'host:' line's host_id {str(host_id)[:40]!r} is not 16 lowercase hex digits"
+        elif not isinstance(uuids, list) or len(uuids) > MAX_GPU_UUIDS:
+            error = f"the 'host:' line's gpu_uuids is not a list of at most {MAX_GPU_UUIDS:,} GPU UUIDs"
+        elif bad := [u for u in uuids if not (isinstance(u, str) and _GPU_UUID_RE.match(u))]:
+            error = f"the 'host:' line's gpu_uuids holds {str(bad[0])[:60]!r}, not a GPU UUID (GPU-... or MIG-...)"
+        else:
+            log.host_id, log.gpu_uuids = host_id, list(uuids)
+    log.host_error = error
 
 
 def _smi_gpu_row(line: str) -> tuple[int, str] | None:

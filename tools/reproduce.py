@@ -83,9 +83,10 @@ TRAINER_NAME = "train_gpt.py"
 REPRODUCED_FILE = "reproduced.json"
 REPRODUCED_FORMAT = "speedrun-reproduced/1"
 MAX_REPRODUCED_BYTES = 64 * 1024
-# Config keys that are where and how a run was kept, not what it computed.
+# Config keys that are where and how a run was kept, not what it computed: the run settings (the "run" object;
+# logs older than it had data_path and the checkpoint settings at the top).
 IGNORED_CONFIG_KEYS = frozenset(
-    {"run_id", "data_path", "checkpoint_dir", "checkpoint_every", "checkpoint_keep", "resumed_from"}
+    {"run_id", "run", "data_path", "checkpoint_dir", "checkpoint_every", "checkpoint_keep", "resumed_from"}
 )
 # Keys a different --nproc changes (the global batch stays: more gradient accumulation per process).
 NPROC_CONFIG_KEYS = frozenset({"world_size", "grad_accum_steps"})
@@ -208,6 +209,11 @@ def load_claim(path: Path) -> Claim:
             "elsewhere), so there is no code to run again; only logs written by this repository's train_gpt.py can "
             "be reproduced"
         )
+    if log.appended_files:
+        raise ValueError(
+            f"{path}: its code is more than one file (this source with {', '.join(log.appended_files)} appended: a "
+            "train_scale.py run, never a record); reproduce runs logs of train_gpt.py, the record file"
+        )
     if hashlib.sha256(code).hexdigest() != log.source_sha256:
         raise ValueError(
             f"{path}: the bytes of the source section do not hash to the log's source sha256 (the section is not "
@@ -245,7 +251,8 @@ def load_claim(path: Path) -> Claim:
     iterations = _strict_int(cfg.get("num_iterations"), 1, 10**9)
     if iterations is None:
         problems.append(f"num_iterations {cfg.get('num_iterations')!r} is not a number of steps")
-    data_path = cfg.get("data_path")
+    run = cfg.get("run")
+    data_path = run.get("data_path") if isinstance(run, dict) else cfg.get("data_path")
     if not isinstance(data_path, str) or not data_path or "\x00" in data_path:
         problems.append(f"data_path {data_path!r} is not a folder name")
     if problems:

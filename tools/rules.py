@@ -104,8 +104,9 @@ REQUIRED_CONFIG_KEYS = (
     "target_val_loss",
     "overrides",
 )
-# Config keys the runs of one record may disagree on (see `config` above).
-RUN_IDENTITY_KEYS = ("seed", "run_id", "data_path", "checkpoint_every", "checkpoint_keep", "checkpoint_dir")
+# Config keys the runs of one record may disagree on (see `config` above): the seed and run id, and the trainer's
+# run settings, which its config line holds under "run"; logs written before that object had them at the top.
+RUN_IDENTITY_KEYS = ("seed", "run_id", "run", "data_path", "checkpoint_every", "checkpoint_keep", "checkpoint_dir")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 K_CONFIG_KEY = "step_avg_excluded_steps"
 # A val shard of the published FineWeb data by name (fineweb_val_000000.bin, data/README.md).

@@ -133,7 +133,7 @@ OFFICIAL_CLASS = HardwareClass(OFFICIAL_GPU_COUNT, OFFICIAL_GPU)
 @dataclass(frozen=True)
 class Track:
     name: str
-    presets: tuple[str, ...]  # the train_gpt.py presets whose runs belong to this track
+    presets: tuple[str, ...]  # the presets (train_gpt.py's, or train_scale.py's for scale) whose runs belong here
     target_val_loss: float | None  # None: no target, the run must only show a loss drop (smoke)
     official_hardware: HardwareClass | None
     is_record_track: bool
@@ -166,7 +166,14 @@ TRACKS: dict[str, Track] = {
             min_flops_per_token=6 * 150e6,
         ),
         Track("smoke", ("smoke",), None, None, False, "tiny CPU health check on synthetic data; never a record"),
-        Track("scale", ("1.5b", "3b", "7b"), None, None, False, "the FSDP2 ladder of 1.5B-7B models; never a record"),
+        Track(
+            "scale",
+            ("1.5b", "3b", "7b", "13b", "70b", "175b", "tiny"),
+            None,
+            None,
+            False,
+            "train_scale.py's FSDP2 ladder, 1.5B to 175B (and its CPU model, tiny); never a record",
+        ),
     )
 }
 

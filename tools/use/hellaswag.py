@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tools.checkpoints import REPO_ROOT, repo_module
 from tools.tokens import Tokenizer
+from tools.use.checkpoints import REPO_ROOT, repo_module
 
 REPO_ID = "Rowan/hellaswag"
 DEFAULT_DIR = REPO_ROOT / "data" / "hellaswag"

@@ -9,7 +9,7 @@ The validation loss is train_gpt.py's own `evaluate` on the first --tokens token
 val_tokens) of the folder's ``*_val_*.bin`` shards (``--split train`` for the train shards), in windows of the
 run's val_seq_len, with the attention window of the end of training: for the final checkpoint of a run on the
 same data it is the run's final val_loss. Under torchrun the windows are shared between the processes.
-HellaSwag accuracy is described in tools/hellaswag.py (acc: sum of the ending's log-probabilities; acc_norm:
+HellaSwag accuracy is described in tools/use/hellaswag.py (acc: sum of the ending's log-probabilities; acc_norm:
 mean per-token loss). CKPT is a checkpoint folder or an export (docs/sampling-and-evaluation.md).
 """
 
@@ -23,29 +23,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
+class _CountedWindows:
+    """train_gpt.TokenWindows that advance a progress bar as train_gpt.evaluate reads them."""
 
-class _CheckedWindows:
-    """train_gpt.TokenWindows whose tokens are checked against the vocabulary, with a progress bar."""
-
-    def __init__(self, windows: Any, vocab_size: int, bar: Any, tg: Any) -> None:
-        self.windows, self.vocab_size, self.bar, self.tg = windows, vocab_size, bar, tg
+    def __init__(self, windows: Any, bar: Any) -> None:
+        self.windows, self.bar = windows, bar
 
     def __getitem__(self, j: int) -> Any:
-        import torch
-
-        seq_len = self.windows.seq_len
-        tokens: np.ndarray[Any, Any] = self.windows.read(j * seq_len, seq_len + 1)
-        top = int(tokens.max())
-        if top >= self.vocab_size:
-            names = ", ".join(str(s.path) for s in self.windows.shards)
-            raise ValueError(
-                f"the shards ({names}) hold token {top}, but this model's vocabulary has {self.vocab_size} tokens: "
-                f"the data was made for another tokenizer. Evaluate on shards of this model's vocabulary."
-            )
         self.bar.update(1)
-        return self.tg.inputs_and_targets(torch.from_numpy(tokens), self.windows.device)
+        return self.windows[j]
 
 
 def validation_loss(
@@ -54,8 +41,8 @@ def validation_loss(
     """train_gpt.evaluate on the first `tokens` tokens of a shard folder's split; the facts of the measurement."""
     from tqdm import tqdm
 
-    from tools.checkpoints import trainer
-    from tools.generate import final_window_blocks
+    from tools.use.checkpoints import trainer
+    from tools.use.generate import final_window_blocks
 
     tg = trainer()
     seq_len = seq_len or args.val_seq_len
@@ -80,13 +67,20 @@ def validation_loss(
             f"the {split} shards in {data} hold {have:,} tokens, fewer than the {windows * seq_len + 1:,} that "
             f"{windows} windows of {seq_len} need (one extra for the last target); pass --tokens {have - 1} or less"
         )
-    eval_args = dataclasses.replace(args, data_path=str(data), val_seq_len=seq_len, val_tokens=windows * seq_len)
-    shards = tg.plan_shards(eval_args, split, windows * seq_len + 1)
+    eval_args = dataclasses.replace(args, val_seq_len=seq_len, val_tokens=windows * seq_len)
+    shards = tg.plan_shards(eval_args, str(data), split, windows * seq_len + 1)
+    token_windows = tg.TokenWindows(shards, seq_len, windows * seq_len + 1, d.device)
+    top = int(token_windows.tokens.max())
+    if top >= args.vocab_size:
+        names = ", ".join(str(s.path) for s in shards)
+        raise ValueError(
+            f"the shards ({names}) hold token {top}, but this model's vocabulary has {args.vocab_size} tokens: "
+            f"the data was made for another tokenizer. Evaluate on shards of this model's vocabulary."
+        )
     with tqdm(
         total=-(-windows // d.world_size), desc="val loss", unit="window", disable=not progress, mininterval=1.0
     ) as bar:
-        checked = _CheckedWindows(tg.TokenWindows(shards, seq_len, d.device), args.vocab_size, bar, tg)
-        loss = tg.evaluate(model, checked, eval_args, d, args.num_iterations)
+        loss = tg.evaluate(model, _CountedWindows(token_windows, bar), eval_args, d, args.num_iterations)
     return {
         "val_loss": loss,
         "tokens": windows * seq_len,
@@ -116,7 +110,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tools.checkpoints import resolve_device, trainer
+    from tools.use.checkpoints import resolve_device, trainer
 
     want_hellaswag = args.hellaswag or args.hellaswag_file is not None
     want_loss = args.data is not None or not want_hellaswag
@@ -139,10 +133,10 @@ def evaluate_checkpoint(args: argparse.Namespace, d: Any, want_loss: bool, want_
     """What `run` does, in the process layout `d` (train_gpt.Dist); prints on rank 0 only."""
     import torch
 
-    from tools import hellaswag as hs
     from tools import tokens as tok
-    from tools.checkpoints import load_model
-    from tools.generate import final_window_blocks
+    from tools.use import hellaswag as hs
+    from tools.use.checkpoints import load_model
+    from tools.use.generate import final_window_blocks
 
     say = d.rank == 0
     # HellaSwag's data and tokenizer first: a missing download should not wait for a model load.
@@ -187,7 +181,11 @@ def evaluate_checkpoint(args: argparse.Namespace, d: Any, want_loss: bool, want_
     compiled = d.device.type == "cuda" and not args.no_compile
     results: dict[str, Any] = {"checkpoint": str(args.checkpoint), "step": loaded.config.get("step")}
     if want_loss:
-        data = args.data if args.data is not None else Path(margs.data_path)
+        # the run's data folder: config.json's data_path (older folders: a hyperparameter of that name)
+        default = loaded.config.get("data_path") or loaded.config["hyperparameters"].get("data_path")
+        if args.data is None and not isinstance(default, str):
+            raise ValueError(f"{args.checkpoint} does not say where its run's data was; give --data FOLDER")
+        data = args.data if args.data is not None else Path(default)
         net = torch.compile(model, dynamic=False, fullgraph=True) if compiled else model
         results["val_loss"] = validation_loss(net, margs, data, args.split, args.tokens, args.seq_len, d, say)
     if want_hellaswag:

@@ -2,13 +2,14 @@
 
 Two kinds of folder hold a model (docs/sampling-and-evaluation.md):
 
-- a **checkpoint**, e.g. ``checkpoints/<run_id>/step_000500/``, written by train_gpt.py with
+- a **checkpoint**, e.g. ``checkpoints/<run_id>/step_000500/``, written by train_scale.py with
   torch.distributed.checkpoint (DCP): ``.metadata`` and ``*.distcp`` files, then ``config.json``, written by
   rank 0 last (``"format": "speedrun-checkpoint-v1"``), so that its presence marks a complete save. The DCP
   state has the top-level keys ``model`` (exactly the keys of ``GPT(args).state_dict()``, as plain tensors or
   as FSDP2 DTensor shards), ``optim`` and ``train``; only ``model`` is read here, resharded by DCP into full
   tensors in one process without a process group.
-- an **export**, written by ``python -m tools export``: ``model.safetensors`` (the full GPT state dict in the
+- an **export**, written by ``python -m tools export`` or at the end of a run with ``SPEEDRUN_EXPORT`` (both
+  trainers): ``model.safetensors`` (the full GPT state dict in the
   dtypes it was trained in) and ``config.json`` (the same schema, ``"format": "speedrun-export-v1"``). It has
   no optimizer state and needs neither DCP nor the trainer's process layout to read.
 
@@ -32,12 +33,13 @@ from typing import Any
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINT_FORMAT = "speedrun-checkpoint-v1"
 EXPORT_FORMAT = "speedrun-export-v1"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 MODEL_KEY = "model"  # the DCP state's top-level key of the model's state dict
+RETIRED_FIELDS = frozenset({"data_path", "parallelism", "checkpoint_every", "checkpoint_keep"})
 
 
 class ModelFolderError(ValueError):
@@ -90,7 +92,8 @@ def read_config(path: Path) -> tuple[str, dict[str, Any]]:
     if not path.exists():
         raise ModelFolderError(
             f"{path}: no such folder. Give --checkpoint a checkpoint folder (checkpoints/<run_id>/step_NNNNNN/, "
-            f"written by train_gpt.py) or an export folder (written by `python -m tools export`)."
+            f"written by train_scale.py) or an export folder (written by `python -m tools export`, or by a run with "
+            f"SPEEDRUN_EXPORT)."
         )
     if not path.is_dir():
         raise ModelFolderError(
@@ -108,7 +111,7 @@ def read_config(path: Path) -> tuple[str, dict[str, Any]]:
             )
         if (path / ".metadata").exists() or any(path.glob("*.distcp")):
             raise ModelFolderError(
-                f"{path} holds checkpoint files but no {CONFIG_NAME}: the save did not finish (train_gpt.py writes "
+                f"{path} holds checkpoint files but no {CONFIG_NAME}: the save did not finish (train_scale.py writes "
                 f"{CONFIG_NAME} last, after every rank has written its part), so this checkpoint is incomplete. "
                 f"Use an earlier complete checkpoint of the run, and delete this folder."
             )
@@ -144,7 +147,9 @@ def read_config(path: Path) -> tuple[str, dict[str, Any]]:
 def hyperparameters(config: dict[str, Any], config_path: Path) -> Any:
     """The run's train_gpt.Hyperparameters, rebuilt from config.json, every field present and of the right type."""
     tg = trainer()
-    given: dict[str, Any] = config["hyperparameters"]
+    # fields that train_gpt.py had until it split its run settings (seed, folders, checkpoints) from the recipe:
+    # none of them shapes the model, so a folder saved before then still loads
+    given = {k: v for k, v in config["hyperparameters"].items() if k not in RETIRED_FIELDS}
     fields = {f.name: f for f in dataclasses.fields(tg.Hyperparameters)}
     unknown = sorted(set(given) - set(fields))
     missing = sorted(set(fields) - set(given))

@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tools.checkpoints import WEIGHTS_NAME, export
+    from tools.use.checkpoints import WEIGHTS_NAME, export
 
     out = export(args.checkpoint, args.out, force=args.force)
     size = (out / WEIGHTS_NAME).stat().st_size

@@ -35,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tools import checkpoints, generate, tokens
+    from tools import tokens
+    from tools.use import checkpoints, generate
 
     device = checkpoints.resolve_device(args.device)
     settings = generate.SamplingSettings(

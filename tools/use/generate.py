@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tools.checkpoints import trainer
+from tools.use.checkpoints import trainer
 
 
 def final_window_blocks(args: Any) -> int:

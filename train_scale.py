@@ -1,0 +1,824 @@
+"""The scale ladder: train_gpt.py's model, from 1.5B to 175B parameters, sharded over any number of GPUs and nodes.
+
+train_gpt.py is the record file: one model, replicated (ddp), raced on 8 GPUs. This file imports its model, Muon,
+data loader, logging and timed loop, and adds what a model too big for one GPU needs: FSDP2 (weights, gradients
+and optimizer state sharded over every rank), Muon on those shards, the model built on the meta device so that
+each rank only ever holds its own shards, activation checkpointing, and checkpoints (torch.distributed.checkpoint)
+to resume from. A scale run is never a record (track `scale`). Before renting a cluster:
+
+    python train_scale.py --plan                                # every preset at 8, 64 and 1,024 GPUs
+    python train_scale.py --plan 70b --gpus 64 --gpu-memory 80GiB
+
+prints the memory each GPU needs, from the meta-device model and the sharding rule itself. To train:
+
+    SPEEDRUN_PRESET=7b torchrun --nproc_per_node=8 train_scale.py      # or ./run.sh; several nodes: as train_gpt.py
+
+Its log holds both files' code: this file, a line of 40 '-', a line '# train_gpt.py', then train_gpt.py
+(docs/log-format.md). Environment variables: train_gpt.py's, and the checkpoint ones of ScaleRunSettings.
+"""
+
+from __future__ import annotations
+
+with open(__file__, encoding="utf-8") as _source:
+    OWN_CODE = _source.read()  # read first, as train_gpt.py does; the log's code is both files (CODE below)
+
+import argparse
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch import Tensor, nn
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
+from torch.distributed.tensor import Shard as ShardDim
+from torch.utils.checkpoint import checkpoint
+
+import train_gpt as tg
+from train_gpt import SpeedrunError
+
+CODE = OWN_CODE + "-" * 40 + "\n# train_gpt.py\n" + tg.CODE  # one code identity: the log's source section
+
+
+# -----------------------------------------------------------------------------------------------
+# Sharding: FSDP2 cuts every weight along one dim (the rule below) into world_size slices as torch.chunk does.
+
+
+def shard_dim(shape: torch.Size | tuple[int, ...]) -> int:
+    """The dim a weight is cut along: the stacked q/k/v weight (3, hdim, dim) along hdim, every other along dim 0."""
+    return 1 if len(shape) == 3 else 0
+
+
+def shard_rows(n: int, world_size: int, rank: int) -> range:
+    """The indices along the cut dim that rank holds of n: torch.chunk's slices (ceil(n / world_size) each, the last
+    ones short or empty), which FSDP2 uses."""
+    per = -(-n // world_size)
+    return range(min(rank * per, n), min((rank + 1) * per, n))
+
+
+def local(t: Tensor) -> Tensor:
+    """This rank's slice of a DTensor (a plain tensor is all local)."""
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+def ensure_process_group(d: tg.Dist) -> None:
+    """FSDP2 and its DeviceMesh need a process group even for one process started without torchrun."""
+    if not dist.is_initialized():
+        backend = "nccl" if d.cuda else "gloo"
+        dist.init_process_group(
+            backend, store=dist.HashStore(), rank=0, world_size=1, device_id=d.device if d.cuda else None
+        )
+
+
+def mixed_precision(d: tg.Dist) -> MixedPrecisionPolicy:
+    """CUDA: compute in bf16 from the fp32 sharded weights, reduce gradients in fp32. CPU: fp32 throughout."""
+    if d.cuda:
+        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    return MixedPrecisionPolicy()
+
+
+def shard_model(model: tg.GPT, d: tg.Dist) -> None:
+    """fully_shard on each block, each embedding table, and the root (the head and the scalars): every weight
+    becomes a DTensor slice, all-gathered just before its module runs and freed after (the root's stay gathered
+    through the step, as FSDP2 does for a root: the head runs last and first again in backward); gradients are
+    reduce-scattered as backward goes, each rank keeping the sums of its slices. The tables are units of their own
+    because the lookups need them only at the start of forward and at the end of backward: at 175B each is 2.5 GB.
+    The FP8 head receives the all-gathered weight; its fp32 weight gradient is reduced like the others."""
+    ensure_process_group(d)
+    mesh, mp = init_device_mesh(d.device.type, (d.world_size,)), mixed_precision(d)
+    placement = lambda p: ShardDim(shard_dim(p.shape))  # noqa: E731 (FSDP2 calls it per parameter)
+    for unit in [model.embed, *model.value_embeds, *model.blocks]:
+        fully_shard(unit, mesh=mesh, mp_policy=mp, shard_placement_fn=placement)
+    fully_shard(model, mesh=mesh, mp_policy=mp, shard_placement_fn=placement)
+    for m in model.modules():
+        if isinstance(m, FSDPModule):  # plain sums; train_step divides by the window count, as in ddp
+            m.set_gradient_divide_factor(1.0)
+            m.set_force_sum_reduction_for_comms(True)
+
+
+# -----------------------------------------------------------------------------------------------
+# Optimizer: Muon on FSDP2 slices, and the gradient accumulation that keeps 1 and 2 processes the same run.
+
+
+def rows_first(t: Tensor, dim: int, n: int) -> Tensor:
+    """t with dim moved first, zero-padded to n rows: a slice laid out for the all-to-all."""
+    t = t.movedim(dim, 0)
+    return torch.cat([t, t.new_zeros(n - t.size(0), *t.shape[1:])]) if t.size(0) < n else t.contiguous()
+
+
+class ShardedMuon(tg.Muon):
+    """train_gpt.Muon on DTensor slices. Each rank keeps the momentum of its own slices, so the optimizer state is
+    sharded like the weights (and a checkpoint reshards to any world size). Matrices are grouped by shape and dealt
+    round-robin as in Muon; per round, one all-to-all brings each owner every slice of its matrix's Nesterov
+    gradient (in bf16, where Newton-Schulz starts anyway) and a second sends each rank its slices of the updates:
+    a rank moves about two matrices per round, whatever the world size. Elementwise math is the same on slices as
+    on whole matrices and Newton-Schulz sees the same bits, so the update is Muon's, bitwise."""
+
+    def __init__(self, params, lr, momentum, ns_steps, rank, world_size, weight_decay=0.0, compiled=False):
+        self.rank, self.world_size = rank, world_size
+        ns = tg.zeropower_via_newtonschulz5
+        self.orthogonalise = tg.compiled_once(ns) if compiled else ns
+        by_shape: dict[tuple, list[Tensor]] = {}
+        for p in params:
+            by_shape.setdefault(tuple(p.shape), []).append(p)
+        defaults = dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay)
+        torch.optim.Optimizer.__init__(self, [dict(params=ps) for ps in by_shape.values()], defaults)
+        self.owned = [p for ps in by_shape.values() for p in ps]  # every rank keeps its slices of all of them
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for group in self.param_groups:
+            params: list[DTensor] = group["params"]  # all of one shape and placement
+            W, shape = self.world_size, params[0].shape
+            dim = shard_dim(shape)
+            rows = -(-shape[dim] // W)  # rows per slice, as FSDP2 cuts (the last may be short)
+
+            for base in range(0, len(params), W):
+                round_ = params[base : base + W]
+                # send[j]: this rank's slice of the j-th matrix of the round, for its owner j (zeros if none)
+                send = torch.zeros(
+                    W, rows, *shape[:dim], *shape[dim + 1 :], dtype=torch.bfloat16, device=round_[0].device
+                )
+                for j, p in enumerate(round_):
+                    send[j] = rows_first(self.nesterov(p, group["momentum"], local), dim, rows)
+                recv = send
+                if W > 1:
+                    recv = torch.empty_like(send)
+                    dist.all_to_all_single(recv, send)  # recv[k]: rank k's slice of the matrix this rank owns
+                update = torch.zeros_like(send)
+                if self.rank < len(round_):
+                    whole = recv.flatten(0, 1)[: shape[dim]].movedim(0, dim).contiguous()
+                    update = rows_first(self.orthogonalise(whole, group["ns_steps"]), dim, W * rows).view_as(send)
+                back = update
+                if W > 1:
+                    back = torch.empty_like(update)
+                    dist.all_to_all_single(back, update)  # back[j]: this rank's slice of the j-th update
+                for j, p in enumerate(round_):
+                    self.apply_update(local(p), back[j][: local(p).size(dim)].movedim(0, dim), p.shape, group)
+
+
+class ShardedGrads:
+    """FSDP2 owns the gradients: each backward reduce-scatters (sums) the window's gradients over the ranks and adds
+    the result to the sharded .grad, so a step sums, in order, the cross-rank sums of each micro-step: (w0 + w4) +
+    (w1 + w5) + ... on 2 processes of 4 windows each. One process adds exactly that when it runs the windows in
+    pairs (0, 4), (1, 5), ..., the first of each without gradient sync, so that FSDP2 adds the pair before it
+    reaches the sharded gradient: 1 and 2 processes are bitwise the same run, as train_gpt.GradBuckets makes ddp.
+    The pairing keeps one extra (unsharded) copy of the gradients on a single process."""
+
+    def __init__(self, model: tg.GPT, roles: dict[str, list[nn.Parameter]], world_size: int):
+        self.model, self.roles, self.world_size = model, roles, world_size
+
+    def zero(self) -> None:
+        for params in self.roles.values():
+            for p in params:
+                p.grad = None
+
+    def accumulate(self, forward_backward, windows: range, d: tg.Dist) -> dict[int, Tensor]:
+        half = len(windows) // 2
+        pairs = self.world_size == 1 and len(windows) == 2 * half
+        order = [j for i in range(half) for j in (windows[i], windows[i + half])] if pairs else windows
+        self.zero()
+        losses = {}
+        for k, j in enumerate(order):
+            self.model.set_requires_gradient_sync(not pairs or k % 2 == 1)
+            losses[j] = forward_backward(j)
+        return losses
+
+    def finish_mean(self, role: str, scale: float) -> None:
+        for p in self.roles[role]:
+            p.grad.mul_(scale)
+
+
+def build_optimizers(model: tg.GPT, args: tg.Hyperparameters, d: tg.Dist) -> tuple:
+    return tg.build_optimizers(model, args, d, ShardedMuon, lambda roles: ShardedGrads(model, roles, d.world_size))
+
+
+# -----------------------------------------------------------------------------------------------
+# The model on the meta device: built without memory, sharded, then each rank materialises and initialises only
+# its own slices, with the record file's init statistics and the same values on any world size.
+
+
+def row_generator(seed: int, name: str, row: int) -> torch.Generator:
+    """The generator of one row (along the cut dim) of one weight: a rank draws exactly its own rows, and a row has
+    the same values whichever rank holds it, so the model is the same on any world size."""
+    key = hashlib.sha256(f"speedrun-init:{seed}:{name}:{row}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(key[:8], "little") >> 1)
+
+
+def init_rule(model: tg.GPT) -> dict[str, tuple[str, float]]:
+    """{weight name: (how, scale)} for the matrices, as train_gpt.GPT initialises them: "normal" (the embedding
+    tables, N(0, 1)), "uniform" (std 0.5 fan_in^-0.5, bound sqrt(3) times that) or "zeros" (output projections
+    and the head)."""
+    rules = {}
+    for name, m in model.named_modules():
+        prefix = f"{name}." if name else ""
+        if isinstance(m, nn.Embedding):
+            rules[prefix + "weight"] = ("normal", 1.0)
+        elif isinstance(m, tg.CastedLinear):
+            rules[prefix + "weight"] = (
+                ("zeros", 0.0) if m.zero_init else ("uniform", 3**0.5 * 0.5 * m.in_features**-0.5)
+            )
+        elif isinstance(m, tg.CausalSelfAttention):
+            rules[prefix + "qkv_w"] = ("uniform", 3**0.5 * 0.5 * m.qkv_w.shape[-1] ** -0.5)
+    return rules
+
+
+def init_slices(model: tg.GPT, args: tg.Hyperparameters, seed: int, d: tg.Dist) -> None:
+    """Fill this rank's slice of every weight (the model was materialised empty): the matrices row by row from
+    row_generator, the scalars (lambdas, skip weights) as train_gpt.GPT sets them, read from a GPT of the same
+    depth built tiny on the CPU (its scalars have the shapes and values of the real ones); the rotary tables."""
+    rules = init_rule(model)
+    tiny = dataclasses.replace(args, vocab_size=2, model_dim=8, num_heads=2, head_dim=4)
+    with torch.device("cpu"):
+        scalars = dict(tg.GPT(tiny).named_parameters())
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            dim, mine = shard_dim(p.shape), local(p)
+            rows = shard_rows(p.shape[dim], d.world_size, d.rank)
+            if name not in rules:  # a scalar parameter: small, taken whole, then this rank's slice
+                mine.copy_(scalars[name].narrow(dim, rows.start, len(rows)))
+                continue
+            how, scale = rules[name]
+            drawn = torch.zeros(mine.movedim(dim, 0).shape)
+            for k, row in enumerate(rows if how != "zeros" else ()):
+                if how == "normal":
+                    drawn[k].normal_(generator=row_generator(seed, name, row))
+                else:
+                    drawn[k].uniform_(-scale, scale, generator=row_generator(seed, name, row))
+            mine.copy_(drawn.movedim(0, dim))
+    rotary = tg.Rotary(args.head_dim, max(args.train_seq_len, args.val_seq_len), args.rope_min_freq).to(d.device)
+    for m in model.modules():
+        if isinstance(m, tg.Rotary):  # non-persistent buffers, left empty by to_empty: one shared copy for all
+            m.cos, m.sin = rotary.cos, rotary.sin
+
+
+def build_model(args: tg.Hyperparameters, seed: int, d: tg.Dist) -> tg.GPT:
+    """The model, sharded with FSDP2 over all ranks, each rank materialising only its slices (a 175B model's fp32
+    weights are 700 GB: no rank could build it whole)."""
+    with torch.device("meta"):
+        model = tg.GPT(args)
+    shard_model(model, d)
+    model.to_empty(device=d.device)
+    init_slices(model, args, seed, d)
+    return model
+
+
+def prepare_blocks(model: tg.GPT, args: tg.Hyperparameters, activation_checkpointing: bool) -> None:
+    """Each block's forward compiled on its own (FSDP2's hooks, the all-gather before a block and the reduce-scatter
+    after, stay outside the graphs, as in torchtitan; blocks share graphs, so depth costs no compilation), and with
+    activation checkpointing run again in backward instead of keeping its activations: a block keeps only its
+    input, for a third more compute."""
+    for block in model.blocks:
+        forward = torch.compile(block.forward, dynamic=False, fullgraph=True) if args.compile else block.forward
+        if activation_checkpointing:
+            forward = functools.partial(checkpoint, forward, use_reentrant=False)
+        block.forward = forward
+
+
+# -----------------------------------------------------------------------------------------------
+# Presets: the ladder. The record's architecture made wider and deeper (gigaGPT's idea: one model definition, one
+# table of sizes), 4 Ki-token windows, each run about 10B tokens (one pass over FineWeb10B's 103 train shards).
+
+
+def rung(layers: int, width: int, windows: int, steps: int, muon_lr: float) -> tg.Hyperparameters:
+    """The short and long attention windows are the record's. Learning rates are untuned starting points that
+    follow the medium record's rules (head lr 0.1 / sqrt(width); embeddings 0.3; scalars 0.015; decay to 0), and
+    the FP8 head is off: at this size it is a few percent of the FLOPs, not worth its static-scale risk."""
+    return dataclasses.replace(
+        tg.Hyperparameters(),
+        train_seq_len=4096,
+        val_seq_len=4096,
+        val_tokens=max(1, 10_485_760 // (windows * 4096)) * windows * 4096,  # the records' 10.5M, in whole steps
+        windows_per_step=windows,
+        num_layers=layers,
+        model_dim=width,
+        num_heads=width // 128,
+        attention_pattern=("LSSS" * layers)[: layers - 1] + "L",
+        fp8_head=False,
+        num_iterations=steps,
+        lr_final_frac=0.0,
+        adam_lr_head=0.1 / width**0.5,
+        adam_lr_embed=0.3,
+        adam_lr_scalar=0.015,
+        muon_lr=muon_lr,
+        val_loss_every=250,
+        warmup_steps=2,
+    )
+
+
+# Parameters count the 3 value-embedding tables (lookups, not matmuls). Muon lrs scale about as 1 / sqrt(width).
+#   preset  blocks  width  heads x dim  parameters (hidden)  muon lr  batch (windows x 4 Ki)   steps  activations
+#   1.5b    52      1536   12 x 128     1.86B (1.47B)        0.02     128 (0.5M tokens)        19000  kept
+#   3b      32      2560   20 x 128     3.16B (2.52B)        0.015    256 (1.0M tokens)        9500   kept
+#   7b      32      4096   32 x 128     7.47B (6.44B)        0.01     512 (2.1M tokens)        4750   kept
+#   13b     40      5120   40 x 128     13.9B (12.6B)        0.01     512 (2.1M tokens)        4750   checkpointed
+#   70b     80      8192   64 x 128     66.5B (64.4B)        0.008    1024 (4.2M tokens)       2300   checkpointed
+#   175b    96      12288  96 x 128     177B (174B)          0.007    1024 (4.2M tokens)       2300   checkpointed
+# 1.5b has the depth, width and batch of the public modded-nanogpt ScaleUp1B run (2024-10-20); 3b and 7b take
+# Llama-like shapes; 13b, 70b and 175b gigaGPT's depths and widths (40 x 5120, 80 x 8192, 96 x 12288) with this
+# architecture, their batches rounded to 1,024 windows so that 1,024 GPUs share them.
+PRESETS: dict[str, tg.Hyperparameters] = {
+    "1.5b": rung(52, 1536, windows=128, steps=19000, muon_lr=0.02),
+    "3b": rung(32, 2560, windows=256, steps=9500, muon_lr=0.015),
+    "7b": rung(32, 4096, windows=512, steps=4750, muon_lr=0.01),
+    "13b": rung(40, 5120, windows=512, steps=4750, muon_lr=0.01),
+    "70b": rung(80, 8192, windows=1024, steps=2300, muon_lr=0.008),
+    "175b": rung(96, 12288, windows=1024, steps=2300, muon_lr=0.007),
+    # the smoke model of train_gpt.py, sharded: CPU runs of this file (the tests), 1 to 8 processes
+    "tiny": tg.PRESETS["smoke"],
+}
+# Each preset's defaults for the run settings that are not the recipe: checkpoints, and activation checkpointing
+# where a model's activations would not fit beside its states on an 80 GB GPU (python train_scale.py --plan).
+PRESET_SETTINGS = {
+    "1.5b": dict(checkpoint_every=1000),
+    "3b": dict(checkpoint_every=500),
+    "7b": dict(checkpoint_every=250),
+    "13b": dict(checkpoint_every=250, activation_checkpointing=True),
+    "70b": dict(checkpoint_every=100, activation_checkpointing=True),
+    "175b": dict(checkpoint_every=100, activation_checkpointing=True),
+    "tiny": dict(checkpoint_every=-1),
+}
+
+
+@dataclass(frozen=True)
+class ScaleRunSettings(tg.RunSettings):
+    """train_gpt.RunSettings and this file's: none changes a number the run computes (logged under "run")."""
+
+    checkpoint_dir: str = "checkpoints"  # SPEEDRUN_CHECKPOINT_DIR: checkpoints go to <dir>/<run_id>/step_<NNNNNN>/
+    checkpoint_every: int = -1  # SPEEDRUN_CHECKPOINT_EVERY: N > 0 every N steps and at the end; 0 at the end; -1 never
+    checkpoint_keep: int = 0  # SPEEDRUN_CHECKPOINT_KEEP: keep this run's newest N checkpoints; 0: keep all
+    resume: str | None = None  # SPEEDRUN_RESUME: a step_<NNNNNN> checkpoint folder to continue from
+    activation_checkpointing: bool = False  # SPEEDRUN_ACTIVATION_CHECKPOINTING=1|0 (default: the preset's)
+
+
+def run_settings(env: dict[str, str], preset: str, args: tg.Hyperparameters) -> ScaleRunSettings:
+    """The settings from the environment, the preset's defaults where a variable is unset."""
+    base, defaults = tg.run_settings(env, args), PRESET_SETTINGS[preset]
+    settings = ScaleRunSettings(**dataclasses.asdict(base), **defaults)
+    checks = (
+        (
+            "checkpoint_every",
+            "SPEEDRUN_CHECKPOINT_EVERY",
+            -1,
+            "N > 0 (every N steps and at the end), 0 (at the end) or -1 (never)",
+        ),
+        (
+            "checkpoint_keep",
+            "SPEEDRUN_CHECKPOINT_KEEP",
+            0,
+            "N > 0 (keep the run's newest N checkpoints) or 0 (keep them all)",
+        ),
+    )
+    for field, variable, lowest, meaning in checks:
+        value = tg.env_int(env, variable, meaning)
+        if value is not None and value < lowest:
+            raise SpeedrunError(f"{variable}={value}: give {meaning}.")
+        settings = dataclasses.replace(settings, **({field: value} if value is not None else {}))
+    recompute = env.get("SPEEDRUN_ACTIVATION_CHECKPOINTING", "").strip()
+    if recompute not in ("", "0", "1"):
+        raise SpeedrunError(f"SPEEDRUN_ACTIVATION_CHECKPOINTING={recompute!r}: give 1 (recompute) or 0 (keep).")
+    if recompute:
+        settings = dataclasses.replace(settings, activation_checkpointing=recompute == "1")
+    checkpoint_dir = env.get("SPEEDRUN_CHECKPOINT_DIR") or settings.checkpoint_dir
+    return dataclasses.replace(settings, checkpoint_dir=checkpoint_dir, resume=env.get("SPEEDRUN_RESUME") or None)
+
+
+# -----------------------------------------------------------------------------------------------
+# Memory plan: what each GPU holds, from the meta-device model and the sharding rule above, before any GPU is rented.
+
+GIB = 2**30
+# Kept free on a GPU beside the plan: the CUDA context, NCCL's buffers, the caching allocator's slack. An allowance
+# (commonly ~1 GiB each for context and NCCL on H100 nodes), not a measurement of this code.
+CUDA_RESERVE = 2 * GIB
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Bytes on the rank that holds the most (rank 0: the first slices are the full ones)."""
+
+    parameters: int  # fp32 slices of the weights
+    gradients: int  # fp32 slices of the gradients (one process: also the unsharded sums of a window pair)
+    optimizer: int  # Adam's two moments (embeddings, head, scalars), Muon's momentum (hidden matrices)
+    muon_gather: int  # the largest Muon round: the all-to-all buffers and Newton-Schulz's working set, in bf16
+    activations: int  # what backward keeps of one window, and the logits
+    gathered: int  # FSDP2's unsharded weights and gradients in flight: the root's, and two blocks'
+
+    @property
+    def total(self) -> int:
+        # the optimizer's round comes after backward has freed the activations and the gathered weights
+        return (
+            self.parameters + self.gradients + self.optimizer + max(self.activations + self.gathered, self.muon_gather)
+        )
+
+
+def plan_memory(args: tg.Hyperparameters, world_size: int, device: str = "cuda", recompute: bool = False) -> MemoryPlan:
+    """Per-GPU memory of a training step of `args` on world_size ranks, computed from the model built on the meta
+    device and cut by shard_rows/shard_dim, the rule shard_model gives FSDP2. device "cpu" is how the tests run it:
+    fp32 activations, dense attention masks. An estimate: the allocator's rounding and fragmentation come on top."""
+    with torch.device("meta"):
+        model = tg.GPT(args)
+    W, cuda = world_size, device == "cuda"
+    compute = 2 if cuda else 4  # bytes of a weight or activation as computed: bf16 on CUDA, fp32 on CPU
+    groups = model.param_groups()
+
+    def mine(p: Tensor) -> int:  # elements of rank 0's slice
+        dim = shard_dim(p.shape)
+        return len(shard_rows(p.shape[dim], W, 0)) * (p.numel() // p.shape[dim])
+
+    sliced = sum(mine(p) for p in model.parameters())
+    adam = sum(mine(p) for role in ("embed", "head", "scalar") for p in groups[role])
+    gradients = 4 * sliced + (4 * sum(p.numel() for p in model.parameters()) if W == 1 else 0)
+    optimizer = 4 * (2 * adam + sum(mine(p) for p in groups["hidden"]))
+    gather = 0
+    for p in groups["hidden"]:  # send, recv, update, back: W slices of the matrix each, plus Newton-Schulz
+        dim = shard_dim(p.shape)
+        padded = W * -(-p.shape[dim] // W) * (p.numel() // p.shape[dim])
+        m, n = sorted(p.shape[-2:])
+        batch = p.numel() // (m * n)
+        gather = max(gather, 2 * (4 * padded + batch * (4 * m * n + 4 * m * m)))
+    root = model.lm_head.weight.numel() + sum(p.numel() for p in groups["scalar"])
+    block = max(sum(p.numel() for p in unit.parameters()) for unit in [model.embed, *model.blocks])
+    # unsharded: the root's weights for the whole step and its gradients at the end of backward, two other units'
+    # weights (one in use, one prefetched) and one's gradients before their reduce-scatter (CUDA: also in fp32)
+    gathered = compute * (2 * root + 2 * block) + (4 * (root + block) if cuda else 0)
+    T, D, V = args.train_seq_len, args.model_dim, model.lm_head.weight.shape[0]
+    attention = sum(c != "-" for c in args.attention_pattern)
+    mlp = 3 + 2 * args.mlp_ratio  # per token, in units of D: measured with saved-tensor hooks (tests)
+    per_layer = [T * D * compute * (mlp + (9 if c != "-" else 0)) for c in args.attention_pattern]
+    kept = T * D * compute * len(per_layer) if recompute else sum(per_layer)  # recompute: each block's input
+    kept += max(per_layer) if recompute else 0  # the block being recomputed
+    kept += 0 if cuda else attention * 4 * T * T  # CPU: SDPA keeps each layer's mask as fp32
+    fixed = T * D * compute * (4 + args.num_value_embeds) + T * V * (3 * 4 if not cuda else 2 + 2 * 4)
+    return MemoryPlan(4 * sliced, gradients, optimizer, gather, kept + fixed, gathered)
+
+
+def parse_bytes(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(GiB|GB|MiB|MB)?\s*", text)
+    if m is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 80GiB, 141GB or 40960MiB")
+    unit = {"GiB": GIB, "GB": 10**9, "MiB": 2**20, "MB": 10**6, None: GIB}[m[2]]
+    return int(float(m[1]) * unit)
+
+
+def plan_table(presets: list[str], gpus: list[int], gpu_memory: int, device: str = "cuda") -> str:
+    """The plan as a table: one row per preset and GPU count, GiB per GPU."""
+    cols = ("preset", "GPUs", "params", "grads", "optim", "muon", "activ", "gathered", "total", "fits")
+    rows = [cols]
+    for preset in presets:
+        args, recompute = PRESETS[preset], PRESET_SETTINGS[preset].get("activation_checkpointing", False)
+        for n in gpus:
+            p, reserve = plan_memory(args, n, device, recompute), CUDA_RESERVE if device == "cuda" else 0
+            if problem := cannot_run(args, n):
+                verdict = "no: " + problem.removeprefix("invalid configuration: ").rstrip(".")
+            else:
+                verdict = "yes" if p.total + reserve <= gpu_memory else f"no: needs {(p.total + reserve) / GIB:.1f} GiB"
+            sizes = (p.parameters, p.gradients, p.optimizer, p.muon_gather, p.activations, p.gathered, p.total)
+            rows.append(
+                (preset + (" (recompute)" if recompute else ""), str(n), *(f"{s / GIB:.2f}" for s in sizes), verdict)
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
+    lines = [
+        "  ".join(
+            c.ljust(w) if i in (0, len(cols) - 1) else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    ]
+    return (
+        "\n".join(line.rstrip() for line in lines)
+        + f"\n(GiB per GPU on rank 0; fits: total + {reserve / GIB:.0f} GiB (CUDA context, NCCL) <= {gpu_memory / GIB:.1f} GiB;"
+        " the Muon round and activations + gathered peak at different times)"
+    )
+
+
+# -----------------------------------------------------------------------------------------------
+# Checkpoints: torch.distributed.checkpoint (DCP) folders, written by every rank in parallel, that load on any
+# world size. The layout (read by tools/use/checkpoints.py too):
+#   <dir>/step_<NNNNNN>/.metadata, *.distcp   "model": GPT(args).state_dict() (DTensor slices)
+#                                             "optim": per-parameter optimizer state, by parameter name
+#                                             "train": step, data position, train time, RNG states
+#   <dir>/step_<NNNNNN>/config.json           written last by rank 0: its presence marks a complete checkpoint
+
+CHECKPOINT_FORMAT = "speedrun-checkpoint-v1"
+# Recipe fields a resumed run may change: they change no weight (how often to validate, compilation, warm-up).
+RESUME_MAY_CHANGE = ("compile", "warmup_steps", "val_loss_every")
+
+
+@dataclass(frozen=True)
+class Resume:
+    path: Path  # a step_<NNNNNN> folder
+    step: int
+    run_id: str
+    keys: frozenset[str]  # the saved state's keys, as .metadata lists them ("model.embed.weight", "train.step", ...)
+
+
+def read_resume(path_text: str, args: tg.Hyperparameters) -> Resume:
+    """Check a checkpoint folder before any work: complete, of this format, and of the same recipe."""
+    path, fix = Path(path_text), "point SPEEDRUN_RESUME at a step_<NNNNNN> folder that holds a config.json"
+    try:
+        meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except OSError as e:
+        raise SpeedrunError(
+            f"SPEEDRUN_RESUME={path_text}: cannot read {path / 'config.json'} ({e.strerror or e}): the folder is "
+            f"missing or the checkpoint incomplete (config.json is written last); {fix}."
+        ) from e
+    except json.JSONDecodeError as e:
+        raise SpeedrunError(f"SPEEDRUN_RESUME={path_text}: config.json is not valid JSON ({e}); {fix}.") from e
+    keys = ("format", "preset", "hyperparameters", "step", "run_id")
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT or not all(k in meta for k in keys):
+        raise SpeedrunError(
+            f"SPEEDRUN_RESUME={path_text}: config.json is not a {CHECKPOINT_FORMAT} checkpoint's (it needs "
+            f"{', '.join(keys)}); {fix}."
+        )
+    kinds = dict(hyperparameters=dict, step=int, run_id=str)
+    wrong = [k for k, kind in kinds.items() if not isinstance(meta[k], kind) or isinstance(meta[k], bool)]
+    if wrong:
+        raise SpeedrunError(
+            f"SPEEDRUN_RESUME={path_text}: config.json is damaged ({', '.join(wrong)} of the wrong type: "
+            "hyperparameters is an object, step an integer, run_id a string); resume from another checkpoint."
+        )
+    saved, now = meta["hyperparameters"], dataclasses.asdict(args)
+    differ = [k for k in now if k not in RESUME_MAY_CHANGE and saved.get(k) != now[k]]
+    if differ:
+        diffs = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, this run {now[k]!r}" for k in differ[:6])
+        raise SpeedrunError(
+            f"SPEEDRUN_RESUME={path_text} was saved by a run with another recipe ({diffs}). A resumed run continues "
+            f"exactly only with the same one: use SPEEDRUN_PRESET={meta['preset']} and the same SPEEDRUN_OVERRIDES."
+        )
+    if not (path / ".metadata").is_file():
+        raise SpeedrunError(
+            f"SPEEDRUN_RESUME={path_text}: the DCP file .metadata is missing: the checkpoint is damaged."
+        )
+    try:  # an untrusted file: whatever reading it raises means it is damaged
+        metadata = dcp.FileSystemReader(path).read_metadata()
+        files = sorted({info.relative_path for info in metadata.storage_data.values()})
+        keys = frozenset(metadata.state_dict_metadata)
+    except Exception as e:
+        raise SpeedrunError(
+            f"SPEEDRUN_RESUME={path_text}: the DCP file .metadata cannot be read ({type(e).__name__}: {e}): the "
+            "checkpoint is damaged; resume from another one."
+        ) from None
+    missing = [f for f in files if not (path / f).is_file()]
+    if missing:
+        raise SpeedrunError(
+            f"SPEEDRUN_RESUME={path_text}: {len(missing)} of its {len(files)} DCP data files are missing "
+            f"({', '.join(missing[:4])}): the checkpoint is incomplete; resume from another one."
+        )
+    if meta["step"] >= args.num_iterations:
+        raise SpeedrunError(
+            f"SPEEDRUN_RESUME={path_text} is the checkpoint of step {meta['step']}, the end of its "
+            f"{args.num_iterations}-step run: nothing is left to train."
+        )
+    return Resume(path, meta["step"], meta["run_id"], keys)
+
+
+def optimizer_state(raw: tg.GPT, opts, template: bool = False) -> dict:
+    """{"adam"|"muon": {parameter name: its state}}, as DTensors, so that it reshards to any world size. With
+    template=True: zeros of the right shapes, for dcp.load to fill."""
+    adam, muon, _ = opts
+    names = {p: n for n, p in raw.named_parameters()}
+    adam_params = [p for group in adam.param_groups for p in group["params"]]
+
+    def adam_zeros(p: Tensor) -> dict:
+        return dict(step=torch.zeros(()), exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+
+    return dict(
+        adam={names[p]: adam_zeros(p) if template else adam.state[p] for p in adam_params},
+        muon={names[p]: dict(momentum_buffer=torch.zeros_like(p)) if template else muon.state[p] for p in muon.owned},
+    )
+
+
+def train_state(step: int, train_time_ms: float, args: tg.Hyperparameters, d: tg.Dist) -> dict:
+    """Step, data position, train time and RNG states (the same on every rank: all were seeded alike, and
+    training draws no random numbers)."""
+    state = dict(
+        step=torch.tensor(step),
+        # the data position: windows consumed, step x windows_per_step; TrainWindows maps them to shards and offsets
+        next_window=torch.tensor(step * args.windows_per_step),
+        train_time_ms=torch.tensor(train_time_ms, dtype=torch.float64),
+        rng_cpu=torch.get_rng_state(),
+    )
+    if d.cuda:
+        state["rng_cuda"] = torch.cuda.get_rng_state(d.device)
+    return state
+
+
+def make_checkpoint_dir(folder: Path, d: tg.Dist) -> None:
+    """Rank 0 creates the run's checkpoint folder; every rank must then see it, since each writes its own part."""
+    problem = None
+    if d.rank == 0:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            problem = f"cannot create the checkpoint folder {folder} ({e.strerror or e}); set SPEEDRUN_CHECKPOINT_DIR"
+    if d.world_size > 1:
+        dist.barrier()
+    if problem is None and not folder.is_dir():
+        problem = (
+            f"rank {d.rank} does not see the checkpoint folder {folder} that rank 0 created: SPEEDRUN_CHECKPOINT_DIR "
+            "must be on a filesystem that every node shares"
+        )
+    problems = [problem]
+    if d.world_size > 1:  # every rank stops with the same message, none waits in a collective
+        problems = [None] * d.world_size
+        dist.all_gather_object(problems, problem)
+    if any(problems):
+        raise SpeedrunError(next(p for p in problems if p) + ".")
+
+
+def save_checkpoint(folder: Path, raw: tg.GPT, opts, args, step: int, train_time_ms: float, meta: dict, d) -> None:
+    state = dict(model=raw.state_dict(), optim=optimizer_state(raw, opts))
+    if d.rank == 0:  # rank 0's clock and RNG: DCP writes one copy of a replicated value, from any rank
+        state["train"] = train_state(step, train_time_ms, args, d)
+    try:
+        dcp.save(state, checkpoint_id=folder)
+        if d.rank == 0:
+            config = meta | dict(step=step, train_time_ms=train_time_ms)
+            (folder / "config.json.tmp").write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
+            os.replace(folder / "config.json.tmp", folder / "config.json")
+    except (OSError, dcp.CheckpointException) as e:
+        raise SpeedrunError(
+            f"cannot write the checkpoint {folder}: {checkpoint_problem(e)}. Free some space or set "
+            "SPEEDRUN_CHECKPOINT_DIR to a writable folder (on a filesystem every node sees)."
+        ) from e
+
+
+def checkpoint_problem(e: BaseException) -> str:
+    """One line for a failed DCP save or load: the first failing rank's exception, not DCP's traceback text."""
+    if isinstance(e, dcp.CheckpointException) and e.failures:
+        rank, (exc, _) = next(iter(e.failures.items()))
+        return f"{type(exc).__name__} on rank {rank}: {str(exc).rstrip('.')}"
+    return f"{type(e).__name__}: {str(e).rstrip('.')}"
+
+
+def prune_checkpoints(run_folder: Path, keep: int) -> list[tuple[Path, str | None]]:
+    """Rank 0, after a save: remove all but the newest `keep` complete checkpoints of this run's folder (never
+    another run's, such as the one it resumed from). config.json goes first, so that a removal cut short leaves
+    a folder marked incomplete, not a damaged checkpoint that looks whole. Returns (folder, problem or None):
+    a checkpoint that cannot be removed is reported, and the run goes on."""
+    saved = [f for f in run_folder.glob("step_*") if f.name[5:].isdigit() and (f / "config.json").is_file()]
+    complete = sorted(saved, key=lambda f: int(f.name[5:]))
+    removed = []
+    for folder in complete[: max(len(complete) - keep, 0)]:
+        try:
+            (folder / "config.json").unlink()
+            shutil.rmtree(folder)
+            removed.append((folder, None))
+        except OSError as e:
+            removed.append((folder, str(e.strerror or e)))
+    return removed
+
+
+def load_checkpoint(resume: Resume, raw: tg.GPT, opts, args: tg.Hyperparameters, d: tg.Dist) -> tuple[int, float]:
+    """Load weights, optimizer state and RNG into the built model; return (step, train_time_ms) to go on from."""
+    adam, muon, _ = opts
+    try:
+        train = train_state(0, 0.0, args, d)
+        train = {k: v for k, v in train.items() if f"train.{k}" in resume.keys}  # a CPU run saved no CUDA RNG
+        state = dict(model=raw.state_dict(), optim=optimizer_state(raw, opts, template=True), train=train)
+        dcp.load(state, checkpoint_id=resume.path)
+    except (Exception, dcp.CheckpointException) as e:  # damaged data files: whatever DCP raises (a BaseException)
+        raise SpeedrunError(
+            f"cannot load the checkpoint {resume.path}: {checkpoint_problem(e)}. Its files are damaged or do not fit "
+            "this model; resume from another checkpoint."
+        ) from e
+    step = int(train["step"])
+    if step != resume.step or int(train["next_window"]) != step * args.windows_per_step:
+        raise SpeedrunError(
+            f"the checkpoint {resume.path} disagrees with its config.json (step {step}): it is damaged."
+        )
+    names = {p: n for n, p in raw.named_parameters()}
+    adam_params = [p for group in adam.param_groups for p in group["params"]]
+    adam.load_state_dict(
+        dict(
+            state={i: state["optim"]["adam"][names[p]] for i, p in enumerate(adam_params)},
+            param_groups=adam.state_dict()["param_groups"],
+        )
+    )
+    for p in muon.owned:
+        muon.state[p] = state["optim"]["muon"][names[p]]
+    torch.set_rng_state(train["rng_cpu"])
+    if "rng_cuda" in train:
+        torch.cuda.set_rng_state(train["rng_cuda"], d.device)
+    return step, float(train["train_time_ms"])
+
+
+# -----------------------------------------------------------------------------------------------
+# Main: the plan of a run (checked before any work), then train_gpt.py's log, warm-up and timed loop on the sharded
+# model, with checkpoints; --plan prints the memory plan instead.
+
+
+def cannot_run(args: tg.Hyperparameters, world_size: int) -> str | None:
+    """Why args cannot train on world_size processes (train_gpt.validate's reasons and FSDP2's), or None."""
+    try:
+        tg.validate(args, world_size)
+    except SpeedrunError as e:
+        return str(e)
+    hdim = args.num_heads * args.head_dim
+    if hdim % world_size:  # FSDP2 cuts a dim other than 0 only into equal slices
+        return f"invalid configuration: num_heads x head_dim = {hdim} must be a multiple of {world_size} processes."
+    return None
+
+
+def plan_run(world_size: int, env: dict[str, str]) -> tg.RunPlan:
+    preset, args, overrides = tg.resolve_config(env, PRESETS)
+    if problem := cannot_run(args, world_size):
+        raise SpeedrunError(problem)
+    settings = run_settings(env, preset, args)
+    if settings.resume is not None:
+        read_resume(settings.resume, args)
+    val_shards = tg.plan_shards(args, settings.data_path, "val", args.val_tokens + 1)
+    train_shards = tg.plan_shards(args, settings.data_path, "train")
+    return tg.RunPlan(preset, ("scale", None), args, overrides, settings, val_shards, train_shards)
+
+
+def run(code: str, d: tg.Dist) -> None:
+    plan = plan_run(d.world_size, dict(os.environ))
+    args, settings = plan.args, plan.settings
+    resume = read_resume(settings.resume, args) if settings.resume else None
+    choice = [settings.seed if settings.seed is not None else secrets.randbelow(2**31), str(uuid.uuid4())]
+    if d.world_size > 1:
+        dist.broadcast_object_list(choice, src=0)
+    seed, run_id = choice
+    data = tg.describe_data(plan.val_shards + plan.train_shards, args, settings.data_path)
+    log = tg.RunLog(Path(settings.log_dir) / f"{run_id}.txt" if d.rank == 0 else None)
+    try:
+        resumed = None if resume is None else dict(path=str(resume.path), step=resume.step, run_id=resume.run_id)
+        tg.write_header(log, code, plan, seed, run_id, data, d, parallelism="fsdp", resumed_from=resumed)
+        torch.manual_seed(seed)
+        raw = build_model(args, seed, d)
+        prepare_blocks(raw, args, settings.activation_checkpointing)
+        opts = build_optimizers(raw, args, d)
+        tg.warm_up(raw, [local(t) for t in raw.state_dict().values()], opts, args, seed, d, log)
+        start = (0, 0.0) if resume is None else load_checkpoint(resume, raw, opts, args, d)
+        save = None
+        if settings.checkpoint_every >= 0:
+            folder = Path(settings.checkpoint_dir) / run_id
+            make_checkpoint_dir(folder, d)
+            meta = dict(format=CHECKPOINT_FORMAT, preset=plan.preset, hyperparameters=dataclasses.asdict(args))
+            meta.update(run_id=run_id, world_size=d.world_size, parallelism="fsdp", data_path=settings.data_path)
+
+            def write(step: int, train_time_ms: float) -> None:
+                started, to = time.perf_counter(), folder / f"step_{step:06d}"
+                save_checkpoint(to, raw, opts, args, step, train_time_ms, meta, d)
+                log(f"checkpoint: step {step} saved to {to} in {time.perf_counter() - started:.1f}s")
+                if settings.checkpoint_keep and d.rank == 0:
+                    for old, problem in prune_checkpoints(folder, settings.checkpoint_keep):
+                        keep = f"SPEEDRUN_CHECKPOINT_KEEP={settings.checkpoint_keep}"
+                        log(
+                            f"checkpoint: removed {old} ({keep})"
+                            if problem is None
+                            else f"checkpoint: could not remove {old} ({problem}); training goes on"
+                        )
+
+            save = (settings.checkpoint_every, write)
+        train_time_ms = tg.train(raw, opts, plan, d, log, start, save)
+        if settings.export_dir is not None:  # every rank takes part in gathering each whole weight; rank 0 keeps it
+            state = {}
+            for name, t in raw.state_dict().items():
+                whole = t.full_tensor()
+                state.update({name: whole.cpu()} if d.rank == 0 else {})
+            if d.rank == 0:
+                tg.export_weights(state, plan, run_id, d, log, parallelism="fsdp", train_time_ms=train_time_ms)
+    finally:
+        log.close()
+
+
+def preflight(world_size: int) -> int:
+    return tg.preflight(world_size, plan_run)
+
+
+def plan_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python train_scale.py --plan", description="per-GPU memory of a preset")
+    parser.add_argument("preset", nargs="?", choices=[p for p in PRESETS], help="one preset (default: all)")
+    parser.add_argument("--gpus", type=int, action="append", help="GPUs (default: 8, 64 and 1,024); repeatable")
+    parser.add_argument("--gpu-memory", type=parse_bytes, default=80 * GIB, help="per GPU (default 80GiB)")
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu: the tests' fp32 layout")
+    opts = parser.parse_args(argv)
+    if any(n < 1 for n in opts.gpus or []):
+        parser.error("--gpus takes a positive number of GPUs")
+    presets = [opts.preset] if opts.preset else list(PRESETS)
+    print(plan_table(presets, opts.gpus or [8, 64, 1024], opts.gpu_memory, opts.device))
+    return 0
+
+
+if __name__ == "__main__":
+    if "--plan" in sys.argv[1:]:
+        sys.exit(plan_main([a for a in sys.argv[1:] if a != "--plan"]))
+    status = tg.main(CODE, run)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)  # as train_gpt.py: leave without interpreter teardown after a gloo run
