@@ -150,7 +150,10 @@ def test_host_line_gives_the_host_id_and_gpu_uuids() -> None:
         ('host: {"host_id": "HOST", "gpu_uuids": []}', "is not 16 lowercase hex digits"),
         ('host: {"gpu_uuids": []}', "host_id 'None' is not 16"),
         ('host: {"host_id": "0123456789abcdef", "gpu_uuids": "GPU-1"}', "gpu_uuids is not a list"),
-        ('host: {"host_id": "0123456789abcdef", "gpu_uuids": ["GPU-5d0c4c7e-8b1a-4f5e-9c3d-2a1b0c9d8e7f", 7]}', "holds '7', not a GPU UUID"),
+        (
+            'host: {"host_id": "0123456789abcdef", "gpu_uuids": ["GPU-5d0c4c7e-8b1a-4f5e-9c3d-2a1b0c9d8e7f", 7]}',
+            "holds '7', not a GPU UUID",
+        ),
         ('host: {"host_id": "0123456789abcdef", "gpu_uuids": ["GPU-1"]}', "holds 'GPU-1', not a GPU UUID"),
         ('host: {"host_id": "0123456789abcdef", "gpu_uuids": ["../etc"]}', "holds '../etc', not a GPU UUID"),
     ],
