@@ -246,6 +246,23 @@ def test_fp8_head_matches_float32_forward_and_backward() -> None:
     assert rel_err(w.grad, w32.grad) < 0.12
 
 
+def test_fp8_head_rejects_what_cuda_scaled_mm_rejects() -> None:
+    """CPU _scaled_mm multiplies any layout; CUDA's needs x row-major, w.t() column-major and dims multiples of 16.
+    The op checks that itself, so a layout bug shows on CPU instead of as a cuBLAS error on the first GPU run."""
+    x, w, _ = fp8_inputs(4)
+    good = tg.fp8_mm(x, w, 2.0, 32.0, 2.0**29)[0]
+    assert good.shape == (64, 256) and good.is_contiguous()
+    for bad_x, bad_w in [
+        (x.t().contiguous().t(), w),  # x column-major
+        (x, w.t().contiguous().t()),  # w column-major: w_f8.t() would be row-major
+        (x[:56], w),  # 56 rows
+        (x[:, :120].contiguous(), w[:, :120].contiguous()),  # inner dim 120
+        (x, w[:250]),  # 250 outputs
+    ]:
+        with pytest.raises(ValueError, match=r"fp8_mm: x \(.*CUDA takes 2-D, contiguous, dims % 16"):
+            tg.fp8_mm(bad_x, bad_w, 2.0, 32.0, 2.0**29)
+
+
 def test_fp8_ops_pass_torch_library_checks() -> None:
     x, w, grad = fp8_inputs(1)
     x.requires_grad_(), w.requires_grad_()
