@@ -216,7 +216,7 @@ def test_gpu_check_runs_in_its_reduced_cpu_mode(tmp_path) -> None:
     """bench/gpu_check.py --cpu-smoke: every part of the one-GPU check (versions, matmul rate, FP8 head off and on,
     step time, MFU, peak memory, the val-loss run) on a tiny model, without compilation, so that it cannot rot."""
     out = tmp_path / "check.json"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", OUT=str(tmp_path / "out"))
     cmd = [sys.executable, "bench/gpu_check.py", "--cpu-smoke", "--json", str(out)]
     result = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -224,6 +224,9 @@ def test_gpu_check_runs_in_its_reduced_cpu_mode(tmp_path) -> None:
         assert line in result.stdout, line
     check = json.loads(out.read_text())
     assert json.loads(result.stdout.strip().splitlines()[-1]) == check
+    assert json.loads((tmp_path / "out" / "gpu_check.json").read_text()) == check  # $OUT: the device's results
+    assert check["failed"] == [] and all(p["status"] == "ok" for p in check["parts"].values())
+    assert set(check["parts"]) >= {"fp8_op", "flex_attention", "fp8_head_on", "val_loss", "fp8_head_off"}
     sys.path.insert(0, str(REPO_ROOT))
     import train_gpt
 
@@ -234,7 +237,7 @@ def test_gpu_check_runs_in_its_reduced_cpu_mode(tmp_path) -> None:
     flops = check["flops_per_token"]
     assert flops["matmul"] == 6 * (counts["hidden"] + counts["head"]) and flops["window_blocks"] == 1
     assert flops["attention"] == 12 * 2 * 32 * 64.5 * 5
-    assert [c["fp8_head"] for c in check["configs"]] == [False, True]
+    assert [c["fp8_head"] for c in check["configs"]] == [True, False]  # the record's configuration first
     for c in check["configs"]:
         assert c["step_ms"] > 0 and abs(c["tokens_per_s"] - 2048 / c["step_ms"] * 1000) < 1
         assert 0 < c["mfu_measured"] < 1 and c["peak_allocated_mib"] > 0
