@@ -211,6 +211,33 @@ def test_missing_data_is_one_clear_error(tmp_path) -> None:
     assert not (tmp_path / "logs").exists()  # nothing half-written
 
 
+def test_gpu_check_parts_fail_alone_and_leave_their_results(tmp_path, capsys) -> None:
+    """On the device one run must leave the most it can: a failing part is printed whole and counted, the next
+    part still runs, one the time left cannot fit is skipped with a message, and the JSON is on disk after each."""
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    import gpu_check
+
+    paths = [tmp_path / "a.json", tmp_path / "out" / "gpu_check.json"]
+    res = gpu_check.Results(paths, deadline=gpu_check.time.perf_counter() + 60)
+
+    def broken() -> None:
+        raise RuntimeError("CUBLAS_STATUS_NOT_SUPPORTED in _scaled_mm")
+
+    assert res.part("fp8_op", 0, broken) is None
+    assert json.loads(paths[1].read_text())["failed"] == ["fp8_op"]  # written before the next part starts
+    assert res.part("matmul", 0, lambda: 42) == 42
+    assert res.part("compile_vs_eager", 3600, lambda: pytest.fail("ran past the budget")) is None
+    out, err = capsys.readouterr()
+    assert "[fp8_op] FAILED" in out and "CUBLAS_STATUS_NOT_SUPPORTED" in out and "Traceback" in err
+    assert "[compile_vs_eager] skipped: " in out and "needs ~3600 s" in out
+    saved = [json.loads(p.read_text()) for p in paths]
+    assert saved[0] == saved[1] and saved[0]["failed"] == ["fp8_op"]
+    assert {k: v["status"] for k, v in saved[0]["parts"].items()} == dict(
+        fp8_op="failed", matmul="ok", compile_vs_eager="skipped"
+    )
+    assert "CUBLAS_STATUS_NOT_SUPPORTED" in saved[0]["parts"]["fp8_op"]["error"]
+
+
 @pytest.mark.slow
 def test_gpu_check_runs_in_its_reduced_cpu_mode(tmp_path) -> None:
     """bench/gpu_check.py --cpu-smoke: every part of the one-GPU check (versions, matmul rate, FP8 head off and on,
@@ -226,7 +253,7 @@ def test_gpu_check_runs_in_its_reduced_cpu_mode(tmp_path) -> None:
     assert json.loads(result.stdout.strip().splitlines()[-1]) == check
     assert json.loads((tmp_path / "out" / "gpu_check.json").read_text()) == check  # $OUT: the device's results
     assert check["failed"] == [] and all(p["status"] == "ok" for p in check["parts"].values())
-    assert set(check["parts"]) >= {"fp8_op", "flex_attention", "fp8_head_on", "val_loss", "fp8_head_off"}
+    assert set(check["parts"]) >= {"fp8_op", "flex_attention", "fp8_head_on", "eval", "val_loss", "fp8_head_off"}
     sys.path.insert(0, str(REPO_ROOT))
     import train_gpt
 
