@@ -501,7 +501,7 @@ def compile_check(mode: Mode, d: tg.Dist) -> dict:
         f"compiled model (8,192 tokens, FP8 head): loss {compiled:.4f} vs eager {eager:.4f}; gradients' relative "
         f"difference {err:.4f}; first compiled forward+backward {seconds:.1f} s"
     )
-    if not (math.isfinite(compiled) and abs(compiled - eager) < 0.01 * abs(eager) and err < 0.05):
+    if not (math.isfinite(compiled) and abs(compiled - eager) < 0.01 * abs(eager) and err < 0.1):
         raise RuntimeError(f"the compiled model disagrees with eager: loss {compiled} vs {eager}, gradients {err}")
     return dict(loss_compiled=compiled, loss_eager=eager, grad_rel_diff=round(err, 4), first_step_s=round(seconds, 1))
 

@@ -668,7 +668,7 @@ def test_the_host_line_names_the_machine_by_a_salted_hash(monkeypatch) -> None:
     cpu = tg.Dist(0, 1, 0, torch.device("cpu"))
     line = tg.host_line(cpu)
     host = json.loads(line.removeprefix("host: "))
-    machine = open("/etc/machine-id").read().strip() if os.path.isfile("/etc/machine-id") else None
+    machine = tg.Path("/etc/machine-id").read_text().strip() if os.path.isfile("/etc/machine-id") else None
     if machine:  # the hash of the salted id, which never appears itself
         assert host["host_id"] == hashlib.sha256(f"speedrun-host-v1:{machine}".encode()).hexdigest()[:16]
         assert machine not in line
