@@ -635,8 +635,8 @@ def run_check(mode: Mode, budget_s: float, paths: list[Path] | None = None) -> d
         else:
             say("val loss: left out, no FineWeb shards (see the data line above)")
         del on
-        if cuda:
-            torch.cuda.empty_cache()
+    if cuda:  # whatever the part left, failed or not, before the next model is built
+        torch.cuda.empty_cache()
     off = res.part("fp8_head_off", 120 if cuda else 0, lambda: check_config(mode, False, rate, data, d, keep=False))
     if off is not None:
         res.data["configs"].append(off[0])
