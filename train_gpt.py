@@ -87,8 +87,7 @@ all_gather_flat = getattr(dist, "all_gather_single", dist.all_gather_into_tensor
 # -----------------------------------------------------------------------------------------------
 # Custom op: the FP8 lm_head matmul (idea and scales: modded-nanogpt 2025-01-13 record, @YouJiacheng). Static
 # scales keep it to one matmul per product. torch.compile sees the op as opaque but traces its autograd formula, so
-# the gradient's scale-and-cast to e5m2 fuses into the loss backward. _scaled_mm wants its first operand row-major
-# and its second column-major, dims multiples of 16.
+# the gradient's scale-and-cast to e5m2 fuses into the loss backward. CUDA's _scaled_mm: see fp8_mm's check.
 
 
 @functools.cache
@@ -112,6 +111,9 @@ def fp8_mm(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """x_TK @ w_NK.T in float8 e4m3 -> (out_TN in bf16, x_f8, w_f8 saved for backward). compiled: the scale-and-cast
     through torch.compile, as the record compiles the inside of its op (opaque to the model's graph)."""
+    ok = x.ndim == w.ndim == 2 and x.size(1) == w.size(1) and x.is_contiguous() and w.is_contiguous()
+    if not ok or any(n % 16 for n in (*x.shape, w.size(0))):  # CUDA's rule for _scaled_mm: CPU takes any layout
+        raise ValueError(f"fp8_mm: x {tuple(x.shape)} @ w {tuple(w.shape)}.T: CUDA takes 2-D, contiguous, dims % 16")
     x_f8, w_f8 = (compiled_once(_to_fp8) if compiled else _to_fp8)(x, w, x_scale, w_scale)
     scales = _inverse_scale(x_scale, x), _inverse_scale(w_scale, x)  # w_f8.t(): column-major, as _scaled_mm wants
     return torch._scaled_mm(x_f8, w_f8.t(), *scales, out_dtype=torch.bfloat16, use_fast_accum=True), x_f8, w_f8
@@ -1191,8 +1193,7 @@ def main(code: str = CODE, run=run) -> int:
 
 if __name__ == "__main__":
     status = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    sys.stdout.flush(), sys.stderr.flush()
     # Leave without interpreter teardown: after a complete gloo run, torch's C++ destructors sometimes abort
     # (SIGABRT in ~10% of 2-process CPU runs); the log is closed and the process group destroyed by now.
     os._exit(status)

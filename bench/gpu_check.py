@@ -8,12 +8,15 @@ evaluate, TrainWindows; the model compiled as train_gpt.run compiles it) in one 
 65,536 tokens per step as 8 accumulation steps, then the optimizer step of a one-process run. It prints:
 
 1. versions: Python, PyTorch, CUDA, Triton, and the GPU;
-2. the GPU's dense bf16 matmul rate, measured: 8192 x 8192 x 8192 products timed with CUDA events;
-3. with the FP8 head off, then on: the warm-up (compilation and 2 dummy steps) and the compilation alone (the
+2. the GPU's dense bf16 matmul rate, measured: 8192 x 8192 x 8192 products timed between device synchronisations;
+3. the FP8 head op against an fp32 matmul (its fake against the real op) and the block masks against the dense
+   rule (on CUDA also compiled FlexAttention forward and backward against fp32 attention); each part prints when
+   it ends and rewrites the JSON (--json, $OUT/gpu_check.json), and a failing part is printed and the next runs;
+4. with the FP8 head on (the record), then off: the warm-up (compilation and 2 dummy steps) and the compilation alone (the
    warm-up less 2 timed steps), the mean step time over 6 steps at the window of mid-run (step 696 of 1393),
    tokens/s, MFU against the measured rate and against the nominal 989 TFLOP/s of an H100 SXM (dense bf16), and
    peak memory (the CUDA allocator's);
-4. with FineWeb shards at DATA_PATH: the val loss at step 0 and at the record's validation steps (125, 250, ...)
+5. an eval-mode pass and compiled vs eager at 8,192-token windows (CUDA); with FineWeb shards: the val loss at step 0 and at the record's validation steps (125, 250, ...)
    after training from step 0 on the real schedule (FP8 head on), as many steps as the time budget leaves room
    for, next to the 2025-01-16 record's curve. Without FineWeb shards it says so and stops before this part:
    other tokens give other losses, so the comparison would mean nothing. (Step times then run on random tokens.)
@@ -383,9 +386,207 @@ def val_run(mode: Mode, kept: tuple, data: Data, d: tg.Dist, step_s: float, dead
     return rows
 
 
-def run_check(mode: Mode, budget_s: float) -> dict:
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.detach().float() - b.detach().float()).norm() / b.detach().float().norm())
+
+
+def fp8_check(mode: Mode) -> dict:
+    """The FP8 head op alone at the record's head shape (T x 768 @ 50304 x 768), eager and with its compiled casts,
+    against an fp32 matmul; its fake (what torch.compile traces) against the real op's dtypes, shapes and strides."""
+    cuda = mode.device.type == "cuda"
+    T, K, N = (8192, 768, 50304) if cuda else (64, 128, 256)
+    g = torch.Generator(device=mode.device).manual_seed(0)
+    x = torch.nn.functional.rms_norm(torch.randn(T, K, device=mode.device, generator=g), (K,)).bfloat16()
+    w = torch.randn(N, K, device=mode.device, generator=g) * 0.05
+    grad = (torch.randn(T, N, device=mode.device, generator=g) * 2**-17).bfloat16()
+    scales = (2.0, 32.0, 2.0**29)
+    torch.library.opcheck(tg.fp8_mm, (x, w, *scales), test_utils=("test_faketensor", "test_autograd_registration"))
+    result = {}
+    for compiled in (False, True) if cuda else (False,):
+        xi, wi = x.clone().requires_grad_(), w.clone().requires_grad_()
+        out = tg.fp8_mm(xi, wi, *scales, compiled)[0]
+        out.backward(grad)
+        x32, w32 = x.float().requires_grad_(), w.clone().requires_grad_()
+        ref = x32 @ w32.T
+        ref.backward(grad.float())
+        errs = dict(out=rel_err(out, ref), grad_x=rel_err(xi.grad, x32.grad), grad_w=rel_err(wi.grad, w32.grad))
+        layout = (out.dtype, out.is_contiguous(), xi.grad.dtype, wi.grad.dtype)
+        if layout != (torch.bfloat16, True, torch.bfloat16, torch.float32):
+            raise RuntimeError(f"fp8_mm ({'compiled' if compiled else 'eager'} casts): dtypes/layout {layout}")
+        if errs["out"] > 0.08 or errs["grad_x"] > 0.12 or errs["grad_w"] > 0.12:
+            raise RuntimeError(f"fp8_mm ({'compiled' if compiled else 'eager'} casts) is off the fp32 matmul: {errs}")
+        result["compiled" if compiled else "eager"] = {k: round(v, 4) for k, v in errs.items()}
+    say(f"FP8 op: {T} x {K} @ {N} x {K}.T, relative error vs fp32 (fwd, grad x, grad w): {result}; fake matches real")
+    return result
+
+
+def flex_check(mode: Mode) -> dict:
+    """The block mask on the device against the dense rule, block by block; on CUDA, compiled FlexAttention forward
+    and backward (bf16, as the model runs it) against fp32 attention with the dense mask."""
+    bs, T, H, D = 128, 1024, 6, 128
+    device = mode.device
+    tokens = torch.randint(0, 9, (T,), generator=torch.Generator().manual_seed(0)).to(device)
+    tokens[torch.tensor([0, 100, 130, 131, 300, 383, 384, 700], device=device)] = 9
+    docs, n, pos = (tokens == 9).cumsum(0), T // bs, torch.arange(T, device=device)
+    worst = {}
+    for w in (1, 2, 3, 8):
+        window = torch.tensor(w, dtype=torch.int32, device=device)
+        bm = tg.document_window_block_mask(docs, window, bs)
+        dense = tg.document_causal_window(docs, window, bs)(0, 0, pos[:, None], pos[None, :])
+        tiles = dense.view(n, bs, n, bs).permute(0, 2, 1, 3).flatten(2)
+        want_full, want_any = tiles.all(-1), tiles.any(-1)
+        got = torch.zeros(2, n, n, dtype=torch.bool, device=device)
+        for kind, (num, idx) in enumerate(
+            [(bm.kv_num_blocks, bm.kv_indices), (bm.full_kv_num_blocks, bm.full_kv_indices)]
+        ):
+            for q in range(n):
+                got[kind, q, idx[0, 0, q, : num[0, 0, q]].long()] = True
+        if not (torch.equal(got[1], want_full) and torch.equal(got[0] | got[1], want_any)):
+            raise RuntimeError(f"the block mask of window {w} blocks disagrees with the dense rule on {device}")
+        if device.type != "cuda":
+            continue
+        attend = tg.compiled_once(tg.flex_attention)
+        q, k, v = (torch.randn(1, H, T, D, device=device, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+        out = attend(q, k, v, block_mask=bm, scale=0.12)
+        q32, k32, v32 = (t.detach().float().requires_grad_() for t in (q, k, v))
+        ref = torch.softmax((q32 @ k32.mT * 0.12).masked_fill(~dense, float("-inf")), dim=-1) @ v32
+        g = torch.randn_like(ref)
+        grads, refs = torch.autograd.grad(out, (q, k, v), g.bfloat16()), torch.autograd.grad(ref, (q32, k32, v32), g)
+        errs = [rel_err(out, ref)] + [rel_err(a, b) for a, b in zip(grads, refs, strict=True)]
+        worst[w] = round(max(errs), 4)
+        if max(errs) > 0.03:
+            raise RuntimeError(f"compiled FlexAttention, window {w}: relative errors (out, dq, dk, dv) {errs}")
+    say(
+        "FlexAttention: block masks match the dense rule"
+        + (f"; compiled fwd+bwd vs fp32, worst relative error by window: {worst}" if worst else " (kernel: CUDA only)")
+    )
+    return dict(block_mask="ok", kernel_worst_rel_err=worst)
+
+
+def compile_check(mode: Mode, d: tg.Dist) -> dict:
+    """The short model at 8,192-token windows, FP8 head on, compiled (as train_gpt.run compiles it) against eager:
+    one forward and backward from weights made non-zero (at init the zero head hides every other gradient)."""
+    args = dataclasses.replace(mode.args, train_seq_len=8192, val_seq_len=8192, fp8_grad_scale=2.0**26, compile=True)
+    raw = tg.build_model(args, 0, d)
+    with torch.no_grad():
+        for p in raw.parameters():
+            if p.ndim >= 2 and not p.any():
+                p.normal_(std=0.02)
+    model = torch.compile(raw, dynamic=False, fullgraph=True)
+    gen = torch.Generator().manual_seed(2)
+    inputs, targets = tg.inputs_and_targets(torch.randint(0, args.vocab_size, (8193,), generator=gen), d.device)
+    window = torch.tensor(7, dtype=torch.int32, device=d.device)
+    runs = []
+    for fn in (raw, model):
+        raw.zero_grad(set_to_none=True)
+        started = time.perf_counter()
+        loss = fn(inputs, targets, window)
+        loss.backward()
+        synchronize(d.device)
+        runs.append(
+            (
+                loss.item(),
+                torch.cat(
+                    [
+                        (p.grad if p.grad is not None else torch.zeros_like(p)).float().flatten()
+                        for p in raw.parameters()
+                    ]
+                ),
+                time.perf_counter() - started,
+            )
+        )
+    (eager, g_eager, _), (compiled, g_compiled, seconds) = runs
+    err = rel_err(g_compiled, g_eager)
+    say(
+        f"compiled model (8,192 tokens, FP8 head): loss {compiled:.4f} vs eager {eager:.4f}; gradients' relative "
+        f"difference {err:.4f}; first compiled forward+backward {seconds:.1f} s"
+    )
+    if not (math.isfinite(compiled) and abs(compiled - eager) < 0.01 * abs(eager) and err < 0.1):
+        raise RuntimeError(f"the compiled model disagrees with eager: loss {compiled} vs {eager}, gradients {err}")
+    return dict(loss_compiled=compiled, loss_eager=eager, grad_rel_diff=round(err, 4), first_step_s=round(seconds, 1))
+
+
+def eval_check(kept: tuple, d: tg.Dist) -> dict:
+    """One validation window through the compiled model in eval mode (the bf16 head: its own graph)."""
+    model, _, _, args = kept
+    gen = torch.Generator().manual_seed(3)
+    inputs, targets = tg.inputs_and_targets(
+        torch.randint(0, args.vocab_size, (args.val_seq_len + 1,), generator=gen), d.device
+    )
+    window = tg.window_tensor(args.num_iterations, args, d)
+    model.eval()
+    times = []
+    with torch.no_grad():
+        for _ in range(2):
+            started = time.perf_counter()
+            loss = model(inputs, targets, window).item()
+            times.append(time.perf_counter() - started)
+    model.train()
+    vocab = -(-args.vocab_size // 128) * 128  # the padded vocabulary of the head
+    if not abs(loss - math.log(vocab)) < 1e-3:  # the model is back at its init: a zero head gives ln(vocab) exactly
+        raise RuntimeError(f"the eval-mode loss is {loss}, not ln({vocab}) = {math.log(vocab):.4f} of a zero head")
+    say(
+        f"eval mode (bf16 head): loss {loss:.4f} on random tokens; first call {times[0]:.1f} s, then {1000 * times[1]:.0f} ms"
+    )
+    return dict(loss=round(loss, 4), first_s=round(times[0], 2), window_ms=round(1000 * times[1], 1))
+
+
+class Results:
+    """Every part's outcome as it ends: printed, and the JSON so far rewritten to each path (a timeout keeps them)."""
+
+    def __init__(self, paths: list[Path], deadline: float):
+        self.data: dict = dict(parts={}, failed=[])
+        self.paths, self.deadline = paths, deadline
+
+    def write(self) -> None:
+        for path in self.paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(self.data, indent=1, default=str) + "\n", encoding="utf-8")
+
+    def part(self, name: str, need_s: float, fn):
+        """Run fn() unless fewer than need_s seconds are left; a failure is printed whole and the next part runs."""
+        left = self.deadline - time.perf_counter()
+        if left < need_s:
+            say(f"[{name}] skipped: {left:.0f} s left of the budget, it needs ~{need_s:.0f} s")
+            self.data["parts"][name] = dict(status="skipped", seconds_left=round(left))
+            self.write()
+            return None
+        say(f"[{name}] ...")
+        started = time.perf_counter()
+        try:
+            value = fn()
+        except Exception as e:  # a GPU-only failure is a failure: shown whole, counted in the exit status
+            traceback.print_exc()
+            sys.stderr.flush()
+            say(f"[{name}] FAILED after {time.perf_counter() - started:.1f} s: {type(e).__name__}: {str(e)[:500]}")
+            self.data["parts"][name] = dict(status="failed", error=f"{type(e).__name__}: {e}"[:2000])
+            self.data["failed"].append(name)
+            self.write()
+            return None
+        say(f"[{name}] ok in {time.perf_counter() - started:.1f} s")
+        self.data["parts"][name] = dict(status="ok", seconds=round(time.perf_counter() - started, 1))
+        self.write()
+        return value
+
+
+def environment() -> dict:
+    """What the machine offers beside the versions: the driver's view, NCCL and cuDNN, allocator and compile settings."""
+    info = dict(nccl=None, cudnn=torch.backends.cudnn.version(), gpus=torch.cuda.device_count())
+    if torch.cuda.is_available():
+        info["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
+        info["arch_list"] = torch.cuda.get_arch_list()
+    keys = ("CUDA_VISIBLE_DEVICES", "PYTORCH_CUDA_ALLOC_CONF", "TORCHINDUCTOR_CACHE_DIR", "OMP_NUM_THREADS")
+    info["env"] = {k: os.environ.get(k) for k in keys}
+    info["nvidia_smi"] = tg.nvidia_smi() or "nvidia-smi: not available"
+    say(info["nvidia_smi"])
+    say(f"NCCL {info['nccl']}, cuDNN {info['cudnn']}, {info['gpus']} GPU(s); environment {info['env']}")
+    return info
+
+
+def run_check(mode: Mode, budget_s: float, paths: list[Path] | None = None) -> dict:
     started = time.perf_counter()
     deadline = started + budget_s
+    res = Results(paths or [], deadline)
     d = tg.Dist(0, 1, 0, mode.device)
     if d.cuda:
         torch.cuda.set_device(mode.device)
@@ -396,18 +597,24 @@ def run_check(mode: Mode, budget_s: float) -> dict:
         f"{args.windows_per_step * args.train_seq_len:,} tokens per step in {args.windows_per_step} accumulation steps"
     )
     info = versions(mode)
+    res.data.update(mode=mode.name, versions=info)
+    res.data["environment"] = res.part("environment", 0, environment)
     say(
         f"versions: Python {info['python']}, PyTorch {info['torch']}, CUDA {info['cuda']}, Triton {info['triton']}"
         + (f"; GPU {info['gpu']} ({info['capability']}, {info['gpu_memory_gib']} GiB)" if info["gpu"] else "; CPU")
     )
     if d.cuda and not any(name in info["gpu"] for name in ("H100", "H200")):
         say(f"warning: this check is sized for an H100 or H200, not a {info['gpu']}: the budget may not hold")
-    rate = matmul_rate(mode)
+    rate = res.part("matmul", 0, lambda: matmul_rate(mode)) or math.nan
+    res.data["matmul_tflops"] = round(rate / 1e12, 2)
     say(
         f"bf16 matmul: {rate / 1e12:.1f} TFLOP/s measured ({mode.matmul_n}^3); nominal H100 SXM dense bf16: "
         f"{NOMINAL_H100_BF16 / 1e12:.0f} TFLOP/s"
     )
-    data = find_data(mode)
+    res.data["fp8_op"] = res.part("fp8_op", 30, lambda: fp8_check(mode))
+    res.data["flex_attention"] = res.part("flex_attention", 60, lambda: flex_check(mode))
+    data = find_data(mode)  # a setup mistake (SpeedrunError): stops the check with its message
+    res.data["data"] = dict(fineweb=data.fineweb, note=data.note)
     say(f"data: {data.note}")
     flops = flops_per_token(args, mode.timing_step)
     say(
@@ -415,26 +622,35 @@ def run_check(mode: Mode, budget_s: float) -> dict:
         f"+ attention {flops['attention'] / 1e9:.3f} GFLOP at step {mode.timing_step}'s window "
         f"({flops['window_blocks']} blocks of {args.block_size})"
     )
-    configs = [check_config(mode, False, rate, data, d, keep=False)[0]]
-    on, kept = check_config(mode, True, rate, data, d, keep=True)
-    configs.append(on)
-    val = []
-    if data.train is not None:
-        val = val_run(mode, kept, data, d, on["step_ms"] / 1000, deadline)
-    else:
-        say("val loss: left out, no FineWeb shards (see the data line above)")
+    res.data.update(flops_per_token=flops, configs=[], val=[])
+    cuda = d.cuda
+    # the record's configuration first (FP8 head on): compilation, step time and peak memory
+    on = res.part("fp8_head_on", 150 if cuda else 0, lambda: check_config(mode, True, rate, data, d, keep=True))
+    if on is not None:
+        res.data["configs"].append(on[0])
+        res.data["eval"] = res.part("eval", 60 if cuda else 0, lambda: eval_check(on[1], d))
+        if data.train is not None:
+            step_s = on[0]["step_ms"] / 1000
+            res.data["val"] = res.part("val_loss", 0, lambda: val_run(mode, on[1], data, d, step_s, deadline)) or []
+        else:
+            say("val loss: left out, no FineWeb shards (see the data line above)")
+        del on
+    if cuda:  # whatever the part left, failed or not, before the next model is built
+        torch.cuda.empty_cache()
+    off = res.part("fp8_head_off", 120 if cuda else 0, lambda: check_config(mode, False, rate, data, d, keep=False))
+    if off is not None:
+        res.data["configs"].append(off[0])
+    if cuda:  # compile off in the CPU mode: nothing to compare there
+        res.data["compile_vs_eager"] = res.part("compile_vs_eager", 120, lambda: compile_check(mode, d))
     wall = time.perf_counter() - started
-    say(f"total wall time: {wall:.0f} s (budget {budget_s:.0f} s)")
-    return dict(
-        mode=mode.name,
-        versions=info,
-        matmul_tflops=round(rate / 1e12, 2),
-        flops_per_token=flops,
-        data=dict(fineweb=data.fineweb, note=data.note),
-        configs=configs,
-        val=val,
-        wall_s=round(wall, 1),
+    res.data["wall_s"] = round(wall, 1)
+    res.write()
+    failed = res.data["failed"]
+    say(
+        f"total wall time: {wall:.0f} s (budget {budget_s:.0f} s); "
+        + (f"FAILED: {', '.join(failed)}" if failed else "every part that ran passed")
     )
+    return res.data
 
 
 def synthetic_data(folder: Path, args: tg.Hyperparameters) -> None:
@@ -453,8 +669,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-smoke", action="store_true", help="the reduced mode: tiny model on CPU, no compile")
     parser.add_argument("--data", help="shard folder (default: DATA_PATH, else data/fineweb10B; CPU: synthetic)")
     parser.add_argument("--budget-s", type=float, default=450.0, help="stop validating past this (default 450 s)")
-    parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
+    parser.add_argument(
+        "--json", type=Path, help="also write the results as JSON to this file (and $OUT/gpu_check.json)"
+    )
     opts = parser.parse_args(argv)
+    paths = [opts.json] if opts.json else []
+    if os.environ.get("OUT"):  # the device machine's result folder: rewritten after every part
+        paths.append(Path(os.environ["OUT"]) / "gpu_check.json")
     if not opts.cpu_smoke and not torch.cuda.is_available():
         print(
             "error: no CUDA device: this check runs on one H100 or H200 (or pass --cpu-smoke for the reduced CPU mode)",
@@ -469,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
                     synthetic_data(Path(mode.data_path), mode.args)
             else:
                 mode = gpu_mode(opts.data or os.environ.get("DATA_PATH") or "data/fineweb10B")
-            result = run_check(mode, opts.budget_s)
+            result = run_check(mode, opts.budget_s, paths)
         except tg.SpeedrunError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
@@ -477,9 +698,12 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             print("error: the GPU check failed; the exception is above", file=sys.stderr)
             return 1
-    say(json.dumps(result))
-    if opts.json:
-        opts.json.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    say(json.dumps(result, default=str))
+    if result["failed"]:
+        print(
+            f"error: the GPU check failed in {', '.join(result['failed'])}; the exceptions are above", file=sys.stderr
+        )
+        return 1
     return 0
 
 

@@ -246,6 +246,23 @@ def test_fp8_head_matches_float32_forward_and_backward() -> None:
     assert rel_err(w.grad, w32.grad) < 0.12
 
 
+def test_fp8_head_rejects_what_cuda_scaled_mm_rejects() -> None:
+    """CPU _scaled_mm multiplies any layout; CUDA's needs x row-major, w.t() column-major and dims multiples of 16.
+    The op checks that itself, so a layout bug shows on CPU instead of as a cuBLAS error on the first GPU run."""
+    x, w, _ = fp8_inputs(4)
+    good = tg.fp8_mm(x, w, 2.0, 32.0, 2.0**29)[0]
+    assert good.shape == (64, 256) and good.is_contiguous()
+    for bad_x, bad_w in [
+        (x.t().contiguous().t(), w),  # x column-major
+        (x, w.t().contiguous().t()),  # w column-major: w_f8.t() would be row-major
+        (x[:56], w),  # 56 rows
+        (x[:, :120].contiguous(), w[:, :120].contiguous()),  # inner dim 120
+        (x, w[:250]),  # 250 outputs
+    ]:
+        with pytest.raises(ValueError, match=r"fp8_mm: x \(.*CUDA takes 2-D, contiguous, dims % 16"):
+            tg.fp8_mm(bad_x, bad_w, 2.0, 32.0, 2.0**29)
+
+
 def test_fp8_ops_pass_torch_library_checks() -> None:
     x, w, grad = fp8_inputs(1)
     x.requires_grad_(), w.requires_grad_()
@@ -651,7 +668,7 @@ def test_the_host_line_names_the_machine_by_a_salted_hash(monkeypatch) -> None:
     cpu = tg.Dist(0, 1, 0, torch.device("cpu"))
     line = tg.host_line(cpu)
     host = json.loads(line.removeprefix("host: "))
-    machine = open("/etc/machine-id").read().strip() if os.path.isfile("/etc/machine-id") else None
+    machine = tg.Path("/etc/machine-id").read_text().strip() if os.path.isfile("/etc/machine-id") else None
     if machine:  # the hash of the salted id, which never appears itself
         assert host["host_id"] == hashlib.sha256(f"speedrun-host-v1:{machine}".encode()).hexdigest()[:16]
         assert machine not in line

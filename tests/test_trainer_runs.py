@@ -211,12 +211,39 @@ def test_missing_data_is_one_clear_error(tmp_path) -> None:
     assert not (tmp_path / "logs").exists()  # nothing half-written
 
 
+def test_gpu_check_parts_fail_alone_and_leave_their_results(tmp_path, capsys) -> None:
+    """On the device one run must leave the most it can: a failing part is printed whole and counted, the next
+    part still runs, one the time left cannot fit is skipped with a message, and the JSON is on disk after each."""
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    import gpu_check
+
+    paths = [tmp_path / "a.json", tmp_path / "out" / "gpu_check.json"]
+    res = gpu_check.Results(paths, deadline=gpu_check.time.perf_counter() + 60)
+
+    def broken() -> None:
+        raise RuntimeError("CUBLAS_STATUS_NOT_SUPPORTED in _scaled_mm")
+
+    assert res.part("fp8_op", 0, broken) is None
+    assert json.loads(paths[1].read_text())["failed"] == ["fp8_op"]  # written before the next part starts
+    assert res.part("matmul", 0, lambda: 42) == 42
+    assert res.part("compile_vs_eager", 3600, lambda: pytest.fail("ran past the budget")) is None
+    out, err = capsys.readouterr()
+    assert "[fp8_op] FAILED" in out and "CUBLAS_STATUS_NOT_SUPPORTED" in out and "Traceback" in err
+    assert "[compile_vs_eager] skipped: " in out and "needs ~3600 s" in out
+    saved = [json.loads(p.read_text()) for p in paths]
+    assert saved[0] == saved[1] and saved[0]["failed"] == ["fp8_op"]
+    assert {k: v["status"] for k, v in saved[0]["parts"].items()} == dict(
+        fp8_op="failed", matmul="ok", compile_vs_eager="skipped"
+    )
+    assert "CUBLAS_STATUS_NOT_SUPPORTED" in saved[0]["parts"]["fp8_op"]["error"]
+
+
 @pytest.mark.slow
 def test_gpu_check_runs_in_its_reduced_cpu_mode(tmp_path) -> None:
     """bench/gpu_check.py --cpu-smoke: every part of the one-GPU check (versions, matmul rate, FP8 head off and on,
     step time, MFU, peak memory, the val-loss run) on a tiny model, without compilation, so that it cannot rot."""
     out = tmp_path / "check.json"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", OUT=str(tmp_path / "out"))
     cmd = [sys.executable, "bench/gpu_check.py", "--cpu-smoke", "--json", str(out)]
     result = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -224,6 +251,9 @@ def test_gpu_check_runs_in_its_reduced_cpu_mode(tmp_path) -> None:
         assert line in result.stdout, line
     check = json.loads(out.read_text())
     assert json.loads(result.stdout.strip().splitlines()[-1]) == check
+    assert json.loads((tmp_path / "out" / "gpu_check.json").read_text()) == check  # $OUT: the device's results
+    assert check["failed"] == [] and all(p["status"] == "ok" for p in check["parts"].values())
+    assert set(check["parts"]) >= {"fp8_op", "flex_attention", "fp8_head_on", "eval", "val_loss", "fp8_head_off"}
     sys.path.insert(0, str(REPO_ROOT))
     import train_gpt
 
@@ -234,7 +264,7 @@ def test_gpu_check_runs_in_its_reduced_cpu_mode(tmp_path) -> None:
     flops = check["flops_per_token"]
     assert flops["matmul"] == 6 * (counts["hidden"] + counts["head"]) and flops["window_blocks"] == 1
     assert flops["attention"] == 12 * 2 * 32 * 64.5 * 5
-    assert [c["fp8_head"] for c in check["configs"]] == [False, True]
+    assert [c["fp8_head"] for c in check["configs"]] == [True, False]  # the record's configuration first
     for c in check["configs"]:
         assert c["step_ms"] > 0 and abs(c["tokens_per_s"] - 2048 / c["step_ms"] * 1000) < 1
         assert 0 < c["mfu_measured"] < 1 and c["peak_allocated_mib"] > 0
