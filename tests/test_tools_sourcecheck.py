@@ -45,6 +45,12 @@ FLAGGED = {
     "dunder-dict": "import torch\ntorch.__dict__['compile'](model)\n",
     "reexported-torch": "import torch.compiler\ntorch.compiler.torch._inductor.config.max_autotune = True\n",
     "reexported-config": "import torch._functorch.partitioners as p\np.inductor_config.max_autotune = True\n",
+    # os and sys re-exported by other modules (posixpath.os, torch.sys, collections._sys)
+    "reexported-os-environ": "import posixpath\nk = 'TORCHXNDUCTOR_X'.replace('X', 'I')\nposixpath.os.environ[k] = '1'\n",
+    "reexported-os-path-os": "import os\nos.path.os.environ[name] = '1'\n",
+    "reexported-torch-os": "import torch\ntorch.os.environ.update(env)\n",
+    "reexported-torch-sys": "import torch\ntorch.sys.modules['torch._inductor.config'].max_autotune = True\n",
+    "reexported-underscore-sys": "from collections import _sys\n_sys.modules[name].max_autotune = True\n",
     "other-module-config": "from torch.fx.experimental import proxy_tensor\nproxy_tensor.config.max_autotune = True\n",
     "assigned-alias": "import torch.fx.experimental.proxy_tensor\npt = torch.fx.experimental.proxy_tensor\npt.config.max_autotune = True\n",
     "module-handed": "import torch\ndef f(m):\n    m._inductor.config.max_autotune = True\nf(torch)\n",

@@ -117,6 +117,11 @@ _READING_BUILTINS = frozenset(
 _INSPECTING_BUILTINS = _READING_BUILTINS | {"hasattr", "isinstance", "issubclass", "type", "id", "callable"}
 # Ways to run a command line or another Python, whose settings this log's code does not show.
 _SHELL_OR_PYTHON = ("os.system", "os.popen", "sys.executable")
+# Modules that other modules import and so re-export as attributes (``posixpath.os``, ``torch.sys``,
+# ``collections._sys``): a path through one of them is judged as the module itself.
+_REEXPORTED = frozenset(
+    "os sys builtins posix nt importlib imp runpy ctypes pickle marshal inspect gc types operator code codeop".split()
+)
 _MAX_ALIAS_ROUNDS = 16  # `a = torch.x; b = a; c = b ...`: real code needs two or three
 _MAX_ALIASES = 32  # module paths one name may stand for
 
@@ -610,6 +615,18 @@ def _torch_tail(path: str) -> list[str] | None:
     return segments[last:]
 
 
+def _rerooted(path: str) -> list[str]:
+    """``path`` and the paths it reaches through a module that another module re-exports, its leading
+    underscores dropped: ``posixpath.os.environ`` is also ``os.environ``, ``torch._sys.modules`` ``sys.modules``."""
+    segments = path.split(".")
+    found = [path]
+    for i in range(1, len(segments)):
+        name = segments[i].lstrip("_")
+        if name in _REEXPORTED:
+            found.append(".".join([name, *segments[i + 1 :]]))
+    return found
+
+
 def _check_chain(scan: _Scan, node: ast.AST, parts: list[str], role: str, parent: ast.AST | None) -> None:
     dotted = ".".join(parts)
     if id(node) not in scan.handled:
@@ -628,7 +645,7 @@ def _check_chain(scan: _Scan, node: ast.AST, parts: list[str], role: str, parent
         return
     if len(parts) == 1 and binder is not None and parts[0] in binder.modules and _hands_around(role, parent):
         _flag(scan, node, f"hands the module {parts[0]} around as a value: the rule cannot follow what is done with it")
-    for path in canon:
+    for path in (p for c in canon for p in _rerooted(c)):
         why = _chain_problem(path, role, parent)
         if why:
             _flag(scan, node, why.replace("{path}", dotted if dotted == path else f"{dotted} ({path})"))
