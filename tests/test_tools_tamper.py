@@ -101,6 +101,26 @@ def test_one_run_copied_with_a_digit_nudged_is_one_run(records: Path) -> None:
     assert all("(one run counted twice)" in f for f in found)
 
 
+@pytest.mark.parametrize(("offset", "scale"), [(0.0001, 0.0), (0.0, 0.0007)])
+def test_a_copy_with_every_loss_moved_is_one_run(records: Path, offset: float, scale: float) -> None:
+    """Every loss shifted by 0.0001 (0.0002 in the second copy) or scaled by 1.0007 (1.0014): no loss is
+    equal to the original's, but the difference of the curves hardly moves from step to step."""
+    folder = write_record(records, "2026-08-01_Moved", runs=1)
+    (src,) = logs_of(folder)
+    for i, run_id in enumerate(["aaaaaaaa-0000-4000-8000-000000000001", "bbbbbbbb-0000-4000-8000-000000000002"], 1):
+        dst = copy_as_new_run(src, run_id, seed=10 + i)
+
+        def moved(m: re.Match[str], i: int = i) -> str:
+            return f"{m.group(1)}{float(m.group(2)) * (1 + scale * i) + offset * i:.4f}"
+
+        dst.write_text(re.sub(r"(loss:)(\d+\.\d+)", moved, dst.read_text()))
+    v = verdict_of(folder)
+    assert not failures(v, "monotonic") and not failures(v, "plausible")
+    found = failures(v, "distinct-runs")
+    assert len(found) == 3, found
+    assert all("differ by a nearly constant amount" in f for f in found), found
+
+
 def test_a_same_seed_rerun_with_other_times_is_the_same_run(records: Path) -> None:
     """The losses of a rerun, times 1.3% longer (step_avg kept consistent), and another seed written in."""
     folder = write_record(records, "2026-08-01_Rerun")

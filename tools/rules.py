@@ -117,8 +117,13 @@ RUN_DATE_SLACK = dt.timedelta(days=1)
 # Near-duplicate runs (`distinct-runs`): losses are compared as printed, to 4 decimals, step by step.
 # Two honest runs with different seeds differ from the first few steps on: across the 766 distinct logs
 # of the public corpus, no two share their first 20 train losses, no two share more than 1.7% of their
-# train losses, and no two share more than 4 of 14 val losses after step 0.
+# train losses, and no two share more than 4 of 14 val losses after step 0. A copy with every loss moved
+# (all by 0.0001, or all scaled by 1.001) shares none: what it keeps is the difference of the two curves,
+# nearly the same from one step to the next. Across the 760 pairs of runs of one submission in the corpus
+# (compared at the train steps both print), the median step-to-step change of that difference is never
+# below 0.0036; a shifted or scaled copy's is 0 to 0.0001.
 DUP_PREFIX_STEPS = 20
+DUP_MAX_DRIFT = 10  # in 1e-4: one run when the difference of two train curves moves less than this, median
 DUP_SHARED_FRACTION = 0.5
 DUP_MIN_SHARED_VAL = 3
 # `target` for systems_only: the largest difference of mean val loss, at one step, between the records'
@@ -707,6 +712,8 @@ def near_duplicates(prints: Sequence[CurvePrint], owners: Sequence[int] | None =
     or val lines, at the same steps):
     - their first DUP_PREFIX_STEPS train lines carry a loss in both, and the same, or
     - at least DUP_SHARED_FRACTION of their train losses are equal (one digit nudged here and there), or
+    - over at least DUP_PREFIX_STEPS train steps, the difference of their train losses moves from one step
+      to the next by a median of at most DUP_MAX_DRIFT (a copy with every loss shifted or scaled), or
     - at least DUP_MIN_SHARED_VAL and more than half of their val losses after step 0 are equal.
     Different seeds start from different weights, so their losses part from the first steps on; a
     rerun with the same seed and only the times changed, or a copy with a digit edited, matches.
@@ -733,7 +740,9 @@ def near_duplicates(prints: Sequence[CurvePrint], owners: Sequence[int] | None =
                     # first steps of both.
                     prefix = same[:, :DUP_PREFIX_STEPS].all(axis=1)
                     shared = (n_both >= DUP_PREFIX_STEPS) & (n_same >= DUP_SHARED_FRACTION * n_both)
-                    hits = prefix | shared
+                    drift = _median_drift(losses[a], losses[a + 1 :], both)
+                    moved = (n_both >= DUP_PREFIX_STEPS) & (drift <= DUP_MAX_DRIFT)
+                    hits = prefix | shared | moved
                 else:
                     hits = (n_same >= DUP_MIN_SHARED_VAL) & (2 * n_same > n_both)
                 for b in np.flatnonzero(hits):
@@ -744,10 +753,29 @@ def near_duplicates(prints: Sequence[CurvePrint], owners: Sequence[int] | None =
                         why = f"the same val loss at {n_same[b]} of the {n_both[b]} val steps after step 0"
                     elif prefix[b]:
                         why = f"the same train losses at the first {DUP_PREFIX_STEPS} steps"
-                    else:
+                    elif shared[b]:
                         why = f"the same train loss at {n_same[b]} of {n_both[b]} steps"
+                    else:
+                        why = (
+                            f"train losses that differ by a nearly constant amount (it moves by a median "
+                            f"{drift[b] / 1e4:.4f} from step to step over {n_both[b]} steps; runs with other seeds "
+                            f"move by 0.0036 or more): one run with its losses shifted or scaled"
+                        )
                     found[(i, j)] = why
     return found
+
+
+def _median_drift(row: np.ndarray, others: np.ndarray, both: np.ndarray) -> np.ndarray:
+    """For each of ``others``, the median of |change from one printed step to the next| of ``row - other``,
+    over the consecutive steps both print (in 1e-4); inf where fewer than two such steps."""
+    diff = row[None, :] - others
+    steps = both[:, 1:] & both[:, :-1]
+    moves = np.where(steps, np.abs(np.diff(diff, axis=1)).astype(np.float64), np.nan)
+    out = np.full(len(others), np.inf)
+    have = steps.any(axis=1)
+    if have.any():
+        out[have] = np.nanmedian(moves[have], axis=1)
+    return out
 
 
 # --- hardware -------------------------------------------------------------------------------
