@@ -217,6 +217,13 @@ def test_nan_or_negative_losses_mid_run(records: Path, pattern: str, repl: str, 
     assert len(found) == 1 and evidence in found[0], found
 
 
+def test_a_val_loss_before_the_final_step_no_model_reaches(records: Path) -> None:
+    folder = write_record(records, "2026-08-01_LowMid")
+    edit(logs_of(folder)[0], r"^(step:50/100 val_loss:)\S+", r"\g<1>0.0100")
+    found = failures(verdict_of(folder), "plausible")
+    assert len(found) == 1 and "1 val loss(es) below 2.0, first 0.01 at step 50" in found[0], found
+
+
 def test_a_final_loss_no_model_of_the_class_reaches(records: Path) -> None:
     folder = write_record(records, "2026-08-01_Tiny")
     for log in logs_of(folder):

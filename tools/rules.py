@@ -574,6 +574,16 @@ def _implausible(log: ParsedLog, ctx: Context) -> list[str]:
             f"final val loss {final} is below {track.min_val_loss}, which no model of the {track.name} class "
             "reaches (tools/tracks.py)"
         )
+    elif track.min_val_loss is not None:
+        # Before the final step too: the curve is what a systems_only record is judged by.
+        with np.errstate(invalid="ignore"):
+            low = np.flatnonzero(val < track.min_val_loss)
+        if len(low):
+            row = int(np.flatnonzero(m.is_val)[low[0]])
+            problems.append(
+                f"{len(low)} val loss(es) below {track.min_val_loss}, first {m.loss[row]} at step {m.step[row]}, "
+                f"which no model of the {track.name} class reaches (tools/tracks.py)"
+            )
     t = log.train_time_ms
     if t is None:
         return problems  # llm.c lines carry no time
