@@ -179,9 +179,12 @@ def test_dates_in_the_future_fail(records_tmp: Path) -> None:
     assert any(f"nvidia-smi dates this run {when.isoformat()}, after today" in f.evidence for f in v.failures)
 
 
-@pytest.mark.parametrize("smi_time", ["", "Mon Feb 30 10:00:00 2026", "Sat Jan 10 23:36:12 1x26"])
+@pytest.mark.parametrize(
+    "smi_time", ["", "Mon Feb 30 10:00:00 2026", "Sat Jan 10 23:36:12 1x26", "Fri Jan 10 23:36:12 2026"]
+)
 def test_a_record_log_without_a_valid_nvidia_smi_timestamp_fails(records_tmp: Path, smi_time: str) -> None:
-    """Deleting or breaking the timestamp once skipped the date check."""
+    """Deleting or breaking the timestamp once skipped the date check; a weekday that is not the date's (Jan 10
+    2026 is a Saturday) is an edited line."""
     v = verify_paths([write_record(records_tmp, "2026-08-01_NoTime", smi_time=smi_time)], known_shards={})[0]
     found = [f.evidence for f in v.failures if f.rule == "structure"]
     assert len(found) == 3 and all(
