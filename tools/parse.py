@@ -513,6 +513,17 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all distinct: json.dumps never writes a key twice, and with two a
+    reader that takes the first and one that takes the last see two different runs."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {key!r} appears more than once")
+        out[key] = value
+    return out
+
+
 def _read_json_object(
     text: str, what: str, previous: dict[str, Any] | None
 ) -> tuple[dict[str, Any] | None, str | None]:
@@ -521,7 +532,7 @@ def _read_json_object(
     if len(text) > MAX_JSON_LINE_CHARS:  # json.loads of a huge list builds an object per element: GBs
         return None, f"the '{what}:' line is {len(text):,} characters, over the {MAX_JSON_LINE_CHARS:,} it may have"
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as e:
         return None, f"the '{what}:' line is not valid JSON ({type(e).__name__}: {str(e)[:120]})"
     if not isinstance(value, dict):
