@@ -275,6 +275,23 @@ def test_systems_only_must_keep_the_baselines_loss_curve(records: Path) -> None:
     assert not v[other.name].is_new_record and not v[shorter.name].is_new_record
 
 
+def test_systems_only_cannot_hide_its_curve_by_skipping_the_baselines_val_steps(records: Path) -> None:
+    """Other math (a curve 0.7 above the baseline's at step 25), hidden two ways: the val lines of one run
+    deleted, or validating at other steps than the baseline; either left only the final step to compare."""
+    write_record(records, "2026-07-30_Base")
+    meta = {"systems_only": True, "baseline": "2026-07-30_Base"}
+    deleted = write_record(records, "2026-08-01_Deleted", meta=meta, start_loss=12.0, step_ms=50.0)
+    log = logs_of(deleted)[0]
+    log.write_text(re.sub(r"^step:(25|50|75)/100 val_loss.*\n", "", log.read_text(), flags=re.M))
+    elsewhere = write_record(records, "2026-08-02_Elsewhere", meta=meta, start_loss=12.0, val_every=33, step_ms=50.0)
+    v = verdicts_of(records)
+    found = failures(v[deleted.name], "target")
+    assert len(found) == 1 and f"but {log.name} reports no val loss at step 25 (3 of the baseline's 4" in found[0]
+    found = failures(v[elsewhere.name], "target")
+    assert len(found) == 1 and "reports no val loss at step 25 (3 of the baseline's 4 val steps" in found[0], found
+    assert not v[deleted.name].valid and not v[elsewhere.name].valid
+
+
 def test_systems_only_tolerance_shrinks_with_more_runs(records: Path) -> None:
     """A final loss 0.012 higher is noise for 3 runs against 3, not for 8 against 8."""
     write_record(records, "2026-07-30_Base", runs=8)

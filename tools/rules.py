@@ -1155,8 +1155,9 @@ def plausible_finals(finals: Sequence[float], floor: float | None) -> bool:
 def curve_mismatch(runs: Sequence[Run], base_runs: Sequence[Run]) -> str | None:
     """Why the val curves of ``runs`` are not those of ``base_runs`` within run-to-run noise; None if they are.
 
-    Compared at every step after step 0 at which all runs of both records validate: the mean val loss
-    of each record, against CURVE_TOLERANCE at that fraction of training.
+    Compared at every step after step 0 at which every run of the baseline validates: the mean val loss
+    of each record, against CURVE_TOLERANCE at that fraction of training. Every run of the record must
+    validate there too: a run that skips them (val lines deleted, another val_loss_every) hides its curve.
     """
     totals = {r.log.total_steps for r in runs} | {r.log.total_steps for r in base_runs}
     if len(totals) != 1 or None in totals:
@@ -1166,9 +1167,17 @@ def curve_mismatch(runs: Sequence[Run], base_runs: Sequence[Run]) -> str | None:
     total = totals.pop()
     assert total is not None
     curves = [{p.step: p.val_loss for p in r.log.val_curve} for r in [*runs, *base_runs]]
-    steps = sorted(set.intersection(*(set(c) for c in curves)) - {0})
+    steps = sorted(set.intersection(*(set(c) for c in curves[len(runs) :])) - {0})
     if not steps:
-        return "no val step after step 0 that both records report"
+        return "no val step after step 0 that every run of the baseline reports"
+    for run, curve in zip(runs, curves, strict=False):
+        skipped = [step for step in steps if step not in curve]
+        if skipped:
+            return (
+                f"{Path(run.file).name} reports no val loss at step {skipped[0]} ({len(skipped)} of the baseline's "
+                f"{len(steps)} val steps after step 0 missing): a systems_only record shows its val curve at every "
+                "step where its baseline validates"
+            )
     n, m = len(runs), len(base_runs)
     scale = min(1.0, math.sqrt((1 / n + 1 / m) / (2 / 3)))
     for step in steps:
