@@ -153,6 +153,20 @@ def test_seeds_are_compared_as_numbers_and_written_as_ints(records: Path, seed: 
     assert any("not an integer: train_gpt.py writes the seed it used as an int" in f for f in failures(v, "config"))
 
 
+def test_seeds_that_torch_reads_as_one_are_one_seed(records: Path) -> None:
+    """torch.manual_seed(-1) and torch.manual_seed(2**64 - 1) draw the same numbers; 2**64 is no seed."""
+    folder = write_record(records, "2026-08-01_Wrapped")
+    one, two, three = logs_of(folder)
+    set_config(one, seed=-1)
+    set_config(two, seed=2**64 - 1)
+    set_config(three, seed=2**64)
+    v = verdict_of(folder)
+    found = failures(v, "distinct-runs")
+    assert len(found) == 1 and re.search(r"seed (-1|18446744073709551615) is also the seed of", found[0]), found
+    found = failures(v, "config")
+    assert len(found) == 1 and "seed 18446744073709551616 is outside the seeds torch.manual_seed accepts" in found[0]
+
+
 def test_near_duplicates_on_the_public_corpus(anchors_dir: Path) -> None:
     """Runs of one submission with different seeds are never flagged; the only pair of the 768 logs that the
     test calls one run is a log filed byte for byte under two submissions."""

@@ -123,6 +123,8 @@ RUN_DATE_SLACK = dt.timedelta(days=1)
 # (compared at the train steps both print), the median step-to-step change of that difference is never
 # below 0.0036; a shifted or scaled copy's is 0 to 0.0001.
 DUP_PREFIX_STEPS = 20
+# torch.manual_seed takes -2**63 <= seed < 2**64 and seeds its generators with seed modulo 2**64.
+TORCH_SEED_SPACE: Final = 2**64
 DUP_MAX_DRIFT = 10  # in 1e-4: one run when the difference of two train curves moves less than this, median
 DUP_SHARED_FRACTION = 0.5
 DUP_MIN_SHARED_VAL = 3
@@ -678,15 +680,16 @@ def rule_distinct_runs(ctx: Context) -> RuleResult:
 
 def normal_seed(value: object) -> object:
     """The seed a config value names: ``1``, ``1.0`` and ``"1"`` are one seed (``config`` refuses the last
-    two in a log of this harness, which writes an int)."""
+    two in a log of this harness, which writes an int); so are ``-1`` and ``2**64 - 1``, as torch.manual_seed
+    reads a seed modulo 2**64."""
     if isinstance(value, bool):
         return ("bool", value)
     if isinstance(value, int):
-        return value
+        return value % TORCH_SEED_SPACE
     if isinstance(value, float) and value.is_integer():
-        return int(value)
+        return int(value) % TORCH_SEED_SPACE
     if isinstance(value, str) and re.fullmatch(r"\s*[-+]?[0-9]{1,30}\s*", value):
-        return int(value)
+        return int(value) % TORCH_SEED_SPACE
     return ("other", repr(value))
 
 
@@ -901,6 +904,11 @@ def _config_problems(log: ParsedLog, ctx: Context) -> list[str]:
         problems.append(
             f"seed {str(cfg['seed'])[:40]!r} is a {type(cfg['seed']).__name__}, not an integer: train_gpt.py writes "
             "the seed it used as an int"
+        )
+    elif not -(2**63) <= cfg["seed"] < TORCH_SEED_SPACE:
+        problems.append(
+            f"seed {str(cfg['seed'])[:40]} is outside the seeds torch.manual_seed accepts (-2**63 to 2**64 - 1): "
+            "no run used it"
         )
     if cfg["preset"] not in track.presets:
         problems.append(f"preset {cfg['preset']!r}, but track {track.name} runs {' or '.join(track.presets)}")
