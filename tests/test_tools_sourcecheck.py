@@ -45,6 +45,11 @@ FLAGGED = {
     "dunder-dict": "import torch\ntorch.__dict__['compile'](model)\n",
     "reexported-torch": "import torch.compiler\ntorch.compiler.torch._inductor.config.max_autotune = True\n",
     "reexported-config": "import torch._functorch.partitioners as p\np.inductor_config.max_autotune = True\n",
+    # code the log does not carry: a module it writes and imports, a package outside the record image
+    "imports-a-module-it-wrote": "open('helper.py', 'w').write(CODE)\nimport helper\n",
+    "from-a-module-it-wrote": "from helper import setup\nsetup()\n",
+    "relative-import": "from . import helper\n",
+    "package-outside-the-image": "import kernels\nk = kernels.get_kernel('x/y')\n",
     # os and sys re-exported by other modules (posixpath.os, torch.sys, collections._sys)
     "reexported-os-environ": "import posixpath\nk = 'TORCHXNDUCTOR_X'.replace('X', 'I')\nposixpath.os.environ[k] = '1'\n",
     "reexported-os-path-os": "import os\nos.path.os.environ[name] = '1'\n",
@@ -149,6 +154,30 @@ def test_compile_flags_ways_around_the_rule_fail(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(ALLOWED))
 def test_compile_flags_honest_code_passes(name: str) -> None:
     assert find_compile_flags(ALLOWED[name], HERE) == []
+
+
+def test_a_module_appended_to_the_log_may_be_imported() -> None:
+    code = "import torch\nimport helper\nfrom helper import setup\n"
+    assert find_compile_flags(code, None, ["helper"]) == []
+    assert [line for line, _ in find_compile_flags(code)] == [2, 3]
+
+
+def test_the_record_packages_are_the_images() -> None:
+    """Every package of requirements.txt is importable by a record under the names it installs."""
+    import importlib.metadata
+
+    from tools.sourcecheck import _RECORD_PACKAGES
+
+    requirements = Path(__file__).resolve().parent.parent / "requirements.txt"
+    names = [ln.split("==")[0].strip().lower() for ln in requirements.read_text().splitlines() if "==" in ln]
+    provides: dict[str, set[str]] = {}
+    for module, dists in importlib.metadata.packages_distributions().items():
+        for dist in dists:
+            provides.setdefault(dist.lower().replace("-", "_"), set()).add(module)
+    for name in names:
+        modules = provides.get(name.replace("-", "_"), set())
+        if modules:  # installed here
+            assert modules & _RECORD_PACKAGES, (name, modules)
 
 
 def test_this_repository_trainer_passes(repo_root: Path) -> None:

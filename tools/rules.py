@@ -1237,7 +1237,8 @@ def rule_compile_flags(ctx: Context) -> RuleResult:
             if not code.strip():
                 continue
             checked = True
-            for line_no, what in find_compile_flags(code, log.python_version):
+            local = [Path(name).stem for name in log.appended_files]
+            for line_no, what in find_compile_flags(code, log.python_version, local):
                 where = f"{label} line {line_no}" if line_no else label
                 out.append(Failure("compile-flags", run.file, f"{where}: {what}"))
     if not checked:

@@ -35,6 +35,9 @@ Fails:
   ``os.environ`` (``[k] =``, ``.update``, ``.setdefault``, ``putenv``) whose names are not literal; an
   ``env=`` argument whose names are not literal; ``os.environ`` handed to anything that may write it;
   the ``exec*e``/``spawn*e``/``posix_spawn`` calls that set a new process's environment;
+- imports of code the log does not carry: a module that is not the standard library, a package of the
+  record image (requirements.txt, and triton) or a file appended to the log (a module the code writes
+  and then imports, a package that fetches kernels), and relative imports;
 - the strings of torch.compile's modes ("max-autotune", "reduce-overhead", ...) anywhere but in docstrings.
 
 Allowed: ``torch.compile(fn)``, ``@torch.compile``, ``dynamic=``, ``fullgraph=``, ``disable=``;
@@ -52,6 +55,7 @@ import ast
 import re
 import sys
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -122,6 +126,13 @@ _SHELL_OR_PYTHON = ("os.system", "os.popen", "sys.executable")
 _REEXPORTED = frozenset(
     "os sys builtins posix nt importlib imp runpy ctypes pickle marshal inspect gc types operator code codeop".split()
 )
+# What a record's code may import besides the standard library and the files appended to its log: the
+# packages of the image records run in (requirements.txt, and triton, which torch brings). Any other
+# module is code this rule never reads, such as a module the code writes and then imports.
+_RECORD_PACKAGES = frozenset(
+    "torch triton numpy huggingface_hub httpx2 tiktoken regex pyarrow tqdm safetensors scipy pandas matplotlib "
+    "yaml jinja2".split()
+)
 _MAX_ALIAS_ROUNDS = 16  # `a = torch.x; b = a; c = b ...`: real code needs two or three
 _MAX_ALIASES = 32  # module paths one name may stand for
 
@@ -157,11 +168,15 @@ class _Scan:
     handled: set[int] = field(default_factory=set)  # ids of dunder attributes already judged
     folded: dict[int, str | None] = field(default_factory=dict)  # _literal_str of BinOp nodes already seen
     found: list[tuple[int, str]] = field(default_factory=list)
+    local_modules: frozenset[str] = frozenset()  # the modules whose code the log carries (appended files)
 
 
-def find_compile_flags(source: str, python_version: str | None = None) -> list[tuple[int, str]]:
+def find_compile_flags(
+    source: str, python_version: str | None = None, local_modules: Iterable[str] = ()
+) -> list[tuple[int, str]]:
     """``(line number, what)`` for every forbidden or unreadable compile setting in ``source`` (line 0: the
-    whole code). ``python_version`` is what the log names (``3.12.3``); None: the running Python's."""
+    whole code). ``python_version`` is what the log names (``3.12.3``); None: the running Python's.
+    ``local_modules``: the modules whose code comes with ``source`` (the files appended to the log)."""
     if not source.strip():
         return []
     if len(source) > MAX_CODE_CHARS:
@@ -197,7 +212,7 @@ def find_compile_flags(source: str, python_version: str | None = None) -> list[t
         ]
     except (ValueError, RecursionError, MemoryError) as e:
         return [(0, f"cannot be read as Python ({type(e).__name__}): this rule judges only code it can read")]
-    return _judge(tree, source)
+    return _judge(tree, source, frozenset(local_modules))
 
 
 def _grammar(python_version: str | None) -> tuple[tuple[int, int], tuple[int, int] | None]:
@@ -225,9 +240,9 @@ _VISITED = frozenset(
 )
 
 
-def _judge(tree: ast.AST, source: str) -> list[tuple[int, str]]:
+def _judge(tree: ast.AST, source: str, local_modules: frozenset[str] = frozenset()) -> list[tuple[int, str]]:
     module = _Scope(None)
-    scan = _Scan(source.splitlines(), tree, module, module)
+    scan = _Scan(source.splitlines(), tree, module, module, local_modules=local_modules)
     walked = _walk(tree, module)
     if walked is None:
         return [
@@ -588,6 +603,15 @@ def _check_import(scan: _Scan, node: ast.Import | ast.ImportFrom) -> None:
             return
         paths = [f"{base}.{a.name}" if base else a.name for a in node.names]
     for path in paths:
+        top = path.split(".")[0]
+        if not top or not (top in sys.stdlib_module_names or top in _RECORD_PACKAGES or top in scan.local_modules):
+            _flag(
+                scan,
+                node,
+                f"imports {path}, which is neither the standard library, a package of the record image "
+                "(requirements.txt), nor a file appended to the log: this rule cannot read its code",
+            )
+            return
         why = _never_allowed(path)
         if why:
             _flag(scan, node, f"imports {path}: {why}")
