@@ -50,6 +50,13 @@ FLAGGED = {
     "from-a-module-it-wrote": "from helper import setup\nsetup()\n",
     "relative-import": "from . import helper\n",
     "package-outside-the-image": "import kernels\nk = kernels.get_kernel('x/y')\n",
+    # code loaded from files: unpickling runs code, the hub fetches it
+    "torch-load-pickle": "import torch\nsd = torch.load(path, weights_only=False)\n",
+    "torch-load-kwargs": "import torch\nsd = torch.load(path, **kw)\n",
+    "torch-load-imported": "from torch.serialization import load\nsd = load(path, weights_only=flag)\n",
+    "numpy-load-pickle": "import numpy as np\nx = np.load(path, allow_pickle=True)\n",
+    "numpy-load-positional": "import numpy as np\nx = np.load(path, None, True)\n",
+    "torch-hub": "import torch\nm = torch.hub.load('someone/repo', 'model')\n",
     # os and sys re-exported by other modules (posixpath.os, torch.sys, collections._sys)
     "reexported-os-environ": "import posixpath\nk = 'TORCHXNDUCTOR_X'.replace('X', 'I')\nposixpath.os.environ[k] = '1'\n",
     "reexported-os-path-os": "import os\nos.path.os.environ[name] = '1'\n",
@@ -107,6 +114,8 @@ FLAGGED = {
 }
 
 ALLOWED = {
+    "torch-load-weights": "import torch\nsd = torch.load(path, map_location='cpu')\nsd = torch.load(path, weights_only=True)\n",
+    "numpy-load-arrays": "import numpy as np\nx = np.load(path, mmap_mode='r')\ny = np.load(path, allow_pickle=False)\n",
     "plain-compile": (
         "import torch\nm = torch.compile(model)\nn = torch.compile(model, dynamic=False, fullgraph=True)\n"
         "@torch.compile\ndef f(x):\n    return x\n@torch.compile(fullgraph=True)\ndef g(x):\n    return x\n"

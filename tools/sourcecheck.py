@@ -37,7 +37,9 @@ Fails:
   the ``exec*e``/``spawn*e``/``posix_spawn`` calls that set a new process's environment;
 - imports of code the log does not carry: a module that is not the standard library, a package of the
   record image (requirements.txt, and triton) or a file appended to the log (a module the code writes
-  and then imports, a package that fetches kernels), and relative imports;
+  and then imports, a package that fetches kernels), and relative imports; loading code from files:
+  ``torch.hub``, and ``torch.load``/``numpy.load`` but with weights_only=True / allow_pickle=False (the
+  defaults): unpickling runs code;
 - the strings of torch.compile's modes ("max-autotune", "reduce-overhead", ...) anywhere but in docstrings.
 
 Allowed: ``torch.compile(fn)``, ``@torch.compile``, ``dynamic=``, ``fullgraph=``, ``disable=``;
@@ -96,7 +98,7 @@ _BANNED = tuple(
     "sys._getframe sys._current_frames sys.meta_path sys.path_hooks sys.settrace sys.setprofile "
     "sys.addaudithook gc.get_objects gc.get_referrers gc.get_referents types.FunctionType "
     "types.LambdaType types.CodeType operator.attrgetter operator.methodcaller torch.utils.cpp_extension "
-    "torch.ops.load_library torch.classes.load_library torch.package".split()
+    "torch.ops.load_library torch.classes.load_library torch.package torch.hub pandas.read_pickle".split()
 )
 _DYNAMIC_BUILTINS = frozenset({"exec", "eval", "compile", "__import__", "globals", "locals", "vars", "breakpoint"})
 _ATTR_BUILTINS = frozenset({"getattr", "setattr", "delattr", "hasattr"})
@@ -133,6 +135,14 @@ _RECORD_PACKAGES = frozenset(
     "torch triton numpy huggingface_hub httpx2 tiktoken regex pyarrow tqdm safetensors scipy pandas matplotlib "
     "yaml jinja2".split()
 )
+# Loaders that unpickle (run code from a file the log does not carry) unless a keyword says not to: the
+# keyword and the one literal value that keeps them safe (torch.load's default is weights_only=True); past
+# their first two arguments (file, map_location / mmap_mode) come pickle_module / allow_pickle.
+_UNPICKLERS = {
+    "torch.load": ("weights_only", True),
+    "torch.serialization.load": ("weights_only", True),
+    "numpy.load": ("allow_pickle", False),
+}
 _MAX_ALIAS_ROUNDS = 16  # `a = torch.x; b = a; c = b ...`: real code needs two or three
 _MAX_ALIASES = 32  # module paths one name may stand for
 
@@ -820,6 +830,21 @@ def _check_call(scan: _Scan, node: ast.Call) -> None:
         _check_compile_arguments(scan, node)
     elif torch_paths and any(kw.arg == "options" for kw in node.keywords):
         _flag(scan, node, "passes options= to a torch function: compile options")
+    for path in {p for c in canon for p in (c, ".".join(_torch_tail(c) or []))} & _UNPICKLERS.keys():
+        keyword, safe = _UNPICKLERS[path]
+        unsafe = len(node.args) > 2 or any(isinstance(a, ast.Starred) for a in node.args)
+        unsafe = unsafe or any(
+            kw.arg is None
+            or (kw.arg == keyword and not (isinstance(kw.value, ast.Constant) and kw.value.value is safe))
+            for kw in node.keywords
+        )
+        if unsafe:
+            _flag(
+                scan,
+                node,
+                f"calls {path} with {keyword}= other than {safe} (or with more than 2 positional or with ** arguments): "
+                "it unpickles, running code from a file the log does not carry",
+            )
     if isinstance(node.func, ast.Attribute) and node.func.attr in ("__setattr__", "__delattr__"):
         scan.handled.add(id(node.func))
         receiver = node.func.value
