@@ -232,3 +232,22 @@ def test_without_git_the_output_says_the_order_is_by_date(tmp_path: Path, capsys
     captured = capsys.readouterr()
     assert '"ledger": "no ledger: (date, name) order"' in captured.out
     assert "is not in a git repository, so there is no ledger" in captured.err
+
+
+def test_check_of_a_shallow_clone_needs_the_ledger_repo(repo: Path, tmp_path: Path) -> None:
+    """CI checks out the pull request shallowly: `check` read no history there and fell back to (date, name),
+    so a record dated before the holder outranked it. It now refuses, and --ledger-repo orders the records."""
+    records = repo / "records"
+    write_record(records, "2026-08-05_Holder", step_ms=60.0)
+    commit_all(repo, "the holder lands")
+    pr = tmp_path / "pr"
+    git(tmp_path, "clone", "-q", "--depth", "1", f"file://{repo}", str(pr))
+    write_record(pr / "records", "2026-08-01_Backdated", step_ms=59.0)
+    with pytest.raises(ValueError, match=r"is in a shallow clone, whose history cannot say when each record landed"):
+        check(pr / "records", pr / "leaderboard")
+    assert main(["check", "--records", str(pr / "records"), "--leaderboard", str(pr / "leaderboard")]) == 2
+    ledger = from_git(repo)
+    leaderboard.write(leaderboard.build(pr / "records", pr / "leaderboard", ledger=ledger), pr / "leaderboard")
+    ok, _ = check(pr / "records", pr / "leaderboard", ledger=ledger)
+    v = by_name(pr / "records", ledger)
+    assert ok and v["2026-08-01_Backdated"].previous is v["2026-08-05_Holder"]

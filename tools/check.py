@@ -31,7 +31,7 @@ def check(records_root: Path, leaderboard_dir: Path, ledger: Ledger | None = Non
     lines: list[str] = []
     tree = scan(records_root)
     if ledger is None:
-        ledger = ledger_mod.for_records(tree.records)
+        ledger = ledger_mod.for_records(tree.records, strict=True)
     verdicts = verify_records(tree.records, ledger=ledger)
     ok = not tree.misplaced
     for v in verdicts:

@@ -170,9 +170,11 @@ def from_git(repo: Path, records_prefix: str = RECORDS_DIR) -> Ledger:
     )
 
 
-def for_records(records: Iterable[Record]) -> Ledger:
+def for_records(records: Iterable[Record], strict: bool = False) -> Ledger:
     """The ledger of the git repository the records sit in, found from their folder; (date, name) order,
-    with the reason in ``note``, where there is none."""
+    with the reason in ``note``, where there is none. ``strict`` (``check``, what CI runs): a shallow clone
+    is a ``LedgerError``, not (date, name) order: a checkout without its history (CI's checkout of a pull
+    request) must be judged with ``--ledger-repo``, or a backdated record would jump the queue."""
     roots = {d.parent.resolve() for r in records if (d := _track_dir(r)) is not None}
     if not roots:
         return by_date("records ordered by (date, name): no record folder")
@@ -183,6 +185,12 @@ def for_records(records: Iterable[Record]) -> Ledger:
         top = _git(root, "rev-parse", "--show-toplevel").strip()
     except LedgerError:
         return by_date(f"records ordered by (date, name): {root} is not in a git repository, so there is no ledger")
+    if strict and _git(root, "rev-parse", "--is-shallow-repository").strip() == "true":
+        raise LedgerError(
+            f"{root} is in a shallow clone, whose history cannot say when each record landed: pass --ledger-repo "
+            "with a checkout of the judging branch with its whole history (CI: the base branch's checkout), or "
+            "fetch the whole history (git fetch --unshallow)"
+        )
     try:
         prefix = root.relative_to(Path(top).resolve()).as_posix()
         return from_git(Path(top), "" if prefix == "." else prefix)
