@@ -251,3 +251,35 @@ def test_check_of_a_shallow_clone_needs_the_ledger_repo(repo: Path, tmp_path: Pa
     ok, _ = check(pr / "records", pr / "leaderboard", ledger=ledger)
     v = by_name(pr / "records", ledger)
     assert ok and v["2026-08-01_Backdated"].previous is v["2026-08-05_Holder"]
+
+
+def test_a_pull_request_cannot_change_a_landed_record(repo: Path, tmp_path: Path) -> None:
+    """A pull request that slowed the holder's logs down (every time x1.1, consistent) made its own record the
+    new one; one that removed a landed run could count it as its own. check compares landed records with the
+    ledger's commit."""
+    records = repo / "records"
+    holder = write_record(records, "2026-08-05_Holder", runs=4, step_ms=60.0)
+    other = write_record(records, "2026-08-06_Other", step_ms=61.0)
+    (holder / "reproduced.json").write_text("{}")
+    commit_all(repo, "two records land")
+    pr = tmp_path / "pr"
+    git(tmp_path, "clone", "-q", f"file://{repo}", str(pr))
+    ledger = from_git(repo)
+    out = pr / "leaderboard"
+    leaderboard.write(leaderboard.build(pr / "records", out, ledger=ledger), out)
+    assert check(pr / "records", out, ledger=ledger)[0]
+    logs = sorted((pr / "records" / TRACK / holder.name).glob("*.txt"))
+    slowed = logs[0].read_text().replace("train_time:", "train_time:1")  # any edit of a landed file
+    logs[0].write_text(slowed)
+    taken = logs[1].rename(tmp_path / logs[1].name)
+    (pr / "records" / TRACK / holder.name / "reproduced.json").unlink()  # a maintainer's mark may go
+    (pr / "records" / TRACK / other.name / "extra.txt").write_text(taken.read_text())
+    ok, lines = check(pr / "records", out, ledger=ledger)
+    landed = [ln for ln in lines if ln.startswith("FAIL landed")]
+    assert not ok and len(landed) == 3, lines
+    assert any(f"{logs[0].name}: differs from the file that landed in" in ln for ln in landed)
+    assert any(f"{logs[1].name}: removed from a record that landed in" in ln for ln in landed)
+    assert any("extra.txt: added to a record that landed in" in ln for ln in landed)
+    shutil.rmtree(pr / "records" / TRACK / other.name)
+    ok, lines = check(pr / "records", out, ledger=ledger)
+    assert any(ln.startswith("FAIL landed") and "the landed record" in ln and "is removed" in ln for ln in lines)
