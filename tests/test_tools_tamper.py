@@ -348,6 +348,10 @@ def test_training_on_the_val_shard_fails_without_a_table(records: Path) -> None:
             [DEFAULT_SHARDS[0], shard("fineweb_train_000001.bin", "train", tokens=1000)],
             "but the train shards hold 1,000",
         ),
+        (  # one train shard listed 8 times under 8 names: its tokens counted 8 times
+            [DEFAULT_SHARDS[0], *({**DEFAULT_SHARDS[1], "name": f"fineweb_train_{i:06d}.bin"} for i in range(1, 9))],
+            "has the sha256 of fineweb_train_000001.bin: one file counted twice",
+        ),
     ],
 )
 def test_shard_token_counts_must_be_fineweb_like(records: Path, shards: list[dict[str, object]], evidence: str) -> None:

@@ -1006,7 +1006,15 @@ def _shard_problems(log: ParsedLog) -> list[str]:
     shards = (log.data or {}).get("shards", [])
     problems = []
     vals = val_shards(log)
+    first_of: dict[str, str] = {}
     for s in shards:
+        if s.get("split") != "val":
+            if s["sha256"] in first_of:
+                problems.append(
+                    f"train shard {s['name']} has the sha256 of {first_of[s['sha256']]}: one file counted twice, "
+                    "its tokens too (FineWeb's shards are distinct files)"
+                )
+            first_of.setdefault(s["sha256"], s["name"])
         if s.get("split") != "val" and s["sha256"] in vals:
             problems.append(
                 f"{s.get('split')} shard {s['name']} has the sha256 of the val shard: a record never trains on "
