@@ -57,6 +57,17 @@ FLAGGED = {
     "numpy-load-pickle": "import numpy as np\nx = np.load(path, allow_pickle=True)\n",
     "numpy-load-positional": "import numpy as np\nx = np.load(path, None, True)\n",
     "torch-hub": "import torch\nm = torch.hub.load('someone/repo', 'model')\n",
+    # the standard library's other runners of code strings and resolvers of dotted names
+    "mock-patch": "from unittest import mock\nmock.patch('torch._in' + 'ductor.config.max_autotune', True).start()\n",
+    "mock-patch-dict-env": "import unittest.mock\nunittest.mock.patch.dict('os.environ', {name: '1'}).start()\n",
+    "timeit-code": "import timeit\ntimeit.timeit(code, number=1)\n",
+    "pdb-run": "import pdb\npdb.run(code)\n",
+    "cprofile-run": "import cProfile\ncProfile.run(code)\n",
+    "pydoc-locate": "import pydoc\npydoc.locate(name).max_autotune = True\n",
+    "torch-import-dotted": "import torch\ntorch._utils._import_dotted_name(name).max_autotune = True\n",
+    "logging-config-factory": "import logging.config\nlogging.config.dictConfig(cfg)\n",
+    "exec-another-program": "import os\nos.execv('/usr/bin/env', ['env', name + '=1', 'python', 'train.py'])\n",
+    "sys-path-shadowing": "import sys\nsys.path.insert(0, 'vendor')\nimport numpy\n",
     # os and sys re-exported by other modules (posixpath.os, torch.sys, collections._sys)
     "reexported-os-environ": "import posixpath\nk = 'TORCHXNDUCTOR_X'.replace('X', 'I')\nposixpath.os.environ[k] = '1'\n",
     "reexported-os-path-os": "import os\nos.path.os.environ[name] = '1'\n",

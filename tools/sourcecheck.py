@@ -28,7 +28,8 @@ Fails:
   ``locals``, ``vars``, ``getattr``/``setattr``/``delattr`` used as values, ``setattr``/``delattr`` with a
   computed name, ``getattr`` with a computed name on a module, dunder and frame attributes that reach
   namespaces (``__dict__``, ``__globals__``, ``f_locals``, ...), ``sys.modules``, ``importlib``,
-  ``pickle``, ``ctypes``, ``inspect`` and the like, star imports, and a module bound by ``import``
+  ``pickle``, ``ctypes``, ``inspect`` and the like (also ``unittest.mock``, ``timeit``, ``pdb``, ``pydoc``,
+  ``logging.config``: they run strings of code or reach objects by dotted names), ``sys.path``, star imports, and a module bound by ``import``
   handed around as a value;
 - the environment: a name containing ``INDUCTOR`` (``TORCHINDUCTOR_*``; also when built from literal
   pieces) or one of inductor's few unprefixed variables, anywhere but in docstrings; writes to
@@ -95,10 +96,14 @@ _COMPILER_OK = frozenset(
 _BANNED = tuple(
     "importlib imp runpy pkgutil zipimport ctypes _ctypes cffi pickle _pickle cPickle marshal dill "
     "cloudpickle shelve builtins __builtin__ code codeop inspect posix nt _posixsubprocess sys.modules "
-    "sys._getframe sys._current_frames sys.meta_path sys.path_hooks sys.settrace sys.setprofile "
+    "sys._getframe sys._current_frames sys.meta_path sys.path sys.path_hooks sys.settrace sys.setprofile "
     "sys.addaudithook gc.get_objects gc.get_referrers gc.get_referents types.FunctionType "
     "types.LambdaType types.CodeType operator.attrgetter operator.methodcaller torch.utils.cpp_extension "
-    "torch.ops.load_library torch.classes.load_library torch.package torch.hub pandas.read_pickle".split()
+    "torch.ops.load_library torch.classes.load_library torch.package torch.hub pandas.read_pickle "
+    # ... and the standard library's other ways to run a string of code or reach an object by its dotted
+    # name: mock.patch("torch._inductor.config.x", v), timeit.timeit("code"), pdb.run("code"), ...
+    "unittest.mock mock timeit pdb bdb profile cProfile trace doctest pydoc logging.config numpy.ctypeslib "
+    "torch._utils._import_dotted_name torch.distributed.run torch.distributed.launch".split()
 )
 _DYNAMIC_BUILTINS = frozenset({"exec", "eval", "compile", "__import__", "globals", "locals", "vars", "breakpoint"})
 _ATTR_BUILTINS = frozenset({"getattr", "setattr", "delattr", "hasattr"})
@@ -122,7 +127,12 @@ _READING_BUILTINS = frozenset(
 )
 _INSPECTING_BUILTINS = _READING_BUILTINS | {"hasattr", "isinstance", "issubclass", "type", "id", "callable"}
 # Ways to run a command line or another Python, whose settings this log's code does not show.
-_SHELL_OR_PYTHON = ("os.system", "os.popen", "sys.executable")
+_SHELL_OR_PYTHON = (
+    "os.system",
+    "os.popen",
+    "sys.executable",
+    *(f"os.{f}" for f in "execl execlp execv execvp spawnl spawnlp spawnv spawnvp posix_spawn posix_spawnp".split()),
+)
 # Modules that other modules import and so re-export as attributes (``posixpath.os``, ``torch.sys``,
 # ``collections._sys``): a path through one of them is judged as the module itself.
 _REEXPORTED = frozenset(
