@@ -68,6 +68,12 @@ FLAGGED = {
     "logging-config-factory": "import logging.config\nlogging.config.dictConfig(cfg)\n",
     "exec-another-program": "import os\nos.execv('/usr/bin/env', ['env', name + '=1', 'python', 'train.py'])\n",
     "sys-path-shadowing": "import sys\nsys.path.insert(0, 'vendor')\nimport numpy\n",
+    # another program: a Python, a shell or a launcher runs code the log does not carry
+    "subprocess-python": "import subprocess\nsubprocess.run(['python', 'train_other.py'])\n",
+    "subprocess-env": "import subprocess\nsubprocess.run(['env', name + '=1', 'python', 'train_gpt.py'])\n",
+    "subprocess-computed": "import subprocess\nsubprocess.run(cmd)\n",
+    "popen-shell-path": "from subprocess import Popen\nPopen(['/bin/bash', '-c', script])\n",
+    "subprocess-args-keyword": "import subprocess as sp\nsp.check_call(args=['torchrun', 'x.py'])\n",
     # os and sys re-exported by other modules (posixpath.os, torch.sys, collections._sys)
     "reexported-os-environ": "import posixpath\nk = 'TORCHXNDUCTOR_X'.replace('X', 'I')\nposixpath.os.environ[k] = '1'\n",
     "reexported-os-path-os": "import os\nos.path.os.environ[name] = '1'\n",
@@ -125,6 +131,10 @@ FLAGGED = {
 }
 
 ALLOWED = {
+    "subprocess-tool": (
+        "import subprocess\nout = subprocess.run(['nvidia-smi', *args], capture_output=True, text=True)\n"
+        "subprocess.run('nvidia-smi -L', capture_output=True)\nsubprocess.check_output(['git', 'rev-parse', 'HEAD'])\n"
+    ),
     "torch-load-weights": "import torch\nsd = torch.load(path, map_location='cpu')\nsd = torch.load(path, weights_only=True)\n",
     "numpy-load-arrays": "import numpy as np\nx = np.load(path, mmap_mode='r')\ny = np.load(path, allow_pickle=False)\n",
     "plain-compile": (

@@ -41,6 +41,8 @@ Fails:
   and then imports, a package that fetches kernels), and relative imports; loading code from files:
   ``torch.hub``, and ``torch.load``/``numpy.load`` but with weights_only=True / allow_pickle=False (the
   defaults): unpickling runs code;
+- starting a program (``subprocess``, ``asyncio``, ``pty``) whose name is computed, or that runs code of
+  its own: a Python, a shell, a launcher (``env``, ``torchrun``), a compiler;
 - the strings of torch.compile's modes ("max-autotune", "reduce-overhead", ...) anywhere but in docstrings.
 
 Allowed: ``torch.compile(fn)``, ``@torch.compile``, ``dynamic=``, ``fullgraph=``, ``disable=``;
@@ -153,6 +155,17 @@ _UNPICKLERS = {
     "torch.serialization.load": ("weights_only", True),
     "numpy.load": ("allow_pickle", False),
 }
+# Calls that start a program: its first argument (a command list, or a string) must name, as a literal,
+# a program that is not a Python, a shell or a launcher, which would run code or settings the log lacks.
+_PROCESS_STARTERS = frozenset(
+    f"subprocess.{f}" for f in "run call check_call check_output Popen getoutput getstatusoutput".split()
+) | {"asyncio.create_subprocess_exec", "asyncio.create_subprocess_shell", "pty.spawn"}
+_RUNS_CODE = re.compile(
+    r"(?:python|pypy|ipython|jupyter|torchrun|deepspeed|accelerate|env|sh|bash|dash|zsh|fish|ksh|csh|tcsh|perl|"
+    r"ruby|node|nohup|xargs|sudo|su|time|timeout|nice|exec|eval|source|make|cmake|ninja|gcc|g\+\+|cc|nvcc|"
+    r"ld|uv|pip|conda)[0-9.]*(?:\.exe)?",
+    re.IGNORECASE,
+)
 _MAX_ALIAS_ROUNDS = 16  # `a = torch.x; b = a; c = b ...`: real code needs two or three
 _MAX_ALIASES = 32  # module paths one name may stand for
 
@@ -840,6 +853,8 @@ def _check_call(scan: _Scan, node: ast.Call) -> None:
         _check_compile_arguments(scan, node)
     elif torch_paths and any(kw.arg == "options" for kw in node.keywords):
         _flag(scan, node, "passes options= to a torch function: compile options")
+    if {p for c in canon for p in _rerooted(c)} & _PROCESS_STARTERS and (why := _program_problem(node)):
+        _flag(scan, node, why)
     for path in {p for c in canon for p in (c, ".".join(_torch_tail(c) or []))} & _UNPICKLERS.keys():
         keyword, safe = _UNPICKLERS[path]
         unsafe = len(node.args) > 2 or any(isinstance(a, ast.Starred) for a in node.args)
@@ -874,6 +889,30 @@ def _check_call(scan: _Scan, node: ast.Call) -> None:
             target = _chain(node.args[0])
             if target is not None and _canonical(scan, target[0]):
                 _flag(scan, node, f"{parts[0]} with a computed name on a module: the rule cannot tell what it reaches")
+
+
+def _program_problem(node: ast.Call) -> str | None:
+    """Why the program a process-starting call runs cannot be judged; None for a literal, harmless one."""
+    if not node.args:
+        if any(kw.arg in ("args", None) for kw in node.keywords):
+            return "starts a program named by a keyword argument: pass the command list as the first argument"
+        return None
+    first = node.args[0]
+    if isinstance(first, ast.List | ast.Tuple):
+        head = first.elts[0] if first.elts else None
+        program = _literal_str(head) if head is not None and not isinstance(head, ast.Starred) else None
+    else:
+        text = _literal_str(first)
+        program = text.split()[0] if text and text.split() else None
+    if program is None:
+        return "starts a program whose name is computed: the rule cannot tell what it runs"
+    name = program.replace("\\", "/").rsplit("/", 1)[-1]
+    if _RUNS_CODE.fullmatch(name):
+        return (
+            f"starts {name}, which runs code or settings this log does not carry (another Python, a shell, a "
+            "launcher): run the record's code in this process"
+        )
+    return None
 
 
 def _check_setattr(scan: _Scan, node: ast.Call, target: ast.AST, name_node: ast.AST | None) -> None:
