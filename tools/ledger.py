@@ -227,7 +227,13 @@ def landed_changes(ledger: Ledger, records_root: Path) -> list[tuple[Path, str]]
         )
         landed_at = ledger.landed[(track, name)].commit[:12]
         if not have:
-            changes.append((folder, f"the landed record ({landed_at}) is removed: a pull request adds records"))
+            changes.append(
+                (
+                    folder,
+                    f"the record that landed in {landed_at} is missing: a pull request adds records, it removes none "
+                    "(one made before that record landed must merge the base branch first, to be judged against it)",
+                )
+            )
             continue
         for rel, sha in sorted(files.items()):
             path = folder / rel
