@@ -21,7 +21,7 @@ from pathlib import Path
 from tools import leaderboard
 from tools import ledger as ledger_mod
 from tools.ledger import Ledger
-from tools.records import scan
+from tools.records import files_under, scan
 from tools.text import printable
 from tools.verify import add_ledger_argument, format_text, ledger_from_args, verify_records
 
@@ -50,7 +50,7 @@ def check(records_root: Path, leaderboard_dir: Path, ledger: Ledger | None = Non
     lines.append(f"verified {len(harness)} record(s) under {records_root}")
     expected = leaderboard.build(records_root, leaderboard_dir, ledger=ledger, verdicts=verdicts)
     actual = (
-        {p.relative_to(leaderboard_dir).as_posix(): p for p in leaderboard_dir.rglob("*") if p.is_file()}
+        {p.relative_to(leaderboard_dir).as_posix(): p for p in files_under(leaderboard_dir)}
         if leaderboard_dir.is_dir()
         else {}
     )

@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from tools.records import Record
+from tools.records import Record, files_under
 from tools.tracks import TRACKS
 
 # The folder of records inside a repository of this project.
@@ -220,11 +220,7 @@ def landed_changes(ledger: Ledger, records_root: Path) -> list[tuple[Path, str]]
     changes: list[tuple[Path, str]] = []
     for (track, name), files in sorted(committed.items()):
         folder = records_root / track / name
-        have = (
-            {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()}
-            if folder.is_dir()
-            else {}
-        )
+        have = {p.relative_to(folder).as_posix(): p for p in files_under(folder)} if folder.is_dir() else {}
         landed_at = ledger.landed[(track, name)].commit[:12]
         if not have:
             changes.append(
