@@ -8,6 +8,7 @@ classes of issue 11; the concrete attacks of that issue are kept outside the rep
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 import time
 from pathlib import Path
@@ -204,7 +205,12 @@ def test_the_record_packages_are_the_images() -> None:
     for module, dists in importlib.metadata.packages_distributions().items():
         for dist in dists:
             provides.setdefault(dist.lower().replace("-", "_"), set()).add(module)
-    for name in names:
+    torch_needs = [
+        re.split(r"[<>=;\[ ]", r)[0].lower()
+        for r in importlib.metadata.requires("torch") or []
+        if "extra ==" not in r and not r.startswith("setuptools")  # setuptools runs setup scripts: not for records
+    ]
+    for name in names + torch_needs:
         modules = provides.get(name.replace("-", "_"), set())
         if modules:  # installed here
             assert modules & _RECORD_PACKAGES, (name, modules)
