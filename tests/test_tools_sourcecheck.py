@@ -74,6 +74,8 @@ FLAGGED = {
     "subprocess-env": "import subprocess\nsubprocess.run(['env', name + '=1', 'python', 'train_gpt.py'])\n",
     "subprocess-computed": "import subprocess\nsubprocess.run(cmd)\n",
     "popen-shell-path": "from subprocess import Popen\nPopen(['/bin/bash', '-c', script])\n",
+    "subprocess-own-binary": "import subprocess\nsubprocess.run(['./fast_kernels', '--tune'])\n",
+    "subprocess-look-alike": "import subprocess\nsubprocess.run(['/tmp/nvidia-smi'])\n",
     "subprocess-args-keyword": "import subprocess as sp\nsp.check_call(args=['torchrun', 'x.py'])\n",
     # os and sys re-exported by other modules (posixpath.os, torch.sys, collections._sys)
     "reexported-os-environ": "import posixpath\nk = 'TORCHXNDUCTOR_X'.replace('X', 'I')\nposixpath.os.environ[k] = '1'\n",
@@ -134,7 +136,7 @@ FLAGGED = {
 ALLOWED = {
     "subprocess-tool": (
         "import subprocess\nout = subprocess.run(['nvidia-smi', *args], capture_output=True, text=True)\n"
-        "subprocess.run('nvidia-smi -L', capture_output=True)\nsubprocess.check_output(['git', 'rev-parse', 'HEAD'])\n"
+        "subprocess.run('nvidia-smi -L', capture_output=True)\nsubprocess.check_output(['/usr/bin/git', 'rev-parse', 'HEAD'])\n"
     ),
     "torch-load-weights": "import torch\nsd = torch.load(path, map_location='cpu')\nsd = torch.load(path, weights_only=True)\n",
     "numpy-load-arrays": "import numpy as np\nx = np.load(path, mmap_mode='r')\ny = np.load(path, allow_pickle=False)\n",

@@ -41,8 +41,8 @@ Fails:
   and then imports, a package that fetches kernels), and relative imports; loading code from files:
   ``torch.hub``, and ``torch.load``/``numpy.load`` but with weights_only=True / allow_pickle=False (the
   defaults): unpickling runs code;
-- starting a program (``subprocess``, ``asyncio``, ``pty``) whose name is computed, or that runs code of
-  its own: a Python, a shell, a launcher (``env``, ``torchrun``), a compiler;
+- starting a program (``subprocess``, ``asyncio``, ``pty``) other than nvidia-smi and git, named literally:
+  any other runs code of its own the log does not carry (a Python, a shell, ``env``, ``torchrun``, a binary);
 - the strings of torch.compile's modes ("max-autotune", "reduce-overhead", ...) anywhere but in docstrings.
 
 Allowed: ``torch.compile(fn)``, ``@torch.compile``, ``dynamic=``, ``fullgraph=``, ``disable=``;
@@ -160,12 +160,10 @@ _UNPICKLERS = {
 _PROCESS_STARTERS = frozenset(
     f"subprocess.{f}" for f in "run call check_call check_output Popen getoutput getstatusoutput".split()
 ) | {"asyncio.create_subprocess_exec", "asyncio.create_subprocess_shell", "pty.spawn"}
-_RUNS_CODE = re.compile(
-    r"(?:python|pypy|ipython|jupyter|torchrun|deepspeed|accelerate|env|sh|bash|dash|zsh|fish|ksh|csh|tcsh|perl|"
-    r"ruby|node|nohup|xargs|sudo|su|time|timeout|nice|exec|eval|source|make|cmake|ninja|gcc|g\+\+|cc|nvcc|"
-    r"ld|uv|pip|conda)[0-9.]*(?:\.exe)?",
-    re.IGNORECASE,
-)
+# The programs a record's code may start, to read the machine and the commit it runs: any other program is
+# code the log does not carry (a Python, a shell, a launcher such as env or torchrun, a binary it wrote).
+_PROGRAMS_OK = frozenset({"nvidia-smi", "git"})
+_PROGRAM_DIRS = ("", "/usr/bin/", "/bin/", "/usr/local/bin/")
 _MAX_ALIAS_ROUNDS = 16  # `a = torch.x; b = a; c = b ...`: real code needs two or three
 _MAX_ALIASES = 32  # module paths one name may stand for
 
@@ -906,11 +904,11 @@ def _program_problem(node: ast.Call) -> str | None:
         program = text.split()[0] if text and text.split() else None
     if program is None:
         return "starts a program whose name is computed: the rule cannot tell what it runs"
-    name = program.replace("\\", "/").rsplit("/", 1)[-1]
-    if _RUNS_CODE.fullmatch(name):
+    folder, _, name = program.replace("\\", "/").rpartition("/")
+    if name not in _PROGRAMS_OK or (folder + "/" if folder else "") not in _PROGRAM_DIRS:
         return (
-            f"starts {name}, which runs code or settings this log does not carry (another Python, a shell, a "
-            "launcher): run the record's code in this process"
+            f"starts {program!r}: a record's code may start only " + " and ".join(sorted(_PROGRAMS_OK)) + ", by name; "
+            "another program runs code or settings this log does not carry (a Python, a shell, a launcher, a binary)"
         )
     return None
 
