@@ -220,3 +220,25 @@ def test_text_helpers() -> None:
         "ok",
         "",
     ]
+
+
+def test_a_folder_nested_a_thousand_deep_is_walked_not_recursed(tmp_path: Path) -> None:
+    """notes/d/d/.../d (1,000 deep, as git can store) overflowed the recursion of os.walk and Path.rglob
+    (Python 3.11): verify, check and leaderboard died with a RecursionError."""
+    records = tmp_path / "records"
+    folder = write_record(records, "2026-08-01_Deep")
+    levels = [folder / "notes"]
+    for _ in range(1000):  # one level at a time: Path.mkdir(parents=True) recurses too
+        levels.append(levels[-1] / "d")
+    for level in levels:
+        level.mkdir()
+    (levels[-1] / "note.txt").write_text("a note, never judged\n")
+    out = tmp_path / "leaderboard"
+    try:
+        assert main(["verify", str(folder)]) == 0
+        assert main(["leaderboard", "--records", str(records), "--out", str(out)]) == 0
+        assert check(records, out)[0]
+    finally:  # deepest first: shutil.rmtree, which cleans tmp_path, recurses as well
+        (levels[-1] / "note.txt").unlink()
+        for level in reversed(levels):
+            level.rmdir()

@@ -179,9 +179,12 @@ def test_dates_in_the_future_fail(records_tmp: Path) -> None:
     assert any(f"nvidia-smi dates this run {when.isoformat()}, after today" in f.evidence for f in v.failures)
 
 
-@pytest.mark.parametrize("smi_time", ["", "Mon Feb 30 10:00:00 2026", "Sat Jan 10 23:36:12 1x26"])
+@pytest.mark.parametrize(
+    "smi_time", ["", "Mon Feb 30 10:00:00 2026", "Sat Jan 10 23:36:12 1x26", "Fri Jan 10 23:36:12 2026"]
+)
 def test_a_record_log_without_a_valid_nvidia_smi_timestamp_fails(records_tmp: Path, smi_time: str) -> None:
-    """Deleting or breaking the timestamp once skipped the date check."""
+    """Deleting or breaking the timestamp once skipped the date check; a weekday that is not the date's (Jan 10
+    2026 is a Saturday) is an edited line."""
     v = verify_paths([write_record(records_tmp, "2026-08-01_NoTime", smi_time=smi_time)], known_shards={})[0]
     found = [f.evidence for f in v.failures if f.rule == "structure"]
     assert len(found) == 3 and all(
@@ -229,3 +232,54 @@ def test_without_git_the_output_says_the_order_is_by_date(tmp_path: Path, capsys
     captured = capsys.readouterr()
     assert '"ledger": "no ledger: (date, name) order"' in captured.out
     assert "is not in a git repository, so there is no ledger" in captured.err
+
+
+def test_check_of_a_shallow_clone_needs_the_ledger_repo(repo: Path, tmp_path: Path) -> None:
+    """CI checks out the pull request shallowly: `check` read no history there and fell back to (date, name),
+    so a record dated before the holder outranked it. It now refuses, and --ledger-repo orders the records."""
+    records = repo / "records"
+    write_record(records, "2026-08-05_Holder", step_ms=60.0)
+    commit_all(repo, "the holder lands")
+    pr = tmp_path / "pr"
+    git(tmp_path, "clone", "-q", "--depth", "1", f"file://{repo}", str(pr))
+    write_record(pr / "records", "2026-08-01_Backdated", step_ms=59.0)
+    with pytest.raises(ValueError, match=r"is in a shallow clone, whose history cannot say when each record landed"):
+        check(pr / "records", pr / "leaderboard")
+    assert main(["check", "--records", str(pr / "records"), "--leaderboard", str(pr / "leaderboard")]) == 2
+    ledger = from_git(repo)
+    leaderboard.write(leaderboard.build(pr / "records", pr / "leaderboard", ledger=ledger), pr / "leaderboard")
+    ok, _ = check(pr / "records", pr / "leaderboard", ledger=ledger)
+    v = by_name(pr / "records", ledger)
+    assert ok and v["2026-08-01_Backdated"].previous is v["2026-08-05_Holder"]
+
+
+def test_a_pull_request_cannot_change_a_landed_record(repo: Path, tmp_path: Path) -> None:
+    """A pull request that slowed the holder's logs down (every time x1.1, consistent) made its own record the
+    new one; one that removed a landed run could count it as its own. check compares landed records with the
+    ledger's commit."""
+    records = repo / "records"
+    holder = write_record(records, "2026-08-05_Holder", runs=4, step_ms=60.0)
+    other = write_record(records, "2026-08-06_Other", step_ms=61.0)
+    (holder / "reproduced.json").write_text("{}")
+    commit_all(repo, "two records land")
+    pr = tmp_path / "pr"
+    git(tmp_path, "clone", "-q", f"file://{repo}", str(pr))
+    ledger = from_git(repo)
+    out = pr / "leaderboard"
+    leaderboard.write(leaderboard.build(pr / "records", out, ledger=ledger), out)
+    assert check(pr / "records", out, ledger=ledger)[0]
+    logs = sorted((pr / "records" / TRACK / holder.name).glob("*.txt"))
+    slowed = logs[0].read_text().replace("train_time:", "train_time:1")  # any edit of a landed file
+    logs[0].write_text(slowed)
+    taken = logs[1].rename(tmp_path / logs[1].name)
+    (pr / "records" / TRACK / holder.name / "reproduced.json").unlink()  # a maintainer's mark may go
+    (pr / "records" / TRACK / other.name / "extra.txt").write_text(taken.read_text())
+    ok, lines = check(pr / "records", out, ledger=ledger)
+    landed = [ln for ln in lines if ln.startswith("FAIL landed")]
+    assert not ok and len(landed) == 3, lines
+    assert any(f"{logs[0].name}: differs from the file that landed in" in ln for ln in landed)
+    assert any(f"{logs[1].name}: removed from a record that landed in" in ln for ln in landed)
+    assert any("extra.txt: added to a record that landed in" in ln for ln in landed)
+    shutil.rmtree(pr / "records" / TRACK / other.name)
+    ok, lines = check(pr / "records", out, ledger=ledger)
+    assert any(ln.startswith("FAIL landed") and "is missing: a pull request adds records" in ln for ln in lines)

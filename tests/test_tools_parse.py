@@ -201,6 +201,14 @@ def test_config_line_that_is_not_json() -> None:
     assert log.config is None and "not valid JSON" in (log.config_error or "")
 
 
+def test_a_json_line_with_a_key_written_twice_is_refused() -> None:
+    """`"seed": 1, "seed": 2`: json.loads took the last, a reader of the text could take the first."""
+    env = 'config: {"seed": 1, "run": {"a": 1, "a": 2}, "seed": 2}\ndata: {"shards": [], "shards": []}'
+    log = parse_bytes(_log("step:1/1 val_loss:3.2 train_time:5ms step_avg:5.00ms\n", env=env))
+    assert log.config is None and "the key 'a' appears more than once" in (log.config_error or "")
+    assert log.data is None and "the key 'shards' appears more than once" in (log.data_error or "")
+
+
 def test_parse_cli_json_fields(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "run.txt"
     path.write_text(make_log(LogSpec()))

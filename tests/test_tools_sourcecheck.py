@@ -8,6 +8,7 @@ classes of issue 11; the concrete attacks of that issue are kept outside the rep
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 import time
 from pathlib import Path
@@ -45,6 +46,43 @@ FLAGGED = {
     "dunder-dict": "import torch\ntorch.__dict__['compile'](model)\n",
     "reexported-torch": "import torch.compiler\ntorch.compiler.torch._inductor.config.max_autotune = True\n",
     "reexported-config": "import torch._functorch.partitioners as p\np.inductor_config.max_autotune = True\n",
+    # code the log does not carry: a module it writes and imports, a package outside the record image
+    "imports-a-module-it-wrote": "open('helper.py', 'w').write(CODE)\nimport helper\n",
+    "from-a-module-it-wrote": "from helper import setup\nsetup()\n",
+    "relative-import": "from . import helper\n",
+    "package-outside-the-image": "import kernels\nk = kernels.get_kernel('x/y')\n",
+    # code loaded from files: unpickling runs code, the hub fetches it
+    "torch-load-pickle": "import torch\nsd = torch.load(path, weights_only=False)\n",
+    "torch-load-kwargs": "import torch\nsd = torch.load(path, **kw)\n",
+    "torch-load-imported": "from torch.serialization import load\nsd = load(path, weights_only=flag)\n",
+    "numpy-load-pickle": "import numpy as np\nx = np.load(path, allow_pickle=True)\n",
+    "numpy-load-positional": "import numpy as np\nx = np.load(path, None, True)\n",
+    "torch-hub": "import torch\nm = torch.hub.load('someone/repo', 'model')\n",
+    # the standard library's other runners of code strings and resolvers of dotted names
+    "mock-patch": "from unittest import mock\nmock.patch('torch._in' + 'ductor.config.max_autotune', True).start()\n",
+    "mock-patch-dict-env": "import unittest.mock\nunittest.mock.patch.dict('os.environ', {name: '1'}).start()\n",
+    "timeit-code": "import timeit\ntimeit.timeit(code, number=1)\n",
+    "pdb-run": "import pdb\npdb.run(code)\n",
+    "cprofile-run": "import cProfile\ncProfile.run(code)\n",
+    "pydoc-locate": "import pydoc\npydoc.locate(name).max_autotune = True\n",
+    "torch-import-dotted": "import torch\ntorch._utils._import_dotted_name(name).max_autotune = True\n",
+    "logging-config-factory": "import logging.config\nlogging.config.dictConfig(cfg)\n",
+    "exec-another-program": "import os\nos.execv('/usr/bin/env', ['env', name + '=1', 'python', 'train.py'])\n",
+    "sys-path-shadowing": "import sys\nsys.path.insert(0, 'vendor')\nimport numpy\n",
+    # another program: a Python, a shell or a launcher runs code the log does not carry
+    "subprocess-python": "import subprocess\nsubprocess.run(['python', 'train_other.py'])\n",
+    "subprocess-env": "import subprocess\nsubprocess.run(['env', name + '=1', 'python', 'train_gpt.py'])\n",
+    "subprocess-computed": "import subprocess\nsubprocess.run(cmd)\n",
+    "popen-shell-path": "from subprocess import Popen\nPopen(['/bin/bash', '-c', script])\n",
+    "subprocess-own-binary": "import subprocess\nsubprocess.run(['./fast_kernels', '--tune'])\n",
+    "subprocess-look-alike": "import subprocess\nsubprocess.run(['/tmp/nvidia-smi'])\n",
+    "subprocess-args-keyword": "import subprocess as sp\nsp.check_call(args=['torchrun', 'x.py'])\n",
+    # os and sys re-exported by other modules (posixpath.os, torch.sys, collections._sys)
+    "reexported-os-environ": "import posixpath\nk = 'TORCHXNDUCTOR_X'.replace('X', 'I')\nposixpath.os.environ[k] = '1'\n",
+    "reexported-os-path-os": "import os\nos.path.os.environ[name] = '1'\n",
+    "reexported-torch-os": "import torch\ntorch.os.environ.update(env)\n",
+    "reexported-torch-sys": "import torch\ntorch.sys.modules['torch._inductor.config'].max_autotune = True\n",
+    "reexported-underscore-sys": "from collections import _sys\n_sys.modules[name].max_autotune = True\n",
     "other-module-config": "from torch.fx.experimental import proxy_tensor\nproxy_tensor.config.max_autotune = True\n",
     "assigned-alias": "import torch.fx.experimental.proxy_tensor\npt = torch.fx.experimental.proxy_tensor\npt.config.max_autotune = True\n",
     "module-handed": "import torch\ndef f(m):\n    m._inductor.config.max_autotune = True\nf(torch)\n",
@@ -96,6 +134,12 @@ FLAGGED = {
 }
 
 ALLOWED = {
+    "subprocess-tool": (
+        "import subprocess\nout = subprocess.run(['nvidia-smi', *args], capture_output=True, text=True)\n"
+        "subprocess.run('nvidia-smi -L', capture_output=True)\nsubprocess.check_output(['/usr/bin/git', 'rev-parse', 'HEAD'])\n"
+    ),
+    "torch-load-weights": "import torch\nsd = torch.load(path, map_location='cpu')\nsd = torch.load(path, weights_only=True)\n",
+    "numpy-load-arrays": "import numpy as np\nx = np.load(path, mmap_mode='r')\ny = np.load(path, allow_pickle=False)\n",
     "plain-compile": (
         "import torch\nm = torch.compile(model)\nn = torch.compile(model, dynamic=False, fullgraph=True)\n"
         "@torch.compile\ndef f(x):\n    return x\n@torch.compile(fullgraph=True)\ndef g(x):\n    return x\n"
@@ -143,6 +187,35 @@ def test_compile_flags_ways_around_the_rule_fail(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(ALLOWED))
 def test_compile_flags_honest_code_passes(name: str) -> None:
     assert find_compile_flags(ALLOWED[name], HERE) == []
+
+
+def test_a_module_appended_to_the_log_may_be_imported() -> None:
+    code = "import torch\nimport helper\nfrom helper import setup\n"
+    assert find_compile_flags(code, None, ["helper"]) == []
+    assert [line for line, _ in find_compile_flags(code)] == [2, 3]
+
+
+def test_the_record_packages_are_the_images() -> None:
+    """Every package of requirements.txt is importable by a record under the names it installs."""
+    import importlib.metadata
+
+    from tools.sourcecheck import _RECORD_PACKAGES
+
+    requirements = Path(__file__).resolve().parent.parent / "requirements.txt"
+    names = [ln.split("==")[0].strip().lower() for ln in requirements.read_text().splitlines() if "==" in ln]
+    provides: dict[str, set[str]] = {}
+    for module, dists in importlib.metadata.packages_distributions().items():
+        for dist in dists:
+            provides.setdefault(dist.lower().replace("-", "_"), set()).add(module)
+    torch_needs = [
+        re.split(r"[<>=;\[ ]", r)[0].lower()
+        for r in importlib.metadata.requires("torch") or []
+        if "extra ==" not in r and not r.startswith("setuptools")  # setuptools runs setup scripts: not for records
+    ]
+    for name in names + torch_needs:
+        modules = provides.get(name.replace("-", "_"), set())
+        if modules:  # installed here
+            assert modules & _RECORD_PACKAGES, (name, modules)
 
 
 def test_this_repository_trainer_passes(repo_root: Path) -> None:

@@ -101,6 +101,26 @@ def test_one_run_copied_with_a_digit_nudged_is_one_run(records: Path) -> None:
     assert all("(one run counted twice)" in f for f in found)
 
 
+@pytest.mark.parametrize(("offset", "scale"), [(0.0001, 0.0), (0.0, 0.0007)])
+def test_a_copy_with_every_loss_moved_is_one_run(records: Path, offset: float, scale: float) -> None:
+    """Every loss shifted by 0.0001 (0.0002 in the second copy) or scaled by 1.0007 (1.0014): no loss is
+    equal to the original's, but the difference of the curves hardly moves from step to step."""
+    folder = write_record(records, "2026-08-01_Moved", runs=1)
+    (src,) = logs_of(folder)
+    for i, run_id in enumerate(["aaaaaaaa-0000-4000-8000-000000000001", "bbbbbbbb-0000-4000-8000-000000000002"], 1):
+        dst = copy_as_new_run(src, run_id, seed=10 + i)
+
+        def moved(m: re.Match[str], i: int = i) -> str:
+            return f"{m.group(1)}{float(m.group(2)) * (1 + scale * i) + offset * i:.4f}"
+
+        dst.write_text(re.sub(r"(loss:)(\d+\.\d+)", moved, dst.read_text()))
+    v = verdict_of(folder)
+    assert not failures(v, "monotonic") and not failures(v, "plausible")
+    found = failures(v, "distinct-runs")
+    assert len(found) == 3, found
+    assert all("differ by a nearly constant amount" in f for f in found), found
+
+
 def test_a_same_seed_rerun_with_other_times_is_the_same_run(records: Path) -> None:
     """The losses of a rerun, times 1.3% longer (step_avg kept consistent), and another seed written in."""
     folder = write_record(records, "2026-08-01_Rerun")
@@ -131,6 +151,20 @@ def test_seeds_are_compared_as_numbers_and_written_as_ints(records: Path, seed: 
     found = failures(v, "distinct-runs")
     assert len(found) == 1 and re.search(r"seed (1|'1'|1\.0|' 1') is also the seed of", found[0]), found
     assert any("not an integer: train_gpt.py writes the seed it used as an int" in f for f in failures(v, "config"))
+
+
+def test_seeds_that_torch_reads_as_one_are_one_seed(records: Path) -> None:
+    """torch.manual_seed(-1) and torch.manual_seed(2**64 - 1) draw the same numbers; 2**64 is no seed."""
+    folder = write_record(records, "2026-08-01_Wrapped")
+    one, two, three = logs_of(folder)
+    set_config(one, seed=-1)
+    set_config(two, seed=2**64 - 1)
+    set_config(three, seed=2**64)
+    v = verdict_of(folder)
+    found = failures(v, "distinct-runs")
+    assert len(found) == 1 and re.search(r"seed (-1|18446744073709551615) is also the seed of", found[0]), found
+    found = failures(v, "config")
+    assert len(found) == 1 and "seed 18446744073709551616 is outside the seeds torch.manual_seed accepts" in found[0]
 
 
 def test_near_duplicates_on_the_public_corpus(anchors_dir: Path) -> None:
@@ -197,6 +231,13 @@ def test_nan_or_negative_losses_mid_run(records: Path, pattern: str, repl: str, 
     assert len(found) == 1 and evidence in found[0], found
 
 
+def test_a_val_loss_before_the_final_step_no_model_reaches(records: Path) -> None:
+    folder = write_record(records, "2026-08-01_LowMid")
+    edit(logs_of(folder)[0], r"^(step:50/100 val_loss:)\S+", r"\g<1>0.0100")
+    found = failures(verdict_of(folder), "plausible")
+    assert len(found) == 1 and "1 val loss(es) below 2.0, first 0.01 at step 50" in found[0], found
+
+
 def test_a_final_loss_no_model_of_the_class_reaches(records: Path) -> None:
     folder = write_record(records, "2026-08-01_Tiny")
     for log in logs_of(folder):
@@ -248,6 +289,23 @@ def test_systems_only_must_keep_the_baselines_loss_curve(records: Path) -> None:
     assert not v[other.name].is_new_record and not v[shorter.name].is_new_record
 
 
+def test_systems_only_cannot_hide_its_curve_by_skipping_the_baselines_val_steps(records: Path) -> None:
+    """Other math (a curve 0.7 above the baseline's at step 25), hidden two ways: the val lines of one run
+    deleted, or validating at other steps than the baseline; either left only the final step to compare."""
+    write_record(records, "2026-07-30_Base")
+    meta = {"systems_only": True, "baseline": "2026-07-30_Base"}
+    deleted = write_record(records, "2026-08-01_Deleted", meta=meta, start_loss=12.0, step_ms=50.0)
+    log = logs_of(deleted)[0]
+    log.write_text(re.sub(r"^step:(25|50|75)/100 val_loss.*\n", "", log.read_text(), flags=re.M))
+    elsewhere = write_record(records, "2026-08-02_Elsewhere", meta=meta, start_loss=12.0, val_every=33, step_ms=50.0)
+    v = verdicts_of(records)
+    found = failures(v[deleted.name], "target")
+    assert len(found) == 1 and f"but {log.name} reports no val loss at step 25 (3 of the baseline's 4" in found[0]
+    found = failures(v[elsewhere.name], "target")
+    assert len(found) == 1 and "reports no val loss at step 25 (3 of the baseline's 4 val steps" in found[0], found
+    assert not v[deleted.name].valid and not v[elsewhere.name].valid
+
+
 def test_systems_only_tolerance_shrinks_with_more_runs(records: Path) -> None:
     """A final loss 0.012 higher is noise for 3 runs against 3, not for 8 against 8."""
     write_record(records, "2026-07-30_Base", runs=8)
@@ -289,6 +347,10 @@ def test_training_on_the_val_shard_fails_without_a_table(records: Path) -> None:
         (
             [DEFAULT_SHARDS[0], shard("fineweb_train_000001.bin", "train", tokens=1000)],
             "but the train shards hold 1,000",
+        ),
+        (  # one train shard listed 8 times under 8 names: its tokens counted 8 times
+            [DEFAULT_SHARDS[0], *({**DEFAULT_SHARDS[1], "name": f"fineweb_train_{i:06d}.bin"} for i in range(1, 9))],
+            "has the sha256 of fineweb_train_000001.bin: one file counted twice",
         ),
     ],
 )

@@ -46,6 +46,9 @@ def test_links_are_refused_before_any_tool_runs_and_history_is_fetched() -> None
     assert links < tools and "find " in steps[links]["run"] and "-type l" in steps[links]["run"]
     base = next(s for s in steps if s.get("with", {}).get("path") == "base")
     assert base["with"]["fetch-depth"] == 0  # records are ordered by when they entered the base branch
+    # ... and `check` reads that history: the pull request's own checkout is shallow.
+    check = next(s["run"] for s in steps if "python -m tools check" in s.get("run", ""))
+    assert '--ledger-repo "$GITHUB_WORKSPACE/base"' in check
 
 
 def test_it_judges_with_a_python_that_reads_the_docker_images_logs() -> None:

@@ -2,7 +2,9 @@
 
 1. Verify every record under ``records/`` (each must have its README.md and pass every rule); anything
    else under ``records/`` (an unknown track folder, a stray file) fails: it would be skipped, not judged.
-2. Regenerate the leaderboard in memory and compare it, byte for byte, with ``leaderboard/``:
+2. Records that landed (in the ledger's history) are the files that landed: a file of one edited,
+   removed or added fails (``tools.ledger.landed_changes``).
+3. Regenerate the leaderboard in memory and compare it, byte for byte, with ``leaderboard/``:
    a record added without regenerating, or a hand edit, fails with the command that fixes it.
 
 Records are ordered by the ledger (tools/ledger.py): the git history of the repository the records
@@ -19,7 +21,7 @@ from pathlib import Path
 from tools import leaderboard
 from tools import ledger as ledger_mod
 from tools.ledger import Ledger
-from tools.records import scan
+from tools.records import files_under, scan
 from tools.text import printable
 from tools.verify import add_ledger_argument, format_text, ledger_from_args, verify_records
 
@@ -31,7 +33,7 @@ def check(records_root: Path, leaderboard_dir: Path, ledger: Ledger | None = Non
     lines: list[str] = []
     tree = scan(records_root)
     if ledger is None:
-        ledger = ledger_mod.for_records(tree.records)
+        ledger = ledger_mod.for_records(tree.records, strict=True)
     verdicts = verify_records(tree.records, ledger=ledger)
     ok = not tree.misplaced
     for v in verdicts:
@@ -42,10 +44,13 @@ def check(records_root: Path, leaderboard_dir: Path, ledger: Ledger | None = Non
     if harness or tree.misplaced:
         lines.extend(format_text(harness, tree.misplaced).rstrip("\n").split("\n"))
     ok = ok and all(v.valid for v in harness)
+    for path, why in ledger_mod.landed_changes(ledger, records_root):
+        ok = False
+        lines.append(f"FAIL landed        {path}: {why}; a maintainer changes a landed record by a commit of its own")
     lines.append(f"verified {len(harness)} record(s) under {records_root}")
     expected = leaderboard.build(records_root, leaderboard_dir, ledger=ledger, verdicts=verdicts)
     actual = (
-        {p.relative_to(leaderboard_dir).as_posix(): p for p in leaderboard_dir.rglob("*") if p.is_file()}
+        {p.relative_to(leaderboard_dir).as_posix(): p for p in files_under(leaderboard_dir)}
         if leaderboard_dir.is_dir()
         else {}
     )

@@ -27,7 +27,7 @@ from tools import html as html_page
 from tools.board import GENERATED_NOTE, PAGES, Row, Table, build_tables, unique_slugs
 from tools.ledger import Ledger
 from tools.progress import progress
-from tools.records import discover, refuse_links
+from tools.records import discover, files_under, refuse_links
 from tools.rules import Run
 from tools.text import csv_cell, markdown_text, printable
 from tools.tracks import OFFICIAL_CLASS, TRACKS
@@ -339,7 +339,7 @@ def write(files: dict[str, bytes], out_dir: Path) -> None:
     ):
         if not (out_dir / folder).is_dir():
             continue
-        for old in sorted((out_dir / folder).rglob(pattern)):
+        for old in files_under(out_dir / folder, pattern.lstrip("*")):
             rel = old.relative_to(out_dir).as_posix()
             if rel not in files and old.is_file() and not old.is_symlink() and _made_here(old, mark):
                 old.unlink()

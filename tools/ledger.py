@@ -23,14 +23,15 @@ the base branch's checkout, with its full history) when the records folder is a 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from tools.records import Record
+from tools.records import Record, files_under
 from tools.tracks import TRACKS
 
 # The folder of records inside a repository of this project.
@@ -56,6 +57,9 @@ class Ledger:
     note: str  # one line for the output: where the order comes from
     landed: dict[tuple[str, str], Landed] = field(default_factory=dict)  # (track, record folder) -> landing
     from_history: bool = False  # False: no git history was read, every record is ordered by (date, name)
+    repo: Path | None = None  # the repository whose history this is, at commit `head`, records under `prefix`
+    head: str = ""
+    prefix: str = RECORDS_DIR
 
     def entry(self, record: Record) -> Landed | None:
         ident = record_ident(record)
@@ -167,12 +171,84 @@ def from_git(repo: Path, records_prefix: str = RECORDS_DIR) -> Ledger:
         f"({len(landed)} record folder(s) landed; any other record is pending and comes after them)",
         landed=landed,
         from_history=True,
+        repo=Path(top[0]),
+        head=head,
+        prefix=prefix,
     )
 
 
-def for_records(records: Iterable[Record]) -> Ledger:
+# A landed record's files a pull request may remove (a maintainer's mark; records.yml refuses one it adds).
+_REMOVABLE = frozenset({"reproduced.json"})
+
+
+def _blob_sha(path: Path, digits: int) -> str:
+    """The git object id of a file's bytes: the sha1 (40 hex digits), or in a sha256 repository the sha256,
+    of ``blob <size>\\0<bytes>``."""
+    data = path.read_bytes()
+    digest = hashlib.sha1 if digits == 40 else hashlib.sha256
+    return digest(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def landed_changes(ledger: Ledger, records_root: Path) -> list[tuple[Path, str]]:
+    """``(path, why)`` for each file of a landed record that differs between ``records_root`` (the tree
+    judged: a pull request's) and the ledger's commit: a file edited, removed or added. A pull request adds
+    records; editing a landed one would rewrite evidence that was judged when it landed (a run taken from
+    it, or its times made slower so that a new record beats it). Nothing without a history to compare."""
+    if ledger.repo is None or not ledger.landed:
+        return []
+    tracks = sorted({track for track, _ in ledger.landed})
+    prefix = ledger.prefix
+    out = _git(
+        ledger.repo,
+        "ls-tree",
+        "-r",
+        "-z",
+        "--full-tree",
+        ledger.head,
+        "--",
+        *(f"{prefix}/{t}" if prefix else t for t in tracks),
+    )
+    committed: dict[tuple[str, str], dict[str, str]] = {}
+    strip = len(prefix) + 1 if prefix else 0
+    for entry in out.split("\0"):
+        if not entry:
+            continue
+        meta, _, name = entry.partition("\t")
+        parts = name[strip:].split("/")
+        if len(parts) >= 3 and (parts[0], parts[1]) in ledger.landed:
+            committed.setdefault((parts[0], parts[1]), {})["/".join(parts[2:])] = meta.split()[-1]
+    changes: list[tuple[Path, str]] = []
+    for (track, name), files in sorted(committed.items()):
+        folder = records_root / track / name
+        have = {p.relative_to(folder).as_posix(): p for p in files_under(folder)} if folder.is_dir() else {}
+        landed_at = ledger.landed[(track, name)].commit[:12]
+        if not have:
+            changes.append(
+                (
+                    folder,
+                    f"the record that landed in {landed_at} is missing: a pull request adds records, it removes none "
+                    "(one made before that record landed must merge the base branch first, to be judged against it)",
+                )
+            )
+            continue
+        for rel, sha in sorted(files.items()):
+            path = folder / rel
+            if rel not in have:
+                if PurePosixPath(rel).name not in _REMOVABLE:
+                    changes.append((path, f"removed from a record that landed in {landed_at}"))
+            elif _blob_sha(have[rel], len(sha)) != sha:
+                changes.append((path, f"differs from the file that landed in {landed_at}"))
+        changes.extend(
+            (have[rel], f"added to a record that landed in {landed_at}") for rel in sorted(have.keys() - files.keys())
+        )
+    return changes
+
+
+def for_records(records: Iterable[Record], strict: bool = False) -> Ledger:
     """The ledger of the git repository the records sit in, found from their folder; (date, name) order,
-    with the reason in ``note``, where there is none."""
+    with the reason in ``note``, where there is none. ``strict`` (``check``, what CI runs): a shallow clone
+    is a ``LedgerError``, not (date, name) order: a checkout without its history (CI's checkout of a pull
+    request) must be judged with ``--ledger-repo``, or a backdated record would jump the queue."""
     roots = {d.parent.resolve() for r in records if (d := _track_dir(r)) is not None}
     if not roots:
         return by_date("records ordered by (date, name): no record folder")
@@ -183,6 +259,12 @@ def for_records(records: Iterable[Record]) -> Ledger:
         top = _git(root, "rev-parse", "--show-toplevel").strip()
     except LedgerError:
         return by_date(f"records ordered by (date, name): {root} is not in a git repository, so there is no ledger")
+    if strict and _git(root, "rev-parse", "--is-shallow-repository").strip() == "true":
+        raise LedgerError(
+            f"{root} is in a shallow clone, whose history cannot say when each record landed: pass --ledger-repo "
+            "with a checkout of the judging branch with its whole history (CI: the base branch's checkout), or "
+            "fetch the whole history (git fetch --unshallow)"
+        )
     try:
         prefix = root.relative_to(Path(top).resolve()).as_posix()
         return from_git(Path(top), "" if prefix == "." else prefix)

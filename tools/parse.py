@@ -81,9 +81,10 @@ _SMI_ROW_STATE_RE = re.compile(r"(?<=\s)(?:On|Off)[^\S\n]++\|")
 _SMI_NOT_AVAILABLE = "nvidia-smi: not available"
 # The first line of nvidia-smi's output: the machine's local time when the run started,
 # "Sat Jan 10 23:36:12 2026" (C's asctime format: the day of the month is padded with a space).
+_WEEKDAYS = "Mon Tue Wed Thu Fri Sat Sun".split()  # date.weekday()'s order
 _MONTHS = {name: i for i, name in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
 _SMI_TIME_RE = re.compile(
-    r"^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([A-Z][a-z]{2}) {1,2}(\d{1,2}) \d{2}:\d{2}:\d{2} (\d{4})\s*$"
+    r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([A-Z][a-z]{2}) {1,2}(\d{1,2}) \d{2}:\d{2}:\d{2} (\d{4})\s*$"
 )
 
 
@@ -496,18 +497,31 @@ def _smi_gpu_row(line: str) -> tuple[int, str] | None:
 
 
 def _smi_date(m: re.Match[str]) -> str | None:
-    """``YYYY-MM-DD`` of nvidia-smi's timestamp; None for a date that does not exist (an edited line)."""
-    month = _MONTHS.get(m.group(1))  # not strptime("%b"): that reads month names of the current locale
+    """``YYYY-MM-DD`` of nvidia-smi's timestamp; None for a date that does not exist or falls on another
+    day of the week than the line says (an edited line: nvidia-smi prints both from one clock)."""
+    month = _MONTHS.get(m.group(2))  # not strptime("%b"): that reads month names of the current locale
     if month is None:
         return None
     try:
-        return dt.date(int(m.group(3)), month, int(m.group(2))).isoformat()
+        date = dt.date(int(m.group(4)), month, int(m.group(3)))
     except ValueError:
         return None
+    return date.isoformat() if _WEEKDAYS[date.weekday()] == m.group(1) else None
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all distinct: json.dumps never writes a key twice, and with two a
+    reader that takes the first and one that takes the last see two different runs."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {key!r} appears more than once")
+        out[key] = value
+    return out
 
 
 def _read_json_object(
@@ -518,7 +532,7 @@ def _read_json_object(
     if len(text) > MAX_JSON_LINE_CHARS:  # json.loads of a huge list builds an object per element: GBs
         return None, f"the '{what}:' line is {len(text):,} characters, over the {MAX_JSON_LINE_CHARS:,} it may have"
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as e:
         return None, f"the '{what}:' line is not valid JSON ({type(e).__name__}: {str(e)[:120]})"
     if not isinstance(value, dict):

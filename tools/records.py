@@ -26,6 +26,7 @@ import datetime as dt
 import os
 import re
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,6 +120,32 @@ def _has_readme(folder: Path) -> bool:
     return readme.is_symlink() or readme.exists()
 
 
+def walk(root: Path) -> Iterator[tuple[Path, bool]]:
+    """``(path, is_dir)`` for every entry under the folder ``root``, links not followed (a link is an entry,
+    never a folder); iterative, as a folder nested thousands deep (a pull request's notes/) overflowed
+    the recursion of os.walk and Path.rglob (Python 3.11)."""
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as entries:
+                found = sorted((e.name, e.is_dir(follow_symlinks=False)) for e in entries)
+        except (NotADirectoryError, FileNotFoundError):
+            continue
+        for name, is_dir in found:
+            path = folder / name
+            yield path, is_dir
+            if is_dir:
+                stack.append(path)
+
+
+def files_under(root: Path, suffix: str = "") -> list[Path]:
+    """The regular files (not links) under ``root`` whose name ends with ``suffix``, sorted."""
+    return sorted(
+        p for p, is_dir in walk(root) if not is_dir and p.name.endswith(suffix) and p.is_file() and not p.is_symlink()
+    )
+
+
 def refuse_links(root: Path, what: str = "records/ and leaderboard/") -> None:
     """``ValueError`` naming every symbolic link at or under ``root``, found without following any.
 
@@ -130,10 +157,7 @@ def refuse_links(root: Path, what: str = "records/ and leaderboard/") -> None:
     if root.is_symlink():
         links.append(str(root))
     elif root.is_dir():
-        for folder, dirs, files in os.walk(root, followlinks=False):
-            for name in sorted(dirs + files):
-                if os.path.islink(os.path.join(folder, name)):
-                    links.append(os.path.join(folder, name))
+        links.extend(str(p) for p, is_dir in walk(root) if not is_dir and p.is_symlink())
     if links:
         shown = ", ".join(sorted(links)[:10]) + (" ..." if len(links) > 10 else "")
         raise ValueError(  # printed by tools.cli, which escapes control characters of names
@@ -233,7 +257,7 @@ def scan(records_root: Path) -> Tree:
             else:
                 found = _community_records(entry, entry.name, track, _date_of(entry.name))
                 records.extend(found)
-                if not found and not any(p.suffix == LOG_SUFFIX for p in entry.rglob("*")):
+                if not found and not any(p.suffix == LOG_SUFFIX for p, _ in walk(entry)):
                     stray.append((entry, f"no {README} and no logs (*.txt): not a record folder"))
     return Tree(sorted(records, key=lambda r: (r.track.name, r.date or "", r.name)), stray)
 
@@ -285,7 +309,7 @@ def _harness_record(folder: Path, track: Track) -> Record:
         rec.baseline_runs = _logs_in(baseline_dir)
     judged = set(rec.baseline_runs)
     rec.supporting = sorted(
-        p for d in folder.iterdir() if d.is_dir() for p in d.rglob(f"*{LOG_SUFFIX}") if p not in judged
+        p for d in folder.iterdir() if d.is_dir() for p in files_under(d, LOG_SUFFIX) if p not in judged
     )
     if not _HARNESS_FOLDER_RE.match(folder.name) or rec.date is None:
         rec.meta_errors.append(

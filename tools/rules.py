@@ -117,8 +117,15 @@ RUN_DATE_SLACK = dt.timedelta(days=1)
 # Near-duplicate runs (`distinct-runs`): losses are compared as printed, to 4 decimals, step by step.
 # Two honest runs with different seeds differ from the first few steps on: across the 766 distinct logs
 # of the public corpus, no two share their first 20 train losses, no two share more than 1.7% of their
-# train losses, and no two share more than 4 of 14 val losses after step 0.
+# train losses, and no two share more than 4 of 14 val losses after step 0. A copy with every loss moved
+# (all by 0.0001, or all scaled by 1.001) shares none: what it keeps is the difference of the two curves,
+# nearly the same from one step to the next. Across the 760 pairs of runs of one submission in the corpus
+# (compared at the train steps both print), the median step-to-step change of that difference is never
+# below 0.0036; a shifted or scaled copy's is 0 to 0.0001.
 DUP_PREFIX_STEPS = 20
+# torch.manual_seed takes -2**63 <= seed < 2**64 and seeds its generators with seed modulo 2**64.
+TORCH_SEED_SPACE: Final = 2**64
+DUP_MAX_DRIFT = 10  # in 1e-4: one run when the difference of two train curves moves less than this, median
 DUP_SHARED_FRACTION = 0.5
 DUP_MIN_SHARED_VAL = 3
 # `target` for systems_only: the largest difference of mean val loss, at one step, between the records'
@@ -569,6 +576,16 @@ def _implausible(log: ParsedLog, ctx: Context) -> list[str]:
             f"final val loss {final} is below {track.min_val_loss}, which no model of the {track.name} class "
             "reaches (tools/tracks.py)"
         )
+    elif track.min_val_loss is not None:
+        # Before the final step too: the curve is what a systems_only record is judged by.
+        with np.errstate(invalid="ignore"):
+            low = np.flatnonzero(val < track.min_val_loss)
+        if len(low):
+            row = int(np.flatnonzero(m.is_val)[low[0]])
+            problems.append(
+                f"{len(low)} val loss(es) below {track.min_val_loss}, first {m.loss[row]} at step {m.step[row]}, "
+                f"which no model of the {track.name} class reaches (tools/tracks.py)"
+            )
     t = log.train_time_ms
     if t is None:
         return problems  # llm.c lines carry no time
@@ -663,15 +680,16 @@ def rule_distinct_runs(ctx: Context) -> RuleResult:
 
 def normal_seed(value: object) -> object:
     """The seed a config value names: ``1``, ``1.0`` and ``"1"`` are one seed (``config`` refuses the last
-    two in a log of this harness, which writes an int)."""
+    two in a log of this harness, which writes an int); so are ``-1`` and ``2**64 - 1``, as torch.manual_seed
+    reads a seed modulo 2**64."""
     if isinstance(value, bool):
         return ("bool", value)
     if isinstance(value, int):
-        return value
+        return value % TORCH_SEED_SPACE
     if isinstance(value, float) and value.is_integer():
-        return int(value)
+        return int(value) % TORCH_SEED_SPACE
     if isinstance(value, str) and re.fullmatch(r"\s*[-+]?[0-9]{1,30}\s*", value):
-        return int(value)
+        return int(value) % TORCH_SEED_SPACE
     return ("other", repr(value))
 
 
@@ -707,6 +725,8 @@ def near_duplicates(prints: Sequence[CurvePrint], owners: Sequence[int] | None =
     or val lines, at the same steps):
     - their first DUP_PREFIX_STEPS train lines carry a loss in both, and the same, or
     - at least DUP_SHARED_FRACTION of their train losses are equal (one digit nudged here and there), or
+    - over at least DUP_PREFIX_STEPS train steps, the difference of their train losses moves from one step
+      to the next by a median of at most DUP_MAX_DRIFT (a copy with every loss shifted or scaled), or
     - at least DUP_MIN_SHARED_VAL and more than half of their val losses after step 0 are equal.
     Different seeds start from different weights, so their losses part from the first steps on; a
     rerun with the same seed and only the times changed, or a copy with a digit edited, matches.
@@ -733,7 +753,9 @@ def near_duplicates(prints: Sequence[CurvePrint], owners: Sequence[int] | None =
                     # first steps of both.
                     prefix = same[:, :DUP_PREFIX_STEPS].all(axis=1)
                     shared = (n_both >= DUP_PREFIX_STEPS) & (n_same >= DUP_SHARED_FRACTION * n_both)
-                    hits = prefix | shared
+                    drift = _median_drift(losses[a], losses[a + 1 :], both)
+                    moved = (n_both >= DUP_PREFIX_STEPS) & (drift <= DUP_MAX_DRIFT)
+                    hits = prefix | shared | moved
                 else:
                     hits = (n_same >= DUP_MIN_SHARED_VAL) & (2 * n_same > n_both)
                 for b in np.flatnonzero(hits):
@@ -744,10 +766,29 @@ def near_duplicates(prints: Sequence[CurvePrint], owners: Sequence[int] | None =
                         why = f"the same val loss at {n_same[b]} of the {n_both[b]} val steps after step 0"
                     elif prefix[b]:
                         why = f"the same train losses at the first {DUP_PREFIX_STEPS} steps"
-                    else:
+                    elif shared[b]:
                         why = f"the same train loss at {n_same[b]} of {n_both[b]} steps"
+                    else:
+                        why = (
+                            f"train losses that differ by a nearly constant amount (it moves by a median "
+                            f"{drift[b] / 1e4:.4f} from step to step over {n_both[b]} steps; runs with other seeds "
+                            f"move by 0.0036 or more): one run with its losses shifted or scaled"
+                        )
                     found[(i, j)] = why
     return found
+
+
+def _median_drift(row: np.ndarray, others: np.ndarray, both: np.ndarray) -> np.ndarray:
+    """For each of ``others``, the median of |change from one printed step to the next| of ``row - other``,
+    over the consecutive steps both print (in 1e-4); inf where fewer than two such steps."""
+    diff = row[None, :] - others
+    steps = both[:, 1:] & both[:, :-1]
+    moves = np.where(steps, np.abs(np.diff(diff, axis=1)).astype(np.float64), np.nan)
+    out = np.full(len(others), np.inf)
+    have = steps.any(axis=1)
+    if have.any():
+        out[have] = np.nanmedian(moves[have], axis=1)
+    return out
 
 
 # --- hardware -------------------------------------------------------------------------------
@@ -864,6 +905,11 @@ def _config_problems(log: ParsedLog, ctx: Context) -> list[str]:
             f"seed {str(cfg['seed'])[:40]!r} is a {type(cfg['seed']).__name__}, not an integer: train_gpt.py writes "
             "the seed it used as an int"
         )
+    elif not -(2**63) <= cfg["seed"] < TORCH_SEED_SPACE:
+        problems.append(
+            f"seed {str(cfg['seed'])[:40]} is outside the seeds torch.manual_seed accepts (-2**63 to 2**64 - 1): "
+            "no run used it"
+        )
     if cfg["preset"] not in track.presets:
         problems.append(f"preset {cfg['preset']!r}, but track {track.name} runs {' or '.join(track.presets)}")
     if cfg["track"] != track.name:
@@ -960,7 +1006,15 @@ def _shard_problems(log: ParsedLog) -> list[str]:
     shards = (log.data or {}).get("shards", [])
     problems = []
     vals = val_shards(log)
+    first_of: dict[str, str] = {}
     for s in shards:
+        if s.get("split") != "val":
+            if s["sha256"] in first_of:
+                problems.append(
+                    f"train shard {s['name']} has the sha256 of {first_of[s['sha256']]}: one file counted twice, "
+                    "its tokens too (FineWeb's shards are distinct files)"
+                )
+            first_of.setdefault(s["sha256"], s["name"])
         if s.get("split") != "val" and s["sha256"] in vals:
             problems.append(
                 f"{s.get('split')} shard {s['name']} has the sha256 of the val shard: a record never trains on "
@@ -1117,8 +1171,9 @@ def plausible_finals(finals: Sequence[float], floor: float | None) -> bool:
 def curve_mismatch(runs: Sequence[Run], base_runs: Sequence[Run]) -> str | None:
     """Why the val curves of ``runs`` are not those of ``base_runs`` within run-to-run noise; None if they are.
 
-    Compared at every step after step 0 at which all runs of both records validate: the mean val loss
-    of each record, against CURVE_TOLERANCE at that fraction of training.
+    Compared at every step after step 0 at which every run of the baseline validates: the mean val loss
+    of each record, against CURVE_TOLERANCE at that fraction of training. Every run of the record must
+    validate there too: a run that skips them (val lines deleted, another val_loss_every) hides its curve.
     """
     totals = {r.log.total_steps for r in runs} | {r.log.total_steps for r in base_runs}
     if len(totals) != 1 or None in totals:
@@ -1128,9 +1183,17 @@ def curve_mismatch(runs: Sequence[Run], base_runs: Sequence[Run]) -> str | None:
     total = totals.pop()
     assert total is not None
     curves = [{p.step: p.val_loss for p in r.log.val_curve} for r in [*runs, *base_runs]]
-    steps = sorted(set.intersection(*(set(c) for c in curves)) - {0})
+    steps = sorted(set.intersection(*(set(c) for c in curves[len(runs) :])) - {0})
     if not steps:
-        return "no val step after step 0 that both records report"
+        return "no val step after step 0 that every run of the baseline reports"
+    for run, curve in zip(runs, curves, strict=False):
+        skipped = [step for step in steps if step not in curve]
+        if skipped:
+            return (
+                f"{Path(run.file).name} reports no val loss at step {skipped[0]} ({len(skipped)} of the baseline's "
+                f"{len(steps)} val steps after step 0 missing): a systems_only record shows its val curve at every "
+                "step where its baseline validates"
+            )
     n, m = len(runs), len(base_runs)
     scale = min(1.0, math.sqrt((1 / n + 1 / m) / (2 / 3)))
     for step in steps:
@@ -1182,7 +1245,8 @@ def rule_compile_flags(ctx: Context) -> RuleResult:
             if not code.strip():
                 continue
             checked = True
-            for line_no, what in find_compile_flags(code, log.python_version):
+            local = [Path(name).stem for name in log.appended_files]
+            for line_no, what in find_compile_flags(code, log.python_version, local):
                 where = f"{label} line {line_no}" if line_no else label
                 out.append(Failure("compile-flags", run.file, f"{where}: {what}"))
     if not checked:

@@ -28,13 +28,21 @@ Fails:
   ``locals``, ``vars``, ``getattr``/``setattr``/``delattr`` used as values, ``setattr``/``delattr`` with a
   computed name, ``getattr`` with a computed name on a module, dunder and frame attributes that reach
   namespaces (``__dict__``, ``__globals__``, ``f_locals``, ...), ``sys.modules``, ``importlib``,
-  ``pickle``, ``ctypes``, ``inspect`` and the like, star imports, and a module bound by ``import``
+  ``pickle``, ``ctypes``, ``inspect`` and the like (also ``unittest.mock``, ``timeit``, ``pdb``, ``pydoc``,
+  ``logging.config``: they run strings of code or reach objects by dotted names), ``sys.path``, star imports, and a module bound by ``import``
   handed around as a value;
 - the environment: a name containing ``INDUCTOR`` (``TORCHINDUCTOR_*``; also when built from literal
   pieces) or one of inductor's few unprefixed variables, anywhere but in docstrings; writes to
   ``os.environ`` (``[k] =``, ``.update``, ``.setdefault``, ``putenv``) whose names are not literal; an
   ``env=`` argument whose names are not literal; ``os.environ`` handed to anything that may write it;
   the ``exec*e``/``spawn*e``/``posix_spawn`` calls that set a new process's environment;
+- imports of code the log does not carry: a module that is not the standard library, a package of the
+  record image (requirements.txt, and triton) or a file appended to the log (a module the code writes
+  and then imports, a package that fetches kernels), and relative imports; loading code from files:
+  ``torch.hub``, and ``torch.load``/``numpy.load`` but with weights_only=True / allow_pickle=False (the
+  defaults): unpickling runs code;
+- starting a program (``subprocess``, ``asyncio``, ``pty``) other than nvidia-smi and git, named literally:
+  any other runs code of its own the log does not carry (a Python, a shell, ``env``, ``torchrun``, a binary);
 - the strings of torch.compile's modes ("max-autotune", "reduce-overhead", ...) anywhere but in docstrings.
 
 Allowed: ``torch.compile(fn)``, ``@torch.compile``, ``dynamic=``, ``fullgraph=``, ``disable=``;
@@ -52,6 +60,7 @@ import ast
 import re
 import sys
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -89,10 +98,14 @@ _COMPILER_OK = frozenset(
 _BANNED = tuple(
     "importlib imp runpy pkgutil zipimport ctypes _ctypes cffi pickle _pickle cPickle marshal dill "
     "cloudpickle shelve builtins __builtin__ code codeop inspect posix nt _posixsubprocess sys.modules "
-    "sys._getframe sys._current_frames sys.meta_path sys.path_hooks sys.settrace sys.setprofile "
+    "sys._getframe sys._current_frames sys.meta_path sys.path sys.path_hooks sys.settrace sys.setprofile "
     "sys.addaudithook gc.get_objects gc.get_referrers gc.get_referents types.FunctionType "
     "types.LambdaType types.CodeType operator.attrgetter operator.methodcaller torch.utils.cpp_extension "
-    "torch.ops.load_library torch.classes.load_library torch.package".split()
+    "torch.ops.load_library torch.classes.load_library torch.package torch.hub pandas.read_pickle "
+    # ... and the standard library's other ways to run a string of code or reach an object by its dotted
+    # name: mock.patch("torch._inductor.config.x", v), timeit.timeit("code"), pdb.run("code"), ...
+    "unittest.mock mock timeit pdb bdb profile cProfile trace doctest pydoc logging.config numpy.ctypeslib "
+    "torch._utils._import_dotted_name torch.distributed.run torch.distributed.launch".split()
 )
 _DYNAMIC_BUILTINS = frozenset({"exec", "eval", "compile", "__import__", "globals", "locals", "vars", "breakpoint"})
 _ATTR_BUILTINS = frozenset({"getattr", "setattr", "delattr", "hasattr"})
@@ -116,7 +129,41 @@ _READING_BUILTINS = frozenset(
 )
 _INSPECTING_BUILTINS = _READING_BUILTINS | {"hasattr", "isinstance", "issubclass", "type", "id", "callable"}
 # Ways to run a command line or another Python, whose settings this log's code does not show.
-_SHELL_OR_PYTHON = ("os.system", "os.popen", "sys.executable")
+_SHELL_OR_PYTHON = (
+    "os.system",
+    "os.popen",
+    "sys.executable",
+    *(f"os.{f}" for f in "execl execlp execv execvp spawnl spawnlp spawnv spawnvp posix_spawn posix_spawnp".split()),
+)
+# Modules that other modules import and so re-export as attributes (``posixpath.os``, ``torch.sys``,
+# ``collections._sys``): a path through one of them is judged as the module itself.
+_REEXPORTED = frozenset(
+    "os sys builtins posix nt importlib imp runpy ctypes pickle marshal inspect gc types operator code codeop".split()
+)
+# What a record's code may import besides the standard library and the files appended to its log: the
+# packages of the image records run in (requirements.txt, and what torch requires: triton, sympy, ...).
+# Any other module is code this rule never reads, such as a module the code writes and then imports.
+_RECORD_PACKAGES = frozenset(
+    "torch triton numpy huggingface_hub httpx2 tiktoken regex pyarrow tqdm safetensors scipy pandas matplotlib "
+    "yaml jinja2 typing_extensions filelock sympy mpmath networkx fsspec".split()
+)
+# Loaders that unpickle (run code from a file the log does not carry) unless a keyword says not to: the
+# keyword and the one literal value that keeps them safe (torch.load's default is weights_only=True); past
+# their first two arguments (file, map_location / mmap_mode) come pickle_module / allow_pickle.
+_UNPICKLERS = {
+    "torch.load": ("weights_only", True),
+    "torch.serialization.load": ("weights_only", True),
+    "numpy.load": ("allow_pickle", False),
+}
+# Calls that start a program: its first argument (a command list, or a string) must name, as a literal,
+# a program that is not a Python, a shell or a launcher, which would run code or settings the log lacks.
+_PROCESS_STARTERS = frozenset(
+    f"subprocess.{f}" for f in "run call check_call check_output Popen getoutput getstatusoutput".split()
+) | {"asyncio.create_subprocess_exec", "asyncio.create_subprocess_shell", "pty.spawn"}
+# The programs a record's code may start, to read the machine and the commit it runs: any other program is
+# code the log does not carry (a Python, a shell, a launcher such as env or torchrun, a binary it wrote).
+_PROGRAMS_OK = frozenset({"nvidia-smi", "git"})
+_PROGRAM_DIRS = ("", "/usr/bin/", "/bin/", "/usr/local/bin/")
 _MAX_ALIAS_ROUNDS = 16  # `a = torch.x; b = a; c = b ...`: real code needs two or three
 _MAX_ALIASES = 32  # module paths one name may stand for
 
@@ -152,11 +199,15 @@ class _Scan:
     handled: set[int] = field(default_factory=set)  # ids of dunder attributes already judged
     folded: dict[int, str | None] = field(default_factory=dict)  # _literal_str of BinOp nodes already seen
     found: list[tuple[int, str]] = field(default_factory=list)
+    local_modules: frozenset[str] = frozenset()  # the modules whose code the log carries (appended files)
 
 
-def find_compile_flags(source: str, python_version: str | None = None) -> list[tuple[int, str]]:
+def find_compile_flags(
+    source: str, python_version: str | None = None, local_modules: Iterable[str] = ()
+) -> list[tuple[int, str]]:
     """``(line number, what)`` for every forbidden or unreadable compile setting in ``source`` (line 0: the
-    whole code). ``python_version`` is what the log names (``3.12.3``); None: the running Python's."""
+    whole code). ``python_version`` is what the log names (``3.12.3``); None: the running Python's.
+    ``local_modules``: the modules whose code comes with ``source`` (the files appended to the log)."""
     if not source.strip():
         return []
     if len(source) > MAX_CODE_CHARS:
@@ -192,7 +243,7 @@ def find_compile_flags(source: str, python_version: str | None = None) -> list[t
         ]
     except (ValueError, RecursionError, MemoryError) as e:
         return [(0, f"cannot be read as Python ({type(e).__name__}): this rule judges only code it can read")]
-    return _judge(tree, source)
+    return _judge(tree, source, frozenset(local_modules))
 
 
 def _grammar(python_version: str | None) -> tuple[tuple[int, int], tuple[int, int] | None]:
@@ -220,9 +271,9 @@ _VISITED = frozenset(
 )
 
 
-def _judge(tree: ast.AST, source: str) -> list[tuple[int, str]]:
+def _judge(tree: ast.AST, source: str, local_modules: frozenset[str] = frozenset()) -> list[tuple[int, str]]:
     module = _Scope(None)
-    scan = _Scan(source.splitlines(), tree, module, module)
+    scan = _Scan(source.splitlines(), tree, module, module, local_modules=local_modules)
     walked = _walk(tree, module)
     if walked is None:
         return [
@@ -583,6 +634,15 @@ def _check_import(scan: _Scan, node: ast.Import | ast.ImportFrom) -> None:
             return
         paths = [f"{base}.{a.name}" if base else a.name for a in node.names]
     for path in paths:
+        top = path.split(".")[0]
+        if not top or not (top in sys.stdlib_module_names or top in _RECORD_PACKAGES or top in scan.local_modules):
+            _flag(
+                scan,
+                node,
+                f"imports {path}, which is neither the standard library, a package of the record image "
+                "(requirements.txt), nor a file appended to the log: this rule cannot read its code",
+            )
+            return
         why = _never_allowed(path)
         if why:
             _flag(scan, node, f"imports {path}: {why}")
@@ -610,6 +670,18 @@ def _torch_tail(path: str) -> list[str] | None:
     return segments[last:]
 
 
+def _rerooted(path: str) -> list[str]:
+    """``path`` and the paths it reaches through a module that another module re-exports, its leading
+    underscores dropped: ``posixpath.os.environ`` is also ``os.environ``, ``torch._sys.modules`` ``sys.modules``."""
+    segments = path.split(".")
+    found = [path]
+    for i in range(1, len(segments)):
+        name = segments[i].lstrip("_")
+        if name in _REEXPORTED:
+            found.append(".".join([name, *segments[i + 1 :]]))
+    return found
+
+
 def _check_chain(scan: _Scan, node: ast.AST, parts: list[str], role: str, parent: ast.AST | None) -> None:
     dotted = ".".join(parts)
     if id(node) not in scan.handled:
@@ -628,7 +700,7 @@ def _check_chain(scan: _Scan, node: ast.AST, parts: list[str], role: str, parent
         return
     if len(parts) == 1 and binder is not None and parts[0] in binder.modules and _hands_around(role, parent):
         _flag(scan, node, f"hands the module {parts[0]} around as a value: the rule cannot follow what is done with it")
-    for path in canon:
+    for path in (p for c in canon for p in _rerooted(c)):
         why = _chain_problem(path, role, parent)
         if why:
             _flag(scan, node, why.replace("{path}", dotted if dotted == path else f"{dotted} ({path})"))
@@ -779,6 +851,23 @@ def _check_call(scan: _Scan, node: ast.Call) -> None:
         _check_compile_arguments(scan, node)
     elif torch_paths and any(kw.arg == "options" for kw in node.keywords):
         _flag(scan, node, "passes options= to a torch function: compile options")
+    if {p for c in canon for p in _rerooted(c)} & _PROCESS_STARTERS and (why := _program_problem(node)):
+        _flag(scan, node, why)
+    for path in {p for c in canon for p in (c, ".".join(_torch_tail(c) or []))} & _UNPICKLERS.keys():
+        keyword, safe = _UNPICKLERS[path]
+        unsafe = len(node.args) > 2 or any(isinstance(a, ast.Starred) for a in node.args)
+        unsafe = unsafe or any(
+            kw.arg is None
+            or (kw.arg == keyword and not (isinstance(kw.value, ast.Constant) and kw.value.value is safe))
+            for kw in node.keywords
+        )
+        if unsafe:
+            _flag(
+                scan,
+                node,
+                f"calls {path} with {keyword}= other than {safe} (or with more than 2 positional or with ** arguments): "
+                "it unpickles, running code from a file the log does not carry",
+            )
     if isinstance(node.func, ast.Attribute) and node.func.attr in ("__setattr__", "__delattr__"):
         scan.handled.add(id(node.func))
         receiver = node.func.value
@@ -798,6 +887,30 @@ def _check_call(scan: _Scan, node: ast.Call) -> None:
             target = _chain(node.args[0])
             if target is not None and _canonical(scan, target[0]):
                 _flag(scan, node, f"{parts[0]} with a computed name on a module: the rule cannot tell what it reaches")
+
+
+def _program_problem(node: ast.Call) -> str | None:
+    """Why the program a process-starting call runs cannot be judged; None for a literal, harmless one."""
+    if not node.args:
+        if any(kw.arg in ("args", None) for kw in node.keywords):
+            return "starts a program named by a keyword argument: pass the command list as the first argument"
+        return None
+    first = node.args[0]
+    if isinstance(first, ast.List | ast.Tuple):
+        head = first.elts[0] if first.elts else None
+        program = _literal_str(head) if head is not None and not isinstance(head, ast.Starred) else None
+    else:
+        text = _literal_str(first)
+        program = text.split()[0] if text and text.split() else None
+    if program is None:
+        return "starts a program whose name is computed: the rule cannot tell what it runs"
+    folder, _, name = program.replace("\\", "/").rpartition("/")
+    if name not in _PROGRAMS_OK or (folder + "/" if folder else "") not in _PROGRAM_DIRS:
+        return (
+            f"starts {program!r}: a record's code may start only " + " and ".join(sorted(_PROGRAMS_OK)) + ", by name; "
+            "another program runs code or settings this log does not carry (a Python, a shell, a launcher, a binary)"
+        )
+    return None
 
 
 def _check_setattr(scan: _Scan, node: ast.Call, target: ast.AST, name_node: ast.AST | None) -> None:
