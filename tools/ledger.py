@@ -181,12 +181,19 @@ def from_git(repo: Path, records_prefix: str = RECORDS_DIR) -> Ledger:
 _REMOVABLE = frozenset({"reproduced.json"})
 
 
-def _blob_sha(path: Path, digits: int) -> str:
-    """The git object id of a file's bytes: the sha1 (40 hex digits), or in a sha256 repository the sha256,
-    of ``blob <size>\\0<bytes>``."""
-    data = path.read_bytes()
-    digest = hashlib.sha1 if digits == 40 else hashlib.sha256
-    return digest(b"blob %d\0" % len(data) + data).hexdigest()
+def _same_blob(path: Path, size: int, sha: str) -> bool:
+    """Whether a file's bytes are the blob ``sha`` of ``size`` bytes: the git object id is the sha1 (40 hex
+    digits), or in a sha256 repository the sha256, of ``blob <size>\\0<bytes>``. A file of another size
+    differs without being read (a pull request may swap a landed log for one of gigabytes); the rest is
+    hashed in 1 MiB pieces."""
+    if path.stat().st_size != size:
+        return False
+    digest = hashlib.sha1() if len(sha) == 40 else hashlib.sha256()
+    digest.update(b"blob %d\0" % size)
+    with path.open("rb") as f:
+        while piece := f.read(1 << 20):
+            digest.update(piece)
+    return digest.hexdigest() == sha
 
 
 def landed_changes(ledger: Ledger, records_root: Path) -> list[tuple[Path, str]]:
@@ -202,13 +209,14 @@ def landed_changes(ledger: Ledger, records_root: Path) -> list[tuple[Path, str]]
         ledger.repo,
         "ls-tree",
         "-r",
+        "-l",
         "-z",
         "--full-tree",
         ledger.head,
         "--",
         *(f"{prefix}/{t}" if prefix else t for t in tracks),
     )
-    committed: dict[tuple[str, str], dict[str, str]] = {}
+    committed: dict[tuple[str, str], dict[str, tuple[str, int]]] = {}
     strip = len(prefix) + 1 if prefix else 0
     for entry in out.split("\0"):
         if not entry:
@@ -216,7 +224,9 @@ def landed_changes(ledger: Ledger, records_root: Path) -> list[tuple[Path, str]]
         meta, _, name = entry.partition("\t")
         parts = name[strip:].split("/")
         if len(parts) >= 3 and (parts[0], parts[1]) in ledger.landed:
-            committed.setdefault((parts[0], parts[1]), {})["/".join(parts[2:])] = meta.split()[-1]
+            fields = meta.split()  # mode, type, object id, size ("-" for a submodule)
+            size = int(fields[3]) if fields[3].isdigit() else -1
+            committed.setdefault((parts[0], parts[1]), {})["/".join(parts[2:])] = (fields[2], size)
     changes: list[tuple[Path, str]] = []
     for (track, name), files in sorted(committed.items()):
         folder = records_root / track / name
@@ -231,12 +241,12 @@ def landed_changes(ledger: Ledger, records_root: Path) -> list[tuple[Path, str]]
                 )
             )
             continue
-        for rel, sha in sorted(files.items()):
+        for rel, (sha, size) in sorted(files.items()):
             path = folder / rel
             if rel not in have:
                 if PurePosixPath(rel).name not in _REMOVABLE:
                     changes.append((path, f"removed from a record that landed in {landed_at}"))
-            elif _blob_sha(have[rel], len(sha)) != sha:
+            elif not _same_blob(have[rel], size, sha):
                 changes.append((path, f"differs from the file that landed in {landed_at}"))
         changes.extend(
             (have[rel], f"added to a record that landed in {landed_at}") for rel in sorted(have.keys() - files.keys())
