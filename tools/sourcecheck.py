@@ -141,11 +141,12 @@ _REEXPORTED = frozenset(
     "os sys builtins posix nt importlib imp runpy ctypes pickle marshal inspect gc types operator code codeop".split()
 )
 # What a record's code may import besides the standard library and the files appended to its log: the
-# packages of the image records run in (requirements.txt, and what torch requires: triton, sympy, ...).
+# packages of the image records run in (requirements.txt, and what torch requires: triton, sympy, ...; on
+# Linux torch's CUDA build also brings cuda-bindings (``cuda``) and the nvidia-* libraries (``nvidia``)).
 # Any other module is code this rule never reads, such as a module the code writes and then imports.
 _RECORD_PACKAGES = frozenset(
     "torch triton numpy huggingface_hub httpx2 tiktoken regex pyarrow tqdm safetensors scipy pandas matplotlib "
-    "yaml jinja2 typing_extensions filelock sympy mpmath networkx fsspec".split()
+    "yaml jinja2 typing_extensions filelock sympy mpmath networkx fsspec cuda nvidia".split()
 )
 # Loaders that unpickle (run code from a file the log does not carry) unless a keyword says not to: the
 # keyword and the one literal value that keeps them safe (torch.load's default is weights_only=True); past
