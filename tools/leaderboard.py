@@ -333,15 +333,15 @@ def write(files: dict[str, bytes], out_dir: Path) -> None:
         parts = Path(rel).parts
         if Path(rel).is_absolute() or ".." in parts or not parts:
             raise ValueError(f"refusing to write {rel!r}: not a path inside {out_dir}")
-    for folder, pattern, mark in (
-        (board.PLOTS, "*.svg", plots.CREATOR),
-        (PAGES, "*.html", f'<meta name="generator" content="{html_page.GENERATOR}">'),
+    for folder, suffix, mark in (
+        (board.PLOTS, ".svg", plots.CREATOR),
+        (PAGES, ".html", f'<meta name="generator" content="{html_page.GENERATOR}">'),
     ):
         if not (out_dir / folder).is_dir():
             continue
-        for old in files_under(out_dir / folder, pattern.lstrip("*")):
+        for old in files_under(out_dir / folder, suffix):  # regular files only, no link followed
             rel = old.relative_to(out_dir).as_posix()
-            if rel not in files and old.is_file() and not old.is_symlink() and _made_here(old, mark):
+            if rel not in files and _made_here(old, mark):
                 old.unlink()
     for rel, data in files.items():
         path = out_dir / rel

@@ -1015,11 +1015,11 @@ def _shard_problems(log: ParsedLog) -> list[str]:
                     "its tokens too (FineWeb's shards are distinct files)"
                 )
             first_of.setdefault(s["sha256"], s["name"])
-        if s.get("split") != "val" and s["sha256"] in vals:
-            problems.append(
-                f"{s.get('split')} shard {s['name']} has the sha256 of the val shard: a record never trains on "
-                "its validation data"
-            )
+            if s["sha256"] in vals:
+                problems.append(
+                    f"{s.get('split')} shard {s['name']} has the sha256 of the val shard: a record never trains on "
+                    "its validation data"
+                )
         if s["tokens"] > FINEWEB_SHARD_TOKENS:
             problems.append(
                 f"shard {s['name']} holds {s['tokens']:,} tokens; a FineWeb shard holds at most {FINEWEB_SHARD_TOKENS:,}"
@@ -1186,7 +1186,7 @@ def curve_mismatch(runs: Sequence[Run], base_runs: Sequence[Run]) -> str | None:
     steps = sorted(set.intersection(*(set(c) for c in curves[len(runs) :])) - {0})
     if not steps:
         return "no val step after step 0 that every run of the baseline reports"
-    for run, curve in zip(runs, curves, strict=False):
+    for run, curve in zip(runs, curves[: len(runs)], strict=True):
         skipped = [step for step in steps if step not in curve]
         if skipped:
             return (
