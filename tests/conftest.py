@@ -22,6 +22,11 @@ IN_CI = os.environ.get("SPEEDRUN_CI") == "1"
 _INDUCTOR_CACHE = tempfile.mkdtemp(prefix="speedrun-tests-inductor-")
 os.environ["TORCHINDUCTOR_CACHE_DIR"] = _INDUCTOR_CACHE
 atexit.register(shutil.rmtree, _INDUCTOR_CACHE, ignore_errors=True)
+# The tools' cache of parsed logs and code readings (tools/cache.py) likewise: each session starts empty, so a
+# test never reads an entry another checkout's tools wrote, and the user's own cache is never touched.
+_TOOLS_CACHE = tempfile.mkdtemp(prefix="speedrun-tests-tools-cache-")
+os.environ["SPEEDRUN_CACHE"] = _TOOLS_CACHE
+atexit.register(shutil.rmtree, _TOOLS_CACHE, ignore_errors=True)
 
 
 def skip_or_fail(reason: str) -> None:
