@@ -1,11 +1,14 @@
 """tools/upstream.py: the public speedrun's hand-edited record tables, read as an input.
 
 The fixture README (tests/fixtures/public-speedrun/, FIXTURE.md) is the public README at its merge of
-2026-04-18; the numbers asserted here were counted from it by hand.
+2026-04-18; the numbers asserted here were counted from it by hand. Tests over the whole public tree read
+its records folder from $SPEEDRUN_PUBLIC_RECORDS and skip when it is absent (CI has no clone).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -19,13 +22,17 @@ from tools.upstream import (
     find_readme,
     parse_tables,
     read_tables,
+    resolve,
 )
 
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "public-speedrun"
 README = FIXTURE / "README.md"
 RECORDS = FIXTURE / "records"
+PUBLIC_RECORDS = Path(os.environ.get("SPEEDRUN_PUBLIC_RECORDS", "/tmp/scratch/modded-nanogpt/records"))
 
 T1, T2 = "track_1_short", "track_2_medium"
+MOVED_LINK = "records/track_2_medium/2025-09-11_SecondInputEmbed/000_592014ec-6781-4f59-b274-c4af68ccfe75.txt"
+MOVED_NAME = "000_592014ec-6781-4f59-b274-c4af68ccfe75.txt"
 HEADER = "| # | Record time | Description | Date | Log | Contributors |\n| - | - | - | - | - | - |\n"
 
 
@@ -201,6 +208,135 @@ def test_cells_of_other_shapes(rows: list[UpstreamRow]) -> None:
     assert all(r.time_s is not None for r in rows)
 
 
+# --- resolving links ---------------------------------------------------------------------------------------
+
+
+def test_rows_resolved_at_their_path_in_the_fixture_tree(rows: list[UpstreamRow]) -> None:
+    resolved = resolve(rows, RECORDS)
+    assert len(resolved) == len(rows) and [r.row for r in resolved] == rows
+    found = {(r.row.track, r.row.number, r.row.retiming): r for r in resolved if r.files}
+    assert sorted(found) == sorted(
+        [
+            (T1, "12", False),
+            (T1, "19", False),
+            (T1, "21", True),  # RuleTweak; StableTorch is not in the fixture
+            (T1, "22", False),
+            (T1, "69", False),
+            (T1, "79", False),
+            (T2, "1", False),
+            (T2, "2", False),
+        ]
+    )
+    for r in found.values():
+        assert r.missing == () and len(r.files) == 1
+        assert r.how == (f"{r.row.log_links[0]}: at its path",)
+        assert r.files[0] == RECORDS.parent / r.row.log_links[0]
+        assert r.folder == RECORDS / r.row.track / r.row.log_links[0].split("/")[2]
+    assert found[(T1, "79", False)].folder == RECORDS / T1 / "2026-04-4_FuseCEFwdAndBwd"  # a file in runs/
+    assert found[(T2, "1", False)].files[0].name == "main.log"
+    for r in resolved:
+        if not r.files:
+            assert r.missing == r.row.log_links and r.folder is None
+            assert all(": missing: " in h for h in r.how), r.how
+
+
+def test_moved_folder_resolved_by_file_name(rows: list[UpstreamRow], tmp_path: Path) -> None:
+    row = one(rows, T2, "10")
+    assert row.log_links == (MOVED_LINK,)
+    real = tmp_path / "records" / T2 / "2025-09-11_GPT2MediumX01"
+    real.mkdir(parents=True)
+    log = real / MOVED_NAME
+    shutil.copyfile(RECORDS / T2 / "2025-01-18" / "241dd7a7-3d76-4dce-85a4-7df60387f32a.txt", log)
+    (r,) = resolve([row], tmp_path / "records")
+    assert r.files == (log,) and r.missing == () and r.folder == real
+    assert r.how == (
+        f"{MOVED_LINK}: by file name: not at its path, the one file of that name under records/track_2_medium is "
+        f"records/track_2_medium/2025-09-11_GPT2MediumX01/{MOVED_NAME}",
+    )
+    # The same name twice under the track folder: not unique, so missing.
+    other = tmp_path / "records" / T2 / "2025-09-12_Copy"
+    other.mkdir()
+    shutil.copyfile(log, other / MOVED_NAME)
+    (r,) = resolve([row], tmp_path / "records")
+    assert r.files == () and r.missing == (MOVED_LINK,) and "2 files named" in r.how[0]
+    # A name only under the other track's folder is not looked for there.
+    shutil.rmtree(tmp_path / "records" / T2)
+    (tmp_path / "records" / T1 / "x").mkdir(parents=True)
+    shutil.copyfile(RECORDS / T2 / "2025-01-18" / "main.log", tmp_path / "records" / T1 / "x" / MOVED_NAME)
+    (r,) = resolve([row], tmp_path / "records")
+    assert r.files == () and "no track_2_medium folder" in r.how[0], r.how
+
+
+def test_links_outside_a_track_folder(tmp_path: Path) -> None:
+    records = tmp_path / "records"
+    (records / T1 / "2025-01-01_Real").mkdir(parents=True)
+    (records / T1 / "2025-01-01_Real" / "a.txt").write_text("log\n")
+    (records / "loose").mkdir()
+    (records / "loose" / "b.txt").write_text("log\n")
+    rows = parse_tables(
+        table(
+            "1 | 2 minutes | a | 01/01/25 | [log](records/track_1_short) | @a\n"
+            "2 | 2 minutes | b | 01/01/25 | [log](records/old/a.txt) | @a\n"
+            "3 | 2 minutes | c | 01/01/25 | [log](records/loose/b.txt) | @a\n"
+            "4 | 2 minutes | d | 01/01/25 | [log](./records/track_1_short/2025-01-01_Real/a.txt#L1) | @a\n"
+        )
+    ).rows
+    track_link, by_name, loose, dotted = resolve(rows, records)
+    assert track_link.files == () and "a link to a track folder" in track_link.how[0]
+    # A path outside the track folders is only looked for by name, in the row's track folder.
+    assert by_name.files == (records / T1 / "2025-01-01_Real" / "a.txt",) and "by file name" in by_name.how[0]
+    assert by_name.folder == records / T1 / "2025-01-01_Real"
+    assert loose.files == () and "no file named b.txt under records/track_1_short" in loose.how[0]
+    assert dotted.files == (records / T1 / "2025-01-01_Real" / "a.txt",) and dotted.how[0].endswith(": at its path")
+
+
+def test_folder_link(rows: list[UpstreamRow], tmp_path: Path) -> None:
+    row = one(rows, T1, "14")
+    folder = tmp_path / "records" / T1 / "2024-12-04_ValueEmbed"
+    folder.mkdir(parents=True)
+    source = RECORDS / T1 / "2024-11-19_FlexAttention" / "8384493d-dba9-4991-b16b-8696953f5e6d.txt"
+    names = ["00008ea0-21dd-442a-82ee-d12799249d0f.txt", "123ac41a-8f7b-42a1-853c-5a791dcaa7ae.txt"]
+    for name in names:
+        shutil.copyfile(source, folder / name)
+    (folder / "README.md").write_text("notes\n")
+    (folder / "train_gpt2.py").write_text("print()\n")
+    (r,) = resolve([row], tmp_path / "records")
+    assert r.files == tuple(folder / n for n in names) and r.folder == folder and r.missing == ()
+    assert r.how == ("records/track_1_short/2024-12-04_ValueEmbed: a folder link: 2 logs (*.txt) in it",)
+    # A folder without logs is missing, not an empty record.
+    for name in names:
+        (folder / name).unlink()
+    (r,) = resolve([row], tmp_path / "records")
+    assert r.files == () and r.missing == row.log_links and "no logs" in r.how[0]
+
+
+def test_links_never_leave_the_records_folder(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret\n")
+    records = tmp_path / "repo" / "records"
+    (records / T1 / "2025-01-01_Real").mkdir(parents=True)
+    (records / T1 / "2025-01-02_Link").symlink_to(outside, target_is_directory=True)
+    text = table(
+        "1 | 2 minutes | a | 01/01/25 | [log](records/track_1_short/../../../outside/secret.txt) | @a\n"
+        "2 | 2 minutes | b | 01/01/25 | [log](records/track_1_short/2025-01-02_Link/secret.txt) | @a\n"
+        "3 | 2 minutes | c | 01/01/25 | [log](records/track_1_short/2025-01-03_Gone/secret.txt) | @a\n"
+        "4 | 2 minutes | d | 01/01/25 | [log](../../etc/passwd) | @a\n"
+        "5 | 2 minutes | e | 01/01/25 | [log](/etc/passwd) | @a\n"
+        "6 | 2 minutes | f | 01/01/25 | [log](records/track_1_short/%2e%2e/%2e%2e/outside/secret.txt) | @a\n"
+    )
+    rows = list(parse_tables(text).rows)
+    assert [r.number for r in rows] == ["1", "2", "3", "4", "5", "6"]
+    assert rows[3].log_links == () and "the Log cell links ../../etc/passwd, outside records/" in rows[3].note
+    assert rows[4].log_links == ()
+    dotdot, link, gone, encoded = resolve([*rows[:3], rows[5]], records)
+    assert encoded.files == () and "refused" in encoded.how[0]
+    assert dotdot.files == () and "refused" in dotdot.how[0]
+    assert link.files == () and "refused" in link.how[0] and "symbolic link" in link.how[0]
+    # The search by name follows no link either: secret.txt behind the linked folder is not found.
+    assert gone.files == () and "no file named secret.txt" in gone.how[0]
+
+
 # --- hostile READMEs ---------------------------------------------------------------------------------------
 
 
@@ -285,3 +421,22 @@ def test_find_readme(tmp_path: Path) -> None:
     (tmp_path / "README.md").unlink()
     (tmp_path / "README.md").symlink_to(README)
     assert find_readme(tmp_path / "records") is None
+
+
+# --- the whole public tree ---------------------------------------------------------------------------------
+
+
+def test_every_linked_row_of_the_public_tree_resolves() -> None:
+    if not PUBLIC_RECORDS.is_dir():
+        pytest.skip(f"the public speedrun's records are not at {PUBLIC_RECORDS} (set SPEEDRUN_PUBLIC_RECORDS)")
+    readme = find_readme(PUBLIC_RECORDS)
+    assert readme is not None, f"no README with a record table beside {PUBLIC_RECORDS}"
+    rows = read_tables(readme)
+    assert {r.track for r in rows} == {T1, T2}
+    resolved = resolve(rows, PUBLIC_RECORDS)
+    unresolved = [f"{r.row.track} #{r.row.number}: {'; '.join(r.how)}" for r in resolved if r.missing]
+    assert unresolved == []
+    for r in resolved:
+        assert bool(r.files) == bool(r.row.log_links), r
+        assert r.folder is not None and r.folder.parent == PUBLIC_RECORDS / r.row.track or not r.files, r
+        assert all(f.is_file() and f.resolve().is_relative_to(PUBLIC_RECORDS.resolve()) for f in r.files)

@@ -10,27 +10,32 @@ and to compare its own verdicts with the table. Nothing here judges a run: a row
 
 - ``read_tables(readme)``: every row of every record table (``UpstreamRow``); ``parse_tables`` does the
   same on text and also lists the lines of a table that were skipped, and why.
+- ``resolve(rows, records_root)``: the files each row's log links lead to in a records tree (``Resolved``).
 - ``find_readme(records_root)``: the README beside a records folder, if it holds a record table.
 
 The README is untrusted input (a pull request can edit it): it is read only up to MAX_README_BYTES, a line
 that is not a row of its table is skipped (never an error), no pattern here can backtrack on a long line,
-and every text is made printable (tools/text.py).
+and every text is made printable (tools/text.py). A link is resolved only inside ``records_root``, without
+following symbolic links.
 
 The table's own shapes, all real: rows without a leading ``|``; a Log cell that holds ``[log](path)``,
 ``[log](path),[PR](url)``, ``none``, ``-`` or a link to a folder; descriptions with one or two Markdown
 links; a ``*`` after a time, explained by a note above the table; re-timing rows that repeat the number
-of the row before (three rows numbered 21); a row with no log and no date.
+of the row before (three rows numbered 21); a row with no log and no date; links to folders that were
+renamed since (resolved by the file's name when it is unique in its track folder).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote
 
-from tools.records import README
+from tools.records import LOG_SUFFIX, README, walk
 from tools.text import printable
 from tools.tracks import TRACKS
 
@@ -81,6 +86,17 @@ class UpstreamRow:
     contributors: str  # the cell as plain text; "" for "-" and for a cell that names no @handle (then in note)
     retiming: bool  # the row repeats the number of the row before it ("21 | 2.997 minutes | 21st record ...")
     note: str  # what the row says of itself beyond its description ("; "-joined), "" when nothing
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Where a row's log links lead in a records tree."""
+
+    row: UpstreamRow
+    files: tuple[Path, ...]  # the log files the row links, found in the tree (a folder link: its *.txt logs)
+    folder: Path | None  # the record folder right under the track folder that holds them all; None if none or several
+    how: tuple[str, ...]  # one line per log link, in order: "<link>: at its path", "<link>: by file name: ...", ...
+    missing: tuple[str, ...]  # the links that lead to no file in the tree (each says why in ``how``)
 
 
 @dataclass(frozen=True)
@@ -427,3 +443,109 @@ def _iso_date(cell: str) -> str | None:
         return dt.date(year, month, day).isoformat()
     except ValueError:
         return None
+
+
+# --- the records tree --------------------------------------------------------------------------------------
+
+
+def resolve(rows: Sequence[UpstreamRow], records_root: Path) -> list[Resolved]:
+    """Where each row's log links lead under ``records_root`` (the folder holding the track folders, or
+    one track folder).
+
+    A link is found at its path first; else, when no other file under its track folder has its file name,
+    there (its folder was renamed since the table was written: UUID names are unique); else it is
+    missing. A folder link stands for the logs (``*.txt``) directly in it. Nothing outside ``records_root`` is
+    ever read: a link with ``..`` or through a symbolic link is refused, and the search by name follows
+    no link.
+    """
+    names: dict[Path, dict[str, list[Path]]] = {}  # track folder -> entry name -> entries, built once
+    out: list[Resolved] = []
+    for row in rows:
+        files: list[Path] = []
+        how: list[str] = []
+        missing: list[str] = []
+        folders: set[Path | None] = set()
+        for link in row.log_links:
+            found, why, track_dir = _resolve_link(link, row.track, records_root, names)
+            how.append(f"{link}: {why}")
+            if not found:
+                missing.append(link)
+            for f in found:
+                if f not in files:
+                    files.append(f)
+                rel = f.relative_to(track_dir).parts if track_dir is not None else ()
+                folders.add(track_dir / rel[0] if track_dir is not None and len(rel) > 1 else None)
+        folder = folders.pop() if len(folders) == 1 else None
+        out.append(Resolved(row, tuple(files), folder, tuple(how), tuple(missing)))
+    return out
+
+
+def _track_dir(records_root: Path, track: str) -> Path | None:
+    if records_root.name == track:
+        return records_root
+    if records_root.name in TRACKS:
+        return None  # the root is another track's folder
+    return records_root / track
+
+
+def _resolve_link(
+    link: str, row_track: str, records_root: Path, names: dict[Path, dict[str, list[Path]]]
+) -> tuple[list[Path], str, Path | None]:
+    """The files ``link`` leads to, how they were found (or why none was), and their track folder."""
+    parts = _records_parts(link) or ()
+    if not parts or any(p in ("..", ".") or "\\" in p or "\x00" in p for p in parts):
+        return [], "refused: a link into records/ may not hold '..', '.' or '\\'", None
+    if parts[0] in TRACKS and len(parts) == 1:
+        return [], "missing: a link to a track folder, not to a record in it", None
+    track = parts[0] if parts[0] in TRACKS else row_track  # records/<not a track>/...: looked for by name only
+    track_dir = _track_dir(records_root, track)
+    if track_dir is None or not track_dir.is_dir() or not _inside(track_dir, records_root):
+        return [], f"missing: no {track} folder in {printable(records_root)}", None
+    if parts[0] in TRACKS:
+        path = track_dir.joinpath(*parts[1:])
+        if _inside(path, records_root):
+            if path.is_file():
+                return [path], "at its path", track_dir
+            if path.is_dir():
+                logs = _folder_logs(path)
+                if logs:
+                    return logs, f"a folder link: {_count_logs(logs)} in it", track_dir
+                return [], f"missing: a folder link, with no logs (*{LOG_SUFFIX}) in it", None
+        elif path.exists() or path.is_symlink():
+            return [], "refused: its path goes through a symbolic link", None
+    if track_dir not in names:
+        index: dict[str, list[Path]] = {}
+        for entry, is_dir in walk(track_dir):
+            if not is_dir and entry.is_file() and not entry.is_symlink():
+                index.setdefault(entry.name, []).append(entry)
+        names[track_dir] = index
+    name, shown = parts[-1], f"records/{track}"
+    same_name = names[track_dir].get(name, [])
+    if len(same_name) > 1:
+        return [], f"missing: not at its path, and {len(same_name)} files named {printable(name)} under {shown}", None
+    if not same_name:
+        return [], f"missing: not at its path, and no file named {printable(name)} under {shown}", None
+    now = f"{shown}/{printable(same_name[0].relative_to(track_dir).as_posix())}"
+    return same_name[0:1], f"by file name: not at its path, the one file of that name under {shown} is {now}", track_dir
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """``path`` exists under ``root`` and no part of it below ``root`` is a symbolic link."""
+    try:
+        rel = path.relative_to(root)
+    except ValueError:
+        return False
+    current = root
+    for part in rel.parts:
+        current = current / part
+        if current.is_symlink() or not os.path.lexists(current):
+            return False
+    return path.resolve().is_relative_to(root.resolve())
+
+
+def _count_logs(logs: list[Path]) -> str:
+    return f"{len(logs)} log{'s' if len(logs) != 1 else ''} (*{LOG_SUFFIX})"
+
+
+def _folder_logs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix == LOG_SUFFIX and p.is_file() and not p.is_symlink())
