@@ -31,13 +31,13 @@ SMALL = 2 * 1024 * 1024
 @pytest.mark.parametrize("shape", list(bench_hostile.SHAPES))
 def test_a_small_copy_of_every_hostile_shape_is_judged_quickly(shape: str) -> None:
     raw = bench_hostile.SHAPES[shape](SMALL)
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time: the bound holds however busy the machine is
     log = parse_bytes(raw, "hostile.txt")
     rec = Record(Path("hostile.txt"), "hostile.txt", TRACKS["track_1_short"], [Path("hostile.txt")], "log")
     v = judge(rec, {Path("hostile.txt"): log}, {})
     rank([v])
     assert not v.valid
-    assert time.perf_counter() - t0 < 10, f"{shape}: {time.perf_counter() - t0:.1f} s"
+    assert time.process_time() - t0 < 10, f"{shape}: {time.process_time() - t0:.1f} s of CPU"
 
 
 @pytest.mark.timeout(300)

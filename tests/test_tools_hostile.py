@@ -77,9 +77,9 @@ def test_a_linked_subfolder_of_a_record_is_refused_not_walked(
         ["leaderboard", "--records", str(records), "--out", str(out)],
         ["check", "--records", str(records), "--leaderboard", str(out)],
     ):
-        t0 = time.perf_counter()
+        t0 = time.process_time()  # CPU time: the bound holds however busy the machine is
         assert main(argv) == 2, argv
-        assert f"{record / 'extras'}" in capsys.readouterr().err and time.perf_counter() - t0 < 30
+        assert f"{record / 'extras'}" in capsys.readouterr().err and time.process_time() - t0 < 30
 
 
 def test_the_records_folder_itself_may_not_be_a_link(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

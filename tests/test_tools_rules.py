@@ -172,13 +172,13 @@ def test_monotonic_steps_out_of_order(records: Path) -> None:
 
 
 def test_monotonic_infers_k_from_step_avg_when_config_does_not_say(records: Path) -> None:
-    # 2024 community logs (no README, no config line): the first 10 steps are untimed,
-    # step_avg = train_time / (step - 10).
+    # 2024 public logs (no README, no config line): the first 10 steps are untimed,
+    # step_avg = train_time / (step - 10). Without a ledger such a folder is judged by its date's rules (2024).
     folder = records / TRACK / "2024-10-14_Warmup"
     for seed in (1, 2, 3):
         write_log(folder, LogSpec(seed=seed, k=10, include_config=False, include_data=False))
     v = verdict_of(folder)
-    assert v.record.layout == "community" and not failures(v, "monotonic")
+    assert v.record.layout == "public" and not failures(v, "monotonic")
     assert {infer_k(r.log) for r in v.runs} == {10}
     # ... and the same curves with a config that claims k=0 disagree: the check is not vacuous.
     wrong = write_record(records, "2026-08-02_WrongK", k=10, config={"step_avg_excluded_steps": 0})

@@ -365,9 +365,9 @@ def test_malformed_rows_are_skipped_and_reading_goes_on() -> None:
             "11",
         ]
     )
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: the bound holds however busy the machine is
     parsed = parse_tables(table(body))
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < 1.0
     assert [r.number for r in parsed.rows] == ["1", "9", "10"]
     lines = {s.line: s.why for s in parsed.skipped}  # the body starts at line 7
     assert sorted(lines) == [8, 9, 10, 11, 12, 13, 16]
@@ -387,9 +387,9 @@ def test_regexes_are_linear_on_long_cells() -> None:
     # Cells just under the row limit, built to make a backtracking pattern blow up.
     for cell in ("[" * 8000, "[a](" * 2000, "[a](" + "(" * 7990, "](" * 4000, "[x](" + "a(b" * 2600, "1" * 8000):
         row = f"1 | {cell[:8100]} | {cell[:10]} | 01/01/25 | - | @a"
-        start = time.perf_counter()
+        start = time.process_time()
         parse_tables(table(row[:MAX_ROW_CHARS]))
-        assert time.perf_counter() - start < 0.5, cell[:10]
+        assert time.process_time() - start < 0.5, cell[:10]
 
 
 def test_which_table_is_which_track() -> None:

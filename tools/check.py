@@ -1,7 +1,9 @@
 """``python -m tools check``: what CI runs on every pull request that touches records/.
 
-1. Verify every record under ``records/`` (each must have its README.md and pass every rule); anything
-   else under ``records/`` (an unknown track folder, a stray file) fails: it would be skipped, not judged.
+1. Verify every record under ``records/``: each record submitted here (a README.md with front matter) must pass
+   every rule, and a folder without front matter fails unless it landed before (a public record, judged by the
+   rules of its date and shown as such); anything else under ``records/`` (an unknown track folder, a stray
+   file) fails: it would be skipped, not judged.
 2. Records that landed (in the ledger's history) are the files that landed: a file of one edited,
    removed or added fails (``tools.ledger.landed_changes``).
 3. Regenerate the leaderboard in memory and compare it, byte for byte, with ``leaderboard/``:
@@ -35,14 +37,18 @@ def check(records_root: Path, leaderboard_dir: Path, ledger: Ledger | None = Non
     if ledger is None:
         ledger = ledger_mod.for_records(tree.records, strict=True)
     verdicts = verify_records(tree.records, ledger=ledger)
-    ok = not tree.misplaced
+    stray = [*tree.other_tracks, *tree.misplaced]  # in this repository, a folder of another track is misplaced too
+    ok = not stray
     for v in verdicts:
-        if v.record.layout != "harness":
+        if v.record.layout != "harness" and v.ledger.entry(v.record) is None:
             ok = False
-            lines.append(f"FAIL structure      {v.record.path}: no README.md with front matter (see records/README.md)")
+            lines.append(
+                f"FAIL structure      {v.record.path}: no README.md with front matter: a record submitted here says "
+                "what it claims there (see records/README.md)"
+            )
     harness = [v for v in verdicts if v.record.layout == "harness"]
-    if harness or tree.misplaced:
-        lines.extend(format_text(harness, tree.misplaced).rstrip("\n").split("\n"))
+    if harness or stray:
+        lines.extend(format_text(harness, stray).rstrip("\n").split("\n"))
     ok = ok and all(v.valid for v in harness)
     for path, why in ledger_mod.landed_changes(ledger, records_root):
         ok = False

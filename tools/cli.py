@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
-from tools import check, compare, known_shards, leaderboard, parse, reproduce, verify
+from tools import check, compare, history, known_shards, leaderboard, parse, reproduce, verify
 from tools.text import printable
 from tools.use import evaluate, export, sample
 
@@ -32,6 +32,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("verify", verify, "apply every rule to records or logs (exit 1 if any is invalid)"),
     Command("leaderboard", leaderboard, "regenerate leaderboard/ from records/"),
     Command("compare", compare, "two records side by side, with Welch's t-test on time and loss"),
+    Command("history", history, "the verdicts beside the public speedrun's record tables, row by row"),
     Command("check", check, "what CI runs: verify every record and check leaderboard/ is up to date"),
     Command("known-shards", known_shards, "fill tools/known_shards.json from the Hub's LFS metadata"),
     Command("sample", sample, "generate text from a checkpoint or export (KV cache; temperature, top-k, seed)"),

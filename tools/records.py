@@ -1,21 +1,19 @@
-"""Find records on disk: what a record folder holds, its README front matter, its track and date.
+"""Find records on disk: what a record folder holds, its README, its track and date.
 
 Two layouts are read (records/README.md, docs/log-format.md):
 
-- **harness** records (this repository): ``records/<track>/<YYYY-MM-DD>_<ShortName>/README.md`` with
-  YAML front matter, plus one ``<run-uuid>.txt`` per run directly in the folder. The logs directly in
+- **harness** records (this repository's submissions): ``records/<track>/<YYYY-MM-DD>_<ShortName>/README.md``
+  with YAML front matter, plus one ``<run-uuid>.txt`` per run directly in the folder. The logs directly in
   its ``baseline/`` subfolder are its same-node baseline runs (the named baseline record's code, run on
   the node of the record's runs: judged by tools/samenode.py, never as runs of the record). Anything
   else in subfolders is supporting material (notes, plots) and is never judged.
-- **community** submissions (the public speedrun's ``records/`` folder, github.com/KellerJordan/modded-nanogpt):
-  no README; the folder name gives the date. Its logs were never organised for a machine, so these choices,
-  made once here, decide what is judged:
-    * every folder of logs inside a submission (the submission folder itself and each subfolder)
-      is one record; all its logs are the record's runs, whatever their code or hardware (the
-      rules then say when they disagree);
-    * logs and subfolders whose names mark them as a comparison (``baseline``, ``comparison``,
-      ``before``, ``prior``, ``master``, ``extra``) are supporting evidence, not runs of a record:
-      the submitters put them there to compare against, not to claim a time.
+- **public** records, as the public speedrun (github.com/KellerJordan/modded-nanogpt) files them: a folder
+  under a track folder with a plain README.md or none, whose logs (``*.txt``, and ``*.log`` where the
+  maintainers linked one) sit in the folder or in subfolders of any name, beside baseline runs of the
+  previous record, ablations, profiles and images. The folder is one record. Which of its logs are its
+  runs, which are baseline runs and which are supporting material is decided from the logs themselves
+  (their code, hardware and completeness; tools/layout.py), because the names were never chosen for a
+  machine; ``Record.candidates`` holds every log until then.
 
 A bare log file is a record of one run (``verify logs/<uuid>.txt --track smoke``).
 """
@@ -34,10 +32,16 @@ from tools.tracks import TRACKS, HardwareClass, Track, get_track
 
 README = "README.md"
 LOG_SUFFIX = ".txt"
+# The public speedrun also links `.log` files (llm.c's main.log, a 2024 AdamW log) as records' logs.
+PUBLIC_LOG_SUFFIXES = (".txt", ".log")
 BASELINE_DIR = "baseline"  # a record folder's same-node baseline runs
-_DATE_PREFIX_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})[_-]")
+# A date at the start of a folder name: 2025-01-16_Sub3Min, 2026-01-26-UntieValueEmbeddings, 2025-01-18 alone,
+# 2026-04-4_FuseCEFwdAndBwd (a one-digit day, as the public repository has it).
+_DATE_PREFIX_RE = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})(?=$|[_-])")
 _HARNESS_FOLDER_RE = re.compile(r"^\d{4}-\d{2}-\d{2}_[A-Za-z0-9][A-Za-z0-9._-]*$")
-SUPPORTING_NAME_RE = re.compile(r"baseline|comparison|before|prior|master|extra", re.I)
+# Names a submitter gives what is not a run of the record: runs of another code to compare against
+# (baseline, comparison, before, prior, master, original, retime, reference) and left-overs (extra).
+SUPPORTING_NAME_RE = re.compile(r"baseline|comparison|before|prior|master|original|retime|reference|extra", re.I)
 # A README is a short text; a bigger one is not read (untrusted input).
 MAX_README_BYTES = 256 * 1024
 # Front matter is a few short keys; YAML nested past this depth or this long is not one.
@@ -56,6 +60,36 @@ class FrontMatter:
     hardware: HardwareClass | None  # optional: claim a non-official hardware class
 
 
+@dataclass(frozen=True)
+class Role:
+    """How one log of a record folder is taken: as a run of the record, a baseline run, or not judged."""
+
+    path: Path
+    kind: str  # one of ROLE_KINDS
+    why: str
+
+
+# What a log of a record folder is (the record page lists them in this order).
+ROLE_RUN = "run"
+ROLE_BASELINE = "baseline run"
+ROLE_VARIANT = "variant"  # a run of other code, made beside the record's runs (an ablation, an earlier attempt)
+ROLE_STOPPED = "stopped run"
+ROLE_OTHER_HARDWARE = "other hardware"
+ROLE_COPY = "copy"  # byte for byte a run of a record that landed before (or with) this one
+ROLE_NOT_A_RUN = "not a run log"
+ROLE_SUPPORTING = "supporting"  # a harness record's log outside the folder and baseline/: notes, never judged
+ROLE_KINDS = (
+    ROLE_RUN,
+    ROLE_BASELINE,
+    ROLE_VARIANT,
+    ROLE_STOPPED,
+    ROLE_OTHER_HARDWARE,
+    ROLE_COPY,
+    ROLE_NOT_A_RUN,
+    ROLE_SUPPORTING,
+)
+
+
 @dataclass
 class Record:
     """A set of runs judged together."""
@@ -64,12 +98,19 @@ class Record:
     name: str  # e.g. "2025-01-16_Sub3Min" or "2026-04-22_MuddFormer/this_pr_v3"
     track: Track
     logs: list[Path]
-    layout: str  # "harness", "community" or "log"
+    layout: str  # "harness", "public" or "log"
     date: str | None = None
     meta: FrontMatter | None = None
     meta_errors: list[str] = field(default_factory=list)
-    supporting: list[Path] = field(default_factory=list)
-    baseline_runs: list[Path] = field(default_factory=list)  # <record>/baseline/*.txt (harness records only)
+    supporting: list[Path] = field(default_factory=list)  # logs in the folder that are judged as neither
+    baseline_runs: list[Path] = field(
+        default_factory=list
+    )  # same-node baseline runs (harness: <record>/baseline/*.txt)
+    # A public record's every log under its folder, before tools/layout.py decides their roles (then `logs`,
+    # `baseline_runs` and `supporting` hold them); empty for the other layouts, whose roles the layout fixes.
+    candidates: list[Path] = field(default_factory=list)
+    readme: str | None = None  # a public record's plain README.md (bounded, decoded), None without one
+    roles: list[Role] = field(default_factory=list)  # how each log of the folder was taken, and why
 
     @property
     def title(self) -> str:
@@ -101,9 +142,13 @@ def _logs_in(folder: Path) -> list[Path]:
 
 
 def _date_of(name: str) -> str | None:
-    """The ``YYYY-MM-DD`` a name starts with, if it is a date of the calendar (``2026-02-30`` is not)."""
+    """The date a folder name starts with, as ``YYYY-MM-DD``, if it is a date of the calendar (``2026-02-30`` is
+    not): ``2025-01-16_Sub3Min``, ``2025-01-18``, ``2026-01-26-UntieValueEmbeddings``, ``2026-04-4_Fuse`` (April 4)."""
     m = _DATE_PREFIX_RE.match(name)
-    return m.group(1) if m and _is_calendar_date(m.group(1)) else None
+    if m is None:
+        return None
+    text = f"{m.group(1)}-{int(m.group(2)):02d}-{int(m.group(3)):02d}"
+    return text if _is_calendar_date(text) else None
 
 
 def _is_calendar_date(text: str) -> bool:
@@ -118,6 +163,37 @@ def _has_readme(folder: Path) -> bool:
     """A README.md entry, even a link (``read_front_matter`` then refuses it by name)."""
     readme = folder / README
     return readme.is_symlink() or readme.exists()
+
+
+def _is_harness_folder(folder: Path) -> bool:
+    """A record folder of this repository's layout: its README.md opens with front matter (a line ``---``), or is
+    no plain file (a link, a folder: ``read_front_matter`` then says what is wrong with it). A plain README, or
+    none, is the public speedrun's layout."""
+    readme = folder / README
+    if readme.is_symlink() or (readme.exists() and not readme.is_file()):
+        return True
+    if not readme.exists():
+        return False
+    try:
+        with readme.open("rb") as f:
+            head = f.read(64)
+    except OSError:
+        return True  # unreadable: judged as a harness README, whose reader reports why
+    first = head.decode("utf-8", errors="replace").lstrip("\ufeff").splitlines()[:1]
+    return bool(first) and first[0].strip() == "---"
+
+
+def read_plain_readme(readme: Path) -> str | None:
+    """A public record's README.md as text (at most MAX_README_BYTES, invalid UTF-8 replaced); None if absent,
+    a link or unreadable. It is shown on the record page, never parsed for a verdict."""
+    if readme.is_symlink() or not readme.is_file():
+        return None
+    try:
+        with readme.open("rb") as f:
+            raw = f.read(MAX_README_BYTES)
+    except OSError:
+        return None
+    return raw.decode("utf-8", errors="replace").lstrip("\ufeff")
 
 
 def walk(root: Path) -> Iterator[tuple[Path, bool]]:
@@ -167,7 +243,8 @@ def refuse_links(root: Path, what: str = "records/ and leaderboard/") -> None:
 
 
 def load_records(path: Path, track: str | None = None) -> list[Record]:
-    """The records at ``path``: a log file, a record folder, or a community submission folder.
+    """The records at ``path``: a log file, a record folder, a folder inside one (its record), a track folder
+    or a whole records folder.
 
     ``ValueError`` for a path that is none of these, and for a folder that holds a symbolic link.
     """
@@ -179,18 +256,34 @@ def load_records(path: Path, track: str | None = None) -> list[Record]:
         return discover(path)  # a track folder or a whole records folder: the folder names give the tracks
     tr = resolve_track(path, track)
     if path.is_file():
-        if path.suffix != LOG_SUFFIX:
-            raise ValueError(f"{path}: not a log (.txt) or a record folder")
+        if path.suffix not in PUBLIC_LOG_SUFFIXES:
+            raise ValueError(f"{path}: not a log (.txt or .log) or a record folder")
         return [Record(path=path, name=path.name, track=tr, logs=[path], layout="log")]
     if not path.is_dir():
         raise ValueError(f"{path}: not a regular file or folder")
-    if _has_readme(path):
-        return [_harness_record(path, tr)]
-    name, date = _name_and_date(path)
-    records = _community_records(path, name, tr, date)
-    if not records:
-        raise ValueError(f"{path}: no logs (*.txt) and no {README} here or in its subfolders: not a record folder")
-    return records
+    folder = record_folder_of(path)
+    refuse_links(folder)
+    record = _record_of(folder, tr)
+    if record.layout == "public" and not record.candidates and record.readme is None:
+        raise ValueError(
+            f"{folder}: no logs (*.txt, *.log) and no {README} here or in its subfolders: not a record folder"
+        )
+    return [record]
+
+
+def record_folder_of(path: Path) -> Path:
+    """The record folder a path is in: the folder right under its track folder (``records/<track>/<record>``);
+    ``path`` itself where no enclosing folder is named like a track."""
+    resolved = path.resolve()
+    parts = resolved.parts
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] in TRACKS:
+            return Path(*parts[: i + 2])
+    return path
+
+
+def _record_of(folder: Path, track: Track) -> Record:
+    return _harness_record(folder, track) if _is_harness_folder(folder) else _public_record(folder, track)
 
 
 def is_records_folder(path: Path) -> bool:
@@ -209,7 +302,10 @@ class Tree:
     """What a records folder holds: its records, and every entry that is not one (with why)."""
 
     records: list[Record]  # in (track, date, name) order
-    misplaced: list[tuple[Path, str]]
+    misplaced: list[tuple[Path, str]]  # entries that fail: a stray file, a folder that holds no record
+    # Folders that are not a track of this harness (the public repository's track_3_optimization, a different
+    # competition): listed, not judged. `check` fails on them in this repository's records/, `verify` notes them.
+    other_tracks: list[tuple[Path, str]] = field(default_factory=list)
 
 
 def scan(records_root: Path) -> Tree:
@@ -227,6 +323,7 @@ def scan(records_root: Path) -> Tree:
     refuse_links(records_root)
     records: list[Record] = []
     stray: list[tuple[Path, str]] = []
+    other: list[tuple[Path, str]] = []
     if records_root.name in TRACKS:
         track_dirs = [records_root]
     else:
@@ -237,7 +334,7 @@ def scan(records_root: Path) -> Tree:
             if entry.name in TRACKS and entry.is_dir():
                 track_dirs.append(entry)
             elif entry.is_dir():
-                stray.append(
+                other.append(
                     (entry, f"not a track folder (the tracks are {', '.join(TRACKS)}): nothing in it is judged")
                 )
             else:
@@ -252,14 +349,15 @@ def scan(records_root: Path) -> Tree:
                 stray.append((entry, why))
             elif entry.name.startswith("."):
                 stray.append((entry, "a hidden folder: a record folder is named <YYYY-MM-DD>_<ShortName>"))
-            elif _has_readme(entry):
+            elif _is_harness_folder(entry):
                 records.append(_harness_record(entry, track))
             else:
-                found = _community_records(entry, entry.name, track, _date_of(entry.name))
-                records.extend(found)
-                if not found and not any(p.suffix == LOG_SUFFIX for p, _ in walk(entry)):
-                    stray.append((entry, f"no {README} and no logs (*.txt): not a record folder"))
-    return Tree(sorted(records, key=lambda r: (r.track.name, r.date or "", r.name)), stray)
+                record = _public_record(entry, track)
+                if record.candidates or record.readme is not None:
+                    records.append(record)
+                else:
+                    stray.append((entry, f"no {README} and no logs (*.txt, *.log): not a record folder"))
+    return Tree(sorted(records, key=lambda r: (r.track.name, r.date or "", r.name)), stray, other)
 
 
 def misplaced(records_root: Path) -> list[tuple[Path, str]]:
@@ -277,29 +375,26 @@ def discover(records_root: Path) -> list[Record]:
     return scan(records_root).records
 
 
-def _name_and_date(folder: Path) -> tuple[str, str | None]:
-    """A folder's name relative to its track folder, and the date of the submission it belongs to."""
-    parts = folder.resolve().parts
-    for i in range(len(parts) - 1, -1, -1):
-        if parts[i] in TRACKS:
-            rel = parts[i + 1 :]
-            dates = [d for d in (_date_of(p) for p in rel) if d]
-            return "/".join(rel) or folder.name, (dates[0] if dates else None)
-    return folder.name, _date_of(folder.name)
-
-
-def _community_records(folder: Path, name: str, track: Track, date: str | None) -> list[Record]:
-    logs = _logs_in(folder)
-    runs = [p for p in logs if not SUPPORTING_NAME_RE.search(p.stem)]
-    supporting = [p for p in logs if SUPPORTING_NAME_RE.search(p.stem)]
-    out: list[Record] = []
-    if runs:
-        out.append(Record(folder, name, track, runs, "community", date, supporting=supporting))
-    for sub in sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")):
-        if SUPPORTING_NAME_RE.search(sub.name):
-            continue
-        out.extend(_community_records(sub, f"{name}/{sub.name}", track, date))
-    return out
+def _public_record(folder: Path, track: Track) -> Record:
+    """A record folder as the public speedrun files it: every log under it is a candidate, its README is text."""
+    candidates = sorted(
+        p
+        for p, is_dir in walk(folder)
+        if not is_dir
+        and p.suffix in PUBLIC_LOG_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and (p.is_file() or p.is_symlink())
+    )
+    return Record(
+        folder,
+        folder.name,
+        track,
+        [],
+        "public",
+        _date_of(folder.name),
+        candidates=candidates,
+        readme=read_plain_readme(folder / README),
+    )
 
 
 def _harness_record(folder: Path, track: Track) -> Record:
@@ -311,6 +406,11 @@ def _harness_record(folder: Path, track: Track) -> Record:
     rec.supporting = sorted(
         p for d in folder.iterdir() if d.is_dir() for p in files_under(d, LOG_SUFFIX) if p not in judged
     )
+    rec.roles = [
+        *(Role(p, ROLE_RUN, f"a log directly in the record folder ({README} has front matter)") for p in rec.logs),
+        *(Role(p, ROLE_BASELINE, f"a log in {BASELINE_DIR}/: the same-node baseline runs") for p in rec.baseline_runs),
+        *(Role(p, ROLE_SUPPORTING, "a log in a subfolder other than baseline/: never judged") for p in rec.supporting),
+    ]
     if not _HARNESS_FOLDER_RE.match(folder.name) or rec.date is None:
         rec.meta_errors.append(
             f"folder name {folder.name!r} is not <YYYY-MM-DD>_<ShortName> with a date of the calendar"

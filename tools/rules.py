@@ -69,6 +69,7 @@ import numpy as np
 from tools import stats
 from tools.parse import ParsedLog
 from tools.records import README, Record
+from tools.rulebook import Rulebook, rulebook_for
 from tools.sourcecheck import find_compile_flags
 from tools.tracks import FINEWEB_SHARD_TOKENS, RECORD_VAL_TOKENS, HardwareClass, canonical_gpu_name, first_non_ascii
 
@@ -89,6 +90,9 @@ RULE_IDS: Final = (
     "faster",
 )
 MIN_RUNS = 3
+# A public record's p-value needs two runs at least (a t-test of one sample has no variance); this harness asks 3.
+MIN_RUNS_PUBLIC = 2
+MAX_README_SCAN = 64 * 1024
 P_VALUE_THRESHOLD = 0.01
 LOSS_DROP_FRACTION = 0.05
 # Keys docs/log-format.md requires in the config line of this repository's logs.
@@ -152,9 +156,21 @@ class Failure:
     rule: str
     file: str
     evidence: str
+    # `compile-flags`: "flag" (sets a compiler option: what the public rules forbid) or "unreadable" (code this
+    # harness cannot read with certainty); "" for the other rules.
+    kind: str = ""
+    # True when the failure says evidence is missing (too few runs for the p-value, no nvidia-smi, no time), not
+    # that the evidence contradicts the rules: a public record the maintainers accepted is then shown as
+    # "accepted upstream; evidence incomplete" (tools/verify.py), never as valid.
+    incomplete: bool = False
 
-    def to_json(self) -> dict[str, str]:
-        return {"rule": self.rule, "file": self.file, "evidence": self.evidence}
+    def to_json(self) -> dict[str, str | bool]:
+        out: dict[str, str | bool] = {"rule": self.rule, "file": self.file, "evidence": self.evidence}
+        if self.kind:
+            out["kind"] = self.kind
+        if self.incomplete:
+            out["incomplete"] = True
+        return out
 
 
 @dataclass
@@ -175,6 +191,18 @@ class Context:
     runs: list[Run]
     known_shards: dict[str, str] = field(default_factory=dict)
     today: dt.date = field(default_factory=lambda: dt.datetime.now(dt.UTC).date())  # for dates in the future
+    rulebook: Rulebook | None = None  # the rules of the record's date (tools/rulebook.py); None: today's
+
+    @property
+    def rules(self) -> Rulebook:
+        if self.rulebook is not None:
+            return self.rulebook
+        return rulebook_for(self.record.track.name, None, self.harness_format)
+
+    @property
+    def is_public(self) -> bool:
+        """A record in the public speedrun's layout and log format: judged by the public rules of its date."""
+        return not self.harness_format and self.record.layout != "log"
 
     @property
     def is_smoke(self) -> bool:
@@ -212,12 +240,34 @@ def rule_structure(ctx: Context) -> RuleResult:
         out.append(Failure("structure", ctx.record_file, err))
     if ctx.record.layout == "harness" and ctx.record.meta is None and not ctx.record.meta_errors:
         out.append(Failure("structure", ctx.record_file, f"{README} front matter is missing"))
+    if ctx.record.layout == "public" and ctx.harness_format:
+        out.append(
+            Failure(
+                "structure",
+                str(ctx.record.path / README),
+                f"the logs are in this harness's format (config: lines) but the folder has no {README} with front "
+                "matter: a record of this harness says what it claims there (records/README.md)",
+            )
+        )
     if not ctx.runs:
-        out.append(Failure("structure", str(ctx.record.path), "no run logs (*.txt) in the record folder"))
+        out.append(_no_runs(ctx))
     out.extend(_backdated_runs(ctx))
     out.extend(_dates_in_the_future(ctx))
     for run in ctx.runs:
         log = run.log
+        if ctx.is_public and log.metrics_form == "llm.c":
+            # llm.c's own log (main.log: "s:N trl:X" / "s:N tel:X"), the public speedrun's first baselines: a known
+            # form that carries no code, no hardware and no time, so it proves a loss and nothing else.
+            out.append(
+                Failure(
+                    "structure",
+                    run.file,
+                    "an llm.c log (s:N tel:X lines): it carries no code, no nvidia-smi and no train_time, so the "
+                    "run's time and hardware rest on the maintainers' word",
+                    incomplete=True,
+                )
+            )
+            continue
         for issue in log.structure_issues:
             out.append(Failure("structure", run.file, issue))
         if log.structure_issues:
@@ -244,6 +294,25 @@ def rule_structure(ctx: Context) -> RuleResult:
         if not log.val_curve:
             out.append(Failure("structure", run.file, "no val_loss line"))
     return out
+
+
+def _no_runs(ctx: Context) -> Failure:
+    record = ctx.record
+    if record.layout != "public":
+        return Failure("structure", str(record.path), "no run logs (*.txt) in the record folder")
+    if not record.candidates:
+        return Failure(
+            "structure",
+            str(record.path),
+            "the folder holds no log (*.txt, *.log): there is no evidence of a run to judge",
+            incomplete=True,
+        )
+    kinds = Counter(r.kind for r in record.roles)
+    what = ", ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in sorted(kinds.items()))
+    copies = [r for r in record.roles if r.kind == "copy"]
+    if copies and len(copies) == len(record.roles):
+        return Failure("distinct-runs", str(record.path), f"every log is a copy: {copies[0].why}")
+    return Failure("structure", str(record.path), f"no log of the folder is a whole run of the record ({what})")
 
 
 def _backdated_runs(ctx: Context) -> list[Failure]:
@@ -327,6 +396,8 @@ def rule_complete(ctx: Context) -> RuleResult:
         if final is None:
             out.append(Failure("complete", run.file, "no val_loss line: the run never reported a result"))
         elif log.total_steps is None:
+            if ctx.is_public and log.metrics_form == "llm.c":
+                continue  # llm.c lines state no total: `structure` says what such a log proves
             out.append(
                 Failure(
                     "complete", run.file, f"the log never states the total step count (last val at step {final.step})"
@@ -476,10 +547,20 @@ def _judged_k(log: ParsedLog, trainer_k_only: bool) -> tuple[int | None, str | N
 def rule_monotonic(ctx: Context) -> RuleResult:
     out: list[Failure] = []
     trainer_k_only = ctx.harness_format and not ctx.is_smoke
+    limit = ctx.rules.max_untimed_steps
     for run in ctx.runs:
         failure = _monotonic_one(run, trainer_k_only)
         if failure:
             out.append(Failure("monotonic", run.file, failure))
+        elif ctx.is_public and not ctx.is_smoke and (k := infer_k(run.log)) is not None and k > limit:
+            out.append(
+                Failure(
+                    "monotonic",
+                    run.file,
+                    f"step_avg shows {k} untimed training steps; the timing rules of the record's date allow {limit} "
+                    f"({'every step timed since 2025-02-02' if limit == 0 else 'the first 10 steps untimed before 2025-02-02'})",
+                )
+            )
     return out
 
 
@@ -809,7 +890,7 @@ def claimed_hardware(ctx: Context) -> HardwareClass | None:
     community submission (no claim written anywhere) the class most of its runs ran on."""
     if ctx.record.meta and ctx.record.meta.hardware:
         return ctx.record.meta.hardware
-    if ctx.record.layout == "community":
+    if ctx.record.layout == "public":
         classes = Counter(hc for r in ctx.runs if (hc := run_hardware(r.log)))
         if classes:
             official = ctx.record.track.official_hardware
@@ -838,7 +919,14 @@ def rule_hardware(ctx: Context) -> RuleResult:
             continue
         if hc is None:
             what = "says 'not available'" if log.nvidia_smi == "not available" else "is missing"
-            out.append(Failure("hardware", run.file, f"nvidia-smi {what}: the GPUs of the run cannot be read"))
+            out.append(
+                Failure(
+                    "hardware",
+                    run.file,
+                    f"nvidia-smi {what}: the GPUs of the run cannot be read",
+                    incomplete=ctx.is_public and log.nvidia_smi == "missing",
+                )
+            )
             continue
         if claimed is not None and hc != claimed:
             out.append(Failure("hardware", run.file, f"nvidia-smi lists {hc.label}; the record claims {claimed.label}"))
@@ -1096,6 +1184,8 @@ def rule_target(ctx: Context) -> RuleResult:
     target = track.target_val_loss
     finals = ctx.finals()
     where = ctx.record_file
+    if not ctx.runs:
+        return []  # `structure` says there is no run
     if not finals:
         return [Failure("target", where, "no run reports a final val loss")]
     bad = [r for r in ctx.runs if r.log.final_val_loss is not None and not math.isfinite(r.log.final_val_loss)]
@@ -1120,8 +1210,14 @@ def rule_target(ctx: Context) -> RuleResult:
                 f"mean final val loss {mean:.4f} over {len(finals)} run(s) is above the target {target}",
             )
         )
+    if not ctx.rules.p_value_required:
+        return out  # before 2024-12-09 a run at or below the target made a record: no p-value was asked
     systems_only = bool(ctx.record.meta and ctx.record.meta.systems_only)
-    if len(finals) < MIN_RUNS:
+    # Evidence that is thin but points the right way (a mean at or below the target) is incomplete, not false,
+    # for a public record: its maintainers may have seen runs its folder does not hold.
+    thin = ctx.is_public and mean <= target
+    min_runs = MIN_RUNS if not ctx.is_public else MIN_RUNS_PUBLIC
+    if len(finals) < min_runs:
         out.append(
             Failure(
                 "target",
@@ -1129,12 +1225,8 @@ def rule_target(ctx: Context) -> RuleResult:
                 f"{len(finals)} run(s): a systems_only record needs at least {MIN_RUNS} too, to compare its val "
                 "curve with its baseline's"
                 if systems_only
-                else f"{len(finals)} run(s): the p-value needs at least {MIN_RUNS}"
-                + (
-                    " runs with distinct seeds"
-                    if ctx.harness_format
-                    else " (or systems_only: true for a pure systems change)"
-                ),
+                else _too_few_runs(ctx, len(finals), min_runs),
+                incomplete=thin,
             )
         )
         return out
@@ -1158,9 +1250,33 @@ def rule_target(ctx: Context) -> RuleResult:
                 "target",
                 where,
                 f"one-sided t-test of mean {mean:.4f} < {target} over {len(finals)} runs: p = {p:.3g}, not below {P_VALUE_THRESHOLD}",
+                incomplete=thin,
             )
         )
     return out
+
+
+def _too_few_runs(ctx: Context, n: int, needed: int) -> str:
+    if not ctx.is_public:
+        return f"{n} run(s): the p-value needs at least {needed} runs with distinct seeds"
+    cited = readme_run_count(ctx.record.readme)
+    where = f"; its README speaks of {cited} runs" if cited and cited > n else ""
+    return (
+        f"{n} run(s) in the folder{where}: the rules of its date ask for enough runs for p < {P_VALUE_THRESHOLD} "
+        f"(at least {needed}), or a pure systems change"
+    )
+
+
+_RUN_COUNT_RE = re.compile(r"(?<![\w.])([1-9][0-9]{0,3}) (?:more )?(?:runs|run logs|trials|seeds)\b", re.I)
+
+
+def readme_run_count(readme: str | None) -> int | None:
+    """The largest number of runs a public record's README speaks of ("over 80 runs", "40 trials"): shown beside
+    the runs its folder holds, never counted as evidence."""
+    if not readme:
+        return None
+    counts = [int(m.group(1)) for m in _RUN_COUNT_RE.finditer(readme[:MAX_README_SCAN])]
+    return max(counts) if counts else None
 
 
 def plausible_finals(finals: Sequence[float], floor: float | None) -> bool:
