@@ -22,6 +22,8 @@ from pathlib import Path
 
 from tools import stats
 from tools.board import Row, rel, seconds
+from tools.ledger import record_ident
+from tools.records import ROLE_RUN, Role
 from tools.rules import Run
 from tools.verify import Verdict
 
@@ -79,6 +81,8 @@ class Card:
     gpus: str
     logs: list[tuple[str, str]]  # (file name, link) of every log: the runs, then the baseline runs
     supporting: list[tuple[str, str]]  # other logs in the record folder (never judged)
+    roles: list[tuple[str, str, str, str]]  # (path in the folder, link, what it is taken as, why) of every log
+    landing: str  # how the ledger placed the record, in words ("" without history)
 
 
 def card(row: Row, page_dir: Path) -> Card:
@@ -110,7 +114,28 @@ def card(row: Row, page_dir: Path) -> Card:
         gpus=_gpus(v.runs),
         logs=[(r.path.name, rel(r.path, page_dir)) for r in [*v.runs, *v.baseline_runs]],
         supporting=[(p.relative_to(v.record.path).as_posix(), rel(p, page_dir)) for p in v.record.supporting],
+        roles=[(_in_folder(r.path, v), rel(r.path, page_dir), r.kind, r.why) for r in _roles(v)],
+        landing=_landing(v),
     )
+
+
+def _in_folder(path: Path, v: Verdict) -> str:
+    try:
+        return path.relative_to(v.record.path).as_posix() or path.name
+    except ValueError:
+        return path.name
+
+
+def _roles(v: Verdict) -> list[Role]:
+    """Every log of the record and what it was taken as: its roles, or for a bare log, the log as its one run."""
+    if v.record.roles:
+        return v.record.roles
+    return [Role(r.path, ROLE_RUN, "the log given") for r in v.runs]
+
+
+def _landing(v: Verdict) -> str:
+    ident = record_ident(v.record)
+    return v.ledger.how.get(ident, "") if ident is not None else ""
 
 
 def _run_line(run: Run, page_dir: Path) -> RunLine:

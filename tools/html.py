@@ -12,11 +12,13 @@ from __future__ import annotations
 import base64
 import functools
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tools.board import GENERATED_NOTE, PAGES, Row, Table
 from tools.card import Card
+from tools.history import HistoryRow, summary
 from tools.plots import History
 from tools.text import printable
 from tools.tracks import OFFICIAL_CLASS, TRACKS
@@ -75,6 +77,7 @@ def render_index(
     files: dict[str, bytes],
     histories: dict[str, History],
     rules_link: str | None,
+    history_link: str | None = None,
 ) -> str:
     """``index.html``: what the leaderboard is, jump links, a filter, then per track its history chart and one
     sortable table per hardware class."""
@@ -103,8 +106,29 @@ def render_index(
             n_records=n_records,
             targets=targets,
             rules_link=rules_link,
+            history_link=history_link,
             note=GENERATED_NOTE.replace("`", ""),
         )
+    )
+
+
+def render_history(rows: Sequence[HistoryRow], page_of: dict[int, str]) -> str:
+    """``history.html``: every row of the maintainers' tables beside the judge's verdict (tools/history.py), each
+    record linked to its page."""
+    tracks = []
+    for name in dict.fromkeys(r.track for r in rows):
+        mine = [r for r in rows if r.track == name]
+        tracks.append(
+            {
+                "track": TRACKS[name] if name in TRACKS else None,
+                "name": name,
+                "rows": [{"r": r, "page": page_of.get(id(r.verdict)) if r.verdict else None} for r in mine],
+            }
+        )
+    return str(
+        _env()
+        .get_template("history.html.j2")
+        .render(tracks=tracks, summary=summary(rows), rules_link=None, note=GENERATED_NOTE.replace("`", ""))
     )
 
 

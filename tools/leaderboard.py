@@ -22,7 +22,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from tools import board, card, plots
+from tools import board, card, history, plots
 from tools import html as html_page
 from tools.board import GENERATED_NOTE, PAGES, Row, Table, build_tables, unique_slugs
 from tools.ledger import Ledger
@@ -31,10 +31,12 @@ from tools.records import discover, files_under, refuse_links
 from tools.rules import Run
 from tools.text import csv_cell, markdown_text, printable
 from tools.tracks import OFFICIAL_CLASS, TRACKS
-from tools.verify import Verdict, verify_records
+from tools.upstream import Resolved
+from tools.verify import Verdict, upstream_rows, verify_records
 
 __all__ = ["CSV_COLUMNS", "GENERATED_NOTE", "Row", "Table", "build", "build_tables", "unique_slugs", "write"]
 
+HISTORY_PAGE = "history.html"  # the verdicts beside the maintainers' tables (a public records folder only)
 CSV_COLUMNS = (
     "track",
     "hardware",
@@ -68,19 +70,28 @@ CSV_COLUMNS = (
 )
 
 
-def history_points(rows: Sequence[Row]) -> list[plots.HistoryPoint]:
+def history_points(rows: Sequence[Row], table_only: Sequence[Resolved] = ()) -> list[plots.HistoryPoint]:
     """The records of a track on its history chart: those with a hardware class, a date and a time, in the
-    ledger's order (the chart keeps it for records of one date)."""
+    ledger's order (the chart keeps it for records of one date); a record the maintainers accepted whose logs
+    carry no time at the time of its row; and ``table_only``: the maintainers' rows with no log in the
+    repository, at their own time, on the official class (off the staircase)."""
     out = []
     for r in sorted(rows, key=lambda r: r.verdict.order_key):
         v = r.verdict
-        if v.hardware is None or v.record.date is None or v.mean_train_time_ms is None:
+        t = v.time_ms
+        if v.hardware is None or v.record.date is None or t is None:
             continue
         out.append(
             plots.HistoryPoint(
-                v.record.name, v.record.date, v.mean_train_time_ms / 60_000, v.hardware.label, r.status_kind
+                v.record.name, v.record.date, t / 60_000, v.hardware.label, r.status_kind, holds=v.is_new_record
             )
         )
+    for row in table_only:
+        up = row.row
+        if up.date is None or up.time_s is None:
+            continue
+        name = f"#{up.number} {up.description}"
+        out.append(plots.HistoryPoint(name, up.date, up.time_s / 60, OFFICIAL_CLASS.label, "table", holds=False))
     return out
 
 
@@ -142,8 +153,12 @@ def build(
     git history of the repository they sit in). ``ValueError`` when records_root or out_dir holds a symbolic
     link (tools.records.refuse_links)."""
     refuse_links(out_dir)
+    records = discover(records_root) if verdicts is None else [v.record for v in verdicts]
+    upstream = upstream_rows(records)  # the maintainers' tables beside a public records folder; [] for ours
     if verdicts is None:
-        verdicts = verify_records(discover(records_root), known_shards, ledger)
+        verdicts = verify_records(records, known_shards, ledger, table=upstream)
+    owned = {id(v.upstream) for v in verdicts if v.upstream is not None}
+    table_only = [r for r in upstream if id(r) not in owned and not r.row.retiming]
     tables = build_tables(verdicts, out_dir)
     jobs: dict[str, plots.Figure] = {}
     histories: dict[str, plots.History] = {}
@@ -151,7 +166,7 @@ def build(
         rows = [r for t in track_tables for r in t.rows]
         if not rows:
             continue
-        points = history_points(rows)
+        points = history_points(rows, [r for r in table_only if r.row.track == track_name])
         histories[track_name] = plots.history(points)
         jobs[f"{board.PLOTS}/{track_name}-record-time.svg"] = (plots.record_times, (track_name, points))
         for t in track_tables:
@@ -169,9 +184,15 @@ def build(
         files[r.page] = html_page.render_record(r, card.card(r, page_dir), files.get(r.plot), rules_link).encode(
             "utf-8"
         )
+    history_rows = history.compare_with_table(verdicts, upstream) if upstream else []
+    page_of = {id(r.verdict): r.page for ts in tables.values() for t in ts for r in t.rows}
+    if history_rows:
+        files[HISTORY_PAGE] = html_page.render_history(history_rows, page_of).encode("utf-8")
     files["README.md"] = render_markdown(tables, files, rules_link).encode("utf-8")
     files["leaderboard.csv"] = render_csv(tables).encode("utf-8")
-    files["index.html"] = html_page.render_index(tables, files, histories, rules_link).encode("utf-8")
+    files["index.html"] = html_page.render_index(
+        tables, files, histories, rules_link, HISTORY_PAGE if history_rows else None
+    ).encode("utf-8")
     return dict(sorted(files.items()))
 
 

@@ -107,7 +107,14 @@ class HistoryPoint:
     date: str  # YYYY-MM-DD
     minutes: float  # mean training time
     hardware: str
-    status: str  # "new" (a new record), "valid" (valid, not faster) or "failed"
+    # "new" (a new record), "valid" (valid, not faster), "accepted" (by the maintainers, evidence incomplete),
+    # "incomplete", "failed", or "table" (a row of the maintainers' table with no log in the repository)
+    status: str
+    holds: bool | None = None  # on the staircase: held its class (default: status == "new")
+
+    @property
+    def on_staircase(self) -> bool:
+        return self.status == "new" if self.holds is None else self.holds
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,7 @@ class History:
                             "date": p.date,
                             "minutes": round(p.minutes, 6),
                             "status": p.status,
+                            "holds": p.on_staircase,
                             "off_scale": p in c.off_scale,
                         }
                         for p in c.points
@@ -162,12 +170,12 @@ def history(points: Sequence[HistoryPoint]) -> History:
     if not shown:
         return History([], None, None)
     last = max(p.date for p in shown)
-    valid = [p.minutes for p in shown if p.status != "failed"] or [p.minutes for p in shown]
+    valid = [p.minutes for p in shown if p.status not in ("failed", "incomplete")] or [p.minutes for p in shown]
     y_range = (min(valid) / _Y_ROOM, max(valid) * _Y_ROOM)
     classes = []
     for hw in sorted({p.hardware for p in shown}, key=class_order):
         mine = sorted((p for p in shown if p.hardware == hw), key=lambda p: p.date)  # stable: ledger order kept
-        new = [p for p in mine if p.status == "new"]
+        new = [p for p in mine if p.on_staircase]
         steps = [(p.date, p.minutes) for p in new]
         if steps and steps[-1][0] < last:
             steps.append((last, steps[-1][1]))  # the holder's level runs to the chart's last date
@@ -196,7 +204,10 @@ def record_times(track_title: str, points: Sequence[HistoryPoint]) -> bytes:
         colors = plt.get_cmap("tab10")
         kinds = {  # status: (marker, filled, alpha, legend text)
             "new": ("o", True, 1.0, "new record (the staircase)"),
+            "accepted": ("D", False, 1.0, "accepted upstream, evidence incomplete"),
             "valid": ("o", False, 1.0, "valid, not faster"),
+            "table": ("s", False, 0.6, "in the maintainers' table only (no log)"),
+            "incomplete": ("x", True, 0.3, "evidence incomplete"),
             "failed": ("x", True, 0.5, "failed a rule"),
         }
         seen: set[str] = set()
