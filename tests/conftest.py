@@ -1,18 +1,22 @@
-"""Shared fixtures: repository paths and the optional community-log corpus."""
+"""Shared fixtures: repository paths, and the public speedrun's real records (a bundle beside the checkout)."""
 
 from __future__ import annotations
 
 import atexit
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# Real community logs live beside the checkout, never inside it (see ../shared/anchors/README.md).
-ANCHORS_DIR = REPO_ROOT.parent / "shared" / "anchors" / "modded-nanogpt"
+# The public speedrun's real repository (records, README and first-parent history) lives beside the checkout as a
+# git bundle, never inside it (../shared/public-speedrun/README.md); tests clone it once per session.
+PUBLIC_BUNDLE_DIR = REPO_ROOT.parent / "shared" / "public-speedrun"
+# Small real record folders of it, copied as fixtures (tests/fixtures/public-speedrun/FIXTURE.md): always present.
+PUBLIC_FIXTURE = REPO_ROOT / "tests" / "fixtures" / "public-speedrun"
 IN_CI = os.environ.get("SPEEDRUN_CI") == "1"
 
 # torch.compile's on-disk cache (/tmp/torchinductor_<user> by default) is shared by every checkout on the
@@ -42,8 +46,19 @@ def repo_root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def anchors_dir() -> Path:
-    """The community corpus; tests that need it skip when ../shared/anchors/ is absent (also in CI)."""
-    if not (ANCHORS_DIR / "manifest.csv").is_file():
-        pytest.skip(f"community logs not found at {ANCHORS_DIR}")
-    return ANCHORS_DIR
+def public_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A clone of the public speedrun's repository from ../shared/public-speedrun/*.bundle (its records/, README.md
+    and history); tests that need it skip where the bundle is absent (a user's machine, perhaps CI)."""
+    bundles = sorted(PUBLIC_BUNDLE_DIR.glob("*.bundle")) if PUBLIC_BUNDLE_DIR.is_dir() else []
+    if not bundles:
+        pytest.skip(f"the public speedrun's bundle is not at {PUBLIC_BUNDLE_DIR}")
+    clone = tmp_path_factory.mktemp("public") / "modded-nanogpt"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    subprocess.run(["git", "clone", "-q", str(bundles[-1]), str(clone)], check=True, env=env, capture_output=True)
+    return clone
+
+
+@pytest.fixture(scope="session")
+def public_records(public_repo: Path) -> Path:
+    """The clone's records/ folder."""
+    return public_repo / "records"

@@ -121,13 +121,16 @@ def test_verify_a_records_folder(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "notes.txt: a stray file" in capsys.readouterr().out
 
 
-def test_verify_a_community_submission(anchors_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    folder = anchors_dir / "track_1_short" / "2026-01-10_FusedLinearReLUSquare"
-    assert main(["verify", "--json", str(folder)]) == 1
+def test_verify_a_public_record_with_one_gpu_logs_beside_its_runs(
+    public_records: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = public_records / "track_1_short" / "2026-01-10_FusedLinearReLUSquare"
+    main(["verify", "--json", str(folder)])
     obj = json.loads(capsys.readouterr().out)
-    # The public history's "1-GPU log linked as an 8-GPU record", found mechanically.
-    assert [f["file"].rsplit("/", 1)[1] for f in obj["failures"] if f["rule"] == "hardware"] == ["single_gpu_run.txt"]
-    assert {"config", "data"} <= set(obj["not_applicable"])
+    # The public history's "1-GPU log linked as an 8-GPU record": beside the 8-GPU runs, an experiment.
+    other = sorted(Path(r["file"]).name for r in obj["roles"] if r["role"] == "other hardware")
+    assert other == ["single_gpu_baseline.txt", "single_gpu_run.txt"] and obj["hardware"] == "8× NVIDIA H100 80GB HBM3"
+    assert {"config", "data"} <= set(obj["not_applicable"]) and obj["upstream"]["number"] == "59"
 
 
 def test_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

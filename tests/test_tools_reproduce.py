@@ -710,14 +710,14 @@ def test_read_reproduced_bounds_what_it_reads(tmp_path: Path) -> None:
         reproduce.read_reproduced(record)
 
 
-# --- the tolerances are the ones the anchors give ------------------------------------------------------
+# --- the tolerances are the ones the public records give ------------------------------------------------------
 
 
-@pytest.mark.slow  # parses the ~770 community logs
-def test_gpu_tolerances_are_derived_from_the_anchors(anchors_dir: Path) -> None:
+@pytest.mark.slow  # parses the public tree's ~800 logs
+def test_gpu_tolerances_are_derived_from_the_public_records(public_records: Path) -> None:
     from tools.reproduce_tolerances import derive
 
-    d = derive(anchors_dir)
+    d = derive(public_records)
     assert d.groups > 50
     assert d.loss_tolerance == reproduce.GPU_LOSS_TOLERANCE
     assert d.time_tolerance == reproduce.GPU_TIME_TOLERANCE

@@ -170,17 +170,17 @@ def report(d: Derivation) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.reproduce_tolerances", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "anchors",
+        "records",
         type=Path,
         help="the public speedrun's records/ folder (a checkout of github.com/KellerJordan/modded-nanogpt)",
     )
     args = parser.parse_args(argv)
-    if not args.anchors.is_dir():
-        print(f"error: {args.anchors} is not a folder; give the public speedrun's records/ folder", file=sys.stderr)
+    if not args.records.is_dir():
+        print(f"error: {args.records} is not a folder; give the public speedrun's records/ folder", file=sys.stderr)
         return 2
-    d = derive(args.anchors)
+    d = derive(args.records)
     if not d.groups:
-        print(f"error: {args.anchors} holds no two complete runs of the same code; nothing to derive", file=sys.stderr)
+        print(f"error: {args.records} holds no two complete runs of the same code; nothing to derive", file=sys.stderr)
         return 2
     print(report(d))
     return 0

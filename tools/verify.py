@@ -207,6 +207,19 @@ class Verdict:
             "not_applicable": self.not_applicable,
             "logs": [r.file for r in self.runs],
             "baseline_logs": [r.file for r in self.baseline_runs],
+            "status": self.status_kind,
+            "rulebook": self.rulebook.name,
+            "notes": [f.to_json() for f in self.notes],
+            "roles": [{"file": str(r.path), "role": r.kind, "why": r.why} for r in self.record.roles],
+            "upstream": (
+                {
+                    "number": self.upstream.row.number,
+                    "time": self.upstream.row.time_text,
+                    "pr": self.upstream.row.pr_url,
+                }
+                if self.upstream is not None
+                else None
+            ),
         }
 
     def _reproduced_json(self) -> dict[str, Any] | None:
