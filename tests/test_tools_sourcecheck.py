@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
-import time
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
 
 from logfactory import SEP, LogSpec, write_log
 from tools.parse import parse_log
-from tools.sourcecheck import MAX_CODE_CHARS, MAX_SYNTAX_NODES, find_compile_flags
+from tools.sourcecheck import FLAG, KINDS, MAX_CODE_CHARS, MAX_SYNTAX_NODES, UNREADABLE, Finding, find_compile_flags
 from tools.verify import verify_paths
 
 HERE = f"{sys.version_info[0]}.{sys.version_info[1]}.0"
@@ -179,6 +179,110 @@ ALLOWED = {
 }
 
 
+# What each kind of finding is: (line, kind, option) of every finding. FLAG: the code sets a compiler option by a
+# route the rule reads (what the public speedrun's rule forbids); UNREADABLE: the rest it refuses.
+KINDS_OF: dict[str, tuple[str, set[tuple[int, str, str | None]]]] = {
+    "config-set-directly": ("import torch\ntorch._inductor.config.max_autotune = True\n", {(2, FLAG, "max_autotune")}),
+    "config-import-alias": (
+        "import torch._inductor.config as cfg\ncfg.coordinate_descent_tuning = True\n",
+        {(1, UNREADABLE, None), (2, FLAG, "coordinate_descent_tuning")},
+    ),
+    "config-assigned-alias": (
+        "import torch\nind = torch._inductor\nind.config.triton.cudagraphs = True\n",
+        {(2, UNREADABLE, None), (3, FLAG, "triton.cudagraphs")},
+    ),
+    "config-setattr": (
+        "import torch\nsetattr(torch._inductor.config, 'max_autotune', True)\n",
+        {(2, FLAG, "max_autotune"), (2, UNREADABLE, None)},
+    ),
+    "config-reexported": (
+        "import torch._functorch.partitioners as p\np.inductor_config.max_autotune = True\n",
+        {(2, FLAG, "max_autotune")},
+    ),
+    "config-patch": (
+        "import torch\n@torch._inductor.config.patch(coordinate_descent_tuning=True)\ndef f():\n    pass\n",
+        {(2, FLAG, "coordinate_descent_tuning")},
+    ),
+    "config-patch-several": (
+        "import torch\nwith torch._inductor.config.patch({'a': 1, 'b': 2}):\n    pass\n",
+        {(2, FLAG, "patch")},
+    ),
+    "env-var": (
+        "import os\nos.environ['TORCHINDUCTOR_COORDINATE_DESCENT_TUNING'] = '1'\n",
+        {(2, UNREADABLE, None), (2, FLAG, "coordinate_descent_tuning")},  # the string, and the write
+    ),
+    "env-var-update": (
+        "import os\nos.environ.update(TORCHINDUCTOR_MAX_AUTOTUNE='1')\n",
+        {(2, FLAG, "max_autotune")},
+    ),
+    "env-var-unprefixed": (
+        "import os\nos.putenv('ENABLE_PERSISTENT_TMA_MATMUL', '1')\n",
+        {(2, UNREADABLE, None), (2, FLAG, "ENABLE_PERSISTENT_TMA_MATMUL")},
+    ),
+    "env-var-child": (
+        "import subprocess\nsubprocess.run(['git'], env={'TORCHINDUCTOR_MAX_AUTOTUNE': '1'})\n",
+        {(2, UNREADABLE, None), (2, FLAG, "max_autotune")},
+    ),
+    "compile-mode": ("import torch\nm = torch.compile(model, mode='max-autotune')\n", {(2, FLAG, "mode=max-autotune")}),
+    "compile-mode-computed": ("import torch\nm = torch.compile(model, mode=M)\n", {(2, FLAG, "mode")}),
+    "compile-mode-alias": (  # handing torch.compile around is unreadable; the call through the alias still a FLAG
+        "import torch\nc = torch.compile\nm = c(model, mode='reduce-overhead')\n",
+        {(2, UNREADABLE, None), (3, FLAG, "mode=reduce-overhead")},
+    ),
+    "compile-options": (
+        "import torch\nm = torch.compile(model, options={'coordinate_descent_tuning': True})\n",
+        {(2, FLAG, "coordinate_descent_tuning")},
+    ),
+    "compile-backend": (
+        "import torch\nm = torch.compile(model, backend='cudagraphs')\n",
+        {(2, FLAG, "backend=cudagraphs")},
+    ),
+    "compile-partial": (
+        "import functools, torch\nc = functools.partial(torch.compile, mode='max-autotune')\n",
+        {(2, UNREADABLE, None), (2, FLAG, "mode=max-autotune")},  # the mode's string, and the partial
+    ),
+    "config-patches": ("fx(gm, inputs, config_patches={'max_autotune': True})\n", {(1, FLAG, "max_autotune")}),
+    # refused as code the rule cannot show to comply
+    "exec": ("exec('import torch')\n", {(1, UNREADABLE, None)}),
+    "unknown-import": ("import fastkernels\n", {(1, UNREADABLE, None)}),
+    "inductor-internal": (
+        "import torch\ntorch._inductor.codecache.trace_structured = f\n",
+        {(2, UNREADABLE, None)},  # a monkeypatch, not an option
+    ),
+    "inductor-config-read": (
+        "import torch._inductor.config as cfg\nprint(cfg.max_autotune)\n",
+        {(1, UNREADABLE, None), (2, UNREADABLE, None)},
+    ),
+    "env-var-removed": (
+        "import os\ndel os.environ['TORCHINDUCTOR_MAX_AUTOTUNE']\n",
+        {(2, UNREADABLE, None)},  # a default restored: no extra flag
+    ),
+    "env-var-computed": ("import os\nos.environ[name] = '1'\n", {(2, UNREADABLE, None)}),
+    "mode-string": ("MODE = 'max-autotune'\n", {(1, UNREADABLE, None)}),
+    "compile-kwargs": ("import torch\nm = torch.compile(model, **kw)\n", {(2, UNREADABLE, None)}),
+    "dynamo-patch": (  # dynamo's options are not inductor's: the rule lets a record set them by name
+        "import torch\n@torch._dynamo.config.patch(cache_size_limit=8)\ndef f():\n    pass\n",
+        {(2, UNREADABLE, None)},
+    ),
+    "does-not-parse": (
+        "import torch\ntorch._inductor.config.max_autotune = True\nnot python(\n",
+        {(3, UNREADABLE, None)},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KINDS_OF))
+def test_each_finding_has_its_kind_and_option(name: str) -> None:
+    code, expected = KINDS_OF[name]
+    assert {(f.line, f.kind, f.option) for f in find_compile_flags(code, HERE)} == expected
+
+
+@pytest.mark.parametrize("name", sorted(FLAGGED))
+def test_every_finding_has_a_kind_and_a_flag_names_its_option(name: str) -> None:
+    for f in find_compile_flags(FLAGGED[name], HERE):
+        assert f.kind in KINDS and (f.option is not None) == (f.kind == FLAG), f
+
+
 @pytest.mark.parametrize("name", sorted(FLAGGED))
 def test_compile_flags_ways_around_the_rule_fail(name: str) -> None:
     assert find_compile_flags(FLAGGED[name], HERE), FLAGGED[name]
@@ -192,7 +296,7 @@ def test_compile_flags_honest_code_passes(name: str) -> None:
 def test_a_module_appended_to_the_log_may_be_imported() -> None:
     code = "import torch\nimport helper\nfrom helper import setup\n"
     assert find_compile_flags(code, None, ["helper"]) == []
-    assert [line for line, _ in find_compile_flags(code)] == [2, 3]
+    assert [f.line for f in find_compile_flags(code)] == [2, 3]
 
 
 def test_the_record_packages_are_the_images() -> None:
@@ -226,16 +330,19 @@ def test_this_repository_trainer_passes(repo_root: Path) -> None:
 
 def test_a_finding_names_the_line_and_says_what() -> None:
     found = find_compile_flags(FLAGGED["getattr-compile-pieces"], HERE)
-    assert found == [(2, "passes mode= to torch.compile: m = getattr(torch, 'com' + 'pile')(")]
-    (line, what), *_ = find_compile_flags("import os\nos.environ[k] = '1'\n", HERE)
-    assert line == 2 and what.startswith("writes an environment variable whose name is computed (os.environ)")
+    assert found == [Finding(2, "passes mode= to torch.compile: m = getattr(torch, 'com' + 'pile')(", FLAG, "mode")]
+    first, *_ = find_compile_flags("import os\nos.environ[k] = '1'\n", HERE)
+    assert first.line == 2 and first.what.startswith(
+        "writes an environment variable whose name is computed (os.environ)"
+    )
 
 
 def test_code_that_does_not_parse_fails_instead_of_a_fallback() -> None:
     """A broken line once handed the file to a per-line regex, which missed a multi-line call."""
     source = "import torch\nm = torch.compile(\n    model,\n    mode=M,\n)\ndef broken(:\n"
-    ((line, what),) = find_compile_flags(source, HERE)
+    ((line, what, kind, _),) = [astuple(f) for f in find_compile_flags(source, HERE)]
     assert line == 6 and "does not parse as Python" in what and "judges only code it can read" in what
+    assert kind == UNREADABLE
 
 
 def test_grammar_of_the_python_the_log_names() -> None:
@@ -243,20 +350,20 @@ def test_grammar_of_the_python_the_log_names() -> None:
     # judge does not know fails with the Python to judge it with.
     assert find_compile_flags("x = 1\n", "3.99.1") == []
     assert find_compile_flags("import torch\nm = torch.compile(f, mode='max-autotune')\n", "3.99.1") != []
-    ((line, what),) = find_compile_flags("x = 1\ndef f[T](:\n", "3.99.1")
+    (found,) = find_compile_flags("x = 1\ndef f[T](:\n", "3.99.1")
+    line, what = found.line, found.what
     assert line == 2 and "names Python 3.99" in what and "judge it with Python >= 3.99" in what
     # `match` arrived in 3.10: code a 3.9 log claims to have run with it is not that code.
     match = "match x:\n    case 1:\n        pass\n"
     assert find_compile_flags(match, HERE) == []
-    assert any("does not parse as Python 3.9" in w for _, w in find_compile_flags(match, "3.9.18"))
+    assert any("does not parse as Python 3.9" in f.what for f in find_compile_flags(match, "3.9.18"))
     assert find_compile_flags("x = 1\n", "not a version") == []  # unreadable: the running Python's grammar
 
 
 def test_size_and_depth_are_bounded() -> None:
     big = "x = 1\n" * (MAX_CODE_CHARS // 6 + 1)
-    assert find_compile_flags(big, HERE) == [(0, find_compile_flags(big, HERE)[0][1])]
-    assert "over 524,288 characters" in find_compile_flags(big, HERE)[0][1]
-    t0 = time.perf_counter()
+    ((line, what, kind, _),) = [astuple(f) for f in find_compile_flags(big, HERE)]
+    assert line == 0 and "over 524,288 characters" in what and kind == UNREADABLE
     for deep in (
         "x = " + "a + " * 20_000 + "a\n",
         "x = " + "(" * 180 + "1" + ")" * 180 + "\n",
@@ -264,11 +371,15 @@ def test_size_and_depth_are_bounded() -> None:
     ):
         assert isinstance(find_compile_flags(deep, HERE), list)  # a finding or none, never a crash
     dense = "f(1)\n" * (MAX_CODE_CHARS // 5)  # the most syntax nodes per character: ~600,000
-    assert find_compile_flags(dense, HERE) == [(0, f"the code has over {MAX_SYNTAX_NODES:,} {NODES_WHY}")]
+    assert find_compile_flags(dense, HERE) == [
+        Finding(0, f"the code has over {MAX_SYNTAX_NODES:,} {NODES_WHY}", UNREADABLE)
+    ]
     assert find_compile_flags("f(1)\n" * (MAX_SYNTAX_NODES // 8), HERE) == []
     many = find_compile_flags("import os\n" + "os.environ[k] = v\n" * 5000, HERE)
-    assert len(many) == 51 and many[-1] == (0, "and 4,950 more findings like these")
-    assert time.perf_counter() - t0 < 30
+    assert len(many) == 51 and many[-1] == Finding(0, "and 4,950 more findings like these", UNREADABLE)
+    # past the cap, the count keeps what it counts a FLAG: a caller judging FLAGs only still sees one
+    flags = find_compile_flags("import os\n" + "os.environ[k] = v\n" * 60 + "os.environ['TORCHINDUCTOR_A'] = '1'\n")
+    assert len(flags) == 51 and flags[-1] == Finding(0, "and 12 more findings like these", FLAG, "a")
 
 
 def test_a_separator_line_inside_a_docstring_keeps_the_whole_file_as_the_code(tmp_path: Path) -> None:
