@@ -50,7 +50,8 @@ FLAGGED = {
     "imports-a-module-it-wrote": "open('helper.py', 'w').write(CODE)\nimport helper\n",
     "from-a-module-it-wrote": "from helper import setup\nsetup()\n",
     "relative-import": "from . import helper\n",
-    "package-outside-the-image": "import kernels\nk = kernels.get_kernel('x/y')\n",
+    "package-outside-the-image": "import flash_attn_interface\nflash_attn_interface.flash_attn_func(q, k, v)\n",
+    "nvml-outside-the-image": "import pynvml\npynvml.nvmlInit()\n",  # the image lacks it: a file the run brings
     # code loaded from files: unpickling runs code, the hub fetches it
     "torch-load-pickle": "import torch\nsd = torch.load(path, weights_only=False)\n",
     "torch-load-kwargs": "import torch\nsd = torch.load(path, **kw)\n",
@@ -176,6 +177,11 @@ ALLOWED = {
     "frozen-dataclass": "class P:\n    def f(self):\n        object.__setattr__(self, 'x', 1)\n        super().__setattr__('y', 2)\n",
     "docstrings": '"""Sets no TORCHINDUCTOR_MAX_AUTOTUNE and no mode=max-autotune."""\nimport torch\n',
     "python-3-8-walrus": "if (n := len(x)) > 2:\n    pass\n",
+    # Hugging Face's kernels, which the public rules allow (public records since 2025-09-03)
+    "kernels-from-the-hub": (
+        "from kernels import get_kernel\nimport kernels\n"
+        "fa3 = get_kernel('varunneal/flash-attention-3').flash_attn_interface\nk = kernels.get_kernel('org/repo')\n"
+    ),
 }
 
 

@@ -53,8 +53,9 @@ Fails:
   ``env=`` argument whose names are not literal; ``os.environ`` handed to anything that may write it;
   the ``exec*e``/``spawn*e``/``posix_spawn`` calls that set a new process's environment;
 - imports of code the log does not carry: a module that is not the standard library, a package of the
-  record image (requirements.txt, and triton) or a file appended to the log (a module the code writes
-  and then imports, a package that fetches kernels), and relative imports; loading code from files:
+  record image (requirements.txt, and triton), Hugging Face's ``kernels`` (which the public rules allow)
+  or a file appended to the log (a module the code writes and then imports, ``pynvml``, which the image
+  lacks), and relative imports; loading code from files:
   ``torch.hub``, and ``torch.load``/``numpy.load`` but with weights_only=True / allow_pickle=False (the
   defaults): unpickling runs code;
 - starting a program (``subprocess``, ``asyncio``, ``pty``) other than nvidia-smi and git, named literally:
@@ -164,6 +165,13 @@ _RECORD_PACKAGES = frozenset(
     "torch triton numpy huggingface_hub httpx2 tiktoken regex pyarrow tqdm safetensors scipy pandas matplotlib "
     "yaml jinja2 typing_extensions filelock sympy mpmath networkx fsspec cuda nvidia".split()
 )
+# Packages outside the image that the public speedrun's rules allow and its records use: Hugging Face's
+# ``kernels`` (``get_kernel("org/repo")``, from track_1_short/2025-09-29_PolarExpress on). Not ``pynvml``
+# (NVML's bindings, imported by four public medium records to print GPU temperatures): neither requirements.txt
+# nor torch 2.13.0's Linux wheel (its Requires-Dist: cuda-toolkit, cuda-bindings, nvidia-*, triton, ...)
+# installs nvidia-ml-py, so in the image ``import pynvml`` finds only a pynvml.py the run brings itself;
+# nvidia-smi, which a record may start, reads the same.
+_PUBLIC_PACKAGES = frozenset({"kernels"})
 # Loaders that unpickle (run code from a file the log does not carry) unless a keyword says not to: the
 # keyword and the one literal value that keeps them safe (torch.load's default is weights_only=True); past
 # their first two arguments (file, map_location / mmap_mode) come pickle_module / allow_pickle.
@@ -704,7 +712,12 @@ def _check_import(scan: _Scan, node: ast.Import | ast.ImportFrom) -> None:
         paths = [f"{base}.{a.name}" if base else a.name for a in node.names]
     for path in paths:
         top = path.split(".")[0]
-        if not top or not (top in sys.stdlib_module_names or top in _RECORD_PACKAGES or top in scan.local_modules):
+        if not top or not (
+            top in sys.stdlib_module_names
+            or top in _RECORD_PACKAGES
+            or top in _PUBLIC_PACKAGES
+            or top in scan.local_modules
+        ):
             _flag(
                 scan,
                 node,
