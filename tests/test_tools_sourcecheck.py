@@ -8,14 +8,17 @@ classes of issue 11; the concrete attacks of that issue are kept outside the rep
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import astuple
 from pathlib import Path
 
 import pytest
 
 from logfactory import SEP, LogSpec, write_log
+from tools import sourcecheck
 from tools.parse import parse_log
 from tools.sourcecheck import FLAG, KINDS, MAX_CODE_CHARS, MAX_SYNTAX_NODES, UNREADABLE, Finding, find_compile_flags
 from tools.verify import verify_paths
@@ -402,3 +405,118 @@ def test_a_separator_line_inside_a_docstring_keeps_the_whole_file_as_the_code(tm
     log = parse_log(write_log(tmp_path / "honest", LogSpec(source=honest)))
     v = verify_paths([Path(log.path)], track="track_1_short", known_shards={})[0]
     assert not [f for f in v.failures if f.rule == "compile-flags"]
+
+
+# --- the cache ------------------------------------------------------------------------------
+
+MIXED = (  # findings of both kinds, on several lines
+    "import torch._inductor.config as cfg\ncfg.coordinate_descent_tuning = True\n"
+    "import os\nos.environ['TORCHINDUCTOR_MAX_AUTOTUNE'] = '1'\nexec(code)\n"
+)
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty on-disk cache of this test's own, and an empty in-process one."""
+    monkeypatch.setenv("SPEEDRUN_CACHE", str(tmp_path))
+    sourcecheck.clear_memo()
+    yield tmp_path
+    sourcecheck.clear_memo()
+
+
+def _entries(root: Path) -> list[Path]:
+    return sorted((root / sourcecheck.CACHE_NAMESPACE).rglob("*.json"))
+
+
+def test_a_cache_hit_equals_a_fresh_analysis(cache_dir: Path) -> None:
+    fresh = find_compile_flags(MIXED, HERE, cached=False)
+    assert {f.kind for f in fresh} == {FLAG, UNREADABLE} and _entries(cache_dir) == []  # cached=False writes none
+    assert find_compile_flags(MIXED, HERE) == fresh
+    (entry,) = _entries(cache_dir)
+    assert sourcecheck._decode(entry.read_bytes()) == tuple(fresh)  # what a later process reads back
+    sourcecheck.clear_memo()
+    assert find_compile_flags(MIXED, HERE) == fresh  # from the disk
+    # the disk is read indeed (an entry stands for the analysis), and the process keeps what it read
+    forged = [Finding(1, "forged", UNREADABLE)]
+    entry.write_bytes(sourcecheck._encode(forged))
+    sourcecheck.clear_memo()
+    assert find_compile_flags(MIXED, HERE) == forged
+    entry.unlink()
+    assert find_compile_flags(MIXED, HERE) == forged
+    # the key is the whole input: another Python version's grammar, other local modules, other code
+    assert find_compile_flags(MIXED, "3.9.1") == fresh and find_compile_flags(MIXED, HERE, ["helper"]) == fresh
+    assert find_compile_flags(MIXED + "\n", HERE) == fresh
+    assert len(_entries(cache_dir)) == 3  # 3.9 (a grammar of its own), ["helper"], the other code
+
+
+def test_findings_handed_out_are_copies(cache_dir: Path) -> None:
+    found = find_compile_flags(MIXED, HERE)
+    found.clear()
+    assert find_compile_flags(MIXED, HERE) == find_compile_flags(MIXED, HERE, cached=False) != []
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"",
+        b"{not json",
+        b"\xff\xfe\x00",
+        b"[]",
+        b'{"version": 2, "findings": []}',
+        b'{"version": 1, "findings": {}}',
+        b'{"version": 1, "findings": [[2, "x", "flag"]]}',
+        b'{"version": 1, "findings": [[2, "x", "bogus", null]]}',
+        b'{"version": 1, "findings": [[2, "x", "unreadable", "max_autotune"]]}',
+        b'{"version": 1, "findings": [[-1, "x", "flag", "a"]]}',
+        b'{"version": 1, "findings": [[true, "x", "flag", "a"]]}',
+        b'{"version": 1, "findings": [[2, 3, "flag", "a"]]}',
+        b'{"version": 1, "findings": [' + b",".join([b'[1, "x", "unreadable", null]'] * 52) + b"]}",
+        b'{"version": 1, "findings": []}' + b" " * (1 << 20),
+        b"[" * 100_000,
+    ],
+    ids=lambda garbage: hashlib.sha256(garbage).hexdigest()[:8],
+)
+def test_a_corrupt_cache_entry_is_a_miss(cache_dir: Path, garbage: bytes) -> None:
+    fresh = find_compile_flags(MIXED, HERE, cached=False)
+    find_compile_flags(MIXED, HERE)
+    (entry,) = _entries(cache_dir)
+    entry.write_bytes(garbage)
+    sourcecheck.clear_memo()
+    assert find_compile_flags(MIXED, HERE) == fresh
+    assert sourcecheck._decode(entry.read_bytes()) == tuple(fresh)  # and replaced by a good one
+
+
+def test_the_cache_off_and_the_memo_bounded(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPEEDRUN_CACHE", "off")
+    for i in range(sourcecheck.MEMO_ENTRIES + 10):
+        assert find_compile_flags(f"x = {i}\nexec(x)\n", HERE)
+    assert len(sourcecheck._MEMO) == sourcecheck.MEMO_ENTRIES and _entries(cache_dir) == []
+    assert find_compile_flags("x = 0\nexec(x)\n", HERE) == find_compile_flags("x = 0\nexec(x)\n", HERE, cached=False)
+
+
+PUBLIC_RECORDS = Path(os.environ.get("SPEEDRUN_PUBLIC_RECORDS") or "/tmp/scratch/modded-nanogpt/records")
+
+
+def test_the_public_records_read_the_same_cached_and_every_flag_names_its_option(cache_dir: Path) -> None:
+    """Over the public speedrun's records (a clone beside the checkout; skipped without one): the findings of
+    every distinct code read fresh, through the cache and back from the disk are the same, and every FLAG
+    names the option it sets (what a caller needs to exempt coordinate_descent_tuning on the medium track)."""
+    tracks = [PUBLIC_RECORDS / t for t in ("track_1_short", "track_2_medium")]
+    if not all(t.is_dir() for t in tracks):
+        pytest.skip(f"the public records are not at {PUBLIC_RECORDS} (set SPEEDRUN_PUBLIC_RECORDS)")
+    inputs: dict[tuple[str, str | None, tuple[str, ...]], None] = {}
+    for path in sorted(p for t in tracks for p in t.rglob("*") if p.suffix in (".txt", ".log") and p.is_file()):
+        log = parse_log(path)
+        local = tuple(sorted(Path(name).stem for name in log.appended_files))
+        for code in (log.source_text, log.extra_code):
+            if code.strip():
+                inputs.setdefault((code, log.python_version, local), None)
+    assert len(inputs) > 100
+    fresh = [find_compile_flags(code, version, local) for code, version, local in inputs]  # an empty cache: read
+    assert 100 < len(_entries(cache_dir)) <= len(inputs)  # logs naming 3.12.1 and 3.12.3 share an entry
+    sourcecheck.clear_memo()
+    assert [find_compile_flags(code, version, local) for code, version, local in inputs] == fresh  # from the disk
+    flags = [f for found in fresh for f in found if f.kind == FLAG]
+    assert all(f.option for f in flags), [f for f in flags if not f.option]
+    assert {f.option for f in flags} >= {"coordinate_descent_tuning", "mode=reduce-overhead"}
+    assert all(f.kind in KINDS for found in fresh for f in found)

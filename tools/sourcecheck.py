@@ -74,12 +74,19 @@ what catches that (and every other edit of a log's text).
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
 import re
 import sys
+import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
+
+from tools.cache import Store, salt_of
 
 # The longest trainer of the public corpus is ~3,500 lines (~170 KB). Real code has ~0.16 syntax nodes
 # per character (train_gpt.py: 15,000 in 91 KB), code written to be costly ~1.2 (`f(1)` lines): the
@@ -244,11 +251,15 @@ class _Scan:
 
 
 def find_compile_flags(
-    source: str, python_version: str | None = None, local_modules: Iterable[str] = ()
+    source: str, python_version: str | None = None, local_modules: Iterable[str] = (), *, cached: bool = True
 ) -> list[Finding]:
     """Every forbidden or unreadable compile setting in ``source``, sorted by line and text (line 0: the whole
     code). ``python_version`` is what the log names (``3.12.3``); None: the running Python's.
-    ``local_modules``: the modules whose code comes with ``source`` (the files appended to the log)."""
+    ``local_modules``: the modules whose code comes with ``source`` (the files appended to the log).
+
+    The answer for one input is kept in this process (the last MEMO_ENTRIES) and in the on-disk cache
+    (tools/cache.py, namespace ``compile-flags``) under the sha256 of the input, the judging Python and this
+    module's source; ``cached=False`` reads and writes neither."""
     if not source.strip():
         return []
     if len(source) > MAX_CODE_CHARS:
@@ -261,6 +272,103 @@ def find_compile_flags(
             )
         ]
     grammar, newer = _grammar(python_version)
+    local = frozenset(local_modules)
+    if not cached:
+        return _find(source, grammar, newer, local)
+    key = _input_key(source, grammar, newer, local)
+    with _MEMO_LOCK:
+        found = _MEMO.get(key)
+        if found is not None:
+            _MEMO.move_to_end(key)
+            return list(found)
+    salt = _salt()
+    store = Store(CACHE_NAMESPACE, salt) if salt else None  # no salt, no disk: an entry must name its code
+    found = _decode(store.read(key, ".json")) if store is not None else None
+    if found is None:
+        found = tuple(_find(source, grammar, newer, local))
+        if store is not None:
+            store.write(key, ".json", _encode(found))
+    with _MEMO_LOCK:
+        _MEMO[key] = found
+        _MEMO.move_to_end(key)
+        while len(_MEMO) > MEMO_ENTRIES:
+            _MEMO.popitem(last=False)
+    return list(found)
+
+
+CACHE_NAMESPACE: Final = "compile-flags"
+MEMO_ENTRIES: Final = 256  # inputs whose findings this process keeps (a tree has ~170 distinct ones)
+_MEMO: OrderedDict[str, tuple[Finding, ...]] = OrderedDict()
+_MEMO_LOCK = threading.Lock()
+_SALT: list[str] = []  # the sha256 of this module's source, computed once ("" if it cannot be read)
+_ENTRY_VERSION: Final = 1
+_MAX_ENTRY_BYTES: Final = 1 << 20  # an entry holds at most MAX_FINDINGS + 1 findings of a few hundred bytes
+
+
+def clear_memo() -> None:
+    """Forget the findings kept in this process (the on-disk cache is left as it is)."""
+    with _MEMO_LOCK:
+        _MEMO.clear()
+
+
+def _salt() -> str:
+    if not _SALT:
+        try:
+            _SALT.append(salt_of([Path(__file__)]))
+        except OSError:
+            _SALT.append("")
+    return _SALT[0]
+
+
+def _input_key(source: str, grammar: tuple[int, int], newer: tuple[int, int] | None, local: frozenset[str]) -> str:
+    """The sha256 of everything the findings depend on but this module's code (the store's salt): the judging
+    Python (its grammar and its standard library's names), the grammar read with, the log's newer Python,
+    the local modules and the code."""
+    head = json.dumps([_ENTRY_VERSION, sys.version, grammar, newer, sorted(local)])
+    h = hashlib.sha256(head.encode())
+    h.update(b"\0")
+    h.update(source.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def _encode(found: Iterable[Finding]) -> bytes:
+    return json.dumps(
+        {"version": _ENTRY_VERSION, "findings": [[f.line, f.what, f.kind, f.option] for f in found]}
+    ).encode()
+
+
+def _decode(data: bytes | None) -> tuple[Finding, ...] | None:
+    """The findings of a cache entry; None (a miss) for one that is absent, too large, or not what _encode writes."""
+    if data is None or len(data) > _MAX_ENTRY_BYTES:
+        return None
+    try:
+        entry = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(entry, dict) or entry.get("version") != _ENTRY_VERSION:
+        return None
+    items = entry.get("findings")
+    if not isinstance(items, list) or len(items) > MAX_FINDINGS + 1:
+        return None
+    found: list[Finding] = []
+    for item in items:
+        if not (isinstance(item, list) and len(item) == 4):
+            return None
+        line, what, kind, option = item
+        if not (
+            type(line) is int
+            and line >= 0
+            and isinstance(what, str)
+            and kind in KINDS
+            and (option is None or (isinstance(option, str) and kind == FLAG))
+        ):
+            return None
+        found.append(Finding(line, what, kind, option))
+    return tuple(found)
+
+
+def _find(source: str, grammar: tuple[int, int], newer: tuple[int, int] | None, local: frozenset[str]) -> list[Finding]:
+    """The findings of ``source``, read with ``grammar`` (uncached)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # old code has invalid escapes ('\s'): not our concern here
@@ -291,7 +399,7 @@ def find_compile_flags(
                 0, f"cannot be read as Python ({type(e).__name__}): this rule judges only code it can read", UNREADABLE
             )
         ]
-    return _judge(tree, source, frozenset(local_modules))
+    return _judge(tree, source, local)
 
 
 def _grammar(python_version: str | None) -> tuple[tuple[int, int], tuple[int, int] | None]:
