@@ -8,16 +8,19 @@ classes of issue 11; the concrete attacks of that issue are kept outside the rep
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import sys
-import time
+from collections.abc import Iterator
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
 
 from logfactory import SEP, LogSpec, write_log
+from tools import sourcecheck
 from tools.parse import parse_log
-from tools.sourcecheck import MAX_CODE_CHARS, MAX_SYNTAX_NODES, find_compile_flags
+from tools.sourcecheck import FLAG, KINDS, MAX_CODE_CHARS, MAX_SYNTAX_NODES, UNREADABLE, Finding, find_compile_flags
 from tools.verify import verify_paths
 
 HERE = f"{sys.version_info[0]}.{sys.version_info[1]}.0"
@@ -50,7 +53,8 @@ FLAGGED = {
     "imports-a-module-it-wrote": "open('helper.py', 'w').write(CODE)\nimport helper\n",
     "from-a-module-it-wrote": "from helper import setup\nsetup()\n",
     "relative-import": "from . import helper\n",
-    "package-outside-the-image": "import kernels\nk = kernels.get_kernel('x/y')\n",
+    "package-outside-the-image": "import flash_attn_interface\nflash_attn_interface.flash_attn_func(q, k, v)\n",
+    "nvml-outside-the-image": "import pynvml\npynvml.nvmlInit()\n",  # the image lacks it: a file the run brings
     # code loaded from files: unpickling runs code, the hub fetches it
     "torch-load-pickle": "import torch\nsd = torch.load(path, weights_only=False)\n",
     "torch-load-kwargs": "import torch\nsd = torch.load(path, **kw)\n",
@@ -176,7 +180,116 @@ ALLOWED = {
     "frozen-dataclass": "class P:\n    def f(self):\n        object.__setattr__(self, 'x', 1)\n        super().__setattr__('y', 2)\n",
     "docstrings": '"""Sets no TORCHINDUCTOR_MAX_AUTOTUNE and no mode=max-autotune."""\nimport torch\n',
     "python-3-8-walrus": "if (n := len(x)) > 2:\n    pass\n",
+    # Hugging Face's kernels, which the public rules allow (public records since 2025-09-03)
+    "kernels-from-the-hub": (
+        "from kernels import get_kernel\nimport kernels\n"
+        "fa3 = get_kernel('varunneal/flash-attention-3').flash_attn_interface\nk = kernels.get_kernel('org/repo')\n"
+    ),
 }
+
+
+# What each kind of finding is: (line, kind, option) of every finding. FLAG: the code sets a compiler option by a
+# route the rule reads (what the public speedrun's rule forbids); UNREADABLE: the rest it refuses.
+KINDS_OF: dict[str, tuple[str, set[tuple[int, str, str | None]]]] = {
+    "config-set-directly": ("import torch\ntorch._inductor.config.max_autotune = True\n", {(2, FLAG, "max_autotune")}),
+    "config-import-alias": (
+        "import torch._inductor.config as cfg\ncfg.coordinate_descent_tuning = True\n",
+        {(1, UNREADABLE, None), (2, FLAG, "coordinate_descent_tuning")},
+    ),
+    "config-assigned-alias": (
+        "import torch\nind = torch._inductor\nind.config.triton.cudagraphs = True\n",
+        {(2, UNREADABLE, None), (3, FLAG, "triton.cudagraphs")},
+    ),
+    "config-setattr": (
+        "import torch\nsetattr(torch._inductor.config, 'max_autotune', True)\n",
+        {(2, FLAG, "max_autotune"), (2, UNREADABLE, None)},
+    ),
+    "config-reexported": (
+        "import torch._functorch.partitioners as p\np.inductor_config.max_autotune = True\n",
+        {(2, FLAG, "max_autotune")},
+    ),
+    "config-patch": (
+        "import torch\n@torch._inductor.config.patch(coordinate_descent_tuning=True)\ndef f():\n    pass\n",
+        {(2, FLAG, "coordinate_descent_tuning")},
+    ),
+    "config-patch-several": (
+        "import torch\nwith torch._inductor.config.patch({'a': 1, 'b': 2}):\n    pass\n",
+        {(2, FLAG, "patch")},
+    ),
+    "env-var": (
+        "import os\nos.environ['TORCHINDUCTOR_COORDINATE_DESCENT_TUNING'] = '1'\n",
+        {(2, UNREADABLE, None), (2, FLAG, "coordinate_descent_tuning")},  # the string, and the write
+    ),
+    "env-var-update": (
+        "import os\nos.environ.update(TORCHINDUCTOR_MAX_AUTOTUNE='1')\n",
+        {(2, FLAG, "max_autotune")},
+    ),
+    "env-var-unprefixed": (
+        "import os\nos.putenv('ENABLE_PERSISTENT_TMA_MATMUL', '1')\n",
+        {(2, UNREADABLE, None), (2, FLAG, "ENABLE_PERSISTENT_TMA_MATMUL")},
+    ),
+    "env-var-child": (
+        "import subprocess\nsubprocess.run(['git'], env={'TORCHINDUCTOR_MAX_AUTOTUNE': '1'})\n",
+        {(2, UNREADABLE, None), (2, FLAG, "max_autotune")},
+    ),
+    "compile-mode": ("import torch\nm = torch.compile(model, mode='max-autotune')\n", {(2, FLAG, "mode=max-autotune")}),
+    "compile-mode-computed": ("import torch\nm = torch.compile(model, mode=M)\n", {(2, FLAG, "mode")}),
+    "compile-mode-alias": (  # handing torch.compile around is unreadable; the call through the alias still a FLAG
+        "import torch\nc = torch.compile\nm = c(model, mode='reduce-overhead')\n",
+        {(2, UNREADABLE, None), (3, FLAG, "mode=reduce-overhead")},
+    ),
+    "compile-options": (
+        "import torch\nm = torch.compile(model, options={'coordinate_descent_tuning': True})\n",
+        {(2, FLAG, "coordinate_descent_tuning")},
+    ),
+    "compile-backend": (
+        "import torch\nm = torch.compile(model, backend='cudagraphs')\n",
+        {(2, FLAG, "backend=cudagraphs")},
+    ),
+    "compile-partial": (
+        "import functools, torch\nc = functools.partial(torch.compile, mode='max-autotune')\n",
+        {(2, UNREADABLE, None), (2, FLAG, "mode=max-autotune")},  # the mode's string, and the partial
+    ),
+    "config-patches": ("fx(gm, inputs, config_patches={'max_autotune': True})\n", {(1, FLAG, "max_autotune")}),
+    # refused as code the rule cannot show to comply
+    "exec": ("exec('import torch')\n", {(1, UNREADABLE, None)}),
+    "unknown-import": ("import fastkernels\n", {(1, UNREADABLE, None)}),
+    "inductor-internal": (
+        "import torch\ntorch._inductor.codecache.trace_structured = f\n",
+        {(2, UNREADABLE, None)},  # a monkeypatch, not an option
+    ),
+    "inductor-config-read": (
+        "import torch._inductor.config as cfg\nprint(cfg.max_autotune)\n",
+        {(1, UNREADABLE, None), (2, UNREADABLE, None)},
+    ),
+    "env-var-removed": (
+        "import os\ndel os.environ['TORCHINDUCTOR_MAX_AUTOTUNE']\n",
+        {(2, UNREADABLE, None)},  # a default restored: no extra flag
+    ),
+    "env-var-computed": ("import os\nos.environ[name] = '1'\n", {(2, UNREADABLE, None)}),
+    "mode-string": ("MODE = 'max-autotune'\n", {(1, UNREADABLE, None)}),
+    "compile-kwargs": ("import torch\nm = torch.compile(model, **kw)\n", {(2, UNREADABLE, None)}),
+    "dynamo-patch": (  # dynamo's options are not inductor's: the rule lets a record set them by name
+        "import torch\n@torch._dynamo.config.patch(cache_size_limit=8)\ndef f():\n    pass\n",
+        {(2, UNREADABLE, None)},
+    ),
+    "does-not-parse": (
+        "import torch\ntorch._inductor.config.max_autotune = True\nnot python(\n",
+        {(3, UNREADABLE, None)},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KINDS_OF))
+def test_each_finding_has_its_kind_and_option(name: str) -> None:
+    code, expected = KINDS_OF[name]
+    assert {(f.line, f.kind, f.option) for f in find_compile_flags(code, HERE)} == expected
+
+
+@pytest.mark.parametrize("name", sorted(FLAGGED))
+def test_every_finding_has_a_kind_and_a_flag_names_its_option(name: str) -> None:
+    for f in find_compile_flags(FLAGGED[name], HERE):
+        assert f.kind in KINDS and (f.option is not None) == (f.kind == FLAG), f
 
 
 @pytest.mark.parametrize("name", sorted(FLAGGED))
@@ -192,7 +305,7 @@ def test_compile_flags_honest_code_passes(name: str) -> None:
 def test_a_module_appended_to_the_log_may_be_imported() -> None:
     code = "import torch\nimport helper\nfrom helper import setup\n"
     assert find_compile_flags(code, None, ["helper"]) == []
-    assert [line for line, _ in find_compile_flags(code)] == [2, 3]
+    assert [f.line for f in find_compile_flags(code)] == [2, 3]
 
 
 def test_the_record_packages_are_the_images() -> None:
@@ -226,16 +339,19 @@ def test_this_repository_trainer_passes(repo_root: Path) -> None:
 
 def test_a_finding_names_the_line_and_says_what() -> None:
     found = find_compile_flags(FLAGGED["getattr-compile-pieces"], HERE)
-    assert found == [(2, "passes mode= to torch.compile: m = getattr(torch, 'com' + 'pile')(")]
-    (line, what), *_ = find_compile_flags("import os\nos.environ[k] = '1'\n", HERE)
-    assert line == 2 and what.startswith("writes an environment variable whose name is computed (os.environ)")
+    assert found == [Finding(2, "passes mode= to torch.compile: m = getattr(torch, 'com' + 'pile')(", FLAG, "mode")]
+    first, *_ = find_compile_flags("import os\nos.environ[k] = '1'\n", HERE)
+    assert first.line == 2 and first.what.startswith(
+        "writes an environment variable whose name is computed (os.environ)"
+    )
 
 
 def test_code_that_does_not_parse_fails_instead_of_a_fallback() -> None:
     """A broken line once handed the file to a per-line regex, which missed a multi-line call."""
     source = "import torch\nm = torch.compile(\n    model,\n    mode=M,\n)\ndef broken(:\n"
-    ((line, what),) = find_compile_flags(source, HERE)
+    ((line, what, kind, _),) = [astuple(f) for f in find_compile_flags(source, HERE)]
     assert line == 6 and "does not parse as Python" in what and "judges only code it can read" in what
+    assert kind == UNREADABLE
 
 
 def test_grammar_of_the_python_the_log_names() -> None:
@@ -243,20 +359,20 @@ def test_grammar_of_the_python_the_log_names() -> None:
     # judge does not know fails with the Python to judge it with.
     assert find_compile_flags("x = 1\n", "3.99.1") == []
     assert find_compile_flags("import torch\nm = torch.compile(f, mode='max-autotune')\n", "3.99.1") != []
-    ((line, what),) = find_compile_flags("x = 1\ndef f[T](:\n", "3.99.1")
+    (found,) = find_compile_flags("x = 1\ndef f[T](:\n", "3.99.1")
+    line, what = found.line, found.what
     assert line == 2 and "names Python 3.99" in what and "judge it with Python >= 3.99" in what
     # `match` arrived in 3.10: code a 3.9 log claims to have run with it is not that code.
     match = "match x:\n    case 1:\n        pass\n"
     assert find_compile_flags(match, HERE) == []
-    assert any("does not parse as Python 3.9" in w for _, w in find_compile_flags(match, "3.9.18"))
+    assert any("does not parse as Python 3.9" in f.what for f in find_compile_flags(match, "3.9.18"))
     assert find_compile_flags("x = 1\n", "not a version") == []  # unreadable: the running Python's grammar
 
 
 def test_size_and_depth_are_bounded() -> None:
     big = "x = 1\n" * (MAX_CODE_CHARS // 6 + 1)
-    assert find_compile_flags(big, HERE) == [(0, find_compile_flags(big, HERE)[0][1])]
-    assert "over 524,288 characters" in find_compile_flags(big, HERE)[0][1]
-    t0 = time.perf_counter()
+    ((line, what, kind, _),) = [astuple(f) for f in find_compile_flags(big, HERE)]
+    assert line == 0 and "over 524,288 characters" in what and kind == UNREADABLE
     for deep in (
         "x = " + "a + " * 20_000 + "a\n",
         "x = " + "(" * 180 + "1" + ")" * 180 + "\n",
@@ -264,11 +380,15 @@ def test_size_and_depth_are_bounded() -> None:
     ):
         assert isinstance(find_compile_flags(deep, HERE), list)  # a finding or none, never a crash
     dense = "f(1)\n" * (MAX_CODE_CHARS // 5)  # the most syntax nodes per character: ~600,000
-    assert find_compile_flags(dense, HERE) == [(0, f"the code has over {MAX_SYNTAX_NODES:,} {NODES_WHY}")]
+    assert find_compile_flags(dense, HERE) == [
+        Finding(0, f"the code has over {MAX_SYNTAX_NODES:,} {NODES_WHY}", UNREADABLE)
+    ]
     assert find_compile_flags("f(1)\n" * (MAX_SYNTAX_NODES // 8), HERE) == []
     many = find_compile_flags("import os\n" + "os.environ[k] = v\n" * 5000, HERE)
-    assert len(many) == 51 and many[-1] == (0, "and 4,950 more findings like these")
-    assert time.perf_counter() - t0 < 30
+    assert len(many) == 51 and many[-1] == Finding(0, "and 4,950 more findings like these", UNREADABLE)
+    # past the cap, the count keeps what it counts a FLAG: a caller judging FLAGs only still sees one
+    flags = find_compile_flags("import os\n" + "os.environ[k] = v\n" * 60 + "os.environ['TORCHINDUCTOR_A'] = '1'\n")
+    assert len(flags) == 51 and flags[-1] == Finding(0, "and 12 more findings like these", FLAG, "a")
 
 
 def test_a_separator_line_inside_a_docstring_keeps_the_whole_file_as_the_code(tmp_path: Path) -> None:
@@ -285,3 +405,118 @@ def test_a_separator_line_inside_a_docstring_keeps_the_whole_file_as_the_code(tm
     log = parse_log(write_log(tmp_path / "honest", LogSpec(source=honest)))
     v = verify_paths([Path(log.path)], track="track_1_short", known_shards={})[0]
     assert not [f for f in v.failures if f.rule == "compile-flags"]
+
+
+# --- the cache ------------------------------------------------------------------------------
+
+MIXED = (  # findings of both kinds, on several lines
+    "import torch._inductor.config as cfg\ncfg.coordinate_descent_tuning = True\n"
+    "import os\nos.environ['TORCHINDUCTOR_MAX_AUTOTUNE'] = '1'\nexec(code)\n"
+)
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty on-disk cache of this test's own, and an empty in-process one."""
+    monkeypatch.setenv("SPEEDRUN_CACHE", str(tmp_path))
+    sourcecheck.clear_memo()
+    yield tmp_path
+    sourcecheck.clear_memo()
+
+
+def _entries(root: Path) -> list[Path]:
+    return sorted((root / sourcecheck.CACHE_NAMESPACE).rglob("*.json"))
+
+
+def test_a_cache_hit_equals_a_fresh_analysis(cache_dir: Path) -> None:
+    fresh = find_compile_flags(MIXED, HERE, cached=False)
+    assert {f.kind for f in fresh} == {FLAG, UNREADABLE} and _entries(cache_dir) == []  # cached=False writes none
+    assert find_compile_flags(MIXED, HERE) == fresh
+    (entry,) = _entries(cache_dir)
+    assert sourcecheck._decode(entry.read_bytes()) == tuple(fresh)  # what a later process reads back
+    sourcecheck.clear_memo()
+    assert find_compile_flags(MIXED, HERE) == fresh  # from the disk
+    # the disk is read indeed (an entry stands for the analysis), and the process keeps what it read
+    forged = [Finding(1, "forged", UNREADABLE)]
+    entry.write_bytes(sourcecheck._encode(forged))
+    sourcecheck.clear_memo()
+    assert find_compile_flags(MIXED, HERE) == forged
+    entry.unlink()
+    assert find_compile_flags(MIXED, HERE) == forged
+    # the key is the whole input: another Python version's grammar, other local modules, other code
+    assert find_compile_flags(MIXED, "3.9.1") == fresh and find_compile_flags(MIXED, HERE, ["helper"]) == fresh
+    assert find_compile_flags(MIXED + "\n", HERE) == fresh
+    assert len(_entries(cache_dir)) == 3  # 3.9 (a grammar of its own), ["helper"], the other code
+
+
+def test_findings_handed_out_are_copies(cache_dir: Path) -> None:
+    found = find_compile_flags(MIXED, HERE)
+    found.clear()
+    assert find_compile_flags(MIXED, HERE) == find_compile_flags(MIXED, HERE, cached=False) != []
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"",
+        b"{not json",
+        b"\xff\xfe\x00",
+        b"[]",
+        b'{"version": 2, "findings": []}',
+        b'{"version": 1, "findings": {}}',
+        b'{"version": 1, "findings": [[2, "x", "flag"]]}',
+        b'{"version": 1, "findings": [[2, "x", "bogus", null]]}',
+        b'{"version": 1, "findings": [[2, "x", "unreadable", "max_autotune"]]}',
+        b'{"version": 1, "findings": [[-1, "x", "flag", "a"]]}',
+        b'{"version": 1, "findings": [[true, "x", "flag", "a"]]}',
+        b'{"version": 1, "findings": [[2, 3, "flag", "a"]]}',
+        b'{"version": 1, "findings": [' + b",".join([b'[1, "x", "unreadable", null]'] * 52) + b"]}",
+        b'{"version": 1, "findings": []}' + b" " * (1 << 20),
+        b"[" * 100_000,
+    ],
+    ids=lambda garbage: hashlib.sha256(garbage).hexdigest()[:8],
+)
+def test_a_corrupt_cache_entry_is_a_miss(cache_dir: Path, garbage: bytes) -> None:
+    fresh = find_compile_flags(MIXED, HERE, cached=False)
+    find_compile_flags(MIXED, HERE)
+    (entry,) = _entries(cache_dir)
+    entry.write_bytes(garbage)
+    sourcecheck.clear_memo()
+    assert find_compile_flags(MIXED, HERE) == fresh
+    assert sourcecheck._decode(entry.read_bytes()) == tuple(fresh)  # and replaced by a good one
+
+
+def test_the_cache_off_and_the_memo_bounded(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPEEDRUN_CACHE", "off")
+    for i in range(sourcecheck.MEMO_ENTRIES + 10):
+        assert find_compile_flags(f"x = {i}\nexec(x)\n", HERE)
+    assert len(sourcecheck._MEMO) == sourcecheck.MEMO_ENTRIES and _entries(cache_dir) == []
+    assert find_compile_flags("x = 0\nexec(x)\n", HERE) == find_compile_flags("x = 0\nexec(x)\n", HERE, cached=False)
+
+
+PUBLIC_RECORDS = Path(os.environ.get("SPEEDRUN_PUBLIC_RECORDS") or "/tmp/scratch/modded-nanogpt/records")
+
+
+def test_the_public_records_read_the_same_cached_and_every_flag_names_its_option(cache_dir: Path) -> None:
+    """Over the public speedrun's records (a clone beside the checkout; skipped without one): the findings of
+    every distinct code read fresh, through the cache and back from the disk are the same, and every FLAG
+    names the option it sets (what a caller needs to exempt coordinate_descent_tuning on the medium track)."""
+    tracks = [PUBLIC_RECORDS / t for t in ("track_1_short", "track_2_medium")]
+    if not all(t.is_dir() for t in tracks):
+        pytest.skip(f"the public records are not at {PUBLIC_RECORDS} (set SPEEDRUN_PUBLIC_RECORDS)")
+    inputs: dict[tuple[str, str | None, tuple[str, ...]], None] = {}
+    for path in sorted(p for t in tracks for p in t.rglob("*") if p.suffix in (".txt", ".log") and p.is_file()):
+        log = parse_log(path)
+        local = tuple(sorted(Path(name).stem for name in log.appended_files))
+        for code in (log.source_text, log.extra_code):
+            if code.strip():
+                inputs.setdefault((code, log.python_version, local), None)
+    assert len(inputs) > 100
+    fresh = [find_compile_flags(code, version, local) for code, version, local in inputs]  # an empty cache: read
+    assert 100 < len(_entries(cache_dir)) <= len(inputs)  # logs naming 3.12.1 and 3.12.3 share an entry
+    sourcecheck.clear_memo()
+    assert [find_compile_flags(code, version, local) for code, version, local in inputs] == fresh  # from the disk
+    flags = [f for found in fresh for f in found if f.kind == FLAG]
+    assert all(f.option for f in flags), [f for f in flags if not f.option]
+    assert {f.option for f in flags} >= {"coordinate_descent_tuning", "mode=reduce-overhead"}
+    assert all(f.kind in KINDS for found in fresh for f in found)

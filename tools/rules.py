@@ -1362,9 +1362,10 @@ def rule_compile_flags(ctx: Context) -> RuleResult:
                 continue
             checked = True
             local = [Path(name).stem for name in log.appended_files]
-            for line_no, what in find_compile_flags(code, log.python_version, local):
-                where = f"{label} line {line_no}" if line_no else label
-                out.append(Failure("compile-flags", run.file, f"{where}: {what}"))
+            for finding in find_compile_flags(code, log.python_version, local):
+                # every finding fails, FLAG and UNREADABLE alike: this harness's rule is the stricter reading
+                where = f"{label} line {finding.line}" if finding.line else label
+                out.append(Failure("compile-flags", run.file, f"{where}: {finding.what}"))
     if not checked:
         return NOT_APPLICABLE if not ctx.harness_format else []  # the anchor copy omitted the code
     return out

@@ -5,7 +5,23 @@ mode/options. Python lets a program reach any object through a computed name, so
 can be read and fails what cannot: a trainer has no reason to compute the names of torch's settings.
 
 The code is parsed with ``ast`` (a syntax tree; nothing runs), with the grammar of the Python version
-its log names, and walked once without recursion. Each finding is ``(line, what: the line's text)``.
+its log names, and walked once without recursion. Each finding is a ``Finding``: its line, what it is (with
+the line's text), and its kind:
+
+- ``FLAG``: the code sets a compiler option by a route this rule reads, which is what the public speedrun's
+  rule forbids ("any extra ``torch._inductor.config`` or ``torch.compile`` flags"): an inductor config option
+  written (directly, through an alias, ``setattr``, ``config.patch(...)``, ``config_patches=``), a ``mode=``,
+  ``options=`` or custom ``backend=`` of ``torch.compile`` (also through ``partial``), an inductor
+  environment variable set for this process or a child (removing one, or ``del`` of an option, restores a
+  default: not a FLAG). ``option`` names it where the code does
+  (``coordinate_descent_tuning``, ``triton.cudagraphs``, ``mode=max-autotune``, ``backend``), so that a
+  caller can exempt ``coordinate_descent_tuning`` where a track allows it; an environment variable
+  ``TORCHINDUCTOR_X`` names option ``x`` (inductor's convention), another one names itself;
+- ``UNREADABLE``: everything else this rule refuses because it cannot show the code complies (code it
+  cannot parse or read, dynamic code and reflection, modules nobody reads, inductor's internals used other
+  than to set an option, programs started, strings naming a mode or an inductor variable, torch's compiler
+  machinery beyond its harmless functions). Setting a ``torch._dynamo`` option is not a ``FLAG``: this rule
+  itself allows it by name, so the findings on dynamo's config are about how it is reached.
 
 Fails:
 - code that does not parse (it is not what ran), code over MAX_CODE_CHARS (its syntax tree would take
@@ -37,8 +53,9 @@ Fails:
   ``env=`` argument whose names are not literal; ``os.environ`` handed to anything that may write it;
   the ``exec*e``/``spawn*e``/``posix_spawn`` calls that set a new process's environment;
 - imports of code the log does not carry: a module that is not the standard library, a package of the
-  record image (requirements.txt, and triton) or a file appended to the log (a module the code writes
-  and then imports, a package that fetches kernels), and relative imports; loading code from files:
+  record image (requirements.txt, and triton), Hugging Face's ``kernels`` (which the public rules allow)
+  or a file appended to the log (a module the code writes and then imports, ``pynvml``, which the image
+  lacks), and relative imports; loading code from files:
   ``torch.hub``, and ``torch.load``/``numpy.load`` but with weights_only=True / allow_pickle=False (the
   defaults): unpickling runs code;
 - starting a program (``subprocess``, ``asyncio``, ``pty``) other than nvidia-smi and git, named literally:
@@ -57,12 +74,19 @@ what catches that (and every other edit of a log's text).
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
 import re
 import sys
+import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
+
+from tools.cache import Store, salt_of
 
 # The longest trainer of the public corpus is ~3,500 lines (~170 KB). Real code has ~0.16 syntax nodes
 # per character (train_gpt.py: 15,000 in 91 KB), code written to be costly ~1.2 (`f(1)` lines): the
@@ -148,6 +172,13 @@ _RECORD_PACKAGES = frozenset(
     "torch triton numpy huggingface_hub httpx2 tiktoken regex pyarrow tqdm safetensors scipy pandas matplotlib "
     "yaml jinja2 typing_extensions filelock sympy mpmath networkx fsspec cuda nvidia".split()
 )
+# Packages outside the image that the public speedrun's rules allow and its records use: Hugging Face's
+# ``kernels`` (``get_kernel("org/repo")``, from track_1_short/2025-09-29_PolarExpress on). Not ``pynvml``
+# (NVML's bindings, imported by four public medium records to print GPU temperatures): neither requirements.txt
+# nor torch 2.13.0's Linux wheel (its Requires-Dist: cuda-toolkit, cuda-bindings, nvidia-*, triton, ...)
+# installs nvidia-ml-py, so in the image ``import pynvml`` finds only a pynvml.py the run brings itself;
+# nvidia-smi, which a record may start, reads the same.
+_PUBLIC_PACKAGES = frozenset({"kernels"})
 # Loaders that unpickle (run code from a file the log does not carry) unless a keyword says not to: the
 # keyword and the one literal value that keeps them safe (torch.load's default is weights_only=True); past
 # their first two arguments (file, map_location / mmap_mode) come pickle_module / allow_pickle.
@@ -167,6 +198,22 @@ _PROGRAMS_OK = frozenset({"nvidia-smi", "git"})
 _PROGRAM_DIRS = ("", "/usr/bin/", "/bin/", "/usr/local/bin/")
 _MAX_ALIAS_ROUNDS = 16  # `a = torch.x; b = a; c = b ...`: real code needs two or three
 _MAX_ALIASES = 32  # module paths one name may stand for
+
+
+FLAG: Final = "flag"  # sets a compiler option: what the public rule forbids
+UNREADABLE: Final = "unreadable"  # code this rule cannot show to comply
+KINDS: Final = (FLAG, UNREADABLE)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing the rule refuses: its line (0: the whole code), what it is (with the line's text), its kind
+    (FLAG or UNREADABLE) and, for a FLAG, the option it sets when the code names it."""
+
+    line: int
+    what: str
+    kind: str
+    option: str | None = None
 
 
 @dataclass(eq=False)
@@ -199,27 +246,129 @@ class _Scan:
     inner: set[int] = field(default_factory=set)  # ids of nodes judged as part of an enclosing chain
     handled: set[int] = field(default_factory=set)  # ids of dunder attributes already judged
     folded: dict[int, str | None] = field(default_factory=dict)  # _literal_str of BinOp nodes already seen
-    found: list[tuple[int, str]] = field(default_factory=list)
+    found: list[Finding] = field(default_factory=list)
     local_modules: frozenset[str] = frozenset()  # the modules whose code the log carries (appended files)
 
 
 def find_compile_flags(
-    source: str, python_version: str | None = None, local_modules: Iterable[str] = ()
-) -> list[tuple[int, str]]:
-    """``(line number, what)`` for every forbidden or unreadable compile setting in ``source`` (line 0: the
-    whole code). ``python_version`` is what the log names (``3.12.3``); None: the running Python's.
-    ``local_modules``: the modules whose code comes with ``source`` (the files appended to the log)."""
+    source: str, python_version: str | None = None, local_modules: Iterable[str] = (), *, cached: bool = True
+) -> list[Finding]:
+    """Every forbidden or unreadable compile setting in ``source``, sorted by line and text (line 0: the whole
+    code). ``python_version`` is what the log names (``3.12.3``); None: the running Python's.
+    ``local_modules``: the modules whose code comes with ``source`` (the files appended to the log).
+
+    The answer for one input is kept in this process (the last MEMO_ENTRIES) and in the on-disk cache
+    (tools/cache.py, namespace ``compile-flags``) under the sha256 of the input, the judging Python and this
+    module's source; ``cached=False`` reads and writes neither."""
     if not source.strip():
         return []
     if len(source) > MAX_CODE_CHARS:
         return [
-            (
+            Finding(
                 0,
                 f"the code is over {MAX_CODE_CHARS:,} characters, more than this rule reads (a trainer is ~100 KB): "
                 "keep the record's code to the training script",
+                UNREADABLE,
             )
         ]
     grammar, newer = _grammar(python_version)
+    local = frozenset(local_modules)
+    if not cached:
+        return _find(source, grammar, newer, local)
+    key = _input_key(source, grammar, newer, local)
+    with _MEMO_LOCK:
+        found = _MEMO.get(key)
+        if found is not None:
+            _MEMO.move_to_end(key)
+            return list(found)
+    salt = _salt()
+    store = Store(CACHE_NAMESPACE, salt) if salt else None  # no salt, no disk: an entry must name its code
+    found = _decode(store.read(key, ".json")) if store is not None else None
+    if found is None:
+        found = tuple(_find(source, grammar, newer, local))
+        if store is not None:
+            store.write(key, ".json", _encode(found))
+    with _MEMO_LOCK:
+        _MEMO[key] = found
+        _MEMO.move_to_end(key)
+        while len(_MEMO) > MEMO_ENTRIES:
+            _MEMO.popitem(last=False)
+    return list(found)
+
+
+CACHE_NAMESPACE: Final = "compile-flags"
+MEMO_ENTRIES: Final = 256  # inputs whose findings this process keeps (a tree has ~170 distinct ones)
+_MEMO: OrderedDict[str, tuple[Finding, ...]] = OrderedDict()
+_MEMO_LOCK = threading.Lock()
+_SALT: list[str] = []  # the sha256 of this module's source, computed once ("" if it cannot be read)
+_ENTRY_VERSION: Final = 1
+_MAX_ENTRY_BYTES: Final = 1 << 20  # an entry holds at most MAX_FINDINGS + 1 findings of a few hundred bytes
+
+
+def clear_memo() -> None:
+    """Forget the findings kept in this process (the on-disk cache is left as it is)."""
+    with _MEMO_LOCK:
+        _MEMO.clear()
+
+
+def _salt() -> str:
+    if not _SALT:
+        try:
+            _SALT.append(salt_of([Path(__file__)]))
+        except OSError:
+            _SALT.append("")
+    return _SALT[0]
+
+
+def _input_key(source: str, grammar: tuple[int, int], newer: tuple[int, int] | None, local: frozenset[str]) -> str:
+    """The sha256 of everything the findings depend on but this module's code (the store's salt): the judging
+    Python (its grammar and its standard library's names), the grammar read with, the log's newer Python,
+    the local modules and the code."""
+    head = json.dumps([_ENTRY_VERSION, sys.version, grammar, newer, sorted(local)])
+    h = hashlib.sha256(head.encode())
+    h.update(b"\0")
+    h.update(source.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def _encode(found: Iterable[Finding]) -> bytes:
+    return json.dumps(
+        {"version": _ENTRY_VERSION, "findings": [[f.line, f.what, f.kind, f.option] for f in found]}
+    ).encode()
+
+
+def _decode(data: bytes | None) -> tuple[Finding, ...] | None:
+    """The findings of a cache entry; None (a miss) for one that is absent, too large, or not what _encode writes."""
+    if data is None or len(data) > _MAX_ENTRY_BYTES:
+        return None
+    try:
+        entry = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(entry, dict) or entry.get("version") != _ENTRY_VERSION:
+        return None
+    items = entry.get("findings")
+    if not isinstance(items, list) or len(items) > MAX_FINDINGS + 1:
+        return None
+    found: list[Finding] = []
+    for item in items:
+        if not (isinstance(item, list) and len(item) == 4):
+            return None
+        line, what, kind, option = item
+        if not (
+            type(line) is int
+            and line >= 0
+            and isinstance(what, str)
+            and kind in KINDS
+            and (option is None or (isinstance(option, str) and kind == FLAG))
+        ):
+            return None
+        found.append(Finding(line, what, kind, option))
+    return tuple(found)
+
+
+def _find(source: str, grammar: tuple[int, int], newer: tuple[int, int] | None, local: frozenset[str]) -> list[Finding]:
+    """The findings of ``source``, read with ``grammar`` (uncached)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # old code has invalid escapes ('\s'): not our concern here
@@ -228,23 +377,29 @@ def find_compile_flags(
         where = f"Python {grammar[0]}.{grammar[1]}"
         if newer is not None:
             return [
-                (
+                Finding(
                     e.lineno or 0,
                     f"does not parse as {where} ({e.msg}), the Python judging it; the log names Python "
                     f"{newer[0]}.{newer[1]}, whose newer syntax this judge cannot read: judge it with Python >= "
                     f"{newer[0]}.{newer[1]}",
+                    UNREADABLE,
                 )
             ]
         return [
-            (
+            Finding(
                 e.lineno or 0,
                 f"does not parse as {where} ({e.msg}): code that does not parse is not the code that ran, and "
                 "this rule judges only code it can read",
+                UNREADABLE,
             )
         ]
     except (ValueError, RecursionError, MemoryError) as e:
-        return [(0, f"cannot be read as Python ({type(e).__name__}): this rule judges only code it can read")]
-    return _judge(tree, source, frozenset(local_modules))
+        return [
+            Finding(
+                0, f"cannot be read as Python ({type(e).__name__}): this rule judges only code it can read", UNREADABLE
+            )
+        ]
+    return _judge(tree, source, local)
 
 
 def _grammar(python_version: str | None) -> tuple[tuple[int, int], tuple[int, int] | None]:
@@ -260,6 +415,7 @@ def _grammar(python_version: str | None) -> tuple[tuple[int, int], tuple[int, in
 
 
 _Node = tuple[ast.AST, ast.AST | None, str, _Scope]
+_Problem = tuple[str, str, str | None]  # (what, its kind, the option it sets)
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 # Node types that bind names or open scopes, and the ones _visit judges: the walk skips the rest cheaply.
@@ -272,15 +428,16 @@ _VISITED = frozenset(
 )
 
 
-def _judge(tree: ast.AST, source: str, local_modules: frozenset[str] = frozenset()) -> list[tuple[int, str]]:
+def _judge(tree: ast.AST, source: str, local_modules: frozenset[str] = frozenset()) -> list[Finding]:
     module = _Scope(None)
     scan = _Scan(source.splitlines(), tree, module, module, local_modules=local_modules)
     walked = _walk(tree, module)
     if walked is None:
         return [
-            (
+            Finding(
                 0,
                 f"the code has over {MAX_SYNTAX_NODES:,} syntax nodes (a trainer has ~30,000): more than this rule reads",
+                UNREADABLE,
             )
         ]
     nodes, assigns, scopes = walked
@@ -290,11 +447,31 @@ def _judge(tree: ast.AST, source: str, local_modules: frozenset[str] = frozenset
             scan.current = scope
             _visit(scan, node, parent, name)
     except RecursionError:  # a string built from thousands of nested pieces
-        _flag(scan, tree, "nests expressions too deeply to be read: this rule judges only code it can read")
-    found = sorted(set(scan.found))
-    if len(found) > MAX_FINDINGS:  # one is enough to fail; thousands would flood the report
-        found = found[:MAX_FINDINGS] + [(0, f"and {len(found) - MAX_FINDINGS:,} more findings like these")]
-    return found
+        _flag(scan, tree, "nests expressions too deeply to be read: this rule judges only code it can read", UNREADABLE)
+    return _merged(scan.found)
+
+
+def _merged(found: list[Finding]) -> list[Finding]:
+    """One finding per (line, what), sorted by them, at most MAX_FINDINGS and a last one that counts the rest.
+    Two findings of one text merge into a FLAG if either is one, naming their option if they name the same."""
+    kinds: dict[tuple[int, str], tuple[str, str | None]] = {}
+    for f in found:
+        key = (f.line, f.what)
+        seen = kinds.get(key)
+        if seen is None or (seen[0] != FLAG and f.kind == FLAG):
+            kinds[key] = (f.kind, f.option)
+        elif f.kind == FLAG and seen[1] != f.option:
+            kinds[key] = (FLAG, None)
+    merged = [Finding(line, what, *kinds[(line, what)]) for line, what in sorted(kinds)]
+    if len(merged) <= MAX_FINDINGS:
+        return merged
+    # one is enough to fail; thousands would flood the report. The last one is a FLAG if any it counts is.
+    rest = merged[MAX_FINDINGS:]
+    options = {f.option for f in rest if f.kind == FLAG}
+    summary = f"and {len(rest):,} more findings like these"
+    if not options:
+        return [*merged[:MAX_FINDINGS], Finding(0, summary, UNREADABLE)]
+    return [*merged[:MAX_FINDINGS], Finding(0, summary, FLAG, options.pop() if len(options) == 1 else None)]
 
 
 def _walk(tree: ast.AST, module: _Scope) -> tuple[list[_Node], list[tuple[_Scope, str, ast.AST]], list[_Scope]] | None:
@@ -438,7 +615,7 @@ def _bind_aliases(scan: _Scan, assigns: list[tuple[_Scope, str, ast.AST]], scope
     while changed:  # `a = torch.x; b = a` binds b in the second round
         changed, rounds = False, rounds + 1
         if rounds > _MAX_ALIAS_ROUNDS:  # `x = x.parent` in a loop grows a path each round
-            _flag(scan, scan.module_node, "binds module names through one another too deeply to follow")
+            _flag(scan, scan.module_node, "binds module names through one another too deeply to follow", UNREADABLE)
             return
         for scope, name, value in assigns:
             found = _chain(value)
@@ -449,7 +626,12 @@ def _bind_aliases(scan: _Scan, assigns: list[tuple[_Scope, str, ast.AST]], scope
             for path in _canonical(scan, found[0]):
                 if path not in target.alias.setdefault(name, set()):
                     if len(target.alias[name]) == _MAX_ALIASES:
-                        _flag(scan, scan.module_node, "binds module names through one another too deeply to follow")
+                        _flag(
+                            scan,
+                            scan.module_node,
+                            "binds module names through one another too deeply to follow",
+                            UNREADABLE,
+                        )
                         return
                     target.alias[name].add(path)
                     changed = True
@@ -554,10 +736,10 @@ def _under(path: str, prefix: str) -> bool:
 # --- the walk -------------------------------------------------------------------------------
 
 
-def _flag(scan: _Scan, node: ast.AST, what: str) -> None:
+def _flag(scan: _Scan, node: ast.AST, what: str, kind: str, option: str | None = None) -> None:
     line_no = getattr(node, "lineno", 0)
     text = scan.lines[line_no - 1].strip()[:160] if 0 < line_no <= len(scan.lines) else ""
-    scan.found.append((line_no, f"{what}: {text}" if text else what))
+    scan.found.append(Finding(line_no, f"{what}: {text}" if text else what, kind, option if kind == FLAG else None))
 
 
 def _visit(scan: _Scan, node: ast.AST, parent: ast.AST | None, name: str) -> None:
@@ -576,9 +758,11 @@ def _visit(scan: _Scan, node: ast.AST, parent: ast.AST | None, name: str) -> Non
     elif isinstance(node, ast.BinOp | ast.JoinedStr) and (folded := _literal_str(node, scan.folded)) is not None:
         _check_string(scan, node, folded)
     if isinstance(node, ast.Attribute) and node.attr in _DENIED_ATTRS and id(node) not in scan.handled:
-        _flag(scan, node, f"reaches .{node.attr}, which exposes namespaces or code: the rule cannot follow it")
+        _flag(
+            scan, node, f"reaches .{node.attr}, which exposes namespaces or code: the rule cannot follow it", UNREADABLE
+        )
     if isinstance(node, ast.Name) and node.id in _DENIED_NAMES:
-        _flag(scan, node, f"uses {node.id}, which exposes the builtins or the import machinery")
+        _flag(scan, node, f"uses {node.id}, which exposes the builtins or the import machinery", UNREADABLE)
     if isinstance(node, ast.Name | ast.Attribute | ast.Call) and id(node) not in scan.inner:
         found = _chain(node)
         if found is not None:
@@ -631,22 +815,28 @@ def _check_import(scan: _Scan, node: ast.Import | ast.ImportFrom) -> None:
     else:
         base = "." * node.level + (node.module or "")
         if any(a.name == "*" for a in node.names):
-            _flag(scan, node, f"imports * from {base}: the rule cannot tell which names that binds")
+            _flag(scan, node, f"imports * from {base}: the rule cannot tell which names that binds", UNREADABLE)
             return
         paths = [f"{base}.{a.name}" if base else a.name for a in node.names]
     for path in paths:
         top = path.split(".")[0]
-        if not top or not (top in sys.stdlib_module_names or top in _RECORD_PACKAGES or top in scan.local_modules):
+        if not top or not (
+            top in sys.stdlib_module_names
+            or top in _RECORD_PACKAGES
+            or top in _PUBLIC_PACKAGES
+            or top in scan.local_modules
+        ):
             _flag(
                 scan,
                 node,
                 f"imports {path}, which is neither the standard library, a package of the record image "
                 "(requirements.txt), nor a file appended to the log: this rule cannot read its code",
+                UNREADABLE,
             )
             return
         why = _never_allowed(path)
         if why:
-            _flag(scan, node, f"imports {path}: {why}")
+            _flag(scan, node, f"imports {path}: {why}", UNREADABLE)
 
 
 def _never_allowed(path: str) -> str | None:
@@ -688,23 +878,34 @@ def _check_chain(scan: _Scan, node: ast.AST, parts: list[str], role: str, parent
     if id(node) not in scan.handled:
         for part in parts[1:]:
             if part in _DENIED_ATTRS:  # also a literal name given to getattr
-                _flag(scan, node, f"reaches .{part}, which exposes namespaces or code: the rule cannot follow it")
+                _flag(
+                    scan,
+                    node,
+                    f"reaches .{part}, which exposes namespaces or code: the rule cannot follow it",
+                    UNREADABLE,
+                )
     if len(parts) == 1 and role in ("store", "del"):
         return  # binding a name (its aliases are followed where it is used)
     binder, _ = _resolve(scan, parts[0])
     canon = _canonical(scan, parts)
     if binder is None and not canon and len(parts) == 1:
         if parts[0] in _DYNAMIC_BUILTINS:
-            _flag(scan, node, f"uses {parts[0]}(), which runs or reaches code by computed names")
+            _flag(scan, node, f"uses {parts[0]}(), which runs or reaches code by computed names", UNREADABLE)
         elif parts[0] in _ATTR_BUILTINS and role != "call":
-            _flag(scan, node, f"uses {parts[0]} as a value: the rule cannot tell which names it is given")
+            _flag(scan, node, f"uses {parts[0]} as a value: the rule cannot tell which names it is given", UNREADABLE)
         return
     if len(parts) == 1 and binder is not None and parts[0] in binder.modules and _hands_around(role, parent):
-        _flag(scan, node, f"hands the module {parts[0]} around as a value: the rule cannot follow what is done with it")
+        _flag(
+            scan,
+            node,
+            f"hands the module {parts[0]} around as a value: the rule cannot follow what is done with it",
+            UNREADABLE,
+        )
     for path in (p for c in canon for p in _rerooted(c)):
-        why = _chain_problem(path, role, parent)
-        if why:
-            _flag(scan, node, why.replace("{path}", dotted if dotted == path else f"{dotted} ({path})"))
+        problem = _chain_problem(path, role, parent)
+        if problem:
+            why, kind, option = problem
+            _flag(scan, node, why.replace("{path}", dotted if dotted == path else f"{dotted} ({path})"), kind, option)
             return
 
 
@@ -715,29 +916,34 @@ def _hands_around(role: str, parent: ast.AST | None) -> bool:
     return role in ("value", "arg", "decorator") or role.startswith("kwarg:")
 
 
-def _chain_problem(path: str, role: str, parent: ast.AST | None) -> str | None:
-    """What is wrong with using the module member ``path`` this way, with ``{path}`` for its name; None if fine."""
+def _chain_problem(path: str, role: str, parent: ast.AST | None) -> _Problem | None:
+    """What is wrong with using the module member ``path`` this way, with ``{path}`` for its name, its kind and
+    option; None if fine."""
     writes = role in ("store", "del")
     why = _never_allowed(path)
     if why:
         if writes and path.startswith("torch._inductor.config."):
-            return f"sets torch._inductor.config option '{path[len('torch._inductor.config.') :]}'"
-        return f"uses {{path}}: {why}"
+            name = path[len("torch._inductor.config.") :]
+            # a del restores the default: no extra flag (the public rule), still not this rule's way to read code
+            return f"sets torch._inductor.config option '{name}'", (FLAG if role == "store" else UNREADABLE), name
+        sets = _inductor_option_set(path, role, parent)
+        return f"uses {{path}}: {why}", (UNREADABLE if sets is None else FLAG), sets
     if any(_under(path, e) for e in _ENV_OBJECTS):
         return _environ_problem(path, role, parent)
     if path in ("os.putenv", "os.unsetenv"):
         if role == "call" and isinstance(parent, ast.Call) and parent.args:
             key = _literal_str(parent.args[0])
             if key is None:
-                return "sets an environment variable whose name is computed ({path}): name it literally"
+                return _unreadable("sets an environment variable whose name is computed ({path}): name it literally")
             if _inductor_env(key):
-                return f"sets {key}, an environment variable inductor reads its options from ({{path}})"
+                why = f"sets {key}, an environment variable inductor reads its options from ({{path}})"
+                return _sets_env(why, key) if path == "os.putenv" else _unreadable(why)
             return None
-        return "hands {path} around: the rule cannot tell which variables it sets"
+        return _unreadable("hands {path} around: the rule cannot tell which variables it sets")
     if _ENV_SPAWN.match(path):
-        return "starts a process with an environment of its own ({path}): the rule cannot read it"
+        return _unreadable("starts a process with an environment of its own ({path}): the rule cannot read it")
     if path in _SHELL_OR_PYTHON:
-        return "runs a command line or another Python ({path}), whose settings this code does not show"
+        return _unreadable("runs a command line or another Python ({path}), whose settings this code does not show")
     tail = _torch_tail(path)
     if tail is None:
         return None
@@ -745,10 +951,16 @@ def _chain_problem(path: str, role: str, parent: ast.AST | None) -> str | None:
     if torch_path in _COMPILE_FUNCS:
         if role in ("call", "decorator"):
             return None  # a call's arguments are judged with the call
-        return (
+        as_value = (
             "uses {path} other than calling it: the rule cannot see the arguments it ends up called with; "
             "call torch.compile(fn, ...) or decorate with @torch.compile"
         )
+        # handed to a call that gives it a mode, options or a backend (functools.partial): those it reads
+        if role == "arg" and isinstance(parent, ast.Call):
+            for kw in parent.keywords:
+                if kw.arg is not None and (option := _compile_keyword_option(kw.arg, kw.value)) is not None:
+                    return as_value, FLAG, option
+        return _unreadable(as_value)
     for config in _SETTABLE_CONFIGS:
         if _under(torch_path, config):
             return _config_problem(config, torch_path, role)
@@ -756,7 +968,7 @@ def _chain_problem(path: str, role: str, parent: ast.AST | None) -> str | None:
         i = tail.index("_dynamo")
         if i == 1 and len(tail) > 2 and tail[2] in _DYNAMO_OK:
             return None
-        return (
+        return _unreadable(
             "uses {path}: of torch._dynamo a record may use only "
             + ", ".join(sorted(_DYNAMO_OK))
             + " and its config's options (the rest compiles with settings of its own)"
@@ -764,83 +976,95 @@ def _chain_problem(path: str, role: str, parent: ast.AST | None) -> str | None:
     if tail[:2] == ["torch", "compiler"] and len(tail) >= 2:
         if len(tail) > 2 and tail[2] in _COMPILER_OK:
             return None
-        return "uses {path}: of torch.compiler a record may use only compile, config and " + ", ".join(
-            sorted(_COMPILER_OK)
+        return _unreadable(
+            "uses {path}: of torch.compiler a record may use only compile, config and "
+            + ", ".join(sorted(_COMPILER_OK))
         )
     if writes and not any(torch_path.startswith(p) for p in _SETTABLE_PREFIXES):
-        return "sets {path}: of torch's modules a record may set only torch.backends.* and the options of " + ", ".join(
-            _SETTABLE_CONFIGS
+        return _unreadable(
+            "sets {path}: of torch's modules a record may set only torch.backends.* and the options of "
+            + ", ".join(_SETTABLE_CONFIGS)
         )
     return None
 
 
-def _config_problem(config: str, path: str, role: str) -> str | None:
+def _config_problem(config: str, path: str, role: str) -> _Problem | None:
+    # Not FLAGs: these configs' options are not inductor's, and this rule lets a record set them by name.
     if path == config:
-        return f"hands {config} around (as {{path}}): the rule cannot follow what is set through it; set its options by name"
+        return _unreadable(
+            f"hands {config} around (as {{path}}): the rule cannot follow what is set through it; set its options by name"
+        )
     if role in ("call", "decorator"):
-        return f"changes {config} through a call ({{path}}): set its options by name"
+        return _unreadable(f"changes {config} through a call ({{path}}): set its options by name")
     return None
 
 
-def _environ_problem(path: str, role: str, parent: ast.AST | None) -> str | None:
+def _environ_problem(path: str, role: str, parent: ast.AST | None) -> _Problem | None:
     environ = next(e for e in _ENV_OBJECTS if _under(path, e))
     if path == environ:
         if role in ("subscript-load", "compare", "iter", "unpack", "kwarg:env"):
             return None
         if role in ("subscript-store", "subscript-del") and isinstance(parent, ast.Subscript):
-            return _env_key_problem(parent.slice)
+            return _env_key_problem(parent.slice, role == "subscript-store")
         if role == "arg" and isinstance(parent, ast.Call) and isinstance(parent.func, ast.Name):
             if parent.func.id in _READING_BUILTINS:
                 return None
-        return "hands {path} to code that may write it: the rule cannot tell which variables are set"
+        return _unreadable("hands {path} to code that may write it: the rule cannot tell which variables are set")
     method = path[len(environ) + 1 :]
     if role != "call" or not isinstance(parent, ast.Call):
-        return "uses {path} other than calling it: the rule cannot tell which variables it sets"
+        return _unreadable("uses {path} other than calling it: the rule cannot tell which variables it sets")
     if method in _ENV_READ_METHODS:
         return None
     if method in ("setdefault", "pop"):
-        return _env_key_problem(parent.args[0]) if parent.args else None
+        return _env_key_problem(parent.args[0], method == "setdefault") if parent.args else None
     if method == "update":
         for arg in parent.args:
             if not isinstance(arg, ast.Dict) or any(k is None for k in arg.keys):
-                return "updates {path} with a mapping whose names the rule cannot read: write them as a literal dict"
+                return _unreadable(
+                    "updates {path} with a mapping whose names the rule cannot read: write them as a literal dict"
+                )
             for key in arg.keys:
-                if key is not None and (why := _env_key_problem(key)):
-                    return why
+                if key is not None and (problem := _env_key_problem(key, True)):
+                    return problem
         for kw in parent.keywords:
             if kw.arg is None:
-                return "updates {path} with ** arguments whose names the rule cannot read"
+                return _unreadable("updates {path} with ** arguments whose names the rule cannot read")
             if _inductor_env(kw.arg):
-                return f"sets {kw.arg}, an environment variable inductor reads its options from ({{path}})"
+                return _sets_env(
+                    f"sets {kw.arg}, an environment variable inductor reads its options from ({{path}})", kw.arg
+                )
         return None
-    return "changes the environment through {path}: set variables as os.environ['NAME'] = value"
+    return _unreadable("changes the environment through {path}: set variables as os.environ['NAME'] = value")
 
 
-def _env_key_problem(key: ast.AST) -> str | None:
+def _env_key_problem(key: ast.AST, sets: bool) -> _Problem | None:
+    """A write of the environment variable ``key`` (``sets``: False for a removal, which adds no flag)."""
     name = _literal_str(key)
     if name is None:
-        return "writes an environment variable whose name is computed ({path}): name it literally"
+        return _unreadable("writes an environment variable whose name is computed ({path}): name it literally")
     if _inductor_env(name):
-        return f"sets {name}, an environment variable inductor reads its options from ({{path}})"
+        why = f"sets {name}, an environment variable inductor reads its options from ({{path}})"
+        return _sets_env(why, name) if sets else _unreadable(why)
     return None
 
 
 def _check_string(scan: _Scan, node: ast.AST, text: str) -> None:
     if "INDUCTOR" in text or any(extra in text for extra in _INDUCTOR_ENV_EXTRA):
-        _flag(scan, node, "names an inductor environment variable (TORCHINDUCTOR_*: inductor's options)")
+        _flag(scan, node, "names an inductor environment variable (TORCHINDUCTOR_*: inductor's options)", UNREADABLE)
     for mode in _COMPILE_MODES:
         if mode in text:
-            _flag(scan, node, f"names the torch.compile mode '{mode}'")
+            _flag(scan, node, f"names the torch.compile mode '{mode}'", UNREADABLE)
 
 
 def _check_call(scan: _Scan, node: ast.Call) -> None:
     for kw in node.keywords:
         if kw.arg == "config_patches":
-            _flag(scan, node, "passes config_patches=: inductor options for one compilation")
-        elif kw.arg == "env" and (why := _env_argument_problem(scan, kw.value)):
-            _flag(scan, node, why)
+            option = _dict_option(kw.value) or "config_patches"
+            _flag(scan, node, "passes config_patches=: inductor options for one compilation", FLAG, option)
+        elif kw.arg == "env" and (problem := _env_argument_problem(scan, kw.value)):
+            _flag(scan, node, *problem)
         elif kw.arg == "shell" and not (isinstance(kw.value, ast.Constant) and not kw.value.value):
-            _flag(scan, node, "runs a shell command line (shell=), whose settings this code does not show")
+            _flag(scan, node, "runs a shell command line (shell=), whose settings this code does not show", UNREADABLE)
     func = _chain(node.func)
     parts = func[0] if func else []
     canon = _canonical(scan, parts) if parts else []
@@ -850,10 +1074,11 @@ def _check_call(scan: _Scan, node: ast.Call) -> None:
         is_method_compile and not any(c.split(".")[0] in ("re", "regex") for c in canon)
     ):
         _check_compile_arguments(scan, node)
-    elif torch_paths and any(kw.arg == "options" for kw in node.keywords):
-        _flag(scan, node, "passes options= to a torch function: compile options")
+    elif torch_paths and (options := [kw.value for kw in node.keywords if kw.arg == "options"]):
+        option = _dict_option(options[0]) or "options"
+        _flag(scan, node, "passes options= to a torch function: compile options", FLAG, option)
     if {p for c in canon for p in _rerooted(c)} & _PROCESS_STARTERS and (why := _program_problem(node)):
-        _flag(scan, node, why)
+        _flag(scan, node, why, UNREADABLE)
     for path in {p for c in canon for p in (c, ".".join(_torch_tail(c) or []))} & _UNPICKLERS.keys():
         keyword, safe = _UNPICKLERS[path]
         unsafe = len(node.args) > 2 or any(isinstance(a, ast.Starred) for a in node.args)
@@ -868,6 +1093,7 @@ def _check_call(scan: _Scan, node: ast.Call) -> None:
                 node,
                 f"calls {path} with {keyword}= other than {safe} (or with more than 2 positional or with ** arguments): "
                 "it unpickles, running code from a file the log does not carry",
+                UNREADABLE,
             )
     if isinstance(node.func, ast.Attribute) and node.func.attr in ("__setattr__", "__delattr__"):
         scan.handled.add(id(node.func))
@@ -887,7 +1113,12 @@ def _check_call(scan: _Scan, node: ast.Call) -> None:
         if _literal_name(node) is None:
             target = _chain(node.args[0])
             if target is not None and _canonical(scan, target[0]):
-                _flag(scan, node, f"{parts[0]} with a computed name on a module: the rule cannot tell what it reaches")
+                _flag(
+                    scan,
+                    node,
+                    f"{parts[0]} with a computed name on a module: the rule cannot tell what it reaches",
+                    UNREADABLE,
+                )
 
 
 def _program_problem(node: ast.Call) -> str | None:
@@ -918,17 +1149,18 @@ def _check_setattr(scan: _Scan, node: ast.Call, target: ast.AST, name_node: ast.
     name = _literal_str(name_node) if name_node is not None else None
     if name is None:
         if not (isinstance(target, ast.Name) and target.id == "self"):
-            _flag(scan, node, "sets an attribute whose name is computed: the rule cannot tell what it sets")
+            _flag(scan, node, "sets an attribute whose name is computed: the rule cannot tell what it sets", UNREADABLE)
         return
     if name in _DENIED_ATTRS:
-        _flag(scan, node, f"sets .{name}, which exposes namespaces or code")
+        _flag(scan, node, f"sets .{name}, which exposes namespaces or code", UNREADABLE)
     found = _chain(target)
     if found is not None:
         parts = [*found[0], name]
         for path in _canonical(scan, parts):
-            why = _chain_problem(path, "store", None)
-            if why:
-                _flag(scan, node, why.replace("{path}", ".".join(parts)))
+            problem = _chain_problem(path, "store", None)
+            if problem:
+                why, kind, option = problem
+                _flag(scan, node, why.replace("{path}", ".".join(parts)), kind, option)
                 return
 
 
@@ -936,11 +1168,18 @@ def _check_compile_arguments(scan: _Scan, node: ast.Call) -> None:
     for kw in node.keywords:
         if kw.arg is None:  # **something: only a dict literal can be read
             if not isinstance(kw.value, ast.Dict) or any(_literal_str(k) is None for k in kw.value.keys if k):
-                _flag(scan, node, "passes ** arguments to torch.compile that cannot be read (mode/options?)")
+                _flag(
+                    scan, node, "passes ** arguments to torch.compile that cannot be read (mode/options?)", UNREADABLE
+                )
                 continue
             for k, v in zip(kw.value.keys, kw.value.values, strict=True):
                 if k is None:
-                    _flag(scan, node, "passes ** arguments to torch.compile that cannot be read (mode/options?)")
+                    _flag(
+                        scan,
+                        node,
+                        "passes ** arguments to torch.compile that cannot be read (mode/options?)",
+                        UNREADABLE,
+                    )
                 else:
                     _check_compile_keyword(scan, node, _literal_str(k) or "", v)
         else:
@@ -948,19 +1187,88 @@ def _check_compile_arguments(scan: _Scan, node: ast.Call) -> None:
 
 
 def _check_compile_keyword(scan: _Scan, node: ast.Call, name: str, value: ast.AST) -> None:
+    option = _compile_keyword_option(name, value)
+    if option is None:
+        return
     if name in ("mode", "options"):
-        _flag(scan, node, f"passes {name}= to torch.compile")
+        _flag(scan, node, f"passes {name}= to torch.compile", FLAG, option)
         scan.handled.add(id(value))  # its string is this finding, not another one
-    elif name == "backend" and _literal_str(value) not in _BACKENDS_OK:
+    else:
         _flag(
             scan,
             node,
             "passes a backend= other than 'inductor', 'eager' or 'aot_eager' to torch.compile: a custom backend "
             "can compile with settings of its own",
+            FLAG,
+            option,
         )
 
 
-def _env_argument_problem(scan: _Scan, value: ast.AST) -> str | None:
+def _compile_keyword_option(name: str, value: ast.AST) -> str | None:
+    """The option a keyword argument of torch.compile sets (``mode=max-autotune``, an ``options=`` dict's one
+    key, ``backend=cudagraphs``; the keyword's name where its value is computed); None for a harmless one."""
+    if name == "mode":
+        mode = _literal_str(value)
+        return "mode" if mode is None else f"mode={mode}"
+    if name == "options":
+        return _dict_option(value) or "options"
+    if name == "backend":
+        backend = _literal_str(value)
+        if backend in _BACKENDS_OK:
+            return None
+        return "backend" if backend is None else f"backend={backend}"
+    return None
+
+
+def _dict_option(value: ast.AST) -> str | None:
+    """The one key of a literal dict of options (``{"max_autotune": True}``); None for anything else."""
+    if isinstance(value, ast.Dict) and len(value.keys) == 1 and value.keys[0] is not None:
+        return _literal_str(value.keys[0])
+    return None
+
+
+def _inductor_option_set(path: str, role: str, parent: ast.AST | None) -> str | None:
+    """The inductor option that writing (or ``.patch()``-ing) the inductor member ``path`` sets: the path past
+    a config module under inductor (``torch._functorch.partitioners.inductor_config.max_autotune``,
+    ``torch._inductor.compile_fx.config.x``); None where it sets none."""
+    segments = path.split(".")
+    first = next((i for i, s in enumerate(segments) if "inductor" in s.lower()), None)
+    if first is None:
+        return None
+    config = next((i for i in range(first, len(segments)) if "config" in segments[i].lower()), None)
+    if config is None or config == len(segments) - 1:
+        return None
+    if role == "store":
+        return ".".join(segments[config + 1 :])
+    if role == "call" and segments[-1] == "patch" and config == len(segments) - 2 and isinstance(parent, ast.Call):
+        return _patch_option(parent)
+    return None
+
+
+def _patch_option(call: ast.Call) -> str:
+    """The option ``config.patch(...)`` sets: ``patch(name=v)``, ``patch("name", v)``, ``patch({"name": v})``;
+    "patch" where it sets several or computed ones."""
+    if len(call.args) + len(call.keywords) == 1:
+        if call.keywords and call.keywords[0].arg is not None:
+            return call.keywords[0].arg
+        if call.args:
+            return _dict_option(call.args[0]) or "patch"
+    if len(call.args) == 2 and not call.keywords and (name := _literal_str(call.args[0])) is not None:
+        return name
+    return "patch"
+
+
+def _unreadable(what: str) -> _Problem:
+    return what, UNREADABLE, None
+
+
+def _sets_env(what: str, name: str) -> _Problem:
+    """A FLAG setting the inductor variable ``name``: TORCHINDUCTOR_X is inductor's option x (its convention)."""
+    prefix = "TORCHINDUCTOR_"
+    return what, FLAG, name[len(prefix) :].lower() if name.startswith(prefix) and len(name) > len(prefix) else name
+
+
+def _env_argument_problem(scan: _Scan, value: ast.AST) -> _Problem | None:
     """What is wrong with ``env=value`` (a child process's environment): its names must be readable."""
     if isinstance(value, ast.Constant) and value.value is None:
         return None
@@ -970,23 +1278,27 @@ def _env_argument_problem(scan: _Scan, value: ast.AST) -> str | None:
     if isinstance(value, ast.Dict):
         for k, v in zip(value.keys, value.values, strict=True):
             if k is None:
-                if _env_argument_problem(scan, v):
-                    return "passes env= with ** entries whose names cannot be read"
+                if inner := _env_argument_problem(scan, v):
+                    return "passes env= with ** entries whose names cannot be read", inner[1], inner[2]
                 continue
             name = _literal_str(k)
             if name is None:
-                return "passes env= with a computed variable name: name it literally"
+                return _unreadable("passes env= with a computed variable name: name it literally")
             if _inductor_env(name):
-                return f"passes env= that sets {name}, an environment variable inductor reads its options from"
+                return _sets_env(
+                    f"passes env= that sets {name}, an environment variable inductor reads its options from", name
+                )
         return None
     if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "dict":
         for arg in value.args:
-            if _env_argument_problem(scan, arg):
-                return "passes env= built from a mapping whose names cannot be read"
+            if inner := _env_argument_problem(scan, arg):
+                return "passes env= built from a mapping whose names cannot be read", inner[1], inner[2]
         for kw in value.keywords:
-            if kw.arg is None or _inductor_env(kw.arg):
-                return "passes env= that may set an inductor environment variable"
+            if kw.arg is None:
+                return _unreadable("passes env= that may set an inductor environment variable")
+            if _inductor_env(kw.arg):
+                return _sets_env("passes env= that may set an inductor environment variable", kw.arg)
         return None
     if isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and value.func.attr == "copy":
         return _env_argument_problem(scan, value.func.value)
-    return "passes env= whose variable names the rule cannot read: pass a literal dict (or os.environ)"
+    return _unreadable("passes env= whose variable names the rule cannot read: pass a literal dict (or os.environ)")
