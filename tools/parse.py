@@ -10,6 +10,9 @@ Forms accepted, newest first:
 - this repository's logs: source, ``=``*100, environment block with ``config:``/``data:`` JSON lines,
   ``=``*100, metric lines;
 - the public speedrun's logs since late 2024 (same layout, no config/data lines);
+- files a trainer appends to its own code: after a line of 40 ``-`` and ``# <file name>`` (train_scale.py), or,
+  as the public trainers write since 2026, between blank lines and a second line of 40 ``-``; each file of the
+  code is one ``CodeFile`` of ``ParsedLog.code_files``;
 - 2024 logs: ``step:N/M train_loss:X train_time:Tms step_avg:Sms`` lines, a source section that is
   empty because the file starts with the separator (the code then sits in the next section), a
   third separator before the metric lines;
@@ -51,8 +54,18 @@ _FINDALL_SLICE = 1 << 20  # characters of metric lines matched at once
 _HASH_SLICE = 1 << 22  # characters of a section encoded at once for its hash
 
 _SEPARATOR_RE = re.compile(r"^={100}\r?$", re.M)
-# The line of 40 '-' and the '# <filename>' line before a file a trainer appends to its own source.
-_APPENDED_RE = re.compile(r"^-{40}\r?\n# ([^\r\n]{1,200})\r?$", re.M)
+# A file a trainer appends to its own code: after a line of 40 '-' and a line '# <file name>' (this harness's
+# train_scale.py), and in the public speedrun's trainers since 2026 between blank lines and a second line of 40 '-':
+#     code += f"\n\n{'-'*40}\n# triton_kernels.py\n{'-'*40}\n\n" + f.read()
+# Group 1 is the name, group 2 the second '-' line and the blank line after it. The name must be a plain file name
+# with an extension, so a line of '-' and a '# Heading' comment inside a docstring is never taken for a separator.
+# It starts with the newline before the '-' line: a literal prefix the regex engine finds by a fast scan.
+_DASHES = "-" * 40
+_APPENDED_RE = re.compile(
+    "\n" + _DASHES + r"\r?\n# ([A-Za-z0-9_][A-Za-z0-9_+-]{0,150}(?:\.[A-Za-z0-9_+-]{1,40}){1,4})\r?\n"
+    "(" + _DASHES + r"\r?\n(?:\r?\n)?)?"
+)
+MAX_APPENDED_FILES = 16  # files appended to one trainer (real logs: 0 or 1)
 _OMITTED_RE = re.compile(r"^# training source omitted from this copy: sha256=([0-9a-fA-F]{64}) lines=(\d{1,9})\s*$")
 # Numbers as Python and numpy print them; bounded so a hand-edited log cannot feed int() a huge literal.
 _NUM = r"[-+]?(?:[0-9]{1,20}(?:\.[0-9]{0,20})?(?:[eE][-+]?[0-9]{1,3})?|nan|inf)"
@@ -93,6 +106,15 @@ class ValPoint:
     step: int
     val_loss: float
     train_time_ms: float | None  # None only for llm.c lines, which carry no time
+
+
+@dataclass(frozen=True, slots=True)
+class CodeFile:
+    """One file of the code that ran, as the log holds it (``ParsedLog.code_files``)."""
+
+    name: str  # "" for the trainer itself, else the appended file's name as the log writes it
+    text: str  # the file as logged, cut at MAX_CODE_CHARS + 1 characters (what the compile-flags rule reads, and one)
+    line: int  # 1-based line of the log where text starts
 
 
 @dataclass
@@ -143,11 +165,14 @@ class ParsedLog:
     source_lines: int = 0
     source_omitted: bool = False  # the anchor corpus's one-line stand-in for the source
     source_text: str = ""  # the source section's first file (the whole section but for appended files; "" if omitted)
-    # code beside the source: files the trainer appended to its own (after a line of 40 '-' and '# <filename>',
-    # train_scale.py's train_gpt.py), or code between the source section and the environment block (2024 logs)
+    # code beside the source: the files the trainer appended to its own, each as "# <name>" and its text (the
+    # separator lines dropped), or code between the source section and the environment block (2024 logs)
     extra_code: str = ""
     appended_files: list[str] = field(default_factory=list)  # the names of the appended files, in order
     code_sha256: str | None = None  # identity of "the code of this run": source plus any extra code
+    # every file of the code that ran, in order: the trainer (name ""), then each file appended to it; none when
+    # the log has no code (an "omitted" line, an llm.c log)
+    code_files: list[CodeFile] = field(default_factory=list)
     has_separator: bool = False
     has_environment: bool = False
     python_version: str | None = None
@@ -372,22 +397,55 @@ def _read_source(log: ParsedLog, text: str, end: int) -> None:
     # covers them too: the whole section is the code identity of the run.
     log.source_sha256 = log.code_sha256 = _sha256_of(text, 0, end)
     log.source_lines = text.count("\n", 0, end) + (0 if end == 0 or text[end - 1] == "\n" else 1)
-    # Each file is Python of its own: the first is source_text, the appended ones extra_code (a line of 40 '-'
-    # between two files is not Python). Both are kept up to one character past what the compile-flags rule reads,
-    # which fails a longer code.
-    cuts = list(_APPENDED_RE.finditer(text, 0, min(end, 2 * MAX_CODE_CHARS)))
-    first_end = cuts[0].start() if cuts else end
-    log.source_text = text[: min(first_end, MAX_CODE_CHARS + 1)]
-    if cuts:
-        log.appended_files = [m.group(1) for m in cuts]
-        rest = text[cuts[0].start() : min(end, cuts[0].start() + MAX_CODE_CHARS + 1)]
-        log.extra_code = _APPENDED_RE.sub(lambda m: f"# {m.group(1)}", rest)
+    # Each file is Python of its own: the first is source_text, the appended ones extra_code (the separator lines
+    # between two files are not Python).
+    _read_code_files(log, text, 0, end)
+    if log.code_files:
+        log.source_text = log.code_files[0].text
+        appended = log.code_files[1:]
+        log.appended_files = [f.name for f in appended]
+        if appended:
+            parts = [f"# {f.name}\n{f.text}" if f.text.endswith("\n") else f"# {f.name}\n{f.text}\n" for f in appended]
+            log.extra_code = "".join(parts)[: MAX_CODE_CHARS + 1]
+
+
+def _read_code_files(log: ParsedLog, text: str, start: int, end: int) -> None:
+    """Append to ``code_files`` the files of the code in ``text[start:end]``: the trainer, then each appended file.
+
+    Each text is kept up to one character past what the compile-flags rule reads, which fails a longer code."""
+    if start >= end:
+        return
+    name, begin, line = "", start, text.count("\n", 0, start) + 1
+    for n, m in enumerate(_APPENDED_RE.finditer(text, start, end)):
+        if n == MAX_APPENDED_FILES:
+            log.structure_issues.append(
+                f"the code has over {MAX_APPENDED_FILES} appended files (a line of 40 '-' and a '# <file name>' "
+                "line); a trainer appends one or two: the rest is read as part of the last one"
+            )
+            break
+        cut = m.start() + 1  # the '-' line
+        if m.group(2) is not None:  # the public form: the two newlines it writes before the first '-' line
+            if cut - 4 >= begin and text.startswith("\r\n\r\n", cut - 4):
+                cut -= 4
+            elif cut - 2 >= begin and text.startswith("\n\n", cut - 2):
+                cut -= 2
+        log.code_files.append(CodeFile(name, text[begin : min(cut, begin + MAX_CODE_CHARS + 1)], line))
+        line += text.count("\n", begin, m.end())
+        name, begin = m.group(1), m.end()
+    log.code_files.append(CodeFile(name, text[begin : min(end, begin + MAX_CODE_CHARS + 1)], line))
 
 
 def _read_extra_code(log: ParsedLog, text: str, start: int, end: int) -> None:
-    """Code between the source section and the environment block: the 2024 logs print their source there."""
+    """Code between the source section and the environment block: the 2024 logs print their source there.
+
+    ``text[start:end]`` runs from the end of the first separator line to the end of the separator line that opens
+    the environment block."""
     if start >= end:
         return
+    first = start + (2 if text.startswith("\r\n", start) else 1 if text.startswith("\n", start) else 0)
+    before = len(log.code_files)
+    _read_code_files(log, text, first, max(first, end - len(SEPARATOR)))
+    log.appended_files += [f.name for f in log.code_files[before + 1 :]]
     if end - start > MAX_CODE_CHARS:  # not a training script; the compile-flags rule fails it on its size
         log.extra_code = text[start : start + MAX_CODE_CHARS + 1]
         if log.source_sha256 is not None:
