@@ -11,6 +11,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
@@ -108,6 +109,38 @@ def test_llmc_main_log_lines() -> None:
     assert [(p.step, p.val_loss, p.train_time_ms) for p in log.val_curve] == [(0, 10.98, None), (250, 4.1234, None)]
     assert log.metrics.loss.tolist()[1:3] == [10.99, 9.5]
     assert "no separator" in " ".join(log.structure_issues)  # parsed, though it is not a record log
+
+
+# The first lines of records/track_1_short/2024-10-13_llmc/main.log of the public speedrun, verbatim: llm.c's
+# train lines carry the learning rate and the gradient norm after the loss.
+LLMC_MAIN_LOG = """s:0 tel:11.0092
+s:0 trl:11.0091 lr:0.000001 norm:15.37
+s:1 trl:10.9598 lr:0.000002 norm:15.24
+s:2 trl:10.4142 lr:0.000003 norm:13.12
+s:250 tel:6.1302
+s:250 trl:6.1556 lr:0.000251 norm:0.93
+"""
+
+
+def test_llmc_train_lines_with_learning_rate_and_norm(tmp_path: Path) -> None:
+    path = tmp_path / "main.log"  # llm.c's name: parse_log reads any file it is given
+    path.write_text(LLMC_MAIN_LOG)
+    log = parse_log(path)
+    assert log.metrics_form == "llm.c" and len(log.metrics) == 6 and log.malformed_count == 0
+    m = log.metrics
+    assert m.step.tolist() == [0, 0, 1, 2, 250, 250] and m.is_val.tolist() == [True, False, False, False, True, False]
+    assert m.loss.tolist() == [11.0092, 11.0091, 10.9598, 10.4142, 6.1302, 6.1556]
+    assert m.lr.tolist()[1:4] == [0.000001, 0.000002, 0.000003] and m.grad_norm.tolist()[5] == 0.93
+    assert math.isnan(m.lr[0]) and math.isnan(m.grad_norm[4])  # tel lines carry neither
+    assert [(p.step, p.val_loss) for p in log.val_curve] == [(0, 11.0092), (250, 6.1302)]
+    assert m.describe(1) == "step:0 train_loss:11.0091 lr:0.000001 norm:15.37"
+    # the older form, loss only (records/track_1_short/2024-06-06_AdamW/*.log), and the speedrun form's columns
+    old = parse_bytes(b"s:0 tel:10.968871\ns:0 trl:10.965596\n").metrics
+    assert old.loss.tolist() == [10.968871, 10.965596] and np.isnan(old.lr).all() and np.isnan(old.grad_norm).all()
+    speedrun = parse_bytes(_log("step:1/1 val_loss:3.2 train_time:5ms\n")).metrics
+    assert len(speedrun.lr) == len(speedrun.grad_norm) == 1 and np.isnan(speedrun.lr).all()
+    # a field that is not a number: the line is not read
+    assert len(parse_bytes(b"s:1 trl:3.1 lr:fast norm:1.0\ns:2 tel:3.0\n").metrics) == 1
 
 
 def test_omitted_source_line_gives_the_source_hash() -> None:

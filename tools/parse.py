@@ -17,7 +17,8 @@ Forms accepted, newest first:
   empty because the file starts with the separator (the code then sits in the next section), a
   third separator before the metric lines;
 - ``train_time:12.345s`` (seconds instead of milliseconds);
-- llm.c ``main.log`` lines ``s:N trl:X`` (train) and ``s:N tel:X`` (val), which carry no time;
+- llm.c ``main.log`` lines ``s:N trl:X`` (train, since 2024-10 followed by ``lr:X norm:X``) and ``s:N tel:X``
+  (val), which carry no time;
 - the anchor corpus's ``# training source omitted from this copy: sha256=<hex> lines=<n>`` line in
   place of the source, whose hex is taken as the source hash.
 """
@@ -78,7 +79,8 @@ _METRIC_RE = re.compile(
 )
 # A line that starts like a metric line but is not one (for the first few examples of malformed lines).
 _MALFORMED_STEP_RE = re.compile(rf"^(?!{_METRIC_RE.pattern[1:]})step:[^\n]*", re.M)
-_LLMC_RE = re.compile(rf"^s:([0-9]{{1,12}}) (trl|tel):({_NUM})[ \t\r]*$", re.M)
+# llm.c's train_gpt2.cu: "s:%d tel:%.4f" and "s:%d trl:%.6f", later "s:%d trl:%.4f lr:%.6f norm:%.2f".
+_LLMC_RE = re.compile(rf"^s:([0-9]{{1,12}}) (trl|tel):({_NUM})(?: lr:({_NUM}))?(?: norm:({_NUM}))?[ \t\r]*$", re.M)
 # The same, matched with the newline before the line instead of '^': a pattern that starts with a literal
 # is searched for by the regex engine's fast literal scan, 6x faster through a file of junk lines.
 _METRIC_NL_RE, _MALFORMED_STEP_NL_RE, _LLMC_NL_RE = (
@@ -132,11 +134,13 @@ class Metrics:
     has_step_avg: np.ndarray  # bool [n]
     loss: np.ndarray  # float64 [n]; NaN when the line has no loss
     is_val: np.ndarray  # bool [n]
+    lr: np.ndarray  # float64 [n]; the learning rate of an llm.c train line (lr:X), NaN where the line has none
+    grad_norm: np.ndarray  # float64 [n]; the gradient norm of an llm.c train line (norm:X), NaN where none
 
     @classmethod
     def empty(cls) -> Metrics:
         f, i, b = np.zeros(0, np.float64), np.zeros(0, np.int64), np.zeros(0, bool)
-        return cls(i, i, f, f, b, f, b)
+        return cls(i, i, f, f, b, f, b, f, f)
 
     def __len__(self) -> int:
         return int(self.step.shape[0])
@@ -153,6 +157,10 @@ class Metrics:
             parts.append(f"train_time:{self.train_time_ms[row]:.0f}ms")
         if self.has_step_avg[row]:
             parts.append(f"step_avg:{self.step_avg_ms[row]:.2f}ms")
+        if not math.isnan(self.lr[row]):
+            parts.append(f"lr:{self.lr[row]:.6f}")
+        if not math.isnan(self.grad_norm[row]):
+            parts.append(f"norm:{self.grad_norm[row]:.2f}")
         return " ".join(parts)
 
 
@@ -281,9 +289,9 @@ def read_log_bytes(path: Path, max_bytes: int) -> tuple[bytes, int]:
     if path.is_symlink():  # a record holds its logs; a link could point anywhere on the machine
         raise ValueError(f"{path}: a symbolic link, not a log file; copy the log itself into the record folder")
     if not path.exists():
-        raise ValueError(f"{path}: no such file; give the path of a log (.txt) or a record folder")
+        raise ValueError(f"{path}: no such file; give the path of a log (.txt, or .log for llm.c) or a record folder")
     if not path.is_file():
-        raise ValueError(f"{path}: not a regular file; give the path of a log (.txt)")
+        raise ValueError(f"{path}: not a regular file; give the path of a log (.txt or .log)")
     try:
         size = path.stat().st_size
         with path.open("rb") as f:
@@ -641,11 +649,13 @@ def _speedrun_columns(rows: list[tuple[str, ...]]) -> tuple[np.ndarray, ...]:
         has_sa,
         np.array([x or "nan" for x in loss], dtype=np.float64),
         np.fromiter(map("val_loss".__eq__, kind), bool, n),
+        np.full(n, np.nan),
+        np.full(n, np.nan),
     )
 
 
 def _llmc_columns(rows: list[tuple[str, ...]]) -> tuple[np.ndarray, ...]:
-    step, kind, loss = zip(*rows, strict=True)
+    step, kind, loss, lr, norm = zip(*rows, strict=True)
     n = len(step)
     return (
         np.array(step, dtype=np.int64),
@@ -655,6 +665,8 @@ def _llmc_columns(rows: list[tuple[str, ...]]) -> tuple[np.ndarray, ...]:
         np.zeros(n, bool),
         np.array(loss, dtype=np.float64),
         np.fromiter(map("tel".__eq__, kind), bool, n),
+        np.array([x or "nan" for x in lr], dtype=np.float64),
+        np.array([x or "nan" for x in norm], dtype=np.float64),
     )
 
 
@@ -701,7 +713,7 @@ def _read_metrics(log: ParsedLog, text: str, start: int) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("logs", nargs="+", metavar="LOG", type=Path, help="record log files (.txt)")
+    p.add_argument("logs", nargs="+", metavar="LOG", type=Path, help="record log files (.txt; llm.c logs: .log)")
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
 
 
