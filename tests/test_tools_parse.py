@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import ast
 import csv
 import hashlib
 import json
 import math
+import sys
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from conftest import REPO_ROOT
 from logfactory import HOST_ID, SEP, LogSpec, config_for, fake_gpu_uuids, make_log, nvidia_smi
 from tools import parse as parse_module
 from tools.cli import main
-from tools.parse import parse_bytes, parse_log
+from tools.parse import CodeFile, ParsedLog, parse_bytes, parse_log
+
+PUBLIC = REPO_ROOT / "tests" / "fixtures" / "public-speedrun" / "records"
+KERNEL_LOG = PUBLIC / "track_1_short/2026-02-02_KernelTuning/25afb73a-332f-4d69-b9ab-f6261497f2d8.txt"
+LOG_2024 = PUBLIC / "track_1_short/2024-11-19_FlexAttention/8384493d-dba9-4991-b16b-8696953f5e6d.txt"
+LOG_2025 = PUBLIC / "track_1_short/2025-05-24_FasterReduce/23f40b75-06fb-4c3f-87a8-743524769a35.txt"
+DASHES = "-" * 40
 
 
 def test_every_anchor_log_matches_the_manifest(anchors_dir: Path) -> None:
@@ -100,6 +111,38 @@ def test_llmc_main_log_lines() -> None:
     assert "no separator" in " ".join(log.structure_issues)  # parsed, though it is not a record log
 
 
+# The first lines of records/track_1_short/2024-10-13_llmc/main.log of the public speedrun, verbatim: llm.c's
+# train lines carry the learning rate and the gradient norm after the loss.
+LLMC_MAIN_LOG = """s:0 tel:11.0092
+s:0 trl:11.0091 lr:0.000001 norm:15.37
+s:1 trl:10.9598 lr:0.000002 norm:15.24
+s:2 trl:10.4142 lr:0.000003 norm:13.12
+s:250 tel:6.1302
+s:250 trl:6.1556 lr:0.000251 norm:0.93
+"""
+
+
+def test_llmc_train_lines_with_learning_rate_and_norm(tmp_path: Path) -> None:
+    path = tmp_path / "main.log"  # llm.c's name: parse_log reads any file it is given
+    path.write_text(LLMC_MAIN_LOG)
+    log = parse_log(path)
+    assert log.metrics_form == "llm.c" and len(log.metrics) == 6 and log.malformed_count == 0
+    m = log.metrics
+    assert m.step.tolist() == [0, 0, 1, 2, 250, 250] and m.is_val.tolist() == [True, False, False, False, True, False]
+    assert m.loss.tolist() == [11.0092, 11.0091, 10.9598, 10.4142, 6.1302, 6.1556]
+    assert m.lr.tolist()[1:4] == [0.000001, 0.000002, 0.000003] and m.grad_norm.tolist()[5] == 0.93
+    assert math.isnan(m.lr[0]) and math.isnan(m.grad_norm[4])  # tel lines carry neither
+    assert [(p.step, p.val_loss) for p in log.val_curve] == [(0, 11.0092), (250, 6.1302)]
+    assert m.describe(1) == "step:0 train_loss:11.0091 lr:0.000001 norm:15.37"
+    # the older form, loss only (records/track_1_short/2024-06-06_AdamW/*.log), and the speedrun form's columns
+    old = parse_bytes(b"s:0 tel:10.968871\ns:0 trl:10.965596\n").metrics
+    assert old.loss.tolist() == [10.968871, 10.965596] and np.isnan(old.lr).all() and np.isnan(old.grad_norm).all()
+    speedrun = parse_bytes(_log("step:1/1 val_loss:3.2 train_time:5ms\n")).metrics
+    assert len(speedrun.lr) == len(speedrun.grad_norm) == 1 and np.isnan(speedrun.lr).all()
+    # a field that is not a number: the line is not read
+    assert len(parse_bytes(b"s:1 trl:3.1 lr:fast norm:1.0\ns:2 tel:3.0\n").metrics) == 1
+
+
 def test_omitted_source_line_gives_the_source_hash() -> None:
     hexdigest = "ab" * 32
     raw = f"# training source omitted from this copy: sha256={hexdigest} lines=612\n".encode() + _log(
@@ -181,9 +224,129 @@ def test_a_source_with_an_appended_file_is_one_code_identity_of_two_files() -> N
     assert log.source_sha256 == log.code_sha256 == hashlib.sha256(source.encode()).hexdigest()
     assert log.source_text == own and log.extra_code == "# train_gpt.py\n" + other
     assert log.appended_files == ["train_gpt.py"] and log.source_lines == source.count("\n")
+    assert log.code_files == [CodeFile("", own, 1), CodeFile("train_gpt.py", other, own.count("\n") + 3)]
     assert not [i for i in log.structure_issues]
     alone = parse_bytes(make_log(LogSpec(source=own)).encode())
     assert (alone.source_text, alone.extra_code, alone.appended_files) == (own, "", [])
+    assert alone.code_files == [CodeFile("", own, 1)]
+
+
+def _log_lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").split("\n")
+
+
+def _parses_or_is_newer_python(code: CodeFile, log: ParsedLog) -> None:
+    """The file parses with ast, unless the log names a newer Python than this one (whose syntax may be newer)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # invalid escapes ('\s') in old code
+            ast.parse(code.text)
+    except SyntaxError:
+        version = tuple(int(x) for x in (log.python_version or "0.0").split(".")[:2])
+        if version <= sys.version_info[:2]:
+            raise
+
+
+def test_public_2026_log_appends_its_kernel_file_between_two_dashes_lines() -> None:
+    """The public trainer writes code + "\\n\\n" + '-'*40 + "\\n# triton_kernels.py\\n" + '-'*40 + "\\n\\n" + the file."""
+    log = parse_log(KERNEL_LOG)
+    lines = _log_lines(KERNEL_LOG)
+    trainer, kernels = log.code_files
+    assert (trainer.name, trainer.line, kernels.name) == ("", 1, "triton_kernels.py")
+    assert lines[kernels.line - 5 : kernels.line - 1] == [DASHES, "# triton_kernels.py", DASHES, ""]
+    assert kernels.text.startswith("import torch\n") and lines[kernels.line - 1] == "import torch"
+    last = trainer.text.splitlines()[-1]
+    assert last == "dist.destroy_process_group()" and lines[trainer.text.count("\n") - 1] == last
+    assert trainer.text.endswith("dist.destroy_process_group()\n")  # the blank lines before the '-' line dropped
+    for code in (trainer, kernels):
+        assert DASHES not in code.text.splitlines()
+        _parses_or_is_newer_python(code, log)
+    assert log.source_text == trainer.text and log.appended_files == ["triton_kernels.py"]
+    assert log.extra_code == "# triton_kernels.py\n" + kernels.text and DASHES not in log.extra_code.splitlines()
+    # the code identity is still the whole section, bytes before the separator line: unchanged by the split
+    raw = KERNEL_LOG.read_bytes()
+    section = raw[: raw.index(b"\n" + parse_module.SEPARATOR.encode()) + 1]
+    assert log.source_sha256 == log.code_sha256 == hashlib.sha256(section).hexdigest()
+    # the files and the separators between them are the section, byte for byte
+    joined = trainer.text + "\n\n" + DASHES + "\n# triton_kernels.py\n" + DASHES + "\n\n" + kernels.text
+    assert joined.encode() == section and not log.structure_issues
+
+
+def test_public_2025_log_is_one_file() -> None:
+    log = parse_log(LOG_2025)
+    (trainer,) = log.code_files
+    raw = LOG_2025.read_bytes()
+    assert trainer.name == "" and trainer.line == 1 and trainer.text == log.source_text
+    assert trainer.text.encode() == raw[: raw.index(b"\n" + parse_module.SEPARATOR.encode()) + 1]
+    _parses_or_is_newer_python(trainer, log)
+
+
+def test_2024_log_code_sits_between_the_first_two_separators() -> None:
+    """f.write('='*100 + '\\n'); f.write(code); f.write('='*100 + '\\n'): the second section is the file."""
+    log = parse_log(LOG_2024)
+    raw = LOG_2024.read_bytes()
+    sep = parse_module.SEPARATOR.encode() + b"\n"
+    assert raw.startswith(sep)
+    (code,) = log.code_files
+    assert (code.name, code.line) == ("", 2)
+    assert code.text.encode() == raw[len(sep) : raw.index(b"\n" + sep) + 1]  # exactly the file, last newline kept
+    assert code.text.startswith("import os\n") and code.text.endswith("dist.destroy_process_group()\n")
+    _parses_or_is_newer_python(code, log)
+    # the existing fields keep their meaning and the code identity its value
+    assert log.source_text == "" and log.source_sha256 == hashlib.sha256(b"").hexdigest()
+    assert log.extra_code == code.text.strip("\n") and log.appended_files == []
+    assert log.code_sha256 == hashlib.sha256(("\n" + log.extra_code).encode()).hexdigest()
+
+
+def test_no_code_files_without_code() -> None:
+    omitted = f"# training source omitted from this copy: sha256={'ab' * 32} lines=612\n".encode() + _log(
+        "step:1/1 val_loss:3.2 train_time:5ms step_avg:5.00ms\n", source=""
+    )
+    assert parse_bytes(omitted).code_files == []
+    assert parse_bytes(b"s:0 tel:10.98\n").code_files == []
+    empty = parse_bytes(_log("step:1/1 val_loss:3.2 train_time:5ms\n", source=""))
+    assert empty.code_files == [] and empty.source_text == ""
+
+
+@pytest.mark.parametrize(
+    "inside",
+    [
+        f'"""Notes.\n{DASHES}\n# Heading\n"""\n',  # not a file name
+        f'"""Notes.\n{DASHES}\n# ../etc/passwd.py\n"""\n',  # not a plain file name
+        f'"""Notes.\n{DASHES}\n# kernels\n{DASHES}\n"""\n',  # no extension
+        f'"""Notes.\n{"-" * 41}\n# kernels.py\n"""\n',  # 41 '-'
+        f"# {DASHES}\n# kernels.py\n",  # a comment line of '-'
+        f"x = 1\n {DASHES}\n# kernels.py\n",  # not at the start of a line
+    ],
+)
+def test_a_line_of_code_is_never_a_separator(inside: str) -> None:
+    source = "import os\n" + inside + "print(os.sep)\n"
+    log = parse_bytes(make_log(LogSpec(source=source)).encode())
+    assert log.code_files == [CodeFile("", source, 1)] and log.appended_files == [] and log.extra_code == ""
+
+
+def test_public_form_with_crlf_and_several_files() -> None:
+    def block(name: str) -> str:
+        return f"\n\n{DASHES}\n# {name}\n{DASHES}\n\n"
+
+    code = "import a\n" + block("a.py") + "x = 1\n" + block("b.cu") + "y = 2\n"
+    raw = _log("step:1/1 val_loss:3.2 train_time:5ms\n", source=code).replace(b"\n", b"\r\n")
+    log = parse_bytes(raw)
+    assert [(f.name, f.text, f.line) for f in log.code_files] == [
+        ("", "import a\r\n", 1),
+        ("a.py", "x = 1\r\n", 8),
+        ("b.cu", "y = 2\r\n", 15),
+    ]
+    assert log.extra_code == "# a.py\nx = 1\r\n# b.cu\ny = 2\r\n"
+
+
+def test_too_many_appended_files_is_a_structure_issue(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parse_module, "MAX_APPENDED_FILES", 2)
+    code = "import a\n" + "".join(f"{DASHES}\n# f{i}.py\nx = {i}\n" for i in range(4))
+    log = parse_bytes(_log("step:1/1 val_loss:3.2 train_time:5ms\n", source=code))
+    assert [f.name for f in log.code_files] == ["", "f0.py", "f1.py"]
+    assert log.code_files[-1].text.startswith("x = 1\n" + DASHES + "\n# f2.py\n")
+    assert any("over 2 appended files" in issue for issue in log.structure_issues)
 
 
 def test_malformed_metric_lines_are_counted_not_fatal() -> None:

@@ -10,11 +10,15 @@ Forms accepted, newest first:
 - this repository's logs: source, ``=``*100, environment block with ``config:``/``data:`` JSON lines,
   ``=``*100, metric lines;
 - the public speedrun's logs since late 2024 (same layout, no config/data lines);
+- files a trainer appends to its own code: after a line of 40 ``-`` and ``# <file name>`` (train_scale.py), or,
+  as the public trainers write since 2026, between blank lines and a second line of 40 ``-``; each file of the
+  code is one ``CodeFile`` of ``ParsedLog.code_files``;
 - 2024 logs: ``step:N/M train_loss:X train_time:Tms step_avg:Sms`` lines, a source section that is
   empty because the file starts with the separator (the code then sits in the next section), a
   third separator before the metric lines;
 - ``train_time:12.345s`` (seconds instead of milliseconds);
-- llm.c ``main.log`` lines ``s:N trl:X`` (train) and ``s:N tel:X`` (val), which carry no time;
+- llm.c ``main.log`` lines ``s:N trl:X`` (train, since 2024-10 followed by ``lr:X norm:X``) and ``s:N tel:X``
+  (val), which carry no time;
 - the anchor corpus's ``# training source omitted from this copy: sha256=<hex> lines=<n>`` line in
   place of the source, whose hex is taken as the source hash.
 """
@@ -51,8 +55,18 @@ _FINDALL_SLICE = 1 << 20  # characters of metric lines matched at once
 _HASH_SLICE = 1 << 22  # characters of a section encoded at once for its hash
 
 _SEPARATOR_RE = re.compile(r"^={100}\r?$", re.M)
-# The line of 40 '-' and the '# <filename>' line before a file a trainer appends to its own source.
-_APPENDED_RE = re.compile(r"^-{40}\r?\n# ([^\r\n]{1,200})\r?$", re.M)
+# A file a trainer appends to its own code: after a line of 40 '-' and a line '# <file name>' (this harness's
+# train_scale.py), and in the public speedrun's trainers since 2026 between blank lines and a second line of 40 '-':
+#     code += f"\n\n{'-'*40}\n# triton_kernels.py\n{'-'*40}\n\n" + f.read()
+# Group 1 is the name, group 2 the second '-' line and the blank line after it. The name must be a plain file name
+# with an extension, so a line of '-' and a '# Heading' comment inside a docstring is never taken for a separator.
+# It starts with the newline before the '-' line: a literal prefix the regex engine finds by a fast scan.
+_DASHES = "-" * 40
+_APPENDED_RE = re.compile(
+    "\n" + _DASHES + r"\r?\n# ([A-Za-z0-9_][A-Za-z0-9_+-]{0,150}(?:\.[A-Za-z0-9_+-]{1,40}){1,4})\r?\n"
+    "(" + _DASHES + r"\r?\n(?:\r?\n)?)?"
+)
+MAX_APPENDED_FILES = 16  # files appended to one trainer (real logs: 0 or 1)
 _OMITTED_RE = re.compile(r"^# training source omitted from this copy: sha256=([0-9a-fA-F]{64}) lines=(\d{1,9})\s*$")
 # Numbers as Python and numpy print them; bounded so a hand-edited log cannot feed int() a huge literal.
 _NUM = r"[-+]?(?:[0-9]{1,20}(?:\.[0-9]{0,20})?(?:[eE][-+]?[0-9]{1,3})?|nan|inf)"
@@ -65,7 +79,8 @@ _METRIC_RE = re.compile(
 )
 # A line that starts like a metric line but is not one (for the first few examples of malformed lines).
 _MALFORMED_STEP_RE = re.compile(rf"^(?!{_METRIC_RE.pattern[1:]})step:[^\n]*", re.M)
-_LLMC_RE = re.compile(rf"^s:([0-9]{{1,12}}) (trl|tel):({_NUM})[ \t\r]*$", re.M)
+# llm.c's train_gpt2.cu: "s:%d tel:%.4f" and "s:%d trl:%.6f", later "s:%d trl:%.4f lr:%.6f norm:%.2f".
+_LLMC_RE = re.compile(rf"^s:([0-9]{{1,12}}) (trl|tel):({_NUM})(?: lr:({_NUM}))?(?: norm:({_NUM}))?[ \t\r]*$", re.M)
 # The same, matched with the newline before the line instead of '^': a pattern that starts with a literal
 # is searched for by the regex engine's fast literal scan, 6x faster through a file of junk lines.
 _METRIC_NL_RE, _MALFORMED_STEP_NL_RE, _LLMC_NL_RE = (
@@ -95,6 +110,15 @@ class ValPoint:
     train_time_ms: float | None  # None only for llm.c lines, which carry no time
 
 
+@dataclass(frozen=True, slots=True)
+class CodeFile:
+    """One file of the code that ran, as the log holds it (``ParsedLog.code_files``)."""
+
+    name: str  # "" for the trainer itself, else the appended file's name as the log writes it
+    text: str  # the file as logged, cut at MAX_CODE_CHARS + 1 characters (what the compile-flags rule reads, and one)
+    line: int  # 1-based line of the log where text starts
+
+
 @dataclass
 class Metrics:
     """Every step/val metric line, in file order, as columns (one row per line).
@@ -110,11 +134,13 @@ class Metrics:
     has_step_avg: np.ndarray  # bool [n]
     loss: np.ndarray  # float64 [n]; NaN when the line has no loss
     is_val: np.ndarray  # bool [n]
+    lr: np.ndarray  # float64 [n]; the learning rate of an llm.c train line (lr:X), NaN where the line has none
+    grad_norm: np.ndarray  # float64 [n]; the gradient norm of an llm.c train line (norm:X), NaN where none
 
     @classmethod
     def empty(cls) -> Metrics:
         f, i, b = np.zeros(0, np.float64), np.zeros(0, np.int64), np.zeros(0, bool)
-        return cls(i, i, f, f, b, f, b)
+        return cls(i, i, f, f, b, f, b, f, f)
 
     def __len__(self) -> int:
         return int(self.step.shape[0])
@@ -131,6 +157,10 @@ class Metrics:
             parts.append(f"train_time:{self.train_time_ms[row]:.0f}ms")
         if self.has_step_avg[row]:
             parts.append(f"step_avg:{self.step_avg_ms[row]:.2f}ms")
+        if not math.isnan(self.lr[row]):
+            parts.append(f"lr:{self.lr[row]:.6f}")
+        if not math.isnan(self.grad_norm[row]):
+            parts.append(f"norm:{self.grad_norm[row]:.2f}")
         return " ".join(parts)
 
 
@@ -143,11 +173,14 @@ class ParsedLog:
     source_lines: int = 0
     source_omitted: bool = False  # the anchor corpus's one-line stand-in for the source
     source_text: str = ""  # the source section's first file (the whole section but for appended files; "" if omitted)
-    # code beside the source: files the trainer appended to its own (after a line of 40 '-' and '# <filename>',
-    # train_scale.py's train_gpt.py), or code between the source section and the environment block (2024 logs)
+    # code beside the source: the files the trainer appended to its own, each as "# <name>" and its text (the
+    # separator lines dropped), or code between the source section and the environment block (2024 logs)
     extra_code: str = ""
     appended_files: list[str] = field(default_factory=list)  # the names of the appended files, in order
     code_sha256: str | None = None  # identity of "the code of this run": source plus any extra code
+    # every file of the code that ran, in order: the trainer (name ""), then each file appended to it; none when
+    # the log has no code (an "omitted" line, an llm.c log)
+    code_files: list[CodeFile] = field(default_factory=list)
     has_separator: bool = False
     has_environment: bool = False
     python_version: str | None = None
@@ -256,9 +289,9 @@ def read_log_bytes(path: Path, max_bytes: int) -> tuple[bytes, int]:
     if path.is_symlink():  # a record holds its logs; a link could point anywhere on the machine
         raise ValueError(f"{path}: a symbolic link, not a log file; copy the log itself into the record folder")
     if not path.exists():
-        raise ValueError(f"{path}: no such file; give the path of a log (.txt) or a record folder")
+        raise ValueError(f"{path}: no such file; give the path of a log (.txt, or .log for llm.c) or a record folder")
     if not path.is_file():
-        raise ValueError(f"{path}: not a regular file; give the path of a log (.txt)")
+        raise ValueError(f"{path}: not a regular file; give the path of a log (.txt or .log)")
     try:
         size = path.stat().st_size
         with path.open("rb") as f:
@@ -372,22 +405,55 @@ def _read_source(log: ParsedLog, text: str, end: int) -> None:
     # covers them too: the whole section is the code identity of the run.
     log.source_sha256 = log.code_sha256 = _sha256_of(text, 0, end)
     log.source_lines = text.count("\n", 0, end) + (0 if end == 0 or text[end - 1] == "\n" else 1)
-    # Each file is Python of its own: the first is source_text, the appended ones extra_code (a line of 40 '-'
-    # between two files is not Python). Both are kept up to one character past what the compile-flags rule reads,
-    # which fails a longer code.
-    cuts = list(_APPENDED_RE.finditer(text, 0, min(end, 2 * MAX_CODE_CHARS)))
-    first_end = cuts[0].start() if cuts else end
-    log.source_text = text[: min(first_end, MAX_CODE_CHARS + 1)]
-    if cuts:
-        log.appended_files = [m.group(1) for m in cuts]
-        rest = text[cuts[0].start() : min(end, cuts[0].start() + MAX_CODE_CHARS + 1)]
-        log.extra_code = _APPENDED_RE.sub(lambda m: f"# {m.group(1)}", rest)
+    # Each file is Python of its own: the first is source_text, the appended ones extra_code (the separator lines
+    # between two files are not Python).
+    _read_code_files(log, text, 0, end)
+    if log.code_files:
+        log.source_text = log.code_files[0].text
+        appended = log.code_files[1:]
+        log.appended_files = [f.name for f in appended]
+        if appended:
+            parts = [f"# {f.name}\n{f.text}" if f.text.endswith("\n") else f"# {f.name}\n{f.text}\n" for f in appended]
+            log.extra_code = "".join(parts)[: MAX_CODE_CHARS + 1]
+
+
+def _read_code_files(log: ParsedLog, text: str, start: int, end: int) -> None:
+    """Append to ``code_files`` the files of the code in ``text[start:end]``: the trainer, then each appended file.
+
+    Each text is kept up to one character past what the compile-flags rule reads, which fails a longer code."""
+    if start >= end:
+        return
+    name, begin, line = "", start, text.count("\n", 0, start) + 1
+    for n, m in enumerate(_APPENDED_RE.finditer(text, start, end)):
+        if n == MAX_APPENDED_FILES:
+            log.structure_issues.append(
+                f"the code has over {MAX_APPENDED_FILES} appended files (a line of 40 '-' and a '# <file name>' "
+                "line); a trainer appends one or two: the rest is read as part of the last one"
+            )
+            break
+        cut = m.start() + 1  # the '-' line
+        if m.group(2) is not None:  # the public form: the two newlines it writes before the first '-' line
+            if cut - 4 >= begin and text.startswith("\r\n\r\n", cut - 4):
+                cut -= 4
+            elif cut - 2 >= begin and text.startswith("\n\n", cut - 2):
+                cut -= 2
+        log.code_files.append(CodeFile(name, text[begin : min(cut, begin + MAX_CODE_CHARS + 1)], line))
+        line += text.count("\n", begin, m.end())
+        name, begin = m.group(1), m.end()
+    log.code_files.append(CodeFile(name, text[begin : min(end, begin + MAX_CODE_CHARS + 1)], line))
 
 
 def _read_extra_code(log: ParsedLog, text: str, start: int, end: int) -> None:
-    """Code between the source section and the environment block: the 2024 logs print their source there."""
+    """Code between the source section and the environment block: the 2024 logs print their source there.
+
+    ``text[start:end]`` runs from the end of the first separator line to the end of the separator line that opens
+    the environment block."""
     if start >= end:
         return
+    first = start + (2 if text.startswith("\r\n", start) else 1 if text.startswith("\n", start) else 0)
+    before = len(log.code_files)
+    _read_code_files(log, text, first, max(first, end - len(SEPARATOR)))
+    log.appended_files += [f.name for f in log.code_files[before + 1 :]]
     if end - start > MAX_CODE_CHARS:  # not a training script; the compile-flags rule fails it on its size
         log.extra_code = text[start : start + MAX_CODE_CHARS + 1]
         if log.source_sha256 is not None:
@@ -583,11 +649,13 @@ def _speedrun_columns(rows: list[tuple[str, ...]]) -> tuple[np.ndarray, ...]:
         has_sa,
         np.array([x or "nan" for x in loss], dtype=np.float64),
         np.fromiter(map("val_loss".__eq__, kind), bool, n),
+        np.full(n, np.nan),
+        np.full(n, np.nan),
     )
 
 
 def _llmc_columns(rows: list[tuple[str, ...]]) -> tuple[np.ndarray, ...]:
-    step, kind, loss = zip(*rows, strict=True)
+    step, kind, loss, lr, norm = zip(*rows, strict=True)
     n = len(step)
     return (
         np.array(step, dtype=np.int64),
@@ -597,6 +665,8 @@ def _llmc_columns(rows: list[tuple[str, ...]]) -> tuple[np.ndarray, ...]:
         np.zeros(n, bool),
         np.array(loss, dtype=np.float64),
         np.fromiter(map("tel".__eq__, kind), bool, n),
+        np.array([x or "nan" for x in lr], dtype=np.float64),
+        np.array([x or "nan" for x in norm], dtype=np.float64),
     )
 
 
@@ -643,7 +713,7 @@ def _read_metrics(log: ParsedLog, text: str, start: int) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("logs", nargs="+", metavar="LOG", type=Path, help="record log files (.txt)")
+    p.add_argument("logs", nargs="+", metavar="LOG", type=Path, help="record log files (.txt; llm.c logs: .log)")
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
 
 

@@ -18,8 +18,9 @@ data (the ``data:`` line's sha256 list). For each log this command
 
 The new logs stay under ``reproductions/<record>/`` (outside records/). ``--write-verdict`` (for
 maintainers) records the verdicts in the record folder as ``reproduced.json``; ``read_reproduced``
-reads and validates such a file. ``--extract FILE`` runs nothing: it writes a log's code to FILE (a
-submitter's same-node baseline runs run the previous record's code, records/README.md).
+reads and validates such a file. ``--extract FILE`` runs nothing: it writes a log's code to FILE, and
+each file its trainer appended to its code beside FILE (a submitter's same-node baseline runs run the
+previous record's code, records/README.md); it reads every log form that carries its code.
 docs/reproduce.md has the tolerances and what a reproduction can and cannot prove.
 """
 
@@ -46,6 +47,7 @@ from typing import IO, Any
 
 from tools import sandbox
 from tools.parse import DEFAULT_MAX_BYTES, SEPARATOR, ParsedLog, parse_bytes, parse_log, read_log_bytes
+from tools.sourcecheck import MAX_CODE_CHARS
 from tools.text import printable
 
 # --- tolerances (docs/reproduce.md) -------------------------------------------------------------
@@ -1117,7 +1119,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="FILE",
         help="run nothing: write the code of the log (of a record: its first log) to FILE, byte for byte, e.g. the "
-        "previous record's train_gpt.py for same-node baseline runs (records/README.md)",
+        "previous record's train_gpt.py for same-node baseline runs (records/README.md); a file its trainer appended "
+        "to its code (triton_kernels.py) goes beside FILE under its own name. Nothing is overwritten",
     )
 
 
@@ -1246,34 +1249,115 @@ def _choose_sandbox(args: argparse.Namespace) -> str:
     return kind
 
 
-def extract_code(target: Path, dest: Path) -> Path:
-    """Write the source section of ``target`` (a log, or a record folder's first log) to ``dest``; the log read.
+# A file name the log may give an appended file for --extract to write beside FILE: no folder, no '..', no option.
+_PLAIN_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}")
 
-    The bytes are checked against the log's source sha256. ``dest`` must not exist: it is often a
-    train_gpt.py, and the one already there may be the user's own work."""
+
+@dataclass(frozen=True)
+class Extracted:
+    """What ``extract_code`` wrote: the log it read, and per file of its code (path, name in the log, sha256)."""
+
+    log: Path
+    files: list[tuple[Path, str, str]]  # the trainer first (name ""), then each appended file
+
+
+def _line_starts(raw: bytes, lines: list[int]) -> list[int]:
+    """The byte offset where each of the (ascending, 1-based) ``lines`` starts in ``raw``."""
+    out, pos, line = [], 0, 1
+    for want in lines:
+        while line < want:
+            pos = raw.index(b"\n", pos) + 1
+            line += 1
+        out.append(pos)
+    return out
+
+
+def extract_code(target: Path, dest: Path) -> Extracted:
+    """Write the code of ``target`` (a log, or a record folder's first log): the trainer to ``dest``, and each file
+    it appended to its own code (the public trainers' ``triton_kernels.py``) beside ``dest`` under its own name.
+
+    Every log form that carries its code: this repository's, the public ones since late 2024 (source section, maybe
+    with appended files), the 2024 ones (code between the first two separators). Nothing is overwritten. The files,
+    read back from the disk and put back between the log's separator lines, must give the log's bytes (its sha256),
+    and, where the code is the source section, the source sha256: for one file, ``sha256(dest)`` as before."""
     _, _, logs = find_logs(target)
     raw, size = read_log_bytes(logs[0], DEFAULT_MAX_BYTES)
     log = parse_bytes(raw, str(logs[0]), size=size)
-    code = extract_source(raw) if size <= DEFAULT_MAX_BYTES and not log.source_omitted else None
-    if not code or hashlib.sha256(code).hexdigest() != log.source_sha256:
+    files = log.code_files if size <= DEFAULT_MAX_BYTES else []
+    if not files or not any(f.text.strip() for f in files):
         raise ValueError(
-            f"{logs[0]}: no source section that hashes to the log's source sha256 (an omitted or empty source, or "
-            "not a log of train_gpt.py), so there is no code to extract"
+            f"{logs[0]}: no code in this log (its source was omitted, or it has none: an llm.c log, or no separator "
+            "line after a source section), so there is no code to extract"
         )
-    if dest.exists() or dest.is_symlink():
-        raise ValueError(f"{dest}: already exists; give --extract a new file name (or remove that file first)")
+    starts = _line_starts(raw, [f.line for f in files])
+    spans = []
+    for f, begin in zip(files, starts, strict=True):
+        what = f"the appended file {f.name!r}" if f.name else "the trainer's code"
+        if len(f.text) > MAX_CODE_CHARS:
+            raise ValueError(
+                f"{logs[0]}: {what} is over {MAX_CODE_CHARS:,} characters, more than the tools read of one file (a "
+                "trainer is ~100 KB), so it is not extracted"
+            )
+        data = f.text.encode("utf-8")
+        if raw[begin : begin + len(data)] != data:
+            raise ValueError(f"{logs[0]}: {what} is not valid UTF-8 in the log, so it is not a file a trainer logged")
+        spans.append((begin, begin + len(data)))
+    targets = [dest]
+    for f in files[1:]:
+        if not _PLAIN_NAME_RE.fullmatch(f.name):
+            raise ValueError(
+                f"{logs[0]}: the appended file's name {f.name[:80]!r} is not a plain file name, so it is not written"
+            )
+        targets.append(dest.parent / f.name)
+    if len({t.name for t in targets}) != len(targets):
+        raise ValueError(
+            f"{logs[0]}: two files of its code would be written to one name ({', '.join(t.name for t in targets)}); "
+            "give --extract another file name"
+        )
+    for t in targets:
+        if t.exists() or t.is_symlink():
+            raise ValueError(f"{t}: already exists; give --extract a new file name (or remove that file first)")
+    written: list[Path] = []
     try:
-        dest.write_bytes(code)
+        for t, (begin, end) in zip(targets, spans, strict=True):
+            with t.open("xb") as out:  # exclusive: a file that appeared meanwhile is not overwritten
+                written.append(t)
+                out.write(raw[begin:end])
+        back = [t.read_bytes() for t in targets]
     except OSError as e:
-        raise ValueError(f"{dest}: cannot be written ({e.strerror}); give --extract a path in a writable folder") from e
-    return logs[0]
+        for t in written:
+            t.unlink(missing_ok=True)
+        raise ValueError(
+            f"{e.filename}: cannot be written ({e.strerror}); give --extract a path in a writable folder"
+        ) from e
+    # The files as the disk holds them, put back between the log's own bytes: the log, byte for byte (its sha256);
+    # and where the code is the source section (at the start of the log), the log's source sha256.
+    parts, pos = [], spans[0][0]
+    for (begin, end), data in zip(spans, back, strict=True):
+        parts += [raw[pos:begin], data]
+        pos = end
+    code = b"".join(parts)
+    whole = hashlib.sha256(raw[: spans[0][0]])
+    whole.update(code)
+    whole.update(raw[spans[-1][1] :])
+    source_ok = spans[0][0] != 0 or hashlib.sha256(code).hexdigest() == log.source_sha256
+    if whole.hexdigest() != log.file_sha256 or not source_ok:
+        for t in written:
+            t.unlink(missing_ok=True)
+        raise ValueError(f"{logs[0]}: the files written are not the log's code byte for byte (the disk changed them)")
+    digests = [hashlib.sha256(data).hexdigest() for data in back]
+    return Extracted(logs[0], [(t, f.name, d) for t, f, d in zip(targets, files, digests, strict=True)])
 
 
 def run(args: argparse.Namespace) -> int:
     if args.extract is not None:
-        source = extract_code(args.target, args.extract)
-        digest = hashlib.sha256(args.extract.read_bytes()).hexdigest()
-        print(printable(f"wrote the code of {source} to {args.extract} (sha256 {digest[:16]}…, as the log says)"))
+        done = extract_code(args.target, args.extract)
+        (path, _, digest), appended = done.files[0], done.files[1:]
+        print(printable(f"wrote the code of {done.log} to {path} (sha256 {digest[:16]}…, as the log says)"))
+        for path, name, digest in appended:
+            print(
+                printable(f"wrote {name}, the file its trainer appended to its code, to {path} (sha256 {digest[:16]}…)")
+            )
         return 0
     name, record, claims, out = _plan(args)
     kind = _choose_sandbox(args)
