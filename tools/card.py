@@ -23,6 +23,7 @@ from pathlib import Path
 from tools import stats
 from tools.board import Row, rel, seconds
 from tools.ledger import record_ident
+from tools.parse import CodeFile
 from tools.records import ROLE_RUN, Role
 from tools.rules import Run
 from tools.verify import Verdict
@@ -185,22 +186,26 @@ def _gpus(runs: Sequence[Run]) -> str:
 # --- the code diff ----------------------------------------------------------------------------
 
 
-def code_of(v: Verdict) -> str | None:
-    """The source most of the record's runs carry (their code hash's); None when no log carries one (the
-    public corpus's copies replace it with a one-line stand-in)."""
-    hashes = Counter(r.log.code_sha256 for r in v.runs if r.log.code_sha256 and _source(r))
+TRAINER = "the trainer"  # how the diff names a log's own file (its name is not in the log; appended files' are)
+
+
+def code_of(v: Verdict) -> list[CodeFile] | None:
+    """The files of the code most of the record's runs carry (their code hash's): the trainer, then each file it
+    appended to its log; None when no log carries code (llm.c logs; copies that replaced it with its sha256)."""
+    hashes = Counter(r.log.code_sha256 for r in v.runs if r.log.code_sha256 and _has_code(r))
     if not hashes:
         return None
     best = min(hashes, key=lambda h: (-hashes[h], h))
-    return next(_source(r) for r in v.runs if r.log.code_sha256 == best and _source(r))
+    return next(r.log.code_files for r in v.runs if r.log.code_sha256 == best and _has_code(r))
 
 
-def _source(run: Run) -> str:
-    log = run.log
-    return log.source_text if log.source_text else log.extra_code  # 2024 logs print their code after it
+def _has_code(run: Run) -> bool:
+    return any(f.text.strip() for f in run.log.code_files)
 
 
 def code_diff(baseline: Verdict | None, v: Verdict) -> CodeDiff:
+    """The unified diff of every file of the record's code against its baseline's, file by file (an appended
+    kernel file is part of the change), at most MAX_DIFF_LINES lines shown."""
     new_name = v.record.name
     if baseline is None:
         return CodeDiff(
@@ -208,8 +213,8 @@ def code_diff(baseline: Verdict | None, v: Verdict) -> CodeDiff:
         )
     old_name = baseline.record.name
     new, old = code_of(v), code_of(baseline)
-    missing = [r for r in (v, baseline) if code_of(r) is None]
-    if missing:
+    missing = [r for r, code in ((v, new), (baseline, old)) if code is None]
+    if missing or new is None or old is None:
         omitted = any(run.log.source_omitted for r in missing for run in r.runs)
         return CodeDiff(
             old_name,
@@ -221,11 +226,12 @@ def code_diff(baseline: Verdict | None, v: Verdict) -> CodeDiff:
             f"the logs of {' and '.join(r.record.name for r in missing)} carry no source code to compare"
             + (" (these copies of them replace it with a line that holds its sha256)" if omitted else ""),
         )
-    assert new is not None and old is not None
-    if new == old:
+    olds = {f.name: f.text for f in old}
+    news = {f.name: f.text for f in new}
+    if olds == news:
         return CodeDiff(old_name, new_name, [], 0, 0, 0, f"the same code as {old_name}, byte for byte")
-    a, b = old.splitlines(), new.splitlines()
-    if max(len(a), len(b)) > MAX_DIFF_INPUT_LINES:
+    names = list(dict.fromkeys([*news, *olds]))  # the record's files in its order, then files it dropped
+    if any(len(t.splitlines()) > MAX_DIFF_INPUT_LINES for t in [*olds.values(), *news.values()]):
         return CodeDiff(
             old_name,
             new_name,
@@ -233,24 +239,31 @@ def code_diff(baseline: Verdict | None, v: Verdict) -> CodeDiff:
             0,
             0,
             0,
-            f"a source of over {MAX_DIFF_INPUT_LINES:,} lines is not diffed here: extract both "
+            f"a file of over {MAX_DIFF_INPUT_LINES:,} lines is not diffed here: extract both "
             "(python -m tools reproduce LOG --extract FILE) and diff them",
         )
     lines: list[DiffLine] = []
     added = removed = 0
-    diff = difflib.unified_diff(a, b, f"{old_name} (baseline)", new_name, n=DIFF_CONTEXT, lineterm="")
-    for i, text in enumerate(diff):
-        if i < 2:  # the --- and +++ lines that name the two sides
-            kind = "file"
-        elif text.startswith("@@"):
-            kind = "hunk"
-        elif text.startswith("+"):
-            kind, added = "add", added + 1
-        elif text.startswith("-"):
-            kind, removed = "del", removed + 1
-        else:
-            kind = "same"
-        lines.append(DiffLine(kind, _cut(text)))
+    for name in names:
+        shown = name or TRAINER
+        a = olds.get(name, "").splitlines()
+        b = news.get(name, "").splitlines()
+        if a == b:
+            continue
+        before = f"{old_name}: {shown} (baseline)" if name in olds else "/dev/null"
+        after = f"{new_name}: {shown}" if name in news else "/dev/null"
+        for i, text in enumerate(difflib.unified_diff(a, b, before, after, n=DIFF_CONTEXT, lineterm="")):
+            if i < 2:  # the --- and +++ lines that name the two sides
+                kind = "file"
+            elif text.startswith("@@"):
+                kind = "hunk"
+            elif text.startswith("+"):
+                kind, added = "add", added + 1
+            elif text.startswith("-"):
+                kind, removed = "del", removed + 1
+            else:
+                kind = "same"
+            lines.append(DiffLine(kind, _cut(text)))
     hidden = max(0, len(lines) - MAX_DIFF_LINES)
     return CodeDiff(old_name, new_name, lines[:MAX_DIFF_LINES], added, removed, hidden, "")
 

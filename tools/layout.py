@@ -287,7 +287,7 @@ def _choose_baseline(groups: Sequence[Group], earlier: Earlier, logs: dict[Path,
 
 def code_text(log: ParsedLog) -> str:
     """The code a log carries, its files one after the other."""
-    return "\n".join(part for part in (log.source_text, log.extra_code) if part)
+    return "\n".join(f.text for f in log.code_files if f.text)
 
 
 def _lines_apart(a: Counter[str], text: str) -> int:

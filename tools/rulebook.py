@@ -156,7 +156,7 @@ class Rulebook:
         if self.harness:
             return True
         if rule == "compile-flags":
-            return kind == "flag" and self.compile_flags_banned
+            return kind == "flag" and self.compile_flags_banned  # sourcecheck.FLAG
         return rule not in _HARNESS_ONLY
 
 
