@@ -30,7 +30,9 @@ says so. ``python -m tools check --ledger-repo PATH`` names the repository whose
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -39,7 +41,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from tools import upstream
+from tools import cache, upstream
 from tools.records import README, Record, files_under
 from tools.tracks import TRACKS
 
@@ -350,6 +352,7 @@ def _listings(repo: Path, head: str, prefix: str, by_commit: dict[str, Landed]) 
         return {}
     listed: dict[RowKey, Landed] = {}
     previous: list[str] | None = None
+    store = cache.Store("readme-rows", _ROWS_SALT())
     for commit, text in zip(commits, _blobs_at(repo, commits, readme), strict=True):
         if text is None:
             continue
@@ -357,10 +360,38 @@ def _listings(repo: Path, head: str, prefix: str, by_commit: dict[str, Landed]) 
         if numbers == previous:
             continue
         previous = numbers
-        tables = upstream.parse_tables(text)
-        for key in row_keys(tables.rows):
+        for key in _row_keys_of(text, store):
             listed.setdefault(key, by_commit[commit])
     return listed
+
+
+@functools.cache
+def _ROWS_SALT() -> str:  # noqa: N802 - a constant, computed once
+    return cache.salt_of([Path(upstream.__file__), Path(__file__)])
+
+
+def _row_keys_of(text: str, store: cache.Store) -> list[RowKey]:
+    """The row keys of a README version's record tables, kept in the cache by the text's sha256 (a README version
+    never changes, and parsing its tables is most of the ledger's time on the public history)."""
+    key = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+    raw = store.read(key, ".json")
+    if raw is not None:
+        try:
+            data = json.loads(raw)
+            if isinstance(data, list) and all(
+                isinstance(k, list)
+                and len(k) == 3
+                and isinstance(k[0], str)
+                and isinstance(k[1], str)
+                and isinstance(k[2], int)
+                for k in data
+            ):
+                return [(k[0], k[1], k[2]) for k in data]
+        except ValueError:
+            pass
+    keys = row_keys(upstream.parse_tables(text).rows)
+    store.write(key, ".json", json.dumps(keys).encode())
+    return keys
 
 
 def _blobs_at(repo: Path, commits: Sequence[str], path: str) -> list[str | None]:

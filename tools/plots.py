@@ -14,13 +14,12 @@ from __future__ import annotations
 import datetime as dt
 import io
 import math
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from tools.progress import progress
+from tools.progress import progress, usable_cpus
 from tools.text import printable
 from tools.tracks import OFFICIAL_CLASS
 
@@ -382,7 +381,7 @@ def _draw(job: Figure) -> bytes:
 def draw_all(jobs: dict[str, Figure], workers: int | None = None) -> dict[str, bytes]:
     """``{name: SVG bytes}`` for ``{name: (function, arguments)}``, on every core when there are many."""
     names = list(jobs)
-    n = workers if workers is not None else (os.cpu_count() or 1)
+    n = workers if workers is not None else usable_cpus()
     if n <= 1 or len(names) < _PARALLEL_MIN_FIGURES:
         return {k: _draw(jobs[k]) for k in progress(names, "drawing plots", "plots")}
     # Draw the first figure here: forked workers then share matplotlib, its fonts and its glyph caches

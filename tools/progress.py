@@ -8,6 +8,7 @@ and the files a command writes are the same with or without a bar.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sized
@@ -35,3 +36,12 @@ def progress(items: Iterable[T], what: str, unit: str, total: int | None = None)
         total = len(items)
     delay = max(0.0, DELAY_S - (time.monotonic() - _STARTED))
     yield from tqdm(items, desc=what, total=total, file=sys.stderr, delay=delay, leave=False, unit=f" {unit}")
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (``taskset``, a container's cpuset), not the machine's count: how many
+    worker processes the commands that parse or draw many things start."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1

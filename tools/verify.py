@@ -22,7 +22,6 @@ import argparse
 import datetime as dt
 import json
 import math
-import os
 import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -39,7 +38,7 @@ from tools.known_shards import load_known_shards
 from tools.layout import Decision, Earlier
 from tools.ledger import Ledger
 from tools.parse import ParsedLog, parse_log
-from tools.progress import progress
+from tools.progress import progress, usable_cpus
 from tools.records import README, Record, discover, files_under, is_records_folder, load_records, scan
 from tools.reproduce import Reproduced, read_reproduced
 from tools.rulebook import Rulebook, rulebook_for
@@ -263,7 +262,7 @@ def _parse_or_fail(path: Path) -> ParsedLog:
 def parse_many(paths: Sequence[Path], workers: int | None = None) -> dict[Path, ParsedLog]:
     """Parse logs, on every core when there are many (the order of the result follows ``paths``)."""
     unique = list(dict.fromkeys(paths))
-    n = workers if workers is not None else (os.cpu_count() or 1)
+    n = workers if workers is not None else usable_cpus()
     if n <= 1 or len(unique) < _PARALLEL_MIN_LOGS:
         return {p: _parse_or_fail(p) for p in progress(unique, "parsing logs", "logs")}
     with ProcessPoolExecutor(max_workers=n) as pool:
