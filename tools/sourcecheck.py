@@ -253,6 +253,7 @@ class _Scan:
     folded: dict[int, str | None] = field(default_factory=dict)  # _literal_str of BinOp nodes already seen
     found: list[Finding] = field(default_factory=list)
     local_modules: frozenset[str] = frozenset()  # the modules whose code the log carries (appended files)
+    too_deep: set[int] = field(default_factory=set)  # ids of the pieces of an expression too deep to fold
     bound_all: bool = False  # every name is bound: _resolve may keep its answers (not while aliases are bound)
 
 
@@ -469,11 +470,16 @@ def _judge(tree: ast.AST, source: str, local_modules: frozenset[str] = frozenset
     _bind_aliases(scan, assigns, scopes)
     scan.bound_all = True  # the bindings are final: resolve each name once per scope
     visitors = _VISITORS
-    try:
-        for node, parent, name, scope in nodes:
-            scan.current = scope
+    too_deep = False
+    for node, parent, name, scope in nodes:
+        scan.current = scope
+        try:
             visitors[type(node)](scan, node, parent, name)
-    except RecursionError:  # a string built from thousands of nested pieces
+        except RecursionError:  # a string built from thousands of nested pieces: that one, not the rest
+            too_deep = True
+            # its nested pieces would fail again, each at a cost of the recursion limit: they are skipped
+            scan.too_deep.update(id(n) for n in ast.walk(node) if type(n) in (ast.BinOp, ast.JoinedStr))
+    if too_deep:
         _flag(scan, tree, "nests expressions too deeply to be read: this rule judges only code it can read", UNREADABLE)
     return _merged(scan.found)
 
@@ -839,6 +845,8 @@ def _visit_constant(scan: _Scan, node: ast.AST, parent: ast.AST | None, name: st
 
 
 def _visit_folded(scan: _Scan, node: ast.AST, parent: ast.AST | None, name: str) -> None:
+    if id(node) in scan.too_deep:
+        return
     if (folded := _literal_str(node, scan.folded)) is not None:  # a `+` or an f-string of literal pieces
         _check_string(scan, node, folded)
 
