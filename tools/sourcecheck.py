@@ -5,23 +5,28 @@ mode/options. Python lets a program reach any object through a computed name, so
 can be read and fails what cannot: a trainer has no reason to compute the names of torch's settings.
 
 The code is parsed with ``ast`` (a syntax tree; nothing runs), with the grammar of the Python version
-its log names, and walked once without recursion. Each finding is a ``Finding``: its line, what it is (with
-the line's text), and its kind:
+its log names, and walked once without recursion. Each finding is a ``Finding``: its line, what it is
+(with the line's text), and its kind:
 
-- ``FLAG``: the code sets a compiler option by a route this rule reads, which is what the public speedrun's
-  rule forbids ("any extra ``torch._inductor.config`` or ``torch.compile`` flags"): an inductor config option
-  written (directly, through an alias, ``setattr``, ``config.patch(...)``, ``config_patches=``), a ``mode=``,
-  ``options=`` or custom ``backend=`` of ``torch.compile`` (also through ``partial``), an inductor
-  environment variable set for this process or a child (removing one, or ``del`` of an option, restores a
-  default: not a FLAG). ``option`` names it where the code does
-  (``coordinate_descent_tuning``, ``triton.cudagraphs``, ``mode=max-autotune``, ``backend``), so that a
-  caller can exempt ``coordinate_descent_tuning`` where a track allows it; an environment variable
-  ``TORCHINDUCTOR_X`` names option ``x`` (inductor's convention), another one names itself;
+- ``FLAG``: the code sets a compiler option by a route this rule reads, which is what the public
+  speedrun's rule forbids ("any extra ``torch._inductor.config`` or ``torch.compile`` flags"): an inductor
+  config option written (directly, through an alias, ``setattr``, ``config.patch(...)``,
+  ``config_patches=``), a ``mode=``, ``options=`` or custom ``backend=`` of ``torch.compile`` (also through
+  ``partial``), an inductor environment variable set for this process or a child (removing one, or
+  ``del`` of an option, restores a default: not a FLAG). ``option`` names what it sets, so that a caller
+  can exempt ``coordinate_descent_tuning`` where a track allows it: the option (``coordinate_descent_tuning``,
+  ``triton.cudagraphs``; the one key of a literal ``options=``/``config_patches=``/``patch`` dict), the
+  argument with its literal value (``mode=max-autotune``, ``backend=cudagraphs``), or, where the code does
+  not name one option, the argument's name (``mode``, ``options``, ``patch``, ``config_patches``); an
+  environment variable ``TORCHINDUCTOR_X`` names option ``x`` (inductor's convention), another names itself;
 - ``UNREADABLE``: everything else this rule refuses because it cannot show the code complies (code it
-  cannot parse or read, dynamic code and reflection, modules nobody reads, inductor's internals used other
-  than to set an option, programs started, strings naming a mode or an inductor variable, torch's compiler
-  machinery beyond its harmless functions). Setting a ``torch._dynamo`` option is not a ``FLAG``: this rule
-  itself allows it by name, so the findings on dynamo's config are about how it is reached.
+  cannot parse or read, dynamic code and reflection, modules nobody reads, inductor's internals used
+  other than to set an option, programs started, strings naming a mode or an inductor variable, torch's
+  compiler machinery beyond its harmless functions). Setting a ``torch._dynamo`` option is not a FLAG:
+  this rule itself allows it by name, so the findings on dynamo's config are about how it is reached.
+
+The findings of one input are kept in the process and on disk (``find_compile_flags``): a tree of records
+is read once, not on every verify.
 
 Fails:
 - code that does not parse (it is not what ran), code over MAX_CODE_CHARS (its syntax tree would take
