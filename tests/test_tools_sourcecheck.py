@@ -391,6 +391,18 @@ def test_size_and_depth_are_bounded() -> None:
     assert len(flags) == 51 and flags[-1] == Finding(0, "and 12 more findings like these", FLAG, "a")
 
 
+def test_an_expression_too_deep_to_read_hides_nothing_after_it() -> None:
+    """Folding a string of 1,500 pieces exceeds the recursion limit: that expression is unreadable, and the code
+    after it is still read (the read once stopped there, leaving a FLAG-only judge a mere note)."""
+    deep = "".join(f"x{i} = 'a'" + " + 'a'" * 1500 + "\n" for i in range(2))
+    code = deep + "import torch\ntorch._inductor.config.max_autotune = True\n"
+    found = {(f.line, f.kind, f.option, f.what.split(":")[0]) for f in find_compile_flags(code, HERE)}
+    assert found == {
+        (0, UNREADABLE, None, "nests expressions too deeply to be read"),
+        (4, FLAG, "max_autotune", "sets torch._inductor.config option 'max_autotune'"),
+    }
+
+
 def test_a_separator_line_inside_a_docstring_keeps_the_whole_file_as_the_code(tmp_path: Path) -> None:
     """A docstring line of 100 '=' once split the source section: the hash was of a prefix, the rest went to
     an 'extra code' section, and the prefix (an unclosed docstring) fell to the regex fallback."""
