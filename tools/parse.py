@@ -69,12 +69,16 @@ _APPENDED_RE = re.compile(
 MAX_APPENDED_FILES = 16  # files appended to one trainer (real logs: 0 or 1)
 _OMITTED_RE = re.compile(r"^# training source omitted from this copy: sha256=([0-9a-fA-F]{64}) lines=(\d{1,9})\s*$")
 # Numbers as Python and numpy print them; bounded so a hand-edited log cannot feed int() a huge literal.
-_NUM = r"[-+]?(?:[0-9]{1,20}(?:\.[0-9]{0,20})?(?:[eE][-+]?[0-9]{1,3})?|nan|inf)"
+# Possessive (?+, {m,n}+): what follows a number never starts with a digit, '.', 'e' or a sign, so giving back part of
+# it can never let a line match; the regex engine then keeps no state to backtrack to (15% faster).
+_NUM = r"[-+]?+(?:[0-9]{1,20}+(?:\.[0-9]{0,20}+)?+(?:[eE][-+]?+[0-9]{1,3}+)?+|nan|inf)"
+# The groups: step, total, "v" for a val line, loss, train_time, "s" for seconds, step_avg, "s" for seconds. The
+# one-character groups cost findall nothing (Python keeps one copy of each such string): 20% less than the words.
 _METRIC_RE = re.compile(
-    r"^step:([0-9]{1,12})/([0-9]{1,12})"
-    rf"(?: (val_loss|train_loss):({_NUM}))?"
-    r" train_time:([0-9]{1,15}(?:\.[0-9]{0,9})?)(ms|s)"
-    rf"(?: step_avg:({_NUM})(ms|s))?[ \t\r]*$",
+    r"^step:([0-9]{1,12}+)/([0-9]{1,12}+)"
+    rf"(?: (?:(v)al_loss|train_loss):({_NUM}))?+"
+    r" train_time:([0-9]{1,15}+(?:\.[0-9]{0,9}+)?+)(?:ms|(s))"
+    rf"(?: step_avg:({_NUM})(?:ms|(s)))?+[ \t\r]*$",
     re.M,
 )
 # A line that starts like a metric line but is not one (for the first few examples of malformed lines).
@@ -87,6 +91,7 @@ _METRIC_NL_RE, _MALFORMED_STEP_NL_RE, _LLMC_NL_RE = (
     re.compile("\n" + r.pattern[1:], re.M) for r in (_METRIC_RE, _MALFORMED_STEP_RE, _LLMC_RE)
 )
 _PEAK_MEMORY_RE = re.compile(r"^peak memory allocated: (\d{1,12}) MiB reserved: (\d{1,12}) MiB", re.M)
+_PEAK_MEMORY_NL_RE = re.compile("\n" + _PEAK_MEMORY_RE.pattern[1:])  # as the *_NL_RE patterns below: 10x faster
 _PYTHON_RE = re.compile(r"Running Python (\S+)")
 _TORCH_RE = re.compile(r"Running [Pp]y[Tt]orch (\S+) compiled for (?:CUDA (\S+)|CPU)")
 # One GPU row of the nvidia-smi table, "|   0  NVIDIA H100 80GB HBM3          On  |   0000...", read in two
@@ -630,25 +635,82 @@ def _chunks(regex: re.Pattern[str], text: str, start: int) -> Iterator[list[Any]
 _ANCHORED = {_METRIC_NL_RE: _METRIC_RE, _LLMC_NL_RE: _LLMC_RE}
 
 
+def _floats(column: list[str]) -> np.ndarray:
+    """``float(x)`` of each string of ``column``, bit for bit, and NaN for "" (most lines of a log have no loss)."""
+    present = [x for x in column if x and x != "nan"]  # "nan" is NaN as "" is, the same bits as float("nan")
+    values = _fixed_point(present)
+    if values is None:
+        values = np.array(present, dtype=np.float64)
+    n = len(column)
+    if len(present) == n:
+        return values
+    out = np.full(n, np.nan)
+    out[np.fromiter(map(bool, column), bool, n) & ~np.fromiter(map("nan".__eq__, column), bool, n)] = values
+    return out
+
+
+def _fixed_point(numbers: list[str]) -> np.ndarray | None:
+    """``float(x)`` of each string when all are plain decimals of at most 15 digits with one number of digits after
+    the point (what a log prints: "1234", "12.34", "3.2810"); else None.
+
+    They are read as integers (numpy reads a joined string of them 7x faster than ``float`` reads each) and divided
+    by a power of ten: bit for bit ``float(x)``, as both round the same rational number to the nearest double (the
+    integer and the power of ten are exact doubles, and IEEE division is correctly rounded). No sign: "-0.00" is -0.0.
+    """
+    joined = " ".join(numbers)
+    if not numbers or any(c in joined for c in "+-eEn"):  # a sign, an exponent, nan or inf
+        return None
+    chars = np.frombuffer(joined.encode("ascii"), np.uint8)
+    ends = np.append(np.flatnonzero(chars == ord(" ")), len(chars))
+    starts = np.append(0, ends[:-1] + 1)
+    dots = np.flatnonzero(chars == ord("."))
+    if len(dots) == 0:
+        places = 0
+    elif len(dots) == len(numbers) and ((after := ends - dots - 1) == after[0]).all():
+        places = int(after[0])  # one point per number (the regex allows no more): each number's own
+    else:
+        return None
+    if int((ends - starts).max()) > 15 + (len(dots) > 0):  # 15 digits: integers below 2**53, exact doubles
+        return None
+    try:
+        integers = np.fromstring(joined.replace(".", ""), dtype=np.int64, sep=" ")
+    except ValueError:
+        return None
+    return integers / 10.0**places if len(integers) == len(numbers) else None
+
+
+def _ints(column: list[str]) -> np.ndarray:
+    """``int(x)`` of each string of at most 12 digits in ``column``; as ``_floats``, 2x faster than one at a time."""
+    if column.count(column[0]) == len(column):  # a log's total: one number on every line
+        return np.full(len(column), int(column[0]), dtype=np.int64)
+    try:
+        out = np.fromstring(" ".join(column), dtype=np.int64, sep=" ")
+        if len(out) == len(column):
+            return out
+    except ValueError:
+        pass
+    return np.array(column, dtype=np.int64)
+
+
 def _speedrun_columns(rows: list[tuple[str, ...]]) -> tuple[np.ndarray, ...]:
-    step, total, kind, loss, tt, ttu, sa, sau = zip(*rows, strict=True)
+    # A column at a time: zip(*rows) over a log's 20,000 rows costs 3x more.
+    step, total, val, loss, tt, tt_s, sa, sa_s = ([row[i] for row in rows] for i in range(8))
     n = len(rows)
-    # Columns of strings become arrays through fromiter/map: numpy string arrays cost 5x more.
-    time_ms = np.array(tt, dtype=np.float64)
-    if "s" in ttu:
-        time_ms[np.fromiter(map("s".__eq__, ttu), bool, n)] *= 1000.0
+    time_ms = _floats(tt)
+    if "s" in tt_s:
+        time_ms[np.fromiter(map("s".__eq__, tt_s), bool, n)] *= 1000.0
     has_sa = np.fromiter(map(bool, sa), bool, n)
-    step_avg = np.array([x or "nan" for x in sa], dtype=np.float64)
-    if "s" in sau:
-        step_avg[np.fromiter(map("s".__eq__, sau), bool, n)] *= 1000.0
+    step_avg = _floats(sa)
+    if "s" in sa_s:
+        step_avg[np.fromiter(map("s".__eq__, sa_s), bool, n)] *= 1000.0
     return (
-        np.array(step, dtype=np.int64),
-        np.array(total, dtype=np.int64),
+        _ints(step),
+        _ints(total),
         time_ms,
         step_avg,
         has_sa,
-        np.array([x or "nan" for x in loss], dtype=np.float64),
-        np.fromiter(map("val_loss".__eq__, kind), bool, n),
+        _floats(loss),
+        np.fromiter(map("v".__eq__, val), bool, n),
         np.full(n, np.nan),
         np.full(n, np.nan),
     )
@@ -704,7 +766,9 @@ def _read_metrics(log: ParsedLog, text: str, start: int) -> None:
     for i in np.flatnonzero(cols.is_val):
         time_ms = float(cols.train_time_ms[i]) if has_time else None
         log.val_curve.append(ValPoint(int(cols.step[i]), float(cols.loss[i]), time_ms))
-    peak = _PEAK_MEMORY_RE.search(text, max(start, len(text) - 65536))  # written once, at the end
+    lo = max(start, len(text) - 65536)  # the line is written once, at the end
+    peak = _PEAK_MEMORY_RE.match(text) if lo == 0 else None
+    peak = peak or _PEAK_MEMORY_NL_RE.search(text, max(lo - 1, 0))
     if peak:
         log.peak_memory_mib = int(peak.group(1))
 
