@@ -7,16 +7,21 @@ import csv
 import hashlib
 import json
 import math
+import os
+import re
 import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import REPO_ROOT
 from logfactory import HOST_ID, SEP, LogSpec, config_for, fake_gpu_uuids, make_log, nvidia_smi
 from tools import parse as parse_module
+from tools import sourcecheck
 from tools.cli import main
 from tools.parse import CodeFile, ParsedLog, parse_bytes, parse_log
 
@@ -446,3 +451,158 @@ def test_mig_instances_are_gpu_uuids_in_both_driver_forms() -> None:
     line = 'host: {"host_id": "0123456789abcdef", "gpu_uuids": ' + json.dumps(uuids) + "}"
     log = parse_bytes(_log("step:1/1 val_loss:3.2 train_time:5ms\n", env=line))
     assert (log.gpu_uuids, log.host_error) == (uuids, None)
+
+
+# --- the fast reading of metric lines against a slow, obviously correct one ----------------------------------------
+
+# The metric line grammar as it was first written (tools/parse.py, 2026-11): plain groups, no possessive repeats.
+_REFERENCE_NUM = r"[-+]?(?:[0-9]{1,20}(?:\.[0-9]{0,20})?(?:[eE][-+]?[0-9]{1,3})?|nan|inf)"
+_REFERENCE_RE = re.compile(
+    r"^step:([0-9]{1,12})/([0-9]{1,12})"
+    rf"(?: (val_loss|train_loss):({_REFERENCE_NUM}))?"
+    r" train_time:([0-9]{1,15}(?:\.[0-9]{0,9})?)(ms|s)"
+    rf"(?: step_avg:({_REFERENCE_NUM})(ms|s))?[ \t\r]*$",
+    re.M,
+)
+
+
+def _reference_columns(text: str) -> list[list[float]]:
+    """step, total, train_time_ms, step_avg_ms, loss, is_val of every metric line: one regex match and one float()
+    per value."""
+    out: list[list[float]] = [[], [], [], [], [], []]
+    for m in _REFERENCE_RE.finditer(text):
+        step, total, kind, loss, tt, ttu, sa, sau = m.groups(default="")
+        row = [
+            int(step),
+            int(total),
+            float(tt) * (1000.0 if ttu == "s" else 1.0),
+            float(sa or "nan") * (1000.0 if sau == "s" else 1.0),
+            float(loss or "nan"),
+            kind == "val_loss",
+        ]
+        for column, value in zip(out, row, strict=True):
+            column.append(value)
+    return out
+
+
+_numbers = st.one_of(
+    st.floats(0, 1e6, allow_nan=False).map(lambda x: f"{x:.4f}"),
+    st.floats(0, 1e6, allow_nan=False).map(lambda x: f"{x:.2f}"),
+    st.integers(0, 10**15).map(str),
+    st.floats(-1e6, 1e6, allow_nan=False).map(repr),
+    st.sampled_from(["nan", "-nan", "+nan", "inf", "-inf", "1.", "0012.50", "1e5", "2.5E-3", "-0.00", "+1.5", "0.0"]),
+    st.sampled_from(["9" * 16, "9" * 20, "1" * 15 + ".5", "0." + "1" * 20, "9007199254740993", "12.345678901234567"]),
+)
+
+
+@st.composite
+def _metric_lines(draw: st.DrawFn) -> str:
+    lines = []
+    for _ in range(draw(st.integers(1, 40))):
+        step, total = draw(st.integers(0, 10**6)), draw(st.sampled_from([1390, 1390, 7, 10**12 - 1]))
+        kind = draw(st.sampled_from(["", "", " val_loss:", " train_loss:"]))
+        loss = kind + draw(_numbers) if kind else ""
+        tt = draw(st.one_of(st.integers(0, 10**15).map(str), st.sampled_from(["12.5", "0.000", "3."])))
+        unit = draw(st.sampled_from(["ms", "ms", "s"]))
+        avg = draw(st.one_of(st.just(""), _numbers.map(lambda x: " step_avg:" + x)))
+        avg_unit = draw(st.sampled_from(["ms", "ms", "s"])) if avg else ""
+        tail = draw(st.sampled_from(["", "", " ", "\r", " junk"]))
+        lines.append(f"step:{step}/{total}{loss} train_time:{tt}{unit}{avg}{avg_unit}{tail}")
+    return "\n".join(lines) + "\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(_metric_lines())
+def test_metric_columns_equal_one_float_per_value(lines: str) -> None:
+    """The fast path (possessive regex, columns read as joined strings, decimals as integers) gives the same bits
+    as one regex match and one float() per value, "-nan", "-0.00", 16-digit and exponent forms included."""
+    m = parse_bytes(_log(lines)).metrics
+    want = _reference_columns(lines)
+    got = [m.step, m.total, m.train_time_ms, m.step_avg_ms, m.loss, m.is_val]
+    dtypes = [np.int64, np.int64, np.float64, np.float64, np.float64, bool]
+    for column, values, dtype in zip(got, want, dtypes, strict=True):
+        assert column.tobytes() == np.array(values, dtype=dtype).tobytes(), (column, values)
+
+
+def _same_as_float(column: list[str]) -> None:
+    got = parse_module._floats(column)
+    assert got.tobytes() == np.array([float(x or "nan") for x in column], dtype=np.float64).tobytes(), column
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        ["-0.00"],  # the sign of zero: an integer read drops it
+        ["1.50", "-0.00"],
+        ["-nan", "1.00"],  # numpy reads "-nan" without its sign
+        ["9" * 16],  # past 2**53: not an exact double as an integer
+        ["9007199254740993", "1"],
+        ["36498274426030.284"],  # 17 digits: the integer is rounded, then the quotient again, to another double
+        ["3691056350289.4308", "1.0000"],
+        ["1" * 15 + ".5"],
+        ["12.5", "1.25"],  # different places after the point
+        ["0." + "1" * 20],
+        ["1.", "2.", "30."],
+        ["nan", "", "3.2810", "nan"],
+        ["1e5", "2.50"],
+        ["+1.5"],
+        ["0012.50", "0.01"],
+        [],
+    ],
+)
+def test_floats_of_edge_columns_are_float_of_each_string(column: list[str]) -> None:
+    _same_as_float(column)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_numbers, st.just("")), max_size=30))
+def test_floats_of_a_column_are_float_of_each_string(column: list[str]) -> None:
+    _same_as_float(column)
+
+
+# --- the public speedrun's whole tree (a clone of ../shared/public-speedrun's bundle; absent in CI) ------------------
+
+PUBLIC_RECORDS = Path(os.environ.get("SPEEDRUN_PUBLIC_RECORDS", "/tmp/scratch/modded-nanogpt"))
+
+
+@pytest.fixture(scope="module")
+def public_logs() -> list[Path]:
+    records = PUBLIC_RECORDS / "records" if (PUBLIC_RECORDS / "records").is_dir() else PUBLIC_RECORDS
+    if not records.is_dir():
+        pytest.skip(f"no clone of the public records at {PUBLIC_RECORDS} (set SPEEDRUN_PUBLIC_RECORDS)")
+    return sorted(p for p in records.rglob("*") if p.suffix in (".txt", ".log") and p.is_file())
+
+
+def test_no_code_of_the_public_tree_fails_to_parse_for_a_separator_line(public_logs: list[Path]) -> None:
+    """Every file of every log's code parses with ast, or it has syntax of the newer Python its log names (which
+    the compile-flags rule reports so), and none holds a line of 40 '-': no separator is left in any code."""
+    assert len(public_logs) > 800
+    seen: set[str] = set()
+    forms: dict[int, int] = {}
+    for path in public_logs:
+        log = parse_log(path)
+        forms[len(log.code_files)] = forms.get(len(log.code_files), 0) + 1
+        for code in log.code_files:
+            key = hashlib.sha256(code.text.encode()).hexdigest()
+            if key in seen:
+                continue
+            seen.add(key)
+            assert DASHES not in code.text.splitlines(), (path, code.name)
+            if _parses_now(code.text):
+                continue
+            version = tuple(int(x) for x in (log.python_version or "0.0").split(".")[:2])
+            findings = sourcecheck.find_compile_flags(code.text, log.python_version)
+            assert version > sys.version_info[:2], (path, code.name, findings)
+            assert findings and "whose newer syntax this judge cannot read" in findings[0][1], (path, findings)
+    # the forms: no code (llm.c), one file (2024, 2025), a trainer and its kernel file (2026)
+    assert set(forms) == {0, 1, 2} and forms[2] >= 190 and forms[0] == 3, forms
+
+
+def _parses_now(text: str) -> bool:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ast.parse(text)
+    except SyntaxError:
+        return False
+    return True
