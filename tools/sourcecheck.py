@@ -399,6 +399,8 @@ def _read(source: str, grammar: tuple[int, int], newer: tuple[int, int] | None, 
             tree = ast.parse(source, feature_version=grammar)
     except SyntaxError as e:
         where = f"Python {grammar[0]}.{grammar[1]}"
+        if newer is not None and (around := _read_around(source, grammar, newer, local, e)) is not None:
+            return around
         if newer is not None:
             return [
                 Finding(
@@ -424,6 +426,55 @@ def _read(source: str, grammar: tuple[int, int], newer: tuple[int, int] | None, 
             )
         ]
     return _judge(tree, source, local)
+
+
+MAX_LINES_NOT_READ: Final = 20  # lines of newer syntax read around before the whole code is given up
+
+
+def _read_around(
+    source: str, grammar: tuple[int, int], newer: tuple[int, int], local: frozenset[str], first: SyntaxError
+) -> list[Finding] | None:
+    """The findings of code of a newer Python than the judge's, read around the lines of newer syntax: each such
+    line (a PEP 701 f-string, say) is left out, as a statement that does nothing, and is itself an UNREADABLE
+    finding; the rest is judged as usual, so an option set elsewhere is still seen. None when the lines cannot be
+    left out one by one (a line inside a bracket, more than MAX_LINES_NOT_READ of them)."""
+    lines = source.split("\n")
+    left_out: list[int] = []
+    error: SyntaxError | None = first
+    while error is not None:
+        n = error.lineno
+        if n is None or not 1 <= n <= len(lines) or n in left_out or len(left_out) >= MAX_LINES_NOT_READ:
+            return None
+        line = lines[n - 1]
+        lines[n - 1] = line[: len(line) - len(line.lstrip())] + "..."
+        left_out.append(n)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tree = ast.parse("\n".join(lines), feature_version=grammar)
+        except SyntaxError as e:
+            error = e
+            continue
+        except (ValueError, RecursionError, MemoryError):
+            return None
+        error = None
+    version = f"{newer[0]}.{newer[1]}"
+    skipped = [
+        Finding(
+            n,
+            f"does not parse as Python {grammar[0]}.{grammar[1]}, the Python judging it; the log names Python "
+            f"{version}, whose newer syntax this judge cannot read: the line is left out and the rest of the code "
+            f"judged (judge it with Python >= {version} to read it): {_text_of(source, n)}",
+            UNREADABLE,
+        )
+        for n in sorted(left_out)
+    ]
+    return skipped + _judge(tree, source, local)
+
+
+def _text_of(source: str, line: int) -> str:
+    text = source.split("\n", line)[line - 1] if line >= 1 else ""
+    return text.strip()[:160]
 
 
 def _grammar(python_version: str | None) -> tuple[tuple[int, int], tuple[int, int] | None]:
