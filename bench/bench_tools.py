@@ -102,10 +102,14 @@ def main() -> int:
         for (name, state), times in results.items():
             median = statistics.median(times)
             target = TARGETS_S[name]
-            verdict = f"(target <= {target:.0f} s: {'OK' if median <= target else 'TOO SLOW'})" if state == "warm" else ""
+            verdict = (
+                f"(target <= {target:.0f} s: {'OK' if median <= target else 'TOO SLOW'})" if state == "warm" else ""
+            )
             ok = ok and (state == "cold" or median <= target)
             print(f"{name:<12} {state}: median {median:6.2f} s of CPU on one core {verdict}")
-        print(f"peak memory {peak:.0f} MB (target <= {TARGET_RSS_MB:.0f} MB: {'OK' if peak <= TARGET_RSS_MB else 'TOO MUCH'})")
+        print(
+            f"peak memory {peak:.0f} MB (target <= {TARGET_RSS_MB:.0f} MB: {'OK' if peak <= TARGET_RSS_MB else 'TOO MUCH'})"
+        )
     return 0 if ok else 1
 
 

@@ -89,7 +89,9 @@ def test_the_maintainers_table_fills_what_the_folder_does_not_say(tree: Path) ->
     verdicts = judged(tree / "records")
     v = verdicts[FP8]
     assert v.upstream is not None and v.upstream.row.number == "19"
-    row = next(r for ts in build_tables(list(verdicts.values()), tree).values() for t in ts for r in t.rows if r.verdict is v)
+    row = next(
+        r for ts in build_tables(list(verdicts.values()), tree).values() for t in ts for r in t.rows if r.verdict is v
+    )
     assert row.what_changed.startswith("FP8 head, offset logits") and row.authors == "@YouJiacheng"
     # One run where the rules of its date ask for a p-value: the evidence is incomplete, not false, and the
     # maintainers accepted it, so it is shown as such, never as valid.
@@ -146,7 +148,9 @@ def test_a_log_on_other_hardware_is_an_experiment(tree: Path) -> None:
     assert "1× NVIDIA H100 80GB HBM3" in next(r.why for r in v.record.roles if r.path == log)
 
 
-def test_verify_json_says_each_logs_role_and_the_rules_of_its_date(tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_json_says_each_logs_role_and_the_rules_of_its_date(
+    tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["verify", "--json", str(tree / "records" / T1 / FUSE)]) in (0, 1)
     obj = json.loads(capsys.readouterr().out)
     assert {Path(r["file"]).parent.name for r in obj["roles"] if r["role"] == ROLE_RUN} == {"runs"}
@@ -192,10 +196,14 @@ def test_folders_moved_in_one_merge_land_when_their_logs_first_did(tmp_path: Pat
     (repo / "records/011325_Fp8LmHead").rename(repo / "records" / T1 / FP8)
     moved = commit(repo, "Merge: reorganise records into track folders", "2025-10-16T12:00:00+00:00")
     ledger = from_git(repo)
-    verdicts = {v.record.name: v for v in verify_records(scan(repo / "records").records, known_shards={}, ledger=ledger)}
+    verdicts = {
+        v.record.name: v for v in verify_records(scan(repo / "records").records, known_shards={}, ledger=ledger)
+    }
     flex, fp8 = verdicts[FLEX], verdicts[FP8]
     assert ledger.landed[(T1, FLEX)].commit == moved  # the folder's path appeared with the move ...
-    assert ledger.entry(flex.record).commit == first and ledger.entry(fp8.record).commit == second  # ... its logs before
+    assert (
+        ledger.entry(flex.record).commit == first and ledger.entry(fp8.record).commit == second
+    )  # ... its logs before
     assert flex.order_key < fp8.order_key
     assert not flex.rulebook.has(P_VALUE) and fp8.rulebook.has(P_VALUE) and not fp8.rulebook.has(TIMED_WARMUP)
     assert flex.valid and fp8.status_kind == STATUS_INCOMPLETE  # no maintainers' table in this repository
@@ -209,7 +217,9 @@ def test_a_redated_copy_comes_after_its_original_and_owns_none_of_its_runs(tmp_p
     put(repo, f"records/{T1}/2025-02-02_KernelTuning", f"{T1}/{KERNELS}")  # byte for byte, a year early
     commit(repo, "two folders, one run", "2026-02-16T12:00:00+00:00")
     ledger = from_git(repo)
-    verdicts = {v.record.name: v for v in verify_records(scan(repo / "records").records, known_shards={}, ledger=ledger)}
+    verdicts = {
+        v.record.name: v for v in verify_records(scan(repo / "records").records, known_shards={}, ledger=ledger)
+    }
     original, copy = verdicts[KERNELS], verdicts["2025-02-02_KernelTuning"]
     assert ledger.entry(original.record) == ledger.entry(copy.record)  # one commit brought both ...
     assert original.order_key < copy.order_key  # ... and the runs' nvidia-smi dates settle it
@@ -233,7 +243,9 @@ def test_the_maintainers_table_lands_a_record_its_logs_reached_later(tmp_path: P
     put(repo, f"records/{T1}/{FP8}", f"{T1}/{FP8}")
     commit(repo, "record 1's log", "2025-01-20T12:00:00+00:00")
     ledger = from_git(repo)
-    verdicts = {v.record.name: v for v in verify_records(scan(repo / "records").records, known_shards={}, ledger=ledger)}
+    verdicts = {
+        v.record.name: v for v in verify_records(scan(repo / "records").records, known_shards={}, ledger=ledger)
+    }
     fp8 = verdicts[FP8]
     assert ledger.entry(fp8.record).commit == listed and fp8.order_key < verdicts[FLEX].order_key
     assert "the maintainers' table listed it (#1)" in ledger.how[(T1, FP8)]
@@ -254,7 +266,9 @@ def test_the_first_record_timed_under_new_rules_retimes_its_class(tmp_path: Path
     shutil.copy(PUBLIC_FIXTURE / "README.md", repo / "README.md")
     commit(repo, "README", "2025-05-25T12:00:00+00:00")
     ledger = from_git(repo)
-    verdicts = {v.record.name: v for v in verify_records(scan(repo / "records").records, known_shards={}, ledger=ledger)}
+    verdicts = {
+        v.record.name: v for v in verify_records(scan(repo / "records").records, known_shards={}, ledger=ledger)
+    }
     old, retimed, faster = verdicts[FP8], verdicts[RETIME], verdicts[FASTER]
     assert old.rulebook.max_untimed_steps == 10 and retimed.rulebook.max_untimed_steps == 0
     assert retimed.is_new_record and retimed.decided_by == DECIDED_RETIMING and retimed.previous is old
@@ -275,7 +289,10 @@ def test_history_compares_every_row_of_the_tables(tree: Path, capsys: pytest.Cap
     assert by_row[(T1, "12", FLEX)].outcome == AGREE
     assert by_row[(T1, "19", FP8)].outcome == AGREE and "evidence incomplete" in by_row[(T1, "19", FP8)].evidence[0]
     kernels = by_row[(T1, "69", KERNELS)]
-    assert kernels.outcome == DISAGREE and "mean final val loss 3.2807 over 1 run(s) is above the target" in kernels.evidence[0]
+    assert (
+        kernels.outcome == DISAGREE
+        and "mean final val loss 3.2807 over 1 run(s) is above the target" in kernels.evidence[0]
+    )
     assert by_row[(T2, "1", MEDIUM)].outcome == NO_EVIDENCE  # its main.log sits in the folder of row 2's record
     assert by_row[(T1, "3", None)].outcome == NO_EVIDENCE  # "none" in the Log cell
     assert main(["history", "--records", str(records), "--json"]) == 0
@@ -283,7 +300,9 @@ def test_history_compares_every_row_of_the_tables(tree: Path, capsys: pytest.Cap
     assert len(out) == 99 and {o["outcome"] for o in out} == {AGREE, DISAGREE, NO_EVIDENCE}
 
 
-def test_history_without_a_maintainers_table_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_history_without_a_maintainers_table_is_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     records = tmp_path / "records" / T1
     shutil.copytree(PUBLIC_FIXTURE / "records" / T1 / FLEX, records / FLEX)
     assert main(["history", "--records", str(tmp_path / "records")]) == 2
