@@ -40,8 +40,11 @@ def test_extract_a_2024_log_writes_the_code_between_the_first_two_separators(
     _parses(dest.read_bytes())
     assert [p.name for p in tmp_path.iterdir()] == [dest.name]
     out = capsys.readouterr().out
-    assert f"wrote the code of {LOG_2024} to {dest}" in out
-    assert hashlib.sha256(dest.read_bytes()).hexdigest()[:16] in out
+    assert (
+        f"wrote the code of {LOG_2024} to {dest} (sha256 {hashlib.sha256(dest.read_bytes()).hexdigest()[:16]}…)" in out
+    )
+    assert "as the log says" not in out  # its source sha256 is the empty section's
+    assert "put back between the log's separator lines, the files written are the log byte for byte" in out
 
 
 def test_extract_an_appended_file_log_writes_each_file_beside_the_trainer(
@@ -64,6 +67,7 @@ def test_extract_an_appended_file_log_writes_each_file_beside_the_trainer(
     out = capsys.readouterr().out
     assert f"to {dest} (sha256 {hashlib.sha256(trainer).hexdigest()[:16]}" in out
     assert f"wrote triton_kernels.py, the file its trainer appended to its code, to {kernels}" in out
+    assert out.endswith("put back between the log's separator lines, the files written are the log byte for byte\n")
 
 
 def test_extract_overwrites_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -77,7 +81,7 @@ def test_extract_overwrites_nothing(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "two files of its code would be written to one name" in capsys.readouterr().err
 
 
-def test_extract_of_this_harness_logs_is_unchanged(tmp_path: Path) -> None:
+def test_extract_of_this_harness_logs_is_unchanged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """One file: FILE is the source section, whose sha256 is the log's source sha256 (`sha256sum train_gpt.py`)."""
     source = "import os\n\nprint(os.sep)\n"
     log = tmp_path / "run.txt"
@@ -85,7 +89,9 @@ def test_extract_of_this_harness_logs_is_unchanged(tmp_path: Path) -> None:
     dest = tmp_path / "out.py"
     assert main(["reproduce", str(log), "--extract", str(dest)]) == 0
     assert dest.read_text() == source
-    assert hashlib.sha256(dest.read_bytes()).hexdigest() == parse_bytes(log.read_bytes()).source_sha256
+    digest = hashlib.sha256(dest.read_bytes()).hexdigest()
+    assert digest == parse_bytes(log.read_bytes()).source_sha256
+    assert capsys.readouterr().out == f"wrote the code of {log} to {dest} (sha256 {digest[:16]}…, as the log says)\n"
     # train_scale.py's form: its own code, then train_gpt.py appended after '-'*40 and '# train_gpt.py'
     scale = "import train_gpt\n"
     log.unlink()

@@ -1259,6 +1259,7 @@ class Extracted:
 
     log: Path
     files: list[tuple[Path, str, str]]  # the trainer first (name ""), then each appended file
+    source_sha256: str | None  # the log's: the sha256 of the one file written, for this repository's logs
 
 
 def _line_starts(raw: bytes, lines: list[int]) -> list[int]:
@@ -1346,18 +1347,24 @@ def extract_code(target: Path, dest: Path) -> Extracted:
             t.unlink(missing_ok=True)
         raise ValueError(f"{logs[0]}: the files written are not the log's code byte for byte (the disk changed them)")
     digests = [hashlib.sha256(data).hexdigest() for data in back]
-    return Extracted(logs[0], [(t, f.name, d) for t, f, d in zip(targets, files, digests, strict=True)])
+    return Extracted(
+        logs[0], [(t, f.name, d) for t, f, d in zip(targets, files, digests, strict=True)], log.source_sha256
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     if args.extract is not None:
         done = extract_code(args.target, args.extract)
         (path, _, digest), appended = done.files[0], done.files[1:]
-        print(printable(f"wrote the code of {done.log} to {path} (sha256 {digest[:16]}…, as the log says)"))
+        if not appended and digest == done.source_sha256:
+            print(printable(f"wrote the code of {done.log} to {path} (sha256 {digest[:16]}…, as the log says)"))
+            return 0
+        print(printable(f"wrote the code of {done.log} to {path} (sha256 {digest[:16]}…)"))
         for path, name, digest in appended:
             print(
                 printable(f"wrote {name}, the file its trainer appended to its code, to {path} (sha256 {digest[:16]}…)")
             )
+        print("put back between the log's separator lines, the files written are the log byte for byte")
         return 0
     name, record, claims, out = _plan(args)
     kind = _choose_sandbox(args)
