@@ -12,13 +12,17 @@ differences between machines with the same matplotlib). Which process draws a fi
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hashlib
 import io
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from tools import cache
 from tools.progress import progress, usable_cpus
 from tools.text import printable
 from tools.tracks import OFFICIAL_CLASS
@@ -379,18 +383,48 @@ def _draw(job: Figure) -> bytes:
 
 
 def draw_all(jobs: dict[str, Figure], workers: int | None = None) -> dict[str, bytes]:
-    """``{name: SVG bytes}`` for ``{name: (function, arguments)}``, on every core when there are many."""
-    names = list(jobs)
+    """``{name: SVG bytes}`` for ``{name: (function, arguments)}``, on every core when there are many.
+
+    A figure is a pure function of its arguments (plain frozen data: tuples of floats, strings), so its SVG is kept
+    in the tools' cache (tools/cache.py) under the sha256 of the function's name and the arguments' repr, salted with
+    this module and matplotlib's version: regenerating a leaderboard redraws only the figures whose data changed."""
+    store = cache.Store("plots", _plots_salt())
+    keys = {k: _figure_key(job) for k, job in jobs.items()}
+    done: dict[str, bytes] = {}
+    for name, key in keys.items():
+        svg = store.read(key, ".svg")
+        if svg is not None and svg.startswith(b"<?xml") and CREATOR.encode() in svg[:4096]:
+            done[name] = svg
+    names = [k for k in jobs if k not in done]
     n = workers if workers is not None else usable_cpus()
     if n <= 1 or len(names) < _PARALLEL_MIN_FIGURES:
-        return {k: _draw(jobs[k]) for k in progress(names, "drawing plots", "plots")}
-    # Draw the first figure here: forked workers then share matplotlib, its fonts and its glyph caches
-    # instead of each loading them again (measured: 4.6 s -> 3.7 s for the public speedrun's 79 records).
-    first = _draw(jobs[names[0]])
-    with ProcessPoolExecutor(max_workers=n) as pool:
-        rest = pool.map(_draw, [jobs[k] for k in names[1:]], chunksize=4)
-        drawn = progress(rest, "drawing plots", "plots", len(names) - 1)
-        return dict(zip(names, [first, *drawn], strict=True))
+        drawn = {k: _draw(jobs[k]) for k in progress(names, "drawing plots", "plots")}
+    else:
+        # Draw the first figure here: forked workers then share matplotlib, its fonts and its glyph caches
+        # instead of each loading them again (measured: 4.6 s -> 3.7 s for the public speedrun's 79 records).
+        first = _draw(jobs[names[0]])
+        with ProcessPoolExecutor(max_workers=n) as pool:
+            rest = pool.map(_draw, [jobs[k] for k in names[1:]], chunksize=4)
+            drawn = dict(zip(names, [first, *progress(rest, "drawing plots", "plots", len(names) - 1)], strict=True))
+    for name, svg in drawn.items():
+        store.write(keys[name], ".svg", svg)
+    return {k: done[k] if k in done else drawn[k] for k in jobs}
+
+
+def _figure_key(job: Figure) -> str:
+    fn, args = job
+    return hashlib.sha256(f"{fn.__module__}.{fn.__qualname__}{args!r}".encode("utf-8", "surrogateescape")).hexdigest()
+
+
+@functools.cache
+def _plots_salt() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        mpl = version("matplotlib")
+    except PackageNotFoundError:
+        mpl = "unknown"
+    return hashlib.sha256(f"{cache.salt_of([Path(__file__)])} matplotlib {mpl}".encode()).hexdigest()
 
 
 def _date(text: str) -> dt.date:
