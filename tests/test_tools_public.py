@@ -8,6 +8,7 @@ here from their bytes. Tests over the whole public tree are at the end; they ski
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import shutil
@@ -327,3 +328,24 @@ def test_rulebook_dates_are_the_public_readmes() -> None:
 def test_verify_paths_of_a_subfolder_judge_its_record(tree: Path) -> None:
     (v,) = verify_paths([tree / "records" / T1 / FUSE / "runs"], known_shards={})
     assert v.record.name == FUSE
+
+
+def test_record_pages_show_the_whole_code_diff_the_files_roles_and_the_rules(tree: Path) -> None:
+    from tools.leaderboard import build
+
+    out = tree / "leaderboard"
+    files = build(tree / "records", out, known_shards={})
+    pages = {Path(k).stem: html.unescape(v.decode()) for k, v in files.items() if k.startswith("pages/")}
+    kernels = next(text for stem, text in pages.items() if "kerneltuning" in stem)
+    diff = kernels.split('<section id="diff">')[1].split("</section>")[0]
+    # The kernel file the 2026 trainer appends to its log is part of the change, beside the trainer's own diff,
+    # and named with its size even where the shown lines end before it.
+    listed = diff.split('id="diff-files">')[1].split("</ul>")[0]
+    assert "<code>the trainer</code>: changed" in listed and "<code>triton_kernels.py</code>: new, +545" in listed
+    assert "2026-02-02_KernelTuning: the trainer" in diff
+    fuse = next(text for stem, text in pages.items() if "fusecefwdandbwd" in stem)
+    roles_table = fuse.split('id="roles"')[1].split("</table>")[0]
+    assert roles_table.count("role-run") == 5 and roles_table.count("role-baseline-run") == 1
+    assert "the public speedrun's rules" in fuse and "From row #79 of the maintainers' table" in fuse
+    assert "This record has no README" not in fuse  # its row of the table says what it changed
+    assert "history.html" in files and "99 rows" in files["history.html"].decode()

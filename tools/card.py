@@ -63,6 +63,9 @@ class CodeDiff:
     removed: int
     hidden: int  # diff lines beyond MAX_DIFF_LINES, not shown
     note: str  # why there is no diff to show ("" when there is one)
+    # Every file of the two codes: (its name, "changed" / "new" / "removed" / "same", lines added, lines removed),
+    # shown above the diff, so a file past the shown lines is still named with its size.
+    files: tuple[tuple[str, str, int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -244,12 +247,15 @@ def code_diff(baseline: Verdict | None, v: Verdict) -> CodeDiff:
         )
     lines: list[DiffLine] = []
     added = removed = 0
+    summary: list[tuple[str, str, int, int]] = []
     for name in names:
         shown = name or TRAINER
         a = olds.get(name, "").splitlines()
         b = news.get(name, "").splitlines()
         if a == b:
+            summary.append((shown, "same", 0, 0))
             continue
+        file_added, file_removed = added, removed
         before = f"{old_name}: {shown} (baseline)" if name in olds else "/dev/null"
         after = f"{new_name}: {shown}" if name in news else "/dev/null"
         for i, text in enumerate(difflib.unified_diff(a, b, before, after, n=DIFF_CONTEXT, lineterm="")):
@@ -264,8 +270,10 @@ def code_diff(baseline: Verdict | None, v: Verdict) -> CodeDiff:
             else:
                 kind = "same"
             lines.append(DiffLine(kind, _cut(text)))
+        status = "new" if name not in olds else "removed" if name not in news else "changed"
+        summary.append((shown, status, added - file_added, removed - file_removed))
     hidden = max(0, len(lines) - MAX_DIFF_LINES)
-    return CodeDiff(old_name, new_name, lines[:MAX_DIFF_LINES], added, removed, hidden, "")
+    return CodeDiff(old_name, new_name, lines[:MAX_DIFF_LINES], added, removed, hidden, "", tuple(summary))
 
 
 def _cut(text: str) -> str:
