@@ -934,11 +934,10 @@ def verify_paths(
     for p in paths:
         wanted.extend(load_records(p, track))
     universe: dict[Path, Record] = {}
-    for rec in wanted:
-        folder = _track_folder(rec) if rec.layout != "log" else None
-        if folder is not None:
-            for other in discover(folder):
-                universe.setdefault(other.path, other)
+    folders = {f for rec in wanted if rec.layout != "log" and (f := _track_folder(rec)) is not None}
+    for folder in sorted(folders):  # each track folder once: a whole records folder names all its records
+        for other in discover(folder):
+            universe.setdefault(other.path, other)
     for rec in wanted:
         universe[rec.path] = rec  # the caller's --track wins for the records it named
     verdicts = {v.record.path: v for v in verify_records(list(universe.values()), known_shards, ledger)}
