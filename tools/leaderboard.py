@@ -82,12 +82,11 @@ def history_points(rows: Sequence[Row], table_only: Sequence[Resolved] = ()) -> 
     for r in sorted(rows, key=lambda r: r.verdict.order_key):
         v = r.verdict
         t = v.time_ms
-        if v.hardware is None or v.record.date is None or t is None:
+        date = _chart_date(v)
+        if v.hardware is None or date is None or t is None:
             continue
         out.append(
-            plots.HistoryPoint(
-                v.record.name, v.record.date, t / 60_000, v.hardware.label, r.status_kind, holds=v.is_new_record
-            )
+            plots.HistoryPoint(v.record.name, date, t / 60_000, v.hardware.label, r.status_kind, v.is_new_record)
         )
     for row in table_only:
         up = row.row
@@ -96,6 +95,15 @@ def history_points(rows: Sequence[Row], table_only: Sequence[Resolved] = ()) -> 
         name = f"#{up.number} {up.description}"
         out.append(plots.HistoryPoint(name, up.date, up.time_s / 60, OFFICIAL_CLASS.label, "table", holds=False))
     return out
+
+
+def _chart_date(v: Verdict) -> str | None:
+    """Where a record stands on the history chart: its date, or, for one the ledger placed by the maintainers'
+    table (its logs carry no time and no date), the table's date."""
+    landed = v.ledger.entry(v.record)
+    if landed is not None and not landed.commit and v.upstream is not None and v.upstream.row.date:
+        return v.upstream.row.date
+    return v.record.date
 
 
 def record_figure(row: Row) -> plots.CurvesFigure:

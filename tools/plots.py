@@ -173,7 +173,14 @@ def history(points: Sequence[HistoryPoint]) -> History:
     if not shown:
         return History([], None, None)
     last = max(p.date for p in shown)
-    valid = [p.minutes for p in shown if p.status not in ("failed", "incomplete")] or [p.minutes for p in shown]
+    # The y-range spans the staircase (the records that held their class) and the valid records within a factor of
+    # 2 of it; a valid run far off it (a 1B model trained for 7 hours) is drawn at the edge, as a failed outlier is.
+    held = [p.minutes for p in shown if p.on_staircase]
+    valid = [p.minutes for p in shown if p.status not in ("failed", "incomplete", "table")]
+    if held:
+        lo, hi = min(held) / 2, max(held) * 2
+        valid = [m for m in valid if lo <= m <= hi] or held
+    valid = valid or [p.minutes for p in shown]
     y_range = (min(valid) / _Y_ROOM, max(valid) * _Y_ROOM)
     classes = []
     for hw in sorted({p.hardware for p in shown}, key=class_order):
