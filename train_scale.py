@@ -3,13 +3,15 @@
 train_gpt.py is the record file: one model, replicated (ddp), raced on 8 GPUs. This file imports its model, Muon,
 data loader, logging and timed loop, and adds what a model too big for one GPU needs: FSDP2 (weights, gradients
 and optimizer state sharded over every rank), Muon on those shards, the model built on the meta device so that
-each rank only ever holds its own shards, activation checkpointing, and checkpoints (torch.distributed.checkpoint)
-to resume from. A scale run is never a record (track `scale`). Before renting a cluster:
+each rank only ever holds its own shards, activation checkpointing, several windows per micro-step, and checkpoints
+(torch.distributed.checkpoint) to resume from. A scale run is never a record (track `scale`). Before renting a
+cluster:
 
     python train_scale.py --plan                                # every preset at 8, 64 and 1,024 GPUs
     python train_scale.py --plan 70b --gpus 64 --gpu-memory 80GiB
 
-prints the memory each GPU needs, from the meta-device model and the sharding rule itself. To train:
+prints the memory each GPU needs, term by term, from the meta-device model, the sharding rule itself and the
+assumptions it lists. To train:
 
     SPEEDRUN_PRESET=7b torchrun --nproc_per_node=8 train_scale.py      # or ./run.sh; several nodes: as train_gpt.py
 
@@ -27,6 +29,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -171,15 +174,19 @@ class ShardedMuon(tg.Muon):
 
 
 class ShardedGrads:
-    """FSDP2 owns the gradients: each backward reduce-scatters (sums) the window's gradients over the ranks and adds
+    """FSDP2 owns the gradients: each backward reduce-scatters (sums) a micro-step's gradients over the ranks and adds
     the result to the sharded .grad, so a step sums, in order, the cross-rank sums of each micro-step: (w0 + w4) +
-    (w1 + w5) + ... on 2 processes of 4 windows each. One process adds exactly that when it runs the windows in
+    (w1 + w5) + ... on 2 processes of 4 windows each. One process adds exactly that when it runs the micro-steps in
     pairs (0, 4), (1, 5), ..., the first of each without gradient sync, so that FSDP2 adds the pair before it
     reaches the sharded gradient: 1 and 2 processes are bitwise the same run, as train_gpt.GradBuckets makes ddp.
-    The pairing keeps one extra (unsharded) copy of the gradients on a single process."""
+    The pairing keeps one extra (unsharded) copy of the gradients on a single process.
 
-    def __init__(self, model: tg.GPT, roles: dict[str, list[nn.Parameter]], world_size: int):
-        self.model, self.roles, self.world_size = model, roles, world_size
+    micro_windows: windows per micro-step, run as one batch (one all-gather and one reduce-scatter of the model for
+    k windows instead of k); (w0 + w1) + (w4 + w5) on 2 processes with 2. Within a batch the sums run in another
+    order than k one-window micro-steps: the same losses to float rounding, not bitwise."""
+
+    def __init__(self, model: tg.GPT, roles: dict[str, list[nn.Parameter]], world_size: int, micro_windows: int = 1):
+        self.model, self.roles, self.world_size, self.micro_windows = model, roles, world_size, micro_windows
 
     def zero(self) -> None:
         for params in self.roles.values():
@@ -187,14 +194,18 @@ class ShardedGrads:
                 p.grad = None
 
     def accumulate(self, forward_backward, windows: range, d: tg.Dist) -> dict[int, Tensor]:
-        half = len(windows) // 2
-        pairs = self.world_size == 1 and len(windows) == 2 * half
-        order = [j for i in range(half) for j in (windows[i], windows[i + half])] if pairs else windows
+        k, half = self.micro_windows, len(windows) // 2
+        groups = [windows[i : i + k] for i in range(0, len(windows), k)]
+        pairs = self.world_size == 1 and len(windows) == 2 * half and half % k == 0
+        order = (
+            [g for i in range(len(groups) // 2) for g in (groups[i], groups[i + len(groups) // 2])] if pairs else groups
+        )
         self.zero()
         losses = {}
-        for k, j in enumerate(order):
-            self.model.set_requires_gradient_sync(not pairs or k % 2 == 1)
-            losses[j] = forward_backward(j)
+        for n, group in enumerate(order):
+            self.model.set_requires_gradient_sync(not pairs or n % 2 == 1)
+            loss = forward_backward(group if k > 1 else group[0])  # one window: the record file's own path
+            losses.update(zip(group, loss.unbind() if k > 1 else [loss], strict=True))
         return losses
 
     def finish_mean(self, role: str, scale: float) -> None:
@@ -202,8 +213,25 @@ class ShardedGrads:
             p.grad.mul_(scale)
 
 
-def build_optimizers(model: tg.GPT, args: tg.Hyperparameters, d: tg.Dist) -> tuple:
-    return tg.build_optimizers(model, args, d, ShardedMuon, lambda roles: ShardedGrads(model, roles, d.world_size))
+def micro_windows_problem(k: int, args: tg.Hyperparameters, world_size: int) -> str | None:
+    """Why k windows per micro-step cannot run on world_size processes, or None: k must divide the windows of each
+    process (and on one process each half of the step, which ShardedGrads pairs)."""
+    mine = args.windows_per_step // world_size
+    unit = mine // 2 if world_size == 1 and mine % 2 == 0 else mine
+    if k >= 1 and unit % k == 0:
+        return None
+    who = f"each of the {world_size} processes trains {mine}" if world_size > 1 else f"the one process trains {mine}"
+    halves = f" in two halves of {unit} (paired, so that 1 and 2 processes are the same run)" if unit != mine else ""
+    fits = ", ".join(str(n) for n in range(1, unit + 1) if unit % n == 0)
+    return (
+        f"SPEEDRUN_MICRO_WINDOWS={k}: {who} windows per step{halves}, in micro-steps of k windows: give a k that "
+        f"divides {unit} ({fits}), or auto for the largest that fits in memory"
+    )
+
+
+def build_optimizers(model: tg.GPT, args: tg.Hyperparameters, d: tg.Dist, micro_windows: int = 1) -> tuple:
+    grads = lambda roles: ShardedGrads(model, roles, d.world_size, micro_windows)  # noqa: E731
+    return tg.build_optimizers(model, args, d, ShardedMuon, grads)
 
 
 # -----------------------------------------------------------------------------------------------
@@ -355,13 +383,15 @@ PRESET_SETTINGS = {
 
 @dataclass(frozen=True)
 class ScaleRunSettings(tg.RunSettings):
-    """train_gpt.RunSettings and this file's: none changes a number the run computes (logged under "run")."""
+    """train_gpt.RunSettings and this file's: none changes a number the run computes (logged under "run"), but for
+    micro_windows, which changes the order of float sums within a step (the losses to rounding, not bitwise)."""
 
     checkpoint_dir: str = "checkpoints"  # SPEEDRUN_CHECKPOINT_DIR: checkpoints go to <dir>/<run_id>/step_<NNNNNN>/
     checkpoint_every: int = -1  # SPEEDRUN_CHECKPOINT_EVERY: N > 0 every N steps and at the end; 0 at the end; -1 never
     checkpoint_keep: int = 0  # SPEEDRUN_CHECKPOINT_KEEP: keep this run's newest N checkpoints; 0: keep all
     resume: str | None = None  # SPEEDRUN_RESUME: a step_<NNNNNN> checkpoint folder to continue from
     activation_checkpointing: bool = False  # SPEEDRUN_ACTIVATION_CHECKPOINTING=1|0 (default: the preset's)
+    micro_windows: int = 0  # SPEEDRUN_MICRO_WINDOWS: windows per micro-step; 0 (auto): the largest the plan fits
 
 
 def run_settings(env: dict[str, str], preset: str, args: tg.Hyperparameters) -> ScaleRunSettings:
@@ -381,8 +411,11 @@ def run_settings(env: dict[str, str], preset: str, args: tg.Hyperparameters) -> 
             0,
             "N > 0 (keep the run's newest N checkpoints) or 0 (keep them all)",
         ),
+        ("micro_windows", "SPEEDRUN_MICRO_WINDOWS", 1, "N > 0 windows per micro-step, or auto (the largest that fits)"),
     )
     for field, variable, lowest, meaning in checks:
+        if field == "micro_windows" and env.get(variable, "").strip() == "auto":
+            continue
         value = tg.env_int(env, variable, meaning)
         if value is not None and value < lowest:
             raise SpeedrunError(f"{variable}={value}: give {meaning}.")
@@ -399,109 +432,247 @@ def run_settings(env: dict[str, str], preset: str, args: tg.Hyperparameters) -> 
 # -----------------------------------------------------------------------------------------------
 # Memory plan: what each GPU holds, from the meta-device model and the sharding rule above, before any GPU is rented.
 
-GIB = 2**30
-# Kept free on a GPU beside the plan: the CUDA context, NCCL's buffers, the caching allocator's slack. An allowance
-# (commonly ~1 GiB each for context and NCCL on H100 nodes), not a measurement of this code.
-CUDA_RESERVE = 2 * GIB
+GIB, MIB = 2**30, 2**20
+# What the plan counts beyond the model's own tensors, each number with where it comes from (--plan prints them).
+GPUS_PER_NODE = 8  # NCCL's peers on the same node (NVLink) and on others (network): an 8-GPU node
+CUDA_FIXED = 1 * GIB  # per GPU outside the allocator before any all-to-all: the CUDA context, cuBLAS and NCCL's
+# ring/tree channels: 1.06 GB measured on each of 8 H100s (NVIDIA/nccl issue 1685)
+NVLINK_PEER = 470 * MIB  # NCCL's send/recv buffers per peer on the node once an all-to-all has run (Muon's spans
+# every rank): 3.28 GB more for 7 peers on 8 H100s, 32 channels per pair (NVIDIA/nccl issue 1685)
+NET_PEER = 8 * MIB  # per peer on another node: 2 channels (NCCL_NCHANNELS_PER_NET_PEER) x send and receive x
+# 2 MiB buffers (the 2 MiB allocations of issue 1685); an assumption, not yet measured
+FRAGMENTATION = 0.05  # the caching allocator's reserve beyond its peak, with expandable segments: an allowance
+LOGIT_BYTES = dict(cuda=16, cpu=12)  # the head's peak per token and vocabulary entry: CUDA, eager soft cap and loss
+# on bf16 logits (bf16 out, fp32 copy, sigmoid, log-softmax and their gradients: ~16, the issue's measure); CPU,
+# fp32 throughout: logits, sigmoid (kept) and log-softmax (kept), measured by bench/scale_memory.py
+CPU_FIXED = 50 * MIB  # CPU: the code torch maps on first use and its first buffers, measured (bench/scale_memory.py
+# on a 2-layer, 16-wide model: 50.6 MiB on 1 process, 50.5 and 50.4 on 2; torch 2.13, one thread)
 
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    """Bytes on the rank that holds the most (rank 0: the first slices are the full ones)."""
+    """Bytes on the rank that holds the most (rank 0: the first slices are the full ones), term by term."""
 
     parameters: int  # fp32 slices of the weights
-    gradients: int  # fp32 slices of the gradients (one process: also the unsharded sums of a window pair)
+    gradients: int  # fp32 slices of the gradients, from the first reduce-scatter to the next step
     optimizer: int  # Adam's two moments (embeddings, head, scalars), Muon's momentum (hidden matrices)
-    muon_gather: int  # the largest Muon round: the all-to-all buffers and Newton-Schulz's working set, in bf16
-    activations: int  # what backward keeps of one window, and the logits
-    gathered: int  # FSDP2's unsharded weights and gradients in flight: the root's, and two blocks'
+    unsynced: int  # one process: the unsharded fp32 gradient sums of a micro-step pair (ShardedGrads); else 0
+    activations: int  # what backward keeps of a micro-step's windows (recompute: each block's input, one block's)
+    logits: int  # the head's peak: logits, soft cap, loss and their gradients for a micro-step's windows
+    gathered: int  # FSDP2's unsharded weights and gradients in flight, and the all-gather's copy-out buffer
+    muon: int  # the largest Muon round: the all-to-all buffers and Newton-Schulz's working set, in bf16
+    collectives: int  # CUDA: NCCL's all-to-all buffers, per peer (grow with the world size); CPU: 0
+    fixed: int  # CUDA: context, cuBLAS, NCCL's channels; CPU: the code torch loads on first use
+    fragmentation: int  # CUDA: the allocator's reserve beyond its peak; CPU: 0
+
+    @property
+    def forward_backward(self) -> int:
+        """The transient of forward and backward (the gradients come as backward goes)."""
+        return self.unsynced + self.activations + self.logits + self.gathered
+
+    @property
+    def allocated(self) -> int:
+        """The allocator's peak: Muon's round comes after backward has freed the activations and gathered weights."""
+        return self.parameters + self.gradients + self.optimizer + max(self.forward_backward, self.muon)
 
     @property
     def total(self) -> int:
-        # the optimizer's round comes after backward has freed the activations and the gathered weights
-        return (
-            self.parameters + self.gradients + self.optimizer + max(self.activations + self.gathered, self.muon_gather)
-        )
+        return self.allocated + self.collectives + self.fixed + self.fragmentation
 
 
-def plan_memory(args: tg.Hyperparameters, world_size: int, device: str = "cuda", recompute: bool = False) -> MemoryPlan:
-    """Per-GPU memory of a training step of `args` on world_size ranks, computed from the model built on the meta
-    device and cut by shard_rows/shard_dim, the rule shard_model gives FSDP2. device "cpu" is how the tests run it:
-    fp32 activations, dense attention masks. An estimate: the allocator's rounding and fragmentation come on top."""
+@functools.cache
+def model_shapes(args: tg.Hyperparameters) -> dict[str, list[tuple[int, ...]]]:
+    """The shapes of the model's parameters by optimizer role, and of its FSDP2 units (the embedding table and each
+    block: "units"; the root's own weights: "root"), from the model built on the meta device (cached: the plan asks
+    for the same model at every world size and micro-step)."""
     with torch.device("meta"):
         model = tg.GPT(args)
-    W, cuda = world_size, device == "cuda"
+    shapes = {role: [tuple(p.shape) for p in ps] for role, ps in model.param_groups().items()}
+    shapes["units"] = [(sum(p.numel() for p in unit.parameters()),) for unit in [model.embed, *model.blocks]]
+    shapes["root"] = [tuple(model.lm_head.weight.shape), *shapes["scalar"]]
+    return shapes
+
+
+def plan_memory(
+    args: tg.Hyperparameters, world_size: int, device: str = "cuda", recompute: bool = False, micro_windows: int = 1
+) -> MemoryPlan:
+    """Per-GPU memory of a training step of `args` on world_size ranks with micro_windows windows per micro-step,
+    computed from the model built on the meta device and cut by shard_rows/shard_dim, the rule shard_model gives
+    FSDP2, plus the assumptions above. device "cpu" is how the tests run it: fp32 activations, dense attention masks,
+    the resident set of the process over what it held before building the model."""
+    shapes = model_shapes(args)
+    W, k, cuda = world_size, micro_windows, device == "cuda"
     compute = 2 if cuda else 4  # bytes of a weight or activation as computed: bf16 on CUDA, fp32 on CPU
-    groups = model.param_groups()
+    numel = math.prod
 
-    def mine(p: Tensor) -> int:  # elements of rank 0's slice
-        dim = shard_dim(p.shape)
-        return len(shard_rows(p.shape[dim], W, 0)) * (p.numel() // p.shape[dim])
+    def mine(shape: tuple[int, ...]) -> int:  # elements of rank 0's slice
+        dim = shard_dim(shape)
+        return len(shard_rows(shape[dim], W, 0)) * (numel(shape) // shape[dim])
 
-    sliced = sum(mine(p) for p in model.parameters())
-    adam = sum(mine(p) for role in ("embed", "head", "scalar") for p in groups[role])
-    gradients = 4 * sliced + (4 * sum(p.numel() for p in model.parameters()) if W == 1 else 0)
-    optimizer = 4 * (2 * adam + sum(mine(p) for p in groups["hidden"]))
-    gather = 0
-    for p in groups["hidden"]:  # send, recv, update, back: W slices of the matrix each, plus Newton-Schulz
-        dim = shard_dim(p.shape)
-        padded = W * -(-p.shape[dim] // W) * (p.numel() // p.shape[dim])
-        m, n = sorted(p.shape[-2:])
-        batch = p.numel() // (m * n)
-        gather = max(gather, 2 * (4 * padded + batch * (4 * m * n + 4 * m * m)))
-    root = model.lm_head.weight.numel() + sum(p.numel() for p in groups["scalar"])
-    block = max(sum(p.numel() for p in unit.parameters()) for unit in [model.embed, *model.blocks])
+    roles = ("hidden", "embed", "head", "scalar")
+    sliced, whole = (sum(f(s) for r in roles for s in shapes[r]) for f in (mine, numel))
+    adam = sum(mine(s) for role in ("embed", "head", "scalar") for s in shapes[role])
+    optimizer = 4 * (2 * adam + sum(mine(s) for s in shapes["hidden"]))
+    muon = 0
+    for shape in shapes["hidden"]:  # send, recv, update, back: W slices of the matrix each, plus Newton-Schulz
+        dim = shard_dim(shape)
+        padded = W * -(-shape[dim] // W) * (numel(shape) // shape[dim])
+        m, n = sorted(shape[-2:])
+        batch = numel(shape) // (m * n)
+        muon = max(muon, 2 * (4 * padded + batch * (4 * m * n + 4 * m * m)))
+    root, block = sum(numel(s) for s in shapes["root"]), max(numel(s) for s in shapes["units"])
     # unsharded: the root's weights for the whole step and its gradients at the end of backward, two other units'
-    # weights (one in use, one prefetched) and one's gradients before their reduce-scatter (CUDA: also in fp32)
-    gathered = compute * (2 * root + 2 * block) + (4 * (root + block) if cuda else 0)
-    T, D, V = args.train_seq_len, args.model_dim, model.lm_head.weight.shape[0]
+    # weights (one in use, one prefetched), the all-gather's output buffer of the prefetched one before its
+    # copy-out, and one unit's gradients before their reduce-scatter (CUDA: also their fp32 copy for the reduction)
+    gathered = compute * (2 * root + 3 * block) + (4 * (root + block) if cuda else 0)
+    T, D, V = args.train_seq_len, args.model_dim, shapes["head"][0][0]
     attention = sum(c != "-" for c in args.attention_pattern)
     mlp = 3 + 2 * args.mlp_ratio  # per token, in units of D: measured with saved-tensor hooks (tests)
     per_layer = [T * D * compute * (mlp + (9 if c != "-" else 0)) for c in args.attention_pattern]
     kept = T * D * compute * len(per_layer) if recompute else sum(per_layer)  # recompute: each block's input
     kept += max(per_layer) if recompute else 0  # the block being recomputed
     kept += 0 if cuda else attention * 4 * T * T  # CPU: SDPA keeps each layer's mask as fp32
-    fixed = T * D * compute * (4 + args.num_value_embeds) + T * V * (3 * 4 if not cuda else 2 + 2 * 4)
-    return MemoryPlan(4 * sliced, gradients, optimizer, gather, kept + fixed, gathered)
+    kept += T * D * compute * (4 + args.num_value_embeds)  # the embeddings, x0 and the final norm
+    nvlink = min(W, GPUS_PER_NODE) - 1
+    allocator = MemoryPlan(
+        parameters=4 * sliced,
+        gradients=4 * sliced,
+        optimizer=optimizer,
+        unsynced=4 * whole if W == 1 else 0,
+        activations=k * kept,
+        logits=k * T * V * LOGIT_BYTES[device],
+        gathered=gathered,
+        muon=muon,
+        collectives=(nvlink * NVLINK_PEER + (W - 1 - nvlink) * NET_PEER) if cuda and W > 1 else 0,
+        fixed=CUDA_FIXED if cuda else CPU_FIXED,
+        fragmentation=0,
+    )
+    return dataclasses.replace(allocator, fragmentation=int(FRAGMENTATION * allocator.allocated) if cuda else 0)
+
+
+def assumptions(device: str = "cuda") -> list[str]:
+    """What plan_memory assumes beyond the model's tensors, one line each, as --plan prints them."""
+    if device == "cpu":
+        return [
+            "fp32 weights, activations and logits; SDPA's dense masks kept as fp32 (T^2 per attention layer)",
+            f"fixed: {CPU_FIXED / MIB:.0f} MiB, the code torch maps on first use (measured, torch 2.13, one thread)",
+            f"logits: {LOGIT_BYTES['cpu']} bytes per token and vocabulary entry at the head's peak",
+        ]
+    return [
+        "bf16 compute from fp32 slices (FSDP2 MixedPrecisionPolicy), fp32 gradient reduction, fp32 optimizer state",
+        f"fixed: {CUDA_FIXED / GIB:.2f} GiB per GPU for the CUDA context, cuBLAS and NCCL's ring/tree channels "
+        "(NVIDIA/nccl issue 1685)",
+        f"collectives: Muon's all-to-all over every rank; NCCL buffers of {NVLINK_PEER / MIB:.0f} MiB per peer on the "
+        f"node (issue 1685) and {NET_PEER / MIB:.0f} MiB per peer elsewhere (assumed), {GPUS_PER_NODE} GPUs a node",
+        f"logits: {LOGIT_BYTES['cuda']} bytes per token and vocabulary entry at the eager head's peak",
+        f"fragmentation: {FRAGMENTATION:.0%} of the allocator's peak (expandable segments, set by train_scale.py)",
+        "not counted: the validation pass (smaller than a training step), host memory (checkpoint staging)",
+    ]
+
+
+def device_memory(d: tg.Dist) -> int | None:
+    """The bytes a GPU has (None on CPU): what the largest micro-step must fit in."""
+    return torch.cuda.get_device_properties(d.device).total_memory if d.cuda else None
+
+
+def choose_micro_windows(
+    args: tg.Hyperparameters, world_size: int, device: str, recompute: bool, memory: int | None
+) -> int:
+    """The largest windows per micro-step that the plan fits in `memory` (the fewest all-gathers and
+    reduce-scatters of the model per step); 1 when none does, and on CPU (memory None)."""
+    best = 1
+    for k in range(2, args.windows_per_step // world_size + 1) if memory is not None else ():
+        if micro_windows_problem(k, args, world_size) is None:  # the plan grows with k: stop at the first too big
+            if plan_memory(args, world_size, device, recompute, k).total > memory:
+                break
+            best = k
+    return best
 
 
 def parse_bytes(text: str) -> int:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(GiB|GB|MiB|MB)?\s*", text)
     if m is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size like 80GiB, 141GB or 40960MiB")
-    unit = {"GiB": GIB, "GB": 10**9, "MiB": 2**20, "MB": 10**6, None: GIB}[m[2]]
+    unit = {"GiB": GIB, "GB": 10**9, "MiB": MIB, "MB": 10**6, None: GIB}[m[2]]
     return int(float(m[1]) * unit)
 
 
-def plan_table(presets: list[str], gpus: list[int], gpu_memory: int, device: str = "cuda") -> str:
-    """The plan as a table: one row per preset and GPU count, GiB per GPU."""
-    cols = ("preset", "GPUs", "params", "grads", "optim", "muon", "activ", "gathered", "total", "fits")
-    rows = [cols]
+PLAN_TERMS = (
+    ("params", "parameters"),
+    ("grads", "gradients"),
+    ("optim", "optimizer"),
+    ("unsync", "unsynced"),
+    ("activ", "activations"),
+    ("logits", "logits"),
+    ("gather", "gathered"),
+    ("muon", "muon"),
+    ("comms", "collectives"),
+    ("fixed", "fixed"),
+    ("frag", "fragmentation"),
+    ("total", "total"),
+)
+
+
+def plan_row(preset: str, n: int, gpu_memory: int, device: str = "cuda", micro_windows: int | None = None) -> tuple:
+    """(windows per micro-step, MemoryPlan, verdict) of a preset on n GPUs: the largest micro-step that fits unless
+    micro_windows is given."""
+    args, recompute = PRESETS[preset], PRESET_SETTINGS[preset].get("activation_checkpointing", False)
+    if problem := cannot_run(args, n):
+        return 1, plan_memory(args, n, device, recompute), "no: " + problem.removeprefix("invalid configuration: ")
+    k = micro_windows or choose_micro_windows(args, n, device, recompute, gpu_memory)
+    if problem := micro_windows_problem(k, args, n):
+        return k, plan_memory(args, n, device, recompute), f"no: {problem}"
+    plan = plan_memory(args, n, device, recompute, k)
+    return k, plan, "yes" if plan.total <= gpu_memory else f"no: needs {plan.total / GIB:.1f} GiB"
+
+
+def plan_table(
+    presets: list[str], gpus: list[int], gpu_memory: int, device: str = "cuda", micro_windows: int | None = None
+) -> str:
+    """The plan as a table: one row per preset and GPU count, GiB per GPU, then what it assumes."""
+    rows = [("preset", "GPUs", "micro", *(short for short, _ in PLAN_TERMS), "fits")]
     for preset in presets:
-        args, recompute = PRESETS[preset], PRESET_SETTINGS[preset].get("activation_checkpointing", False)
+        recompute = PRESET_SETTINGS[preset].get("activation_checkpointing", False)
         for n in gpus:
-            p, reserve = plan_memory(args, n, device, recompute), CUDA_RESERVE if device == "cuda" else 0
-            if problem := cannot_run(args, n):
-                verdict = "no: " + problem.removeprefix("invalid configuration: ").rstrip(".")
-            else:
-                verdict = "yes" if p.total + reserve <= gpu_memory else f"no: needs {(p.total + reserve) / GIB:.1f} GiB"
-            sizes = (p.parameters, p.gradients, p.optimizer, p.muon_gather, p.activations, p.gathered, p.total)
-            rows.append(
-                (preset + (" (recompute)" if recompute else ""), str(n), *(f"{s / GIB:.2f}" for s in sizes), verdict)
-            )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
+            k, p, verdict = plan_row(preset, n, gpu_memory, device, micro_windows)
+            sizes = [f"{getattr(p, field) / GIB:.2f}" for _, field in PLAN_TERMS]
+            rows.append((preset + (" (recompute)" if recompute else ""), str(n), str(k), *sizes, verdict))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    last = len(rows[0]) - 1
     lines = [
-        "  ".join(
-            c.ljust(w) if i in (0, len(cols) - 1) else c.rjust(w)
-            for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        )
+        "  ".join(c.ljust(w) if i in (0, last) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
         for r in rows
     ]
-    return (
-        "\n".join(line.rstrip() for line in lines)
-        + f"\n(GiB per GPU on rank 0; fits: total + {reserve / GIB:.0f} GiB (CUDA context, NCCL) <= {gpu_memory / GIB:.1f} GiB;"
-        " the Muon round and activations + gathered peak at different times)"
+    notes = [
+        f"GiB per GPU on rank 0; micro: windows per micro-step, the largest that fits unless --micro-windows; fits: "
+        f"total <= {gpu_memory / GIB:.1f} GiB; total = params + grads + optim + max(unsync + activ + logits + gather, "
+        "muon) + comms + fixed + frag (Muon's round comes after backward has freed the activations)",
+        *assumptions(device),
+    ]
+    return "\n".join(line.rstrip() for line in lines) + "\n" + "\n".join(f"  {note}" for note in notes)
+
+
+def plan_vs_measured(plan: MemoryPlan, measured: dict[str, int], title: str) -> str:
+    """bench/scale_memory.py's terms next to the plan's, MiB (rank 0)."""
+    pairs = [
+        ("parameters", plan.parameters),
+        ("gradients", plan.gradients),
+        ("optimizer", plan.optimizer),
+        ("fixed", plan.fixed + plan.collectives),
+        ("forward_backward", plan.forward_backward + plan.gradients),
+        ("muon", plan.muon),
+        ("peak", plan.total - plan.fragmentation),
+    ]
+    lines = [f"{title}: MiB on rank 0, plan vs measured", f"  {'term':<17} {'plan':>10} {'measured':>10} {'diff':>7}"]
+    for name, planned in pairs:
+        got = measured[name]
+        diff = f"{(planned - got) / got:+.0%}" if got > 0 else "-"
+        lines.append(f"  {name:<17} {planned / MIB:10.1f} {got / MIB:10.1f} {diff:>7}")
+    lines.append(
+        "  (fixed: plan's fixed + comms; forward_backward: unsync + activ + logits + gather + the gradients as they "
+        "come; peak: the whole step's, the allocator's reserve beyond its peak (frag) left out)"
     )
+    return "\n".join(lines)
 
 
 # -----------------------------------------------------------------------------------------------
@@ -722,14 +893,29 @@ def load_checkpoint(resume: Resume, raw: tg.GPT, opts, args: tg.Hyperparameters,
 
 
 def cannot_run(args: tg.Hyperparameters, world_size: int) -> str | None:
-    """Why args cannot train on world_size processes (train_gpt.validate's reasons and FSDP2's), or None."""
+    """Why args cannot train on world_size processes (train_gpt.validate's reasons and FSDP2's), or None. A world size
+    must divide the batch (windows_per_step: the same global batch on any world size) and the q/k/v weight's
+    num_heads x head_dim rows (FSDP2 cuts a dim other than 0 into equal slices only)."""
+    windows, hdim, n = args.windows_per_step, args.num_heads * args.head_dim, world_size
+    if n >= 1 and windows >= 1 and hdim >= 1 and (windows % n or hdim % n):
+        fits = [m for m in range(1, windows + 1) if windows % m == 0 and hdim % m == 0]
+        nearest = [
+            m for m in (max((m for m in fits if m < n), default=0), min((m for m in fits if m > n), default=0)) if m
+        ]
+        why = [f"share the {windows:,} windows of a step"] if windows % n else []
+        why += [f"cut the {hdim:,} rows of num_heads x head_dim into equal slices (FSDP2)"] if hdim % n else []
+        text = f"invalid configuration: {n:,} processes cannot {' nor '.join(why)}; the nearest world sizes that can "
+        text += f"are {' and '.join(f'{m:,}' for m in nearest)} (any that divides both; docs/scale.md, world sizes)"
+        if windows % n and not hdim % n:  # a batch that n processes share: another recipe, an experiment
+            batch = max(1, round(windows / n)) * n
+            val = max(1, round(args.val_tokens / (batch * args.val_seq_len))) * batch * args.val_seq_len
+            change = json.dumps(dict(windows_per_step=batch, val_tokens=val))
+            text += f", or change the recipe to a batch {n:,} share: SPEEDRUN_OVERRIDES='{change}'"
+        return text + "."
     try:
         tg.validate(args, world_size)
     except SpeedrunError as e:
         return str(e)
-    hdim = args.num_heads * args.head_dim
-    if hdim % world_size:  # FSDP2 cuts a dim other than 0 only into equal slices
-        return f"invalid configuration: num_heads x head_dim = {hdim} must be a multiple of {world_size} processes."
     return None
 
 
@@ -738,6 +924,8 @@ def plan_run(world_size: int, env: dict[str, str]) -> tg.RunPlan:
     if problem := cannot_run(args, world_size):
         raise SpeedrunError(problem)
     settings = run_settings(env, preset, args)
+    if settings.micro_windows and (problem := micro_windows_problem(settings.micro_windows, args, world_size)):
+        raise SpeedrunError(problem + ".")
     if settings.resume is not None:
         read_resume(settings.resume, args)
     val_shards = tg.plan_shards(args, settings.data_path, "val", args.val_tokens + 1)
@@ -753,6 +941,14 @@ def run(code: str, d: tg.Dist) -> None:
     if d.world_size > 1:
         dist.broadcast_object_list(choice, src=0)
     seed, run_id = choice
+    recompute, device = settings.activation_checkpointing, d.device.type
+    micro = settings.micro_windows or choose_micro_windows(args, d.world_size, device, recompute, device_memory(d))
+    if d.world_size > 1:  # every rank trains the same micro-steps: rank 0's choice
+        micro = [micro]
+        dist.broadcast_object_list(micro, src=0)
+        micro = micro[0]
+    settings = dataclasses.replace(settings, micro_windows=micro)
+    plan = plan._replace(settings=settings)
     data = tg.describe_data(plan.val_shards + plan.train_shards, args, settings.data_path)
     log = tg.RunLog(Path(settings.log_dir) / f"{run_id}.txt" if d.rank == 0 else None)
     try:
@@ -760,8 +956,8 @@ def run(code: str, d: tg.Dist) -> None:
         tg.write_header(log, code, plan, seed, run_id, data, d, parallelism="fsdp", resumed_from=resumed)
         torch.manual_seed(seed)
         raw = build_model(args, seed, d)
-        prepare_blocks(raw, args, settings.activation_checkpointing)
-        opts = build_optimizers(raw, args, d)
+        prepare_blocks(raw, args, recompute)
+        opts = build_optimizers(raw, args, d, micro)
         tg.warm_up(raw, [local(t) for t in raw.state_dict().values()], opts, args, seed, d, log)
         start = (0, 0.0) if resume is None else load_checkpoint(resume, raw, opts, args, d)
         save = None
@@ -785,7 +981,14 @@ def run(code: str, d: tg.Dist) -> None:
                         )
 
             save = (settings.checkpoint_every, write)
-        train_time_ms = tg.train(raw, opts, plan, d, log, start, save)
+        try:
+            train_time_ms = tg.train(raw, opts, plan, d, log, start, save)
+        except torch.cuda.OutOfMemoryError as e:
+            raise SpeedrunError(
+                f"out of GPU memory with {micro} window(s) per micro-step ({e}). Set SPEEDRUN_MICRO_WINDOWS to a "
+                f"smaller one, or run on more GPUs: `python train_scale.py --plan {plan.preset} --gpus "
+                f"{d.world_size}` shows what each GPU needs."
+            ) from e
         if settings.export_dir is not None:  # every rank takes part in gathering each whole weight; rank 0 keeps it
             state = {}
             for name, t in raw.state_dict().items():
@@ -806,16 +1009,21 @@ def plan_main(argv: list[str]) -> int:
     parser.add_argument("preset", nargs="?", choices=[p for p in PRESETS], help="one preset (default: all)")
     parser.add_argument("--gpus", type=int, action="append", help="GPUs (default: 8, 64 and 1,024); repeatable")
     parser.add_argument("--gpu-memory", type=parse_bytes, default=80 * GIB, help="per GPU (default 80GiB)")
+    parser.add_argument("--micro-windows", type=int, help="windows per micro-step (default: the largest that fits)")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu: the tests' fp32 layout")
     opts = parser.parse_args(argv)
     if any(n < 1 for n in opts.gpus or []):
         parser.error("--gpus takes a positive number of GPUs")
+    if opts.micro_windows is not None and opts.micro_windows < 1:
+        parser.error("--micro-windows takes a positive number of windows")
     presets = [opts.preset] if opts.preset else list(PRESETS)
-    print(plan_table(presets, opts.gpus or [8, 64, 1024], opts.gpu_memory, opts.device))
+    print(plan_table(presets, opts.gpus or [8, 64, 1024], opts.gpu_memory, opts.device, opts.micro_windows))
     return 0
 
 
 if __name__ == "__main__":
+    # the caching allocator grows its segments instead of adding new ones: less fragmentation (the plan allows 5%)
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     if "--plan" in sys.argv[1:]:
         sys.exit(plan_main([a for a in sys.argv[1:] if a != "--plan"]))
     status = tg.main(CODE, run)

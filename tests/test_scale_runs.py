@@ -22,6 +22,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 
 import train_gpt as tg
+import train_scale as ts
 from conftest import REPO_ROOT
 from tools.cli import main as tools_main
 
@@ -170,6 +171,7 @@ def test_the_log_holds_both_files_and_verifies_as_a_scale_run(two: Run, capsys) 
         None,
     )
     assert config["run"]["checkpoint_every"] == EVERY and config["run"]["activation_checkpointing"] is False
+    assert (config["run"]["micro_windows"], config["grad_accum_steps"]) == (1, 4)
     assert tools_main(["verify", str(two.log), "--track", "scale"]) == 0
     assert f"valid scale run (not a record): {two.log}" in capsys.readouterr().out
     assert tools_main(["parse", "--json", str(two.log)]) == 0
@@ -249,11 +251,19 @@ def test_resume_on_one_process_from_a_two_process_checkpoint(two: Run, data: Pat
     assert resumed.metrics() == two.metrics(after=EVERY - 1)[1:]
 
 
-def test_two_node_c10d_launch_is_the_two_process_run(two: Run, data: Path, tmp_path: Path) -> None:
-    """`torchrun --nnodes=2 --rdzv-backend=c10d` twice on this machine, one process per "node"."""
-    nodes = launch(data, tmp_path, 1, nnodes=2)
-    assert nodes.config["world_size"] == 2
-    assert nodes.metrics() == two.metrics()
+def test_two_node_c10d_launch_with_two_windows_per_micro_step(two: Run, data: Path, tmp_path: Path) -> None:
+    """`torchrun --nnodes=2 --rdzv-backend=c10d` twice on this machine, one process per "node", each micro-step two
+    windows as one batch: the losses of the two-process run of one window per micro-step, to float rounding (the
+    sums of a batch run in another order; the log prints 4 decimals)."""
+    nodes = launch(data, tmp_path, 1, nnodes=2, SPEEDRUN_MICRO_WINDOWS="2")
+    assert (nodes.config["world_size"], nodes.config["run"]["micro_windows"], nodes.config["grad_accum_steps"]) == (
+        2,
+        2,
+        4,
+    )
+    got, want = nodes.metrics(), two.metrics()
+    assert [(step, kind) for step, kind, _ in got] == [(step, kind) for step, kind, _ in want]
+    assert all(abs(float(a[2]) - float(b[2])) <= 2e-3 for a, b in zip(got, want, strict=True)), (got, want)
 
 
 def test_a_checkpoint_with_damaged_data_fails_in_one_message(one: Run, data: Path, tmp_path: Path) -> None:
@@ -296,5 +306,13 @@ def test_scale_benchmark_runs_on_cpu(tmp_path: Path) -> None:
         and bench["parameters"] == 737332
     )
     assert bench["tokens_per_s"] == round(bench["global_batch_tokens"] / bench["step_ms"] * 1000)
-    assert bench["planned_mib"] >= 0  # plan_memory for the same preset and processes (on CPU the peak is RSS)
+    plan = ts.plan_memory(ts.PRESETS["tiny"], 1, "cpu", micro_windows=bench["micro_windows"])
+    assert bench["micro_windows"] == 1 and bench["planned_mib"] == plan.total // 2**20
+    # then the plan next to bench/scale_memory.py's measurement, term by term
+    terms = bench["terms"]
+    assert terms["plan"]["total"] == plan.total and terms["plan"]["activations"] == plan.activations
+    assert set(terms["measured"]) >= {"parameters", "gradients", "optimizer", "fixed", "forward_backward", "peak"}
+    assert terms["measured"]["parameters"] == plan.parameters and terms["measured"]["peak"] > plan.parameters
+    table = result.stdout.split("plan vs measured")[1]
+    assert re.search(r"\n  peak +[\d.]+ +[\d.]+ +[+-]\d+%", table), table
     assert json.loads(result.stdout.strip().splitlines()[-1]) == bench
