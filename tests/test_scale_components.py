@@ -438,10 +438,10 @@ def saved_config(folder: Path, metadata: bool = True, **changes) -> Path:
     folder.mkdir(parents=True)
     if metadata:  # real DCP files (of a stand-in state): preflight reads .metadata and checks the data files
         dcp.save({"x": torch.zeros(2)}, checkpoint_id=folder, no_dist=True)
-    step = changes.pop("step", 100)
+    step, run_id = changes.pop("step", 100), changes.pop("run_id", "abc")
     hyperparameters = dataclasses.asdict(ts.PRESETS["tiny"]) | changes
-    meta = dict(format=ts.CHECKPOINT_FORMAT, preset="tiny", hyperparameters=hyperparameters, step=step)
-    (folder / "config.json").write_text(json.dumps(dict(meta, run_id="abc", world_size=2, parallelism="fsdp")))
+    meta = dict(format=ts.CHECKPOINT_FORMAT, preset="tiny", hyperparameters=hyperparameters, step=step, seed=1234)
+    (folder / "config.json").write_text(json.dumps(dict(meta, run_id=run_id, world_size=2, parallelism="fsdp")))
     return folder
 
 
@@ -492,7 +492,9 @@ def test_run_settings_come_from_their_variables(tiny_env: Path, monkeypatch, cap
         SPEEDRUN_CHECKPOINT_DIR="/ck",
         SPEEDRUN_RESUME="/ck/x/step_000010",
         SPEEDRUN_ACTIVATION_CHECKPOINTING="1",
+        SPEEDRUN_CHECKPOINT_ASYNC="0",
         SPEEDRUN_MICRO_WINDOWS="2",
+        SPEEDRUN_RUN_ID="job-4711.a",
         SEED="4",
     )
     got = ts.run_settings(env, "tiny", ts.PRESETS["tiny"])
@@ -504,8 +506,9 @@ def test_run_settings_come_from_their_variables(tiny_env: Path, monkeypatch, cap
         4,
     )
     assert got.activation_checkpointing and got.data_path == "data/synthetic"
-    assert got.micro_windows == 2
-    assert ts.run_settings(dict(SPEEDRUN_MICRO_WINDOWS="auto"), "tiny", ts.PRESETS["tiny"]).micro_windows == 0
+    assert (got.checkpoint_async, got.micro_windows, got.run_id) == (False, 2, "job-4711.a")
+    auto = ts.run_settings(dict(SPEEDRUN_MICRO_WINDOWS="auto", SPEEDRUN_EXPORT="out"), "tiny", ts.PRESETS["tiny"])
+    assert (auto.micro_windows, auto.checkpoint_async, auto.checkpoint_every) == (0, True, 0)  # export: a final save
     assert not (
         {f.name for f in dataclasses.fields(ts.ScaleRunSettings)}
         & {f.name for f in dataclasses.fields(tg.Hyperparameters)}
@@ -515,8 +518,11 @@ def test_run_settings_come_from_their_variables(tiny_env: Path, monkeypatch, cap
         ("SPEEDRUN_CHECKPOINT_EVERY", "-2", "give N > 0"),
         ("SPEEDRUN_CHECKPOINT_KEEP", "-1", "give N > 0 (keep"),
         ("SPEEDRUN_ACTIVATION_CHECKPOINTING", "yes", "give 1 (recompute) or 0 (keep)"),
+        ("SPEEDRUN_CHECKPOINT_ASYNC", "true", "give 1 (in the background) or 0 (while training waits)"),
         ("SPEEDRUN_MICRO_WINDOWS", "0", "give N > 0 windows per micro-step, or auto"),
         ("SPEEDRUN_MICRO_WINDOWS", "3", "each of the 2 processes trains 4 windows per step, in micro-steps of k"),
+        ("SPEEDRUN_RUN_ID", "../x", "a run id names the log and the checkpoint folder"),
+        ("SPEEDRUN_RESUME", "latest", "SPEEDRUN_CHECKPOINT_EVERY=-1 saves none (the tiny preset's default)"),
     ]:
         monkeypatch.setenv(variable, bad)
         assert ts.preflight(2) == 1
@@ -529,6 +535,85 @@ def test_run_settings_come_from_their_variables(tiny_env: Path, monkeypatch, cap
     blocker.write_text("")
     with pytest.raises(tg.SpeedrunError, match="cannot create the checkpoint folder .*a-file/run"):
         ts.make_checkpoint_dir(blocker / "run", CPU)
+
+
+def test_resume_latest_finds_the_newest_complete_checkpoint_of_the_run(tiny_env: Path, monkeypatch, capsys) -> None:
+    """SPEEDRUN_RESUME=latest: the run id a restart keeps (SPEEDRUN_RUN_ID, or torchrun's rendezvous id), the newest
+    folder with a config.json in <dir>/<run_id>/ (a save cut short has none), none before the first save."""
+    monkeypatch.setenv("SPEEDRUN_RESUME", "latest")
+    monkeypatch.setenv("SPEEDRUN_CHECKPOINT_EVERY", "4")
+    monkeypatch.setenv("SPEEDRUN_CHECKPOINT_DIR", str(tiny_env / "ck"))
+    args = ts.PRESETS["tiny"]
+
+    def found(**env: str) -> ts.Resume | None:
+        settings = ts.run_settings(dict(os.environ, **env), "tiny", args)
+        return ts.find_resume(settings, args, dict(os.environ, **env))
+
+    assert found() is None and found(TORCHELASTIC_RUN_ID="none") is None  # no id yet: preflight before torchrun
+    assert found(TORCHELASTIC_RUN_ID="rdzv-1") is None  # the first start: nothing saved yet
+    saved_config(tiny_env / "ck" / "rdzv-1" / "step_000004", step=4, run_id="rdzv-1")
+    saved_config(tiny_env / "ck" / "rdzv-1" / "step_000008", step=8, metadata=False)
+    (tiny_env / "ck" / "rdzv-1" / "step_000008" / "config.json").unlink()  # a save cut short
+    saved_config(tiny_env / "ck" / "job-7" / "step_000012", step=12)
+    assert found(TORCHELASTIC_RUN_ID="rdzv-1").path == tiny_env / "ck" / "rdzv-1" / "step_000004"
+    assert found(TORCHELASTIC_RUN_ID="rdzv-1", SPEEDRUN_RUN_ID="job-7").step == 12  # the given id comes first
+    assert found(TORCHELASTIC_RUN_ID="rdzv-1").seed == 1234
+    with pytest.raises(tg.SpeedrunError, match="takes the run id from torchrun's rendezvous id, but 'a:b'"):
+        found(TORCHELASTIC_RUN_ID="a:b")
+    damaged(tiny_env / "ck" / "job-7" / "step_000012", "__0_0.distcp")
+    monkeypatch.setenv("SPEEDRUN_RUN_ID", "job-7")
+    assert ts.preflight(1) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: SPEEDRUN_RESUME=latest ({tiny_env / 'ck' / 'job-7' / 'step_000012'}): 1 of its 1 ")
+    (tiny_env / "logs").mkdir()
+    (tiny_env / "logs" / "job-7.txt").write_text("the first start\n")
+    assert ts.log_path(str(tiny_env / "logs"), "job-7") == tiny_env / "logs" / "job-7.1.txt"
+
+
+def test_a_torchrun_restart_that_cannot_form_its_process_group_is_one_clear_message() -> None:
+    """torchrun restarted the processes, its c10d rendezvous store shared with them (the default): the first start's
+    keys would be read again, so the run stops with the variable that fixes it (docs/scale.md)."""
+    env = dict(TORCHELASTIC_RESTART_COUNT="1", TORCHELASTIC_USE_AGENT_STORE="True")
+    assert "start torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1" in ts.restart_problem(env)
+    assert ts.restart_problem(dict(env, TORCHELASTIC_USE_AGENT_STORE="False")) is None  # with the variable
+    assert ts.restart_problem(dict(env, TORCHELASTIC_RESTART_COUNT="0")) is None  # the first start
+
+
+@pytest.mark.slow
+def test_the_export_holds_one_weight_at_a_time(tmp_path: Path, capsys) -> None:
+    """`train_scale.export_checkpoint` on a checkpoint of the 30M model (110 MB of weights, the largest 1.6 MB): the
+    process's resident set grows by a few MB, never by the model, and the file holds the checkpoint's weights."""
+    from safetensors.torch import load_file
+
+    gen = torch.Generator().manual_seed(0)
+    model = {k: torch.randn(v.shape, generator=gen) for k, v in tg.GPT(MEMORY_MODEL).state_dict().items()}
+    whole = sum(t.numel() * 4 for t in model.values())
+    folder = saved_config(tmp_path / "run" / "step_000001", metadata=False, step=1)
+    dcp.save({"model": model}, checkpoint_id=folder, no_dist=True)
+    script = (
+        "import sys, torch, train_gpt as tg, train_scale as ts; from pathlib import Path; "
+        "from bench.scale_memory import Meter; meter = Meter(tg.Dist(0, 1, 0, torch.device('cpu'))); "
+        "meter.reset(); before = meter.now(); ts.export_checkpoint(Path(sys.argv[1]), Path(sys.argv[2])); "
+        "print(meter.peak() - before)"
+    )
+    out = tmp_path / "export"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(folder), str(out)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    grew = int(done.stdout.split()[-1])
+    assert whole > 100 * 2**20 and grew < 0.2 * whole, (grew, whole)
+    exported = load_file(str(out / "model.safetensors"))
+    assert exported.keys() == model.keys() and all(torch.equal(exported[k], model[k]) for k in model)
+    assert ts.export_main([str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 1  # `train_scale.py --export`
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot export the checkpoint ") and "Give a complete step_<NNNNNN> checkpoint" in err
+    assert ts.export_main([str(folder), str(tmp_path / "again")]) == 0
+    assert f"exported {folder} -> {tmp_path / 'again'}/ (" in capsys.readouterr().out
 
 
 def test_pruning_keeps_the_newest_complete_checkpoints_of_the_run(tmp_path: Path) -> None:
