@@ -339,6 +339,22 @@ def test_gigagpt_shapes_and_where_they_fit() -> None:
     assert [fewest_gpus(p)[0] for p in shapes] == [4, 16, 64]
 
 
+def test_docs_and_readme_agree_with_the_plan_for_every_preset() -> None:
+    """docs/scale.md's table (the fewest 80 GiB GPUs, the micro-step there, the GiB per GPU, the world sizes) and the
+    README's sentence are what `python train_scale.py --plan` computes today."""
+    docs = (REPO_ROOT / "docs" / "scale.md").read_text(encoding="utf-8")
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    fewest = []
+    for preset in ts.PRESETS:
+        n, k, gib = fewest_gpus(preset)
+        sizes = [m for m in POWERS_OF_TWO if ts.cannot_run(ts.PRESETS[preset], m) is None]
+        row = f"| `{preset}` | {n} | {k} | {gib} | {', '.join(f'{m:,}' for m in sizes)} |"
+        assert row in docs, row
+        fewest.append(f"{preset}: {n}" if preset != "tiny" else "")
+    sentence = "The fewest 80 GiB GPUs each preset fits on, by the plan: " + ", ".join(f for f in fewest if f) + "."
+    assert " ".join(sentence.split()) in " ".join(readme.split()), sentence
+
+
 def test_the_plan_picks_the_largest_micro_step_that_fits() -> None:
     """--plan's micro column: the most windows per micro-step whose plan fits (the fewest all-gathers of the model
     per step); one more window, where the batch allows it, does not fit; the activations and logits grow with it."""
