@@ -63,10 +63,8 @@ def setup_distributed() -> Dist:
     env, cuda = dict(os.environ), torch.cuda.is_available()
     rank, world_size, local_rank = int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
     if cuda and local_rank >= torch.cuda.device_count():
-        n = torch.cuda.device_count()
-        raise SpeedrunError(
-            f"local rank {local_rank} has no GPU: this node shows {n}; start one process per GPU at most."
-        )
+        n, fix = torch.cuda.device_count(), "start one process per GPU at most"
+        raise SpeedrunError(f"local rank {local_rank} has no GPU: this node shows {n}; {fix}.")
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
@@ -296,10 +294,11 @@ class Rotary(nn.Module):
 
 def document_causal_window(docs_T: Tensor, window_blocks: Tensor, block_size: int):
     """The attention rule as a mask_mod: token q sees token k iff k <= q, both lie in one document (docs_T: each
-    token's document id), and q // block_size - k // block_size < window_blocks (a window counted in blocks)."""
+    token's document id, (T,) or (B, T) for B windows), and q // block_size - k // block_size < window_blocks."""
+    docs_BT = docs_T.view(-1, docs_T.size(-1))
 
     def mask_mod(b, h, q_idx, kv_idx):
-        same_doc = docs_T[q_idx] == docs_T[kv_idx]
+        same_doc = docs_BT[b, q_idx] == docs_BT[b, kv_idx]
         return (q_idx >= kv_idx) & same_doc & (q_idx // block_size - kv_idx // block_size < window_blocks)
 
     return mask_mod
@@ -308,20 +307,20 @@ def document_causal_window(docs_T: Tensor, window_blocks: Tensor, block_size: in
 def document_window_block_mask(docs_T: Tensor, window_blocks: Tensor, block_size: int) -> BlockMask:
     """document_causal_window as a BlockMask whose block structure comes from block-level bounds (@YouJiacheng): a kv
     block is "full" (no mask evaluated) when every pair is visible, "partial" when some are, skipped otherwise."""
-    n = docs_T.numel() // block_size
-    docs_NB = docs_T.view(n, block_size)
-    first, last = docs_NB[:, 0], docs_NB[:, -1]  # document ids at each block's ends
+    docs_BNK = docs_T.view(-1, docs_T.size(-1) // block_size, block_size)  # (windows, blocks, block_size)
+    n = docs_BNK.size(1)
+    first, last = docs_BNK[..., 0], docs_BNK[..., -1]  # document ids at each block's ends
     q = torch.arange(n, device=docs_T.device)[:, None]
     k = torch.arange(n, device=docs_T.device)[None, :]
     in_window = (k <= q) & (q - k < window_blocks)
     # documents are contiguous, so for k <= q block k reaches q's documents iff its last id >= q's first id,
     # and every pair is visible iff both blocks lie inside one document and k is strictly before q
-    any_visible = in_window & (last[None, :] >= first[:, None])
-    all_visible = in_window & (k < q) & (first[None, :] == last[:, None])
+    any_visible = in_window & (last[:, None, :] >= first[:, :, None])
+    all_visible = in_window & (k < q) & (first[:, None, :] == last[:, :, None])
 
-    def sparse(mask_QK: Tensor) -> tuple[Tensor, Tensor]:  # a block mask as (number of blocks, their indices)
-        indices = mask_QK.to(torch.int8).argsort(dim=-1, descending=True, stable=True).to(torch.int32)
-        return mask_QK.sum(dim=-1, dtype=torch.int32)[None, None].contiguous(), indices[None, None].contiguous()
+    def sparse(mask_BQK: Tensor) -> tuple[Tensor, Tensor]:  # a block mask as (number of blocks, their indices)
+        indices = mask_BQK.to(torch.int8).argsort(dim=-1, descending=True, stable=True).to(torch.int32)
+        return mask_BQK.sum(dim=-1, dtype=torch.int32)[:, None].contiguous(), indices[:, None].contiguous()
 
     mask_mod = document_causal_window(docs_T, window_blocks, block_size)
     return BlockMask.from_kv_blocks(*sparse(any_visible & ~all_visible), *sparse(all_visible), block_size, mask_mod)
@@ -408,25 +407,30 @@ class GPT(nn.Module):
         return groups
 
     def forward(self, input_T: Tensor, target_T: Tensor, window_blocks: Tensor) -> Tensor:
-        """Mean cross-entropy of one window: input_T int32 tokens, target_T int64 next tokens (loss in fp32)."""
-        return F.cross_entropy(self.logits(input_T, window_blocks), target_T)
+        """Mean cross-entropy of one window: input_T int32 tokens, target_T int64 next tokens (loss in fp32); of B
+        windows (B, T) run as one batch (train_scale.py's micro-steps), each window's mean (B,)."""
+        logits = self.logits(input_T, window_blocks)
+        if input_T.ndim == 1:
+            return F.cross_entropy(logits, target_T)
+        return F.cross_entropy(logits, target_T.flatten(), reduction="none").view_as(target_T).mean(-1)
 
     def logits(self, input_T: Tensor, window_blocks: Tensor) -> Tensor:
-        """Soft-capped fp32 logits (T, padded vocab) of one window of tokens; T is a multiple of block_size.
-        Training and validation use them through forward; tools/ (sampling, evaluation) call this directly."""
-        args = self.args
+        """Soft-capped fp32 logits (T, padded vocab) of one window of tokens, or (B x T, padded vocab) of B windows
+        (B, T); T is a multiple of block_size. Training and validation use them through forward; tools/
+        (sampling, evaluation) call this directly."""
+        args, input_BT = self.args, input_T.view(-1, input_T.size(-1))  # one window is a batch of one
         layers, n_ve = len(self.blocks), len(self.value_embeds)
-        ve = [table(input_T) for table in self.value_embeds]  # tables 0..n-1, then None, then 0..n-1 again
+        ve = [table(input_BT) for table in self.value_embeds]  # tables 0..n-1, then None, then 0..n-1 again
         ve_per_layer = ve + [None] * (layers - 2 * n_ve) + ve
-        docs_T = (input_T == args.vocab_size - 1).cumsum(0)  # the separator opens each document
-        masks = {"-": None}
+        docs_BT = (input_BT == args.vocab_size - 1).cumsum(-1)  # the separator opens each document
+        masks, (B, T) = {"-": None}, input_BT.shape
         for kind, blocks in (("L", window_blocks), ("S", torch.clamp_min(window_blocks // 2, 1))):
             if input_T.device.type == "cpu":  # FlexAttention has no backward on CPU (torch 2.13): a dense mask for SDPA
-                pos = torch.arange(input_T.numel())
-                masks[kind] = document_causal_window(docs_T, blocks, args.block_size)(0, 0, pos[:, None], pos[None, :])
+                pos, b = torch.arange(T), torch.arange(B)[:, None, None, None]  # (B, 1, T, T): one per window
+                masks[kind] = document_causal_window(docs_BT, blocks, args.block_size)(b, 0, pos[:, None], pos[None, :])
             else:
-                masks[kind] = document_window_block_mask(docs_T, blocks, args.block_size)
-        x = x0 = norm(self.embed(input_T)[None])  # (1, T, D); norm of the embedding by @Grad62304977
+                masks[kind] = document_window_block_mask(docs_BT, blocks, args.block_size)
+        x = x0 = norm(self.embed(input_BT))  # (B, T, D); norm of the embedding by @Grad62304977
         skips = []
         n_skip = len(self.skip_weights)
         for i, block in enumerate(self.blocks):
@@ -483,9 +487,8 @@ def read_shard_header(path: str | os.PathLike, fix: str) -> int:
         raise ShardError(f"{path}: shard version {header[1]} is not {SHARD_VERSION}; {fix}.")
     ntok = int(header[2])
     if ntok < 0 or size != SHARD_HEADER_BYTES + 2 * ntok:
-        raise ShardError(
-            f"{path}: header says {ntok} tokens, the file has {size} bytes: cut short? Delete it and {fix}."
-        )
+        said = f"{path}: header says {ntok} tokens, the file has {size} bytes"
+        raise ShardError(f"{said}: cut short? Delete it and {fix}.")
     return ntok
 
 
@@ -706,9 +709,7 @@ def resolve_config(env: dict[str, str], presets: dict = PRESETS) -> tuple[str, H
     types = {f.name: type(getattr(args, f.name)) for f in dataclasses.fields(args)}
     for key, value in given.items():
         if key not in types:
-            run = (
-                "(run settings, such as the seed and the data folder, have variables of their own: docs/log-format.md)"
-            )
+            run = "(run settings, such as the seed and the data folder, have variables: docs/log-format.md)"
             raise SpeedrunError(
                 f"SPEEDRUN_OVERRIDES: {key!r} is not a Hyperparameters field {run}; fields: {', '.join(types)}."
             )
@@ -1006,11 +1007,12 @@ def train_step(step: int, model: nn.Module, opts, windows, args: Hyperparameters
     adam, muon, grads = opts
     window = window_tensor(step, args, d)
 
-    def forward_backward(j: int) -> Tensor:
-        inputs, targets = windows[step, j] if dummy is None else dummy
-        loss = model(inputs, targets, window)
-        # backward of the unscaled window mean: the FP8 gradient scale sees the same values on any world size
-        loss.backward()
+    def forward_backward(j: int | range) -> Tensor:  # window j, or (train_scale.py) the windows j as one batch
+        batch = [windows[step, i] if dummy is None else dummy for i in (j if isinstance(j, range) else [j])]
+        inputs, targets = batch[0] if isinstance(j, int) else (torch.stack(t) for t in zip(*batch, strict=True))
+        loss = model(inputs, targets, window)  # of each window of the batch: (len(j),)
+        # backward of the unscaled window means: the FP8 gradient scale sees the same values on any world size
+        (loss.sum() if loss.ndim else loss).backward()
         return loss.detach()
 
     losses = grads.accumulate(forward_backward, windows_of_rank(args, d), d)
@@ -1145,9 +1147,8 @@ def export_weights(state: dict[str, Tensor], plan: RunPlan, run_id: str, d: Dist
         os.replace(folder / "config.json.tmp", folder / "config.json")
     except OSError as e:
         where = f"the run finished (its log is complete) but its weights were not written to {folder}"
-        raise SpeedrunError(
-            f"{where}: {e.strerror or e}; free space or set SPEEDRUN_EXPORT to a writable folder."
-        ) from e
+        fix = "free space or set SPEEDRUN_EXPORT to a writable folder"
+        raise SpeedrunError(f"{where}: {e.strerror or e}; {fix}.") from e
     log(f"export: final weights written to {folder} in {time.perf_counter() - started:.1f}s")
 
 

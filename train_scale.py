@@ -3,18 +3,21 @@
 train_gpt.py is the record file: one model, replicated (ddp), raced on 8 GPUs. This file imports its model, Muon,
 data loader, logging and timed loop, and adds what a model too big for one GPU needs: FSDP2 (weights, gradients
 and optimizer state sharded over every rank), Muon on those shards, the model built on the meta device so that
-each rank only ever holds its own shards, activation checkpointing, and checkpoints (torch.distributed.checkpoint)
-to resume from. A scale run is never a record (track `scale`). Before renting a cluster:
+each rank only ever holds its own shards, activation checkpointing, several windows per micro-step, and
+checkpoints (torch.distributed.checkpoint, written in the background) that a restarted job continues from. A scale
+run is never a record (track `scale`). Before renting a cluster:
 
     python train_scale.py --plan                                # every preset at 8, 64 and 1,024 GPUs
     python train_scale.py --plan 70b --gpus 64 --gpu-memory 80GiB
 
-prints the memory each GPU needs, from the meta-device model and the sharding rule itself. To train:
+prints the memory each GPU needs, term by term, from the meta-device model, the sharding rule itself and the
+assumptions it lists. To train, and to turn a checkpoint into safetensors one tensor at a time:
 
-    SPEEDRUN_PRESET=7b torchrun --nproc_per_node=8 train_scale.py      # or ./run.sh; several nodes: as train_gpt.py
+    SPEEDRUN_PRESET=7b torchrun --nproc_per_node=8 train_scale.py      # or ./run.sh; several nodes: docs/scale.md
+    python train_scale.py --export checkpoints/<run_id>/step_004750 exports/7b
 
 Its log holds both files' code: this file, a line of 40 '-', a line '# train_gpt.py', then train_gpt.py
-(docs/log-format.md). Environment variables: train_gpt.py's, and the checkpoint ones of ScaleRunSettings.
+(docs/log-format.md). Environment variables: train_gpt.py's, and those of ScaleRunSettings.
 """
 
 from __future__ import annotations
@@ -27,13 +30,16 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
 import shutil
 import sys
+import threading
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,15 +177,19 @@ class ShardedMuon(tg.Muon):
 
 
 class ShardedGrads:
-    """FSDP2 owns the gradients: each backward reduce-scatters (sums) the window's gradients over the ranks and adds
+    """FSDP2 owns the gradients: each backward reduce-scatters (sums) a micro-step's gradients over the ranks and adds
     the result to the sharded .grad, so a step sums, in order, the cross-rank sums of each micro-step: (w0 + w4) +
-    (w1 + w5) + ... on 2 processes of 4 windows each. One process adds exactly that when it runs the windows in
+    (w1 + w5) + ... on 2 processes of 4 windows each. One process adds exactly that when it runs the micro-steps in
     pairs (0, 4), (1, 5), ..., the first of each without gradient sync, so that FSDP2 adds the pair before it
     reaches the sharded gradient: 1 and 2 processes are bitwise the same run, as train_gpt.GradBuckets makes ddp.
-    The pairing keeps one extra (unsharded) copy of the gradients on a single process."""
+    The pairing keeps one extra (unsharded) copy of the gradients on a single process.
 
-    def __init__(self, model: tg.GPT, roles: dict[str, list[nn.Parameter]], world_size: int):
-        self.model, self.roles, self.world_size = model, roles, world_size
+    micro_windows: windows per micro-step, run as one batch (one all-gather and one reduce-scatter of the model for
+    k windows instead of k); (w0 + w1) + (w4 + w5) on 2 processes with 2. Within a batch the sums run in another
+    order than k one-window micro-steps: the same losses to float rounding, not bitwise."""
+
+    def __init__(self, model: tg.GPT, roles: dict[str, list[nn.Parameter]], world_size: int, micro_windows: int = 1):
+        self.model, self.roles, self.world_size, self.micro_windows = model, roles, world_size, micro_windows
 
     def zero(self) -> None:
         for params in self.roles.values():
@@ -187,14 +197,18 @@ class ShardedGrads:
                 p.grad = None
 
     def accumulate(self, forward_backward, windows: range, d: tg.Dist) -> dict[int, Tensor]:
-        half = len(windows) // 2
-        pairs = self.world_size == 1 and len(windows) == 2 * half
-        order = [j for i in range(half) for j in (windows[i], windows[i + half])] if pairs else windows
+        k, half = self.micro_windows, len(windows) // 2
+        groups = [windows[i : i + k] for i in range(0, len(windows), k)]
+        pairs = self.world_size == 1 and len(windows) == 2 * half and half % k == 0
+        order = (
+            [g for i in range(len(groups) // 2) for g in (groups[i], groups[i + len(groups) // 2])] if pairs else groups
+        )
         self.zero()
         losses = {}
-        for k, j in enumerate(order):
-            self.model.set_requires_gradient_sync(not pairs or k % 2 == 1)
-            losses[j] = forward_backward(j)
+        for n, group in enumerate(order):
+            self.model.set_requires_gradient_sync(not pairs or n % 2 == 1)
+            loss = forward_backward(group if k > 1 else group[0])  # one window: the record file's own path
+            losses.update(zip(group, loss.unbind() if k > 1 else [loss], strict=True))
         return losses
 
     def finish_mean(self, role: str, scale: float) -> None:
@@ -202,8 +216,25 @@ class ShardedGrads:
             p.grad.mul_(scale)
 
 
-def build_optimizers(model: tg.GPT, args: tg.Hyperparameters, d: tg.Dist) -> tuple:
-    return tg.build_optimizers(model, args, d, ShardedMuon, lambda roles: ShardedGrads(model, roles, d.world_size))
+def micro_windows_problem(k: int, args: tg.Hyperparameters, world_size: int) -> str | None:
+    """Why k windows per micro-step cannot run on world_size processes, or None: k must divide the windows of each
+    process (and on one process each half of the step, which ShardedGrads pairs)."""
+    mine = args.windows_per_step // world_size
+    unit = mine // 2 if world_size == 1 and mine % 2 == 0 else mine
+    if k >= 1 and unit % k == 0:
+        return None
+    who = f"each of the {world_size} processes trains {mine}" if world_size > 1 else f"the one process trains {mine}"
+    halves = f" in two halves of {unit} (paired, so that 1 and 2 processes are the same run)" if unit != mine else ""
+    fits = ", ".join(str(n) for n in range(1, unit + 1) if unit % n == 0)
+    return (
+        f"SPEEDRUN_MICRO_WINDOWS={k}: {who} windows per step{halves}, in micro-steps of k windows: give a k that "
+        f"divides {unit} ({fits}), or auto for the largest that fits in memory"
+    )
+
+
+def build_optimizers(model: tg.GPT, args: tg.Hyperparameters, d: tg.Dist, micro_windows: int = 1) -> tuple:
+    grads = lambda roles: ShardedGrads(model, roles, d.world_size, micro_windows)  # noqa: E731
+    return tg.build_optimizers(model, args, d, ShardedMuon, grads)
 
 
 # -----------------------------------------------------------------------------------------------
@@ -355,13 +386,29 @@ PRESET_SETTINGS = {
 
 @dataclass(frozen=True)
 class ScaleRunSettings(tg.RunSettings):
-    """train_gpt.RunSettings and this file's: none changes a number the run computes (logged under "run")."""
+    """train_gpt.RunSettings and this file's: none changes a number the run computes (logged under "run"), but for
+    micro_windows, which changes the order of float sums within a step (the losses to rounding, not bitwise)."""
 
     checkpoint_dir: str = "checkpoints"  # SPEEDRUN_CHECKPOINT_DIR: checkpoints go to <dir>/<run_id>/step_<NNNNNN>/
     checkpoint_every: int = -1  # SPEEDRUN_CHECKPOINT_EVERY: N > 0 every N steps and at the end; 0 at the end; -1 never
     checkpoint_keep: int = 0  # SPEEDRUN_CHECKPOINT_KEEP: keep this run's newest N checkpoints; 0: keep all
-    resume: str | None = None  # SPEEDRUN_RESUME: a step_<NNNNNN> checkpoint folder to continue from
+    checkpoint_async: bool = True  # SPEEDRUN_CHECKPOINT_ASYNC=1|0: write in the background (the clock stops to stage)
+    resume: str | None = None  # SPEEDRUN_RESUME: a step_<NNNNNN> checkpoint folder, or latest (this run's newest)
+    run_id: str | None = None  # SPEEDRUN_RUN_ID: the run's name (log, checkpoint folder); unset: a fresh uuid
     activation_checkpointing: bool = False  # SPEEDRUN_ACTIVATION_CHECKPOINTING=1|0 (default: the preset's)
+    micro_windows: int = 0  # SPEEDRUN_MICRO_WINDOWS: windows per micro-step; 0 (auto): the largest the plan fits
+
+
+LATEST = "latest"  # SPEEDRUN_RESUME=latest
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def switch(env: dict[str, str], variable: str, meaning: tuple[str, str]) -> bool | None:
+    """A 1|0 variable: True, False, or None when unset."""
+    value = env.get(variable, "").strip()
+    if value not in ("", "0", "1"):
+        raise SpeedrunError(f"{variable}={value!r}: give 1 ({meaning[0]}) or 0 ({meaning[1]}).")
+    return None if not value else value == "1"
 
 
 def run_settings(env: dict[str, str], preset: str, args: tg.Hyperparameters) -> ScaleRunSettings:
@@ -381,127 +428,282 @@ def run_settings(env: dict[str, str], preset: str, args: tg.Hyperparameters) -> 
             0,
             "N > 0 (keep the run's newest N checkpoints) or 0 (keep them all)",
         ),
+        ("micro_windows", "SPEEDRUN_MICRO_WINDOWS", 1, "N > 0 windows per micro-step, or auto (the largest that fits)"),
     )
     for field, variable, lowest, meaning in checks:
+        if field == "micro_windows" and env.get(variable, "").strip() == "auto":
+            continue
         value = tg.env_int(env, variable, meaning)
         if value is not None and value < lowest:
             raise SpeedrunError(f"{variable}={value}: give {meaning}.")
         settings = dataclasses.replace(settings, **({field: value} if value is not None else {}))
-    recompute = env.get("SPEEDRUN_ACTIVATION_CHECKPOINTING", "").strip()
-    if recompute not in ("", "0", "1"):
-        raise SpeedrunError(f"SPEEDRUN_ACTIVATION_CHECKPOINTING={recompute!r}: give 1 (recompute) or 0 (keep).")
-    if recompute:
-        settings = dataclasses.replace(settings, activation_checkpointing=recompute == "1")
+    switches = dict(
+        activation_checkpointing=switch(env, "SPEEDRUN_ACTIVATION_CHECKPOINTING", ("recompute", "keep")),
+        checkpoint_async=switch(env, "SPEEDRUN_CHECKPOINT_ASYNC", ("in the background", "while training waits")),
+    )
+    settings = dataclasses.replace(settings, **{k: v for k, v in switches.items() if v is not None})
+    run_id = env.get("SPEEDRUN_RUN_ID", "").strip() or None
+    if run_id is not None and not RUN_ID.fullmatch(run_id):
+        raise SpeedrunError(
+            f"SPEEDRUN_RUN_ID={run_id!r}: a run id names the log and the checkpoint folder; give 1 to 128 letters, "
+            "digits, '.', '_' or '-', starting with a letter or digit (under SLURM: SPEEDRUN_RUN_ID=$SLURM_JOB_ID)."
+        )
+    if settings.export_dir is not None and settings.checkpoint_every < 0:  # the export converts the final checkpoint
+        settings = dataclasses.replace(settings, checkpoint_every=0)
+    resume = env.get("SPEEDRUN_RESUME", "").strip() or None
+    if resume == LATEST and settings.checkpoint_every < 0:
+        raise SpeedrunError(
+            f"SPEEDRUN_RESUME=latest continues from this run's newest checkpoint, but SPEEDRUN_CHECKPOINT_EVERY="
+            f"{settings.checkpoint_every} saves none (the {preset} preset's default): set SPEEDRUN_CHECKPOINT_EVERY=N."
+        )
     checkpoint_dir = env.get("SPEEDRUN_CHECKPOINT_DIR") or settings.checkpoint_dir
-    return dataclasses.replace(settings, checkpoint_dir=checkpoint_dir, resume=env.get("SPEEDRUN_RESUME") or None)
+    return dataclasses.replace(settings, checkpoint_dir=checkpoint_dir, resume=resume, run_id=run_id)
 
 
 # -----------------------------------------------------------------------------------------------
 # Memory plan: what each GPU holds, from the meta-device model and the sharding rule above, before any GPU is rented.
 
-GIB = 2**30
-# Kept free on a GPU beside the plan: the CUDA context, NCCL's buffers, the caching allocator's slack. An allowance
-# (commonly ~1 GiB each for context and NCCL on H100 nodes), not a measurement of this code.
-CUDA_RESERVE = 2 * GIB
+GIB, MIB = 2**30, 2**20
+# What the plan counts beyond the model's own tensors, each number with where it comes from (--plan prints them).
+GPUS_PER_NODE = 8  # NCCL's peers on the same node (NVLink) and on others (network): an 8-GPU node
+CUDA_FIXED = 1 * GIB  # per GPU outside the allocator before any all-to-all: the CUDA context, cuBLAS and NCCL's
+# ring/tree channels: 1.06 GB measured on each of 8 H100s (NVIDIA/nccl issue 1685)
+NVLINK_PEER = 470 * MIB  # NCCL's send/recv buffers per peer on the node once an all-to-all has run (Muon's spans
+# every rank): 3.28 GB more for 7 peers on 8 H100s, 32 channels per pair (NVIDIA/nccl issue 1685)
+NET_PEER = 8 * MIB  # per peer on another node: 2 channels (NCCL_NCHANNELS_PER_NET_PEER) x send and receive x
+# 2 MiB buffers (the 2 MiB allocations of issue 1685); an assumption, not yet measured
+FRAGMENTATION = 0.05  # the caching allocator's reserve beyond its peak, with expandable segments: an allowance
+LOGIT_BYTES = dict(cuda=16, cpu=12)  # the head's peak per token and vocabulary entry: CUDA, eager soft cap and loss
+# on bf16 logits (bf16 out, fp32 copy, sigmoid, log-softmax and their gradients: ~16, the issue's measure); CPU,
+# fp32 throughout: logits, sigmoid (kept) and log-softmax (kept), measured by bench/scale_memory.py
+CPU_FIXED = 50 * MIB  # CPU: the code torch maps on first use and its first buffers, measured (bench/scale_memory.py
+# on a 2-layer, 16-wide model: 50.6 MiB on 1 process, 50.5 and 50.4 on 2; torch 2.13, one thread)
 
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    """Bytes on the rank that holds the most (rank 0: the first slices are the full ones)."""
+    """Bytes on the rank that holds the most (rank 0: the first slices are the full ones), term by term."""
 
     parameters: int  # fp32 slices of the weights
-    gradients: int  # fp32 slices of the gradients (one process: also the unsharded sums of a window pair)
+    gradients: int  # fp32 slices of the gradients, from the first reduce-scatter to the next step
     optimizer: int  # Adam's two moments (embeddings, head, scalars), Muon's momentum (hidden matrices)
-    muon_gather: int  # the largest Muon round: the all-to-all buffers and Newton-Schulz's working set, in bf16
-    activations: int  # what backward keeps of one window, and the logits
-    gathered: int  # FSDP2's unsharded weights and gradients in flight: the root's, and two blocks'
+    unsynced: int  # one process: the unsharded fp32 gradient sums of a micro-step pair (ShardedGrads); else 0
+    activations: int  # what backward keeps of a micro-step's windows (recompute: each block's input, one block's)
+    logits: int  # the head's peak: logits, soft cap, loss and their gradients for a micro-step's windows
+    gathered: int  # FSDP2's unsharded weights and gradients in flight, and the all-gather's copy-out buffer
+    muon: int  # the largest Muon round: the all-to-all buffers and Newton-Schulz's working set, in bf16
+    collectives: int  # CUDA: NCCL's all-to-all buffers, per peer (grow with the world size); CPU: 0
+    fixed: int  # CUDA: context, cuBLAS, NCCL's channels; CPU: the code torch loads on first use
+    fragmentation: int  # CUDA: the allocator's reserve beyond its peak; CPU: 0
+
+    @property
+    def forward_backward(self) -> int:
+        """The transient of forward and backward (the gradients come as backward goes)."""
+        return self.unsynced + self.activations + self.logits + self.gathered
+
+    @property
+    def allocated(self) -> int:
+        """The allocator's peak: Muon's round comes after backward has freed the activations and gathered weights."""
+        return self.parameters + self.gradients + self.optimizer + max(self.forward_backward, self.muon)
 
     @property
     def total(self) -> int:
-        # the optimizer's round comes after backward has freed the activations and the gathered weights
-        return (
-            self.parameters + self.gradients + self.optimizer + max(self.activations + self.gathered, self.muon_gather)
-        )
+        return self.allocated + self.collectives + self.fixed + self.fragmentation
 
 
-def plan_memory(args: tg.Hyperparameters, world_size: int, device: str = "cuda", recompute: bool = False) -> MemoryPlan:
-    """Per-GPU memory of a training step of `args` on world_size ranks, computed from the model built on the meta
-    device and cut by shard_rows/shard_dim, the rule shard_model gives FSDP2. device "cpu" is how the tests run it:
-    fp32 activations, dense attention masks. An estimate: the allocator's rounding and fragmentation come on top."""
+@functools.cache
+def model_shapes(args: tg.Hyperparameters) -> dict[str, list[tuple[int, ...]]]:
+    """The shapes of the model's parameters by optimizer role, and of its FSDP2 units (the embedding table and each
+    block: "units"; the root's own weights: "root"), from the model built on the meta device (cached: the plan asks
+    for the same model at every world size and micro-step)."""
     with torch.device("meta"):
         model = tg.GPT(args)
-    W, cuda = world_size, device == "cuda"
+    shapes = {role: [tuple(p.shape) for p in ps] for role, ps in model.param_groups().items()}
+    shapes["units"] = [(sum(p.numel() for p in unit.parameters()),) for unit in [model.embed, *model.blocks]]
+    shapes["root"] = [tuple(model.lm_head.weight.shape), *shapes["scalar"]]
+    return shapes
+
+
+def plan_memory(
+    args: tg.Hyperparameters, world_size: int, device: str = "cuda", recompute: bool = False, micro_windows: int = 1
+) -> MemoryPlan:
+    """Per-GPU memory of a training step of `args` on world_size ranks with micro_windows windows per micro-step,
+    computed from the model built on the meta device and cut by shard_rows/shard_dim, the rule shard_model gives
+    FSDP2, plus the assumptions above. device "cpu" is how the tests run it: fp32 activations, dense attention masks,
+    the resident set of the process over what it held before building the model."""
+    shapes = model_shapes(args)
+    W, k, cuda = world_size, micro_windows, device == "cuda"
     compute = 2 if cuda else 4  # bytes of a weight or activation as computed: bf16 on CUDA, fp32 on CPU
-    groups = model.param_groups()
+    numel = math.prod
 
-    def mine(p: Tensor) -> int:  # elements of rank 0's slice
-        dim = shard_dim(p.shape)
-        return len(shard_rows(p.shape[dim], W, 0)) * (p.numel() // p.shape[dim])
+    def mine(shape: tuple[int, ...]) -> int:  # elements of rank 0's slice
+        dim = shard_dim(shape)
+        return len(shard_rows(shape[dim], W, 0)) * (numel(shape) // shape[dim])
 
-    sliced = sum(mine(p) for p in model.parameters())
-    adam = sum(mine(p) for role in ("embed", "head", "scalar") for p in groups[role])
-    gradients = 4 * sliced + (4 * sum(p.numel() for p in model.parameters()) if W == 1 else 0)
-    optimizer = 4 * (2 * adam + sum(mine(p) for p in groups["hidden"]))
-    gather = 0
-    for p in groups["hidden"]:  # send, recv, update, back: W slices of the matrix each, plus Newton-Schulz
-        dim = shard_dim(p.shape)
-        padded = W * -(-p.shape[dim] // W) * (p.numel() // p.shape[dim])
-        m, n = sorted(p.shape[-2:])
-        batch = p.numel() // (m * n)
-        gather = max(gather, 2 * (4 * padded + batch * (4 * m * n + 4 * m * m)))
-    root = model.lm_head.weight.numel() + sum(p.numel() for p in groups["scalar"])
-    block = max(sum(p.numel() for p in unit.parameters()) for unit in [model.embed, *model.blocks])
+    roles = ("hidden", "embed", "head", "scalar")
+    sliced, whole = (sum(f(s) for r in roles for s in shapes[r]) for f in (mine, numel))
+    adam = sum(mine(s) for role in ("embed", "head", "scalar") for s in shapes[role])
+    optimizer = 4 * (2 * adam + sum(mine(s) for s in shapes["hidden"]))
+    muon = 0
+    for shape in shapes["hidden"]:  # send, recv, update, back: W slices of the matrix each, plus Newton-Schulz
+        dim = shard_dim(shape)
+        padded = W * -(-shape[dim] // W) * (numel(shape) // shape[dim])
+        m, n = sorted(shape[-2:])
+        batch = numel(shape) // (m * n)
+        muon = max(muon, 2 * (4 * padded + batch * (4 * m * n + 4 * m * m)))
+    root, block = sum(numel(s) for s in shapes["root"]), max(numel(s) for s in shapes["units"])
     # unsharded: the root's weights for the whole step and its gradients at the end of backward, two other units'
-    # weights (one in use, one prefetched) and one's gradients before their reduce-scatter (CUDA: also in fp32)
-    gathered = compute * (2 * root + 2 * block) + (4 * (root + block) if cuda else 0)
-    T, D, V = args.train_seq_len, args.model_dim, model.lm_head.weight.shape[0]
+    # weights (one in use, one prefetched), the all-gather's output buffer of the prefetched one before its
+    # copy-out, and one unit's gradients before their reduce-scatter (CUDA: also their fp32 copy for the reduction)
+    gathered = compute * (2 * root + 3 * block) + (4 * (root + block) if cuda else 0)
+    T, D, V = args.train_seq_len, args.model_dim, shapes["head"][0][0]
     attention = sum(c != "-" for c in args.attention_pattern)
     mlp = 3 + 2 * args.mlp_ratio  # per token, in units of D: measured with saved-tensor hooks (tests)
     per_layer = [T * D * compute * (mlp + (9 if c != "-" else 0)) for c in args.attention_pattern]
     kept = T * D * compute * len(per_layer) if recompute else sum(per_layer)  # recompute: each block's input
     kept += max(per_layer) if recompute else 0  # the block being recomputed
     kept += 0 if cuda else attention * 4 * T * T  # CPU: SDPA keeps each layer's mask as fp32
-    fixed = T * D * compute * (4 + args.num_value_embeds) + T * V * (3 * 4 if not cuda else 2 + 2 * 4)
-    return MemoryPlan(4 * sliced, gradients, optimizer, gather, kept + fixed, gathered)
+    kept += T * D * compute * (4 + args.num_value_embeds)  # the embeddings, x0 and the final norm
+    nvlink = min(W, GPUS_PER_NODE) - 1
+    allocator = MemoryPlan(
+        parameters=4 * sliced,
+        gradients=4 * sliced,
+        optimizer=optimizer,
+        unsynced=4 * whole if W == 1 else 0,
+        activations=k * kept,
+        logits=k * T * V * LOGIT_BYTES[device],
+        gathered=gathered,
+        muon=muon,
+        collectives=(nvlink * NVLINK_PEER + (W - 1 - nvlink) * NET_PEER) if cuda and W > 1 else 0,
+        fixed=CUDA_FIXED if cuda else CPU_FIXED,
+        fragmentation=0,
+    )
+    return dataclasses.replace(allocator, fragmentation=int(FRAGMENTATION * allocator.allocated) if cuda else 0)
+
+
+def assumptions(device: str = "cuda") -> list[str]:
+    """What plan_memory assumes beyond the model's tensors, one line each, as --plan prints them."""
+    if device == "cpu":
+        return [
+            "fp32 weights, activations and logits; SDPA's dense masks kept as fp32 (T^2 per attention layer)",
+            f"fixed: {CPU_FIXED / MIB:.0f} MiB, the code torch maps on first use (measured, torch 2.13, one thread)",
+            f"logits: {LOGIT_BYTES['cpu']} bytes per token and vocabulary entry at the head's peak",
+        ]
+    return [
+        "bf16 compute from fp32 slices (FSDP2 MixedPrecisionPolicy), fp32 gradient reduction, fp32 optimizer state",
+        f"fixed: {CUDA_FIXED / GIB:.2f} GiB per GPU for the CUDA context, cuBLAS and NCCL's ring/tree channels "
+        "(NVIDIA/nccl issue 1685)",
+        f"collectives: Muon's all-to-all over every rank; NCCL buffers of {NVLINK_PEER / MIB:.0f} MiB per peer on the "
+        f"node (issue 1685) and {NET_PEER / MIB:.0f} MiB per peer elsewhere (assumed), {GPUS_PER_NODE} GPUs a node",
+        f"logits: {LOGIT_BYTES['cuda']} bytes per token and vocabulary entry at the eager head's peak",
+        f"fragmentation: {FRAGMENTATION:.0%} of the allocator's peak (expandable segments, set by train_scale.py)",
+        "not counted: the validation pass (smaller than a training step), host memory (checkpoint staging)",
+    ]
+
+
+def device_memory(d: tg.Dist) -> int | None:
+    """The bytes a GPU has (None on CPU): what the largest micro-step must fit in."""
+    return torch.cuda.get_device_properties(d.device).total_memory if d.cuda else None
+
+
+def choose_micro_windows(
+    args: tg.Hyperparameters, world_size: int, device: str, recompute: bool, memory: int | None
+) -> int:
+    """The largest windows per micro-step that the plan fits in `memory` (the fewest all-gathers and
+    reduce-scatters of the model per step); 1 when none does, and on CPU (memory None)."""
+    best = 1
+    for k in range(2, args.windows_per_step // world_size + 1) if memory is not None else ():
+        if micro_windows_problem(k, args, world_size) is None:  # the plan grows with k: stop at the first too big
+            if plan_memory(args, world_size, device, recompute, k).total > memory:
+                break
+            best = k
+    return best
 
 
 def parse_bytes(text: str) -> int:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(GiB|GB|MiB|MB)?\s*", text)
     if m is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size like 80GiB, 141GB or 40960MiB")
-    unit = {"GiB": GIB, "GB": 10**9, "MiB": 2**20, "MB": 10**6, None: GIB}[m[2]]
+    unit = {"GiB": GIB, "GB": 10**9, "MiB": MIB, "MB": 10**6, None: GIB}[m[2]]
     return int(float(m[1]) * unit)
 
 
-def plan_table(presets: list[str], gpus: list[int], gpu_memory: int, device: str = "cuda") -> str:
-    """The plan as a table: one row per preset and GPU count, GiB per GPU."""
-    cols = ("preset", "GPUs", "params", "grads", "optim", "muon", "activ", "gathered", "total", "fits")
-    rows = [cols]
+PLAN_TERMS = (
+    ("params", "parameters"),
+    ("grads", "gradients"),
+    ("optim", "optimizer"),
+    ("unsync", "unsynced"),
+    ("activ", "activations"),
+    ("logits", "logits"),
+    ("gather", "gathered"),
+    ("muon", "muon"),
+    ("comms", "collectives"),
+    ("fixed", "fixed"),
+    ("frag", "fragmentation"),
+    ("total", "total"),
+)
+
+
+def plan_row(preset: str, n: int, gpu_memory: int, device: str = "cuda", micro_windows: int | None = None) -> tuple:
+    """(windows per micro-step, MemoryPlan, verdict) of a preset on n GPUs: the largest micro-step that fits unless
+    micro_windows is given."""
+    args, recompute = PRESETS[preset], PRESET_SETTINGS[preset].get("activation_checkpointing", False)
+    if problem := cannot_run(args, n):
+        return 1, plan_memory(args, n, device, recompute), "no: " + problem.removeprefix("invalid configuration: ")
+    k = micro_windows or choose_micro_windows(args, n, device, recompute, gpu_memory)
+    if problem := micro_windows_problem(k, args, n):
+        return k, plan_memory(args, n, device, recompute), f"no: {problem}"
+    plan = plan_memory(args, n, device, recompute, k)
+    return k, plan, "yes" if plan.total <= gpu_memory else f"no: needs {plan.total / GIB:.1f} GiB"
+
+
+def plan_table(
+    presets: list[str], gpus: list[int], gpu_memory: int, device: str = "cuda", micro_windows: int | None = None
+) -> str:
+    """The plan as a table: one row per preset and GPU count, GiB per GPU, then what it assumes."""
+    rows = [("preset", "GPUs", "micro", *(short for short, _ in PLAN_TERMS), "fits")]
     for preset in presets:
-        args, recompute = PRESETS[preset], PRESET_SETTINGS[preset].get("activation_checkpointing", False)
+        recompute = PRESET_SETTINGS[preset].get("activation_checkpointing", False)
         for n in gpus:
-            p, reserve = plan_memory(args, n, device, recompute), CUDA_RESERVE if device == "cuda" else 0
-            if problem := cannot_run(args, n):
-                verdict = "no: " + problem.removeprefix("invalid configuration: ").rstrip(".")
-            else:
-                verdict = "yes" if p.total + reserve <= gpu_memory else f"no: needs {(p.total + reserve) / GIB:.1f} GiB"
-            sizes = (p.parameters, p.gradients, p.optimizer, p.muon_gather, p.activations, p.gathered, p.total)
-            rows.append(
-                (preset + (" (recompute)" if recompute else ""), str(n), *(f"{s / GIB:.2f}" for s in sizes), verdict)
-            )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
+            k, p, verdict = plan_row(preset, n, gpu_memory, device, micro_windows)
+            sizes = [f"{getattr(p, field) / GIB:.2f}" for _, field in PLAN_TERMS]
+            rows.append((preset + (" (recompute)" if recompute else ""), str(n), str(k), *sizes, verdict))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    last = len(rows[0]) - 1
     lines = [
-        "  ".join(
-            c.ljust(w) if i in (0, len(cols) - 1) else c.rjust(w)
-            for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        )
+        "  ".join(c.ljust(w) if i in (0, last) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
         for r in rows
     ]
-    return (
-        "\n".join(line.rstrip() for line in lines)
-        + f"\n(GiB per GPU on rank 0; fits: total + {reserve / GIB:.0f} GiB (CUDA context, NCCL) <= {gpu_memory / GIB:.1f} GiB;"
-        " the Muon round and activations + gathered peak at different times)"
+    notes = [
+        f"GiB per GPU on rank 0; micro: windows per micro-step, the largest that fits unless --micro-windows; fits: "
+        f"total <= {gpu_memory / GIB:.1f} GiB; total = params + grads + optim + max(unsync + activ + logits + gather, "
+        "muon) + comms + fixed + frag (Muon's round comes after backward has freed the activations)",
+        *assumptions(device),
+    ]
+    return "\n".join(line.rstrip() for line in lines) + "\n" + "\n".join(f"  {note}" for note in notes)
+
+
+def plan_vs_measured(plan: MemoryPlan, measured: dict[str, int], title: str) -> str:
+    """bench/scale_memory.py's terms next to the plan's, MiB (rank 0)."""
+    pairs = [
+        ("parameters", plan.parameters),
+        ("gradients", plan.gradients),
+        ("optimizer", plan.optimizer),
+        ("fixed", plan.fixed + plan.collectives),
+        ("forward_backward", plan.forward_backward + plan.gradients),
+        ("muon", plan.muon),
+        ("peak", plan.total - plan.fragmentation),
+    ]
+    lines = [f"{title}: MiB on rank 0, plan vs measured", f"  {'term':<17} {'plan':>10} {'measured':>10} {'diff':>7}"]
+    for name, planned in pairs:
+        got = measured[name]
+        diff = f"{(planned - got) / got:+.0%}" if got > 0 else "-"
+        lines.append(f"  {name:<17} {planned / MIB:10.1f} {got / MIB:10.1f} {diff:>7}")
+    lines.append(
+        "  (fixed: plan's fixed + comms; forward_backward: unsync + activ + logits + gather + the gradients as they "
+        "come; peak: the whole step's, the allocator's reserve beyond its peak (frag) left out)"
     )
+    return "\n".join(lines)
 
 
 # -----------------------------------------------------------------------------------------------
@@ -523,31 +725,33 @@ class Resume:
     step: int
     run_id: str
     keys: frozenset[str]  # the saved state's keys, as .metadata lists them ("model.embed.weight", "train.step", ...)
+    seed: int | None  # the seed of the run that saved it (checkpoints since the seed was saved)
 
 
-def read_resume(path_text: str, args: tg.Hyperparameters) -> Resume:
-    """Check a checkpoint folder before any work: complete, of this format, and of the same recipe."""
+def read_resume(path_text: str, args: tg.Hyperparameters, given: str | None = None) -> Resume:
+    """Check a checkpoint folder before any work: complete, of this format, and of the same recipe. given: what
+    SPEEDRUN_RESUME said, when it is not the folder itself (latest)."""
     path, fix = Path(path_text), "point SPEEDRUN_RESUME at a step_<NNNNNN> folder that holds a config.json"
+    variable = f"SPEEDRUN_RESUME={path_text}" if given is None else f"SPEEDRUN_RESUME={given} ({path_text})"
     try:
         meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except OSError as e:
         raise SpeedrunError(
-            f"SPEEDRUN_RESUME={path_text}: cannot read {path / 'config.json'} ({e.strerror or e}): the folder is "
+            f"{variable}: cannot read {path / 'config.json'} ({e.strerror or e}): the folder is "
             f"missing or the checkpoint incomplete (config.json is written last); {fix}."
         ) from e
     except json.JSONDecodeError as e:
-        raise SpeedrunError(f"SPEEDRUN_RESUME={path_text}: config.json is not valid JSON ({e}); {fix}.") from e
+        raise SpeedrunError(f"{variable}: config.json is not valid JSON ({e}); {fix}.") from e
     keys = ("format", "preset", "hyperparameters", "step", "run_id")
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT or not all(k in meta for k in keys):
         raise SpeedrunError(
-            f"SPEEDRUN_RESUME={path_text}: config.json is not a {CHECKPOINT_FORMAT} checkpoint's (it needs "
-            f"{', '.join(keys)}); {fix}."
+            f"{variable}: config.json is not a {CHECKPOINT_FORMAT} checkpoint's (it needs {', '.join(keys)}); {fix}."
         )
     kinds = dict(hyperparameters=dict, step=int, run_id=str)
     wrong = [k for k, kind in kinds.items() if not isinstance(meta[k], kind) or isinstance(meta[k], bool)]
     if wrong:
         raise SpeedrunError(
-            f"SPEEDRUN_RESUME={path_text}: config.json is damaged ({', '.join(wrong)} of the wrong type: "
+            f"{variable}: config.json is damaged ({', '.join(wrong)} of the wrong type: "
             "hyperparameters is an object, step an integer, run_id a string); resume from another checkpoint."
         )
     saved, now = meta["hyperparameters"], dataclasses.asdict(args)
@@ -555,34 +759,33 @@ def read_resume(path_text: str, args: tg.Hyperparameters) -> Resume:
     if differ:
         diffs = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, this run {now[k]!r}" for k in differ[:6])
         raise SpeedrunError(
-            f"SPEEDRUN_RESUME={path_text} was saved by a run with another recipe ({diffs}). A resumed run continues "
+            f"{variable} was saved by a run with another recipe ({diffs}). A resumed run continues "
             f"exactly only with the same one: use SPEEDRUN_PRESET={meta['preset']} and the same SPEEDRUN_OVERRIDES."
         )
     if not (path / ".metadata").is_file():
-        raise SpeedrunError(
-            f"SPEEDRUN_RESUME={path_text}: the DCP file .metadata is missing: the checkpoint is damaged."
-        )
+        raise SpeedrunError(f"{variable}: the DCP file .metadata is missing: the checkpoint is damaged.")
     try:  # an untrusted file: whatever reading it raises means it is damaged
         metadata = dcp.FileSystemReader(path).read_metadata()
         files = sorted({info.relative_path for info in metadata.storage_data.values()})
         keys = frozenset(metadata.state_dict_metadata)
     except Exception as e:
         raise SpeedrunError(
-            f"SPEEDRUN_RESUME={path_text}: the DCP file .metadata cannot be read ({type(e).__name__}: {e}): the "
+            f"{variable}: the DCP file .metadata cannot be read ({type(e).__name__}: {e}): the "
             "checkpoint is damaged; resume from another one."
         ) from None
     missing = [f for f in files if not (path / f).is_file()]
     if missing:
         raise SpeedrunError(
-            f"SPEEDRUN_RESUME={path_text}: {len(missing)} of its {len(files)} DCP data files are missing "
+            f"{variable}: {len(missing)} of its {len(files)} DCP data files are missing "
             f"({', '.join(missing[:4])}): the checkpoint is incomplete; resume from another one."
         )
     if meta["step"] >= args.num_iterations:
         raise SpeedrunError(
-            f"SPEEDRUN_RESUME={path_text} is the checkpoint of step {meta['step']}, the end of its "
+            f"{variable} is the checkpoint of step {meta['step']}, the end of its "
             f"{args.num_iterations}-step run: nothing is left to train."
         )
-    return Resume(path, meta["step"], meta["run_id"], keys)
+    seed = meta.get("seed")
+    return Resume(path, meta["step"], meta["run_id"], keys, seed if isinstance(seed, int) and seed >= 0 else None)
 
 
 def optimizer_state(raw: tg.GPT, opts, template: bool = False) -> dict:
@@ -639,21 +842,102 @@ def make_checkpoint_dir(folder: Path, d: tg.Dist) -> None:
         raise SpeedrunError(next(p for p in problems if p) + ".")
 
 
-def save_checkpoint(folder: Path, raw: tg.GPT, opts, args, step: int, train_time_ms: float, meta: dict, d) -> None:
-    state = dict(model=raw.state_dict(), optim=optimizer_state(raw, opts))
-    if d.rank == 0:  # rank 0's clock and RNG: DCP writes one copy of a replicated value, from any rank
-        state["train"] = train_state(step, train_time_ms, args, d)
-    try:
-        dcp.save(state, checkpoint_id=folder)
-        if d.rank == 0:
-            config = meta | dict(step=step, train_time_ms=train_time_ms)
-            (folder / "config.json.tmp").write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
-            os.replace(folder / "config.json.tmp", folder / "config.json")
-    except (OSError, dcp.CheckpointException) as e:
-        raise SpeedrunError(
-            f"cannot write the checkpoint {folder}: {checkpoint_problem(e)}. Free some space or set "
+class Saver:
+    """The run's checkpoints, <dir>/<run_id>/step_<NNNNNN>/. Asynchronous (SPEEDRUN_CHECKPOINT_ASYNC=1, the default):
+    dcp.async_save copies this rank's slices to host memory while the clock is stopped (the staging), then writes
+    them in a background thread while training goes on, its collectives on a gloo group of their own (as
+    torchtitan does: NCCL has no CPU tensors, and the training's collectives must not interleave with them). When
+    the write is complete rank 0 writes config.json (in that thread, so that a run killed later still has it) and
+    prunes. One save is in flight at a time: the next save, and the end of the run, wait for it."""
+
+    def __init__(self, folder: Path, raw: tg.GPT, opts, args, meta: dict, settings: ScaleRunSettings, d, log):
+        self.folder, self.raw, self.opts, self.args, self.meta = folder, raw, opts, args, meta
+        self.settings, self.d, self.log = settings, d, log
+        self.group = dist.new_group(backend="gloo") if settings.checkpoint_async else None
+        self.pending = None  # (folder, future, its callback's end) of the write in flight
+        self.done: list[str] = []  # rank 0's log lines from the background thread, logged at the next wait
+        self.failed: BaseException | None = None
+        self.last: Path | None = None  # the newest complete checkpoint this run saved
+
+    def save(self, step: int, train_time_ms: float) -> None:
+        """Called by train_gpt.train with the clock stopped."""
+        self.wait()
+        to, started = self.folder / f"step_{step:06d}", time.perf_counter()
+        state = dict(model=self.raw.state_dict(), optim=optimizer_state(self.raw, self.opts))
+        if self.d.rank == 0:  # rank 0's clock and RNG: DCP writes one copy of a replicated value, from any rank
+            state["train"] = train_state(step, train_time_ms, self.args, self.d)
+        config = self.meta | dict(step=step, train_time_ms=train_time_ms)
+        try:
+            if self.group is None:
+                dcp.save(state, checkpoint_id=to)
+                self.complete(to, config, started, None)
+                return
+            response = dcp.async_save(state, checkpoint_id=to, process_group=self.group)
+        except (OSError, dcp.CheckpointException) as e:
+            raise SpeedrunError(self.problem(to, e)) from e
+        future = getattr(response, "upload_completion", response)  # a Future; newer torch may return both
+        staged, finished = time.perf_counter() - started, threading.Event()
+
+        def written(f) -> None:  # in DCP's thread, once every rank's files are written (or the write failed)
+            try:
+                if f.exception() is None:
+                    self.complete(to, config, started, staged)
+            finally:
+                finished.set()
+
+        future.add_done_callback(written)
+        self.pending = (to, future, finished)
+
+    def complete(self, to: Path, config: dict, started: float, staged: float | None) -> None:
+        """Rank 0, once every rank's files are written: config.json last (it marks a complete checkpoint), then
+        pruning. Runs in DCP's thread for an asynchronous save: problems are kept for wait to raise."""
+        try:
+            if self.d.rank == 0:
+                (to / "config.json.tmp").write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
+                os.replace(to / "config.json.tmp", to / "config.json")
+            took = f"in {time.perf_counter() - started:.1f}s"
+            how = (
+                took
+                if staged is None
+                else f"{took} (staged in {staged:.1f}s with the clock stopped, then written while training)"
+            )
+            lines = [f"checkpoint: step {config['step']} saved to {to} {how}"]
+            if self.settings.checkpoint_keep and self.d.rank == 0:
+                keep = f"SPEEDRUN_CHECKPOINT_KEEP={self.settings.checkpoint_keep}"
+                for old, problem in prune_checkpoints(self.folder, self.settings.checkpoint_keep):
+                    lines.append(
+                        f"checkpoint: removed {old} ({keep})"
+                        if problem is None
+                        else f"checkpoint: could not remove {old} ({problem}); training goes on"
+                    )
+            self.done.extend(lines)
+            self.last = to
+        except OSError as e:
+            self.failed = e
+
+    def wait(self, quiet: bool = False) -> None:
+        """Wait for the write in flight, log what it did, and raise what went wrong (quiet: the run failed already,
+        only let the write finish, so that a restart can continue from it)."""
+        if self.pending is not None:
+            to, future, finished = self.pending
+            self.pending = None
+            try:
+                future.result()
+                finished.wait()  # a future's waiters wake before its callbacks have run
+                if self.failed is not None:
+                    raise self.failed
+            except (Exception, dcp.CheckpointException) as e:  # DCP's failures, whatever they are
+                if not quiet:
+                    raise SpeedrunError(self.problem(to, e)) from e
+        while self.done:
+            self.log(self.done.pop(0))
+
+    @staticmethod
+    def problem(to: Path, e: BaseException) -> str:
+        return (
+            f"cannot write the checkpoint {to}: {checkpoint_problem(e)}. Free some space or set "
             "SPEEDRUN_CHECKPOINT_DIR to a writable folder (on a filesystem every node sees)."
-        ) from e
+        )
 
 
 def checkpoint_problem(e: BaseException) -> str:
@@ -664,14 +948,18 @@ def checkpoint_problem(e: BaseException) -> str:
     return f"{type(e).__name__}: {str(e).rstrip('.')}"
 
 
+def complete_checkpoints(run_folder: Path) -> list[Path]:
+    """The run folder's complete checkpoints (those with a config.json), oldest first, by step."""
+    saved = [f for f in run_folder.glob("step_*") if f.name[5:].isdigit() and (f / "config.json").is_file()]
+    return sorted(saved, key=lambda f: int(f.name[5:]))
+
+
 def prune_checkpoints(run_folder: Path, keep: int) -> list[tuple[Path, str | None]]:
     """Rank 0, after a save: remove all but the newest `keep` complete checkpoints of this run's folder (never
     another run's, such as the one it resumed from). config.json goes first, so that a removal cut short leaves
     a folder marked incomplete, not a damaged checkpoint that looks whole. Returns (folder, problem or None):
     a checkpoint that cannot be removed is reported, and the run goes on."""
-    saved = [f for f in run_folder.glob("step_*") if f.name[5:].isdigit() and (f / "config.json").is_file()]
-    complete = sorted(saved, key=lambda f: int(f.name[5:]))
-    removed = []
+    complete, removed = complete_checkpoints(run_folder), []
     for folder in complete[: max(len(complete) - keep, 0)]:
         try:
             (folder / "config.json").unlink()
@@ -716,21 +1004,134 @@ def load_checkpoint(resume: Resume, raw: tg.GPT, opts, args: tg.Hyperparameters,
     return step, float(train["train_time_ms"])
 
 
+EXPORT_FORMAT = "speedrun-export-v1"  # the folder tools/use reads (model.safetensors, then config.json)
+SAFETENSORS_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.int64: "I64"}
+
+
+class OneMetadataReader(dcp.FileSystemReader):
+    """A checkpoint's reader that reads .metadata once for the many one-tensor loads of an export (it lists every
+    rank's slice of every tensor: tens of MB on a large cluster)."""
+
+    def read_metadata(self, *args, **kwargs):
+        if not hasattr(self, "_metadata"):
+            self._metadata = super().read_metadata(*args, **kwargs)
+        return self._metadata
+
+
+def export_checkpoint(source: Path, out: Path, force: bool = False) -> Path:
+    """A checkpoint's weights as an export folder: out/model.safetensors (every weight whole, as trained: fp32),
+    then out/config.json (the checkpoint's, "format": "speedrun-export-v1"; written last, it marks a complete
+    export), the folder `python -m tools sample|evaluate` read. Offline and one tensor at a time, as torchtitan
+    converts its DCP checkpoints: the process holds one weight, never the model (266 GB at 70b). The safetensors
+    header is written first from the checkpoint's metadata, then each tensor, read whole from every rank's slices."""
+    where = f"cannot export the checkpoint {source}"
+    try:
+        config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+        if not isinstance(config, dict) or config.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"config.json is not a {CHECKPOINT_FORMAT} checkpoint's")
+        reader = OneMetadataReader(source)
+        stored = reader.read_metadata().state_dict_metadata
+    except Exception as e:  # a missing folder, an incomplete checkpoint, a damaged file: one message
+        raise SpeedrunError(
+            f"{where}: {type(e).__name__}: {e}. Give a complete step_<NNNNNN> checkpoint folder (config.json is "
+            "written last, when every rank's files are)."
+        ) from None
+    tensors = {k.removeprefix("model."): m for k, m in stored.items() if k.startswith("model.") and hasattr(m, "size")}
+    if out.resolve() == source.resolve() or (out.is_dir() and any(out.iterdir()) and not force) or out.is_file():
+        raise SpeedrunError(
+            f"{where} to {out}: it is a file, the checkpoint itself or a folder that is not empty; "
+            "choose a new folder (or pass --force to overwrite an export)."
+        )
+    header: dict = {"__metadata__": {"format": "pt", "speedrun": EXPORT_FORMAT}}
+    offset = 0
+    for name, m in tensors.items():
+        size = m.size.numel() * m.properties.dtype.itemsize
+        header[name] = dict(
+            dtype=SAFETENSORS_DTYPES[m.properties.dtype], shape=list(m.size), data_offsets=[offset, offset + size]
+        )
+        offset += size
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").unlink(missing_ok=True)  # an overwritten export is incomplete until its new config.json
+    tmp = out / "model.safetensors.tmp"
+    try:
+        with open(tmp, "wb") as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "assuming the intent is to load in a single process": it is
+            f.write(len(text).to_bytes(8, "little") + text)
+            for name, m in tensors.items():
+                whole = torch.empty(m.size, dtype=m.properties.dtype)
+                dcp.load({"model": {name: whole}}, storage_reader=reader, no_dist=True)
+                f.write(whole.reshape(-1).view(torch.uint8).numpy().data)
+        os.replace(tmp, out / "model.safetensors")
+        exported = config | dict(format=EXPORT_FORMAT, exported_from=str(source))
+        (out / "config.json.tmp").write_text(json.dumps(exported, indent=1) + "\n", encoding="utf-8")
+        os.replace(out / "config.json.tmp", out / "config.json")
+    except (OSError, dcp.CheckpointException) as e:
+        raise SpeedrunError(f"{where} to {out}: {checkpoint_problem(e)}; free space, or use another checkpoint.") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
 # -----------------------------------------------------------------------------------------------
 # Main: the plan of a run (checked before any work), then train_gpt.py's log, warm-up and timed loop on the sharded
 # model, with checkpoints; --plan prints the memory plan instead.
 
 
 def cannot_run(args: tg.Hyperparameters, world_size: int) -> str | None:
-    """Why args cannot train on world_size processes (train_gpt.validate's reasons and FSDP2's), or None."""
+    """Why args cannot train on world_size processes (train_gpt.validate's reasons and FSDP2's), or None. A world size
+    must divide the batch (windows_per_step: the same global batch on any world size) and the q/k/v weight's
+    num_heads x head_dim rows (FSDP2 cuts a dim other than 0 into equal slices only)."""
+    windows, hdim, n = args.windows_per_step, args.num_heads * args.head_dim, world_size
+    if n >= 1 and windows >= 1 and hdim >= 1 and (windows % n or hdim % n):
+        fits = [m for m in range(1, windows + 1) if windows % m == 0 and hdim % m == 0]
+        nearest = [
+            m for m in (max((m for m in fits if m < n), default=0), min((m for m in fits if m > n), default=0)) if m
+        ]
+        why = [f"share the {windows:,} windows of a step"] if windows % n else []
+        why += [f"cut the {hdim:,} rows of num_heads x head_dim into equal slices (FSDP2)"] if hdim % n else []
+        text = f"invalid configuration: {n:,} processes cannot {' nor '.join(why)}; the nearest world sizes that can "
+        text += f"are {' and '.join(f'{m:,}' for m in nearest)} (any that divides both; docs/scale.md, world sizes)"
+        if windows % n and not hdim % n:  # a batch that n processes share: another recipe, an experiment
+            batch = max(1, round(windows / n)) * n
+            val = max(1, round(args.val_tokens / (batch * args.val_seq_len))) * batch * args.val_seq_len
+            change = json.dumps(dict(windows_per_step=batch, val_tokens=val))
+            text += f", or change the recipe to a batch {n:,} share: SPEEDRUN_OVERRIDES='{change}'"
+        return text + "."
     try:
         tg.validate(args, world_size)
     except SpeedrunError as e:
         return str(e)
-    hdim = args.num_heads * args.head_dim
-    if hdim % world_size:  # FSDP2 cuts a dim other than 0 only into equal slices
-        return f"invalid configuration: num_heads x head_dim = {hdim} must be a multiple of {world_size} processes."
     return None
+
+
+def stable_run_id(settings: ScaleRunSettings, env: dict[str, str]) -> str | None:
+    """The run id a restart keeps: SPEEDRUN_RUN_ID, or with SPEEDRUN_RESUME=latest torchrun's rendezvous id
+    (TORCHELASTIC_RUN_ID: the same across torchrun --max-restarts; --rdzv-id=$SLURM_JOB_ID keeps it across a
+    SLURM requeue). None: a fresh uuid for a run that is not meant to continue itself."""
+    elastic = env.get("TORCHELASTIC_RUN_ID", "")
+    if settings.run_id is not None or settings.resume != LATEST or elastic in ("", "none"):
+        return settings.run_id
+    if not RUN_ID.fullmatch(elastic):
+        raise SpeedrunError(
+            f"SPEEDRUN_RESUME=latest takes the run id from torchrun's rendezvous id, but {elastic!r} cannot name a "
+            "folder: set SPEEDRUN_RUN_ID to letters, digits, '.', '_' or '-' (under SLURM: $SLURM_JOB_ID)."
+        )
+    return elastic
+
+
+def find_resume(settings: ScaleRunSettings, args: tg.Hyperparameters, env: dict[str, str]) -> Resume | None:
+    """The checkpoint to continue from, checked: SPEEDRUN_RESUME's folder, or with latest the newest complete one of
+    this run's folder (None before its first save, or while the run id is not known yet: preflight, before torchrun
+    gives it)."""
+    if settings.resume is None:
+        return None
+    if settings.resume != LATEST:
+        return read_resume(settings.resume, args)
+    run_id = stable_run_id(settings, env)
+    newest = complete_checkpoints(Path(settings.checkpoint_dir) / run_id) if run_id is not None else []
+    return read_resume(str(newest[-1]), args, given=LATEST) if newest else None
 
 
 def plan_run(world_size: int, env: dict[str, str]) -> tg.RunPlan:
@@ -738,63 +1139,108 @@ def plan_run(world_size: int, env: dict[str, str]) -> tg.RunPlan:
     if problem := cannot_run(args, world_size):
         raise SpeedrunError(problem)
     settings = run_settings(env, preset, args)
-    if settings.resume is not None:
-        read_resume(settings.resume, args)
+    if settings.micro_windows and (problem := micro_windows_problem(settings.micro_windows, args, world_size)):
+        raise SpeedrunError(problem + ".")
+    if settings.export_dir is not None and Path(settings.export_dir).is_file():
+        raise SpeedrunError(f"SPEEDRUN_EXPORT={settings.export_dir} is a file; give a folder for the final weights.")
+    find_resume(settings, args, env)
     val_shards = tg.plan_shards(args, settings.data_path, "val", args.val_tokens + 1)
     train_shards = tg.plan_shards(args, settings.data_path, "train")
     return tg.RunPlan(preset, ("scale", None), args, overrides, settings, val_shards, train_shards)
 
 
+def log_path(log_dir: str, run_id: str) -> Path:
+    """<log_dir>/<run_id>.txt, or for a restart of the run <run_id>.1.txt, .2.txt, ...: one log per start."""
+    folder = Path(log_dir)
+    return next(p for n in range(10**6) if not (p := folder / (f"{run_id}.{n}.txt" if n else f"{run_id}.txt")).exists())
+
+
 def run(code: str, d: tg.Dist) -> None:
-    plan = plan_run(d.world_size, dict(os.environ))
+    env = dict(os.environ)
+    plan = plan_run(d.world_size, env)
     args, settings = plan.args, plan.settings
-    resume = read_resume(settings.resume, args) if settings.resume else None
-    choice = [settings.seed if settings.seed is not None else secrets.randbelow(2**31), str(uuid.uuid4())]
+    if settings.resume == LATEST and stable_run_id(settings, env) is None:
+        raise SpeedrunError(
+            "SPEEDRUN_RESUME=latest continues this run's newest checkpoint after a restart, so the run needs an id "
+            "that a restart keeps: set SPEEDRUN_RUN_ID (under SLURM: SPEEDRUN_RUN_ID=$SLURM_JOB_ID), or start it "
+            "with torchrun, whose rendezvous id it then takes."
+        )
+    # rank 0 decides what every rank needs alike: the checkpoint to continue from, the seed, the run id and the
+    # micro-step (a restart finds the same newest checkpoint on every node, but a folder read twice could differ)
+    resume = find_resume(settings, args, env) if d.rank == 0 else None
+    recompute, device = settings.activation_checkpointing, d.device.type
+    micro = settings.micro_windows or choose_micro_windows(args, d.world_size, device, recompute, device_memory(d))
+    seed = settings.seed if settings.seed is not None else resume.seed if resume and resume.seed is not None else None
+    choice = [secrets.randbelow(2**31) if seed is None else seed, stable_run_id(settings, env) or str(uuid.uuid4())]
+    choice += [None if resume is None else str(resume.path), micro]
     if d.world_size > 1:
         dist.broadcast_object_list(choice, src=0)
-    seed, run_id = choice
+    seed, run_id, resume_path, micro = choice
+    given = LATEST if settings.resume == LATEST else None
+    resume = None if resume_path is None else read_resume(resume_path, args, given)
+    settings = dataclasses.replace(settings, micro_windows=micro)
+    plan = plan._replace(settings=settings)
     data = tg.describe_data(plan.val_shards + plan.train_shards, args, settings.data_path)
-    log = tg.RunLog(Path(settings.log_dir) / f"{run_id}.txt" if d.rank == 0 else None)
+    log = tg.RunLog(log_path(settings.log_dir, run_id) if d.rank == 0 else None)
+    saver = None
     try:
         resumed = None if resume is None else dict(path=str(resume.path), step=resume.step, run_id=resume.run_id)
         tg.write_header(log, code, plan, seed, run_id, data, d, parallelism="fsdp", resumed_from=resumed)
+        if settings.resume == LATEST and resume is None:
+            log(f"resume: no complete checkpoint in {Path(settings.checkpoint_dir) / run_id} yet: from step 0")
         torch.manual_seed(seed)
         raw = build_model(args, seed, d)
-        prepare_blocks(raw, args, settings.activation_checkpointing)
-        opts = build_optimizers(raw, args, d)
+        prepare_blocks(raw, args, recompute)
+        opts = build_optimizers(raw, args, d, micro)
         tg.warm_up(raw, [local(t) for t in raw.state_dict().values()], opts, args, seed, d, log)
         start = (0, 0.0) if resume is None else load_checkpoint(resume, raw, opts, args, d)
-        save = None
         if settings.checkpoint_every >= 0:
             folder = Path(settings.checkpoint_dir) / run_id
             make_checkpoint_dir(folder, d)
             meta = dict(format=CHECKPOINT_FORMAT, preset=plan.preset, hyperparameters=dataclasses.asdict(args))
             meta.update(run_id=run_id, world_size=d.world_size, parallelism="fsdp", data_path=settings.data_path)
-
-            def write(step: int, train_time_ms: float) -> None:
-                started, to = time.perf_counter(), folder / f"step_{step:06d}"
-                save_checkpoint(to, raw, opts, args, step, train_time_ms, meta, d)
-                log(f"checkpoint: step {step} saved to {to} in {time.perf_counter() - started:.1f}s")
-                if settings.checkpoint_keep and d.rank == 0:
-                    for old, problem in prune_checkpoints(folder, settings.checkpoint_keep):
-                        keep = f"SPEEDRUN_CHECKPOINT_KEEP={settings.checkpoint_keep}"
-                        log(
-                            f"checkpoint: removed {old} ({keep})"
-                            if problem is None
-                            else f"checkpoint: could not remove {old} ({problem}); training goes on"
-                        )
-
-            save = (settings.checkpoint_every, write)
-        train_time_ms = tg.train(raw, opts, plan, d, log, start, save)
-        if settings.export_dir is not None:  # every rank takes part in gathering each whole weight; rank 0 keeps it
-            state = {}
-            for name, t in raw.state_dict().items():
-                whole = t.full_tensor()
-                state.update({name: whole.cpu()} if d.rank == 0 else {})
-            if d.rank == 0:
-                tg.export_weights(state, plan, run_id, d, log, parallelism="fsdp", train_time_ms=train_time_ms)
+            saver = Saver(folder, raw, opts, args, meta | dict(seed=seed), settings, d, log)
+        save = None if saver is None else (settings.checkpoint_every, saver.save)
+        try:
+            tg.train(raw, opts, plan, d, log, start, save)
+        except torch.cuda.OutOfMemoryError as e:
+            raise SpeedrunError(
+                f"out of GPU memory with {micro} window(s) per micro-step ({e}). Set SPEEDRUN_MICRO_WINDOWS to a "
+                f"smaller one, or run on more GPUs: `python train_scale.py --plan {plan.preset} --gpus "
+                f"{d.world_size}` shows what each GPU needs."
+            ) from e
+        if saver is not None:
+            saver.wait()
+        if settings.export_dir is not None and d.rank == 0 and saver is not None and saver.last is not None:
+            started, out = time.perf_counter(), Path(settings.export_dir) / run_id
+            export_checkpoint(saver.last, out)
+            log(f"export: final weights written to {out} in {time.perf_counter() - started:.1f}s")
     finally:
+        if saver is not None and saver.pending is not None:  # a failed run: let the write in flight finish
+            saver.wait(quiet=True)
         log.close()
+
+
+def restart_problem(env: dict[str, str]) -> str | None:
+    """Why a process that torchrun restarted cannot form its process group, or None. torchrun's c10d rendezvous
+    shares its TCP store with the processes by default, and that store keeps the first start's keys (gloo's
+    addresses, NCCL's unique id), which a restart then reads (pytorch/pytorch issue 135712)."""
+    restarts = env.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if restarts in ("", "0") or env.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    return (
+        f"torchrun restarted this run (TORCHELASTIC_RESTART_COUNT={restarts}), but its rendezvous store, which the "
+        "processes share, still holds the first start's keys, so the process group cannot form again (pytorch "
+        "issue 135712): start torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in its environment (docs/scale.md)."
+    )
+
+
+def main() -> int:
+    if problem := restart_problem(dict(os.environ)):
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {problem}", file=sys.stderr, flush=True)
+        return 1
+    return tg.main(CODE, run)
 
 
 def preflight(world_size: int) -> int:
@@ -806,19 +1252,44 @@ def plan_main(argv: list[str]) -> int:
     parser.add_argument("preset", nargs="?", choices=[p for p in PRESETS], help="one preset (default: all)")
     parser.add_argument("--gpus", type=int, action="append", help="GPUs (default: 8, 64 and 1,024); repeatable")
     parser.add_argument("--gpu-memory", type=parse_bytes, default=80 * GIB, help="per GPU (default 80GiB)")
+    parser.add_argument("--micro-windows", type=int, help="windows per micro-step (default: the largest that fits)")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu: the tests' fp32 layout")
     opts = parser.parse_args(argv)
     if any(n < 1 for n in opts.gpus or []):
         parser.error("--gpus takes a positive number of GPUs")
+    if opts.micro_windows is not None and opts.micro_windows < 1:
+        parser.error("--micro-windows takes a positive number of windows")
     presets = [opts.preset] if opts.preset else list(PRESETS)
-    print(plan_table(presets, opts.gpus or [8, 64, 1024], opts.gpu_memory, opts.device))
+    print(plan_table(presets, opts.gpus or [8, 64, 1024], opts.gpu_memory, opts.device, opts.micro_windows))
+    return 0
+
+
+def export_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python train_scale.py --export", description="a checkpoint's weights as safetensors, one at a time"
+    )
+    parser.add_argument("checkpoint", type=Path, help="a step_<NNNNNN> checkpoint folder")
+    parser.add_argument("out", type=Path, help="the export folder to write (model.safetensors, config.json)")
+    parser.add_argument("--force", action="store_true", help="overwrite a folder that is not empty")
+    opts = parser.parse_args(argv)
+    try:
+        started = time.perf_counter()
+        out = export_checkpoint(opts.checkpoint, opts.out, opts.force)
+    except SpeedrunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    size = (out / "model.safetensors").stat().st_size
+    print(f"exported {opts.checkpoint} -> {out}/ ({size / MIB:.1f} MiB) in {time.perf_counter() - started:.1f}s")
     return 0
 
 
 if __name__ == "__main__":
-    if "--plan" in sys.argv[1:]:
-        sys.exit(plan_main([a for a in sys.argv[1:] if a != "--plan"]))
-    status = tg.main(CODE, run)
+    # the caching allocator grows its segments instead of adding new ones: less fragmentation (the plan allows 5%)
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    for flag, command in (("--plan", plan_main), ("--export", export_main)):
+        if flag in sys.argv[1:]:
+            sys.exit(command([a for a in sys.argv[1:] if a != flag]))
+    status = main()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)  # as train_gpt.py: leave without interpreter teardown after a gloo run

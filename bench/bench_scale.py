@@ -13,7 +13,10 @@ only at the end on one window per process; checkpoints are off. Then it reads th
     step_ms      train_time / steps on the final val_loss line (read after a device sync)
     tokens/s     global_batch_tokens / step_ms, all processes together
     peak memory  the log's line: the CUDA allocator's peak on rank 0 (on CPU, rank 0's peak resident set), next
-                 to `python train_scale.py --plan`'s estimate for this preset and process count
+                 to `python train_scale.py --plan`'s estimate for this preset, process count and micro-step
+    terms        then (unless --no-terms) bench/scale_memory.py in fresh processes, the same preset, processes and
+                 windows per micro-step: the plan next to the measured memory term by term (parameters, gradients,
+                 optimizer, what lies outside the allocator, forward and backward, Muon's round, the peak)
 
 and prints them, with the parameter count and the config that ran, as text and one JSON line (--json FILE
 writes it to a file too). Every timed step counts, the first after warm-up included; compile once
@@ -23,6 +26,7 @@ writes it to a file too). Every timed step counts, the first after warm-up inclu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -84,6 +88,7 @@ def read_log(log: Path) -> dict:
         world_size=config["world_size"],
         parameters=params["total"],
         global_batch_tokens=config["global_batch_tokens"],
+        micro_windows=config["run"]["micro_windows"],
         warmup_s=warmup_s,
         steps=int(step),
         step_ms=round(step_ms, 2),
@@ -103,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, help="a folder of shards to read instead of synthetic ones")
     parser.add_argument("--log-dir", type=Path, help="where the run's log goes (default: a temporary folder)")
     parser.add_argument("--json", type=Path, help="also write the result as JSON to this file")
+    parser.add_argument("--no-terms", action="store_true", help="skip the term-by-term memory measurement")
     opts = parser.parse_args(argv)
     try:
         overrides = json.loads(opts.overrides)
@@ -131,10 +137,20 @@ def main(argv: list[str] | None = None) -> int:
         result = read_log(logs[0])
         device = "cuda" if result["device"] == "cuda" else "cpu"
         recompute = train_scale.PRESET_SETTINGS[opts.preset].get("activation_checkpointing", False)
-        planned = train_scale.plan_memory(args, opts.nproc, device, recompute).total
-        result["planned_mib"] = planned // 2**20
+        plan = train_scale.plan_memory(args, opts.nproc, device, recompute, result["micro_windows"])
+        result["planned_mib"] = plan.total // 2**20
         if opts.log_dir is None:
             result["log"] = None  # the temporary folder is gone
+        if not opts.no_terms:
+            terms = Path(tmp) / "terms.json"
+            cmd = [*cmd, str(REPO_ROOT / "bench" / "scale_memory.py"), "--preset", opts.preset]
+            cmd += ["--overrides", json.dumps(short), "--micro-windows", str(result["micro_windows"])]
+            print(f"measuring memory term by term: {' '.join(cmd)}", flush=True)
+            if subprocess.run([*cmd, "--json", str(terms)], cwd=REPO_ROOT, env=env).returncode != 0:
+                print("error: the memory measurement failed; its output is above.", file=sys.stderr)
+                return 1
+            measured = json.loads(terms.read_text())["ranks"][0]
+            result["terms"] = dict(plan=dataclasses.asdict(plan) | dict(total=plan.total), measured=measured)
     print(
         f"{result['preset']} ({result['parameters']:,} parameters, {result['parallelism']}) on "
         f"{result['world_size']} x {result['device']}: warm-up (compilation) {result['warmup_s']:.1f} s, "

@@ -1,21 +1,22 @@
 """What tests/test_scale_components.py runs in fresh processes, once on 1 process (`python`) and once on 2
 (`torchrun --nproc_per_node=2`), to measure train_scale.py where only a fresh process can: memory.
 
-    python tests/scale_worker.py OUT            (or under torchrun)
+    python tests/scale_worker.py OUT [CASE]     (or under torchrun)
 
-Each process writes OUT/rank<R>_of<W>.json, and rank 0 OUT/init_of<W>.pt:
+Each process writes OUT/<case>_rank<R>_of<W>.json, and rank 0 OUT/init_of<W>.pt:
 - init: the tiny preset built on the meta device and initialised slice by slice, gathered whole (the test compares
   1 and 2 processes, and the statistics with train_gpt.GPT's own init);
 - build_mib: the peak resident memory of build_model for MEMORY_MODEL, over what the process held before;
-- step_mib: the same over one training step (optimizers, a warm-up step, a step): what train_scale.plan_memory
-  estimates for device "cpu";
+- terms: bench/scale_memory.py's measurement, term by term, of CASE (default 30m/1: MEMORY_MODEL, about 30M
+  parameters, one window per micro-step; tiny/1, tiny/4: the tiny preset), first thing in the fresh process: what
+  train_scale.plan_memory estimates for "cpu". Given a CASE the worker measures only that.
 - shapes: {weight: [local shape, the shape train_scale.shard_rows says]} for MEMORY_MODEL as FSDP2 cut it;
 - muon_equal (2 processes only): ShardedMuon on FSDP2-style slices (uneven, empty, the q/k/v cut on dim 1, a round
   without a matrix for rank 1) computes bitwise the weights and momentum of train_gpt.Muon on whole matrices.
 
-Peak memory: /proc/self/clear_refs resets the peak (VmHWM) to the current resident size, and glibc is told (by the
-test, MALLOC_MMAP_THRESHOLD_) to map every large tensor apart, so that what is freed goes back to the system and
-the peak of a phase is that phase's.
+Peak memory: /proc/self/clear_refs resets the peak (VmHWM) to the current resident size, and glibc is told
+(bench/scale_memory.Meter) to map every block of 16 KiB or more apart, so that what is freed goes back to the
+system and the peak of a phase is that phase's.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import train_gpt as tg  # noqa: E402
 import train_scale as ts  # noqa: E402
+from bench.scale_memory import Meter, measure  # noqa: E402
 
 # Hidden matrices dominate (24 blocks of 12 x 320^2), activations are small next to them (256-token windows):
-# about 30M parameters, 120 MB in fp32, so that a few MB of noise is far below the 15% the plan is held to.
+# about 30M parameters, 120 MB in fp32, so that a few MB of noise is far below the 10% the plan is held to.
 MEMORY_MODEL = dataclasses.replace(
     tg.PRESETS["smoke"],
     num_layers=24,
@@ -49,15 +51,8 @@ MEMORY_MODEL = dataclasses.replace(
 )
 
 
-def rss_mib(field: str) -> float:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
-
-
-def reset_peak() -> float:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    return rss_mib("VmRSS")
+# The measured models: "<model>/<windows per micro-step>", each in a fresh process
+CASES = {"30m/1": MEMORY_MODEL, "tiny/1": ts.PRESETS["tiny"], "tiny/4": ts.PRESETS["tiny"]}
 
 
 def muon_equal(d: tg.Dist) -> bool:
@@ -93,10 +88,24 @@ def muon_equal(d: tg.Dist) -> bool:
 
 
 def main() -> None:
-    out = Path(sys.argv[1])
+    out, case = Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "30m/1"
     torch.set_num_threads(1)
     d = tg.setup_distributed()
-    result: dict = {}
+    # first, in the fresh process: the plan's CPU fixed term is the code torch maps on first use
+    result: dict = {"terms": measure(CASES[case], d, int(case.split("/")[1]))}
+    if len(sys.argv) == 2:
+        checks(result, out, d)
+    name = case.replace("/", "_")
+    (out / f"{name}_rank{d.rank}_of{d.world_size}.json").write_text(json.dumps(result))
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    sys.stdout.flush()
+    os._exit(0)  # as train_gpt.py: gloo sometimes aborts in C++ teardown after a finished run
+
+
+def checks(result: dict, out: Path, d: tg.Dist) -> None:
+    """The init, the sharding rule, the build's memory and sharded Muon (see the docstring)."""
     if d.world_size == 2:
         result["muon_equal"] = muon_equal(d)
     tiny = ts.build_model(ts.PRESETS["tiny"], seed=5, d=d)
@@ -106,26 +115,16 @@ def main() -> None:
     del tiny, whole
     if d.world_size > 1:
         dist.barrier()
-    before = reset_peak()
+    meter = Meter(d)
+    meter.reset()
+    before = meter.now()
     model = ts.build_model(MEMORY_MODEL, seed=0, d=d)
-    result["build_mib"] = rss_mib("VmHWM") - before
+    result["build_mib"] = (meter.peak() - before) / 2**20
     for name, p in model.named_parameters():
         dim = ts.shard_dim(p.shape)
         rule = list(p.shape)
         rule[dim] = len(ts.shard_rows(p.shape[dim], d.world_size, d.rank))
         result.setdefault("shapes", {})[name] = [list(ts.local(p).shape), rule]
-    opts = ts.build_optimizers(model, MEMORY_MODEL, d)
-    gen = torch.Generator().manual_seed(d.rank)
-    dummy = tg.inputs_and_targets(torch.randint(0, 511, (MEMORY_MODEL.train_seq_len + 1,), generator=gen), d.device)
-    for step in range(2):  # the second step: the optimizers' state exists
-        tg.train_step(step, model, opts, None, MEMORY_MODEL, d, dummy=dummy)
-    result["step_mib"] = rss_mib("VmHWM") - before
-    (out / f"rank{d.rank}_of{d.world_size}.json").write_text(json.dumps(result))
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-    sys.stdout.flush()
-    os._exit(0)  # as train_gpt.py: gloo sometimes aborts in C++ teardown after a finished run
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 
 import train_gpt as tg
+import train_scale as ts
 from conftest import REPO_ROOT
 from tools.cli import main as tools_main
 
@@ -30,6 +31,7 @@ STEPS, EVERY = 16, 8
 METRIC = re.compile(r"^step:(\d+)/(\d+) (val_loss|train_loss):(\S+) train_time:(\d+)ms step_avg:(\S+)ms$")
 OVERRIDES = {"num_iterations": STEPS, "val_loss_every": EVERY}
 CHECKPOINT_KEYS = {
+    "seed",
     "format",
     "preset",
     "hyperparameters",
@@ -83,13 +85,21 @@ def free_port() -> int:
 
 
 def launch(data: Path, out: Path, nproc: int, nnodes: int = 1, **env: str) -> Run:
-    """torchrun as a user runs it, one CPU thread per process. nnodes > 1 starts that many launchers here, each
-    a "node" of nproc processes meeting through a c10d rendezvous, as on a cluster."""
+    """torchrun as a user runs it, one CPU thread per process, and the run's one log. nnodes > 1 starts that many
+    launchers here, each a "node" of nproc processes meeting through a c10d rendezvous, as on a cluster."""
+    (log,) = launch_logs(data, out, nproc, nnodes, **env)
+    return log
+
+
+def launch_logs(
+    data: Path, out: Path, nproc: int, nnodes: int = 1, script: Path = TRAINER, restarts: int = 0, **env: str
+) -> list[Run]:
+    """launch, for a run that may write several logs (one per start: torchrun --max-restarts), in start order."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SPEEDRUN_")}
     full_env.update(SPEEDRUN_PRESET="tiny", DATA_PATH=str(data), LOG_DIR=str(out / "logs"), SEED="1")
     full_env.update(OMP_NUM_THREADS="1", SPEEDRUN_OVERRIDES=json.dumps(OVERRIDES), SPEEDRUN_CHECKPOINT_DIR=str(out))
     full_env.update(env)
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--max-restarts={restarts}"]
     if nnodes == 1:
         cmds = [[*cmd, "--standalone"]]
     else:
@@ -101,14 +111,14 @@ def launch(data: Path, out: Path, nproc: int, nnodes: int = 1, **env: str) -> Ru
     procs = []
     for c, output in zip(cmds, outputs, strict=True):
         with open(output, "w") as f:
-            procs.append(subprocess.Popen([*c, str(TRAINER)], cwd=REPO_ROOT, env=full_env, stdout=f, stderr=f))
+            procs.append(subprocess.Popen([*c, str(script)], cwd=REPO_ROOT, env=full_env, stdout=f, stderr=f))
     for p in procs:
         p.wait(timeout=300)
     assert all(p.returncode == 0 for p in procs), "\n".join(o.read_text()[-3000:] for o in outputs)
-    logs = list((out / "logs").glob("*.txt"))
-    assert len(logs) == 1, logs
+    logs = sorted((out / "logs").glob("*.txt"), key=lambda p: (len(p.name), p.name))  # <id>.txt, <id>.1.txt, ...
+    assert logs and {p.name.split(".")[0] for p in logs} == {logs[0].stem}, logs
     found = {int(p.name.removeprefix("step_")): p for p in out.glob(f"{logs[0].stem}/step_*")}
-    return Run(logs[0], found)
+    return [Run(log, found) for log in logs]
 
 
 def read_checkpoint(folder: Path) -> dict[str, torch.Tensor]:
@@ -129,7 +139,9 @@ def assert_same_state(a: Path, b: Path) -> None:
 
 @pytest.fixture(scope="module")
 def one(data, tmp_path_factory) -> Run:
-    return launch(data, tmp_path_factory.mktemp("one"), 1, SPEEDRUN_CHECKPOINT_EVERY=str(EVERY))
+    """The 1-process run; it saves its checkpoints synchronously (two's are written in the background)."""
+    out = tmp_path_factory.mktemp("one")
+    return launch(data, out, 1, SPEEDRUN_CHECKPOINT_EVERY=str(EVERY), SPEEDRUN_CHECKPOINT_ASYNC="0")
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +164,11 @@ def test_one_and_two_processes_are_bitwise_the_same_run(one: Run, two: Run) -> N
     assert one.metrics() == two.metrics() and len(one.metrics()) == STEPS + 3
     assert float(one.metrics()[-1][2]) < float(one.metrics()[0][2]) - 2.0  # it learns
     assert sorted(one.checkpoints) == sorted(two.checkpoints) == [EVERY, STEPS]
-    for step in (EVERY, STEPS):
+    for step in (EVERY, STEPS):  # saved while training waited (one) and in the background (two): the same state
         assert_same_state(one.checkpoints[step], two.checkpoints[step])
+    assert f"checkpoint: step {EVERY} saved to {one.checkpoints[EVERY]} in " in one.text
+    background = f"checkpoint: step {EVERY} saved to {two.checkpoints[EVERY]} in "
+    assert f"{background}" in two.text and "s with the clock stopped, then written while training)" in two.text
 
 
 def test_the_log_holds_both_files_and_verifies_as_a_scale_run(two: Run, capsys) -> None:
@@ -170,6 +185,11 @@ def test_the_log_holds_both_files_and_verifies_as_a_scale_run(two: Run, capsys) 
         None,
     )
     assert config["run"]["checkpoint_every"] == EVERY and config["run"]["activation_checkpointing"] is False
+    assert (config["run"]["micro_windows"], config["run"]["checkpoint_async"], config["grad_accum_steps"]) == (
+        1,
+        True,
+        4,
+    )
     assert tools_main(["verify", str(two.log), "--track", "scale"]) == 0
     assert f"valid scale run (not a record): {two.log}" in capsys.readouterr().out
     assert tools_main(["parse", "--json", str(two.log)]) == 0
@@ -217,43 +237,85 @@ def test_the_model_tools_read_what_the_run_saved(two: Run, exports: Path, tmp_pa
         assert f"{json.loads(capsys.readouterr().out)['val_loss']['val_loss']:.4f}" == final, folder
 
 
-def test_resume_on_two_processes_continues_exactly(two: Run, data: Path, tmp_path: Path) -> None:
-    # saving every 2 steps, keeping the newest checkpoint only: saving changes no number the run computes
-    source_folder = two.checkpoints[EVERY]
-    keep = dict(SPEEDRUN_CHECKPOINT_EVERY="2", SPEEDRUN_CHECKPOINT_KEEP="1")
-    resumed = launch(data, tmp_path, 2, SPEEDRUN_RESUME=str(source_folder), **keep)
-    source = two.config
-    assert resumed.config["resumed_from"] == dict(path=str(two.checkpoints[EVERY]), step=EVERY, run_id=source["run_id"])
-    assert resumed.config["run_id"] != source["run_id"]
-    # the new log starts with the validation at the resume step, on the clock of the checkpoint
-    lines = [ln for ln in resumed.text.split(tg.SEPARATOR + "\n")[2].splitlines() if METRIC.match(ln)]
-    first = next(ln for ln in two.text.splitlines() if ln.startswith(f"step:{EVERY}/{STEPS} val_loss:"))
-    assert lines[0] == first
-    assert resumed.metrics() == two.metrics(after=EVERY - 1)[1:]  # the original's step-8 train line is not redone
+def test_a_preempted_run_restarted_by_torchrun_continues_from_its_latest_checkpoint(two: Run, data, tmp_path) -> None:
+    """`torchrun --max-restarts=1` with SPEEDRUN_RESUME=latest: rank 0 is killed (SIGKILL) at step 10 of 16, after
+    the checkpoint of step 8 was written in the background; torchrun starts both ranks again, and the restart, under
+    the same run id (the rendezvous id), continues from step 8 and prints the losses of the uninterrupted run (two,
+    which saved every 8 steps: saving changes no number), ending in bitwise its state. Its own checkpoints go on in
+    the same folder, pruned to the newest (SPEEDRUN_CHECKPOINT_KEEP=1)."""
+    preempt = dict(PREEMPT_AT_STEP="10", PREEMPT_AFTER="8", SPEEDRUN_RESUME="latest")
+    preempt.update(TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1")  # as docs/scale.md says: see train_scale.restart_problem
+    keep = dict(SPEEDRUN_CHECKPOINT_EVERY="4", SPEEDRUN_CHECKPOINT_KEEP="1")
+    killed, restarted = launch_logs(
+        data, tmp_path, 2, script=REPO_ROOT / "tests" / "scale_preempt.py", restarts=1, **preempt, **keep
+    )
+    assert restarted.log.name == f"{killed.log.stem}.1.txt" and restarted.config["run_id"] == killed.config["run_id"]
+    assert killed.config["resumed_from"] is None and "resume: no complete checkpoint in " in killed.text
+    assert restarted.config["resumed_from"] == dict(
+        path=str(tmp_path / killed.log.stem / "step_000008"), step=8, run_id=killed.config["run_id"]
+    )
+    assert restarted.config["seed"] == killed.config["seed"] == 1
+    assert len(killed.metrics()) >= 10 and killed.metrics() == two.metrics()[: len(killed.metrics())]
+    assert restarted.metrics() == two.metrics(after=EVERY - 1)[1:]  # from the validation at step 8 to the end
+    lines = [ln for ln in restarted.text.split(tg.SEPARATOR + "\n")[2].splitlines() if METRIC.match(ln)]
     times = [int(METRIC.match(ln)[5]) for ln in lines]
-    assert times == sorted(times)
-    assert sorted(resumed.checkpoints) == [STEPS]
-    assert_same_state(resumed.checkpoints[STEPS], two.checkpoints[STEPS])
-    run_folder = resumed.checkpoints[STEPS].parent
-    removed = [ln for ln in resumed.text.splitlines() if ln.startswith("checkpoint: removed ")]
+    assert times == sorted(times)  # on the clock of the checkpoint
+    assert sorted(restarted.checkpoints) == [STEPS]
+    assert_same_state(restarted.checkpoints[STEPS], two.checkpoints[STEPS])
+    run_folder = restarted.checkpoints[STEPS].parent
+    removed = [ln for ln in restarted.text.splitlines() if ln.startswith("checkpoint: removed ")]
     assert removed == [
-        f"checkpoint: removed {run_folder / f'step_{s:06d}'} (SPEEDRUN_CHECKPOINT_KEEP=1)" for s in (10, 12, 14)
+        f"checkpoint: removed {run_folder / f'step_{s:06d}'} (SPEEDRUN_CHECKPOINT_KEEP=1)" for s in (8, 12)
     ]
-    assert (source_folder / "config.json").is_file()  # the checkpoint it resumed from is another run's: kept
-    assert tools_main(["verify", str(resumed.log), "--track", "scale"]) == 0, "checkpoint lines disturb the grammar"
+    assert tools_main(["verify", str(restarted.log), "--track", "scale"]) == 0, "resume lines disturb the grammar"
+    assert tools_main(["verify", str(killed.log), "--track", "scale"]) == 1  # it stopped early, and says so
 
 
 def test_resume_on_one_process_from_a_two_process_checkpoint(two: Run, data: Path, tmp_path: Path) -> None:
-    resumed = launch(data, tmp_path, 1, SPEEDRUN_RESUME=str(two.checkpoints[EVERY]))
+    """SPEEDRUN_RESUME=<a folder>: another run, with a run id of its own, that goes on from another run's
+    checkpoint on another world size, and leaves that checkpoint where it is."""
+    source = two.checkpoints[EVERY]
+    resumed = launch(data, tmp_path, 1, SPEEDRUN_RESUME=str(source))
     assert resumed.config["world_size"] == 1 and resumed.config["run"]["checkpoint_every"] == -1
-    assert resumed.metrics() == two.metrics(after=EVERY - 1)[1:]
+    assert resumed.config["resumed_from"] == dict(path=str(source), step=EVERY, run_id=two.config["run_id"])
+    assert resumed.config["run_id"] != two.config["run_id"] and resumed.config["seed"] == 1
+    first = next(ln for ln in two.text.splitlines() if ln.startswith(f"step:{EVERY}/{STEPS} val_loss:"))
+    assert next(ln for ln in resumed.text.splitlines() if METRIC.match(ln)) == first  # on the checkpoint's clock
+    assert resumed.metrics() == two.metrics(after=EVERY - 1)[1:]  # the original's step-8 train line is not redone
+    assert (source / "config.json").is_file()
 
 
-def test_two_node_c10d_launch_is_the_two_process_run(two: Run, data: Path, tmp_path: Path) -> None:
-    """`torchrun --nnodes=2 --rdzv-backend=c10d` twice on this machine, one process per "node"."""
-    nodes = launch(data, tmp_path, 1, nnodes=2)
-    assert nodes.config["world_size"] == 2
-    assert nodes.metrics() == two.metrics()
+def test_two_node_c10d_launch_with_two_windows_per_micro_step(two: Run, data: Path, tmp_path: Path) -> None:
+    """`torchrun --nnodes=2 --rdzv-backend=c10d` twice on this machine, one process per "node", each micro-step two
+    windows as one batch: the losses of the two-process run of one window per micro-step, to float rounding (the
+    sums of a batch run in another order; the log prints 4 decimals)."""
+    nodes = launch(data, tmp_path, 1, nnodes=2, SPEEDRUN_MICRO_WINDOWS="2")
+    assert (nodes.config["world_size"], nodes.config["run"]["micro_windows"], nodes.config["grad_accum_steps"]) == (
+        2,
+        2,
+        4,
+    )
+    got, want = nodes.metrics(), two.metrics()
+    assert [(step, kind) for step, kind, _ in got] == [(step, kind) for step, kind, _ in want]
+    assert all(abs(float(a[2]) - float(b[2])) <= 2e-3 for a, b in zip(got, want, strict=True)), (got, want)
+
+
+def test_the_offline_export_holds_the_checkpoints_weights(two: Run, tmp_path: Path) -> None:
+    """train_scale.export_checkpoint (`python train_scale.py --export`, and SPEEDRUN_EXPORT's last act): the
+    safetensors file holds bitwise the checkpoint's weights, under the model's names, and the checkpoint's config."""
+    from safetensors.torch import load_file
+
+    out = ts.export_checkpoint(two.checkpoints[STEPS], tmp_path / "export")
+    weights, stored = load_file(str(out / "model.safetensors")), read_checkpoint(two.checkpoints[STEPS])
+    model = {k.removeprefix("model."): v for k, v in stored.items() if k.startswith("model.")}
+    assert weights.keys() == model.keys() == tg.GPT(ts.PRESETS["tiny"]).state_dict().keys()
+    assert all(torch.equal(weights[k], model[k]) for k in model)
+    config = json.loads((out / "config.json").read_text())
+    assert config["format"] == "speedrun-export-v1" and config["step"] == STEPS and config["seed"] == 1
+    with pytest.raises(tg.SpeedrunError, match="choose a new folder"):
+        ts.export_checkpoint(two.checkpoints[STEPS], out)
+    with pytest.raises(tg.SpeedrunError, match=r"cannot export the checkpoint \S+nowhere: FileNotFoundError"):
+        ts.export_checkpoint(tmp_path / "nowhere", tmp_path / "other")
 
 
 def test_a_checkpoint_with_damaged_data_fails_in_one_message(one: Run, data: Path, tmp_path: Path) -> None:
@@ -296,5 +358,13 @@ def test_scale_benchmark_runs_on_cpu(tmp_path: Path) -> None:
         and bench["parameters"] == 737332
     )
     assert bench["tokens_per_s"] == round(bench["global_batch_tokens"] / bench["step_ms"] * 1000)
-    assert bench["planned_mib"] >= 0  # plan_memory for the same preset and processes (on CPU the peak is RSS)
+    plan = ts.plan_memory(ts.PRESETS["tiny"], 1, "cpu", micro_windows=bench["micro_windows"])
+    assert bench["micro_windows"] == 1 and bench["planned_mib"] == plan.total // 2**20
+    # then the plan next to bench/scale_memory.py's measurement, term by term
+    terms = bench["terms"]
+    assert terms["plan"]["total"] == plan.total and terms["plan"]["activations"] == plan.activations
+    assert set(terms["measured"]) >= {"parameters", "gradients", "optimizer", "fixed", "forward_backward", "peak"}
+    assert terms["measured"]["parameters"] == plan.parameters and terms["measured"]["peak"] > plan.parameters
+    table = result.stdout.split("plan vs measured")[1]
+    assert re.search(r"\n  peak +[\d.]+ +[\d.]+ +[+-]\d+%", table), table
     assert json.loads(result.stdout.strip().splitlines()[-1]) == bench

@@ -119,6 +119,33 @@ def test_compiled_flex_attention_uses_the_block_structure_correctly() -> None:
         torch.testing.assert_close(out, naive, atol=1e-5, rtol=1e-4)
 
 
+def test_a_batch_of_windows_gets_each_windows_masks_and_losses() -> None:
+    """train_scale.py runs several windows as one batch (B, T): the block mask (CUDA) and the dense mask (CPU) of
+    the batch are each window's own, stacked, and GPT.forward gives each window's mean loss, as one window alone."""
+    T, bs, w = 128, 16, 3
+    docs_BT = torch.stack([(tokens == 9).cumsum(0) for tokens in random_layouts(T, 0)[2:6]])
+    window = torch.tensor(w, dtype=torch.int32)
+    batch = tg.document_window_block_mask(docs_BT, window, bs)
+    pos, b = torch.arange(T), torch.arange(len(docs_BT))[:, None, None, None]
+    dense = tg.document_causal_window(docs_BT, window, bs)(b, 0, pos[:, None], pos[None, :])
+    for i, docs in enumerate(docs_BT):
+        one = tg.document_window_block_mask(docs, window, bs)
+        for name in ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices"):
+            assert torch.equal(getattr(batch, name)[i], getattr(one, name)[0]), (i, name)
+        assert torch.equal(dense[i, 0], reference_mask(docs, w, bs))
+    args = dataclasses.replace(tg.PRESETS["smoke"], num_layers=2, attention_pattern="LS", num_value_embeds=1)
+    torch.manual_seed(0)
+    model = tg.GPT(args)
+    with torch.no_grad():  # the zero-initialised head would make every loss ln(vocab)
+        model.lm_head.weight.normal_(0, 0.05)
+    tokens = torch.randint(0, 512, (3, 257))
+    tokens[:, [0, 100]] = 511
+    alone = [model(t[:-1].int(), t[1:], torch.tensor(2, dtype=torch.int32)) for t in tokens]
+    together = model(tokens[:, :-1].int(), tokens[:, 1:], torch.tensor(2, dtype=torch.int32))
+    assert together.shape == (3,) and len({round(x.item(), 3) for x in alone}) == 3
+    torch.testing.assert_close(together, torch.stack(alone), rtol=1e-6, atol=1e-6)
+
+
 def test_cpu_attention_path_equals_naive_attention_with_gradients() -> None:
     torch.manual_seed(1)
     T, bs = 256, 128
