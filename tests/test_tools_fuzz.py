@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ANCHORS_DIR
+from conftest import PUBLIC_FIXTURE
 from logfactory import LogSpec, make_log
 from tools.cli import main
 from tools.parse import parse_bytes
@@ -23,23 +23,18 @@ from tools.rules import RULE_IDS
 from tools.tracks import TRACKS
 from tools.verify import judge, rank
 
-# A few real logs of different eras (2024 warm-up form, 2025, 2026 1-GPU), plus our own form so
-# the test still means something where ../shared/anchors/ is absent.
-_ANCHOR_SAMPLES = (
-    "track_1_short/2024-11-24_WindowWarmup/3151f69a-f89e-452c-ac80-b85118007583.txt",
-    "track_1_short/2025-10-04_Backout/514e7581-fbd4-4338-a3e4-e556f9c958ce.txt",
-    "track_1_short/2026-01-10_FusedLinearReLUSquare/single_gpu_run.txt",
+# Real logs of three eras (2024's leading separator, 2025's, 2026's appended kernel file: the public fixtures),
+# plus our own form.
+_PUBLIC_SAMPLES = (
+    "track_1_short/2024-11-19_FlexAttention/8384493d-dba9-4991-b16b-8696953f5e6d.txt",
+    "track_1_short/2025-05-24_FasterReduce/23f40b75-06fb-4c3f-87a8-743524769a35.txt",
+    "track_1_short/2026-02-02_KernelTuning/25afb73a-332f-4d69-b9ab-f6261497f2d8.txt",
 )
 
 
 def _bases() -> list[bytes]:
     bases = [make_log(LogSpec(total_steps=60, val_every=20)).encode(), make_log(LogSpec(k=10, seed=3)).encode()]
-    for rel in _ANCHOR_SAMPLES:
-        p = ANCHORS_DIR / rel
-        if p.is_file():
-            bases.append(p.read_bytes())
-    if ANCHORS_DIR.is_dir():  # any real log, should the names above change
-        bases.extend(p.read_bytes() for p in sorted(ANCHORS_DIR.glob("track_1_short/2025-09-*/*.txt"))[:2])
+    bases.extend((PUBLIC_FIXTURE / "records" / rel).read_bytes() for rel in _PUBLIC_SAMPLES)
     return bases
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import re
@@ -248,7 +249,7 @@ def test_the_public_trees_leaderboard(public_board: tuple[Path, dict[str, bytes]
     assert sub3.what_changed.startswith("Merged QKV weights, long-short attention") and sub3.runs == 1
     assert sub3.status == "accepted" and sub3.failed_rules == "target" and "@leloykun" in sub3.authors
     assert all((out / page).is_file() for page in df.page)
-    page = (out / sub3.page).read_text()
+    page = html.unescape((out / sub3.page).read_text())
     assert "accepted upstream" in page and "From row #20 of the maintainers' table" in page
     assert "the public speedrun's rules as of 2025-01-17" in page
     # the history chart: the staircase in date order, through the accepted records, the y-range set by the valid
