@@ -31,8 +31,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from tools.parse import MAX_JSON_LINE_CHARS, MAX_METRIC_LINES, SEPARATOR  # noqa: E402
-from tools.sourcecheck import MAX_CODE_CHARS  # noqa: E402
+from tools.judge.parse import MAX_JSON_LINE_CHARS, MAX_METRIC_LINES, SEPARATOR  # noqa: E402
+from tools.judge.sourcecheck import MAX_CODE_CHARS  # noqa: E402
 
 LIMIT_S = 10.0
 LIMIT_MB = 1024

@@ -4,7 +4,7 @@
     python bench/bench_parse.py --records ~/src/modded-nanogpt/records --repeat 5
 
 The records are a clone of ../shared/public-speedrun's bundle (its README says how). Each measurement
-is a fresh process that parses every *.txt and *.log under the folder with tools.parse.parse_log,
+is a fresh process that parses every *.txt and *.log under the folder with tools.judge.parse.parse_log,
 keeping the results as `verify` does, and reports the CPU seconds of that loop (imports excluded)
 and the process's peak RSS:
 - cold: SPEEDRUN_CACHE=off, every log parsed;
@@ -37,7 +37,7 @@ def _logs(records: Path) -> list[Path]:
 def _child(records: Path) -> None:
     """One measurement, in this process: parse every log, print CPU seconds and peak RSS as JSON."""
     sys.path.insert(0, str(REPO_ROOT))
-    from tools.parse import parse_log
+    from tools.judge.parse import parse_log
 
     paths = _logs(records)
     t0 = time.process_time()

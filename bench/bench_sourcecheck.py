@@ -37,7 +37,7 @@ TRACKS = ("track_1_short", "track_2_medium")
 def distinct_inputs(records: Path) -> tuple[int, int, list[tuple[str, str | None, list[str]]]]:
     """(logs read, distinct code sections per log, the distinct (code, python_version, local modules))."""
     sys.path.insert(0, str(REPO_ROOT))
-    from tools.parse import parse_log
+    from tools.judge.parse import parse_log
 
     paths = sorted(p for t in TRACKS for p in (records / t).rglob("*") if p.suffix in (".txt", ".log") and p.is_file())
     sections: set[tuple[str, str]] = set()
@@ -56,7 +56,7 @@ def distinct_inputs(records: Path) -> tuple[int, int, list[tuple[str, str | None
 def child(inputs_file: Path, parse_too: bool) -> None:
     """Judge every input once in this process; print the CPU seconds as JSON."""
     sys.path.insert(0, str(REPO_ROOT))
-    from tools.sourcecheck import find_compile_flags
+    from tools.judge.sourcecheck import find_compile_flags
 
     inputs = json.loads(inputs_file.read_text(encoding="utf-8"))
     t0 = time.process_time()

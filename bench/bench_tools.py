@@ -7,7 +7,7 @@ Each measurement runs the command as a user would (``python -m tools verify RECO
 ``python -m tools leaderboard --records RECORDS --out TMP``) in a fresh process pinned to one CPU, and reads
 the child's CPU time (user + system) and peak memory (max RSS) from the kernel:
 
-- cold: an empty tools cache (tools/cache.py), so every log is parsed and every code section read;
+- cold: an empty tools cache (tools/common/cache.py), so every log is parsed and every code section read;
 - warm: the cache the cold run filled, as on a maintainer's machine, where verify, leaderboard and check
   follow each other.
 

@@ -26,7 +26,7 @@ IN_CI = os.environ.get("SPEEDRUN_CI") == "1"
 _INDUCTOR_CACHE = tempfile.mkdtemp(prefix="speedrun-tests-inductor-")
 os.environ["TORCHINDUCTOR_CACHE_DIR"] = _INDUCTOR_CACHE
 atexit.register(shutil.rmtree, _INDUCTOR_CACHE, ignore_errors=True)
-# The tools' cache of parsed logs and code readings (tools/cache.py) likewise: each session starts empty, so a
+# The tools' cache of parsed logs and code readings (tools/common/cache.py) likewise: each session starts empty, so a
 # test never reads an entry another checkout's tools wrote, and the user's own cache is never touched.
 _TOOLS_CACHE = tempfile.mkdtemp(prefix="speedrun-tests-tools-cache-")
 os.environ["SPEEDRUN_CACHE"] = _TOOLS_CACHE
@@ -62,3 +62,12 @@ def public_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def public_records(public_repo: Path) -> Path:
     """The clone's records/ folder."""
     return public_repo / "records"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test over the public speedrun's whole tree (it clones the bundle and reads ~830 logs) belongs to the slow
+    tier with the training runs: `python -m pytest -m "not slow"` is the fast tier for local work."""
+    slow = pytest.mark.slow
+    for item in items:
+        if {"public_repo", "public_records"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(slow)

@@ -158,7 +158,7 @@ def make_log(spec: LogSpec | None = None, **kw: Any) -> str:
     spec = spec or LogSpec(**kw)
     rng = random.Random(spec.seed)
     env = [
-        # The Python judging the log must read its grammar (tools/sourcecheck.py): name the one running the tests.
+        # The Python judging the log must read its grammar (tools/judge/sourcecheck.py): name the one running the tests.
         f"Running Python {platform.python_version()} (main, Jan 22 2026, 20:57:42) [GCC 13.3.0]",
         "Running PyTorch 2.11.0+cu130 compiled for CUDA 13.0"
         if spec.smi

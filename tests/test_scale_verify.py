@@ -1,5 +1,5 @@
 """The verifier on logs of checkpointed and resumed runs: a resumed run is never a record, run settings
-(checkpointing, where the data and logs are) change nothing (tools/rules.py, `config`), in today's config line
+(checkpointing, where the data and logs are) change nothing (tools/judge/rules.py, `config`), in today's config line
 (the `run` object) and in the older one (the settings at its top)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from logfactory import LogSpec, write_log, write_record
-from tools.verify import verify_paths
+from tools.judge.verify import verify_paths
 
 RESUMED = {"path": "checkpoints/3f0c/step_000500", "step": 500, "run_id": "3f0c"}
 
@@ -55,7 +55,7 @@ def test_a_resumed_smoke_run_is_still_checked_for_health(tmp_path: Path) -> None
 
 def test_reproduce_refuses_a_scale_log_in_one_paragraph(tmp_path: Path) -> None:
     """A train_scale.py log's code is two files; `tools reproduce` runs the record file's logs only."""
-    from tools.reproduce import load_claim
+    from tools.reproduce.runner import load_claim
 
     source = "import train_gpt\n" + "-" * 40 + "\n# train_gpt.py\nprint(1)\n"
     log = write_log(tmp_path, LogSpec(track="scale", seed=4, source=source))

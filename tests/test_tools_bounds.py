@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT
-from tools.parse import parse_bytes
-from tools.records import Record
-from tools.tracks import TRACKS
-from tools.verify import judge, rank
+from tools.judge.parse import parse_bytes
+from tools.judge.records import Record
+from tools.judge.tracks import TRACKS
+from tools.judge.verify import judge, rank
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 import bench_hostile  # noqa: E402

@@ -23,9 +23,9 @@ import pytest
 from site_records import OFFICIAL, ONE_GPU, write_site_records
 
 from conftest import skip_or_fail
-from tools.leaderboard import build, write
-from tools.records import discover
-from tools.verify import verify_records
+from tools.judge.records import discover
+from tools.judge.verify import verify_records
+from tools.site.leaderboard import build, write
 
 pytestmark = pytest.mark.slow  # launches chromium
 

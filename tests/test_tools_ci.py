@@ -11,8 +11,8 @@ import yaml
 from conftest import REPO_ROOT
 from logfactory import write_record
 from tools.cli import main
-from tools.rules import RULE_IDS
-from tools.verify import verify_paths
+from tools.judge.rules import RULE_IDS
+from tools.judge.verify import verify_paths
 
 WORKFLOWS = REPO_ROOT / ".github" / "workflows"
 

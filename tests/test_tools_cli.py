@@ -29,7 +29,7 @@ VERIFY_KEYS = {
 @pytest.mark.slow  # launches a Python process
 def test_import_tools_does_not_import_torch_or_heavy_libraries() -> None:
     code = (
-        "import sys, tools, tools.cli, tools.verify, tools.leaderboard, tools.compare, tools.check\n"
+        "import sys, tools, tools.cli, tools.judge.verify, tools.site.leaderboard, tools.judge.compare, tools.site.check\n"
         "tools.cli.build_parser()\n"
         "heavy = [m for m in ('torch', 'matplotlib', 'pandas', 'scipy') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
@@ -116,7 +116,7 @@ def test_verify_a_records_folder(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["verify", str(records)]) == 0
     out = capsys.readouterr().out
     assert "2026-08-01_Short" in out and "2026-08-02_Medium" in out and "2 of 2 valid" in out
-    (records / "notes.txt").write_text("stray\n")  # what is not a record fails (tools.records.misplaced)
+    (records / "notes.txt").write_text("stray\n")  # what is not a record fails (tools.judge.records.misplaced)
     assert main(["verify", str(records)]) == 1
     assert "notes.txt: a stray file" in capsys.readouterr().out
 
@@ -153,8 +153,8 @@ def test_compare_matches_scipy_reference(tmp_path: Path) -> None:
     """Cross-check against a direct scipy call on the numbers read from the logs."""
     from scipy import stats as sps
 
-    from tools.compare import compare
-    from tools.verify import verify_paths
+    from tools.judge.compare import compare
+    from tools.judge.verify import verify_paths
 
     records = tmp_path / "records"
     a = verify_paths([write_record(records, "2026-08-01_A", runs=3, step_ms=60.0)], known_shards={})[0]

@@ -12,9 +12,9 @@ import pytest
 
 from conftest import REPO_ROOT
 from logfactory import LogSpec, make_log
-from tools import reproduce
 from tools.cli import main
-from tools.parse import SEPARATOR, ParsedLog, parse_bytes
+from tools.judge.parse import SEPARATOR, ParsedLog, parse_bytes
+from tools.reproduce import runner as reproduce
 
 PUBLIC = REPO_ROOT / "tests" / "fixtures" / "public-speedrun" / "records"
 KERNEL_LOG = PUBLIC / "track_1_short/2026-02-02_KernelTuning/25afb73a-332f-4d69-b9ab-f6261497f2d8.txt"

@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 from conftest import PUBLIC_FIXTURE
 from logfactory import LogSpec, make_log
 from tools.cli import main
-from tools.parse import parse_bytes
-from tools.records import Record
-from tools.rules import RULE_IDS
-from tools.tracks import TRACKS
-from tools.verify import judge, rank
+from tools.judge.parse import parse_bytes
+from tools.judge.records import Record
+from tools.judge.rules import RULE_IDS
+from tools.judge.tracks import TRACKS
+from tools.judge.verify import judge, rank
 
 # Real logs of three eras (2024's leading separator, 2025's, 2026's appended kernel file: the public fixtures),
 # plus our own form.

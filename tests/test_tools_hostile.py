@@ -17,11 +17,11 @@ import pandas as pd
 import pytest
 
 from logfactory import front_matter, make_log, write_record
-from tools.check import check
 from tools.cli import main
-from tools.leaderboard import build, write
-from tools.records import read_front_matter
-from tools.text import csv_cell, markdown_text, printable
+from tools.common.text import csv_cell, markdown_text, printable
+from tools.judge.records import read_front_matter
+from tools.site.check import check
+from tools.site.leaderboard import build, write
 
 TRACK = "track_1_short"
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tools.cli import main
-from tools.known_shards import DEFAULT_TABLE, fetch_shard_hashes, load_known_shards, write_table
+from tools.judge.known_shards import DEFAULT_TABLE, fetch_shard_hashes, load_known_shards, write_table
 
 VAL_SHA = "1" * 64
 TRAIN_SHA = "2" * 64

@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 
 from conftest import REPO_ROOT
 from logfactory import H100, LogSpec, write_log, write_record
-from tools.check import check
 from tools.cli import main
-from tools.leaderboard import CSV_COLUMNS, build, build_tables, unique_slugs, write
-from tools.records import discover
-from tools.verify import verify_records
+from tools.judge.records import discover
+from tools.judge.verify import verify_records
+from tools.site.check import check
+from tools.site.leaderboard import CSV_COLUMNS, build, build_tables, unique_slugs, write
 
 _MD_LINK = re.compile(r"\]\(([^)\s]+)\)")
 _HREF = re.compile(r'href="([^"]+)"')

@@ -1,4 +1,4 @@
-"""Order and ownership follow the ledger (tools/ledger.py): when a record entered the branch, by git history,
+"""Order and ownership follow the ledger (tools/judge/ledger.py): when a record entered the branch, by git history,
 not the date it claims. Each test builds a real git repository in tmp_path whose commit order disagrees
 with the records' dates (issue 11, class 4)."""
 
@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from logfactory import write_record
-from tools import leaderboard
-from tools.check import check
 from tools.cli import main
-from tools.ledger import Ledger, by_date, from_git
-from tools.verify import Verdict, verify_paths
+from tools.judge.ledger import Ledger, by_date, from_git
+from tools.judge.verify import Verdict, verify_paths
+from tools.site import leaderboard
+from tools.site.check import check
 
 TRACK = "track_1_short"
 

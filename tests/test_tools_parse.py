@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 
 from conftest import REPO_ROOT
 from logfactory import HOST_ID, SEP, LogSpec, config_for, fake_gpu_uuids, make_log, nvidia_smi
-from tools import parse as parse_module
-from tools import sourcecheck
 from tools.cli import main
-from tools.parse import CodeFile, ParsedLog, parse_bytes, parse_log
+from tools.judge import parse as parse_module
+from tools.judge import sourcecheck
+from tools.judge.parse import CodeFile, ParsedLog, parse_bytes, parse_log
 
 PUBLIC = REPO_ROOT / "tests" / "fixtures" / "public-speedrun" / "records"
 KERNEL_LOG = PUBLIC / "track_1_short/2026-02-02_KernelTuning/25afb73a-332f-4d69-b9ab-f6261497f2d8.txt"
@@ -425,7 +425,7 @@ def test_config_with_nan_is_not_json() -> None:
 
 
 def test_limits_past_which_a_log_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each bound (tools/parse.py) is far above a real log; past it the log fails `structure` with the number,
+    """Each bound (tools/judge/parse.py) is far above a real log; past it the log fails `structure` with the number,
     instead of costing GBs (tests/test_tools_bounds.py measures the full-size cases)."""
     monkeypatch.setattr(parse_module, "MAX_METRIC_LINES", 3)
     log = parse_bytes(_log("step:1/4 train_time:1ms\n" * 4))
@@ -466,7 +466,7 @@ def test_mig_instances_are_gpu_uuids_in_both_driver_forms() -> None:
 
 # --- the fast reading of metric lines against a slow, obviously correct one ----------------------------------------
 
-# The metric line grammar as it was first written (tools/parse.py, 2026-11): plain groups, no possessive repeats.
+# The metric line grammar as it was first written (tools/judge/parse.py, 2026-11): plain groups, no possessive repeats.
 _REFERENCE_NUM = r"[-+]?(?:[0-9]{1,20}(?:\.[0-9]{0,20})?(?:[eE][-+]?[0-9]{1,3})?|nan|inf)"
 _REFERENCE_RE = re.compile(
     r"^step:([0-9]{1,12})/([0-9]{1,12})"

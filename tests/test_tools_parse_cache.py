@@ -15,8 +15,8 @@ import pytest
 
 from conftest import REPO_ROOT
 from logfactory import LogSpec, make_log
-from tools import parse as parse_module
-from tools.parse import ParsedLog, parse_log
+from tools.judge import parse as parse_module
+from tools.judge.parse import ParsedLog, parse_log
 
 PUBLIC = REPO_ROOT / "tests" / "fixtures" / "public-speedrun" / "records"
 FIXTURE_LOGS = sorted(p for p in PUBLIC.rglob("*") if p.suffix in (".txt", ".log"))

@@ -18,13 +18,20 @@ from pathlib import Path
 import pytest
 
 from conftest import PUBLIC_FIXTURE
-from tools.board import build_tables
 from tools.cli import main
-from tools.history import AGREE, DISAGREE, NO_EVIDENCE, compare_with_table
-from tools.ledger import from_git
-from tools.records import ROLE_BASELINE, ROLE_COPY, ROLE_OTHER_HARDWARE, ROLE_RUN, ROLE_STOPPED, ROLE_VARIANT, scan
-from tools.rulebook import P_VALUE, TIMED_WARMUP, rulebook_for
-from tools.verify import (
+from tools.judge.history import AGREE, DISAGREE, NO_EVIDENCE, compare_with_table
+from tools.judge.ledger import from_git
+from tools.judge.records import (
+    ROLE_BASELINE,
+    ROLE_COPY,
+    ROLE_OTHER_HARDWARE,
+    ROLE_RUN,
+    ROLE_STOPPED,
+    ROLE_VARIANT,
+    scan,
+)
+from tools.judge.rulebook import P_VALUE, TIMED_WARMUP, rulebook_for
+from tools.judge.verify import (
     DECIDED_RETIMING,
     STATUS_ACCEPTED,
     STATUS_INCOMPLETE,
@@ -33,6 +40,7 @@ from tools.verify import (
     verify_paths,
     verify_records,
 )
+from tools.site.board import build_tables
 
 T1 = "track_1_short"
 T2 = "track_2_medium"
@@ -331,7 +339,7 @@ def test_verify_paths_of_a_subfolder_judge_its_record(tree: Path) -> None:
 
 
 def test_record_pages_show_the_whole_code_diff_the_files_roles_and_the_rules(tree: Path) -> None:
-    from tools.leaderboard import build
+    from tools.site.leaderboard import build
 
     out = tree / "leaderboard"
     files = build(tree / "records", out, known_shards={})

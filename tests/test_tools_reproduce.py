@@ -23,9 +23,11 @@ import pytest
 
 from conftest import REPO_ROOT
 from logfactory import LogSpec, make_log, shard, write_log
-from tools import reproduce, sandbox
 from tools.cli import main
-from tools.parse import SEPARATOR, parse_bytes, parse_log
+from tools.judge import reproduced
+from tools.judge.parse import SEPARATOR, parse_bytes, parse_log
+from tools.reproduce import runner as reproduce
+from tools.reproduce import sandbox
 
 STEPS, EVERY = 20, 10
 OVERRIDES = {"num_iterations": STEPS, "val_loss_every": EVERY}
@@ -189,7 +191,7 @@ def test_a_maintainer_records_the_verdicts_in_the_record_folder(
     assert captured.out.splitlines()[0].startswith(f"{record / claimed.log.name}: reproduced: 3 val losses equal")
     assert "1 of 1 run(s) of 2026-01-01_Claimed reproduced" in captured.out
     assert "runs unsandboxed" not in captured.err  # nothing ran: the reproduction was reused
-    rep = reproduce.read_reproduced(record)
+    rep = reproduced.read_reproduced(record)
     assert rep is not None and rep.all_reproduced and rep.machine["sandbox"] == "none"
     [run] = rep.runs
     assert run.log_sha256 == hashlib.sha256(claimed.log.read_bytes()).hexdigest()
@@ -414,7 +416,7 @@ def test_json_output_stays_valid_json_for_a_nan_loss() -> None:
     text = make_log(LogSpec(seed=3, total_steps=100, val_every=25))
     nan = re.sub(r"^(step:50/100 val_loss:)\S+", r"\1nan", text, count=1, flags=re.M)
     findings, notes, loss, time = reproduce.compare_logs(parse_bytes(nan.encode()), parse_bytes(text.encode()))
-    v = reproduce.Verdict(claimed="a.txt", claimed_sha256="0" * 64, findings=findings, loss=loss, time=time)
+    v = reproduce.Reproduction(claimed="a.txt", claimed_sha256="0" * 64, findings=findings, loss=loss, time=time)
     assert v.verdict == "loss differs at step 50"
     assert json.loads(json.dumps(v.to_json(), allow_nan=False))["findings"][0]["claimed"] == "nan"
 
@@ -612,7 +614,7 @@ def test_gpu_time_is_judged_within_the_hardware_tolerance() -> None:
 
 
 def test_verdict_text_names_the_first_difference() -> None:
-    v = reproduce.Verdict(claimed="a.txt", claimed_sha256="0" * 64)
+    v = reproduce.Reproduction(claimed="a.txt", claimed_sha256="0" * 64)
     v.findings = [
         reproduce.Finding("slower than claimed", "slower than claimed by 12.0 % (...)", {"percent": 12.0}),
         reproduce.Finding("loss differs", "loss differs at step 250: ...", {"step": 250}),
@@ -630,13 +632,13 @@ def test_verdict_text_names_the_first_difference() -> None:
 # --- reproduced.json --------------------------------------------------------------------------------
 
 
-def reproduced_record(tmp_path: Path) -> tuple[Path, list[reproduce.Claim], list[reproduce.Verdict]]:
+def reproduced_record(tmp_path: Path) -> tuple[Path, list[reproduce.Claim], list[reproduce.Reproduction]]:
     record = tmp_path / "2026-01-01_Rec"
     logs = [write_log(record, LogSpec(track="smoke", smi=False, seed=s)) for s in (1, 2)]
     claims = [reproduce.load_claim(p) for p in sorted(logs)]
     verdicts = []
     for c in claims:
-        v = reproduce.Verdict(claimed=str(c.path), claimed_sha256=c.log.file_sha256, nproc=1)
+        v = reproduce.Reproduction(claimed=str(c.path), claimed_sha256=c.log.file_sha256, nproc=1)
         v.reproduction_sha256 = hashlib.sha256(c.path.name.encode()).hexdigest()
         v.gpu_names = ["NVIDIA H100 80GB HBM3"] * 8
         verdicts.append(v)
@@ -645,9 +647,9 @@ def reproduced_record(tmp_path: Path) -> tuple[Path, list[reproduce.Claim], list
 
 def test_reproduced_json_round_trip_and_staleness(tmp_path: Path) -> None:
     record, claims, verdicts = reproduced_record(tmp_path)
-    assert reproduce.read_reproduced(record) is None
+    assert reproduced.read_reproduced(record) is None
     path = reproduce.write_reproduced(record, claims, verdicts, "docker")
-    rep = reproduce.read_reproduced(record)
+    rep = reproduced.read_reproduced(record)
     assert rep is not None and rep.path == path and rep.all_reproduced
     assert [r.log for r in rep.runs] == [c.path.name for c in claims]
     assert rep.machine["gpus"] == ["NVIDIA H100 80GB HBM3"] * 8 and rep.machine["sandbox"] == "docker"
@@ -656,7 +658,7 @@ def test_reproduced_json_round_trip_and_staleness(tmp_path: Path) -> None:
 
     claims[0].path.write_text(claims[0].path.read_text() + "\n")  # a log edited after its reproduction
     (record / "extra.txt").write_text(make_log(LogSpec(track="smoke", smi=False, seed=9)))
-    rep = reproduce.read_reproduced(record)
+    rep = reproduced.read_reproduced(record)
     assert rep is not None and not rep.all_reproduced
     assert rep.stale == [f"{claims[0].path.name}: changed since it was reproduced (sha256 differs)"]
     assert rep.missing == ["extra.txt"]
@@ -666,7 +668,7 @@ def test_a_failed_reproduction_is_recorded_as_not_reproduced(tmp_path: Path) -> 
     record, claims, verdicts = reproduced_record(tmp_path)
     verdicts[1].findings = [reproduce.Finding("loss differs", "...", {"step": 25})]
     reproduce.write_reproduced(record, claims, verdicts, "none")
-    rep = reproduce.read_reproduced(record)
+    rep = reproduced.read_reproduced(record)
     assert rep is not None and not rep.all_reproduced
     assert [(r.verdict, r.reproduced) for r in rep.runs] == [("reproduced", True), ("loss differs at step 25", False)]
 
@@ -692,22 +694,22 @@ def test_read_reproduced_rejects_a_hand_made_file(tmp_path: Path, tamper: Any) -
     tamper(data)
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="--write-verdict"):
-        reproduce.read_reproduced(record)
+        reproduced.read_reproduced(record)
 
 
 def test_read_reproduced_bounds_what_it_reads(tmp_path: Path) -> None:
     record, _, _ = reproduced_record(tmp_path)
     path = record / "reproduced.json"
-    path.write_text(" " * (reproduce.MAX_REPRODUCED_BYTES + 1))
+    path.write_text(" " * (reproduced.MAX_REPRODUCED_BYTES + 1))
     with pytest.raises(ValueError, match="larger than"):
-        reproduce.read_reproduced(record)
+        reproduced.read_reproduced(record)
     path.write_text('{"format": NaN}')
     with pytest.raises(ValueError, match="not valid JSON"):
-        reproduce.read_reproduced(record)
+        reproduced.read_reproduced(record)
     path.unlink()
     path.symlink_to("/etc/passwd")
     with pytest.raises(ValueError, match="not a regular file"):
-        reproduce.read_reproduced(record)
+        reproduced.read_reproduced(record)
 
 
 # --- the tolerances are the ones the public records give ------------------------------------------------------
@@ -715,7 +717,7 @@ def test_read_reproduced_bounds_what_it_reads(tmp_path: Path) -> None:
 
 @pytest.mark.slow  # parses the public tree's ~800 logs
 def test_gpu_tolerances_are_derived_from_the_public_records(public_records: Path) -> None:
-    from tools.reproduce_tolerances import derive
+    from tools.reproduce.tolerances import derive
 
     d = derive(public_records)
     assert d.groups > 50

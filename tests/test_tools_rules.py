@@ -11,12 +11,12 @@ import pytest
 
 from conftest import PUBLIC_FIXTURE
 from logfactory import DEFAULT_SHARDS, H100, LogSpec, shard, write_log, write_record
-from tools.check import check
 from tools.cli import main
-from tools.leaderboard import build, write
-from tools.rules import infer_k
-from tools.sourcecheck import find_compile_flags
-from tools.verify import Verdict, verify_paths
+from tools.judge.rules import infer_k
+from tools.judge.sourcecheck import find_compile_flags
+from tools.judge.verify import Verdict, verify_paths
+from tools.site.check import check
+from tools.site.leaderboard import build, write
 
 TRACK = "track_1_short"
 

@@ -1,4 +1,4 @@
-"""Same-node baselines (tools/samenode.py, tools/verify.py), the one statistics object, the "reproduced" mark.
+"""Same-node baselines (tools/judge/samenode.py, tools/judge/verify.py), the one statistics object, the "reproduced" mark.
 
 A record whose ``baseline/`` holds runs of its baseline record's code on its own node is a new record when
 it is faster than them on that node (one-sided Welch t-test, p < 0.01), whatever the absolute times of
@@ -15,12 +15,13 @@ import pytest
 from scipy import stats as sps
 
 from logfactory import DEFAULT_SHARDS, DEFAULT_SOURCE, host_id, host_uuids, make_log, write_baseline_runs, write_record
-from tools import reproduce, stats
 from tools.cli import main
-from tools.compare import compare
-from tools.leaderboard import build, build_tables
-from tools.records import discover
-from tools.verify import DECIDED_ABSOLUTE, DECIDED_SAME_NODE, Verdict, comparison, format_text, verify_records
+from tools.judge import stats
+from tools.judge.compare import compare
+from tools.judge.records import discover
+from tools.judge.verify import DECIDED_ABSOLUTE, DECIDED_SAME_NODE, Verdict, comparison, format_text, verify_records
+from tools.reproduce import runner as reproduce
+from tools.site.leaderboard import build, build_tables
 
 SOURCE_A = DEFAULT_SOURCE + "# the previous record's code\n"
 SOURCE_B = DEFAULT_SOURCE + "# the new record's code: faster\n"
@@ -248,11 +249,11 @@ def test_a_test_that_cannot_be_computed_is_none_never_a_guess() -> None:
 # --- the "reproduced" mark ---------------------------------------------------------------------------
 
 
-def _reproduce_verdicts(record: Path) -> tuple[list[reproduce.Claim], list[reproduce.Verdict]]:
+def _reproduce_verdicts(record: Path) -> tuple[list[reproduce.Claim], list[reproduce.Reproduction]]:
     claims = [reproduce.load_claim(p) for p in sorted(record.glob("*.txt"))]
     verdicts = []
     for c in claims:
-        v = reproduce.Verdict(claimed=str(c.path), claimed_sha256=c.log.file_sha256, nproc=8)
+        v = reproduce.Reproduction(claimed=str(c.path), claimed_sha256=c.log.file_sha256, nproc=8)
         v.reproduction_sha256 = c.log.file_sha256
         v.gpu_names = ["NVIDIA H100 80GB HBM3"] * 8
         verdicts.append(v)
@@ -328,7 +329,7 @@ def test_extract_writes_the_previous_records_code(records: Path, tmp_path: Path)
     ],
 )
 def test_the_host_line_is_read_strictly_and_bounded(line: str, error: str) -> None:
-    from tools.parse import parse_bytes
+    from tools.judge.parse import parse_bytes
 
     log = parse_bytes(make_log(include_host=False).replace("\ndata: ", "\n" + line + "\ndata: ", 1).encode(), "x.txt")
     assert log.host_id is None and log.gpu_uuids == [] and log.host_error is not None and error in log.host_error

@@ -20,12 +20,13 @@ from site_records import OFFICIAL, ONE_GPU, write_site_records
 
 from conftest import REPO_ROOT
 from logfactory import DEFAULT_SOURCE, write_record
-from tools import board, card, plots, progress
-from tools.check import check
 from tools.cli import main
-from tools.leaderboard import build, build_tables, write
-from tools.records import discover
-from tools.verify import Verdict, comparison, verify_records
+from tools.common import progress
+from tools.judge.records import discover
+from tools.judge.verify import Verdict, comparison, verify_records
+from tools.site import board, card, plots
+from tools.site.check import check
+from tools.site.leaderboard import build, build_tables, write
 
 TRACK = "track_1_short"
 
@@ -159,8 +160,8 @@ def test_target_failures_in_words() -> None:
 
     class V:  # the attributes _target_sentence reads
         def __init__(self, finals: list[float], p: float | None) -> None:
-            from tools.records import Record
-            from tools.tracks import TRACKS
+            from tools.judge.records import Record
+            from tools.judge.tracks import TRACKS
 
             self.finals, self.p_value = finals, p
             self.record = Record(Path("r"), "r", TRACKS[TRACK], [], "harness")
@@ -322,12 +323,12 @@ def test_plot_legends_stay_readable_with_many_runs_and_records(tmp_path: Path) -
 
 
 def test_html_and_leaderboard_do_not_import_each_other() -> None:
-    tree = ast.parse((REPO_ROOT / "tools" / "html.py").read_text())
+    tree = ast.parse((REPO_ROOT / "tools" / "site" / "html.py").read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
         a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
     }
-    assert "tools.leaderboard" not in imported and not any(
-        isinstance(n, ast.ImportFrom) and n.module == "tools" and any(a.name == "leaderboard" for a in n.names)
+    assert "tools.site.leaderboard" not in imported and not any(
+        isinstance(n, ast.ImportFrom) and n.module == "tools.site" and any(a.name == "leaderboard" for a in n.names)
         for n in ast.walk(tree)
     )
 
@@ -347,12 +348,12 @@ def test_no_tool_points_outside_the_repository() -> None:
 def test_check_verifies_each_record_once(
     site: tuple[Path, Path, dict[str, bytes]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tools.verify
+    import tools.judge.verify
 
     records, out, _ = site
     judged: list[str] = []
-    real = tools.verify.judge
-    monkeypatch.setattr(tools.verify, "judge", lambda rec, *a: judged.append(rec.name) or real(rec, *a))
+    real = tools.judge.verify.judge
+    monkeypatch.setattr(tools.judge.verify, "judge", lambda rec, *a: judged.append(rec.name) or real(rec, *a))
     check(records, out)
     assert sorted(judged) == sorted(r.name for r in discover(records))  # each once: not again for the leaderboard
 
@@ -416,7 +417,7 @@ def test_plots_are_the_same_bytes_whoever_draws_them(
     records, out, files = site
     verdicts = verify_records(discover(records), known_shards={})
     rows = [r for t in build_tables(verdicts, out)[TRACK] for r in t.rows]
-    from tools.leaderboard import record_figure
+    from tools.site.leaderboard import record_figure
 
     jobs: dict[str, plots.Figure] = {r.plot: (plots.val_curves, (record_figure(r),)) for r in rows}
     monkeypatch.setattr(plots, "_PARALLEL_MIN_FIGURES", 2)
@@ -443,7 +444,7 @@ def test_names_descriptions_and_log_names_stay_text_on_every_page(tmp_path: Path
 
 
 def test_every_rule_has_a_sentence() -> None:
-    from tools.rules import RULE_IDS
+    from tools.judge.rules import RULE_IDS
 
     assert set(RULE_IDS) - {"faster"} == set(board.RULE_WORDS)  # `faster` decides, it never fails
     assert all(w and w[0].islower() and not w.endswith(".") for w in board.RULE_WORDS.values())

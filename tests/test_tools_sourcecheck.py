@@ -1,6 +1,6 @@
 """compile-flags: every way around the rule that a dishonest submitter tried fails, honest code passes.
 
-The rule (tools/sourcecheck.py) reads what it can and fails what it cannot: code that does not parse,
+The rule (tools/judge/sourcecheck.py) reads what it can and fails what it cannot: code that does not parse,
 dynamic access to torch's settings, computed environment names. These cases are written here, from the
 classes of issue 11; the concrete attacks of that issue are kept outside the repository.
 """
@@ -18,10 +18,18 @@ from pathlib import Path
 import pytest
 
 from logfactory import SEP, LogSpec, write_log
-from tools import sourcecheck
-from tools.parse import parse_log
-from tools.sourcecheck import FLAG, KINDS, MAX_CODE_CHARS, MAX_SYNTAX_NODES, UNREADABLE, Finding, find_compile_flags
-from tools.verify import verify_paths
+from tools.judge import sourcecheck
+from tools.judge.parse import parse_log
+from tools.judge.sourcecheck import (
+    FLAG,
+    KINDS,
+    MAX_CODE_CHARS,
+    MAX_SYNTAX_NODES,
+    UNREADABLE,
+    Finding,
+    find_compile_flags,
+)
+from tools.judge.verify import verify_paths
 
 HERE = f"{sys.version_info[0]}.{sys.version_info[1]}.0"
 NODES_WHY = "syntax nodes (a trainer has ~30,000): more than this rule reads"
@@ -312,7 +320,7 @@ def test_the_record_packages_are_the_images() -> None:
     """Every package of requirements.txt is importable by a record under the names it installs."""
     import importlib.metadata
 
-    from tools.sourcecheck import _RECORD_PACKAGES
+    from tools.judge.sourcecheck import _RECORD_PACKAGES
 
     requirements = Path(__file__).resolve().parent.parent / "requirements.txt"
     names = [ln.split("==")[0].strip().lower() for ln in requirements.read_text().splitlines() if "==" in ln]

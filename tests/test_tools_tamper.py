@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from logfactory import DEFAULT_SHARDS, H100, LogSpec, shard, write_log, write_record
-from tools import stats
-from tools.rules import CurvePrint, curve_print, near_duplicates
-from tools.tracks import OFFICIAL_CLASS, TRACKS, HardwareClass, canonical_gpu_name
-from tools.verify import Verdict, parse_many, verify_paths
+from tools.judge import stats
+from tools.judge.rules import CurvePrint, curve_print, near_duplicates
+from tools.judge.tracks import OFFICIAL_CLASS, TRACKS, HardwareClass, canonical_gpu_name
+from tools.judge.verify import Verdict, parse_many, verify_paths
 
 TRACK = "track_1_short"
 

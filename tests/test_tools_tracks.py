@@ -11,13 +11,13 @@ import train_gpt
 import train_scale
 from logfactory import LogSpec, write_log
 from tools.cli import main
-from tools.tracks import TRACKS
+from tools.judge.tracks import TRACKS
 
 
 def test_every_trainer_preset_belongs_to_the_same_track_in_the_tools() -> None:
     for preset, (track, target) in train_gpt.TRACKS.items():
         assert preset in train_gpt.PRESETS
-        assert preset in TRACKS[track].presets, f"tools/tracks.py does not know preset {preset} of {track}"
+        assert preset in TRACKS[track].presets, f"tools/judge/tracks.py does not know preset {preset} of {track}"
         assert TRACKS[track].target_val_loss == target
     assert set(TRACKS["scale"].presets) == set(train_scale.PRESETS)  # train_scale.py's, every one on track scale
     assert not set(train_gpt.PRESETS) & set(train_scale.PRESETS)  # a preset name says which file ran

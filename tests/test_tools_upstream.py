@@ -1,4 +1,4 @@
-"""tools/upstream.py: the public speedrun's hand-edited record tables, read as an input.
+"""tools/judge/upstream.py: the public speedrun's hand-edited record tables, read as an input.
 
 The fixture README (tests/fixtures/public-speedrun/, FIXTURE.md) is the public README at its merge of
 2026-04-18; the numbers asserted here were counted from it by hand. Tests over the whole public tree read
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT
-from tools.upstream import (
+from tools.judge.upstream import (
     MAX_README_BYTES,
     MAX_ROW_CHARS,
     UpstreamRow,

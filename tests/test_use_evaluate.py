@@ -35,9 +35,9 @@ from use_factory import (
 
 from conftest import REPO_ROOT
 from data.shards import read_tokens
-from tools import tokens as tok
 from tools.cli import main
 from tools.use import hellaswag as hs
+from tools.use import tokens as tok
 from tools.use.generate import final_window_blocks
 
 
@@ -353,7 +353,7 @@ def test_evaluate_under_torchrun_equals_one_process(
 import sys
 sys.path[:0] = [{str(REPO_ROOT / "tests")!r}, {str(REPO_ROOT)!r}]
 from use_factory import WordTokenizer
-from tools import tokens
+from tools.use import tokens
 from tools.cli import main
 tokens.load_tokenizer = lambda vocab_size: WordTokenizer({WORDS!r})  # GPT-2's BPE files are not here
 sys.exit(main(sys.argv[1:]))

@@ -12,8 +12,8 @@ import pytest
 import torch
 from use_factory import SMALL, SMOKE, WordTokenizer, one_thread, random_gpt, write_checkpoint
 
-from tools import tokens as tok
 from tools.cli import main
+from tools.use import tokens as tok
 from tools.use.generate import CachedDecoder, SamplingSettings, final_window_blocks, sample
 
 SEP = SMALL.vocab_size - 1

@@ -6,7 +6,7 @@ them. The model commands (``sample``, ``evaluate``, ``export``) import torch and
 their ``run``, through tools/use/checkpoints.py, tools/use/generate.py and tools/use/hellaswag.py, which the
 record tools never import. A log is untrusted input: parse, verify, leaderboard and check read it as
 text and never execute or import it. Only ``reproduce`` runs a log's code, on purpose, in a sandbox
-(tools/sandbox.py) unless told ``--sandbox none``.
+(tools/reproduce/sandbox.py) unless told ``--sandbox none``.
 """
 
 from __future__ import annotations

@@ -15,8 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
-from tools import check, compare, history, known_shards, leaderboard, parse, reproduce, verify
-from tools.text import printable
+from tools.common.text import printable
+from tools.judge import compare, history, known_shards, parse, verify
+from tools.reproduce import runner as reproduce
+from tools.site import check, leaderboard
 from tools.use import evaluate, export, sample
 
 
@@ -34,7 +36,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("compare", compare, "two records side by side, with Welch's t-test on time and loss"),
     Command("history", history, "the verdicts beside the public speedrun's record tables, row by row"),
     Command("check", check, "what CI runs: verify every record and check leaderboard/ is up to date"),
-    Command("known-shards", known_shards, "fill tools/known_shards.json from the Hub's LFS metadata"),
+    Command("known-shards", known_shards, "fill tools/judge/known_shards.json from the Hub's LFS metadata"),
     Command("sample", sample, "generate text from a checkpoint or export (KV cache; temperature, top-k, seed)"),
     Command("evaluate", evaluate, "val loss of a checkpoint on any shard folder, and HellaSwag accuracy"),
     Command("export", export, "a checkpoint's weights as safetensors + config.json, without optimizer state"),

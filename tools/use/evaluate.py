@@ -133,8 +133,8 @@ def evaluate_checkpoint(args: argparse.Namespace, d: Any, want_loss: bool, want_
     """What `run` does, in the process layout `d` (train_gpt.Dist); prints on rank 0 only."""
     import torch
 
-    from tools import tokens as tok
     from tools.use import hellaswag as hs
+    from tools.use import tokens as tok
     from tools.use.checkpoints import load_model
     from tools.use.generate import final_window_blocks
 

@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tools.tokens import Tokenizer
 from tools.use.checkpoints import REPO_ROOT, repo_module
+from tools.use.tokens import Tokenizer
 
 REPO_ID = "Rowan/hellaswag"
 DEFAULT_DIR = REPO_ROOT / "data" / "hellaswag"

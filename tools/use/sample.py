@@ -35,8 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tools import tokens
-    from tools.use import checkpoints, generate
+    from tools.use import checkpoints, generate, tokens
 
     device = checkpoints.resolve_device(args.device)
     settings = generate.SamplingSettings(

@@ -1,5 +1,5 @@
 """The leaderboard's HTML site: ``index.html`` and one page per record, from the Jinja2 templates in
-tools/templates/ (autoescaped: every name, description and log line from a record is text, never markup).
+tools/site/templates/ (autoescaped: every name, description and log line from a record is text, never markup).
 
 The site is self-contained: no network request at all (the Content-Security-Policy allows only inline
 styles, inline scripts and ``data:`` images), so it opens from a file as well as from GitHub Pages. The
@@ -16,12 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tools.board import GENERATED_NOTE, PAGES, Row, Table
-from tools.card import Card
-from tools.history import HistoryRow, summary
-from tools.plots import History
-from tools.text import printable
-from tools.tracks import OFFICIAL_CLASS, TRACKS
+from tools.common.text import printable
+from tools.judge.history import HistoryRow, summary
+from tools.judge.tracks import OFFICIAL_CLASS, TRACKS
+from tools.site.board import GENERATED_NOTE, PAGES, Row, Table
+from tools.site.card import Card
+from tools.site.plots import History
 
 TEMPLATES = Path(__file__).parent / "templates"
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
@@ -113,7 +113,7 @@ def render_index(
 
 
 def render_history(rows: Sequence[HistoryRow], page_of: dict[int, str]) -> str:
-    """``history.html``: every row of the maintainers' tables beside the judge's verdict (tools/history.py), each
+    """``history.html``: every row of the maintainers' tables beside the judge's verdict (tools/judge/history.py), each
     record linked to its page."""
     tracks = []
     for name in dict.fromkeys(r.track for r in rows):

@@ -2,12 +2,12 @@
 (index.html and one page per record under pages/), plots.
 
 The leaderboard is generated, never edited (CI checks it with ``python -m tools check``). What it shows is
-computed once (tools/board.py: tables, rows, why a record failed) and rendered three ways: README.md for
-GitHub, leaderboard.csv for a spreadsheet, the HTML site for a browser (tools/html.py, tools/card.py).
+computed once (tools/site/board.py: tables, rows, why a record failed) and rendered three ways: README.md for
+GitHub, leaderboard.csv for a spreadsheet, the HTML site for a browser (tools/site/html.py, tools/site/card.py).
 "Δ vs previous" is the change in mean time against the record each one was compared with (the record that
 held its class before it); "same node" is the speed-up a record measured against its same-node baseline
-runs, and the status names the rule that decided "new record" (tools/verify.py). Every number of a
-comparison comes from one ``tools.stats.Comparison``, the object ``python -m tools compare`` prints. A
+runs, and the status names the rule that decided "new record" (tools/judge/verify.py). Every number of a
+comparison comes from one ``tools.judge.stats.Comparison``, the object ``python -m tools compare`` prints. A
 record that maintainers reproduced (a valid reproduced.json that covers its logs as they are) is marked.
 
 Output is a pure function of the records: the same records give the same bytes. Links are written
@@ -22,17 +22,18 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from tools import board, card, history, plots
-from tools import html as html_page
-from tools.board import GENERATED_NOTE, PAGES, Row, Table, build_tables, unique_slugs
-from tools.ledger import Ledger
-from tools.progress import progress
-from tools.records import discover, files_under, refuse_links
-from tools.rules import Run
-from tools.text import csv_cell, markdown_text, printable
-from tools.tracks import OFFICIAL_CLASS, TRACKS
-from tools.upstream import Resolved
-from tools.verify import Verdict, upstream_rows, verify_records
+from tools.common.progress import progress
+from tools.common.text import csv_cell, markdown_text, printable
+from tools.judge import history
+from tools.judge.ledger import Ledger
+from tools.judge.records import discover, files_under, refuse_links
+from tools.judge.rules import Run
+from tools.judge.tracks import OFFICIAL_CLASS, TRACKS
+from tools.judge.upstream import Resolved
+from tools.judge.verify import Verdict, upstream_rows, verify_records
+from tools.site import board, card, plots
+from tools.site import html as html_page
+from tools.site.board import GENERATED_NOTE, PAGES, Row, Table, build_tables, unique_slugs
 
 __all__ = ["CSV_COLUMNS", "GENERATED_NOTE", "Row", "Table", "build", "build_tables", "unique_slugs", "write"]
 
@@ -162,7 +163,7 @@ def build(
     ``verdicts``: the records already verified (``python -m tools check`` verifies each record once);
     otherwise every record under ``records_root`` is verified here, in the order of ``ledger`` (default: the
     git history of the repository they sit in). ``ValueError`` when records_root or out_dir holds a symbolic
-    link (tools.records.refuse_links)."""
+    link (tools.judge.records.refuse_links)."""
     refuse_links(out_dir)
     records = discover(records_root) if verdicts is None else [v.record for v in verdicts]
     upstream = upstream_rows(records)  # the maintainers' tables beside a public records folder; [] for ours

@@ -1,14 +1,14 @@
 """Verify records: parse their logs, apply every rule, decide which valid records are new records.
 
 ``faster`` (RULES.md) compares a record with the records before it, so a record is always judged
-with the other records of its track folder. "Before" is the ledger's order (tools/ledger.py): when
+with the other records of its track folder. "Before" is the ledger's order (tools/judge/ledger.py): when
 each record entered the main branch, by git history, records not in it yet (a pull request) last;
 (date, name) only where there is no git history. The previous record of the same track and
 hardware class is the fastest *valid* one before it. The same order decides which record owns a
 run that two records carry, which baselines are earlier, and which record's val shard is the track's.
 
 Which rule decides "new record" (``Verdict.decided_by``): a record that carries same-node baseline runs
-(``baseline/``, tools/samenode.py) whose named ``baseline`` is that previous record is a new record when
+(``baseline/``, tools/judge/samenode.py) whose named ``baseline`` is that previous record is a new record when
 its runs are faster than the baseline runs on the same node, by a one-sided Welch t-test with p < 0.01
 (DECIDED_SAME_NODE); its mean time may then be above the previous record's, measured on another node.
 Every other valid record is compared by mean train_time with the previous record (DECIDED_ABSOLUTE),
@@ -30,19 +30,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools import layout as layout_mod
-from tools import ledger as ledger_mod
-from tools import samenode, stats
-from tools import upstream as upstream_mod
-from tools.known_shards import load_known_shards
-from tools.layout import Decision, Earlier
-from tools.ledger import Ledger
-from tools.parse import ParsedLog, parse_log
-from tools.progress import progress, usable_cpus
-from tools.records import README, Record, discover, files_under, is_records_folder, load_records, scan
-from tools.reproduce import Reproduced, read_reproduced
-from tools.rulebook import Rulebook, rulebook_for
-from tools.rules import (
+from tools.common.progress import progress, usable_cpus
+from tools.common.text import printable
+from tools.judge import layout as layout_mod
+from tools.judge import ledger as ledger_mod
+from tools.judge import samenode, stats
+from tools.judge import upstream as upstream_mod
+from tools.judge.known_shards import load_known_shards
+from tools.judge.layout import Decision, Earlier
+from tools.judge.ledger import Ledger
+from tools.judge.parse import ParsedLog, parse_log
+from tools.judge.records import README, Record, discover, files_under, is_records_folder, load_records, scan
+from tools.judge.reproduced import Reproduced, read_reproduced
+from tools.judge.rulebook import Rulebook, rulebook_for
+from tools.judge.rules import (
     NOT_APPLICABLE,
     P_VALUE_THRESHOLD,
     RULE_IDS,
@@ -60,9 +61,8 @@ from tools.rules import (
     shard_list,
     val_shards,
 )
-from tools.text import printable
-from tools.tracks import TRACKS, HardwareClass, canonical_gpu_name
-from tools.upstream import Resolved
+from tools.judge.tracks import TRACKS, HardwareClass, canonical_gpu_name
+from tools.judge.upstream import Resolved
 
 # Parsing is the expensive part; below this many logs a process pool costs more than it saves.
 _PARALLEL_MIN_LOGS = 24
@@ -96,7 +96,7 @@ class Verdict:
     decision: str = ""  # how "new record" was decided, in words
     reproduced: Reproduced | None = None  # the record's reproduced.json, when it has a valid one
     reproduced_problem: str | None = None  # why the record is not shown as reproduced, when it has the file
-    # The rules of the record's date that judged it (tools/rulebook.py): today's for a pending record.
+    # The rules of the record's date that judged it (tools/judge/rulebook.py): today's for a pending record.
     rulebook: Rulebook = field(default_factory=lambda: rulebook_for("track_1_short", None, True), repr=False)
     # What this harness's stricter checks found that the record's rules do not ask (a public record): shown, never
     # a verdict. A harness record has none: every check binds it.
@@ -362,7 +362,7 @@ def _is_harness_record(v: Verdict) -> bool:
 def flag_reused_runs(verdicts: Iterable[Verdict]) -> None:
     """``distinct-runs`` across records: a run counts for one record only, the first in the ledger's order;
     a later record that carries it again fails. A run is known by its run_id, its bytes, and its losses
-    (``tools.rules.near_duplicates``: a copy with a new run_id and a digit nudged is the same run).
+    (``tools.judge.rules.near_duplicates``: a copy with a new run_id and a digit nudged is the same run).
     Community logs have no run_id, and the public corpus itself files some logs under two records, so
     only records of this harness are compared."""
     ordered = sorted((v for v in verdicts if _is_harness_record(v)), key=lambda v: (v.record.track.name, v.order_key))
@@ -408,7 +408,7 @@ def flag_reused_runs(verdicts: Iterable[Verdict]) -> None:
 def check_val_shards(verdicts: Iterable[Verdict]) -> None:
     """``data`` across records: every record of a track validates on the val shard (sha256) of the first
     record in the ledger's order whose runs agree on one. Validation never changes; without a table of
-    known hashes (tools/known_shards.json) this is what keeps a record from validating on other data."""
+    known hashes (tools/judge/known_shards.json) this is what keeps a record from validating on other data."""
     ordered = sorted((v for v in verdicts if _is_harness_record(v)), key=lambda v: (v.record.track.name, v.order_key))
     reference: dict[str, tuple[frozenset[str], Verdict]] = {}
     for v in ordered:
@@ -441,7 +441,7 @@ def _baseline_of(v: Verdict, by_path: dict[Path, Verdict]) -> Verdict | None:
 def check_baselines(verdicts: Sequence[Verdict]) -> None:
     """A ``baseline`` is strictly earlier in the ledger (a record cannot improve on one that came after it,
     and two records cannot name each other); a systems_only record shows its baseline's val curve
-    within run-to-run noise (``tools.rules.curve_mismatch``), which is what makes its math the baseline's."""
+    within run-to-run noise (``tools.judge.rules.curve_mismatch``), which is what makes its math the baseline's."""
     by_path = {v.record.path: v for v in verdicts}
     for v in verdicts:
         base = _baseline_of(v, by_path)
@@ -498,7 +498,7 @@ def require_valid_baselines(verdicts: Sequence[Verdict]) -> None:
 
 
 def check_same_node(verdicts: Sequence[Verdict]) -> None:
-    """``same-node`` against the named baseline record (tools/samenode.py): the baseline runs ran its code,
+    """``same-node`` against the named baseline record (tools/judge/samenode.py): the baseline runs ran its code,
     byte for byte, with its config and its data, and none of them is a run of a record."""
     by_path = {v.record.path: v for v in verdicts}
     for v in verdicts:
@@ -603,7 +603,7 @@ def _baseline_runs_of_records(v: Verdict, verdicts: Sequence[Verdict]) -> list[F
         for kind, value in (("bytes", b.log.file_sha256), ("run_id", rid if isinstance(rid, str) else "")):
             hit = owners.get((kind, value)) if value else None
             if hit is None or hit[0] is v:
-                continue  # the record's own runs: tools.samenode says so
+                continue  # the record's own runs: tools.judge.samenode says so
             what = "byte for byte the same file as" if kind == "bytes" else f"run_id {value} is also the run_id of"
             out.append(
                 Failure(
@@ -643,7 +643,7 @@ def rank(verdicts: Iterable[Verdict]) -> None:
     the maintainers accepted whose evidence is incomplete takes part, marked (``Verdict.ranks``).
 
     Times are compared only when they were measured under the same timing rules: since 2025-02-02 every step is
-    timed, before it the first 10 were not (tools/rulebook.py). The first record of a class that ranks under new
+    timed, before it the first 10 were not (tools/judge/rulebook.py). The first record of a class that ranks under new
     timing rules holds the class, whatever the older holder's time: it re-times the class."""
     best: dict[tuple[str, HardwareClass | None], Verdict] = {}
     for v in sorted(verdicts, key=lambda v: (v.record.track.name, v.order_key)):
@@ -748,7 +748,7 @@ def verify_records(
 
     ``ledger``: the order of the records (default: the git history of the repository they sit in).
     ``table``: the maintainers' table's rows, resolved to the records' files (default: the table of the
-    README beside the records folder, tools/upstream.py; none for this repository's own records/).
+    README beside the records folder, tools/judge/upstream.py; none for this repository's own records/).
     """
     shards = load_known_shards() if known_shards is None else known_shards
     order = ledger if ledger is not None else ledger_mod.for_records(records)
@@ -851,7 +851,7 @@ def _rows_by_record(records: Sequence[Record], rows: Sequence[Resolved]) -> dict
 def assign_roles(
     records: Sequence[Record], logs: dict[Path, ParsedLog], order: Ledger, row_of: dict[Path, Resolved]
 ) -> dict[Path, Decision]:
-    """The roles of each public record's logs (tools/layout.py), decided in the ledger's order, so that a
+    """The roles of each public record's logs (tools/judge/layout.py), decided in the ledger's order, so that a
     folder's baseline runs and copies are told by the records before it."""
     decisions: dict[Path, Decision] = {}
     earlier: dict[str, Earlier] = {}
@@ -881,7 +881,7 @@ def waive_for_systems_changes(verdicts: Sequence[Verdict]) -> None:
     the systems performance, without touching the ML". A public record says so nowhere a machine can read, so the
     evidence decides: a record whose only failures are the p-value's (too few runs, p not below 0.01; the mean at or
     below the target) and whose val curve is the previous valid record's within run-to-run noise
-    (``tools.rules.curve_mismatch``) did not touch the ML: the waiver applies, and a note says why."""
+    (``tools.judge.rules.curve_mismatch``) did not touch the ML: the waiver applies, and a note says why."""
     ordered = sorted(verdicts, key=lambda v: (v.record.track.name, v.order_key))
     for i, v in enumerate(ordered):
         if v.valid or v.is_smoke or not v.rulebook.systems_waiver or v.rulebook.harness:
@@ -977,7 +977,7 @@ def format_text(
     other: Sequence[tuple[Path, str]] = (),
 ) -> str:
     """The verdict table, then one FAIL line per failure; ``stray``: entries of a records folder that are
-    not records (``tools.records.scan``), which fail too; ``other``: folders of tracks this harness does not
+    not records (``tools.judge.records.scan``), which fail too; ``other``: folders of tracks this harness does not
     judge, listed."""
     lines: list[str] = []
     records = [v for v in verdicts if not v.is_smoke]

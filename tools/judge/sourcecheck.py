@@ -93,7 +93,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from tools.cache import Store, salt_of
+from tools.common.cache import Store, salt_of
 
 # The longest trainer of the public corpus is ~3,500 lines (~170 KB). Real code has ~0.16 syntax nodes
 # per character (train_gpt.py: 15,000 in 91 KB), code written to be costly ~1.2 (`f(1)` lines): the
@@ -270,7 +270,7 @@ def find_compile_flags(
     ``local_modules``: the modules whose code comes with ``source`` (the files appended to the log).
 
     The answer for one input is kept in this process (the last MEMO_ENTRIES) and in the on-disk cache
-    (tools/cache.py, namespace ``compile-flags``) under the sha256 of the input, the judging Python and this
+    (tools/common/cache.py, namespace ``compile-flags``) under the sha256 of the input, the judging Python and this
     module's source; ``cached=False`` reads and writes neither."""
     if not source.strip():
         return []

@@ -5,14 +5,14 @@ Two layouts are read (records/README.md, docs/log-format.md):
 - **harness** records (this repository's submissions): ``records/<track>/<YYYY-MM-DD>_<ShortName>/README.md``
   with YAML front matter, plus one ``<run-uuid>.txt`` per run directly in the folder. The logs directly in
   its ``baseline/`` subfolder are its same-node baseline runs (the named baseline record's code, run on
-  the node of the record's runs: judged by tools/samenode.py, never as runs of the record). Anything
+  the node of the record's runs: judged by tools/judge/samenode.py, never as runs of the record). Anything
   else in subfolders is supporting material (notes, plots) and is never judged.
 - **public** records, as the public speedrun (github.com/KellerJordan/modded-nanogpt) files them: a folder
   under a track folder with a plain README.md or none, whose logs (``*.txt``, and ``*.log`` where the
   maintainers linked one) sit in the folder or in subfolders of any name, beside baseline runs of the
   previous record, ablations, profiles and images. The folder is one record. Which of its logs are its
   runs, which are baseline runs and which are supporting material is decided from the logs themselves
-  (their code, hardware and completeness; tools/layout.py), because the names were never chosen for a
+  (their code, hardware and completeness; tools/judge/layout.py), because the names were never chosen for a
   machine; ``Record.candidates`` holds every log until then.
 
 A bare log file is a record of one run (``verify logs/<uuid>.txt --track smoke``).
@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.tracks import TRACKS, HardwareClass, Track, get_track
+from tools.judge.tracks import TRACKS, HardwareClass, Track, get_track
 
 README = "README.md"
 LOG_SUFFIX = ".txt"
@@ -106,7 +106,7 @@ class Record:
     baseline_runs: list[Path] = field(
         default_factory=list
     )  # same-node baseline runs (harness: <record>/baseline/*.txt)
-    # A public record's every log under its folder, before tools/layout.py decides their roles (then `logs`,
+    # A public record's every log under its folder, before tools/judge/layout.py decides their roles (then `logs`,
     # `baseline_runs` and `supporting` hold them); empty for the other layouts, whose roles the layout fixes.
     candidates: list[Path] = field(default_factory=list)
     readme: str | None = None  # a public record's plain README.md (bounded, decoded), None without one
@@ -427,10 +427,10 @@ def _harness_record(folder: Path, track: Track) -> Record:
 
 def _baseline_problems(folder: Path, meta: FrontMatter, track: Track) -> list[str]:
     """What is wrong with the README's ``baseline``: a record folder of the same track (that it is earlier in
-    the ledger, not by date, is checked by tools/verify.py).
+    the ledger, not by date, is checked by tools/judge/verify.py).
 
     ``systems_only: true`` waives the p-value because the math is its baseline's, so there it is
-    required, and the baseline's README must parse (tools.verify also requires it to be valid).
+    required, and the baseline's README must parse (tools.judge.verify also requires it to be valid).
     """
     name = meta.baseline
     if name is None:
@@ -461,7 +461,7 @@ def read_front_matter(readme: Path) -> tuple[FrontMatter | None, list[str]]:
 
     Never raises: every problem is returned as a message naming the README (a ``structure`` failure).
     """
-    # Like a log (tools/parse.py), a README is the file itself: a link could point anywhere on the
+    # Like a log (tools/judge/parse.py), a README is the file itself: a link could point anywhere on the
     # machine (/dev/zero would never end), and only the first MAX_README_BYTES + 1 bytes are read.
     if readme.is_symlink():
         return None, [f"{README} is a symbolic link; put the README file itself in the record folder"]

@@ -44,10 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from tools import sourcecheck
-from tools.cache import Store, salt_of
-from tools.sourcecheck import MAX_CODE_CHARS
-from tools.text import printable
+from tools.common.cache import Store, salt_of
+from tools.common.text import printable
+from tools.judge import sourcecheck
+from tools.judge.sourcecheck import MAX_CODE_CHARS
 
 SEPARATOR = "=" * 100
 # A record log of the short track is ~0.1-2 MB; anything past this is not a log of a training run.
@@ -314,7 +314,7 @@ def read_log_bytes(path: Path, max_bytes: int) -> tuple[bytes, int]:
 def parse_log(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> ParsedLog:
     """Parse the log at ``path``. Raises ``ValueError`` only when the path itself cannot be read.
 
-    What a log gives depends only on its bytes: it is kept in the cache (tools/cache.py) under their sha256,
+    What a log gives depends only on its bytes: it is kept in the cache (tools/common/cache.py) under their sha256,
     and a log read before, under any path, is read from there."""
     p = Path(path)
     raw, size = read_log_bytes(p, max_bytes)
@@ -797,7 +797,7 @@ def _read_metrics(log: ParsedLog, text: str, start: int) -> None:
         log.peak_memory_mib = int(peak.group(1))
 
 
-# --- the cache of parse results (tools/cache.py) --------------------------------------------------
+# --- the cache of parse results (tools/common/cache.py) --------------------------------------------------
 
 # A parse result depends on the bytes of the log and on the code of these modules (sourcecheck: MAX_CODE_CHARS).
 _CACHE_NAMESPACE = "parse"

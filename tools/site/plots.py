@@ -1,6 +1,6 @@
 """Leaderboard plots with matplotlib, as SVG bytes that are identical every time they are drawn.
 
-Each figure is drawn from plain data (``Curve``, ``HistoryPoint``: what tools/board.py reads from the
+Each figure is drawn from plain data (``Curve``, ``HistoryPoint``: what tools/site/board.py reads from the
 verdicts), so that ``draw_all`` can draw many of them on every core and the numbers a chart shows can be
 tested without reading an SVG (``history``).
 
@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools import cache
-from tools.progress import progress, usable_cpus
-from tools.text import printable
-from tools.tracks import OFFICIAL_CLASS
+from tools.common import cache
+from tools.common.progress import progress, usable_cpus
+from tools.common.text import printable
+from tools.judge.tracks import OFFICIAL_CLASS
 
 # Values outside these ranges are not a training run's (a log is text its submitter wrote): such points are
 # left out of the plots, whose axes would otherwise span 1e308 or fail to draw.
@@ -393,7 +393,7 @@ def draw_all(jobs: dict[str, Figure], workers: int | None = None) -> dict[str, b
     """``{name: SVG bytes}`` for ``{name: (function, arguments)}``, on every core when there are many.
 
     A figure is a pure function of its arguments (plain frozen data: tuples of floats, strings), so its SVG is kept
-    in the tools' cache (tools/cache.py) under the sha256 of the function's name and the arguments' repr, salted with
+    in the tools' cache (tools/common/cache.py) under the sha256 of the function's name and the arguments' repr, salted with
     this module and matplotlib's version: regenerating a leaderboard redraws only the figures whose data changed."""
     store = cache.Store("plots", _plots_salt())
     keys = {k: _figure_key(job) for k, job in jobs.items()}

@@ -1,7 +1,7 @@
 """The tracks of the speedrun, in one place (records/README.md, docs/log-format.md).
 
 Besides the target, each record track carries the bounds a log's numbers must respect before any
-statistics are computed on them (the ``plausible`` rule, tools/rules.py). They are floors no honest
+statistics are computed on them (the ``plausible`` rule, tools/judge/rules.py). They are floors no honest
 run comes near, set from physics and from the public speedrun's ~770 logs, not tight fits:
 
 - ``min_val_loss``: no run of the track's model class ends below it. The best final val loss in the

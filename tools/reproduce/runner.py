@@ -10,10 +10,10 @@ data (the ``data:`` line's sha256 list). For each log this command
    spending a GPU-hour;
 3. runs the code with the log's seed, preset and overrides (``torchrun``, the log's number of
    processes or ``--nproc``), in the project's Docker image without network (``--sandbox docker``,
-   tools/sandbox.py) or directly (``--sandbox none``, for trusted code and CPU tests);
+   tools/reproduce/sandbox.py) or directly (``--sandbox none``, for trusted code and CPU tests);
 4. compares the new log with the claimed one: code hash, config and data lines, the val-loss
    curve point by point (exactly on CPU; on GPU within the run-to-run spread of real logs,
-   tools/reproduce_tolerances.py) and the time per step (within a hardware tolerance);
+   tools/reproduce/tolerances.py) and the time per step (within a hardware tolerance);
 5. prints one verdict per run and exits 1 when any run was not reproduced.
 
 The new logs stay under ``reproductions/<record>/`` (outside records/). ``--write-verdict`` (for
@@ -45,16 +45,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from tools import sandbox
-from tools.parse import DEFAULT_MAX_BYTES, SEPARATOR, ParsedLog, parse_bytes, parse_log, read_log_bytes
-from tools.sourcecheck import MAX_CODE_CHARS
-from tools.text import printable
+from tools.common.text import printable
+from tools.judge.parse import DEFAULT_MAX_BYTES, SEPARATOR, ParsedLog, parse_bytes, parse_log, read_log_bytes
+from tools.judge.reproduced import (
+    REPRODUCED,
+    REPRODUCED_FILE,
+    REPRODUCED_FORMAT,
+    strict_int,
+    validate_reproduced,
+)
+from tools.judge.sourcecheck import MAX_CODE_CHARS
+from tools.reproduce import sandbox
 
 # --- tolerances (docs/reproduce.md) -------------------------------------------------------------
 
 # On GPU: the largest |val loss difference| between two honest runs of the same code, per phase of
 # training, over the public speedrun's logs; derived by
-#   python -m tools.reproduce_tolerances modded-nanogpt/records  (a checkout of the public speedrun)
+#   python -m tools.reproduce.tolerances modded-nanogpt/records  (a checkout of the public speedrun)
 # (tests/test_tools_reproduce.py re-derives them and fails if they drift). Step 0 depends only on the
 # seed and the code: one unit of the printed precision.
 GPU_LOSS_TOLERANCE: dict[str, float] = {
@@ -82,9 +89,6 @@ CPU_TIME_TOLERANCE = 2.0
 # --- what is compared ---------------------------------------------------------------------------
 
 TRAINER_NAME = "train_gpt.py"
-REPRODUCED_FILE = "reproduced.json"
-REPRODUCED_FORMAT = "speedrun-reproduced/1"
-MAX_REPRODUCED_BYTES = 64 * 1024
 # Config keys that are where and how a run was kept, not what it computed: the run settings (the "run" object;
 # logs older than it had data_path and the checkpoint settings at the top).
 IGNORED_CONFIG_KEYS = frozenset(
@@ -113,7 +117,6 @@ DATA_DIFFERS = "data differs"
 LOSS_DIFFERS = "loss differs"
 SLOWER = "slower than claimed"
 FASTER = "faster than claimed"
-REPRODUCED = "reproduced"
 _ORDER = (RUN_FAILED, CODE_DIFFERS, CONFIG_DIFFERS, DATA_DIFFERS, LOSS_DIFFERS, SLOWER, FASTER)
 
 
@@ -182,12 +185,6 @@ def extract_source(raw: bytes) -> bytes | None:
     return None
 
 
-def _strict_int(value: Any, low: int, high: int) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
-        return value
-    return None
-
-
 def load_claim(path: Path) -> Claim:
     """Read and check one claimed log; a log that cannot be run again raises ValueError (one paragraph)."""
     raw, size = read_log_bytes(path, DEFAULT_MAX_BYTES)
@@ -231,7 +228,7 @@ def load_claim(path: Path) -> Claim:
         )
     cfg = log.config
     problems = []
-    seed = _strict_int(cfg.get("seed"), 0, 2**63 - 1)
+    seed = strict_int(cfg.get("seed"), 0, 2**63 - 1)
     if seed is None:
         problems.append(f"seed {cfg.get('seed')!r} is not a whole number >= 0")
     preset = cfg.get("preset")
@@ -244,13 +241,13 @@ def load_claim(path: Path) -> Claim:
         problems.append(
             f"overrides take more than {_MAX_OVERRIDES_CHARS:,} characters (a Hyperparameters object is ~2,000)"
         )
-    world_size = _strict_int(cfg.get("world_size"), 1, 4096)
+    world_size = strict_int(cfg.get("world_size"), 1, 4096)
     if world_size is None:
         problems.append(f"world_size {cfg.get('world_size')!r} is not a number of processes")
     device = cfg.get("device")
     if device not in ("cpu", "cuda"):
         problems.append(f"device {device!r} is neither 'cpu' nor 'cuda'")
-    iterations = _strict_int(cfg.get("num_iterations"), 1, 10**9)
+    iterations = strict_int(cfg.get("num_iterations"), 1, 10**9)
     if iterations is None:
         problems.append(f"num_iterations {cfg.get('num_iterations')!r} is not a number of steps")
     run = cfg.get("run")
@@ -299,7 +296,7 @@ def _claimed_shards(path: Path, log: ParsedLog) -> tuple[list[ShardClaim], int |
             and isinstance(e.get("name"), str)
             and _SHARD_NAME_RE.match(e["name"]) is not None
             and e.get("split") in ("train", "val")
-            and _strict_int(e.get("tokens"), 0, 2**40) is not None
+            and strict_int(e.get("tokens"), 0, 2**40) is not None
             and isinstance(e.get("sha256"), str)
             and _HEX64_RE.match(e["sha256"]) is not None
         )
@@ -335,7 +332,7 @@ def find_logs(target: Path) -> tuple[str, Path | None, list[Path]]:
 # --- the data: every listed shard present with its sha256, before any GPU time ---------------------
 
 
-def data_fix(claim: Claim, data_dir: Path) -> str:
+def fetch_hint(claim: Claim, data_dir: Path) -> str:
     """The command that gets the shards this log read."""
     names = [s.name for s in claim.shards]
     trains = sum(s.split == "train" for s in claim.shards)
@@ -388,7 +385,7 @@ class ShardHasher:
 
 def check_data(claim: Claim, data_dir: Path, hasher: ShardHasher) -> None:
     """Raise ValueError unless ``data_dir`` holds the shards the log lists, as the trainer will pick them."""
-    fix = data_fix(claim, data_dir)
+    fix = fetch_hint(claim, data_dir)
     if not data_dir.is_dir():
         raise ValueError(f"{claim.path}: the data folder {data_dir} does not exist; {fix}")
     for split in ("val", "train"):
@@ -471,7 +468,7 @@ class RunResult:
     log: Path | None
 
 
-class Progress:
+class TrainerConsole:
     """The trainer's console, condensed: one updating progress line on a terminal, val lines always."""
 
     def __init__(self, label: str, stream: IO[str]) -> None:
@@ -532,7 +529,7 @@ def run_trainer(
     stream: IO[str] | None = None,
 ) -> RunResult:
     """Run one reproduction, keep its console in ``log_dir/console.log``, and find the log it wrote."""
-    progress = Progress(label, stream or sys.stderr)
+    progress = TrainerConsole(label, stream or sys.stderr)
     tail: deque[str] = deque(maxlen=20)
     with (log_dir / "console.log").open("w", encoding="utf-8") as console:
         try:
@@ -578,7 +575,7 @@ class Finding:
 
 
 @dataclass
-class Verdict:
+class Reproduction:
     """The judgement of one claimed run."""
 
     claimed: str
@@ -853,9 +850,9 @@ def describe_agreement(loss: dict[str, Any], time: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def judge(claim: Claim, result: RunResult | None, new_log: Path | None, nproc: int) -> Verdict:
+def judge_reproduction(claim: Claim, result: RunResult | None, new_log: Path | None, nproc: int) -> Reproduction:
     """The verdict of one claimed run from its reproduction (``result`` is None for a reused log)."""
-    v = Verdict(claimed=str(claim.path), claimed_sha256=claim.log.file_sha256, nproc=nproc)
+    v = Reproduction(claimed=str(claim.path), claimed_sha256=claim.log.file_sha256, nproc=nproc)
     if result is not None and (result.returncode != 0 or result.log is None):
         last = "\n".join(f"      | {t}" for t in result.tail[-12:])
         why = f"exit code {result.returncode}" if result.returncode != 0 else "it wrote no log"
@@ -887,167 +884,25 @@ def judge(claim: Claim, result: RunResult | None, new_log: Path | None, nproc: i
 # --- reproduced.json: the maintainers' record of a reproduction -----------------------------------
 
 
-@dataclass(frozen=True)
-class ReproducedRun:
-    log: str  # file name of the record's log
-    log_sha256: str
-    verdict: str
-    reproduced: bool
-    reproduction_sha256: str | None
-
-
-@dataclass
-class Reproduced:
-    """A record folder's reproduced.json, validated, and checked against the logs now in the folder."""
-
-    path: Path
-    date: str
-    tools_commit: str | None
-    machine: dict[str, Any]
-    runs: list[ReproducedRun]
-    stale: list[str] = field(default_factory=list)  # runs whose log changed or vanished since
-    missing: list[str] = field(default_factory=list)  # logs of the record no run covers
-
-    @property
-    def all_reproduced(self) -> bool:
-        """True when every log of the record, as it is now, was reproduced: the leaderboard's mark."""
-        return bool(self.runs) and all(r.reproduced for r in self.runs) and not self.stale and not self.missing
-
-
-_LOG_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}\.txt$")
-_COMMIT_RE = re.compile(r"^[0-9a-f]{7,40}(-dirty)?$")
-_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_VERDICT_RE = re.compile(
-    r"^(reproduced|run failed|code differs|data differs|loss differs( at step \d{1,12})?|config differs( \(.{0,200}\))?|"
-    r"(slower|faster) than claimed( by \d{1,9}\.\d %)?)$"
-)
-
-
-def _validate_reproduced(data: Any, where: str) -> tuple[str, str | None, dict[str, Any], list[ReproducedRun]]:
-    def bad(why: str) -> ValueError:
-        return ValueError(
-            f"{where}: {why}; this file is written by `python -m tools reproduce RECORD --write-verdict` only "
-            "(maintainers): remove it or write it again"
-        )
-
-    if not isinstance(data, dict):
-        raise bad("not a JSON object")
-    want = {"format", "date", "tools_commit", "machine", "runs"}
-    if set(data) != want:
-        raise bad(f"its keys are {sorted(data)[:10]}, not {sorted(want)}")
-    if data["format"] != REPRODUCED_FORMAT:
-        raise bad(f"format {str(data['format'])[:40]!r} is not {REPRODUCED_FORMAT!r}")
-    date = data["date"]
-    try:
-        ok_date = isinstance(date, str) and bool(_DATE_RE.match(date)) and dt.date.fromisoformat(date) is not None
-    except ValueError:
-        ok_date = False
-    if not ok_date:
-        raise bad(f"date {str(date)[:20]!r} is not a YYYY-MM-DD date")
-    commit = data["tools_commit"]
-    if commit is not None and not (isinstance(commit, str) and _COMMIT_RE.match(commit)):
-        raise bad("tools_commit is neither null nor a git commit hash")
-    machine = data["machine"]
-    if not isinstance(machine, dict) or set(machine) != {"gpus", "nproc", "sandbox", "python", "torch"}:
-        raise bad("machine must have exactly gpus, nproc, sandbox, python and torch")
-    gpus = machine["gpus"]
-    if not isinstance(gpus, list) or len(gpus) > 1024 or not all(isinstance(g, str) and len(g) <= 100 for g in gpus):
-        raise bad("machine.gpus must be a list of GPU names")
-    if _strict_int(machine["nproc"], 1, 4096) is None or machine["sandbox"] not in ("docker", "none"):
-        raise bad("machine.nproc must be a number of processes and machine.sandbox 'docker' or 'none'")
-    for k in ("python", "torch"):
-        if machine[k] is not None and not (isinstance(machine[k], str) and len(machine[k]) <= 200):
-            raise bad(f"machine.{k} must be a version string or null")
-    runs = data["runs"]
-    if not isinstance(runs, list) or not 1 <= len(runs) <= 1000:
-        raise bad("runs must be a list of 1 to 1000 runs")
-    out = []
-    seen = set()
-    for r in runs:
-        keys = {"log", "log_sha256", "verdict", "reproduced", "reproduction_sha256"}
-        if not isinstance(r, dict) or set(r) != keys:
-            raise bad(f"each run must have exactly {sorted(keys)}")
-        if not (isinstance(r["log"], str) and _LOG_NAME_RE.match(r["log"])) or r["log"] in seen:
-            raise bad(f"run log {str(r['log'])[:60]!r} is not the plain, unique file name of a log of the record")
-        seen.add(r["log"])
-        if not (isinstance(r["log_sha256"], str) and _HEX64_RE.match(r["log_sha256"])):
-            raise bad(f"{r['log']}: log_sha256 is not a sha256")
-        rep = r["reproduction_sha256"]
-        if rep is not None and not (isinstance(rep, str) and _HEX64_RE.match(rep)):
-            raise bad(f"{r['log']}: reproduction_sha256 is neither null nor a sha256")
-        if not (isinstance(r["verdict"], str) and _VERDICT_RE.match(r["verdict"])):
-            raise bad(f"{r['log']}: verdict {str(r['verdict'])[:60]!r} is not one reproduce gives")
-        if not isinstance(r["reproduced"], bool) or r["reproduced"] != (r["verdict"] == REPRODUCED):
-            raise bad(f"{r['log']}: reproduced must be true exactly when the verdict is 'reproduced'")
-        if r["reproduced"] and rep is None:
-            raise bad(f"{r['log']}: a reproduced run needs the sha256 of its reproduction log")
-        out.append(ReproducedRun(r["log"], r["log_sha256"], r["verdict"], r["reproduced"], rep))
-    return date, commit, machine, out
-
-
-def read_reproduced(record: Path) -> Reproduced | None:
-    """The record folder's reproduced.json, validated; None when there is none.
-
-    Raises ValueError (one paragraph) for a file that is not what ``--write-verdict`` writes: a link,
-    too big, not JSON, any key missing, extra or of the wrong type. A valid file whose runs no longer
-    match the record's logs (a log edited, added or removed since) is returned with ``stale`` /
-    ``missing`` filled, so that ``all_reproduced`` is False.
-    """
-    path = record / REPRODUCED_FILE
-    if not path.exists() and not path.is_symlink():
-        return None
-    if path.is_symlink() or not path.is_file():
-        raise ValueError(f"{path}: not a regular file; {REPRODUCED_FILE} must be the file reproduce wrote")
-    try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_REPRODUCED_BYTES + 1)
-    except OSError as e:
-        raise ValueError(f"{path}: cannot be read ({e.strerror}); check its permissions") from e
-    if len(raw) > MAX_REPRODUCED_BYTES:
-        raise ValueError(f"{path}: larger than {MAX_REPRODUCED_BYTES:,} bytes, not a file reproduce writes")
-    try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise ValueError(f"{path}: not valid JSON ({type(e).__name__}); remove it or write it again") from None
-    date, commit, machine, runs = _validate_reproduced(data, str(path))
-    rep = Reproduced(path, date, commit, machine, runs)
-    logs = {p.name: p for p in record.glob("*.txt") if p.is_file() and not p.is_symlink()}
-    for r in runs:
-        p = logs.get(r.log)
-        if p is None:
-            rep.stale.append(f"{r.log}: reproduced, but no longer in the record")
-        elif _file_sha256(p) != r.log_sha256:
-            rep.stale.append(f"{r.log}: changed since it was reproduced (sha256 differs)")
-    rep.missing = sorted(set(logs) - {r.log for r in runs})
-    return rep
-
-
-def _file_sha256(path: Path) -> str:
-    """sha256 of a file, read in chunks: verify reads every record's reproduced.json, and a log may be large."""
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def tools_commit() -> str | None:
     """The git commit of the tools that judged (``-dirty`` when tools/ or the trainer have local changes)."""
     here = Path(__file__).resolve().parent
+    root = here.parents[1]  # tools/reproduce/ -> the repository
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=30)
         if head.returncode != 0 or not re.match(r"^[0-9a-f]{40}$", head.stdout.strip()):
             return None
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "tools"], cwd=here.parent, capture_output=True, text=True, timeout=30
+            ["git", "status", "--porcelain", "--", "tools"], cwd=root, capture_output=True, text=True, timeout=30
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def write_reproduced(record: Path, claims: Sequence[Claim], verdicts: Sequence[Verdict], sandbox_kind: str) -> Path:
+def write_reproduced(
+    record: Path, claims: Sequence[Claim], verdicts: Sequence[Reproduction], sandbox_kind: str
+) -> Path:
     """Write ``record/reproduced.json`` (what --write-verdict does) and return its path."""
     first = next((v for v in verdicts if v.reproduction_sha256), None)
     data = {
@@ -1073,7 +928,7 @@ def write_reproduced(record: Path, claims: Sequence[Claim], verdicts: Sequence[V
             for c, v in zip(claims, verdicts, strict=True)
         ],
     }
-    _validate_reproduced(data, f"{record / REPRODUCED_FILE} (about to be written)")
+    validate_reproduced(data, f"{record / REPRODUCED_FILE} (about to be written)")
     path = record / REPRODUCED_FILE
     tmp = record / f".{REPRODUCED_FILE}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
@@ -1394,7 +1249,7 @@ def run(args: argparse.Namespace) -> int:
         nproc = args.nproc or c.world_size
         label = f"run {i + 1}/{len(claims)} ({c.path.name})"
         if i in reusable:
-            v = judge(c, None, reusable[i], nproc)
+            v = judge_reproduction(c, None, reusable[i], nproc)
             v.reused = True
         else:
             v = _reproduce_one(c, args, out, kind, nproc, label)
@@ -1415,7 +1270,9 @@ def run(args: argparse.Namespace) -> int:
     return 0 if good == len(verdicts) else 1
 
 
-def _reproduce_one(claim: Claim, args: argparse.Namespace, out: Path, kind: str, nproc: int, label: str) -> Verdict:
+def _reproduce_one(
+    claim: Claim, args: argparse.Namespace, out: Path, kind: str, nproc: int, label: str
+) -> Reproduction:
     run_dir = out / claim.path.stem
     code_file = _write_code(run_dir, claim)
     log_dir = _fresh_dir(run_dir)
@@ -1447,4 +1304,4 @@ def _reproduce_one(claim: Claim, args: argparse.Namespace, out: Path, kind: str,
         file=sys.stderr,
     )
     result = run_trainer(argv, env, run_dir, log_dir, label, container)
-    return judge(claim, result, result.log, nproc)
+    return judge_reproduction(claim, result, result.log, nproc)

@@ -4,7 +4,7 @@ The statistics card is what the public speedrun's best submissions write by hand
 each run's final val loss and time, their mean and standard deviation, the one-sided t-test of the mean
 loss against the track's target, and the Welch t-test of its time against its baseline (the same-node
 baseline runs where the record has them, else its baseline record's runs), with the slowest run beside
-the baseline's fastest. Every number of the comparison is the record row's ``tools.stats.Comparison``.
+the baseline's fastest. Every number of the comparison is the record row's ``tools.judge.stats.Comparison``.
 
 The code diff compares the source a record's logs carry with the source of its baseline record's logs
 (docs/log-format.md: every log embeds its trainer). Both are untrusted text: the diff is computed only on
@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools import stats
-from tools.board import Row, rel, seconds
-from tools.ledger import record_ident
-from tools.parse import CodeFile
-from tools.records import ROLE_RUN, Role
-from tools.rules import Run
-from tools.verify import Verdict
+from tools.judge import stats
+from tools.judge.ledger import record_ident
+from tools.judge.parse import CodeFile
+from tools.judge.records import ROLE_RUN, Role
+from tools.judge.rules import Run
+from tools.judge.verify import Verdict
+from tools.site.board import Row, rel, seconds
 
 MAX_DIFF_LINES = 1500  # lines of the unified diff shown on a page; the rest is counted
 MAX_LINE_CHARS = 300  # a longer line is cut (minified code, or text made to blow up the page)

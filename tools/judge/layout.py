@@ -16,7 +16,7 @@ roles are decided from the logs themselves, in this order, each with its reason 
    record to be faster "when baselined on the same hardware"), and so is a group whose every file is named
    like a baseline (``baseline``, ``prior``, ``comparison``, ...), unless it is the folder's only group;
 6. of the other groups, the record's runs are the group holding the log the maintainers' table links
-   (tools/upstream.py), else the only one, else the fastest group that meets the target under the rules
+   (tools/judge/upstream.py), else the only one, else the fastest group that meets the target under the rules
    of the record's date (the others are *variants*: ablations and earlier attempts), else the largest.
 
 Of several baseline groups, the same-node comparison uses the one whose code is that of the most recent
@@ -32,9 +32,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools import stats
-from tools.parse import ParsedLog
-from tools.records import (
+from tools.judge import stats
+from tools.judge.parse import ParsedLog
+from tools.judge.records import (
     ROLE_BASELINE,
     ROLE_COPY,
     ROLE_NOT_A_RUN,
@@ -45,7 +45,7 @@ from tools.records import (
     Record,
     Role,
 )
-from tools.tracks import HardwareClass
+from tools.judge.tracks import HardwareClass
 
 # What a submitter names runs of another code made to compare against; "extra" marks left-overs (variants).
 BASELINE_NAME_RE = re.compile(r"baseline|comparison|before|prior|master|original|retime|reference", re.I)

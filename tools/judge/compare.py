@@ -1,7 +1,7 @@
 """``python -m tools compare A B``: two records side by side, with Welch's t-test on time and on final loss.
 
 A and B are record folders or single logs (a log is a record of one run). The numbers are those of
-``tools.stats.Comparison`` (B the candidate, A the reference), the object the leaderboard and verify's
+``tools.judge.stats.Comparison`` (B the candidate, A the reference), the object the leaderboard and verify's
 same-node rule use. The t-tests need at least two runs on each side; with fewer they are reported as
 not computable, never guessed.
 """
@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tools.text import printable
-from tools.tracks import TRACKS
-from tools.verify import Verdict, comparison, speed_words, verify_paths
+from tools.common.text import printable
+from tools.judge.tracks import TRACKS
+from tools.judge.verify import Verdict, comparison, speed_words, verify_paths
 
 
 def shown_path(path: Path) -> str:
@@ -31,7 +31,7 @@ def shown_path(path: Path) -> str:
 
 def compare(a: Verdict, b: Verdict) -> dict[str, Any]:
     """The comparison as plain data (what ``--json`` prints): B against A, ``comparison`` being
-    ``tools.verify.comparison(a, b).to_json()``, the object the leaderboard shows."""
+    ``tools.judge.verify.comparison(a, b).to_json()``, the object the leaderboard shows."""
 
     def side(v: Verdict) -> dict[str, Any]:
         return {

@@ -11,15 +11,15 @@ ideally interleaved with them. The rule ``same-node`` (records/README.md) then a
 - every run, baseline and candidate, carries the trainer's ``host:`` line, and all name one host_id
   and one set of GPU UUIDs: one node, the same GPUs;
 - no run is both a baseline run and a run of the record (same file or run_id);
-- against the named baseline record (tools/verify.py, ``check_same_node``): the baseline runs' code
+- against the named baseline record (tools/judge/verify.py, ``check_same_node``): the baseline runs' code
   hash is the baseline record's, their config is its config (apart from each run's identity: seed,
   run id, where the data and checkpoints sit) and they read its shards, so the baseline ran as the
   baseline record ran; and no baseline run is a run of a record (a baseline run is made for this
   comparison, on this node).
 
 When they hold and the named baseline is the previous record of the class, "new record" rests on a
-one-sided Welch t-test on train_time, candidate runs against baseline runs (tools/stats.py,
-p < P_VALUE_THRESHOLD); tools/verify.py's ``rank`` decides.
+one-sided Welch t-test on train_time, candidate runs against baseline runs (tools/judge/stats.py,
+p < P_VALUE_THRESHOLD); tools/judge/verify.py's ``rank`` decides.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 
-from tools.parse import ParsedLog
-from tools.rules import MIN_RUNS, RULES, Context, Failure, Run
+from tools.judge.parse import ParsedLog
+from tools.judge.rules import MIN_RUNS, RULES, Context, Failure, Run
 
 RULE = "same-node"
 MIN_BASELINE_RUNS = MIN_RUNS

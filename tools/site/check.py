@@ -5,11 +5,11 @@
    rules of its date and shown as such); anything else under ``records/`` (an unknown track folder, a stray
    file) fails: it would be skipped, not judged.
 2. Records that landed (in the ledger's history) are the files that landed: a file of one edited,
-   removed or added fails (``tools.ledger.landed_changes``).
+   removed or added fails (``tools.judge.ledger.landed_changes``).
 3. Regenerate the leaderboard in memory and compare it, byte for byte, with ``leaderboard/``:
    a record added without regenerating, or a hand edit, fails with the command that fixes it.
 
-Records are ordered by the ledger (tools/ledger.py): the git history of the repository the records
+Records are ordered by the ledger (tools/judge/ledger.py): the git history of the repository the records
 folder is in, or of ``--ledger-repo`` (CI: the base branch's checkout, whose records landed; the pull
 request's records are pending and come after them).
 """
@@ -20,12 +20,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from tools import leaderboard
-from tools import ledger as ledger_mod
-from tools.ledger import Ledger
-from tools.records import files_under, scan
-from tools.text import printable
-from tools.verify import add_ledger_argument, format_text, ledger_from_args, verify_records
+from tools.common.text import printable
+from tools.judge import ledger as ledger_mod
+from tools.judge.ledger import Ledger
+from tools.judge.records import files_under, scan
+from tools.judge.verify import add_ledger_argument, format_text, ledger_from_args, verify_records
+from tools.site import leaderboard
 
 
 def check(records_root: Path, leaderboard_dir: Path, ledger: Ledger | None = None) -> tuple[bool, list[str]]:

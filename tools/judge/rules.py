@@ -2,21 +2,21 @@
 
 Each rule returns the list of its failures (empty: passed) or ``NOT_APPLICABLE``. A failure names the
 rule, the file (a log, or the record's README/folder) and the evidence (the line or the number).
-``faster`` needs the other records of the track, so it lives in tools/verify.py; ``same-node`` (a record's
-``baseline/`` runs: tools/samenode.py) applies the rules of this module to the baseline runs and checks
+``faster`` needs the other records of the track, so it lives in tools/judge/verify.py; ``same-node`` (a record's
+``baseline/`` runs: tools/judge/samenode.py) applies the rules of this module to the baseline runs and checks
 them against the named baseline record there.
 
 Choices this module makes where RULES.md leaves room (also in records/README.md):
 - ``structure`` also checks dates: no run of a record with a README may be dated (nvidia-smi's
   timestamp) more than RUN_DATE_SLACK after it, no date may be after today (UTC, RUN_DATE_SLACK),
   and a record-track log of this harness must carry a valid timestamp. Dates no longer order
-  records: the ledger does (tools/ledger.py, tools/verify.py).
+  records: the ledger does (tools/judge/ledger.py, tools/judge/verify.py).
 - ``complete``: a record-track run is a whole run: val at step 0 and at the end, a train line at
   every step 1..total (every log of the public corpus has them), and in this harness's logs the
   total equals ``num_iterations`` and is the same in every run of the record.
 - ``plausible`` (not in RULES.md): losses finite and non-negative, the final val loss not below the
   track's floor, train_time above zero and, where the config gives the tokens per step, above the
-  hardware's physical floor (tools/tracks.py). Statistics are computed on plausible numbers only.
+  hardware's physical floor (tools/judge/tracks.py). Statistics are computed on plausible numbers only.
 - ``distinct-runs``: besides seeds (compared as numbers), run ids and files, runs whose printed
   losses match are one run (``near_duplicates``; thresholds measured on the public corpus).
 - ``monotonic``: k (untimed warm-up steps) is a claim of the log, so it is bounded. This repository's
@@ -32,7 +32,7 @@ Choices this module makes where RULES.md leaves room (also in records/README.md)
   NaN, a failure, when all final losses are equal (scipy's p = 0 there would pass one run written
   three times). ``systems_only: true`` waives the p-value but not the mean, and only with a
   ``baseline`` that is a valid record of the same track, earlier in the ledger, whose val curve this
-  record's runs reproduce within CURVE_TOLERANCE (tools/records.py checks the name, tools/verify.py
+  record's runs reproduce within CURVE_TOLERANCE (tools/judge/records.py checks the name, tools/judge/verify.py
   the order, the curve and the baseline's verdict). Community submissions have no README, so no
   claim of systems_only: the p-value applies to them as written.
 - ``loss-drop`` (smoke only, in place of ``target``): each run's last val loss must be at least
@@ -41,7 +41,7 @@ Choices this module makes where RULES.md leaves room (also in records/README.md)
   learns at all, and it catches the failures a smoke run exists for: NaN, divergence, no learning.
 - ``data``: always: no train shard has a val shard's sha256, token counts are FineWeb's (at most
   100M per shard, the val shard holds the validated tokens, the train shards the tokens read), one
-  val shard per record (and per track: tools/verify.py). Where tools/known_shards.json is filled,
+  val shard per record (and per track: tools/judge/verify.py). Where tools/judge/known_shards.json is filled,
   a record track's shards are matched by sha256, not by name (a name is the run's own word): every
   sha256 must be in the table, the val shard's the val shard's.
 - ``config``: the runs of a record must agree on every config key but their identity (seed, run_id),
@@ -66,12 +66,18 @@ from typing import Any, Final, TypeGuard
 
 import numpy as np
 
-from tools import stats
-from tools.parse import ParsedLog
-from tools.records import README, Record
-from tools.rulebook import Rulebook, rulebook_for
-from tools.sourcecheck import FLAG, find_compile_flags
-from tools.tracks import FINEWEB_SHARD_TOKENS, RECORD_VAL_TOKENS, HardwareClass, canonical_gpu_name, first_non_ascii
+from tools.judge import stats
+from tools.judge.parse import ParsedLog
+from tools.judge.records import README, Record
+from tools.judge.rulebook import Rulebook, rulebook_for
+from tools.judge.sourcecheck import FLAG, find_compile_flags
+from tools.judge.tracks import (
+    FINEWEB_SHARD_TOKENS,
+    RECORD_VAL_TOKENS,
+    HardwareClass,
+    canonical_gpu_name,
+    first_non_ascii,
+)
 
 RULE_IDS: Final = (
     "structure",
@@ -161,7 +167,7 @@ class Failure:
     kind: str = ""
     # True when the failure says evidence is missing (too few runs for the p-value, no nvidia-smi, no time), not
     # that the evidence contradicts the rules: a public record the maintainers accepted is then shown as
-    # "accepted upstream; evidence incomplete" (tools/verify.py), never as valid.
+    # "accepted upstream; evidence incomplete" (tools/judge/verify.py), never as valid.
     incomplete: bool = False
 
     def to_json(self) -> dict[str, str | bool]:
@@ -191,7 +197,7 @@ class Context:
     runs: list[Run]
     known_shards: dict[str, str] = field(default_factory=dict)
     today: dt.date = field(default_factory=lambda: dt.datetime.now(dt.UTC).date())  # for dates in the future
-    rulebook: Rulebook | None = None  # the rules of the record's date (tools/rulebook.py); None: today's
+    rulebook: Rulebook | None = None  # the rules of the record's date (tools/judge/rulebook.py); None: today's
 
     @property
     def rules(self) -> Rulebook:
@@ -620,7 +626,7 @@ def _monotonic_one(run: Run, trainer_k_only: bool) -> str | None:
 
 
 def rule_plausible(ctx: Context) -> RuleResult:
-    """Numbers no run can print: the bounds of tools/tracks.py, checked before any statistic uses them."""
+    """Numbers no run can print: the bounds of tools/judge/tracks.py, checked before any statistic uses them."""
     if ctx.is_smoke:
         return NOT_APPLICABLE  # a smoke run's health is `loss-drop`
     out: list[Failure] = []
@@ -655,7 +661,7 @@ def _implausible(log: ParsedLog, ctx: Context) -> list[str]:
     if track.min_val_loss is not None and final is not None and math.isfinite(final) and final < track.min_val_loss:
         problems.append(
             f"final val loss {final} is below {track.min_val_loss}, which no model of the {track.name} class "
-            "reaches (tools/tracks.py)"
+            "reaches (tools/judge/tracks.py)"
         )
     elif track.min_val_loss is not None:
         # Before the final step too: the curve is what a systems_only record is judged by.
@@ -665,7 +671,7 @@ def _implausible(log: ParsedLog, ctx: Context) -> list[str]:
             row = int(np.flatnonzero(m.is_val)[low[0]])
             problems.append(
                 f"{len(low)} val loss(es) below {track.min_val_loss}, first {m.loss[row]} at step {m.step[row]}, "
-                f"which no model of the {track.name} class reaches (tools/tracks.py)"
+                f"which no model of the {track.name} class reaches (tools/judge/tracks.py)"
             )
     t = log.train_time_ms
     if t is None:
@@ -677,7 +683,7 @@ def _implausible(log: ParsedLog, ctx: Context) -> list[str]:
     if floor is not None and t < floor[0]:
         problems.append(
             f"train_time {t:.0f} ms for {log.total_steps} steps is less than the {floor[0]:.0f} ms the hardware "
-            f"needs at its peak ({floor[1]}; tools/tracks.py)"
+            f"needs at its peak ({floor[1]}; tools/judge/tracks.py)"
         )
     return problems
 
@@ -726,7 +732,7 @@ def rule_same_code(ctx: Context) -> RuleResult:
 
 
 def rule_distinct_runs(ctx: Context) -> RuleResult:
-    """Within one record; tools.verify.flag_reused_runs extends the rule across the records judged together."""
+    """Within one record; tools.judge.verify.flag_reused_runs extends the rule across the records judged together."""
     if ctx.is_smoke:
         return NOT_APPLICABLE
     out: list[Failure] = []
@@ -1133,7 +1139,7 @@ def _unknown_shards(shards: list[tuple[str, str]], splits: list[object], known: 
     each shard's sha256 must be one the table holds, the val shard the FineWeb val shard, and no train
     shard the val shard. A table matched by name only passed any data renamed to the published names."""
     if not known:
-        return []  # nobody has filled tools/known_shards.json: nothing to check against (RULES.md `data`)
+        return []  # nobody has filled tools/judge/known_shards.json: nothing to check against (RULES.md `data`)
     known_names = {sha: name for name, sha in known.items()}
     val_hashes = {sha for name, sha in known.items() if _VAL_SHARD_RE.search(name)}
     problems = []
@@ -1142,7 +1148,7 @@ def _unknown_shards(shards: list[tuple[str, str]], splits: list[object], known: 
             expected = known.get(name)
             detail = f"; the known {name} has {expected[:16]}…" if expected else ""
             problems.append(
-                f"{name} has sha256 {sha[:16]}…, which is no known FineWeb shard (tools/known_shards.json){detail}: "
+                f"{name} has sha256 {sha[:16]}…, which is no known FineWeb shard (tools/judge/known_shards.json){detail}: "
                 "a record trains and validates on the published shards"
             )
         elif split == "val" and val_hashes and sha not in val_hashes:
@@ -1231,7 +1237,7 @@ def rule_target(ctx: Context) -> RuleResult:
         )
         return out
     if systems_only:
-        # Same math as its baseline (tools/verify.py compares the val curves): the p-value is waived, the mean
+        # Same math as its baseline (tools/judge/verify.py compares the val curves): the p-value is waived, the mean
         # and the number of runs are not.
         return out
     p = stats.p_below_target(finals, target)
@@ -1354,7 +1360,7 @@ def rule_loss_drop(ctx: Context) -> RuleResult:
 
 def rule_compile_flags(ctx: Context) -> RuleResult:
     """Every file of the code each run carries (the trainer and the files it appended to its log), read by
-    tools/sourcecheck.py. A finding that sets a compiler option is kind "flag" (what the public rules forbid since
+    tools/judge/sourcecheck.py. A finding that sets a compiler option is kind "flag" (what the public rules forbid since
     2025-02-02), any other "unreadable" (code this harness cannot show complies): for a public record the rulebook
     makes the second a note (``Rulebook.binding``). ``coordinate_descent_tuning`` is allowed on the medium track."""
     checked = False

@@ -1,7 +1,7 @@
 """``python -m tools history``: the judge's verdicts beside the maintainers' record tables, row by row.
 
-The public speedrun keeps its history by hand, in its README's tables (tools/upstream.py). This command
-puts each row of those tables beside what the judge says of the record folder the row links (tools/verify.py),
+The public speedrun keeps its history by hand, in its README's tables (tools/judge/upstream.py). This command
+puts each row of those tables beside what the judge says of the record folder the row links (tools/judge/verify.py),
 and says whether they agree:
 
 - a row of a new record agrees when the judge finds the record holds its class (a new record: valid, or
@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.records import scan
-from tools.text import printable
-from tools.upstream import Resolved
-from tools.verify import DECIDED_RETIMING, Verdict, upstream_rows, verdict_words, verify_records
+from tools.common.text import printable
+from tools.judge.records import scan
+from tools.judge.upstream import Resolved
+from tools.judge.verify import DECIDED_RETIMING, Verdict, upstream_rows, verdict_words, verify_records
 
 AGREE = "agree"
 DISAGREE = "disagree"

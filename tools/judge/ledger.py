@@ -19,7 +19,7 @@ was merged. So records are ordered by the ledger:
 
 The first parent of a merge commit is the branch before the merge, so the first-parent history is
 the sequence of states the branch went through. Each landing keeps its commit's time, which says which
-rules were in force (tools/rulebook.py).
+rules were in force (tools/judge/rulebook.py).
 
 Where the records folder is not in a git repository (a folder made by a test, a download without its
 history) or the history is shallow, every record is pending: (date, name) order, and ``Ledger.note``
@@ -41,9 +41,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from tools import cache, upstream
-from tools.records import README, Record, files_under
-from tools.tracks import TRACKS
+from tools.common import cache
+from tools.judge import upstream
+from tools.judge.records import README, Record, files_under
+from tools.judge.tracks import TRACKS
 
 # The folder of records inside a repository of this project.
 RECORDS_DIR = "records"

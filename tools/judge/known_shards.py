@@ -1,6 +1,6 @@
 """The table of known FineWeb shard hashes that the ``data`` rule checks runs against.
 
-``tools/known_shards.json`` maps a shard file name to the sha256 of its bytes. It starts empty:
+``tools/judge/known_shards.json`` maps a shard file name to the sha256 of its bytes. It starts empty:
 nobody here has been able to read the published shards, and a made-up hash would fail every honest
 run. ``python -m tools known-shards`` fills it from the Hugging Face Hub's LFS metadata of the
 dataset repository (the Hub stores each LFS file's sha256 beside it, so nothing is downloaded).
@@ -82,7 +82,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--repo", default=DEFAULT_REPO, help=f"Hub dataset repository of the shards (default {DEFAULT_REPO})"
     )
     p.add_argument(
-        "--out", type=Path, default=DEFAULT_TABLE, help="the table to write (default tools/known_shards.json)"
+        "--out", type=Path, default=DEFAULT_TABLE, help="the table to write (default tools/judge/known_shards.json)"
     )
 
 

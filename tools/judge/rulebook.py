@@ -1,7 +1,7 @@
 """The rules of the speedrun as they changed over time, and which of them judge a record.
 
 The public speedrun's rules (its README) changed over time, and a record is judged by the rules in
-force when it landed on the main branch (its ledger time, tools/ledger.py): a 2024 record of one run
+force when it landed on the main branch (its ledger time, tools/judge/ledger.py): a 2024 record of one run
 was a record then, though a p-value is asked of every record since 2024-12-09. Each change below is
 dated by the commit of the public README that made it (committer time, UTC) and quotes its words;
 ``git log -S'<quote>' -- README.md`` on the public history finds it. A record that is pending (a pull

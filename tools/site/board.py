@@ -2,9 +2,9 @@
 
 Every record of a track is listed in the table of its hardware class (classes are never mixed; 8× H100
 first): valid records ranked by mean time, then the records that failed a rule, unranked, by date. A row
-carries what its three renderings (README.md, leaderboard.csv, the HTML site of tools/html.py) show: the
+carries what its three renderings (README.md, leaderboard.csv, the HTML site of tools/site/html.py) show: the
 status and the rule that decided it, why a failed record failed (in words), what changed, who did it, the
-software stack, the record's page. Every number of a comparison comes from one ``tools.stats.Comparison``.
+software stack, the record's page. Every number of a comparison comes from one ``tools.judge.stats.Comparison``.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools import stats
-from tools.rules import MIN_RUNS, P_VALUE_THRESHOLD, plausible_finals
-from tools.text import printable
-from tools.tracks import OFFICIAL_CLASS, TRACKS, Track
-from tools.upstream import UpstreamRow
-from tools.verify import (
+from tools.common.text import printable
+from tools.judge import stats
+from tools.judge.rules import MIN_RUNS, P_VALUE_THRESHOLD, plausible_finals
+from tools.judge.tracks import OFFICIAL_CLASS, TRACKS, Track
+from tools.judge.upstream import UpstreamRow
+from tools.judge.verify import (
     STATUS_ACCEPTED,
     STATUS_INCOMPLETE,
     Verdict,

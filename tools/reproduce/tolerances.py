@@ -1,7 +1,7 @@
 """Derive the tolerances of ``python -m tools reproduce`` on GPU from real logs (docs/reproduce.md).
 
     git clone https://github.com/KellerJordan/modded-nanogpt
-    python -m tools.reproduce_tolerances modded-nanogpt/records
+    python -m tools.reproduce.tolerances modded-nanogpt/records
 
 A reproduction re-runs a record's code with its seed on another node; on GPU the result is not
 bitwise the same (non-deterministic kernels, then a chaotic optimization amplifies the difference).
@@ -36,7 +36,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.parse import ParsedLog, parse_log
+from tools.judge.parse import ParsedLog, parse_log
 
 PRINT_RESOLUTION = 1e-4  # val loss is printed with 4 decimals
 # The public speedrun: the same record's code at 80.7 s on one provider, 74.6 s on another.
@@ -160,7 +160,7 @@ def report(d: Derivation) -> str:
         f"({PROVIDER_TIMES_S[0]} s vs {PROVIDER_TIMES_S[1]} s)",
         f"GPU time tolerance: {100 * d.time_tolerance:.1f} %",
         "",
-        "as in tools/reproduce.py:",
+        "as in tools/reproduce/runner.py:",
         "GPU_LOSS_TOLERANCE = {" + ", ".join(f'"{k}": {v}' for k, v in tol.items()) + "}",
         f"GPU_TIME_TOLERANCE = {d.time_tolerance}",
     ]
@@ -168,7 +168,7 @@ def report(d: Derivation) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.reproduce_tolerances", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.reproduce.tolerances", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "records",
         type=Path,

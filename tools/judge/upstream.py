@@ -15,7 +15,7 @@ and to compare its own verdicts with the table. Nothing here judges a run: a row
 
 The README is untrusted input (a pull request can edit it): it is read only up to MAX_README_BYTES, a line
 that is not a row of its table is skipped (never an error), no pattern here can backtrack on a long line,
-and every text is made printable (tools/text.py). A link is resolved only inside ``records_root``, without
+and every text is made printable (tools/common/text.py). A link is resolved only inside ``records_root``, without
 following symbolic links.
 
 The table's own shapes, all real: rows without a leading ``|``; a Log cell that holds ``[log](path)``,
@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote
 
-from tools.records import LOG_SUFFIX, README, walk
-from tools.text import printable
-from tools.tracks import TRACKS
+from tools.common.text import printable
+from tools.judge.records import LOG_SUFFIX, README, walk
+from tools.judge.tracks import TRACKS
 
 # The public README is ~60 KB; a file past this is not a README of record tables.
 MAX_README_BYTES = 1024 * 1024
@@ -71,7 +71,7 @@ _EMPTY_CELLS = frozenset({"", "-", "—", "none", "n/a", "na", "tbd"})
 class UpstreamRow:
     """One row of a maintainers' record table, as the table writes it (texts printable, links reduced)."""
 
-    track: str  # "track_1_short" or "track_2_medium" (tools.tracks names)
+    track: str  # "track_1_short" or "track_2_medium" (tools.judge.tracks names)
     position: int  # 0-based order of the row among the rows of its track (a second table continues the count)
     line: int  # 1-based line of the README that holds the row
     number: str  # the "#" cell as written ("21"); re-timing rows repeat the previous number
