@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from data_fakehub import FakeHub, fill_hf_cache, shard_bytes
 from huggingface_hub import constants
 
 from conftest import REPO_ROOT
 from data import cached_fineweb10B, check
 from data import hub as data_hub
+from helpers.data_fakehub import FakeHub, fill_hf_cache, shard_bytes
 
 REPO = "kjj0/fineweb10B-gpt2"
 NAMES = ["fineweb_val_000000.bin", "fineweb_train_000001.bin", "fineweb_train_000002.bin"]

@@ -18,13 +18,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import tiktoken
-from data_fakehub import FakeHub
 from huggingface_hub import constants
 
 from conftest import REPO_ROOT
 from data import check, fineweb
 from data.shards import list_shards, read_tokens
 from data.tiny_bpe import GPT2_PATTERN, learn_merges, train_encoding
+from helpers.data_fakehub import FakeHub
 
 WORDS = "the of and to in is was for on that with as by at from it an be this are which or has had not but".split()
 WORDS += "shard token model data train loss speed record run GPU batch window attention layer value".split()

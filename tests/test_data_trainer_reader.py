@@ -12,12 +12,12 @@ import sys
 
 import numpy as np
 import pytest
-from data_fakehub import fill_hf_cache, shard_bytes
 
 import train_gpt
 from conftest import REPO_ROOT
 from data import synthetic
 from data.shards import ShardWriter, read_tokens, write_shard
+from helpers.data_fakehub import fill_hf_cache, shard_bytes
 
 CPU = train_gpt.torch.device("cpu")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from logfactory import LogSpec, write_log, write_record
+from helpers.logfactory import LogSpec, write_log, write_record
 from tools.judge.verify import verify_paths
 
 RESUMED = {"path": "checkpoints/3f0c/step_000500", "step": 500, "run_id": "3f0c"}

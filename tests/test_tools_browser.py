@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from site_records import OFFICIAL, ONE_GPU, write_site_records
 
 from conftest import skip_or_fail
+from helpers.site_records import OFFICIAL, ONE_GPU, write_site_records
 from tools.judge.records import discover
 from tools.judge.verify import verify_records
 from tools.site.leaderboard import build, write

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT
-from logfactory import write_record
+from helpers.logfactory import write_record
 from tools.cli import main
 from tools.judge.rules import RULE_IDS
 from tools.judge.verify import verify_paths

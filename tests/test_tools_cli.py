@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT
-from logfactory import LogSpec, write_log, write_record
+from helpers.logfactory import LogSpec, write_log, write_record
 from tools.cli import COMMANDS, main
 
 VERIFY_KEYS = {

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT
-from logfactory import LogSpec, make_log
+from helpers.logfactory import LogSpec, make_log
 from tools.cli import main
 from tools.judge.parse import SEPARATOR, ParsedLog, parse_bytes
 from tools.reproduce import runner as reproduce

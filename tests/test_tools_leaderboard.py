@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import REPO_ROOT
-from logfactory import H100, LogSpec, write_log, write_record
+from helpers.logfactory import H100, LogSpec, write_log, write_record
 from tools.cli import main
 from tools.judge.records import discover
 from tools.judge.verify import verify_records

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from logfactory import write_record
+from helpers.logfactory import write_record
 from tools.cli import main
 from tools.judge.ledger import Ledger, by_date, from_git
 from tools.judge.verify import Verdict, verify_paths

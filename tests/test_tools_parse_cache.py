@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
-from logfactory import LogSpec, make_log
+from helpers.logfactory import LogSpec, make_log
 from tools.judge import parse as parse_module
 from tools.judge.parse import ParsedLog, parse_log
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from conftest import REPO_ROOT
-from logfactory import LogSpec, make_log, shard, write_log
+from helpers.logfactory import LogSpec, make_log, shard, write_log
 from tools.cli import main
 from tools.judge import reproduced
 from tools.judge.parse import SEPARATOR, parse_bytes, parse_log

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PUBLIC_FIXTURE
-from logfactory import DEFAULT_SHARDS, H100, LogSpec, shard, write_log, write_record
+from helpers.logfactory import DEFAULT_SHARDS, H100, LogSpec, shard, write_log, write_record
 from tools.cli import main
 from tools.judge.rules import infer_k
 from tools.judge.sourcecheck import find_compile_flags

@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 from scipy import stats as sps
 
-from logfactory import DEFAULT_SHARDS, DEFAULT_SOURCE, host_id, host_uuids, make_log, write_baseline_runs, write_record
+from helpers.logfactory import (
+    DEFAULT_SHARDS,
+    DEFAULT_SOURCE,
+    host_id,
+    host_uuids,
+    make_log,
+    write_baseline_runs,
+    write_record,
+)
 from tools.cli import main
 from tools.judge import stats
 from tools.judge.compare import compare

@@ -16,10 +16,10 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-from site_records import OFFICIAL, ONE_GPU, write_site_records
 
 from conftest import REPO_ROOT
-from logfactory import DEFAULT_SOURCE, write_record
+from helpers.logfactory import DEFAULT_SOURCE, write_record
+from helpers.site_records import OFFICIAL, ONE_GPU, write_site_records
 from tools.cli import main
 from tools.common import progress
 from tools.judge.records import discover

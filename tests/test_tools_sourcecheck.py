@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from logfactory import SEP, LogSpec, write_log
+from helpers.logfactory import SEP, LogSpec, write_log
 from tools.judge import sourcecheck
 from tools.judge.parse import parse_log
 from tools.judge.sourcecheck import (

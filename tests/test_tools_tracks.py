@@ -9,7 +9,7 @@ import pytest
 
 import train_gpt
 import train_scale
-from logfactory import LogSpec, write_log
+from helpers.logfactory import LogSpec, write_log
 from tools.cli import main
 from tools.judge.tracks import TRACKS
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
-from use_factory import SMALL, config_for, one_thread, random_gpt, tg, write_checkpoint
 
+from helpers.use_factory import SMALL, config_for, one_thread, random_gpt, tg, write_checkpoint
 from tools.cli import main
 from tools.use.checkpoints import EXPORT_FORMAT, ModelFolderError, load_model
 

@@ -20,9 +20,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
-from data_fakehub import FakeHub, fill_hf_cache
 from huggingface_hub import constants
-from use_factory import (
+
+from conftest import REPO_ROOT
+from data.shards import read_tokens
+from helpers.data_fakehub import FakeHub, fill_hf_cache
+from helpers.use_factory import (
     SMALL,
     SMOKE,
     WordTokenizer,
@@ -32,9 +35,6 @@ from use_factory import (
     write_checkpoint,
     write_shard,
 )
-
-from conftest import REPO_ROOT
-from data.shards import read_tokens
 from tools.cli import main
 from tools.use import hellaswag as hs
 from tools.use import tokens as tok
@@ -352,7 +352,7 @@ def test_evaluate_under_torchrun_equals_one_process(
         f"""
 import sys
 sys.path[:0] = [{str(REPO_ROOT / "tests")!r}, {str(REPO_ROOT)!r}]
-from use_factory import WordTokenizer
+from helpers.use_factory import WordTokenizer
 from tools.use import tokens
 from tools.cli import main
 tokens.load_tokenizer = lambda vocab_size: WordTokenizer({WORDS!r})  # GPT-2's BPE files are not here

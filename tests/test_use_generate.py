@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from use_factory import SMALL, SMOKE, WordTokenizer, one_thread, random_gpt, write_checkpoint
 
+from helpers.use_factory import SMALL, SMOKE, WordTokenizer, one_thread, random_gpt, write_checkpoint
 from tools.cli import main
 from tools.use import tokens as tok
 from tools.use.generate import CachedDecoder, SamplingSettings, final_window_blocks, sample

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from logfactory import DEFAULT_SHARDS, H100, LogSpec, shard, write_log, write_record
+from helpers.logfactory import DEFAULT_SHARDS, H100, LogSpec, shard, write_log, write_record
 from tools.judge import stats
 from tools.judge.rules import CurvePrint, curve_print, near_duplicates
 from tools.judge.tracks import OFFICIAL_CLASS, TRACKS, HardwareClass, canonical_gpu_name

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import PUBLIC_FIXTURE
-from logfactory import LogSpec, make_log
+from helpers.logfactory import LogSpec, make_log
 from tools.cli import main
 from tools.judge.parse import parse_bytes
 from tools.judge.records import Record

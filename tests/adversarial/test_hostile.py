@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from logfactory import front_matter, make_log, write_record
+from helpers.logfactory import front_matter, make_log, write_record
 from tools.cli import main
 from tools.common.text import csv_cell, markdown_text, printable
 from tools.judge.records import read_front_matter

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from logfactory import DEFAULT_SOURCE, H100, host_id, write_baseline_runs, write_record
+from helpers.logfactory import DEFAULT_SOURCE, H100, host_id, write_baseline_runs, write_record
 
 SOURCE_A = DEFAULT_SOURCE
 SOURCE_B = DEFAULT_SOURCE.replace("Linear(4, 4)", "Linear(4, 4, bias=False)") + "# <script>alert(1)</script> is text\n"
