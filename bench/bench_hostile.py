@@ -7,7 +7,7 @@
 Each shape is written to a temporary file and judged by `python -m tools verify --json` in a fresh
 process; the table gives its wall time, CPU time (imports included) and peak memory (the child's max
 RSS). The bound the tools promise for any file under the 64 MiB limit: <= 10 CPU seconds and <= 1 GB
-(CPU time, not wall time, so that a busy machine does not move it; tests/test_tools_bounds.py checks
+(CPU time, not wall time, so that a busy machine does not move it; tests/adversarial/test_bounds.py checks
 the costliest shape and small copies of the rest). Shapes: metric lines just under the line cap and
 over it, val lines, malformed step lines, llm.c lines, an nvidia-smi row of spaces, millions of
 nvidia-smi rows, one line with no newline, separator lines only, a code section at the rule's size

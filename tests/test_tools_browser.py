@@ -3,7 +3,7 @@
 Checks what a reader sees and does: the page loads with no console error and no network request at all
 (the site is self-contained), its plots render, headers sort, the filter filters, the history chart's steps
 are the records' own dates, and a click on a record opens its page with the statistics card, the code diff
-and why a record failed. One browser for the module, one small records tree (tests/site_records.py).
+and why a record failed. One browser for the module, one small records tree (tests/helpers/site_records.py).
 
 Each page is also saved as a PNG into the folder named by SPEEDRUN_ARTIFACTS when it is set (.ci/run sets
 it; CI keeps the folder as an artifact), so a reviewer sees what the tests saw.

@@ -426,7 +426,7 @@ def test_config_with_nan_is_not_json() -> None:
 
 def test_limits_past_which_a_log_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each bound (tools/judge/parse.py) is far above a real log; past it the log fails `structure` with the number,
-    instead of costing GBs (tests/test_tools_bounds.py measures the full-size cases)."""
+    instead of costing GBs (tests/adversarial/test_bounds.py measures the full-size cases)."""
     monkeypatch.setattr(parse_module, "MAX_METRIC_LINES", 3)
     log = parse_bytes(_log("step:1/4 train_time:1ms\n" * 4))
     assert len(log.metrics) == 0 and "4 metric lines, over the 3 a log may have" in " ".join(log.structure_issues)

@@ -1,4 +1,4 @@
-"""Each rule of RULES.md with a passing and a failing case (records built with tests/logfactory.py)."""
+"""Each rule of RULES.md with a passing and a failing case (records built with tests/helpers/logfactory.py)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The tools themselves under attack: symbolic links, YAML bombs, names that are code, values that break plots.
 
 Every file of a pull request's records/ and leaderboard/ is chosen by its author. Each test builds a record
-with tests/logfactory.py, plants one hostile thing in it and checks that the tools refuse it or treat it as
+with tests/helpers/logfactory.py, plants one hostile thing in it and checks that the tools refuse it or treat it as
 text, never follow it, run it, crash on it or write outside their folder.
 """
 

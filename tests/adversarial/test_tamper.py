@@ -1,4 +1,4 @@
-"""Records tampered with as a dishonest submitter would: each starts valid (tests/logfactory.py) and must
+"""Records tampered with as a dishonest submitter would: each starts valid (tests/helpers/logfactory.py) and must
 fail after one edit, for the right rule. Classes 1, 2, 3, 6 and 7 of issue 11; the ledger (class 4) is
 tests/test_tools_ledger.py."""
 
