@@ -208,6 +208,46 @@ def test_code_diff_is_capped_and_shows_hidden_characters(tmp_path: Path) -> None
     assert "\u202e" not in page and "\\u202e reversed" in page  # a bidirectional override shows as an escape
 
 
+def test_code_diff_shows_invisible_characters_and_splits_lines_as_python_does(tmp_path: Path) -> None:
+    """Issue 20: a name spelled with a Hangul filler or a variation selector looked like another name (or like
+    nothing) in the diff, and a comment holding U+2028 showed as a comment and a line of code Python never runs."""
+    records = tmp_path / "records"
+    write_record(records, "2026-08-01_Old", step_ms=60.0)
+    hidden = [
+        "\u3164 = torch.compile",  # a name that is a Hangul filler: an assignment to nothing, as it showed
+        "lr\ufe00 = 0.9  # lr and lr+VS1 are two names",
+        "x = 1  # note\u2028import os",  # one line for Python: the U+2028 is inside the comment
+        "b\u2800 = 2",
+    ]
+    write_record(records, "2026-08-02_New", step_ms=50.0, source=DEFAULT_SOURCE + "\n".join(hidden) + "\n")
+    verdicts = verify_records(discover(records), known_shards={})
+    row = next(
+        r
+        for t in build_tables(verdicts, tmp_path / "lb")[TRACK]
+        for r in t.rows
+        if r.verdict.record.name == "2026-08-02_New"
+    )
+    diff = card.code_diff(row.baseline, row.verdict)
+    added = [d.text for d in diff.lines if d.kind == "add"]
+    assert added == [
+        "+\\u3164 = torch.compile",
+        "+lr\\ufe00 = 0.9  # lr and lr+VS1 are two names",
+        "+x = 1  # note\\u2028import os",
+        "+b\\u2800 = 2",
+    ], added
+    assert diff.added == 4 and diff.hidden_chars == (
+        ("\\u2028", "LINE SEPARATOR", 1),
+        ("\\u2800", "BRAILLE PATTERN BLANK", 1),
+        ("\\u3164", "HANGUL FILLER", 1),
+        ("\\ufe00", "VARIATION SELECTOR-1", 1),
+    )
+    page = build(records, tmp_path / "lb", known_shards={})[f"pages/{TRACK}/2026-08-02-new.html"].decode()
+    assert not {"\u3164", "\ufe00", "\u2028", "\u2800"} & set(page)
+    assert '<span class="add">+lr\\ufe00 = 0.9' in page
+    note = _text(page, "diff-hidden")
+    assert "\\u3164 HANGUL FILLER (1×)" in note and "\\ufe00 VARIATION SELECTOR-1 (1×)" in note, note
+
+
 def test_no_diff_without_source_in_the_logs(tmp_path: Path) -> None:
     records = tmp_path / "records"
     write_record(records, "2026-08-01_Old", step_ms=60.0)

@@ -18,7 +18,7 @@ import pytest
 
 from helpers.logfactory import front_matter, make_log, write_record
 from tools.cli import main
-from tools.common.text import csv_cell, markdown_text, printable
+from tools.common.text import csv_cell, is_hidden, markdown_text, printable, visible
 from tools.judge.records import read_front_matter
 from tools.site.check import check
 from tools.site.leaderboard import build, write
@@ -220,6 +220,39 @@ def test_text_helpers() -> None:
         "ok",
         "",
     ]
+
+
+# Characters str.isprintable() accepts that render as nothing or as a blank (issue 20): Hangul fillers (letters, so
+# Python takes them for names), the variation selectors, the combining grapheme joiner, the braille blank.
+BLANKS = "\u3164\u115f\u1160\uffa0\ufe00\ufe0f\U000e0100\U000e01ef\u034f\u17b4\u180b\u2800\U00016fe4"
+
+
+def test_characters_that_render_as_nothing_are_escaped_wherever_text_is_shown() -> None:
+    assert all(ch.isprintable() for ch in BLANKS)  # what the old printable() trusted
+    assert all(is_hidden(ch) for ch in BLANKS)
+    escaped = [printable(ch) for ch in BLANKS]
+    assert escaped == [
+        "\\u3164",
+        "\\u115f",
+        "\\u1160",
+        "\\uffa0",
+        "\\ufe00",
+        "\\ufe0f",
+        "\\U000e0100",
+        "\\U000e01ef",
+        "\\u034f",
+        "\\u17b4",
+        "\\u180b",
+        "\\u2800",
+        "\\U00016fe4",
+    ]
+    # a name that differs from another by an invisible letter shows the difference, in a line and in Markdown
+    assert printable("2026-08-01_Fast\u3164") == "2026-08-01_Fast\\u3164"
+    assert markdown_text("lr\ufe00 = 1") == r"lr\\ufe00 = 1"  # the escape's backslash escaped: Markdown shows \ufe00
+    # a page keeps tabs and newlines (a block of code), letters of every script and emoji, and escapes the rest
+    assert visible("\tx = 1\n# é Н σ ≈ 😀") == "\tx = 1\n# é Н σ ≈ 😀"
+    assert visible("ㅤ = 1\u200b\u2028") == "\\u3164 = 1\\u200b\\u2028"
+    assert visible("a\tb", keep="") == "a\\tb"
 
 
 def test_a_folder_nested_a_thousand_deep_is_walked_not_recursed(tmp_path: Path) -> None:

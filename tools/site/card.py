@@ -8,18 +8,24 @@ the baseline's fastest. Every number of the comparison is the record row's ``too
 
 The code diff compares the source a record's logs carry with the source of its baseline record's logs
 (docs/log-format.md: every log embeds its trainer). Both are untrusted text: the diff is computed only on
-sources of a sane length, and at most MAX_DIFF_LINES lines of it are shown, each cut at MAX_LINE_CHARS.
+sources of a sane length, and at most MAX_DIFF_LINES lines of it are shown, each cut at MAX_LINE_CHARS. Lines are
+split where Python splits them (``code_lines``), and every character that renders as nothing, as a blank or that
+reorders the line (a Hangul filler, a variation selector, a zero-width space, a bidirectional override) is shown as its
+escape (``\\u3164``) and named above the diff: the diff shows the code Python runs, not the code it seems to be.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
+import re
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tools.common.text import escape_char, is_hidden, visible
 from tools.judge import stats
 from tools.judge.ledger import record_ident
 from tools.judge.parse import CodeFile
@@ -66,6 +72,9 @@ class CodeDiff:
     # Every file of the two codes: (its name, "changed" / "new" / "removed" / "same", lines added, lines removed),
     # shown above the diff, so a file past the shown lines is still named with its size.
     files: tuple[tuple[str, str, int, int], ...] = ()
+    # The characters of the shown lines that render as nothing or as a blank, or reorder the line (tabs aside), each
+    # shown as its escape: (the escape, the character's Unicode name, how many), in the order of their code points.
+    hidden_chars: tuple[tuple[str, str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -234,7 +243,7 @@ def code_diff(baseline: Verdict | None, v: Verdict) -> CodeDiff:
     if olds == news:
         return CodeDiff(old_name, new_name, [], 0, 0, 0, f"the same code as {old_name}, byte for byte")
     names = list(dict.fromkeys([*news, *olds]))  # the record's files in its order, then files it dropped
-    if any(len(t.splitlines()) > MAX_DIFF_INPUT_LINES for t in [*olds.values(), *news.values()]):
+    if any(len(code_lines(t)) > MAX_DIFF_INPUT_LINES for t in [*olds.values(), *news.values()]):
         return CodeDiff(
             old_name,
             new_name,
@@ -248,10 +257,11 @@ def code_diff(baseline: Verdict | None, v: Verdict) -> CodeDiff:
     lines: list[DiffLine] = []
     added = removed = 0
     summary: list[tuple[str, str, int, int]] = []
+    hidden: Counter[str] = Counter()
     for name in names:
         shown = name or TRAINER
-        a = olds.get(name, "").splitlines()
-        b = news.get(name, "").splitlines()
+        a = code_lines(olds.get(name, ""))
+        b = code_lines(news.get(name, ""))
         if a == b:
             summary.append((shown, "same", 0, 0))
             continue
@@ -269,11 +279,29 @@ def code_diff(baseline: Verdict | None, v: Verdict) -> CodeDiff:
                 kind, removed = "del", removed + 1
             else:
                 kind = "same"
-            lines.append(DiffLine(kind, _cut(text)))
+            cut = _cut(text)
+            if len(lines) < MAX_DIFF_LINES:  # the lines shown: their hidden characters are named above the diff
+                hidden.update(ch for ch in cut if ch != "\t" and is_hidden(ch))
+            lines.append(DiffLine(kind, _cut(visible(cut, keep="\t"))))
         status = "new" if name not in olds else "removed" if name not in news else "changed"
         summary.append((shown, status, added - file_added, removed - file_removed))
-    hidden = max(0, len(lines) - MAX_DIFF_LINES)
-    return CodeDiff(old_name, new_name, lines[:MAX_DIFF_LINES], added, removed, hidden, "", tuple(summary))
+    hidden_lines = max(0, len(lines) - MAX_DIFF_LINES)
+    named = tuple((escape_char(ch), unicodedata.name(ch, "unnamed"), n) for ch, n in sorted(hidden.items()))
+    return CodeDiff(old_name, new_name, lines[:MAX_DIFF_LINES], added, removed, hidden_lines, "", tuple(summary), named)
+
+
+# Python ends a line of code at \r\n, \r or \n only; str.splitlines() also splits at \x0b, \x0c, \x1c-\x1e, \x85,
+# U+2028 and U+2029, which Python reads as characters of the line (in a comment or a string): split so, a comment
+# holding U+2028 would show as a comment and a line of code that Python never runs.
+_PYTHON_NEWLINE = re.compile(r"\r\n|\r|\n")
+
+
+def code_lines(text: str) -> list[str]:
+    """The lines of ``text`` as Python reads them (without their line ends)."""
+    lines = _PYTHON_NEWLINE.split(text)
+    if lines[-1] == "":
+        lines.pop()
+    return lines
 
 
 def _cut(text: str) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tools.common.text import printable
+from tools.common.text import visible
 from tools.judge.history import HistoryRow, summary
 from tools.judge.tracks import OFFICIAL_CLASS, TRACKS
 from tools.site.board import GENERATED_NOTE, PAGES, Row, Table
@@ -30,11 +30,11 @@ GENERATOR = "python -m tools leaderboard"  # every page's <meta name="generator"
 
 def _visible(value: object) -> object:
     """Every ``{{ value }}`` of a template: text from records keeps its letters of every script, tabs and
-    newlines, and shows other control and format characters as escapes (a bidirectional override in a
-    name or a line of code would reorder what the reader sees)."""
-    if isinstance(value, str) and not value.isprintable():
-        return "".join(ch if ch.isprintable() or ch in "\t\n" else printable(ch) for ch in value)
-    return value
+    newlines, and shows other control and format characters, and those that render as nothing or as a blank
+    (a Hangul filler, a variation selector), as escapes (tools/common/text.py, ``visible``): a bidirectional
+    override in a name or a line of code would reorder what the reader sees, an invisible letter make two names
+    look like one."""
+    return visible(value) if isinstance(value, str) else value
 
 
 def _num(x: float | None, spec: str, unit: str = "") -> str:
