@@ -188,6 +188,11 @@ ALLOWED = {
     "frozen-dataclass": "class P:\n    def f(self):\n        object.__setattr__(self, 'x', 1)\n        super().__setattr__('y', 2)\n",
     "docstrings": '"""Sets no TORCHINDUCTOR_MAX_AUTOTUNE and no mode=max-autotune."""\nimport torch\n',
     "python-3-8-walrus": "if (n := len(x)) > 2:\n    pass\n",
+    # PEP 263 declarations of UTF-8, which Python reads as the log's text is read; one after a line of code is none
+    "coding-utf-8": "# -*- coding: utf-8 -*-\nimport torch\nx = 'é'\n",
+    "coding-utf-8-names": "#!/usr/bin/env python\n# vim: set fileencoding=UTF8 :\nx = 1\n",
+    "coding-utf-8-sig": "# coding=utf-8-sig\nx = 1\n",
+    "coding-after-code": "x = 1\n# coding: utf-7\ny = 'a+b'\n",
     # Hugging Face's kernels, which the public rules allow (public records since 2025-09-03)
     "kernels-from-the-hub": (
         "from kernels import get_kernel\nimport kernels\n"
@@ -285,6 +290,14 @@ KINDS_OF: dict[str, tuple[str, set[tuple[int, str, str | None]]]] = {
         "import torch\ntorch._inductor.config.max_autotune = True\nnot python(\n",
         {(3, UNREADABLE, None)},
     ),
+    # an encoding other than UTF-8: Python runs the file's bytes decoded with it (issue 20)
+    "coding-utf-7-hides-a-line": (
+        "# -*- coding: utf-7 -*-\nimport torch\n# a note +AAo-torch._inductor.config.max_autotune = True\n",
+        {(1, UNREADABLE, None), (1, FLAG, "max_autotune")},  # the declaration, and what Python reads under it
+    ),
+    "coding-latin-1": ("#!/usr/bin/env python\n# -*- coding: latin-1 -*-\nx = 1\n", {(2, UNREADABLE, None)}),
+    "coding-unknown": ("# coding: no-such-codec\nx = 1\n", {(1, UNREADABLE, None)}),
+    "coding-not-text": ("# coding: rot13\nx = 1\n", {(1, UNREADABLE, None)}),
 }
 
 
@@ -308,6 +321,28 @@ def test_compile_flags_ways_around_the_rule_fail(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(ALLOWED))
 def test_compile_flags_honest_code_passes(name: str) -> None:
     assert find_compile_flags(ALLOWED[name], HERE) == []
+
+
+def test_a_coding_cookie_hides_no_setting(tmp_path: Path) -> None:
+    """Issue 20: under ``# -*- coding: utf-7 -*-`` Python ran, as a line of code, what this rule and the code diff
+    read as a comment (each such log hid a max_autotune setting). The log shows the file as UTF-8 text; Python decodes
+    its bytes as the cookie says."""
+    code = KINDS_OF["coding-utf-7-hides-a-line"][0]
+    assert "max_autotune" in compile(code.encode("utf-8"), "train_gpt.py", "exec").co_names  # what Python runs
+    assert "max_autotune" not in compile(code, "train_gpt.py", "exec").co_names  # what the text shows: a comment
+    cookie, hidden = find_compile_flags(code, HERE)
+    assert cookie.what.startswith("declares the encoding utf-7 (PEP 263): Python decodes this file's bytes as utf-7")
+    assert hidden.what == (
+        "in the code as Python decodes it (utf-7), its line 4: sets torch._inductor.config option 'max_autotune': "
+        "torch._inductor.config.max_autotune = True"
+    )
+    # an appended file is a module of its own, with its own first two lines
+    log = write_log(tmp_path, LogSpec(source=f"import torch\n\n\n{'-' * 40}\n# helper.py\n{code}"))
+    (v,) = verify_paths([log], track="track_1_short", known_shards={})
+    found = [(f.kind, f.evidence) for f in v.failures if f.rule == "compile-flags"]
+    assert [kind for kind, _ in found] == [UNREADABLE, FLAG], found
+    assert found[0][1].startswith("helper.py line 1: declares the encoding utf-7 (PEP 263)"), found
+    assert found[1][1].startswith("helper.py line 1: in the code as Python decodes it (utf-7)"), found
 
 
 def test_a_module_appended_to_the_log_may_be_imported() -> None:

@@ -30,7 +30,10 @@ is read once, not on every verify.
 
 Fails:
 - code that does not parse (it is not what ran), code over MAX_CODE_CHARS (its syntax tree would take
-  GBs); code of a Python newer than the one judging is read with the judge's grammar (newer grammars
+  GBs); code that declares an encoding other than UTF-8 (PEP 263's ``# -*- coding: utf-7 -*-``): Python decodes the
+  file with it, not as the UTF-8 text of the log that this rule, the diff and every reader see (in UTF-7,
+  ``# +AAo-x = 1`` is a comment that Python reads as a second line of code), and the code as Python decodes it is
+  judged too, so that an option set there is a FLAG; code of a Python newer than the one judging is read with the judge's grammar (newer grammars
   only add syntax, so code that parses reads the same) and fails only where it uses syntax the judge
   does not know, with a message naming the Python to judge it with;
 - ``torch._inductor`` in any form: importing it, reading or setting its config (``import ... as``,
@@ -79,13 +82,16 @@ what catches that (and every other edit of a log's text).
 from __future__ import annotations
 
 import ast
+import codecs
 import functools
 import gc
 import hashlib
+import io
 import json
 import re
 import sys
 import threading
+import tokenize
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -386,10 +392,73 @@ def _find(source: str, grammar: tuple[int, int], newer: tuple[int, int] | None, 
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _read(source, grammar, newer, local)
+        declared = _declared_encoding(source, grammar, newer, local)
+        found = _read(source, grammar, newer, local)
+        return _merged([*declared, *found]) if declared else found
     finally:
         if collecting:
             gc.enable()
+
+
+# PEP 263: a comment in the first two lines that names an encoding ("# -*- coding: utf-7 -*-"; in the second line only
+# after a blank or comment line) makes Python decode the file's bytes with it. A log holds the file as the UTF-8 text
+# the trainer read (its own source, as UTF-8), which is what this rule, the code diff and every reader see: in UTF-7,
+# "# note +AAo-x = 1" is a comment and a second line of code. tokenize.detect_encoding is the standard library's
+# reading of the cookie, the tokenizer's own rules (the normal names: "utf-8-sig", "UTF8" and "latin-1" variants).
+_UTF8 = frozenset({"utf-8", "utf-8-sig"})
+_LINE_END = re.compile(r"\r\n|\r|\n")
+_COOKIE_RE = re.compile(r"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)", re.ASCII)
+
+
+def _declared_encoding(
+    source: str, grammar: tuple[int, int], newer: tuple[int, int] | None, local: frozenset[str]
+) -> list[Finding]:
+    """An encoding declaration other than UTF-8 (UNREADABLE: the file Python decodes is not the text of the log), and
+    the findings of the code as Python decodes it, which may set what the text shown hides; [] for none or UTF-8."""
+    first_two = _LINE_END.split(source, 2)[:2]
+    if not any("coding" in line for line in first_two):
+        return []
+    line = 1 if _COOKIE_RE.match(first_two[0].removeprefix("\ufeff")) else 2
+    shown = first_two[line - 1].strip()[:160] if line <= len(first_two) else ""
+    head = "".join(f"{ln}\n" for ln in first_two).encode("utf-8", "surrogatepass")
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(head).readline)
+    except SyntaxError as e:  # an encoding Python does not know, or one that contradicts a byte order mark
+        return [
+            Finding(
+                line,
+                f"declares an encoding Python refuses ({e.msg}): Python does not run this file, so it is not the code "
+                f"that ran: {shown}",
+                UNREADABLE,
+            )
+        ]
+    try:
+        codec = codecs.lookup(encoding).name  # "UTF8", "u8": Python's utf-8 codec, the log's own reading
+        decoded = source.encode("utf-8", "surrogatepass").decode(encoding)
+    except Exception as e:  # a codec that is no text encoding (LookupError), bytes it cannot decode (UnicodeError)
+        return [
+            Finding(
+                line,
+                f"declares the encoding {encoding}, in which Python cannot decode this file ({type(e).__name__}): "
+                f"Python does not run it, so it is not the code that ran: {shown}",
+                UNREADABLE,
+            )
+        ]
+    if codec in _UTF8:
+        return []
+    why = (
+        f"declares the encoding {encoding} (PEP 263): Python decodes this file's bytes as {encoding}, not as the UTF-8 "
+        "text this log shows; a record's code is UTF-8"
+    )
+    if decoded == source:
+        return [Finding(line, f"{why} (this code reads the same in both: remove the line): {shown}", UNREADABLE)]
+    found = [Finding(line, f"{why}: Python runs other code than this rule and every reader see: {shown}", UNREADABLE)]
+    if len(decoded) > MAX_CODE_CHARS:  # one byte a character (latin-1): refused above, not read again
+        return found
+    for f in _read(decoded, grammar, newer, local):
+        where = f"its line {f.line}: " if f.line else ""
+        found.append(Finding(line, f"in the code as Python decodes it ({encoding}), {where}{f.what}", f.kind, f.option))
+    return found
 
 
 def _read(source: str, grammar: tuple[int, int], newer: tuple[int, int] | None, local: frozenset[str]) -> list[Finding]:
