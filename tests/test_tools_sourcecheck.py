@@ -193,6 +193,10 @@ ALLOWED = {
     "coding-utf-8-names": "#!/usr/bin/env python\n# vim: set fileencoding=UTF8 :\nx = 1\n",
     "coding-utf-8-sig": "# coding=utf-8-sig\nx = 1\n",
     "coding-after-code": "x = 1\n# coding: utf-7\ny = 'a+b'\n",
+    # names of other scripts that read as no ASCII name, invisible characters where Python reads them as text
+    "greek-and-cyrillic-names": "α = 0.5\nσ = 1.0\nlr_η = α * σ\nразмер = 3\n",
+    "fullwidth-name": "ｘ = 1\nprint(x)\n",  # NFKC: one name to Python, and it reads as one
+    "emoji-in-strings": "print('⚠\ufe0f done 👨\u200d💻')  # a variation selector, a zero-width joiner\n",
     # Hugging Face's kernels, which the public rules allow (public records since 2025-09-03)
     "kernels-from-the-hub": (
         "from kernels import get_kernel\nimport kernels\n"
@@ -298,6 +302,22 @@ KINDS_OF: dict[str, tuple[str, set[tuple[int, str, str | None]]]] = {
     "coding-latin-1": ("#!/usr/bin/env python\n# -*- coding: latin-1 -*-\nx = 1\n", {(2, UNREADABLE, None)}),
     "coding-unknown": ("# coding: no-such-codec\nx = 1\n", {(1, UNREADABLE, None)}),
     "coding-not-text": ("# coding: rot13\nx = 1\n", {(1, UNREADABLE, None)}),
+    # names a reader cannot tell from others, and lines whose order shows otherwise than Python reads it (issue 20)
+    "name-hangul-filler": (
+        "import torch\nㅤ = torch.nn\nm = ㅤ.Linear(4, 4)\n",
+        {(2, UNREADABLE, None), (3, UNREADABLE, None)},
+    ),
+    "name-variation-selector": ("lr = 0.1\nlr\ufe00 = 0.9\n", {(2, UNREADABLE, None)}),
+    "attribute-and-keyword-fillers": (
+        "model.lr\u3164 = 3\nf(x\u115f=1)\n",
+        {(1, UNREADABLE, None), (2, UNREADABLE, None)},
+    ),
+    "name-cyrillic-look-alike": ("class A:\n    def f(ѕelf):\n        pass\n", {(2, UNREADABLE, None)}),
+    "name-mixed-scripts": ("tоrch_η = 1\n", {(1, UNREADABLE, None)}),
+    "name-all-look-alikes": ("рос = 3\n", {(1, UNREADABLE, None)}),
+    "name-latin-dotless-i": ("prınt(1)\n", {(1, UNREADABLE, None)}),
+    "import-as-look-alike": ("import numpy as nр\n", {(1, UNREADABLE, None)}),
+    "bidi-override-in-a-comment": ("ok = True  # \u202e } ;eslaF = ko {\n", {(1, UNREADABLE, None)}),
 }
 
 
@@ -343,6 +363,36 @@ def test_a_coding_cookie_hides_no_setting(tmp_path: Path) -> None:
     assert [kind for kind, _ in found] == [UNREADABLE, FLAG], found
     assert found[0][1].startswith("helper.py line 1: declares the encoding utf-7 (PEP 263)"), found
     assert found[1][1].startswith("helper.py line 1: in the code as Python decodes it (utf-7)"), found
+
+
+def test_a_name_that_renders_as_nothing_or_as_another_name_is_refused(tmp_path: Path) -> None:
+    """Issue 20: Python takes U+3164 HANGUL FILLER for a letter, so ``ㅤ = ...`` binds a name that shows as a blank,
+    and ``lr`` and ``lr`` + VARIATION SELECTOR-1 are two names that look like one; a Cyrillic ``о`` makes ``tоrch`` a
+    name that reads as ``torch``. Each finding names the character, and what the name shows as."""
+    code = "import torch\nlr = 0.02\nlr\ufe00 = 2.0  # the one the optimizer reads\nopt = torch.optim.SGD(p, lr=lr\ufe00)\n"
+    namespace: dict[str, object] = {}
+    exec(compile("lr = 0.02\nlr\ufe00 = 2.0\n", "x", "exec"), namespace)
+    assert namespace["lr"] == 0.02 and namespace["lr\ufe00"] == 2.0  # two names, one look
+    found = find_compile_flags(code, HERE)
+    assert [(f.line, f.kind) for f in found] == [(3, UNREADABLE), (4, UNREADABLE)], found
+    assert found[0].what.startswith(
+        "the name 'lr\\ufe00' holds U+FE00 VARIATION SELECTOR-1, which renders as nothing: it shows as 'lr', a name "
+        "it is not: lr"
+    )
+    (blank,) = find_compile_flags("ㅤ = 1\n", HERE)
+    assert (
+        blank.what.startswith("the name '\\u1160' holds U+1160 HANGUL JUNGSEONG FILLER")
+        and "shows as nothing" in blank.what
+    )
+    (alike,) = find_compile_flags("import torch\ntоrch = None\n", HERE)
+    assert alike.what.startswith(
+        "the name 'tоrch' is spelled with U+043E CYRILLIC SMALL LETTER O, look-alike letters: it reads as 'torch'"
+    )
+    # a harness record fails compile-flags with it; the failure names the log and the line
+    log = write_log(tmp_path, LogSpec(source=code))
+    (v,) = verify_paths([log], track="track_1_short", known_shards={})
+    evidence = [f.evidence for f in v.failures if f.rule == "compile-flags" and f.file == str(log)]
+    assert len(evidence) == 2 and evidence[0].startswith("source line 3: the name 'lr\\ufe00' holds"), evidence
 
 
 def test_a_module_appended_to_the_log_may_be_imported() -> None:

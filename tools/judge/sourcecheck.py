@@ -68,7 +68,13 @@ Fails:
   defaults): unpickling runs code;
 - starting a program (``subprocess``, ``asyncio``, ``pty``) other than nvidia-smi and git, named literally:
   any other runs code of its own the log does not carry (a Python, a shell, ``env``, ``torchrun``, a binary);
-- the strings of torch.compile's modes ("max-autotune", "reduce-overhead", ...) anywhere but in docstrings.
+- the strings of torch.compile's modes ("max-autotune", "reduce-overhead", ...) anywhere but in docstrings;
+- names a reader cannot tell from other names (``_check_characters``): a name holding a character that renders as
+  nothing (``ㅤ = 1``: Python takes the Hangul filler for a letter; ``lr`` followed by a variation selector is a name
+  of its own that shows as ``lr``), a name spelled with letters that look like ASCII letters that reads as an ASCII
+  name or mixes them with Latin letters (``tоrch``, a Cyrillic ``о``); and a bidirectional control anywhere (it
+  reorders how the line shows). Names of another script that read as no ASCII name (``σ``, ``α``, a Russian word)
+  are fine, and so are invisible characters inside strings and comments, which the code diff shows as escapes.
 
 Allowed: ``torch.compile(fn)``, ``@torch.compile``, ``dynamic=``, ``fullgraph=``, ``disable=``;
 ``getattr(obj, "weight")`` and ``getattr(args, name)`` on objects that are not modules; reading the
@@ -92,14 +98,16 @@ import re
 import sys
 import threading
 import tokenize
+import unicodedata
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 from tools.common.cache import Store, salt_of
+from tools.common.text import is_hidden, visible
 
 # The longest trainer of the public corpus is ~3,500 lines (~170 KB). Real code has ~0.16 syntax nodes
 # per character (train_gpt.py: 15,000 in 91 KB), code written to be costly ~1.2 (`f(1)` lines): the
@@ -542,7 +550,7 @@ def _read_around(
 
 
 def _text_of(source: str, line: int) -> str:
-    text = source.split("\n", line)[line - 1] if line >= 1 else ""
+    text = _LINE_END.split(source, line)[line - 1] if line >= 1 else ""
     return text.strip()[:160]
 
 
@@ -581,7 +589,9 @@ _OPERATOR_FIELDS = frozenset({"op", "ops"})
 
 def _judge(tree: ast.AST, source: str, local_modules: frozenset[str] = frozenset()) -> list[Finding]:
     module = _Scope(None)
-    scan = _Scan(source.splitlines(), tree, module, module, local_modules=local_modules)
+    # the lines as Python counts them (str.splitlines() also splits at U+2028, \x0c, ...: a finding's line, shown with
+    # its text, would be another one)
+    scan = _Scan(_LINE_END.split(source), tree, module, module, local_modules=local_modules)
     walked = _walk(tree, module)
     if walked is None:
         return [
@@ -606,7 +616,91 @@ def _judge(tree: ast.AST, source: str, local_modules: frozenset[str] = frozenset
             scan.too_deep.update(id(n) for n in ast.walk(node) if type(n) in (ast.BinOp, ast.JoinedStr))
     if too_deep:
         _flag(scan, tree, "nests expressions too deeply to be read: this rule judges only code it can read", UNREADABLE)
+    if not source.isascii():
+        _check_characters(scan, tree, source)
     return _merged(scan.found)
+
+
+# --- characters a reader cannot see as Python reads them -----------------------------------------------------------
+
+# Bidirectional controls reorder how a line shows (Trojan Source, CVE-2021-42574): in a comment or a string they make
+# the code a reader sees another order of tokens than the one Python reads.
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+# Letters that look like an ASCII letter in the fonts code is read in, but are other letters (Unicode's confusables.txt
+# maps each to that ASCII letter): Cyrillic's and Greek's capitals and the Cyrillic lowercase that share Latin's
+# glyphs, Greek and Armenian lowercase drawn alike, and Latin's own dotless i and j, script a and g. A name spelled
+# with them reads as an ASCII name it is not. The full table (thousands of pairs) is not in the standard library; the
+# letters left out are drawn differently enough to be told apart in code (Greek's α, σ, η, Cyrillic's и, л, ж).
+_LOOK_ALIKES: Final = {
+    **dict(zip("аеорсухѕіјһԁԛԝӏү", "aeopcyxsijhdqwly", strict=True)),  # Cyrillic lowercase
+    **dict(zip("АВЕКМНОРСТУХЅІЈԚԜҮӀ", "ABEKMHOPCTYXSIJQWYI", strict=True)),  # Cyrillic capitals
+    **dict(zip("ΑΒΕΖΗΙΚΜΝΟΡΤΥΧονρ", "ABEZHIKMNOPTYXovp", strict=True)),  # Greek
+    **dict(zip("օսհոցզ", "ouhngq", strict=True)),  # Armenian
+    **dict(zip("ıȷɑɡɩ", "ijagi", strict=True)),  # Latin, but not ASCII
+}
+# The fields of a syntax node that hold identifiers (a dotted module path is split at its dots).
+_IDENTIFIER_FIELDS = ("id", "attr", "arg", "name", "asname", "module", "names", "rest", "kwd_attrs")
+
+
+def _check_characters(scan: _Scan, tree: ast.AST, source: str) -> None:
+    """Names a reader cannot tell from others (UNREADABLE): a name holding a character that renders as nothing (a
+    Hangul filler is a letter to Python: ``ㅤ = 1`` binds a name that shows as a blank; ``lr`` and ``lr`` with a
+    variation selector are two names that look like one), a name spelled with look-alike letters that reads as an ASCII
+    name or mixes them with Latin letters (``tоrch`` with a Cyrillic о); and a bidirectional control anywhere.
+    Python reads names after NFKC normalisation, as ``ast`` gives them: fullwidth ``ｘ`` is ``x`` to it, not another
+    name. The tree is walked only for code that holds such a character at all (no code of the public tree does)."""
+    chars = {c for ch in set(_NON_ASCII.findall(source)) for c in unicodedata.normalize("NFKC", ch)}
+    if chars & _BIDI:
+        for n, line in enumerate(scan.lines, 1):
+            if found := sorted(_BIDI.intersection(line)):
+                names = ", ".join(_char_name(c) for c in found)
+                what = (
+                    f"holds {names}, which reorders how the line shows: a reader sees another order of the code than "
+                    "the one Python reads (Trojan Source)"
+                )
+                scan.found.append(Finding(n, f"{what}: {line.strip()[:160]}", UNREADABLE))
+    if not any(is_hidden(c) or c in _LOOK_ALIKES for c in chars):
+        return
+    for node in ast.walk(tree):
+        for name in _identifiers(node):
+            if name.isascii():
+                continue
+            hidden = [c for c in dict.fromkeys(name) if is_hidden(c)]
+            if hidden:
+                shown = "".join(c for c in name if not is_hidden(c))
+                what = (
+                    f"the name '{visible(name)}' holds {', '.join(_char_name(c) for c in hidden)}, which renders as "
+                    f"nothing: it shows as {repr(shown) + ', a name it is not' if shown else 'nothing'}"
+                )
+                _flag(scan, node, what, UNREADABLE)
+                continue
+            alike = [c for c in dict.fromkeys(name) if c in _LOOK_ALIKES]
+            if not alike:
+                continue
+            reads = "".join(_LOOK_ALIKES.get(c, c) for c in name)
+            latin = any(c.isascii() and c.isalpha() or unicodedata.name(c, "").startswith("LATIN") for c in name)
+            if reads.isascii() or latin:
+                what = (
+                    f"the name {name!r} is spelled with {', '.join(_char_name(c) for c in alike)}, look-alike "
+                    f"letters: it reads as {reads!r}, a name it is not"
+                )
+                _flag(scan, node, what, UNREADABLE)
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def _identifiers(node: ast.AST) -> Iterator[str]:
+    """The identifiers a node holds: names, attributes, parameters, keywords, imported names and module paths."""
+    for field_name in _IDENTIFIER_FIELDS:
+        value = getattr(node, field_name, None)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                yield from item.split(".")
+
+
+def _char_name(ch: str) -> str:
+    return f"U+{ord(ch):04X} {unicodedata.name(ch, 'unnamed')}"
 
 
 def _merged(found: list[Finding]) -> list[Finding]:
