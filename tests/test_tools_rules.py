@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PUBLIC_FIXTURE
-from helpers.logfactory import DEFAULT_SHARDS, H100, LogSpec, shard, write_log, write_record
+from helpers.logfactory import DEFAULT_SHARDS, H100, LogSpec, fake_gpu_uuids, shard, write_log, write_record
 from tools.cli import main
 from tools.judge.rules import infer_k
 from tools.judge.sourcecheck import find_compile_flags
@@ -308,6 +308,30 @@ def test_hardware_other_class_is_valid_when_claimed(records: Path) -> None:
     )
     v = verdict_of(claimed)
     assert v.valid and v.hardware is not None and v.hardware.label == "8× NVIDIA H200"
+
+
+def test_hardware_one_gpu_uuid_listed_eight_times_is_one_gpu(records: Path) -> None:
+    """Issue 20: a host line listing one GPU's UUID for all eight ranks passed as 8 GPUs (nvidia-smi's table and
+    world_size said 8): the ranks shared one GPU, or the line was written by hand. The UUID is compared without its
+    case (nvidia-smi prints one spelling)."""
+    one = fake_gpu_uuids(1)[0]
+    folder = write_record(records, "2026-08-01_OneUuid", gpu_uuids=[one] * 7 + [one.upper()])
+    found = failures(verdict_of(folder), "hardware")
+    assert len(found) == 3 and all(f.endswith(".txt: " + found[0].split(": ", 1)[1]) for f in found), found
+    assert (
+        f"the 'host:' line lists {one} 8 times (8 UUIDs, 1 distinct): a GPU has one UUID, so the run used " in found[0]
+    )
+    assert "1 GPU(s), not the 8 it lists" in found[0]
+
+
+def test_hardware_gpu_uuids_must_be_the_gpus_nvidia_smi_lists(records: Path) -> None:
+    folder = write_record(records, "2026-08-01_FewerUuids", gpu_uuids=fake_gpu_uuids(4))
+    found = failures(verdict_of(folder), "hardware")
+    assert len(found) == 3 and all(
+        "the 'host:' line names 4 GPU(s), but nvidia-smi lists 8 and world_size 8: the run did not use" in f
+        for f in found
+    ), found
+    assert not failures(verdict_of(write_record(records, "2026-08-02_NoHostLine", include_host=False)), "hardware")
 
 
 def test_hardware_needs_nvidia_smi(records: Path) -> None:

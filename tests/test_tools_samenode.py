@@ -112,6 +112,19 @@ def test_baseline_runs_on_other_gpus_or_another_node_fail_same_node(records: Pat
     assert set(v.failed_rules) == {"same-node"}
 
 
+def test_baseline_runs_listing_one_gpu_for_every_rank_fail_same_node(records: Path) -> None:
+    """Baseline runs are judged by same-node, not hardware: a host line that repeats a UUID shows no set of GPUs."""
+    b = previous_and_candidate(records)
+    base = sorted((b / "baseline").glob("*.txt"))
+    uuids = host_uuids(NODE)
+    base[0].write_text(make_log(source=SOURCE_A, host=NODE, gpu_uuids=uuids + uuids[:1], seed=500, step_ms=60.0))
+    got = fails(judged(records)["2026-08-03_B"], "same-node")
+    assert got == [
+        f"baseline/{base[0].name}: the 'host:' line lists {uuids[0]} 2 times: a GPU has one UUID, so the log cannot "
+        "show which GPUs its ranks ran on; a record with baseline runs shows that all ran on one node"
+    ], got
+
+
 def test_baseline_runs_of_other_code_fail_same_node(records: Path) -> None:
     previous_and_candidate(records, source=DEFAULT_SOURCE + "# a slowed-down copy of the baseline\n")
     v = judged(records)["2026-08-03_B"]

@@ -904,6 +904,39 @@ def claimed_hardware(ctx: Context) -> HardwareClass | None:
     return ctx.record.track.official_hardware
 
 
+def repeated_gpu_uuid(uuids: Sequence[str]) -> tuple[str, int] | None:
+    """The GPU UUID a ``host:`` line lists most often, and how often, when it lists one more than once (case aside:
+    nvidia-smi prints one spelling); None when each GPU is listed once."""
+    counts = Counter(u.lower() for u in uuids)
+    uuid, n = max(counts.items(), key=lambda kv: (kv[1], kv[0]), default=("", 0))
+    return (next(u for u in uuids if u.lower() == uuid), n) if n > 1 else None
+
+
+def gpu_uuid_problem(log: ParsedLog, smi_gpus: int) -> str | None:
+    """What the ``host:`` line's GPU UUIDs (one per rank: the GPU each rank ran on) say against the rest of the log: a
+    UUID listed twice is one GPU, which two ranks shared, so the run used fewer GPUs than it lists; the distinct GPUs
+    must be the ``smi_gpus`` nvidia-smi lists and the config's world_size. None where they agree, or the log has
+    no such line (the public logs, a CPU run)."""
+    uuids = log.gpu_uuids
+    if not uuids:
+        return None
+    distinct = len({u.lower() for u in uuids})
+    if repeated := repeated_gpu_uuid(uuids):
+        uuid, n = repeated
+        return (
+            f"the 'host:' line lists {uuid} {n} times ({len(uuids)} UUIDs, {distinct} distinct): a GPU has one "
+            f"UUID, so the run used {distinct} GPU(s), not the {len(uuids)} it lists"
+        )
+    ws = (log.config or {}).get("world_size")
+    if distinct != smi_gpus or (isinstance(ws, int) and distinct != ws):
+        with_ws = f" and world_size {ws}" if isinstance(ws, int) else ""
+        return (
+            f"the 'host:' line names {distinct} GPU(s), but nvidia-smi lists {smi_gpus}{with_ws}: the run did not use "
+            "the GPUs the log shows"
+        )
+    return None
+
+
 def rule_hardware(ctx: Context) -> RuleResult:
     if ctx.is_smoke:
         return NOT_APPLICABLE
@@ -947,6 +980,8 @@ def rule_hardware(ctx: Context) -> RuleResult:
                     f"config world_size {ws} but nvidia-smi lists {hc.count} GPUs: the run did not use the hardware it shows",
                 )
             )
+        if problem := gpu_uuid_problem(log, hc.count):
+            out.append(Failure("hardware", run.file, problem))
         if "device" in cfg and cfg["device"] != "cuda":
             out.append(Failure("hardware", run.file, f"config device {cfg['device']!r}: a record runs on cuda"))
     return out

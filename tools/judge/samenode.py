@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from tools.judge.parse import ParsedLog
-from tools.judge.rules import MIN_RUNS, RULES, Context, Failure, Run
+from tools.judge.rules import MIN_RUNS, RULES, Context, Failure, Run, repeated_gpu_uuid
 
 RULE = "same-node"
 MIN_BASELINE_RUNS = MIN_RUNS
@@ -47,7 +47,13 @@ def host_of(log: ParsedLog) -> tuple[str, frozenset[str]] | str:
         return "no 'host:' line in the environment block: the log cannot show which node and GPUs it ran on"
     if not log.gpu_uuids:
         return "the 'host:' line lists no GPU UUIDs: the log cannot show which GPUs it ran on"
-    return log.host_id, frozenset(log.gpu_uuids)
+    if repeated := repeated_gpu_uuid(log.gpu_uuids):
+        uuid, n = repeated
+        return (
+            f"the 'host:' line lists {uuid} {n} times: a GPU has one UUID, so the log cannot show which GPUs its ranks "
+            "ran on"
+        )
+    return log.host_id, frozenset(u.lower() for u in log.gpu_uuids)
 
 
 def judge_baseline_runs(ctx: Context, baseline: Sequence[Run]) -> list[Failure]:
