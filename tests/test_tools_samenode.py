@@ -26,6 +26,7 @@ from helpers.logfactory import (
 from tools.cli import main
 from tools.judge import stats
 from tools.judge.compare import compare
+from tools.judge.parse import parse_log
 from tools.judge.records import discover
 from tools.judge.verify import DECIDED_ABSOLUTE, DECIDED_SAME_NODE, Verdict, comparison, format_text, verify_records
 from tools.reproduce import runner as reproduce
@@ -140,9 +141,9 @@ def test_baseline_runs_must_run_the_baseline_as_it_ran(records: Path) -> None:
 
 
 def test_the_same_node_rule_decides_against_absolute_times(records: Path) -> None:
-    """B is slower than A in absolute time (A's node was faster) but faster than A's code on its own node:
+    """B is slower than A in absolute time (A's node was 5 % faster) but faster than A's code on its own node:
     a new record. The same record without baseline runs is judged by absolute time and is not one."""
-    previous_and_candidate(records, a_ms=50.0, b_ms=55.0, base_ms=60.0)
+    previous_and_candidate(records, a_ms=57.0, b_ms=58.0, base_ms=60.0)
     verdicts = judged(records)
     a, b = verdicts["2026-08-01_A"], verdicts["2026-08-03_B"]
     assert a.mean_train_time_ms is not None and b.mean_train_time_ms is not None
@@ -155,9 +156,39 @@ def test_the_same_node_rule_decides_against_absolute_times(records: Path) -> Non
     assert "same-node" in b.not_applicable
 
 
+def test_baseline_runs_timed_unlike_the_baseline_record_fail_same_node(tmp_path: Path) -> None:
+    """Issue 20: baseline runs written 20 % slower than the baseline record's own runs made a slower record "new" by
+    the same-node rule. Two nodes of one class time one code at most 9.5 % apart (samenode.BASELINE_TIME_SPREAD), so
+    the baseline runs' mean must be the baseline record's within it, either way; 7 % slower is a slower node."""
+    for n, (base_ms, spread, direction) in enumerate([(60.0, 0.20, "slower"), (45.0, 0.111, "faster")]):
+        records = tmp_path / str(n) / "records"
+        b_path = previous_and_candidate(records, a_ms=50.0, b_ms=55.0, base_ms=base_ms)
+        b = judged(records)["2026-08-03_B"]
+        assert not b.valid and not b.is_new_record and set(b.failed_rules) == {"same-node"}, b.failures
+        (got,) = fails(b, "same-node")
+        mine, theirs = stats.mean(_times(b_path / "baseline")), stats.mean(judged(records)["2026-08-01_A"].times_ms)
+        assert mine is not None and theirs is not None
+        measured = max(mine, theirs) / min(mine, theirs) - 1
+        assert measured == pytest.approx(spread, abs=0.01)
+        assert got == (
+            f"2026-08-03_B/README.md: the 3 baseline run(s) take {mine / 1000:.3f} s on average, {measured:.1%} "
+            f"{direction} than the 3 run(s) of the baseline 2026-08-01_A ({theirs / 1000:.3f} s): two nodes of one "
+            "class time one code at most 9.5% apart (records/README.md, 'Same-node baseline runs'), so these runs are "
+            "not the baseline record as it ran"
+        )
+    records = tmp_path / "within" / "records"
+    previous_and_candidate(records, a_ms=56.0, b_ms=57.0, base_ms=60.0)  # 7 % slower: a slower node
+    b = judged(records)["2026-08-03_B"]
+    assert b.valid and b.is_new_record and b.decided_by == DECIDED_SAME_NODE, b.failures
+
+
+def _times(folder: Path) -> list[float]:
+    return [t for p in sorted(folder.glob("*.txt")) if (t := parse_log(p).train_time_ms) is not None]
+
+
 def test_not_faster_on_the_same_node_is_not_a_new_record(records: Path) -> None:
-    """Faster than A in absolute time (a faster node), but no faster than A's code on that node."""
-    previous_and_candidate(records, a_ms=60.0, b_ms=52.0, base_ms=52.0)
+    """Faster than A in absolute time (a node 7 % faster), but no faster than A's code on that node."""
+    previous_and_candidate(records, a_ms=56.0, b_ms=52.0, base_ms=52.0)
     b = judged(records)["2026-08-03_B"]
     assert b.valid and not b.is_new_record and b.decided_by == DECIDED_SAME_NODE
     assert b.decision.startswith("not faster than 2026-08-01_A on the same node at p < 0.01")

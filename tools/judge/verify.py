@@ -519,6 +519,31 @@ def check_same_node(verdicts: Sequence[Verdict]) -> None:
         if base is not None:
             v.failures.extend(_against_baseline_record(v, base))
         v.failures.extend(_baseline_runs_of_records(v, verdicts))
+        _check_baseline_times(v, by_path)
+
+
+def _check_baseline_times(v: Verdict, by_path: dict[Path, Verdict]) -> None:
+    """``same-node``: the baseline runs' mean time is the baseline record's runs' mean within the spread between
+    nodes (samenode.BASELINE_TIME_SPREAD). The baseline record is the named one (harness) or the earlier record whose
+    code the runs carry (public); records of another hardware class or timed under other timing rules are not
+    compared. For a public record it is a note, and its same-node comparison is no longer used to rank it."""
+    name = _baseline_record_of(v)
+    base = by_path.get(v.record.path.parent / name) if name else None
+    if base is None or base is v or base.hardware != v.hardware or base.rulebook.timing != v.rulebook.timing:
+        return
+    codes = {r.log.code_sha256 for r in base.runs if r.log.code_sha256}
+    problem = samenode.baseline_time_problem(
+        _times_ms([r for r in v.baseline_runs if r.log.code_sha256 in codes]), base.times_ms, base.record.name
+    )
+    if problem is None:
+        return
+    ctx = Context(v.record, v.runs)
+    failure = Failure(samenode.RULE, ctx.record_file, problem)
+    if ctx.is_public:
+        v.notes.append(failure)
+        v.same_node = None  # "faster" is decided as for a record without usable baseline runs
+    else:
+        v.failures.append(failure)
 
 
 def _against_baseline_record(v: Verdict, base: Verdict) -> list[Failure]:
