@@ -499,7 +499,8 @@ def require_valid_baselines(verdicts: Sequence[Verdict]) -> None:
 
 def check_same_node(verdicts: Sequence[Verdict]) -> None:
     """``same-node`` against the named baseline record (tools/judge/samenode.py): the baseline runs ran its code,
-    byte for byte, with its config and its data, and none of them is a run of a record."""
+    byte for byte, with its config and its data, none of them is a run of a record, and their mean time is its runs'
+    within the spread between nodes (a public record's baseline runs: a note, ``_check_baseline_times``)."""
     by_path = {v.record.path: v for v in verdicts}
     for v in verdicts:
         if not v.baseline_runs or v.is_smoke:
