@@ -328,7 +328,7 @@ def test_hardware_gpu_uuids_must_be_the_gpus_nvidia_smi_lists(records: Path) -> 
     folder = write_record(records, "2026-08-01_FewerUuids", gpu_uuids=fake_gpu_uuids(4))
     found = failures(verdict_of(folder), "hardware")
     assert len(found) == 3 and all(
-        "the 'host:' line names 4 GPU(s), but nvidia-smi lists 8 and world_size 8: the run did not use" in f
+        "the 'host:' line names 4 GPU(s), but nvidia-smi lists 8 (world_size 8): the run did not use" in f
         for f in found
     ), found
     assert not failures(verdict_of(write_record(records, "2026-08-02_NoHostLine", include_host=False)), "hardware")

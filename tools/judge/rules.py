@@ -915,8 +915,8 @@ def repeated_gpu_uuid(uuids: Sequence[str]) -> tuple[str, int] | None:
 def gpu_uuid_problem(log: ParsedLog, smi_gpus: int) -> str | None:
     """What the ``host:`` line's GPU UUIDs (one per rank: the GPU each rank ran on) say against the rest of the log: a
     UUID listed twice is one GPU, which two ranks shared, so the run used fewer GPUs than it lists; the distinct GPUs
-    must be the ``smi_gpus`` nvidia-smi lists and the config's world_size. None where they agree, or the log has
-    no such line (the public logs, a CPU run)."""
+    must be the ``smi_gpus`` nvidia-smi lists (and so world_size, which rule_hardware holds to that count). None
+    where they agree, or the log has no such line (the public logs, a CPU run)."""
     uuids = log.gpu_uuids
     if not uuids:
         return None
@@ -927,9 +927,9 @@ def gpu_uuid_problem(log: ParsedLog, smi_gpus: int) -> str | None:
             f"the 'host:' line lists {uuid} {n} times ({len(uuids)} UUIDs, {distinct} distinct): a GPU has one "
             f"UUID, so the run used {distinct} GPU(s), not the {len(uuids)} it lists"
         )
-    ws = (log.config or {}).get("world_size")
-    if distinct != smi_gpus or (isinstance(ws, int) and distinct != ws):
-        with_ws = f" and world_size {ws}" if isinstance(ws, int) else ""
+    if distinct != smi_gpus:  # world_size against nvidia-smi's count is the check above: one failure for each
+        ws = (log.config or {}).get("world_size")
+        with_ws = f" (world_size {ws})" if isinstance(ws, int) else ""
         return (
             f"the 'host:' line names {distinct} GPU(s), but nvidia-smi lists {smi_gpus}{with_ws}: the run did not use "
             "the GPUs the log shows"
