@@ -163,10 +163,11 @@ def test_baseline_runs_timed_unlike_the_baseline_record_fail_same_node(tmp_path:
     for n, (base_ms, spread, direction) in enumerate([(60.0, 0.20, "slower"), (45.0, 0.111, "faster")]):
         records = tmp_path / str(n) / "records"
         b_path = previous_and_candidate(records, a_ms=50.0, b_ms=55.0, base_ms=base_ms)
-        b = judged(records)["2026-08-03_B"]
+        verdicts = judged(records)
+        b = verdicts["2026-08-03_B"]
         assert not b.valid and not b.is_new_record and set(b.failed_rules) == {"same-node"}, b.failures
         (got,) = fails(b, "same-node")
-        mine, theirs = stats.mean(_times(b_path / "baseline")), stats.mean(judged(records)["2026-08-01_A"].times_ms)
+        mine, theirs = stats.mean(_times(b_path / "baseline")), stats.mean(verdicts["2026-08-01_A"].times_ms)
         assert mine is not None and theirs is not None
         measured = max(mine, theirs) / min(mine, theirs) - 1
         assert measured == pytest.approx(spread, abs=0.01)
