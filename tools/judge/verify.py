@@ -519,7 +519,12 @@ def check_same_node(verdicts: Sequence[Verdict]) -> None:
         base = _baseline_of(v, by_path)
         if base is not None:
             v.failures.extend(_against_baseline_record(v, base))
-        v.failures.extend(_baseline_runs_of_records(v, verdicts))
+        reused = _baseline_runs_of_records(v, verdicts)
+        if v.rulebook.binding(samenode.RULE):
+            v.failures.extend(reused)
+        elif reused:  # a public record: a note, and a comparison with runs of a record is no same-node comparison
+            v.notes.extend(reused)
+            v.same_node = None
         _check_baseline_times(v, by_path)
 
 
