@@ -1,10 +1,11 @@
 """The speedrun's record file: a GPT trained to 3.28 FineWeb val loss as fast as possible on 8x H100.
 
-One self-contained file read top to bottom, in the sections its banners name. `./run.sh` launches it, or
-`torchrun --standalone --nproc_per_node=N train_gpt.py` (several nodes: --nnodes and a c10d rendezvous on each).
-The recipe (`short`) is the public modded-nanogpt record of 2025-01-16, written fresh here; ideas are credited
-where they appear. train_scale.py imports this file to train the same model from 1.5B to 175B parameters.
-The log format is in docs/log-format.md.
+One self-contained file read top to bottom: the recipe first (Hyperparameters and presets, the FP8 head, Muon, the
+model, the data, the loop), then under a closing banner the harness (processes, configuration, logging, the run and
+its summary). `./run.sh` launches it, or `torchrun --standalone --nproc_per_node=N train_gpt.py` (several nodes:
+--nnodes and a c10d rendezvous on each). The recipe (`short`) is the public modded-nanogpt record of 2025-01-16,
+written fresh here; ideas are credited where they appear. train_scale.py imports this file to train the same model
+from 1.5B to 175B parameters. The log format is in docs/log-format.md.
 """
 
 from __future__ import annotations
@@ -44,42 +45,82 @@ class SpeedrunError(ValueError):
 
 
 # -----------------------------------------------------------------------------------------------
-# Distributed setup: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK on every node; `python train_gpt.py` is one process.
+# Recipe: Hyperparameters and its presets. A record run has no other knob: a change to the recipe is a code diff, and
+# the code is in the log. (The RunSettings of the harness below change no number a run computes.)
 
 
 @dataclass(frozen=True)
-class Dist:
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
+class Hyperparameters:
+    # data
+    vocab_size: int = 50257  # unpadded vocabulary; its last token separates documents
+    train_seq_len: int = 64 * 1024  # tokens per window; one window per process per micro-step
+    windows_per_step: int = 8  # global batch = windows_per_step x train_seq_len tokens, on any world size
+    val_seq_len: int = 64 * 1024  # tokens per validation window
+    val_tokens: int = 10_485_760  # the first val_tokens of the val shards (the record tracks fix this number)
+    # model
+    num_layers: int = 12
+    model_dim: int = 768
+    num_heads: int = 6
+    head_dim: int = 128
+    mlp_ratio: int = 4  # MLP hidden = mlp_ratio x model_dim
+    attention_pattern: str = "LSSSLSS-SSSL"  # per layer: L long window, S short (= long/2), - no attention
+    num_value_embeds: int = 3  # value-embedding tables, used on the first and the last num_value_embeds layers
+    attn_scale: float = 0.12  # fixed attention scale instead of head_dim^-0.5
+    rope_min_freq: float = 1 / 1024  # rotary frequencies (1/1024)^linspace(0, 1)
+    logit_cap: float = 30.0  # logits = cap * sigmoid(z / temperature)
+    logit_temperature: float = 7.5
+    block_size: int = 128  # FlexAttention block size; windows count in blocks
+    window_final_tokens: int = 1792  # the long window grows from block_size to this over training
+    # FP8 lm_head in training (static scales)
+    fp8_head: bool = True
+    fp8_x_scale: float = 2.0
+    fp8_w_scale: float = 32.0
+    fp8_grad_scale: float = 2.0**29  # logit gradients scale as 1/train_seq_len: this suits 64 Ki-token windows
+    # optimization
+    num_iterations: int = 1393  # optimizer steps
+    cooldown_frac: float = 0.4  # lr constant, then decays linearly over this last fraction of the steps ...
+    lr_final_frac: float = 0.1  # ... to this fraction of its initial value (at step num_iterations)
+    adam_lr_head: float = 0.008
+    adam_lr_embed: float = 0.6
+    adam_lr_scalar: float = 0.04
+    adam_beta1: float = 0.8
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-10
+    muon_lr: float = 0.05
+    muon_weight_decay: float = 0.0  # decoupled: each Muon step first scales its matrices by 1 - lr x this
+    muon_momentum: float = 0.95
+    muon_momentum_start: float = 0.85  # momentum warms up linearly from this ...
+    muon_momentum_warmup_steps: int = 300  # ... over this many steps
+    ns_steps: int = 5  # Newton-Schulz iterations
+    # run
+    val_loss_every: int = 125  # validate every this many steps (and at step 0 and the last step)
+    warmup_steps: int = 10  # untimed dummy steps (compilation), undone before the clock starts
+    compile: bool = True  # torch.compile the model, Newton-Schulz and the FP8 casts
 
-    @property
-    def cuda(self) -> bool:
-        return self.device.type == "cuda"
 
-
-def setup_distributed() -> Dist:
-    env, cuda = dict(os.environ), torch.cuda.is_available()
-    rank, world_size, local_rank = int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
-    if cuda and local_rank >= torch.cuda.device_count():
-        n, fix = torch.cuda.device_count(), "start one process per GPU at most"
-        raise SpeedrunError(f"local rank {local_rank} has no GPU: this node shows {n}; {fix}.")
-    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    if "RANK" in env:  # NCCL between GPUs; gloo between CPU processes (the smoke run, the tests)
-        dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
-    return Dist(rank, world_size, local_rank, device)
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for queued device work, so that a clock read afterwards measures it (CPU ops are synchronous)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-all_gather_flat = getattr(dist, "all_gather_single", dist.all_gather_into_tensor)  # renamed in 2.13; GPUs run 2.11+
+# fmt: off
+PRESETS: dict[str, Hyperparameters] = {
+    "short": Hyperparameters(),
+    # GPT-2 medium class (track_2_medium), from the public modded-nanogpt medium records of 2025-02-08 (weight
+    # decay, 28.1 min) and 2025-02-14 (27.7 min; its tuned Newton-Schulz coefficients are code and not carried over).
+    "medium": dataclasses.replace(
+        Hyperparameters(), val_seq_len=4 * 64 * 1024, num_layers=16, model_dim=1024, num_heads=8,
+        attention_pattern="LSSSLSS-SSSLSSSL", fp8_w_scale=512.0, fp8_grad_scale=2.0**19, num_iterations=7050,
+        lr_final_frac=0.0,  # the medium records decay the learning rate to 0, the short record to 0.1
+        adam_lr_head=0.1 / 1024**0.5, adam_lr_embed=0.3, adam_lr_scalar=0.015, muon_lr=0.025, muon_weight_decay=0.01,
+    ),
+    # A tiny model on synthetic data (python data/synthetic.py) for 2 CPU cores: the same code paths but the FP8 head
+    # (CPU float8 matmuls are ~10x slower than float32; tests check the op alone) and compilation (inductor's C++
+    # build took 90 s, more than the whole run). Shorter validation, noted in config.
+    "smoke": dataclasses.replace(
+        Hyperparameters(), vocab_size=512, train_seq_len=256, val_seq_len=256, val_tokens=32 * 256, model_dim=64,
+        num_heads=2, head_dim=32, window_final_tokens=256, fp8_head=False, num_iterations=200,
+        muon_momentum_warmup_steps=40, val_loss_every=25, warmup_steps=1, compile=False,
+    ),
+}
+# fmt: on
+EXAMPLE = '{"num_iterations": 20}'
+TRACKS = {"short": ("track_1_short", 3.28), "medium": ("track_2_medium", 2.92), "smoke": ("smoke", None)}
 
 
 # -----------------------------------------------------------------------------------------------
@@ -164,6 +205,8 @@ fp8_mm.register_autograd(_fp8_mm_autograd, setup_context=_fp8_mm_setup_context)
 
 # -----------------------------------------------------------------------------------------------
 # Optimizer: Muon (Keller Jordan et al., 2024) for hidden matrices; Adam for the rest (built in build_optimizers).
+
+all_gather_flat = getattr(dist, "all_gather_single", dist.all_gather_into_tensor)  # renamed in 2.13; GPUs run 2.11+
 
 
 def zeropower_via_newtonschulz5(G: Tensor, steps: int = 5) -> Tensor:
@@ -592,270 +635,14 @@ def inputs_and_targets(tokens: Tensor, device: torch.device) -> tuple[Tensor, Te
 
 
 # -----------------------------------------------------------------------------------------------
-# Hyperparameters: the recipe and its presets (a record run has no other knob: a change is a code diff), and the
-# RunSettings, which change no number a run computes.
+# The loop: build, warm-up, schedules, one training step, validation and the timed loop. The clock runs only while
+# training: it stops for validation, and device work is synchronised before every exact reading.
 
 
-@dataclass(frozen=True)
-class Hyperparameters:
-    # data
-    vocab_size: int = 50257  # unpadded vocabulary; its last token separates documents
-    train_seq_len: int = 64 * 1024  # tokens per window; one window per process per micro-step
-    windows_per_step: int = 8  # global batch = windows_per_step x train_seq_len tokens, on any world size
-    val_seq_len: int = 64 * 1024  # tokens per validation window
-    val_tokens: int = 10_485_760  # the first val_tokens of the val shards (the record tracks fix this number)
-    # model
-    num_layers: int = 12
-    model_dim: int = 768
-    num_heads: int = 6
-    head_dim: int = 128
-    mlp_ratio: int = 4  # MLP hidden = mlp_ratio x model_dim
-    attention_pattern: str = "LSSSLSS-SSSL"  # per layer: L long window, S short (= long/2), - no attention
-    num_value_embeds: int = 3  # value-embedding tables, used on the first and the last num_value_embeds layers
-    attn_scale: float = 0.12  # fixed attention scale instead of head_dim^-0.5
-    rope_min_freq: float = 1 / 1024  # rotary frequencies (1/1024)^linspace(0, 1)
-    logit_cap: float = 30.0  # logits = cap * sigmoid(z / temperature)
-    logit_temperature: float = 7.5
-    block_size: int = 128  # FlexAttention block size; windows count in blocks
-    window_final_tokens: int = 1792  # the long window grows from block_size to this over training
-    # FP8 lm_head in training (static scales)
-    fp8_head: bool = True
-    fp8_x_scale: float = 2.0
-    fp8_w_scale: float = 32.0
-    fp8_grad_scale: float = 2.0**29  # logit gradients scale as 1/train_seq_len: this suits 64 Ki-token windows
-    # optimization
-    num_iterations: int = 1393  # optimizer steps
-    cooldown_frac: float = 0.4  # lr constant, then decays linearly over this last fraction of the steps ...
-    lr_final_frac: float = 0.1  # ... to this fraction of its initial value (at step num_iterations)
-    adam_lr_head: float = 0.008
-    adam_lr_embed: float = 0.6
-    adam_lr_scalar: float = 0.04
-    adam_beta1: float = 0.8
-    adam_beta2: float = 0.95
-    adam_eps: float = 1e-10
-    muon_lr: float = 0.05
-    muon_weight_decay: float = 0.0  # decoupled: each Muon step first scales its matrices by 1 - lr x this
-    muon_momentum: float = 0.95
-    muon_momentum_start: float = 0.85  # momentum warms up linearly from this ...
-    muon_momentum_warmup_steps: int = 300  # ... over this many steps
-    ns_steps: int = 5  # Newton-Schulz iterations
-    # run
-    val_loss_every: int = 125  # validate every this many steps (and at step 0 and the last step)
-    warmup_steps: int = 10  # untimed dummy steps (compilation), undone before the clock starts
-    compile: bool = True  # torch.compile the model, Newton-Schulz and the FP8 casts
-
-
-# fmt: off
-PRESETS: dict[str, Hyperparameters] = {
-    "short": Hyperparameters(),
-    # GPT-2 medium class (track_2_medium), from the public modded-nanogpt medium records of 2025-02-08 (weight
-    # decay, 28.1 min) and 2025-02-14 (27.7 min; its tuned Newton-Schulz coefficients are code and not carried over).
-    "medium": dataclasses.replace(
-        Hyperparameters(), val_seq_len=4 * 64 * 1024, num_layers=16, model_dim=1024, num_heads=8,
-        attention_pattern="LSSSLSS-SSSLSSSL", fp8_w_scale=512.0, fp8_grad_scale=2.0**19, num_iterations=7050,
-        lr_final_frac=0.0,  # the medium records decay the learning rate to 0, the short record to 0.1
-        adam_lr_head=0.1 / 1024**0.5, adam_lr_embed=0.3, adam_lr_scalar=0.015, muon_lr=0.025, muon_weight_decay=0.01,
-    ),
-    # A tiny model on synthetic data (python data/synthetic.py) for 2 CPU cores: the same code paths but the FP8 head
-    # (CPU float8 matmuls are ~10x slower than float32; tests check the op alone) and compilation (inductor's C++
-    # build took 90 s, more than the whole run). Shorter validation, noted in config.
-    "smoke": dataclasses.replace(
-        Hyperparameters(), vocab_size=512, train_seq_len=256, val_seq_len=256, val_tokens=32 * 256, model_dim=64,
-        num_heads=2, head_dim=32, window_final_tokens=256, fp8_head=False, num_iterations=200,
-        muon_momentum_warmup_steps=40, val_loss_every=25, warmup_steps=1, compile=False,
-    ),
-}
-# fmt: on
-EXAMPLE = '{"num_iterations": 20}'
-TRACKS = {"short": ("track_1_short", 3.28), "medium": ("track_2_medium", 2.92), "smoke": ("smoke", None)}
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """What a run is told besides the recipe (environment variables): none of it changes a number it computes."""
-
-    seed: int | None = None  # SEED; None: drawn at random (the config line has the seed used)
-    data_path: str = "data/fineweb10B"  # DATA_PATH: the folder of *_train_*.bin and *_val_*.bin shards
-    log_dir: str = "logs"  # LOG_DIR: the log goes to <log_dir>/<run_id>.txt
-    export_dir: str | None = None  # SPEEDRUN_EXPORT: write the final weights to <export_dir>/<run_id>/
-
-
-def env_int(env: dict[str, str], name: str, meaning: str) -> int | None:
-    """An integer environment variable; None when unset or empty."""
-    try:
-        return int(env[name], 10) if env.get(name, "").strip() else None
-    except ValueError:
-        raise SpeedrunError(f"{name}={env[name].strip()!r} is not a whole number: give {meaning}.") from None
-
-
-def run_settings(env: dict[str, str], args: Hyperparameters) -> RunSettings:
-    seed = env_int(env, "SEED", "an integer seed, or unset it to draw a random one")
-    data = env.get("DATA_PATH") or ("data/fineweb10B" if args.vocab_size == 50257 else "data/synthetic")
-    return RunSettings(seed, data, env.get("LOG_DIR") or "logs", env.get("SPEEDRUN_EXPORT") or None)
-
-
-def resolve_config(env: dict[str, str], presets: dict = PRESETS) -> tuple[str, Hyperparameters, dict]:
-    """The preset named by SPEEDRUN_PRESET with SPEEDRUN_OVERRIDES applied; the overrides that changed it."""
-    preset, overrides = env.get("SPEEDRUN_PRESET", "short"), {}
-    if preset not in presets:
-        raise SpeedrunError(f"SPEEDRUN_PRESET={preset!r} is not a preset; choose one of {', '.join(presets)}.")
-    try:
-        given = json.loads(env.get("SPEEDRUN_OVERRIDES") or "{}")
-    except json.JSONDecodeError as e:
-        raise SpeedrunError(f"SPEEDRUN_OVERRIDES is not valid JSON ({e}); give an object like '{EXAMPLE}'.") from e
-    if not isinstance(given, dict):
-        raise SpeedrunError(f"SPEEDRUN_OVERRIDES must be a JSON object of Hyperparameters fields, e.g. '{EXAMPLE}'.")
-    args = presets[preset]
-    types = {f.name: type(getattr(args, f.name)) for f in dataclasses.fields(args)}
-    for key, value in given.items():
-        if key not in types:
-            run = "(run settings, such as the seed and the data folder, have variables: docs/log-format.md)"
-            raise SpeedrunError(
-                f"SPEEDRUN_OVERRIDES: {key!r} is not a Hyperparameters field {run}; fields: {', '.join(types)}."
-            )
-        want = types[key]
-        if want is float and type(value) is int:
-            value = float(value)
-        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-            raise SpeedrunError(f"SPEEDRUN_OVERRIDES: {key} must be a {want.__name__}, got {value!r}.")
-        if value != getattr(args, key):  # only what changes the preset: an override disqualifies a record run
-            overrides[key] = value
-    return preset, dataclasses.replace(args, **overrides), overrides
-
-
-def validate(args: Hyperparameters, world_size: int) -> None:
-    """Reject configurations the code cannot run exactly, before any work is done."""
-    sizes = ("vocab_size", "train_seq_len", "windows_per_step", "val_seq_len", "val_tokens", "num_layers")
-    sizes += ("model_dim", "num_heads", "head_dim", "mlp_ratio", "block_size", "window_final_tokens")
-    problems = [f"{name}={getattr(args, name)} must be positive" for name in sizes if getattr(args, name) < 1]
-    if world_size < 1:
-        problems.append(f"world_size={world_size}: a run needs at least one process")
-    if problems:  # the checks below divide by these
-        raise SpeedrunError("invalid configuration: " + "; ".join(problems) + ".")
-    W, n, pattern, bs = args.windows_per_step, args.num_layers, args.attention_pattern, args.block_size
-    if W % world_size:
-        problems.append(f"{world_size} processes cannot share {W} windows per step: use a world size that divides {W}")
-    for k in ("train_seq_len", "val_seq_len", "window_final_tokens"):
-        if getattr(args, k) % bs:
-            problems.append(f"{k}={getattr(args, k)} is not a multiple of block_size={bs}")
-    if args.val_tokens % (W * args.val_seq_len):
-        problems.append(f"val_tokens={args.val_tokens} must be a multiple of windows_per_step x val_seq_len")
-    if len(pattern) != n or set(pattern) - set("LS-"):
-        problems.append(f"attention_pattern={pattern!r} needs one of L, S, - per layer")
-    if n % 2 or n < 2 * args.num_value_embeds:
-        problems.append("num_layers must be even (U-net) and at least 2 x num_value_embeds")
-    if args.head_dim % 4 or args.num_heads * args.head_dim != args.model_dim:
-        problems.append("head_dim must be a multiple of 4 (rotary) and num_heads x head_dim equal model_dim")
-    if args.fp8_head and args.model_dim % 16:
-        problems.append("model_dim must be a multiple of 16 for the FP8 head")
-    if args.num_iterations < 1 or args.val_loss_every < 0 or args.warmup_steps < 0:
-        problems.append("num_iterations must be >= 1, val_loss_every and warmup_steps >= 0")
-    if problems:
-        raise SpeedrunError("invalid configuration: " + "; ".join(problems) + ".")
-
-
-# -----------------------------------------------------------------------------------------------
-# Logging: rank 0 writes <log_dir>/<run_id>.txt (docs/log-format.md) and echoes it to the console.
-
-SEPARATOR = "=" * 100
-
-
-class RunLog:
-    """Rank 0's log, kept open for the whole run (path None on the other ranks: they write nothing)."""
-
-    def __init__(self, path: Path | None):
-        self.path, self.file = path, None
-        try:
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self.file = open(path, "x", encoding="utf-8")
-        except OSError as e:
-            msg = f"cannot write the log {path}: {e.strerror or e}; set LOG_DIR to a writable folder."
-            raise SpeedrunError(msg) from e
-
-    def __call__(self, line: str, console: bool = True) -> None:
-        if self.file is not None:
-            self.file.write(line + "\n")
-            self.file.flush()
-            if console:
-                print(line, flush=True)
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-
-
-def gpus_in_use(env: dict[str, str], device_count: int) -> list[str] | None:
-    """The GPUs this node's processes use, as nvidia-smi -i names them (it ignores CUDA_VISIBLE_DEVICES), when that
-    is not all of them (None): so that `NPROC=2` on an 8-GPU node logs as a 2-GPU run."""
-    used = int(env.get("LOCAL_WORLD_SIZE", "1"))
-    visible = [v.strip() for v in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
-    if visible:
-        return visible[:used]
-    return [str(i) for i in range(used)] if used < device_count else None
-
-
-def nvidia_smi(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["nvidia-smi", *args], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.rstrip("\n") if out.returncode == 0 and out.stdout.strip() else None
-
-
-def gpu_uuids(ids: list[str] | None) -> list[str]:
-    """The UUIDs `nvidia-smi -L` gives the GPUs in use (ids as gpus_in_use names them: indices or UUIDs)."""
-    listed = re.findall(r"^GPU (\d+): .*\(UUID: (GPU-[0-9A-Za-z-]+)\)", nvidia_smi("-L") or "", re.M)
-    if ids is None:
-        return [u for _, u in listed]
-    return [u for v in ids for i, u in listed if v == i or (v.startswith("GPU-") and u.startswith(v))]
-
-
-def host_line(d: Dist) -> str:
-    """`host: {...}`: this machine as a salted hash of its machine id (stable, and it gives nothing away) and the
-    UUIDs of the GPUs the run uses, every node's in rank order, so that runs can be known to share hardware."""
-    paths = [p for p in ("/etc/machine-id", "/var/lib/dbus/machine-id") if os.path.isfile(p) and os.access(p, os.R_OK)]
-    machine = next((i for p in paths if (i := Path(p).read_text("utf-8", "replace").strip())), socket.gethostname())
-    host_id = hashlib.sha256(f"speedrun-host-v1:{machine}".encode()).hexdigest()[:16]
-    uuids = gpu_uuids(gpus_in_use(dict(os.environ), torch.cuda.device_count())) if d.cuda and not d.local_rank else []
-    if d.world_size > 1:  # each node's local rank 0 speaks for its GPUs
-        every = [None] * d.world_size
-        dist.all_gather_object(every, uuids)
-        uuids = [u for node in every for u in node]
-    return "host: " + json.dumps(dict(host_id=host_id, gpu_uuids=uuids))
-
-
-def parameter_counts(args: Hyperparameters) -> dict[str, int]:
-    """The log's `parameters:` line: counts by optimizer role, from a model built on the meta device (no memory)."""
-    with torch.device("meta"):
-        groups = GPT(args).param_groups()
-    counts = {role: sum(p.numel() for p in params) for role, params in groups.items()}
-    return dict(total=sum(counts.values()), **counts)
-
-
-def write_header(log: RunLog, code: str, plan: RunPlan, seed: int, run_id: str, data: dict, d: Dist, **extra) -> None:
-    """The code, a separator, the environment block (all ranks take part), a separator. The config line: every
-    Hyperparameters field, what the run derives (extra: more), the seed, and the other RunSettings under "run"."""
-    args, accum, (track, target) = plan.args, plan.args.windows_per_step // d.world_size, plan.track
-    config = dict(dataclasses.asdict(args), preset=plan.preset, track=track, world_size=d.world_size)
-    config.update(grad_accum_steps=accum, global_batch_tokens=d.world_size * accum * args.train_seq_len, seed=seed)
-    config.update(run_id=run_id, target_val_loss=target, parallelism="ddp", device=d.device.type)
-    config.update(step_avg_excluded_steps=0, overrides=plan.overrides, **extra)
-    config["run"] = {k: v for k, v in dataclasses.asdict(plan.settings).items() if k != "seed"}
-    build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU"
-    ids = gpus_in_use(dict(os.environ), torch.cuda.device_count()) if d.cuda else None
-    # nvidia-smi's table of the GPUs in use, or of the whole node when it refuses the ids (a MIG id, say)
-    smi = (nvidia_smi("-i", ",".join(ids)) if ids else None) or nvidia_smi() or "nvidia-smi: not available"
-    env = [f"Running Python {sys.version}", f"Running PyTorch {torch.__version__} compiled for {build}", smi]
-    env += [host_line(d), "config: " + json.dumps(config), "data: " + json.dumps(data)]
-    log(code.removesuffix("\n"), console=False)  # the section before the separator is the code, byte for byte
-    log(SEPARATOR, console=False)
-    for line in env + ["parameters: " + json.dumps(parameter_counts(args)), SEPARATOR]:
-        log(line)
-
-
-# -----------------------------------------------------------------------------------------------
-# Build: model, optimizers, flat gradient buckets (run() compiles the model as it builds it).
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work, so that a clock read afterwards measures it (CPU ops are synchronous)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def build_model(args: Hyperparameters, seed: int, d: Dist) -> GPT:
@@ -940,10 +727,6 @@ class GradBuckets:
             buf.mul_(scale)
 
 
-# -----------------------------------------------------------------------------------------------
-# Warm-up: compile and run the exact training step on dummy data, then restore the initial state.
-
-
 def warm_up(model: nn.Module, weights: list[Tensor], opts, args: Hyperparameters, seed: int, d: Dist, log) -> None:
     """weights: the tensors to put back afterwards (the state_dict's; their local slices under FSDP2), kept in host
     memory meanwhile; before the first step the optimizers hold no state yet, only their settings."""
@@ -961,11 +744,6 @@ def warm_up(model: nn.Module, weights: list[Tensor], opts, args: Hyperparameters
     opts[2].zero()
     synchronize(d.device)
     log(f"warm-up: {args.warmup_steps} untimed steps (compilation included) took {time.perf_counter() - started:.1f}s")
-
-
-# -----------------------------------------------------------------------------------------------
-# The timed loop: schedules, one training step, validation, and the loop itself. The clock runs only while
-# training: it stops for validation, and device work is synchronised before every exact reading.
 
 
 def lr_factor(step: int, args: Hyperparameters) -> float:
@@ -1100,8 +878,216 @@ def train(model, opts, plan: RunPlan, d: Dist, log: RunLog, start=(0, 0.0), save
     return train_time_ms
 
 
-# -----------------------------------------------------------------------------------------------
-# Summary and main: a run's plan (all checked before any work), header, build, warm-up, timed run and export.
+# ===============================================================================================
+# Harness: the processes, the configuration from the environment (checked before any work), the log and the host's
+# identity, and the run itself: its plan, header, build, warm-up, timed loop and export.
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def setup_distributed() -> Dist:
+    env, cuda = dict(os.environ), torch.cuda.is_available()
+    rank, world_size, local_rank = int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
+    if cuda and local_rank >= torch.cuda.device_count():
+        n, fix = torch.cuda.device_count(), "start one process per GPU at most"
+        raise SpeedrunError(f"local rank {local_rank} has no GPU: this node shows {n}; {fix}.")
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if "RANK" in env:  # NCCL between GPUs; gloo between CPU processes (the smoke run, the tests)
+        dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
+    return Dist(rank, world_size, local_rank, device)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a run is told besides the recipe (environment variables): none of it changes a number it computes."""
+
+    seed: int | None = None  # SEED; None: drawn at random (the config line has the seed used)
+    data_path: str = "data/fineweb10B"  # DATA_PATH: the folder of *_train_*.bin and *_val_*.bin shards
+    log_dir: str = "logs"  # LOG_DIR: the log goes to <log_dir>/<run_id>.txt
+    export_dir: str | None = None  # SPEEDRUN_EXPORT: write the final weights to <export_dir>/<run_id>/
+
+
+def env_int(env: dict[str, str], name: str, meaning: str) -> int | None:
+    """An integer environment variable; None when unset or empty."""
+    try:
+        return int(env[name], 10) if env.get(name, "").strip() else None
+    except ValueError:
+        raise SpeedrunError(f"{name}={env[name].strip()!r} is not a whole number: give {meaning}.") from None
+
+
+def run_settings(env: dict[str, str], args: Hyperparameters) -> RunSettings:
+    seed = env_int(env, "SEED", "an integer seed, or unset it to draw a random one")
+    data = env.get("DATA_PATH") or ("data/fineweb10B" if args.vocab_size == 50257 else "data/synthetic")
+    return RunSettings(seed, data, env.get("LOG_DIR") or "logs", env.get("SPEEDRUN_EXPORT") or None)
+
+
+def resolve_config(env: dict[str, str], presets: dict = PRESETS) -> tuple[str, Hyperparameters, dict]:
+    """The preset named by SPEEDRUN_PRESET with SPEEDRUN_OVERRIDES applied; the overrides that changed it."""
+    preset, overrides = env.get("SPEEDRUN_PRESET", "short"), {}
+    if preset not in presets:
+        raise SpeedrunError(f"SPEEDRUN_PRESET={preset!r} is not a preset; choose one of {', '.join(presets)}.")
+    try:
+        given = json.loads(env.get("SPEEDRUN_OVERRIDES") or "{}")
+    except json.JSONDecodeError as e:
+        raise SpeedrunError(f"SPEEDRUN_OVERRIDES is not valid JSON ({e}); give an object like '{EXAMPLE}'.") from e
+    if not isinstance(given, dict):
+        raise SpeedrunError(f"SPEEDRUN_OVERRIDES must be a JSON object of Hyperparameters fields, e.g. '{EXAMPLE}'.")
+    args = presets[preset]
+    types = {f.name: type(getattr(args, f.name)) for f in dataclasses.fields(args)}
+    for key, value in given.items():
+        if key not in types:
+            run = "(run settings, such as the seed and the data folder, have variables: docs/log-format.md)"
+            raise SpeedrunError(
+                f"SPEEDRUN_OVERRIDES: {key!r} is not a Hyperparameters field {run}; fields: {', '.join(types)}."
+            )
+        want = types[key]
+        if want is float and type(value) is int:
+            value = float(value)
+        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+            raise SpeedrunError(f"SPEEDRUN_OVERRIDES: {key} must be a {want.__name__}, got {value!r}.")
+        if value != getattr(args, key):  # only what changes the preset: an override disqualifies a record run
+            overrides[key] = value
+    return preset, dataclasses.replace(args, **overrides), overrides
+
+
+def validate(args: Hyperparameters, world_size: int) -> None:
+    """Reject configurations the code cannot run exactly, before any work is done."""
+    sizes = ("vocab_size", "train_seq_len", "windows_per_step", "val_seq_len", "val_tokens", "num_layers")
+    sizes += ("model_dim", "num_heads", "head_dim", "mlp_ratio", "block_size", "window_final_tokens")
+    problems = [f"{name}={getattr(args, name)} must be positive" for name in sizes if getattr(args, name) < 1]
+    if world_size < 1:
+        problems.append(f"world_size={world_size}: a run needs at least one process")
+    if problems:  # the checks below divide by these
+        raise SpeedrunError("invalid configuration: " + "; ".join(problems) + ".")
+    W, n, pattern, bs = args.windows_per_step, args.num_layers, args.attention_pattern, args.block_size
+    if W % world_size:
+        problems.append(f"{world_size} processes cannot share {W} windows per step: use a world size that divides {W}")
+    for k in ("train_seq_len", "val_seq_len", "window_final_tokens"):
+        if getattr(args, k) % bs:
+            problems.append(f"{k}={getattr(args, k)} is not a multiple of block_size={bs}")
+    if args.val_tokens % (W * args.val_seq_len):
+        problems.append(f"val_tokens={args.val_tokens} must be a multiple of windows_per_step x val_seq_len")
+    if len(pattern) != n or set(pattern) - set("LS-"):
+        problems.append(f"attention_pattern={pattern!r} needs one of L, S, - per layer")
+    if n % 2 or n < 2 * args.num_value_embeds:
+        problems.append("num_layers must be even (U-net) and at least 2 x num_value_embeds")
+    if args.head_dim % 4 or args.num_heads * args.head_dim != args.model_dim:
+        problems.append("head_dim must be a multiple of 4 (rotary) and num_heads x head_dim equal model_dim")
+    if args.fp8_head and args.model_dim % 16:
+        problems.append("model_dim must be a multiple of 16 for the FP8 head")
+    if args.num_iterations < 1 or args.val_loss_every < 0 or args.warmup_steps < 0:
+        problems.append("num_iterations must be >= 1, val_loss_every and warmup_steps >= 0")
+    if problems:
+        raise SpeedrunError("invalid configuration: " + "; ".join(problems) + ".")
+
+
+SEPARATOR = "=" * 100
+
+
+class RunLog:
+    """Rank 0's log, kept open for the whole run (path None on the other ranks: they write nothing)."""
+
+    def __init__(self, path: Path | None):
+        self.path, self.file = path, None
+        try:
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.file = open(path, "x", encoding="utf-8")
+        except OSError as e:
+            msg = f"cannot write the log {path}: {e.strerror or e}; set LOG_DIR to a writable folder."
+            raise SpeedrunError(msg) from e
+
+    def __call__(self, line: str, console: bool = True) -> None:
+        if self.file is not None:
+            self.file.write(line + "\n")
+            self.file.flush()
+            if console:
+                print(line, flush=True)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def gpus_in_use(env: dict[str, str], device_count: int) -> list[str] | None:
+    """The GPUs this node's processes use, as nvidia-smi -i names them (it ignores CUDA_VISIBLE_DEVICES), when that
+    is not all of them (None): so that `NPROC=2` on an 8-GPU node logs as a 2-GPU run."""
+    used = int(env.get("LOCAL_WORLD_SIZE", "1"))
+    visible = [v.strip() for v in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if visible:
+        return visible[:used]
+    return [str(i) for i in range(used)] if used < device_count else None
+
+
+def nvidia_smi(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["nvidia-smi", *args], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.rstrip("\n") if out.returncode == 0 and out.stdout.strip() else None
+
+
+def gpu_uuids(ids: list[str] | None) -> list[str]:
+    """The UUIDs `nvidia-smi -L` gives the GPUs in use (ids as gpus_in_use names them: indices or UUIDs)."""
+    listed = re.findall(r"^GPU (\d+): .*\(UUID: (GPU-[0-9A-Za-z-]+)\)", nvidia_smi("-L") or "", re.M)
+    if ids is None:
+        return [u for _, u in listed]
+    return [u for v in ids for i, u in listed if v == i or (v.startswith("GPU-") and u.startswith(v))]
+
+
+def host_line(d: Dist) -> str:
+    """`host: {...}`: this machine as a salted hash of its machine id (stable, and it gives nothing away) and the
+    UUIDs of the GPUs the run uses, every node's in rank order, so that runs can be known to share hardware."""
+    paths = [p for p in ("/etc/machine-id", "/var/lib/dbus/machine-id") if os.path.isfile(p) and os.access(p, os.R_OK)]
+    machine = next((i for p in paths if (i := Path(p).read_text("utf-8", "replace").strip())), socket.gethostname())
+    host_id = hashlib.sha256(f"speedrun-host-v1:{machine}".encode()).hexdigest()[:16]
+    uuids = gpu_uuids(gpus_in_use(dict(os.environ), torch.cuda.device_count())) if d.cuda and not d.local_rank else []
+    if d.world_size > 1:  # each node's local rank 0 speaks for its GPUs
+        every = [None] * d.world_size
+        dist.all_gather_object(every, uuids)
+        uuids = [u for node in every for u in node]
+    return "host: " + json.dumps(dict(host_id=host_id, gpu_uuids=uuids))
+
+
+def parameter_counts(args: Hyperparameters) -> dict[str, int]:
+    """The log's `parameters:` line: counts by optimizer role, from a model built on the meta device (no memory)."""
+    with torch.device("meta"):
+        groups = GPT(args).param_groups()
+    counts = {role: sum(p.numel() for p in params) for role, params in groups.items()}
+    return dict(total=sum(counts.values()), **counts)
+
+
+def write_header(log: RunLog, code: str, plan: RunPlan, seed: int, run_id: str, data: dict, d: Dist, **extra) -> None:
+    """The code, a separator, the environment block (all ranks take part), a separator. The config line: every
+    Hyperparameters field, what the run derives (extra: more), the seed, and the other RunSettings under "run"."""
+    args, accum, (track, target) = plan.args, plan.args.windows_per_step // d.world_size, plan.track
+    config = dict(dataclasses.asdict(args), preset=plan.preset, track=track, world_size=d.world_size)
+    config.update(grad_accum_steps=accum, global_batch_tokens=d.world_size * accum * args.train_seq_len, seed=seed)
+    config.update(run_id=run_id, target_val_loss=target, parallelism="ddp", device=d.device.type)
+    config.update(step_avg_excluded_steps=0, overrides=plan.overrides, **extra)
+    config["run"] = {k: v for k, v in dataclasses.asdict(plan.settings).items() if k != "seed"}
+    build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU"
+    ids = gpus_in_use(dict(os.environ), torch.cuda.device_count()) if d.cuda else None
+    # nvidia-smi's table of the GPUs in use, or of the whole node when it refuses the ids (a MIG id, say)
+    smi = (nvidia_smi("-i", ",".join(ids)) if ids else None) or nvidia_smi() or "nvidia-smi: not available"
+    env = [f"Running Python {sys.version}", f"Running PyTorch {torch.__version__} compiled for {build}", smi]
+    env += [host_line(d), "config: " + json.dumps(config), "data: " + json.dumps(data)]
+    log(code.removesuffix("\n"), console=False)  # the section before the separator is the code, byte for byte
+    log(SEPARATOR, console=False)
+    for line in env + ["parameters: " + json.dumps(parameter_counts(args)), SEPARATOR]:
+        log(line)
 
 
 # a run's configuration (track: (track, target val loss)), settings and shards, all checked
