@@ -300,19 +300,19 @@ class CastedLinear(nn.Linear):
     """A bias-free linear layer whose fp32 weight is cast to the activations' dtype at use."""
 
     def __init__(self, in_features: int, out_features: int, zero_init: bool = False):
-        self.zero_init = zero_init
-        super().__init__(in_features, out_features, bias=False)  # calls reset_parameters
+        self.zero_init = zero_init  # output projections and the head start at zero (@Grad62304977, muP-style)
+        super().__init__(in_features, out_features, bias=False)
 
-    @torch.no_grad()
-    def reset_parameters(self) -> None:
-        if self.zero_init:  # output projections and the head start at zero (@Grad62304977, muP-style)
-            self.weight.zero_()
-        else:  # uniform with std 0.5 * fan_in^-0.5
-            bound = 3**0.5 * 0.5 * self.in_features**-0.5
-            self.weight.uniform_(-bound, bound)
+    def reset_parameters(self) -> None:  # no init of its own: GPT draws every weight by GPT.init_rule
+        pass
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight.type_as(x))
+
+
+class Embedding(nn.Embedding):
+    def reset_parameters(self) -> None:  # no init of its own, as CastedLinear
+        pass
 
 
 class Rotary(nn.Module):
@@ -380,9 +380,8 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.num_heads, self.head_dim, self.attn_scale = args.num_heads, args.head_dim, args.attn_scale
         hdim, dim = args.num_heads * args.head_dim, args.model_dim
-        bound = 3**0.5 * 0.5 * dim**-0.5
-        self.qkv_w = nn.Parameter(torch.empty(3, hdim, dim).uniform_(-bound, bound))  # merged q, k, v weights
-        self.lambdas = nn.Parameter(torch.tensor([0.5, 0.5]))  # v = l0 * v + l1 * value_embedding
+        self.qkv_w = nn.Parameter(torch.empty(3, hdim, dim))  # merged q, k, v weights
+        self.lambdas = nn.Parameter(torch.empty(2))  # v = l0 * v + l1 * value_embedding
         self.rotary = Rotary(args.head_dim, max_seq_len, args.rope_min_freq)
         self.c_proj = CastedLinear(hdim, dim, zero_init=True)
 
@@ -417,7 +416,7 @@ class Block(nn.Module):
         has_attention = args.attention_pattern[layer] != "-"  # e.g. layer 7 of the record has none
         self.attn = CausalSelfAttention(args, max_seq_len) if has_attention else None
         self.mlp = MLP(args.model_dim, args.mlp_ratio * args.model_dim)
-        self.lambdas = nn.Parameter(torch.tensor([1.0, 0.0]))  # x = l0 * x + l1 * x0
+        self.lambdas = nn.Parameter(torch.empty(2))  # x = l0 * x + l1 * x0
 
     def forward(self, x: Tensor, ve: Tensor | None, x0: Tensor, mask: BlockMask | Tensor | None) -> Tensor:
         x = self.lambdas[0] * x + self.lambdas[1] * x0
@@ -432,13 +431,42 @@ class GPT(nn.Module):
         self.args = args
         vocab, dim, layers = -(-args.vocab_size // 128) * 128, args.model_dim, args.num_layers  # padded vocabulary
         max_seq_len = max(args.train_seq_len, args.val_seq_len)
-        self.embed = nn.Embedding(vocab, dim)
+        self.embed = Embedding(vocab, dim)
         # value embeddings: tables 0..n-1 on the first n layers and again on the last n (@YouJiacheng's 012...012)
-        self.value_embeds = nn.ModuleList(nn.Embedding(vocab, dim) for _ in range(args.num_value_embeds))
+        self.value_embeds = nn.ModuleList(Embedding(vocab, dim) for _ in range(args.num_value_embeds))
         self.blocks = nn.ModuleList(Block(args, i, max_seq_len) for i in range(layers))
         self.lm_head = CastedLinear(dim, vocab, zero_init=True)
         # U-net skips (@brendanh0gan): outputs of the first half are added, weighted, to inputs of the second
-        self.skip_weights = nn.Parameter(torch.ones(layers // 2))
+        self.skip_weights = nn.Parameter(torch.empty(layers // 2))
+        rule = self.init_rule()
+        with torch.no_grad():  # drawn from torch's generator in the parameters' order
+            for name, p in self.named_parameters():
+                how, arg = rule[name]
+                if how == "normal":
+                    p.normal_(0.0, arg)
+                elif how == "uniform":
+                    p.uniform_(-arg, arg)
+                else:
+                    p.copy_(torch.tensor(arg, dtype=p.dtype, device=p.device))
+
+    def init_rule(self) -> dict[str, tuple[str, float | tuple[float, ...]]]:
+        """How each parameter starts, the one rule (__init__ draws it, train_scale.py slice by slice): ("normal", std),
+        ("uniform", bound) or ("values", one for all elements or one for each)."""
+        rule: dict[str, tuple[str, float | tuple[float, ...]]] = {}
+        uniform = lambda fan_in: ("uniform", 3**0.5 * 0.5 * fan_in**-0.5)  # noqa: E731 (std 0.5 fan_in^-0.5)
+        for name, m in self.named_modules():
+            at = f"{name}." if name else ""
+            if isinstance(m, nn.Embedding):
+                rule[at + "weight"] = ("normal", 1.0)
+            elif isinstance(m, CastedLinear):
+                rule[at + "weight"] = ("values", 0.0) if m.zero_init else uniform(m.in_features)
+            elif isinstance(m, CausalSelfAttention):
+                rule[at + "qkv_w"] = uniform(m.qkv_w.size(-1))
+                rule[at + "lambdas"] = ("values", (0.5, 0.5))  # the value and its embedding, alike
+            elif isinstance(m, Block):
+                rule[at + "lambdas"] = ("values", (1.0, 0.0))  # no x0 at first
+        rule["skip_weights"] = ("values", (1.0,) * len(self.skip_weights))
+        return rule
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by optimizer role: Muon takes `hidden`, Adam the rest (each with its own lr)."""

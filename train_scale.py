@@ -249,47 +249,26 @@ def row_generator(seed: int, name: str, row: int) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(key[:8], "little") >> 1)
 
 
-def init_rule(model: tg.GPT) -> dict[str, tuple[str, float]]:
-    """{weight name: (how, scale)} for the matrices, as train_gpt.GPT initialises them: "normal" (the embedding
-    tables, N(0, 1)), "uniform" (std 0.5 fan_in^-0.5, bound sqrt(3) times that) or "zeros" (output projections
-    and the head)."""
-    rules = {}
-    for name, m in model.named_modules():
-        prefix = f"{name}." if name else ""
-        if isinstance(m, nn.Embedding):
-            rules[prefix + "weight"] = ("normal", 1.0)
-        elif isinstance(m, tg.CastedLinear):
-            rules[prefix + "weight"] = (
-                ("zeros", 0.0) if m.zero_init else ("uniform", 3**0.5 * 0.5 * m.in_features**-0.5)
-            )
-        elif isinstance(m, tg.CausalSelfAttention):
-            rules[prefix + "qkv_w"] = ("uniform", 3**0.5 * 0.5 * m.qkv_w.shape[-1] ** -0.5)
-    return rules
-
-
-def init_slices(model: tg.GPT, args: tg.Hyperparameters, seed: int, d: tg.Dist) -> None:
-    """Fill this rank's slice of every weight (the model was materialised empty): the matrices row by row from
-    row_generator, the scalars (lambdas, skip weights) as train_gpt.GPT sets them, read from a GPT of the same
-    depth built tiny on the CPU (its scalars have the shapes and values of the real ones); the rotary tables."""
-    rules = init_rule(model)
-    tiny = dataclasses.replace(args, vocab_size=2, model_dim=8, num_heads=2, head_dim=4)
-    with torch.device("cpu"):
-        scalars = dict(tg.GPT(tiny).named_parameters())
+def init_slices(model: tg.GPT, seed: int, d: tg.Dist) -> None:
+    """Fill this rank's slice of every weight (the model was materialised empty) by GPT.init_rule, the record file's
+    own rule: random matrices row by row from row_generator, values narrowed to the slice; then the rotary tables."""
+    rule = model.init_rule()
     with torch.no_grad():
         for name, p in model.named_parameters():
-            dim, mine = shard_dim(p.shape), local(p)
+            (how, arg), dim, mine = rule[name], shard_dim(p.shape), local(p)
             rows = shard_rows(p.shape[dim], d.world_size, d.rank)
-            if name not in rules:  # a scalar parameter: small, taken whole, then this rank's slice
-                mine.copy_(scalars[name].narrow(dim, rows.start, len(rows)))
+            if how == "values":  # one value for all, or one for each element: this rank's slice of them
+                whole = torch.tensor(arg, dtype=mine.dtype).expand(p.shape)
+                mine.copy_(whole.narrow(dim, rows.start, len(rows)))
                 continue
-            how, scale = rules[name]
             drawn = torch.zeros(mine.movedim(dim, 0).shape)
-            for k, row in enumerate(rows if how != "zeros" else ()):
+            for k, row in enumerate(rows):
                 if how == "normal":
-                    drawn[k].normal_(generator=row_generator(seed, name, row))
+                    drawn[k].normal_(0.0, arg, generator=row_generator(seed, name, row))
                 else:
-                    drawn[k].uniform_(-scale, scale, generator=row_generator(seed, name, row))
+                    drawn[k].uniform_(-arg, arg, generator=row_generator(seed, name, row))
             mine.copy_(drawn.movedim(0, dim))
+    args = model.args
     rotary = tg.Rotary(args.head_dim, max(args.train_seq_len, args.val_seq_len), args.rope_min_freq).to(d.device)
     for m in model.modules():
         if isinstance(m, tg.Rotary):  # non-persistent buffers, left empty by to_empty: one shared copy for all
@@ -303,7 +282,7 @@ def build_model(args: tg.Hyperparameters, seed: int, d: tg.Dist) -> tg.GPT:
         model = tg.GPT(args)
     shard_model(model, d)
     model.to_empty(device=d.device)
-    init_slices(model, args, seed, d)
+    init_slices(model, seed, d)
     return model
 
 

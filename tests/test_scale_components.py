@@ -138,7 +138,7 @@ def test_the_init_has_the_record_files_statistics(process_group) -> None:
     tables, uniform matrices of std 0.5 fan_in^-0.5, zero projections and head, the record's scalars."""
     args = tiny_args(model_dim=256, num_heads=2, head_dim=128, vocab_size=512)
     model = ts.build_model(args, seed=0, d=CPU)
-    ours, rules = dict(model.named_parameters()), ts.init_rule(model)
+    ours, rules = dict(model.named_parameters()), model.init_rule()
     torch.manual_seed(0)
     record = dict(tg.GPT(args).named_parameters())
     assert ours.keys() == record.keys()
@@ -156,6 +156,28 @@ def test_the_init_has_the_record_files_statistics(process_group) -> None:
         if how == "uniform":
             assert got.abs().max() <= bound and want.abs().max() <= bound, name
         assert not torch.equal(got, want)  # values of their own: the same distribution, not the same draw
+
+
+def test_one_init_rule_for_the_record_and_the_sharded_build(process_group, monkeypatch) -> None:
+    """GPT.init_rule is the one place the init is written: change it there (every uniform bound doubled, the x0 mix
+    switched on) and both train_gpt.GPT and the meta-device build that draws it slice by slice follow."""
+    args = tiny_args(model_dim=128, num_heads=1, head_dim=128)
+    rule = tg.GPT.init_rule
+
+    def changed(model: tg.GPT) -> dict:
+        new = {k: (how, 2 * arg) if how == "uniform" else (how, arg) for k, (how, arg) in rule(model).items()}
+        return new | {k: ("values", (1.0, 0.5)) for k in new if re.fullmatch(r"blocks\.\d+\.lambdas", k)}
+
+    monkeypatch.setattr(tg.GPT, "init_rule", changed)
+    for model in (tg.GPT(args), ts.build_model(args, seed=0, d=CPU)):
+        weights = {name: ts.local(p).detach() for name, p in model.named_parameters()}
+        for name, (how, arg) in rule(model).items():
+            if how == "uniform":  # well past the old bound, never past the new one
+                assert 1.5 * arg < weights[name].abs().max() <= 2 * arg, name
+        assert (
+            weights["blocks.0.lambdas"].tolist() == [1.0, 0.5]
+            and weights["blocks.1.attn.lambdas"].tolist() == [0.5] * 2
+        )
 
 
 def test_fsdp_with_the_cuda_precision_policy_and_fp8_head(process_group, monkeypatch) -> None:
