@@ -326,9 +326,9 @@ class Rotary(nn.Module):
         self.cos = nn.Buffer(theta_TF.cos(), persistent=False)
         self.sin = nn.Buffer(theta_TF.sin(), persistent=False)
 
-    def forward(self, x_BTHD: Tensor) -> Tensor:
+    def forward(self, x_BTHD: Tensor, start: int = 0) -> Tensor:  # start: the first token's position
         T = x_BTHD.size(-3)
-        cos, sin = self.cos[None, :T, None, :], self.sin[None, :T, None, :]
+        cos, sin = self.cos[None, start : start + T, None, :], self.sin[None, start : start + T, None, :]
         x1, x2 = x_BTHD.float().chunk(2, dim=-1)  # dim i pairs with dim i + head_dim/2
         y1 = x1 * cos + x2 * sin
         y2 = x2 * cos - x1 * sin
@@ -385,16 +385,19 @@ class CausalSelfAttention(nn.Module):
         self.rotary = Rotary(args.head_dim, max_seq_len, args.rope_min_freq)
         self.c_proj = CastedLinear(hdim, dim, zero_init=True)
 
-    def forward(self, x_BTD: Tensor, ve_TD: Tensor | None, mask: BlockMask | Tensor) -> Tensor:
+    def forward(self, x_BTD: Tensor, ve_TD: Tensor | None, mask: BlockMask | Tensor, cache: KVCache | None) -> Tensor:
         B, T, _ = x_BTD.shape
         qkv = F.linear(x_BTD, self.qkv_w.flatten(end_dim=1).type_as(x_BTD))
         q, k, v = qkv.view(B, T, 3 * self.num_heads, self.head_dim).chunk(3, dim=-2)  # each (B, T, H, Dh)
         q, k = norm(q), norm(k)  # QK-norm
-        q, k = self.rotary(q), self.rotary(k)
+        start = 0 if cache is None else cache.length  # decoding: these tokens follow the cached ones
+        q, k = self.rotary(q, start), self.rotary(k, start)
         if ve_TD is not None:  # value embeddings (@KoszarskyB, @Grad62304977)
             v = self.lambdas[0] * v + self.lambdas[1] * ve_TD.view_as(v)
         else:
             v = self.lambdas[0] * v
+        if cache is not None:  # the queries see the cached keys and values too
+            k, v = cache.update(self, k, v)
         y_BHTD = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask, self.attn_scale)
         y_BTD = y_BHTD.transpose(1, 2).contiguous().view(B, T, -1)
         return self.c_proj(y_BTD)
@@ -418,10 +421,10 @@ class Block(nn.Module):
         self.mlp = MLP(args.model_dim, args.mlp_ratio * args.model_dim)
         self.lambdas = nn.Parameter(torch.empty(2))  # x = l0 * x + l1 * x0
 
-    def forward(self, x: Tensor, ve: Tensor | None, x0: Tensor, mask: BlockMask | Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, ve: Tensor | None, x0: Tensor, mask: BlockMask | Tensor | None, cache=None) -> Tensor:
         x = self.lambdas[0] * x + self.lambdas[1] * x0
         if self.attn is not None:
-            x = x + self.attn(norm(x), ve, mask)
+            x = x + self.attn(norm(x), ve, mask, cache)
         return x + self.mlp(norm(x))
 
 
@@ -485,20 +488,25 @@ class GPT(nn.Module):
             return F.cross_entropy(logits, target_T)
         return F.cross_entropy(logits, target_T.flatten(), reduction="none").view_as(target_T).mean(-1)
 
-    def logits(self, input_T: Tensor, window_blocks: Tensor) -> Tensor:
-        """Soft-capped fp32 logits (T, padded vocab) of one window of tokens, or (B x T, padded vocab) of B windows
-        (B, T); T is a multiple of block_size. Training and validation use them through forward; tools/
-        (sampling, evaluation) call this directly."""
+    def logits(self, input_T: Tensor, window_blocks: Tensor, cache: KVCache | None = None) -> Tensor:
+        """Soft-capped fp32 logits (T, padded vocab) of a window, T a multiple of block_size, or (B x T, padded vocab)
+        of B windows (B, T); with a cache (decoding), of tokens (B, T), T any, that follow the ones it holds."""
         args, input_BT = self.args, input_T.view(-1, input_T.size(-1))  # one window is a batch of one
         layers, n_ve = len(self.blocks), len(self.value_embeds)
         ve = [table(input_BT) for table in self.value_embeds]  # tables 0..n-1, then None, then 0..n-1 again
         ve_per_layer = ve + [None] * (layers - 2 * n_ve) + ve
         docs_BT = (input_BT == args.vocab_size - 1).cumsum(-1)  # the separator opens each document
-        masks, (B, T) = {"-": None}, input_BT.shape
+        (B, T), start = input_BT.shape, 0 if cache is None else cache.length  # the first query's position
+        if cache is not None:  # decoding: the ids go on from the cached tokens', whose keys are seen too
+            cache.docs_BT[:, start : start + T] = docs_BT + (cache.docs_BT[:, start - 1 : start] if start else 0)
+            docs_BT = cache.docs_BT
+        masks = {"-": None}
         for kind, blocks in (("L", window_blocks), ("S", torch.clamp_min(window_blocks // 2, 1))):
-            if input_T.device.type == "cpu":  # FlexAttention has no backward on CPU (torch 2.13): a dense mask for SDPA
-                pos, b = torch.arange(T), torch.arange(B)[:, None, None, None]  # (B, 1, T, T): one per window
-                masks[kind] = document_causal_window(docs_BT, blocks, args.block_size)(b, 0, pos[:, None], pos[None, :])
+            if input_T.device.type == "cpu" or cache is not None:  # dense masks (B, 1, queries, keys) for SDPA:
+                # FlexAttention has no backward on CPU (torch 2.13), nor a block grid for decoding
+                pos, b = torch.arange(start + T, device=input_T.device), torch.arange(B, device=input_T.device)
+                visible = document_causal_window(docs_BT, blocks, args.block_size)
+                masks[kind] = visible(b[:, None, None, None], 0, pos[start:, None], pos[None, :])
             else:
                 masks[kind] = document_window_block_mask(docs_BT, blocks, args.block_size)
         x = x0 = norm(self.embed(input_BT))  # (B, T, D); norm of the embedding by @Grad62304977
@@ -507,9 +515,11 @@ class GPT(nn.Module):
         for i, block in enumerate(self.blocks):
             if i >= layers - n_skip:
                 x = x + self.skip_weights[i - (layers - n_skip)] * skips.pop()
-            x = block(x, ve_per_layer[i], x0, masks[args.attention_pattern[i]])
+            x = block(x, ve_per_layer[i], x0, masks[args.attention_pattern[i]], cache)
             if i < n_skip:
                 skips.append(x)
+        if cache is not None:
+            cache.length += T
         x_TD = norm(x).view(-1, x.size(-1))
         if self.training and args.fp8_head:
             scales = args.fp8_x_scale, args.fp8_w_scale, args.fp8_grad_scale
@@ -519,6 +529,27 @@ class GPT(nn.Module):
         # soft cap: cap * sigmoid(z / temp) = cap/2 * (tanh(z / 2 temp) + 1) (Gemma 2; @Grad62304977, @KoszarskyB,
         # @YouJiacheng), in fp32
         return args.logit_cap * torch.sigmoid(logits.float() / args.logit_temperature)
+
+
+class KVCache:
+    """What GPT.logits keeps to decode `batch` sequences of up to max_len tokens: keys, values and document ids."""
+
+    def __init__(self, model: GPT, batch: int, max_len: int):
+        args, device = model.args, model.lm_head.weight.device
+        self.length, self.kv, self.docs_BT = 0, {}, torch.zeros(batch, max_len, dtype=torch.long, device=device)
+        longer = Rotary(args.head_dim, max_len, args.rope_min_freq).to(device)  # rotary is relative and attention
+        for m in model.modules():  # windowed: positions past the trained length only need longer tables
+            if isinstance(m, Rotary) and m.cos.size(0) < max_len:
+                m.cos, m.sin = longer.cos, longer.sin
+
+    def update(self, layer: nn.Module, k_BTHD: Tensor, v_BTHD: Tensor) -> tuple[Tensor, Tensor]:
+        """Keep a layer's new keys and values; return all of them so far."""
+        if layer not in self.kv:
+            shape = (k_BTHD.size(0), self.docs_BT.size(1), *k_BTHD.shape[2:])
+            self.kv[layer] = k_BTHD.new_empty(shape), v_BTHD.new_empty(shape)
+        (keys, values), end = self.kv[layer], self.length + k_BTHD.size(1)
+        keys[:, self.length : end], values[:, self.length : end] = k_BTHD, v_BTHD
+        return keys[:, :end], values[:, :end]
 
 
 # -----------------------------------------------------------------------------------------------
