@@ -238,20 +238,23 @@ class Muon(torch.optim.Optimizer):
     def __init__(self, params, lr, momentum, ns_steps, rank, world_size, weight_decay=0.0, compiled=False):
         self.rank, self.world_size = rank, world_size
         self.orthogonalise = compiled_once(zeropower_via_newtonschulz5) if compiled else zeropower_via_newtonschulz5
-        by_size: dict[object, list[Tensor]] = {}
+        groups: dict[object, list[Tensor]] = {}
         for p in params:  # deterministic order: every rank builds the same groups
-            by_size.setdefault(p.numel(), []).append(p)
+            groups.setdefault(self.group_of(p), []).append(p)
         defaults = dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay)
-        super().__init__([dict(params=ps) for ps in by_size.values()], defaults)
-        self.owned = [p for ps in by_size.values() for i, p in enumerate(ps) if i % world_size == rank]
+        super().__init__([dict(params=ps) for ps in groups.values()], defaults)
 
-    def nesterov(self, p: Tensor, momentum: float, local=lambda t: t) -> Tensor:
-        """Update p's momentum buffer with its gradient; return the Nesterov gradient (local: of DTensor slices)."""
+    @staticmethod
+    def group_of(p: Tensor) -> object:  # a round all-gathers flat updates: one size per group (train_scale.py: shape)
+        return p.numel()
+
+    def nesterov(self, p: Tensor, momentum: float) -> Tensor:
+        """Update p's momentum buffer with its gradient; return the Nesterov gradient (in the gradient's place)."""
         if "momentum_buffer" not in self.state[p]:
             self.state[p]["momentum_buffer"] = torch.zeros_like(p.grad)
-        buf, grad = local(self.state[p]["momentum_buffer"]), local(p.grad)
-        buf.lerp_(grad, 1 - momentum)
-        return grad.lerp_(buf, momentum)
+        buf = self.state[p]["momentum_buffer"]
+        buf.lerp_(p.grad, 1 - momentum)
+        return p.grad.lerp_(buf, momentum)
 
     @staticmethod
     def apply_update(w: Tensor, update: Tensor, shape: torch.Size, group: dict) -> None:

@@ -133,16 +133,9 @@ class ShardedMuon(tg.Muon):
     a rank moves about two matrices per round, whatever the world size. Elementwise math is the same on slices as
     on whole matrices and Newton-Schulz sees the same bits, so the update is Muon's, bitwise."""
 
-    def __init__(self, params, lr, momentum, ns_steps, rank, world_size, weight_decay=0.0, compiled=False):
-        self.rank, self.world_size = rank, world_size
-        ns = tg.zeropower_via_newtonschulz5
-        self.orthogonalise = tg.compiled_once(ns) if compiled else ns
-        by_shape: dict[tuple, list[Tensor]] = {}
-        for p in params:
-            by_shape.setdefault(tuple(p.shape), []).append(p)
-        defaults = dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay)
-        torch.optim.Optimizer.__init__(self, [dict(params=ps) for ps in by_shape.values()], defaults)
-        self.owned = [p for ps in by_shape.values() for p in ps]  # every rank keeps its slices of all of them
+    @staticmethod
+    def group_of(p: Tensor) -> object:  # a round's slices are laid out alike: one shape per group
+        return tuple(p.shape)
 
     @torch.no_grad()
     def step(self) -> None:
@@ -159,7 +152,7 @@ class ShardedMuon(tg.Muon):
                     W, rows, *shape[:dim], *shape[dim + 1 :], dtype=torch.bfloat16, device=round_[0].device
                 )
                 for j, p in enumerate(round_):
-                    send[j] = rows_first(self.nesterov(p, group["momentum"], local), dim, rows)
+                    send[j] = rows_first(local(self.nesterov(p, group["momentum"])), dim, rows)
                 recv = send
                 if W > 1:
                     recv = torch.empty_like(send)
@@ -772,14 +765,14 @@ def optimizer_state(raw: tg.GPT, opts, template: bool = False) -> dict:
     template=True: zeros of the right shapes, for dcp.load to fill."""
     adam, muon, _ = opts
     names = {p: n for n, p in raw.named_parameters()}
-    adam_params = [p for group in adam.param_groups for p in group["params"]]
+    adam_params, hidden = ([p for group in opt.param_groups for p in group["params"]] for opt in (adam, muon))
 
     def adam_zeros(p: Tensor) -> dict:
         return dict(step=torch.zeros(()), exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
 
     return dict(
         adam={names[p]: adam_zeros(p) if template else adam.state[p] for p in adam_params},
-        muon={names[p]: dict(momentum_buffer=torch.zeros_like(p)) if template else muon.state[p] for p in muon.owned},
+        muon={names[p]: dict(momentum_buffer=torch.zeros_like(p)) if template else muon.state[p] for p in hidden},
     )
 
 
@@ -975,7 +968,7 @@ def load_checkpoint(resume: Resume, raw: tg.GPT, opts, args: tg.Hyperparameters,
             param_groups=adam.state_dict()["param_groups"],
         )
     )
-    for p in muon.owned:
+    for p in (p for group in muon.param_groups for p in group["params"]):  # each rank: its slices of every matrix
         muon.state[p] = state["optim"]["muon"][names[p]]
     torch.set_rng_state(train["rng_cpu"])
     if "rng_cuda" in train:
