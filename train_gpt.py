@@ -1,11 +1,8 @@
 """The speedrun's record file: a GPT trained to 3.28 FineWeb val loss as fast as possible on 8x H100.
 
-One self-contained file read top to bottom: the recipe first (Hyperparameters and presets, the FP8 head, Muon, the
-model, the data, the loop), then under a closing banner the harness (processes, configuration, logging, the run and
-its summary). `./run.sh` launches it, or `torchrun --standalone --nproc_per_node=N train_gpt.py` (several nodes:
---nnodes and a c10d rendezvous on each). The recipe (`short`) is the public modded-nanogpt record of 2025-01-16,
-written fresh here; ideas are credited where they appear. train_scale.py imports this file to train the same model
-from 1.5B to 175B parameters. The log format is in docs/log-format.md.
+One self-contained file, read top to bottom: the recipe, then the harness (docs/recipe.md maps them; the log:
+docs/log-format.md). The recipe (`short`) is the public modded-nanogpt record of 2025-01-16, written fresh; ideas are
+credited where they appear. train_scale.py trains the same model from 1.5B to 175B parameters through the same Run.
 """
 
 from __future__ import annotations
@@ -119,7 +116,6 @@ PRESETS: dict[str, Hyperparameters] = {
     ),
 }
 # fmt: on
-EXAMPLE = '{"num_iterations": 20}'
 TRACKS = {"short": ("track_1_short", 3.28), "medium": ("track_2_medium", 2.92), "smoke": ("smoke", None)}
 
 
@@ -292,7 +288,8 @@ class Muon(torch.optim.Optimizer):
 
 
 # -----------------------------------------------------------------------------------------------
-# Model: GPT with rotary, QK-norm, ReLU^2, value embeddings, U-net skips and sliding-window FlexAttention.
+# Model: GPT with rotary, QK-norm, ReLU^2, value embeddings, U-net skips and sliding-window FlexAttention. GPT owns its
+# init (one rule, which train_scale.py draws slice by slice) and its forward, which decodes with a KVCache too.
 
 
 def norm(x: Tensor) -> Tensor:
@@ -723,29 +720,27 @@ def build_model(args: Hyperparameters, seed: int, d: Dist) -> GPT:
     return model
 
 
-def build_optimizers(model: GPT, args: Hyperparameters, d: Dist, muon=Muon, grads=None) -> tuple:
-    """(Adam for embeddings, head and scalars, Muon for the hidden matrices, the gradient accumulator: GradBuckets,
-    or grads(roles), roles: the gradients each optimizer reads), as train_step takes them."""
+def build_optimizers(model: GPT, args: Hyperparameters, d: Dist, muon: type[Muon], grads) -> tuple:
+    """(Adam for embeddings, head and scalars, `muon` for the hidden matrices, the gradient accumulator grads(roles),
+    roles: the gradients each optimizer reads), as train_step takes them (train_scale.py: sharded kinds)."""
     groups, betas = model.param_groups(), (args.adam_beta1, args.adam_beta2)
     lrs = dict(head=args.adam_lr_head, embed=args.adam_lr_embed, scalar=args.adam_lr_scalar)
-    adam = torch.optim.Adam(
-        [dict(params=groups[k], lr=lr) for k, lr in lrs.items()], betas=betas, eps=args.adam_eps, fused=d.cuda
-    )
+    adam_groups = [dict(params=groups[k], lr=lr) for k, lr in lrs.items()]
+    adam = torch.optim.Adam(adam_groups, betas=betas, eps=args.adam_eps, fused=d.cuda)
     kw = dict(weight_decay=args.muon_weight_decay, compiled=args.compile)
     hidden = muon(groups["hidden"], args.muon_lr, args.muon_momentum, args.ns_steps, d.rank, d.world_size, **kw)
     for opt in (adam, hidden):
         for group in opt.param_groups:
             group["initial_lr"] = group["lr"]
     roles = dict(muon=groups["hidden"], adam=groups["head"] + groups["embed"] + groups["scalar"])
-    return adam, hidden, (grads or GradBuckets)(roles)
+    return adam, hidden, grads(roles)
 
 
 class GradBuckets:
-    """Every gradient is a view into one flat buffer per (role, dtype), so one all-reduce syncs a bucket (backward
-    accumulates into .grad in place, as DDP's gradient_as_bucket_view). A process adds its windows in order, (((w0 +
-    w1) + w2) + w3) on rank 0 of 2, and the all-reduce adds two sums, which commutes exactly; one process sums windows
-    0-3 and 4-7 apart, then adds the two: 1 and 2 processes are bitwise the same run (beyond 2 a collective adds in
-    an order of its own)."""
+    """Every gradient is a view into one flat buffer per (role, dtype): one all-reduce syncs a bucket (as DDP's
+    gradient_as_bucket_view). A process adds its windows in order, (((w0 + w1) + w2) + w3) on rank 0 of 2, and the
+    all-reduce adds two sums, which commutes exactly; one process sums windows 0-3 and 4-7 apart, then adds the two:
+    1 and 2 processes are bitwise the same run (beyond 2 a collective adds in an order of its own)."""
 
     def __init__(self, roles: dict[str, list[nn.Parameter]]):
         self.buckets: dict[str, list[Tensor]] = {}
@@ -790,8 +785,8 @@ class GradBuckets:
 
 
 def warm_up(model: nn.Module, weights: list[Tensor], opts, args: Hyperparameters, seed: int, d: Dist, log) -> None:
-    """weights: the tensors to put back afterwards (the state_dict's; their local slices under FSDP2), kept in host
-    memory meanwhile; before the first step the optimizers hold no state yet, only their settings."""
+    """Compile and run the exact training step on dummy data, then put back the weights (the state_dict's tensors, or
+    FSDP2's local slices), kept on the host meanwhile, and the optimizers (no state yet, only their settings)."""
     started = time.perf_counter()
     saved = [w.to("cpu", copy=True) for w in weights], copy.deepcopy([opts[0].state_dict(), opts[1].state_dict()])
     gen = torch.Generator().manual_seed(seed)
@@ -885,12 +880,13 @@ def evaluate(model: nn.Module, windows: TokenWindows, args: Hyperparameters, d: 
     return gather_window_losses(losses, d).double().sum().item() / n
 
 
-def train(model, opts, plan: RunPlan, d: Dist, log: RunLog, start=(0, 0.0), save=None) -> float:
-    """Steps start[0]+1 .. num_iterations, the clock going on from start[1] ms (a resumed run); returns the train
-    time in ms. save: (every, fn(step, train_time_ms)), called with the clock stopped every `every` steps and last."""
-    args, total, (first, train_time_ms) = plan.args, plan.args.num_iterations, start
-    train_windows = TrainWindows(plan.train_shards, args.train_seq_len, args.windows_per_step, d.device)
-    val_windows = TokenWindows(plan.val_shards, args.val_seq_len, args.val_tokens + 1, d.device)
+def train(model, opts, run: Run, start: tuple[int, float]) -> float:
+    """Steps start[0]+1 .. num_iterations, the clock going on from start[1] ms; returns the train time in ms. run.saves:
+    None, or (every, save(step, train_time_ms)), called with the clock stopped every `every` steps and at the last."""
+    args, d, log, save = run.plan.args, run.d, run.log, run.saves
+    total, (first, train_time_ms) = args.num_iterations, start
+    train_windows = TrainWindows(run.plan.train_shards, args.train_seq_len, args.windows_per_step, d.device)
+    val_windows = TokenWindows(run.plan.val_shards, args.val_seq_len, args.val_tokens + 1, d.device)
     pending = None  # (step, loss tensor, train_time_ms read without a sync) of the step whose loss is unread
 
     def check(what: str, loss: float, step: int) -> None:
@@ -942,15 +938,11 @@ def train(model, opts, plan: RunPlan, d: Dist, log: RunLog, start=(0, 0.0), save
 
 # ===============================================================================================
 # Harness: the processes, the configuration from the environment (checked before any work), the log and the host's
-# identity, and the run itself: its plan, header, build, warm-up, timed loop and export.
+# identity, the export, and the run skeleton whose hooks train_scale.py fills in. None of it changes a number.
 
 
-@dataclass(frozen=True)
-class Dist:
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
+class Dist(collections.namedtuple("Dist", "rank world_size local_rank device")):
+    """This process among the run's: torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; `python train_gpt.py` is one."""
 
     @property
     def cuda(self) -> bool:
@@ -992,20 +984,23 @@ def env_int(env: dict[str, str], name: str, meaning: str) -> int | None:
 def run_settings(env: dict[str, str], args: Hyperparameters) -> RunSettings:
     seed = env_int(env, "SEED", "an integer seed, or unset it to draw a random one")
     data = env.get("DATA_PATH") or ("data/fineweb10B" if args.vocab_size == 50257 else "data/synthetic")
-    return RunSettings(seed, data, env.get("LOG_DIR") or "logs", env.get("SPEEDRUN_EXPORT") or None)
+    export = env.get("SPEEDRUN_EXPORT") or None
+    if export is not None and Path(export).is_file():
+        raise SpeedrunError(f"SPEEDRUN_EXPORT={export} is a file; give a folder for the final weights.")
+    return RunSettings(seed, data, env.get("LOG_DIR") or "logs", export)
 
 
-def resolve_config(env: dict[str, str], presets: dict = PRESETS) -> tuple[str, Hyperparameters, dict]:
+def resolve_config(env: dict[str, str], presets: dict[str, Hyperparameters]) -> tuple[str, Hyperparameters, dict]:
     """The preset named by SPEEDRUN_PRESET with SPEEDRUN_OVERRIDES applied; the overrides that changed it."""
-    preset, overrides = env.get("SPEEDRUN_PRESET", "short"), {}
+    preset, overrides, example = env.get("SPEEDRUN_PRESET", "short"), {}, '{"num_iterations": 20}'
     if preset not in presets:
         raise SpeedrunError(f"SPEEDRUN_PRESET={preset!r} is not a preset; choose one of {', '.join(presets)}.")
     try:
         given = json.loads(env.get("SPEEDRUN_OVERRIDES") or "{}")
     except json.JSONDecodeError as e:
-        raise SpeedrunError(f"SPEEDRUN_OVERRIDES is not valid JSON ({e}); give an object like '{EXAMPLE}'.") from e
+        raise SpeedrunError(f"SPEEDRUN_OVERRIDES is not valid JSON ({e}); give an object like '{example}'.") from e
     if not isinstance(given, dict):
-        raise SpeedrunError(f"SPEEDRUN_OVERRIDES must be a JSON object of Hyperparameters fields, e.g. '{EXAMPLE}'.")
+        raise SpeedrunError(f"SPEEDRUN_OVERRIDES must be a JSON object of Hyperparameters fields, e.g. '{example}'.")
     args = presets[preset]
     types = {f.name: type(getattr(args, f.name)) for f in dataclasses.fields(args)}
     for key, value in given.items():
@@ -1084,8 +1079,8 @@ class RunLog:
 
 
 def gpus_in_use(env: dict[str, str], device_count: int) -> list[str] | None:
-    """The GPUs this node's processes use, as nvidia-smi -i names them (it ignores CUDA_VISIBLE_DEVICES), when that
-    is not all of them (None): so that `NPROC=2` on an 8-GPU node logs as a 2-GPU run."""
+    """The GPUs this node's processes use, as nvidia-smi -i names them (it ignores CUDA_VISIBLE_DEVICES), when not
+    all of them (None): `NPROC=2` on an 8-GPU node logs as a 2-GPU run."""
     used = int(env.get("LOCAL_WORLD_SIZE", "1"))
     visible = [v.strip() for v in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
     if visible:
@@ -1131,117 +1126,146 @@ def parameter_counts(args: Hyperparameters) -> dict[str, int]:
     return dict(total=sum(counts.values()), **counts)
 
 
-def write_header(log: RunLog, code: str, plan: RunPlan, seed: int, run_id: str, data: dict, d: Dist, **extra) -> None:
-    """The code, a separator, the environment block (all ranks take part), a separator. The config line: every
-    Hyperparameters field, what the run derives (extra: more), the seed, and the other RunSettings under "run"."""
-    args, accum, (track, target) = plan.args, plan.args.windows_per_step // d.world_size, plan.track
-    config = dict(dataclasses.asdict(args), preset=plan.preset, track=track, world_size=d.world_size)
-    config.update(grad_accum_steps=accum, global_batch_tokens=d.world_size * accum * args.train_seq_len, seed=seed)
-    config.update(run_id=run_id, target_val_loss=target, parallelism="ddp", device=d.device.type)
-    config.update(step_avg_excluded_steps=0, overrides=plan.overrides, **extra)
-    config["run"] = {k: v for k, v in dataclasses.asdict(plan.settings).items() if k != "seed"}
-    build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU"
-    ids = gpus_in_use(dict(os.environ), torch.cuda.device_count()) if d.cuda else None
-    # nvidia-smi's table of the GPUs in use, or of the whole node when it refuses the ids (a MIG id, say)
-    smi = (nvidia_smi("-i", ",".join(ids)) if ids else None) or nvidia_smi() or "nvidia-smi: not available"
-    env = [f"Running Python {sys.version}", f"Running PyTorch {torch.__version__} compiled for {build}", smi]
-    env += [host_line(d), "config: " + json.dumps(config), "data: " + json.dumps(data)]
-    log(code.removesuffix("\n"), console=False)  # the section before the separator is the code, byte for byte
-    log(SEPARATOR, console=False)
-    for line in env + ["parameters: " + json.dumps(parameter_counts(args)), SEPARATOR]:
-        log(line)
-
-
 # a run's configuration (track: (track, target val loss)), settings and shards, all checked
 RunPlan = collections.namedtuple("RunPlan", "preset track args overrides settings val_shards train_shards")
 
 
-def plan_run(world_size: int, env: dict[str, str]) -> RunPlan:
-    """Configuration, settings and the shards to read, all checked: a setup mistake surfaces here, before any work."""
-    preset, args, overrides = resolve_config(env)
-    validate(args, world_size)
-    settings = run_settings(env, args)
-    if settings.export_dir is not None and Path(settings.export_dir).is_file():
-        raise SpeedrunError(f"SPEEDRUN_EXPORT={settings.export_dir} is a file; give a folder for the final weights.")
-    val_shards = plan_shards(args, settings.data_path, "val", args.val_tokens + 1)
-    train_shards = plan_shards(args, settings.data_path, "train")
-    return RunPlan(preset, TRACKS[preset], args, overrides, settings, val_shards, train_shards)
+class Run:
+    """A run, through the one skeleton `execute`: plan (every check before any work), seed and run id, header, model,
+    warm-up, timed loop, end. train_scale.py's ScaleRun overrides the hooks (marked so), nothing else."""
 
+    presets, tracks = PRESETS, TRACKS  # hook: the presets this file runs, each one's track and target
+    saves: tuple | None = None  # hook: (every, save(step, train_time_ms)) for the timed loop, or None
 
-def preflight(world_size: int, plan=plan_run) -> int:
-    """run.sh calls this before torchrun, so that a setup mistake reads as one message, not a launcher traceback."""
-    try:
-        plan(world_size, dict(os.environ))
-    except SpeedrunError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    def __init__(self, d: Dist, env: dict[str, str] | None = None):
+        self.d, self.env = d, dict(os.environ) if env is None else env
 
+    @classmethod
+    def preflight(cls, world_size: int) -> int:
+        """run.sh calls this before torchrun, so that a setup mistake reads as one message, not a launcher traceback."""
+        try:
+            cls(Dist(0, world_size, 0, torch.device("cpu"))).make_plan()
+            return 0
+        except SpeedrunError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
 
-def export_weights(state: dict[str, Tensor], plan: RunPlan, run_id: str, d: Dist, log: RunLog, **meta) -> None:
-    """Rank 0: the final weights as the folder `python -m tools sample|evaluate|export` read: model.safetensors (the
-    state dict in its trained dtypes), then config.json (written last: its presence marks a complete export)."""
-    from safetensors.torch import save_file  # only a run that exports needs it
+    def make_plan(self) -> RunPlan:
+        """Configuration, settings and the shards to read, all checked: a setup mistake surfaces here."""
+        preset, args, overrides = resolve_config(self.env, self.presets)
+        settings = self.settings(preset, args)
+        val_shards = plan_shards(args, settings.data_path, "val", args.val_tokens + 1)
+        train_shards = plan_shards(args, settings.data_path, "train")
+        return RunPlan(preset, self.tracks[preset], args, overrides, settings, val_shards, train_shards)
 
-    started, folder = time.perf_counter(), Path(plan.settings.export_dir) / run_id
-    meta = dict(format="speedrun-export-v1", preset=plan.preset, hyperparameters=dataclasses.asdict(plan.args), **meta)
-    meta.update(step=plan.args.num_iterations, run_id=run_id, world_size=d.world_size)
-    meta.update(data_path=plan.settings.data_path)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(folder / "model.safetensors.tmp"))
-        os.replace(folder / "model.safetensors.tmp", folder / "model.safetensors")
-        (folder / "config.json.tmp").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-        os.replace(folder / "config.json.tmp", folder / "config.json")
-    except OSError as e:
-        where = f"the run finished (its log is complete) but its weights were not written to {folder}"
-        fix = "free space or set SPEEDRUN_EXPORT to a writable folder"
-        raise SpeedrunError(f"{where}: {e.strerror or e}; {fix}.") from e
-    log(f"export: final weights written to {folder} in {time.perf_counter() - started:.1f}s")
+    def settings(self, preset: str, args: Hyperparameters) -> RunSettings:  # hook: the recipe checked, the settings
+        validate(args, self.d.world_size)
+        return run_settings(self.env, args)
 
+    def choose(self, plan: RunPlan) -> RunPlan:  # hook: rank 0's seed and run id (and what else it decides), for all
+        seed = secrets.randbelow(2**31) if plan.settings.seed is None else plan.settings.seed
+        self.seed, self.run_id = self.from_rank0([seed, str(uuid.uuid4())])
+        return plan
 
-def run(code: str, d: Dist) -> None:
-    plan = plan_run(d.world_size, dict(os.environ))
-    args, settings = plan.args, plan.settings
-    choice = [settings.seed if settings.seed is not None else secrets.randbelow(2**31), str(uuid.uuid4())]
-    if d.world_size > 1:  # rank 0's seed and run id, for every rank
-        dist.broadcast_object_list(choice, src=0)
-    seed, run_id = choice
-    data = describe_data(plan.val_shards + plan.train_shards, args, settings.data_path)
-    log = RunLog(Path(settings.log_dir) / f"{run_id}.txt" if d.rank == 0 else None)
-    try:
-        write_header(log, code, plan, seed, run_id, data, d)
-        raw = build_model(args, seed, d)
+    def from_rank0(self, values: list) -> list:
+        if self.d.world_size > 1:
+            dist.broadcast_object_list(values, src=0)
+        return values
+
+    def log_path(self) -> Path:  # hook
+        return Path(self.plan.settings.log_dir) / f"{self.run_id}.txt"
+
+    def header(self, code: str, data: dict, **extra) -> None:  # hook: extra, more of the config line
+        """The code, a separator, the environment block (all ranks take part), a separator. The config line: every
+        Hyperparameters field, what the run derives, the seed, and the other RunSettings under "run"."""
+        plan, d, log, seed, run_id = self.plan, self.d, self.log, self.seed, self.run_id
+        args, accum, (track, target) = plan.args, plan.args.windows_per_step // d.world_size, plan.track
+        config = dict(dataclasses.asdict(args), preset=plan.preset, track=track, world_size=d.world_size)
+        config.update(grad_accum_steps=accum, global_batch_tokens=d.world_size * accum * args.train_seq_len, seed=seed)
+        config.update(run_id=run_id, target_val_loss=target, parallelism="ddp", device=d.device.type)
+        config.update(step_avg_excluded_steps=0, overrides=plan.overrides, **extra)
+        config["run"] = {k: v for k, v in dataclasses.asdict(plan.settings).items() if k != "seed"}
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU"
+        ids = gpus_in_use(dict(os.environ), torch.cuda.device_count()) if d.cuda else None
+        # nvidia-smi's table of the GPUs in use, or of the whole node when it refuses the ids (a MIG id, say)
+        smi = (nvidia_smi("-i", ",".join(ids)) if ids else None) or nvidia_smi() or "nvidia-smi: not available"
+        env = [f"Running Python {sys.version}", f"Running PyTorch {torch.__version__} compiled for {build}", smi]
+        env += [host_line(d), "config: " + json.dumps(config), "data: " + json.dumps(data)]
+        log(code.removesuffix("\n"), console=False)  # the section before the separator is the code, byte for byte
+        log(SEPARATOR, console=False)
+        for line in env + ["parameters: " + json.dumps(parameter_counts(args)), SEPARATOR]:
+            log(line)
+
+    def prepare(self, args: Hyperparameters) -> tuple:  # hook: (model, what the loop calls, optimizers, weights)
+        raw = build_model(args, self.seed, self.d)
         model = torch.compile(raw, dynamic=False, fullgraph=True) if args.compile else raw  # a graph break: slower
-        opts = build_optimizers(raw, args, d)
-        warm_up(model, list(raw.state_dict().values()), opts, args, seed, d, log)
-        train_time_ms = train(model, opts, plan, d, log)
-        if settings.export_dir is not None and d.rank == 0:
-            export_weights(raw.state_dict(), plan, run_id, d, log, parallelism="ddp", train_time_ms=train_time_ms)
-    finally:
-        log.close()
+        return raw, model, build_optimizers(raw, args, self.d, Muon, GradBuckets), list(raw.state_dict().values())
+
+    def start(self, model: GPT, opts) -> tuple[int, float]:  # hook: the step and train time (ms) to go on from
+        return 0, 0.0
+
+    def finish(self, model: GPT, train_time_ms: float) -> None:  # hook: at the end of training
+        """SPEEDRUN_EXPORT: rank 0 writes the final weights as `python -m tools sample|evaluate` read them,
+        model.safetensors (in their trained dtypes), then config.json (written last: it marks a complete export)."""
+        plan, started = self.plan, time.perf_counter()
+        if plan.settings.export_dir is None or self.d.rank != 0:
+            return
+        from safetensors.torch import save_file  # only a run that exports needs it
+
+        folder, state = Path(plan.settings.export_dir) / self.run_id, model.state_dict()
+        meta = dict(format="speedrun-export-v1", preset=plan.preset, hyperparameters=dataclasses.asdict(plan.args))
+        meta.update(parallelism="ddp", train_time_ms=train_time_ms, step=plan.args.num_iterations, run_id=self.run_id)
+        meta.update(world_size=self.d.world_size, data_path=plan.settings.data_path)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(folder / "weights.tmp"))
+            os.replace(folder / "weights.tmp", folder / "model.safetensors")
+            (folder / "config.json.tmp").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+            os.replace(folder / "config.json.tmp", folder / "config.json")
+        except OSError as e:
+            where = f"the run finished (its log is complete) but its weights were not written to {folder}"
+            raise SpeedrunError(
+                f"{where}: {e.strerror or e}; free space or set SPEEDRUN_EXPORT to a writable folder."
+            ) from e
+        self.log(f"export: final weights written to {folder} in {time.perf_counter() - started:.1f}s")
+
+    def close(self) -> None:  # hook: at the end, whether the run finished or failed
+        self.log.close()
+
+    def execute(self, code: str) -> None:
+        self.plan = self.choose(self.make_plan())
+        args, shards = self.plan.args, self.plan.val_shards + self.plan.train_shards
+        data = describe_data(shards, args, self.plan.settings.data_path)
+        self.log = RunLog(self.log_path() if self.d.rank == 0 else None)
+        try:
+            self.header(code, data)
+            raw, model, opts, weights = self.prepare(args)
+            warm_up(model, weights, opts, args, self.seed, self.d, self.log)
+            self.finish(raw, train(model, opts, self, self.start(raw, opts)))
+        finally:
+            self.close()
+
+    @classmethod
+    def main(cls, code: str) -> int:
+        d = None
+        try:
+            d = setup_distributed()
+            cls(d).execute(code)
+        except SpeedrunError as e:  # rank 0 speaks for all; before there are ranks, every failing process speaks
+            if d is None or d.rank == 0:
+                print(f"error: {e}", file=sys.stderr, flush=True)
+            return 1
+        finally:
+            if dist.is_initialized():
+                dist.destroy_process_group()
+        return 0
 
 
-def main(code: str = CODE, run=run) -> int:
-    try:
-        d = setup_distributed()
-    except SpeedrunError as e:  # every failing process says it: no rank 0 to speak for them yet
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 1
-    try:
-        run(code, d)
-    except SpeedrunError as e:
-        if d.rank == 0:
-            print(f"error: {e}", file=sys.stderr, flush=True)
-        return 1
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    return 0
+preflight = Run.preflight
 
 
 if __name__ == "__main__":
-    status = main()
+    status = Run.main(CODE)
     sys.stdout.flush(), sys.stderr.flush()
     # Leave without interpreter teardown: after a complete gloo run, torch's C++ destructors sometimes abort
     # (SIGABRT in ~10% of 2-process CPU runs); the log is closed and the process group destroyed by now.
