@@ -1132,7 +1132,7 @@ RunPlan = collections.namedtuple("RunPlan", "preset track args overrides setting
 
 class Run:
     """A run, through the one skeleton `execute`: plan (every check before any work), seed and run id, header, model,
-    warm-up, timed loop, end. train_scale.py's ScaleRun overrides the hooks (marked so), nothing else."""
+    warm-up, timed loop, end. train_scale.py's ScaleRun overrides the hooks (marked so) and adds an OOM message."""
 
     presets, tracks = PRESETS, TRACKS  # hook: the presets this file runs, each one's track and target
     saves: tuple | None = None  # hook: (every, save(step, train_time_ms)) for the timed loop, or None

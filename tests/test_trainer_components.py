@@ -746,3 +746,31 @@ def test_parameter_counts_match_the_built_model() -> None:
     counts = tg.parameter_counts(args)
     assert counts["total"] == sum(p.numel() for p in model.parameters())
     assert counts["hidden"] == sum(p.numel() for p in model.param_groups()["hidden"])
+
+
+# ----------------------------------------------------------------------------------------------- docs/recipe.md
+
+
+def test_docs_recipe_cites_the_lines_of_train_gpt() -> None:
+    """docs/recipe.md maps train_gpt.py part by part: the parts it cites run from one banner to the line before the
+    next and cover the file in order, and each definition it cites (`Name` or `Class.method`) starts on its line."""
+    doc = (REPO_ROOT / "docs" / "recipe.md").read_text(encoding="utf-8")
+    lines = (REPO_ROOT / "train_gpt.py").read_text(encoding="utf-8").splitlines()
+    banners = [i + 1 for i, line in enumerate(lines) if re.fullmatch(r"# (-|=){50,}", line)]
+    parts = re.findall(r"\| \[([^]`]+)\]\(\.\./train_gpt\.py#L(\d+)-L(\d+)\) \| (\d+)–(\d+) \|", doc)
+    assert [int(first) for _, first, *_ in parts] == [1, *banners], "the parts must start at line 1 and each banner"
+    assert lines[banners[-1] - 1].startswith("# ====") and all(lines[b - 1].startswith("# ---") for b in banners[:-1])
+    ends = [b - 1 for b in banners] + [len(lines)]
+    for (title, first, last, shown_first, shown_last), end in zip(parts, ends, strict=True):
+        assert (int(last), shown_first, shown_last) == (end, first, last), f"{title}: lines {first}-{end}"
+        assert int(first) == 1 or lines[int(first)].startswith(f"# {title}:"), f"{title} is not the banner's title"
+    cited = re.findall(r"\[`([\w.]+)`\]\(\.\./train_gpt\.py#L(\d+)\)", doc)
+    assert len(cited) >= 15
+    for name, line in cited:
+        *owner, leaf = name.split(".")
+        at = lines[int(line) - 1]
+        if owner:  # a method: indented, and the nearest class above it is its class
+            above = next(ln for ln in reversed(lines[: int(line) - 1]) if ln.startswith("class "))
+            assert re.match(rf"    def {leaf}\(", at) and above.startswith(f"class {owner[0]}"), (name, line, at)
+        else:
+            assert re.match(rf"(def|class) {leaf}\b|{leaf}\b[^=(]*=", at), (name, line, at)
