@@ -1,10 +1,8 @@
 """The speedrun's record file: a GPT trained to 3.28 FineWeb val loss as fast as possible on 8x H100.
 
-One self-contained file read top to bottom, in the sections its banners name. `./run.sh` launches it, or
-`torchrun --standalone --nproc_per_node=N train_gpt.py` (several nodes: --nnodes and a c10d rendezvous on each).
-The recipe (`short`) is the public modded-nanogpt record of 2025-01-16, written fresh here; ideas are credited
-where they appear. train_scale.py imports this file to train the same model from 1.5B to 175B parameters.
-The log format is in docs/log-format.md.
+One self-contained file, read top to bottom: the recipe, then the harness (docs/recipe.md maps them; the log:
+docs/log-format.md). The recipe (`short`) is the public modded-nanogpt record of 2025-01-16, written fresh; ideas are
+credited where they appear. train_scale.py trains the same model from 1.5B to 175B parameters through the same Run.
 """
 
 from __future__ import annotations
@@ -44,42 +42,81 @@ class SpeedrunError(ValueError):
 
 
 # -----------------------------------------------------------------------------------------------
-# Distributed setup: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK on every node; `python train_gpt.py` is one process.
+# Recipe: Hyperparameters and its presets. A record run has no other knob: a change to the recipe is a code diff, and
+# the code is in the log. (The RunSettings of the harness below change no number a run computes.)
 
 
 @dataclass(frozen=True)
-class Dist:
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
+class Hyperparameters:
+    # data
+    vocab_size: int = 50257  # unpadded vocabulary; its last token separates documents
+    train_seq_len: int = 64 * 1024  # tokens per window; one window per process per micro-step
+    windows_per_step: int = 8  # global batch = windows_per_step x train_seq_len tokens, on any world size
+    val_seq_len: int = 64 * 1024  # tokens per validation window
+    val_tokens: int = 10_485_760  # the first val_tokens of the val shards (the record tracks fix this number)
+    # model
+    num_layers: int = 12
+    model_dim: int = 768
+    num_heads: int = 6
+    head_dim: int = 128
+    mlp_ratio: int = 4  # MLP hidden = mlp_ratio x model_dim
+    attention_pattern: str = "LSSSLSS-SSSL"  # per layer: L long window, S short (= long/2), - no attention
+    num_value_embeds: int = 3  # value-embedding tables, used on the first and the last num_value_embeds layers
+    attn_scale: float = 0.12  # fixed attention scale instead of head_dim^-0.5
+    rope_min_freq: float = 1 / 1024  # rotary frequencies (1/1024)^linspace(0, 1)
+    logit_cap: float = 30.0  # logits = cap * sigmoid(z / temperature)
+    logit_temperature: float = 7.5
+    block_size: int = 128  # FlexAttention block size; windows count in blocks
+    window_final_tokens: int = 1792  # the long window grows from block_size to this over training
+    # FP8 lm_head in training (static scales)
+    fp8_head: bool = True
+    fp8_x_scale: float = 2.0
+    fp8_w_scale: float = 32.0
+    fp8_grad_scale: float = 2.0**29  # logit gradients scale as 1/train_seq_len: this suits 64 Ki-token windows
+    # optimization
+    num_iterations: int = 1393  # optimizer steps
+    cooldown_frac: float = 0.4  # lr constant, then decays linearly over this last fraction of the steps ...
+    lr_final_frac: float = 0.1  # ... to this fraction of its initial value (at step num_iterations)
+    adam_lr_head: float = 0.008
+    adam_lr_embed: float = 0.6
+    adam_lr_scalar: float = 0.04
+    adam_beta1: float = 0.8
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-10
+    muon_lr: float = 0.05
+    muon_weight_decay: float = 0.0  # decoupled: each Muon step first scales its matrices by 1 - lr x this
+    muon_momentum: float = 0.95
+    muon_momentum_start: float = 0.85  # momentum warms up linearly from this ...
+    muon_momentum_warmup_steps: int = 300  # ... over this many steps
+    ns_steps: int = 5  # Newton-Schulz iterations
+    # run
+    val_loss_every: int = 125  # validate every this many steps (and at step 0 and the last step)
+    warmup_steps: int = 10  # untimed dummy steps (compilation), undone before the clock starts
+    compile: bool = True  # torch.compile the model, Newton-Schulz and the FP8 casts
 
-    @property
-    def cuda(self) -> bool:
-        return self.device.type == "cuda"
 
-
-def setup_distributed() -> Dist:
-    env, cuda = dict(os.environ), torch.cuda.is_available()
-    rank, world_size, local_rank = int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
-    if cuda and local_rank >= torch.cuda.device_count():
-        n, fix = torch.cuda.device_count(), "start one process per GPU at most"
-        raise SpeedrunError(f"local rank {local_rank} has no GPU: this node shows {n}; {fix}.")
-    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    if "RANK" in env:  # NCCL between GPUs; gloo between CPU processes (the smoke run, the tests)
-        dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
-    return Dist(rank, world_size, local_rank, device)
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for queued device work, so that a clock read afterwards measures it (CPU ops are synchronous)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-all_gather_flat = getattr(dist, "all_gather_single", dist.all_gather_into_tensor)  # renamed in 2.13; GPUs run 2.11+
+# fmt: off
+PRESETS: dict[str, Hyperparameters] = {
+    "short": Hyperparameters(),
+    # GPT-2 medium class (track_2_medium), from the public modded-nanogpt medium records of 2025-02-08 (weight
+    # decay, 28.1 min) and 2025-02-14 (27.7 min; its tuned Newton-Schulz coefficients are code and not carried over).
+    "medium": dataclasses.replace(
+        Hyperparameters(), val_seq_len=4 * 64 * 1024, num_layers=16, model_dim=1024, num_heads=8,
+        attention_pattern="LSSSLSS-SSSLSSSL", fp8_w_scale=512.0, fp8_grad_scale=2.0**19, num_iterations=7050,
+        lr_final_frac=0.0,  # the medium records decay the learning rate to 0, the short record to 0.1
+        adam_lr_head=0.1 / 1024**0.5, adam_lr_embed=0.3, adam_lr_scalar=0.015, muon_lr=0.025, muon_weight_decay=0.01,
+    ),
+    # A tiny model on synthetic data (python data/synthetic.py) for 2 CPU cores: the same code paths but the FP8 head
+    # (CPU float8 matmuls are ~10x slower than float32; tests check the op alone) and compilation (inductor's C++
+    # build took 90 s, more than the whole run). Shorter validation, noted in config.
+    "smoke": dataclasses.replace(
+        Hyperparameters(), vocab_size=512, train_seq_len=256, val_seq_len=256, val_tokens=32 * 256, model_dim=64,
+        num_heads=2, head_dim=32, window_final_tokens=256, fp8_head=False, num_iterations=200,
+        muon_momentum_warmup_steps=40, val_loss_every=25, warmup_steps=1, compile=False,
+    ),
+}
+# fmt: on
+TRACKS = {"short": ("track_1_short", 3.28), "medium": ("track_2_medium", 2.92), "smoke": ("smoke", None)}
 
 
 # -----------------------------------------------------------------------------------------------
@@ -165,6 +202,8 @@ fp8_mm.register_autograd(_fp8_mm_autograd, setup_context=_fp8_mm_setup_context)
 # -----------------------------------------------------------------------------------------------
 # Optimizer: Muon (Keller Jordan et al., 2024) for hidden matrices; Adam for the rest (built in build_optimizers).
 
+all_gather_flat = getattr(dist, "all_gather_single", dist.all_gather_into_tensor)  # renamed in 2.13; GPUs run 2.11+
+
 
 def zeropower_via_newtonschulz5(G: Tensor, steps: int = 5) -> Tensor:
     """U S V^T -> U S' V^T, S' roughly in [0.7, 1.2], in bf16: a quintic Newton-Schulz iteration whose coefficients
@@ -195,20 +234,23 @@ class Muon(torch.optim.Optimizer):
     def __init__(self, params, lr, momentum, ns_steps, rank, world_size, weight_decay=0.0, compiled=False):
         self.rank, self.world_size = rank, world_size
         self.orthogonalise = compiled_once(zeropower_via_newtonschulz5) if compiled else zeropower_via_newtonschulz5
-        by_size: dict[object, list[Tensor]] = {}
+        groups: dict[object, list[Tensor]] = {}
         for p in params:  # deterministic order: every rank builds the same groups
-            by_size.setdefault(p.numel(), []).append(p)
+            groups.setdefault(self.group_of(p), []).append(p)
         defaults = dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay)
-        super().__init__([dict(params=ps) for ps in by_size.values()], defaults)
-        self.owned = [p for ps in by_size.values() for i, p in enumerate(ps) if i % world_size == rank]
+        super().__init__([dict(params=ps) for ps in groups.values()], defaults)
 
-    def nesterov(self, p: Tensor, momentum: float, local=lambda t: t) -> Tensor:
-        """Update p's momentum buffer with its gradient; return the Nesterov gradient (local: of DTensor slices)."""
+    @staticmethod
+    def group_of(p: Tensor) -> object:  # a round all-gathers flat updates: one size per group (train_scale.py: shape)
+        return p.numel()
+
+    def nesterov(self, p: Tensor, momentum: float) -> Tensor:
+        """Update p's momentum buffer with its gradient; return the Nesterov gradient (in the gradient's place)."""
         if "momentum_buffer" not in self.state[p]:
             self.state[p]["momentum_buffer"] = torch.zeros_like(p.grad)
-        buf, grad = local(self.state[p]["momentum_buffer"]), local(p.grad)
-        buf.lerp_(grad, 1 - momentum)
-        return grad.lerp_(buf, momentum)
+        buf = self.state[p]["momentum_buffer"]
+        buf.lerp_(p.grad, 1 - momentum)
+        return p.grad.lerp_(buf, momentum)
 
     @staticmethod
     def apply_update(w: Tensor, update: Tensor, shape: torch.Size, group: dict) -> None:
@@ -246,7 +288,8 @@ class Muon(torch.optim.Optimizer):
 
 
 # -----------------------------------------------------------------------------------------------
-# Model: GPT with rotary, QK-norm, ReLU^2, value embeddings, U-net skips and sliding-window FlexAttention.
+# Model: GPT with rotary, QK-norm, ReLU^2, value embeddings, U-net skips and sliding-window FlexAttention. GPT owns its
+# init (one rule, which train_scale.py draws slice by slice) and its forward, which decodes with a KVCache too.
 
 
 def norm(x: Tensor) -> Tensor:
@@ -257,19 +300,19 @@ class CastedLinear(nn.Linear):
     """A bias-free linear layer whose fp32 weight is cast to the activations' dtype at use."""
 
     def __init__(self, in_features: int, out_features: int, zero_init: bool = False):
-        self.zero_init = zero_init
-        super().__init__(in_features, out_features, bias=False)  # calls reset_parameters
+        self.zero_init = zero_init  # output projections and the head start at zero (@Grad62304977, muP-style)
+        super().__init__(in_features, out_features, bias=False)
 
-    @torch.no_grad()
-    def reset_parameters(self) -> None:
-        if self.zero_init:  # output projections and the head start at zero (@Grad62304977, muP-style)
-            self.weight.zero_()
-        else:  # uniform with std 0.5 * fan_in^-0.5
-            bound = 3**0.5 * 0.5 * self.in_features**-0.5
-            self.weight.uniform_(-bound, bound)
+    def reset_parameters(self) -> None:  # no init of its own: GPT draws every weight by GPT.init_rule
+        pass
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight.type_as(x))
+
+
+class Embedding(nn.Embedding):
+    def reset_parameters(self) -> None:  # no init of its own, as CastedLinear
+        pass
 
 
 class Rotary(nn.Module):
@@ -283,9 +326,9 @@ class Rotary(nn.Module):
         self.cos = nn.Buffer(theta_TF.cos(), persistent=False)
         self.sin = nn.Buffer(theta_TF.sin(), persistent=False)
 
-    def forward(self, x_BTHD: Tensor) -> Tensor:
+    def forward(self, x_BTHD: Tensor, start: int = 0) -> Tensor:  # start: the first token's position
         T = x_BTHD.size(-3)
-        cos, sin = self.cos[None, :T, None, :], self.sin[None, :T, None, :]
+        cos, sin = self.cos[None, start : start + T, None, :], self.sin[None, start : start + T, None, :]
         x1, x2 = x_BTHD.float().chunk(2, dim=-1)  # dim i pairs with dim i + head_dim/2
         y1 = x1 * cos + x2 * sin
         y2 = x2 * cos - x1 * sin
@@ -337,22 +380,24 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.num_heads, self.head_dim, self.attn_scale = args.num_heads, args.head_dim, args.attn_scale
         hdim, dim = args.num_heads * args.head_dim, args.model_dim
-        bound = 3**0.5 * 0.5 * dim**-0.5
-        self.qkv_w = nn.Parameter(torch.empty(3, hdim, dim).uniform_(-bound, bound))  # merged q, k, v weights
-        self.lambdas = nn.Parameter(torch.tensor([0.5, 0.5]))  # v = l0 * v + l1 * value_embedding
+        self.qkv_w = nn.Parameter(torch.empty(3, hdim, dim))  # merged q, k, v weights
+        self.lambdas = nn.Parameter(torch.empty(2))  # v = l0 * v + l1 * value_embedding
         self.rotary = Rotary(args.head_dim, max_seq_len, args.rope_min_freq)
         self.c_proj = CastedLinear(hdim, dim, zero_init=True)
 
-    def forward(self, x_BTD: Tensor, ve_TD: Tensor | None, mask: BlockMask | Tensor) -> Tensor:
+    def forward(self, x_BTD: Tensor, ve_TD: Tensor | None, mask: BlockMask | Tensor, cache: KVCache | None) -> Tensor:
         B, T, _ = x_BTD.shape
         qkv = F.linear(x_BTD, self.qkv_w.flatten(end_dim=1).type_as(x_BTD))
         q, k, v = qkv.view(B, T, 3 * self.num_heads, self.head_dim).chunk(3, dim=-2)  # each (B, T, H, Dh)
         q, k = norm(q), norm(k)  # QK-norm
-        q, k = self.rotary(q), self.rotary(k)
+        start = 0 if cache is None else cache.length  # decoding: these tokens follow the cached ones
+        q, k = self.rotary(q, start), self.rotary(k, start)
         if ve_TD is not None:  # value embeddings (@KoszarskyB, @Grad62304977)
             v = self.lambdas[0] * v + self.lambdas[1] * ve_TD.view_as(v)
         else:
             v = self.lambdas[0] * v
+        if cache is not None:  # the queries see the cached keys and values too
+            k, v = cache.update(self, k, v)
         y_BHTD = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask, self.attn_scale)
         y_BTD = y_BHTD.transpose(1, 2).contiguous().view(B, T, -1)
         return self.c_proj(y_BTD)
@@ -374,12 +419,12 @@ class Block(nn.Module):
         has_attention = args.attention_pattern[layer] != "-"  # e.g. layer 7 of the record has none
         self.attn = CausalSelfAttention(args, max_seq_len) if has_attention else None
         self.mlp = MLP(args.model_dim, args.mlp_ratio * args.model_dim)
-        self.lambdas = nn.Parameter(torch.tensor([1.0, 0.0]))  # x = l0 * x + l1 * x0
+        self.lambdas = nn.Parameter(torch.empty(2))  # x = l0 * x + l1 * x0
 
-    def forward(self, x: Tensor, ve: Tensor | None, x0: Tensor, mask: BlockMask | Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, ve: Tensor | None, x0: Tensor, mask: BlockMask | Tensor | None, cache=None) -> Tensor:
         x = self.lambdas[0] * x + self.lambdas[1] * x0
         if self.attn is not None:
-            x = x + self.attn(norm(x), ve, mask)
+            x = x + self.attn(norm(x), ve, mask, cache)
         return x + self.mlp(norm(x))
 
 
@@ -389,13 +434,42 @@ class GPT(nn.Module):
         self.args = args
         vocab, dim, layers = -(-args.vocab_size // 128) * 128, args.model_dim, args.num_layers  # padded vocabulary
         max_seq_len = max(args.train_seq_len, args.val_seq_len)
-        self.embed = nn.Embedding(vocab, dim)
+        self.embed = Embedding(vocab, dim)
         # value embeddings: tables 0..n-1 on the first n layers and again on the last n (@YouJiacheng's 012...012)
-        self.value_embeds = nn.ModuleList(nn.Embedding(vocab, dim) for _ in range(args.num_value_embeds))
+        self.value_embeds = nn.ModuleList(Embedding(vocab, dim) for _ in range(args.num_value_embeds))
         self.blocks = nn.ModuleList(Block(args, i, max_seq_len) for i in range(layers))
         self.lm_head = CastedLinear(dim, vocab, zero_init=True)
         # U-net skips (@brendanh0gan): outputs of the first half are added, weighted, to inputs of the second
-        self.skip_weights = nn.Parameter(torch.ones(layers // 2))
+        self.skip_weights = nn.Parameter(torch.empty(layers // 2))
+        rule = self.init_rule()
+        with torch.no_grad():  # drawn from torch's generator in the parameters' order
+            for name, p in self.named_parameters():
+                how, arg = rule[name]
+                if how == "normal":
+                    p.normal_(0.0, arg)
+                elif how == "uniform":
+                    p.uniform_(-arg, arg)
+                else:
+                    p.copy_(torch.tensor(arg, dtype=p.dtype, device=p.device))
+
+    def init_rule(self) -> dict[str, tuple[str, float | tuple[float, ...]]]:
+        """How each parameter starts, the one rule (__init__ draws it, train_scale.py slice by slice): ("normal", std),
+        ("uniform", bound) or ("values", one for all elements or one for each)."""
+        rule: dict[str, tuple[str, float | tuple[float, ...]]] = {}
+        uniform = lambda fan_in: ("uniform", 3**0.5 * 0.5 * fan_in**-0.5)  # noqa: E731 (std 0.5 fan_in^-0.5)
+        for name, m in self.named_modules():
+            at = f"{name}." if name else ""
+            if isinstance(m, nn.Embedding):
+                rule[at + "weight"] = ("normal", 1.0)
+            elif isinstance(m, CastedLinear):
+                rule[at + "weight"] = ("values", 0.0) if m.zero_init else uniform(m.in_features)
+            elif isinstance(m, CausalSelfAttention):
+                rule[at + "qkv_w"] = uniform(m.qkv_w.size(-1))
+                rule[at + "lambdas"] = ("values", (0.5, 0.5))  # the value and its embedding, alike
+            elif isinstance(m, Block):
+                rule[at + "lambdas"] = ("values", (1.0, 0.0))  # no x0 at first
+        rule["skip_weights"] = ("values", (1.0,) * len(self.skip_weights))
+        return rule
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by optimizer role: Muon takes `hidden`, Adam the rest (each with its own lr)."""
@@ -414,20 +488,25 @@ class GPT(nn.Module):
             return F.cross_entropy(logits, target_T)
         return F.cross_entropy(logits, target_T.flatten(), reduction="none").view_as(target_T).mean(-1)
 
-    def logits(self, input_T: Tensor, window_blocks: Tensor) -> Tensor:
-        """Soft-capped fp32 logits (T, padded vocab) of one window of tokens, or (B x T, padded vocab) of B windows
-        (B, T); T is a multiple of block_size. Training and validation use them through forward; tools/
-        (sampling, evaluation) call this directly."""
+    def logits(self, input_T: Tensor, window_blocks: Tensor, cache: KVCache | None = None) -> Tensor:
+        """Soft-capped fp32 logits (T, padded vocab) of a window, T a multiple of block_size, or (B x T, padded vocab)
+        of B windows (B, T); with a cache (decoding), of tokens (B, T), T any, that follow the ones it holds."""
         args, input_BT = self.args, input_T.view(-1, input_T.size(-1))  # one window is a batch of one
         layers, n_ve = len(self.blocks), len(self.value_embeds)
         ve = [table(input_BT) for table in self.value_embeds]  # tables 0..n-1, then None, then 0..n-1 again
         ve_per_layer = ve + [None] * (layers - 2 * n_ve) + ve
         docs_BT = (input_BT == args.vocab_size - 1).cumsum(-1)  # the separator opens each document
-        masks, (B, T) = {"-": None}, input_BT.shape
+        (B, T), start = input_BT.shape, 0 if cache is None else cache.length  # the first query's position
+        if cache is not None:  # decoding: the ids go on from the cached tokens', whose keys are seen too
+            cache.docs_BT[:, start : start + T] = docs_BT + (cache.docs_BT[:, start - 1 : start] if start else 0)
+            docs_BT = cache.docs_BT
+        masks = {"-": None}
         for kind, blocks in (("L", window_blocks), ("S", torch.clamp_min(window_blocks // 2, 1))):
-            if input_T.device.type == "cpu":  # FlexAttention has no backward on CPU (torch 2.13): a dense mask for SDPA
-                pos, b = torch.arange(T), torch.arange(B)[:, None, None, None]  # (B, 1, T, T): one per window
-                masks[kind] = document_causal_window(docs_BT, blocks, args.block_size)(b, 0, pos[:, None], pos[None, :])
+            if input_T.device.type == "cpu" or cache is not None:  # dense masks (B, 1, queries, keys) for SDPA:
+                # FlexAttention has no backward on CPU (torch 2.13), nor a block grid for decoding
+                pos, b = torch.arange(start + T, device=input_T.device), torch.arange(B, device=input_T.device)
+                visible = document_causal_window(docs_BT, blocks, args.block_size)
+                masks[kind] = visible(b[:, None, None, None], 0, pos[start:, None], pos[None, :])
             else:
                 masks[kind] = document_window_block_mask(docs_BT, blocks, args.block_size)
         x = x0 = norm(self.embed(input_BT))  # (B, T, D); norm of the embedding by @Grad62304977
@@ -436,9 +515,11 @@ class GPT(nn.Module):
         for i, block in enumerate(self.blocks):
             if i >= layers - n_skip:
                 x = x + self.skip_weights[i - (layers - n_skip)] * skips.pop()
-            x = block(x, ve_per_layer[i], x0, masks[args.attention_pattern[i]])
+            x = block(x, ve_per_layer[i], x0, masks[args.attention_pattern[i]], cache)
             if i < n_skip:
                 skips.append(x)
+        if cache is not None:
+            cache.length += T
         x_TD = norm(x).view(-1, x.size(-1))
         if self.training and args.fp8_head:
             scales = args.fp8_x_scale, args.fp8_w_scale, args.fp8_grad_scale
@@ -448,6 +529,27 @@ class GPT(nn.Module):
         # soft cap: cap * sigmoid(z / temp) = cap/2 * (tanh(z / 2 temp) + 1) (Gemma 2; @Grad62304977, @KoszarskyB,
         # @YouJiacheng), in fp32
         return args.logit_cap * torch.sigmoid(logits.float() / args.logit_temperature)
+
+
+class KVCache:
+    """What GPT.logits keeps to decode `batch` sequences of up to max_len tokens: keys, values and document ids."""
+
+    def __init__(self, model: GPT, batch: int, max_len: int):
+        args, device = model.args, model.lm_head.weight.device
+        self.length, self.kv, self.docs_BT = 0, {}, torch.zeros(batch, max_len, dtype=torch.long, device=device)
+        longer = Rotary(args.head_dim, max_len, args.rope_min_freq).to(device)  # rotary is relative and attention
+        for m in model.modules():  # windowed: positions past the trained length only need longer tables
+            if isinstance(m, Rotary) and m.cos.size(0) < max_len:
+                m.cos, m.sin = longer.cos, longer.sin
+
+    def update(self, layer: nn.Module, k_BTHD: Tensor, v_BTHD: Tensor) -> tuple[Tensor, Tensor]:
+        """Keep a layer's new keys and values; return all of them so far."""
+        if layer not in self.kv:
+            shape = (k_BTHD.size(0), self.docs_BT.size(1), *k_BTHD.shape[2:])
+            self.kv[layer] = k_BTHD.new_empty(shape), v_BTHD.new_empty(shape)
+        (keys, values), end = self.kv[layer], self.length + k_BTHD.size(1)
+        keys[:, self.length : end], values[:, self.length : end] = k_BTHD, v_BTHD
+        return keys[:, :end], values[:, :end]
 
 
 # -----------------------------------------------------------------------------------------------
@@ -592,270 +694,14 @@ def inputs_and_targets(tokens: Tensor, device: torch.device) -> tuple[Tensor, Te
 
 
 # -----------------------------------------------------------------------------------------------
-# Hyperparameters: the recipe and its presets (a record run has no other knob: a change is a code diff), and the
-# RunSettings, which change no number a run computes.
+# The loop: build, warm-up, schedules, one training step, validation and the timed loop. The clock runs only while
+# training: it stops for validation, and device work is synchronised before every exact reading.
 
 
-@dataclass(frozen=True)
-class Hyperparameters:
-    # data
-    vocab_size: int = 50257  # unpadded vocabulary; its last token separates documents
-    train_seq_len: int = 64 * 1024  # tokens per window; one window per process per micro-step
-    windows_per_step: int = 8  # global batch = windows_per_step x train_seq_len tokens, on any world size
-    val_seq_len: int = 64 * 1024  # tokens per validation window
-    val_tokens: int = 10_485_760  # the first val_tokens of the val shards (the record tracks fix this number)
-    # model
-    num_layers: int = 12
-    model_dim: int = 768
-    num_heads: int = 6
-    head_dim: int = 128
-    mlp_ratio: int = 4  # MLP hidden = mlp_ratio x model_dim
-    attention_pattern: str = "LSSSLSS-SSSL"  # per layer: L long window, S short (= long/2), - no attention
-    num_value_embeds: int = 3  # value-embedding tables, used on the first and the last num_value_embeds layers
-    attn_scale: float = 0.12  # fixed attention scale instead of head_dim^-0.5
-    rope_min_freq: float = 1 / 1024  # rotary frequencies (1/1024)^linspace(0, 1)
-    logit_cap: float = 30.0  # logits = cap * sigmoid(z / temperature)
-    logit_temperature: float = 7.5
-    block_size: int = 128  # FlexAttention block size; windows count in blocks
-    window_final_tokens: int = 1792  # the long window grows from block_size to this over training
-    # FP8 lm_head in training (static scales)
-    fp8_head: bool = True
-    fp8_x_scale: float = 2.0
-    fp8_w_scale: float = 32.0
-    fp8_grad_scale: float = 2.0**29  # logit gradients scale as 1/train_seq_len: this suits 64 Ki-token windows
-    # optimization
-    num_iterations: int = 1393  # optimizer steps
-    cooldown_frac: float = 0.4  # lr constant, then decays linearly over this last fraction of the steps ...
-    lr_final_frac: float = 0.1  # ... to this fraction of its initial value (at step num_iterations)
-    adam_lr_head: float = 0.008
-    adam_lr_embed: float = 0.6
-    adam_lr_scalar: float = 0.04
-    adam_beta1: float = 0.8
-    adam_beta2: float = 0.95
-    adam_eps: float = 1e-10
-    muon_lr: float = 0.05
-    muon_weight_decay: float = 0.0  # decoupled: each Muon step first scales its matrices by 1 - lr x this
-    muon_momentum: float = 0.95
-    muon_momentum_start: float = 0.85  # momentum warms up linearly from this ...
-    muon_momentum_warmup_steps: int = 300  # ... over this many steps
-    ns_steps: int = 5  # Newton-Schulz iterations
-    # run
-    val_loss_every: int = 125  # validate every this many steps (and at step 0 and the last step)
-    warmup_steps: int = 10  # untimed dummy steps (compilation), undone before the clock starts
-    compile: bool = True  # torch.compile the model, Newton-Schulz and the FP8 casts
-
-
-# fmt: off
-PRESETS: dict[str, Hyperparameters] = {
-    "short": Hyperparameters(),
-    # GPT-2 medium class (track_2_medium), from the public modded-nanogpt medium records of 2025-02-08 (weight
-    # decay, 28.1 min) and 2025-02-14 (27.7 min; its tuned Newton-Schulz coefficients are code and not carried over).
-    "medium": dataclasses.replace(
-        Hyperparameters(), val_seq_len=4 * 64 * 1024, num_layers=16, model_dim=1024, num_heads=8,
-        attention_pattern="LSSSLSS-SSSLSSSL", fp8_w_scale=512.0, fp8_grad_scale=2.0**19, num_iterations=7050,
-        lr_final_frac=0.0,  # the medium records decay the learning rate to 0, the short record to 0.1
-        adam_lr_head=0.1 / 1024**0.5, adam_lr_embed=0.3, adam_lr_scalar=0.015, muon_lr=0.025, muon_weight_decay=0.01,
-    ),
-    # A tiny model on synthetic data (python data/synthetic.py) for 2 CPU cores: the same code paths but the FP8 head
-    # (CPU float8 matmuls are ~10x slower than float32; tests check the op alone) and compilation (inductor's C++
-    # build took 90 s, more than the whole run). Shorter validation, noted in config.
-    "smoke": dataclasses.replace(
-        Hyperparameters(), vocab_size=512, train_seq_len=256, val_seq_len=256, val_tokens=32 * 256, model_dim=64,
-        num_heads=2, head_dim=32, window_final_tokens=256, fp8_head=False, num_iterations=200,
-        muon_momentum_warmup_steps=40, val_loss_every=25, warmup_steps=1, compile=False,
-    ),
-}
-# fmt: on
-EXAMPLE = '{"num_iterations": 20}'
-TRACKS = {"short": ("track_1_short", 3.28), "medium": ("track_2_medium", 2.92), "smoke": ("smoke", None)}
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """What a run is told besides the recipe (environment variables): none of it changes a number it computes."""
-
-    seed: int | None = None  # SEED; None: drawn at random (the config line has the seed used)
-    data_path: str = "data/fineweb10B"  # DATA_PATH: the folder of *_train_*.bin and *_val_*.bin shards
-    log_dir: str = "logs"  # LOG_DIR: the log goes to <log_dir>/<run_id>.txt
-    export_dir: str | None = None  # SPEEDRUN_EXPORT: write the final weights to <export_dir>/<run_id>/
-
-
-def env_int(env: dict[str, str], name: str, meaning: str) -> int | None:
-    """An integer environment variable; None when unset or empty."""
-    try:
-        return int(env[name], 10) if env.get(name, "").strip() else None
-    except ValueError:
-        raise SpeedrunError(f"{name}={env[name].strip()!r} is not a whole number: give {meaning}.") from None
-
-
-def run_settings(env: dict[str, str], args: Hyperparameters) -> RunSettings:
-    seed = env_int(env, "SEED", "an integer seed, or unset it to draw a random one")
-    data = env.get("DATA_PATH") or ("data/fineweb10B" if args.vocab_size == 50257 else "data/synthetic")
-    return RunSettings(seed, data, env.get("LOG_DIR") or "logs", env.get("SPEEDRUN_EXPORT") or None)
-
-
-def resolve_config(env: dict[str, str], presets: dict = PRESETS) -> tuple[str, Hyperparameters, dict]:
-    """The preset named by SPEEDRUN_PRESET with SPEEDRUN_OVERRIDES applied; the overrides that changed it."""
-    preset, overrides = env.get("SPEEDRUN_PRESET", "short"), {}
-    if preset not in presets:
-        raise SpeedrunError(f"SPEEDRUN_PRESET={preset!r} is not a preset; choose one of {', '.join(presets)}.")
-    try:
-        given = json.loads(env.get("SPEEDRUN_OVERRIDES") or "{}")
-    except json.JSONDecodeError as e:
-        raise SpeedrunError(f"SPEEDRUN_OVERRIDES is not valid JSON ({e}); give an object like '{EXAMPLE}'.") from e
-    if not isinstance(given, dict):
-        raise SpeedrunError(f"SPEEDRUN_OVERRIDES must be a JSON object of Hyperparameters fields, e.g. '{EXAMPLE}'.")
-    args = presets[preset]
-    types = {f.name: type(getattr(args, f.name)) for f in dataclasses.fields(args)}
-    for key, value in given.items():
-        if key not in types:
-            run = "(run settings, such as the seed and the data folder, have variables: docs/log-format.md)"
-            raise SpeedrunError(
-                f"SPEEDRUN_OVERRIDES: {key!r} is not a Hyperparameters field {run}; fields: {', '.join(types)}."
-            )
-        want = types[key]
-        if want is float and type(value) is int:
-            value = float(value)
-        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-            raise SpeedrunError(f"SPEEDRUN_OVERRIDES: {key} must be a {want.__name__}, got {value!r}.")
-        if value != getattr(args, key):  # only what changes the preset: an override disqualifies a record run
-            overrides[key] = value
-    return preset, dataclasses.replace(args, **overrides), overrides
-
-
-def validate(args: Hyperparameters, world_size: int) -> None:
-    """Reject configurations the code cannot run exactly, before any work is done."""
-    sizes = ("vocab_size", "train_seq_len", "windows_per_step", "val_seq_len", "val_tokens", "num_layers")
-    sizes += ("model_dim", "num_heads", "head_dim", "mlp_ratio", "block_size", "window_final_tokens")
-    problems = [f"{name}={getattr(args, name)} must be positive" for name in sizes if getattr(args, name) < 1]
-    if world_size < 1:
-        problems.append(f"world_size={world_size}: a run needs at least one process")
-    if problems:  # the checks below divide by these
-        raise SpeedrunError("invalid configuration: " + "; ".join(problems) + ".")
-    W, n, pattern, bs = args.windows_per_step, args.num_layers, args.attention_pattern, args.block_size
-    if W % world_size:
-        problems.append(f"{world_size} processes cannot share {W} windows per step: use a world size that divides {W}")
-    for k in ("train_seq_len", "val_seq_len", "window_final_tokens"):
-        if getattr(args, k) % bs:
-            problems.append(f"{k}={getattr(args, k)} is not a multiple of block_size={bs}")
-    if args.val_tokens % (W * args.val_seq_len):
-        problems.append(f"val_tokens={args.val_tokens} must be a multiple of windows_per_step x val_seq_len")
-    if len(pattern) != n or set(pattern) - set("LS-"):
-        problems.append(f"attention_pattern={pattern!r} needs one of L, S, - per layer")
-    if n % 2 or n < 2 * args.num_value_embeds:
-        problems.append("num_layers must be even (U-net) and at least 2 x num_value_embeds")
-    if args.head_dim % 4 or args.num_heads * args.head_dim != args.model_dim:
-        problems.append("head_dim must be a multiple of 4 (rotary) and num_heads x head_dim equal model_dim")
-    if args.fp8_head and args.model_dim % 16:
-        problems.append("model_dim must be a multiple of 16 for the FP8 head")
-    if args.num_iterations < 1 or args.val_loss_every < 0 or args.warmup_steps < 0:
-        problems.append("num_iterations must be >= 1, val_loss_every and warmup_steps >= 0")
-    if problems:
-        raise SpeedrunError("invalid configuration: " + "; ".join(problems) + ".")
-
-
-# -----------------------------------------------------------------------------------------------
-# Logging: rank 0 writes <log_dir>/<run_id>.txt (docs/log-format.md) and echoes it to the console.
-
-SEPARATOR = "=" * 100
-
-
-class RunLog:
-    """Rank 0's log, kept open for the whole run (path None on the other ranks: they write nothing)."""
-
-    def __init__(self, path: Path | None):
-        self.path, self.file = path, None
-        try:
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self.file = open(path, "x", encoding="utf-8")
-        except OSError as e:
-            msg = f"cannot write the log {path}: {e.strerror or e}; set LOG_DIR to a writable folder."
-            raise SpeedrunError(msg) from e
-
-    def __call__(self, line: str, console: bool = True) -> None:
-        if self.file is not None:
-            self.file.write(line + "\n")
-            self.file.flush()
-            if console:
-                print(line, flush=True)
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-
-
-def gpus_in_use(env: dict[str, str], device_count: int) -> list[str] | None:
-    """The GPUs this node's processes use, as nvidia-smi -i names them (it ignores CUDA_VISIBLE_DEVICES), when that
-    is not all of them (None): so that `NPROC=2` on an 8-GPU node logs as a 2-GPU run."""
-    used = int(env.get("LOCAL_WORLD_SIZE", "1"))
-    visible = [v.strip() for v in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
-    if visible:
-        return visible[:used]
-    return [str(i) for i in range(used)] if used < device_count else None
-
-
-def nvidia_smi(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["nvidia-smi", *args], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.rstrip("\n") if out.returncode == 0 and out.stdout.strip() else None
-
-
-def gpu_uuids(ids: list[str] | None) -> list[str]:
-    """The UUIDs `nvidia-smi -L` gives the GPUs in use (ids as gpus_in_use names them: indices or UUIDs)."""
-    listed = re.findall(r"^GPU (\d+): .*\(UUID: (GPU-[0-9A-Za-z-]+)\)", nvidia_smi("-L") or "", re.M)
-    if ids is None:
-        return [u for _, u in listed]
-    return [u for v in ids for i, u in listed if v == i or (v.startswith("GPU-") and u.startswith(v))]
-
-
-def host_line(d: Dist) -> str:
-    """`host: {...}`: this machine as a salted hash of its machine id (stable, and it gives nothing away) and the
-    UUIDs of the GPUs the run uses, every node's in rank order, so that runs can be known to share hardware."""
-    paths = [p for p in ("/etc/machine-id", "/var/lib/dbus/machine-id") if os.path.isfile(p) and os.access(p, os.R_OK)]
-    machine = next((i for p in paths if (i := Path(p).read_text("utf-8", "replace").strip())), socket.gethostname())
-    host_id = hashlib.sha256(f"speedrun-host-v1:{machine}".encode()).hexdigest()[:16]
-    uuids = gpu_uuids(gpus_in_use(dict(os.environ), torch.cuda.device_count())) if d.cuda and not d.local_rank else []
-    if d.world_size > 1:  # each node's local rank 0 speaks for its GPUs
-        every = [None] * d.world_size
-        dist.all_gather_object(every, uuids)
-        uuids = [u for node in every for u in node]
-    return "host: " + json.dumps(dict(host_id=host_id, gpu_uuids=uuids))
-
-
-def parameter_counts(args: Hyperparameters) -> dict[str, int]:
-    """The log's `parameters:` line: counts by optimizer role, from a model built on the meta device (no memory)."""
-    with torch.device("meta"):
-        groups = GPT(args).param_groups()
-    counts = {role: sum(p.numel() for p in params) for role, params in groups.items()}
-    return dict(total=sum(counts.values()), **counts)
-
-
-def write_header(log: RunLog, code: str, plan: RunPlan, seed: int, run_id: str, data: dict, d: Dist, **extra) -> None:
-    """The code, a separator, the environment block (all ranks take part), a separator. The config line: every
-    Hyperparameters field, what the run derives (extra: more), the seed, and the other RunSettings under "run"."""
-    args, accum, (track, target) = plan.args, plan.args.windows_per_step // d.world_size, plan.track
-    config = dict(dataclasses.asdict(args), preset=plan.preset, track=track, world_size=d.world_size)
-    config.update(grad_accum_steps=accum, global_batch_tokens=d.world_size * accum * args.train_seq_len, seed=seed)
-    config.update(run_id=run_id, target_val_loss=target, parallelism="ddp", device=d.device.type)
-    config.update(step_avg_excluded_steps=0, overrides=plan.overrides, **extra)
-    config["run"] = {k: v for k, v in dataclasses.asdict(plan.settings).items() if k != "seed"}
-    build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU"
-    ids = gpus_in_use(dict(os.environ), torch.cuda.device_count()) if d.cuda else None
-    # nvidia-smi's table of the GPUs in use, or of the whole node when it refuses the ids (a MIG id, say)
-    smi = (nvidia_smi("-i", ",".join(ids)) if ids else None) or nvidia_smi() or "nvidia-smi: not available"
-    env = [f"Running Python {sys.version}", f"Running PyTorch {torch.__version__} compiled for {build}", smi]
-    env += [host_line(d), "config: " + json.dumps(config), "data: " + json.dumps(data)]
-    log(code.removesuffix("\n"), console=False)  # the section before the separator is the code, byte for byte
-    log(SEPARATOR, console=False)
-    for line in env + ["parameters: " + json.dumps(parameter_counts(args)), SEPARATOR]:
-        log(line)
-
-
-# -----------------------------------------------------------------------------------------------
-# Build: model, optimizers, flat gradient buckets (run() compiles the model as it builds it).
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work, so that a clock read afterwards measures it (CPU ops are synchronous)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def build_model(args: Hyperparameters, seed: int, d: Dist) -> GPT:
@@ -874,29 +720,27 @@ def build_model(args: Hyperparameters, seed: int, d: Dist) -> GPT:
     return model
 
 
-def build_optimizers(model: GPT, args: Hyperparameters, d: Dist, muon=Muon, grads=None) -> tuple:
-    """(Adam for embeddings, head and scalars, Muon for the hidden matrices, the gradient accumulator: GradBuckets,
-    or grads(roles), roles: the gradients each optimizer reads), as train_step takes them."""
+def build_optimizers(model: GPT, args: Hyperparameters, d: Dist, muon: type[Muon], grads) -> tuple:
+    """(Adam for embeddings, head and scalars, `muon` for the hidden matrices, the gradient accumulator grads(roles),
+    roles: the gradients each optimizer reads), as train_step takes them (train_scale.py: sharded kinds)."""
     groups, betas = model.param_groups(), (args.adam_beta1, args.adam_beta2)
     lrs = dict(head=args.adam_lr_head, embed=args.adam_lr_embed, scalar=args.adam_lr_scalar)
-    adam = torch.optim.Adam(
-        [dict(params=groups[k], lr=lr) for k, lr in lrs.items()], betas=betas, eps=args.adam_eps, fused=d.cuda
-    )
+    adam_groups = [dict(params=groups[k], lr=lr) for k, lr in lrs.items()]
+    adam = torch.optim.Adam(adam_groups, betas=betas, eps=args.adam_eps, fused=d.cuda)
     kw = dict(weight_decay=args.muon_weight_decay, compiled=args.compile)
     hidden = muon(groups["hidden"], args.muon_lr, args.muon_momentum, args.ns_steps, d.rank, d.world_size, **kw)
     for opt in (adam, hidden):
         for group in opt.param_groups:
             group["initial_lr"] = group["lr"]
     roles = dict(muon=groups["hidden"], adam=groups["head"] + groups["embed"] + groups["scalar"])
-    return adam, hidden, (grads or GradBuckets)(roles)
+    return adam, hidden, grads(roles)
 
 
 class GradBuckets:
-    """Every gradient is a view into one flat buffer per (role, dtype), so one all-reduce syncs a bucket (backward
-    accumulates into .grad in place, as DDP's gradient_as_bucket_view). A process adds its windows in order, (((w0 +
-    w1) + w2) + w3) on rank 0 of 2, and the all-reduce adds two sums, which commutes exactly; one process sums windows
-    0-3 and 4-7 apart, then adds the two: 1 and 2 processes are bitwise the same run (beyond 2 a collective adds in
-    an order of its own)."""
+    """Every gradient is a view into one flat buffer per (role, dtype): one all-reduce syncs a bucket (as DDP's
+    gradient_as_bucket_view). A process adds its windows in order, (((w0 + w1) + w2) + w3) on rank 0 of 2, and the
+    all-reduce adds two sums, which commutes exactly; one process sums windows 0-3 and 4-7 apart, then adds the two:
+    1 and 2 processes are bitwise the same run (beyond 2 a collective adds in an order of its own)."""
 
     def __init__(self, roles: dict[str, list[nn.Parameter]]):
         self.buckets: dict[str, list[Tensor]] = {}
@@ -940,13 +784,9 @@ class GradBuckets:
             buf.mul_(scale)
 
 
-# -----------------------------------------------------------------------------------------------
-# Warm-up: compile and run the exact training step on dummy data, then restore the initial state.
-
-
 def warm_up(model: nn.Module, weights: list[Tensor], opts, args: Hyperparameters, seed: int, d: Dist, log) -> None:
-    """weights: the tensors to put back afterwards (the state_dict's; their local slices under FSDP2), kept in host
-    memory meanwhile; before the first step the optimizers hold no state yet, only their settings."""
+    """Compile and run the exact training step on dummy data, then put back the weights (the state_dict's tensors, or
+    FSDP2's local slices), kept on the host meanwhile, and the optimizers (no state yet, only their settings)."""
     started = time.perf_counter()
     saved = [w.to("cpu", copy=True) for w in weights], copy.deepcopy([opts[0].state_dict(), opts[1].state_dict()])
     gen = torch.Generator().manual_seed(seed)
@@ -961,11 +801,6 @@ def warm_up(model: nn.Module, weights: list[Tensor], opts, args: Hyperparameters
     opts[2].zero()
     synchronize(d.device)
     log(f"warm-up: {args.warmup_steps} untimed steps (compilation included) took {time.perf_counter() - started:.1f}s")
-
-
-# -----------------------------------------------------------------------------------------------
-# The timed loop: schedules, one training step, validation, and the loop itself. The clock runs only while
-# training: it stops for validation, and device work is synchronised before every exact reading.
 
 
 def lr_factor(step: int, args: Hyperparameters) -> float:
@@ -1045,12 +880,13 @@ def evaluate(model: nn.Module, windows: TokenWindows, args: Hyperparameters, d: 
     return gather_window_losses(losses, d).double().sum().item() / n
 
 
-def train(model, opts, plan: RunPlan, d: Dist, log: RunLog, start=(0, 0.0), save=None) -> float:
-    """Steps start[0]+1 .. num_iterations, the clock going on from start[1] ms (a resumed run); returns the train
-    time in ms. save: (every, fn(step, train_time_ms)), called with the clock stopped every `every` steps and last."""
-    args, total, (first, train_time_ms) = plan.args, plan.args.num_iterations, start
-    train_windows = TrainWindows(plan.train_shards, args.train_seq_len, args.windows_per_step, d.device)
-    val_windows = TokenWindows(plan.val_shards, args.val_seq_len, args.val_tokens + 1, d.device)
+def train(model, opts, run: Run, start: tuple[int, float]) -> float:
+    """Steps start[0]+1 .. num_iterations, the clock going on from start[1] ms; returns the train time in ms. run.saves:
+    None, or (every, save(step, train_time_ms)), called with the clock stopped every `every` steps and at the last."""
+    args, d, log, save = run.plan.args, run.d, run.log, run.saves
+    total, (first, train_time_ms) = args.num_iterations, start
+    train_windows = TrainWindows(run.plan.train_shards, args.train_seq_len, args.windows_per_step, d.device)
+    val_windows = TokenWindows(run.plan.val_shards, args.val_seq_len, args.val_tokens + 1, d.device)
     pending = None  # (step, loss tensor, train_time_ms read without a sync) of the step whose loss is unread
 
     def check(what: str, loss: float, step: int) -> None:
@@ -1100,100 +936,336 @@ def train(model, opts, plan: RunPlan, d: Dist, log: RunLog, start=(0, 0.0), save
     return train_time_ms
 
 
-# -----------------------------------------------------------------------------------------------
-# Summary and main: a run's plan (all checked before any work), header, build, warm-up, timed run and export.
+# ===============================================================================================
+# Harness: the processes, the configuration from the environment (checked before any work), the log and the host's
+# identity, the export, and the run skeleton whose hooks train_scale.py fills in. None of it changes a number.
+
+
+class Dist(collections.namedtuple("Dist", "rank world_size local_rank device")):
+    """This process among the run's: torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; `python train_gpt.py` is one."""
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def setup_distributed() -> Dist:
+    env, cuda = dict(os.environ), torch.cuda.is_available()
+    rank, world_size, local_rank = int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
+    if cuda and local_rank >= torch.cuda.device_count():
+        n, fix = torch.cuda.device_count(), "start one process per GPU at most"
+        raise SpeedrunError(f"local rank {local_rank} has no GPU: this node shows {n}; {fix}.")
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if "RANK" in env:  # NCCL between GPUs; gloo between CPU processes (the smoke run, the tests)
+        dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
+    return Dist(rank, world_size, local_rank, device)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a run is told besides the recipe (environment variables): none of it changes a number it computes."""
+
+    seed: int | None = None  # SEED; None: drawn at random (the config line has the seed used)
+    data_path: str = "data/fineweb10B"  # DATA_PATH: the folder of *_train_*.bin and *_val_*.bin shards
+    log_dir: str = "logs"  # LOG_DIR: the log goes to <log_dir>/<run_id>.txt
+    export_dir: str | None = None  # SPEEDRUN_EXPORT: write the final weights to <export_dir>/<run_id>/
+
+
+def env_int(env: dict[str, str], name: str, meaning: str) -> int | None:
+    """An integer environment variable; None when unset or empty."""
+    try:
+        return int(env[name], 10) if env.get(name, "").strip() else None
+    except ValueError:
+        raise SpeedrunError(f"{name}={env[name].strip()!r} is not a whole number: give {meaning}.") from None
+
+
+def run_settings(env: dict[str, str], args: Hyperparameters) -> RunSettings:
+    seed = env_int(env, "SEED", "an integer seed, or unset it to draw a random one")
+    data = env.get("DATA_PATH") or ("data/fineweb10B" if args.vocab_size == 50257 else "data/synthetic")
+    export = env.get("SPEEDRUN_EXPORT") or None
+    if export is not None and Path(export).is_file():
+        raise SpeedrunError(f"SPEEDRUN_EXPORT={export} is a file; give a folder for the final weights.")
+    return RunSettings(seed, data, env.get("LOG_DIR") or "logs", export)
+
+
+def resolve_config(env: dict[str, str], presets: dict[str, Hyperparameters]) -> tuple[str, Hyperparameters, dict]:
+    """The preset named by SPEEDRUN_PRESET with SPEEDRUN_OVERRIDES applied; the overrides that changed it."""
+    preset, overrides, example = env.get("SPEEDRUN_PRESET", "short"), {}, '{"num_iterations": 20}'
+    if preset not in presets:
+        raise SpeedrunError(f"SPEEDRUN_PRESET={preset!r} is not a preset; choose one of {', '.join(presets)}.")
+    try:
+        given = json.loads(env.get("SPEEDRUN_OVERRIDES") or "{}")
+    except json.JSONDecodeError as e:
+        raise SpeedrunError(f"SPEEDRUN_OVERRIDES is not valid JSON ({e}); give an object like '{example}'.") from e
+    if not isinstance(given, dict):
+        raise SpeedrunError(f"SPEEDRUN_OVERRIDES must be a JSON object of Hyperparameters fields, e.g. '{example}'.")
+    args = presets[preset]
+    types = {f.name: type(getattr(args, f.name)) for f in dataclasses.fields(args)}
+    for key, value in given.items():
+        if key not in types:
+            run = "(run settings, such as the seed and the data folder, have variables: docs/log-format.md)"
+            raise SpeedrunError(
+                f"SPEEDRUN_OVERRIDES: {key!r} is not a Hyperparameters field {run}; fields: {', '.join(types)}."
+            )
+        want = types[key]
+        if want is float and type(value) is int:
+            value = float(value)
+        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+            raise SpeedrunError(f"SPEEDRUN_OVERRIDES: {key} must be a {want.__name__}, got {value!r}.")
+        if value != getattr(args, key):  # only what changes the preset: an override disqualifies a record run
+            overrides[key] = value
+    return preset, dataclasses.replace(args, **overrides), overrides
+
+
+def validate(args: Hyperparameters, world_size: int) -> None:
+    """Reject configurations the code cannot run exactly, before any work is done."""
+    sizes = ("vocab_size", "train_seq_len", "windows_per_step", "val_seq_len", "val_tokens", "num_layers")
+    sizes += ("model_dim", "num_heads", "head_dim", "mlp_ratio", "block_size", "window_final_tokens")
+    problems = [f"{name}={getattr(args, name)} must be positive" for name in sizes if getattr(args, name) < 1]
+    if world_size < 1:
+        problems.append(f"world_size={world_size}: a run needs at least one process")
+    if problems:  # the checks below divide by these
+        raise SpeedrunError("invalid configuration: " + "; ".join(problems) + ".")
+    W, n, pattern, bs = args.windows_per_step, args.num_layers, args.attention_pattern, args.block_size
+    if W % world_size:
+        problems.append(f"{world_size} processes cannot share {W} windows per step: use a world size that divides {W}")
+    for k in ("train_seq_len", "val_seq_len", "window_final_tokens"):
+        if getattr(args, k) % bs:
+            problems.append(f"{k}={getattr(args, k)} is not a multiple of block_size={bs}")
+    if args.val_tokens % (W * args.val_seq_len):
+        problems.append(f"val_tokens={args.val_tokens} must be a multiple of windows_per_step x val_seq_len")
+    if len(pattern) != n or set(pattern) - set("LS-"):
+        problems.append(f"attention_pattern={pattern!r} needs one of L, S, - per layer")
+    if n % 2 or n < 2 * args.num_value_embeds:
+        problems.append("num_layers must be even (U-net) and at least 2 x num_value_embeds")
+    if args.head_dim % 4 or args.num_heads * args.head_dim != args.model_dim:
+        problems.append("head_dim must be a multiple of 4 (rotary) and num_heads x head_dim equal model_dim")
+    if args.fp8_head and args.model_dim % 16:
+        problems.append("model_dim must be a multiple of 16 for the FP8 head")
+    if args.num_iterations < 1 or args.val_loss_every < 0 or args.warmup_steps < 0:
+        problems.append("num_iterations must be >= 1, val_loss_every and warmup_steps >= 0")
+    if problems:
+        raise SpeedrunError("invalid configuration: " + "; ".join(problems) + ".")
+
+
+SEPARATOR = "=" * 100
+
+
+class RunLog:
+    """Rank 0's log, kept open for the whole run (path None on the other ranks: they write nothing)."""
+
+    def __init__(self, path: Path | None):
+        self.path, self.file = path, None
+        try:
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.file = open(path, "x", encoding="utf-8")
+        except OSError as e:
+            msg = f"cannot write the log {path}: {e.strerror or e}; set LOG_DIR to a writable folder."
+            raise SpeedrunError(msg) from e
+
+    def __call__(self, line: str, console: bool = True) -> None:
+        if self.file is not None:
+            self.file.write(line + "\n")
+            self.file.flush()
+            if console:
+                print(line, flush=True)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def gpus_in_use(env: dict[str, str], device_count: int) -> list[str] | None:
+    """The GPUs this node's processes use, as nvidia-smi -i names them (it ignores CUDA_VISIBLE_DEVICES), when not
+    all of them (None): `NPROC=2` on an 8-GPU node logs as a 2-GPU run."""
+    used = int(env.get("LOCAL_WORLD_SIZE", "1"))
+    visible = [v.strip() for v in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if visible:
+        return visible[:used]
+    return [str(i) for i in range(used)] if used < device_count else None
+
+
+def nvidia_smi(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["nvidia-smi", *args], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.rstrip("\n") if out.returncode == 0 and out.stdout.strip() else None
+
+
+def gpu_uuids(ids: list[str] | None) -> list[str]:
+    """The UUIDs `nvidia-smi -L` gives the GPUs in use (ids as gpus_in_use names them: indices or UUIDs)."""
+    listed = re.findall(r"^GPU (\d+): .*\(UUID: (GPU-[0-9A-Za-z-]+)\)", nvidia_smi("-L") or "", re.M)
+    if ids is None:
+        return [u for _, u in listed]
+    return [u for v in ids for i, u in listed if v == i or (v.startswith("GPU-") and u.startswith(v))]
+
+
+def host_line(d: Dist) -> str:
+    """`host: {...}`: this machine as a salted hash of its machine id (stable, and it gives nothing away) and the
+    UUIDs of the GPUs the run uses, every node's in rank order, so that runs can be known to share hardware."""
+    paths = [p for p in ("/etc/machine-id", "/var/lib/dbus/machine-id") if os.path.isfile(p) and os.access(p, os.R_OK)]
+    machine = next((i for p in paths if (i := Path(p).read_text("utf-8", "replace").strip())), socket.gethostname())
+    host_id = hashlib.sha256(f"speedrun-host-v1:{machine}".encode()).hexdigest()[:16]
+    uuids = gpu_uuids(gpus_in_use(dict(os.environ), torch.cuda.device_count())) if d.cuda and not d.local_rank else []
+    if d.world_size > 1:  # each node's local rank 0 speaks for its GPUs
+        every = [None] * d.world_size
+        dist.all_gather_object(every, uuids)
+        uuids = [u for node in every for u in node]
+    return "host: " + json.dumps(dict(host_id=host_id, gpu_uuids=uuids))
+
+
+def parameter_counts(args: Hyperparameters) -> dict[str, int]:
+    """The log's `parameters:` line: counts by optimizer role, from a model built on the meta device (no memory)."""
+    with torch.device("meta"):
+        groups = GPT(args).param_groups()
+    counts = {role: sum(p.numel() for p in params) for role, params in groups.items()}
+    return dict(total=sum(counts.values()), **counts)
 
 
 # a run's configuration (track: (track, target val loss)), settings and shards, all checked
 RunPlan = collections.namedtuple("RunPlan", "preset track args overrides settings val_shards train_shards")
 
 
-def plan_run(world_size: int, env: dict[str, str]) -> RunPlan:
-    """Configuration, settings and the shards to read, all checked: a setup mistake surfaces here, before any work."""
-    preset, args, overrides = resolve_config(env)
-    validate(args, world_size)
-    settings = run_settings(env, args)
-    if settings.export_dir is not None and Path(settings.export_dir).is_file():
-        raise SpeedrunError(f"SPEEDRUN_EXPORT={settings.export_dir} is a file; give a folder for the final weights.")
-    val_shards = plan_shards(args, settings.data_path, "val", args.val_tokens + 1)
-    train_shards = plan_shards(args, settings.data_path, "train")
-    return RunPlan(preset, TRACKS[preset], args, overrides, settings, val_shards, train_shards)
+class Run:
+    """A run, through the one skeleton `execute`: plan (every check before any work), seed and run id, header, model,
+    warm-up, timed loop, end. train_scale.py's ScaleRun overrides the hooks (marked so) and adds an OOM message."""
 
+    presets, tracks = PRESETS, TRACKS  # hook: the presets this file runs, each one's track and target
+    saves: tuple | None = None  # hook: (every, save(step, train_time_ms)) for the timed loop, or None
 
-def preflight(world_size: int, plan=plan_run) -> int:
-    """run.sh calls this before torchrun, so that a setup mistake reads as one message, not a launcher traceback."""
-    try:
-        plan(world_size, dict(os.environ))
-    except SpeedrunError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    def __init__(self, d: Dist, env: dict[str, str] | None = None):
+        self.d, self.env = d, dict(os.environ) if env is None else env
 
+    @classmethod
+    def preflight(cls, world_size: int) -> int:
+        """run.sh calls this before torchrun, so that a setup mistake reads as one message, not a launcher traceback."""
+        try:
+            cls(Dist(0, world_size, 0, torch.device("cpu"))).make_plan()
+            return 0
+        except SpeedrunError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
 
-def export_weights(state: dict[str, Tensor], plan: RunPlan, run_id: str, d: Dist, log: RunLog, **meta) -> None:
-    """Rank 0: the final weights as the folder `python -m tools sample|evaluate|export` read: model.safetensors (the
-    state dict in its trained dtypes), then config.json (written last: its presence marks a complete export)."""
-    from safetensors.torch import save_file  # only a run that exports needs it
+    def make_plan(self) -> RunPlan:
+        """Configuration, settings and the shards to read, all checked: a setup mistake surfaces here."""
+        preset, args, overrides = resolve_config(self.env, self.presets)
+        settings = self.settings(preset, args)
+        val_shards = plan_shards(args, settings.data_path, "val", args.val_tokens + 1)
+        train_shards = plan_shards(args, settings.data_path, "train")
+        return RunPlan(preset, self.tracks[preset], args, overrides, settings, val_shards, train_shards)
 
-    started, folder = time.perf_counter(), Path(plan.settings.export_dir) / run_id
-    meta = dict(format="speedrun-export-v1", preset=plan.preset, hyperparameters=dataclasses.asdict(plan.args), **meta)
-    meta.update(step=plan.args.num_iterations, run_id=run_id, world_size=d.world_size)
-    meta.update(data_path=plan.settings.data_path)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(folder / "model.safetensors.tmp"))
-        os.replace(folder / "model.safetensors.tmp", folder / "model.safetensors")
-        (folder / "config.json.tmp").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-        os.replace(folder / "config.json.tmp", folder / "config.json")
-    except OSError as e:
-        where = f"the run finished (its log is complete) but its weights were not written to {folder}"
-        fix = "free space or set SPEEDRUN_EXPORT to a writable folder"
-        raise SpeedrunError(f"{where}: {e.strerror or e}; {fix}.") from e
-    log(f"export: final weights written to {folder} in {time.perf_counter() - started:.1f}s")
+    def settings(self, preset: str, args: Hyperparameters) -> RunSettings:  # hook: the recipe checked, the settings
+        validate(args, self.d.world_size)
+        return run_settings(self.env, args)
 
+    def choose(self, plan: RunPlan) -> RunPlan:  # hook: rank 0's seed and run id (and what else it decides), for all
+        seed = secrets.randbelow(2**31) if plan.settings.seed is None else plan.settings.seed
+        self.seed, self.run_id = self.from_rank0([seed, str(uuid.uuid4())])
+        return plan
 
-def run(code: str, d: Dist) -> None:
-    plan = plan_run(d.world_size, dict(os.environ))
-    args, settings = plan.args, plan.settings
-    choice = [settings.seed if settings.seed is not None else secrets.randbelow(2**31), str(uuid.uuid4())]
-    if d.world_size > 1:  # rank 0's seed and run id, for every rank
-        dist.broadcast_object_list(choice, src=0)
-    seed, run_id = choice
-    data = describe_data(plan.val_shards + plan.train_shards, args, settings.data_path)
-    log = RunLog(Path(settings.log_dir) / f"{run_id}.txt" if d.rank == 0 else None)
-    try:
-        write_header(log, code, plan, seed, run_id, data, d)
-        raw = build_model(args, seed, d)
+    def from_rank0(self, values: list) -> list:
+        if self.d.world_size > 1:
+            dist.broadcast_object_list(values, src=0)
+        return values
+
+    def log_path(self) -> Path:  # hook
+        return Path(self.plan.settings.log_dir) / f"{self.run_id}.txt"
+
+    def header(self, code: str, data: dict, **extra) -> None:  # hook: extra, more of the config line
+        """The code, a separator, the environment block (all ranks take part), a separator. The config line: every
+        Hyperparameters field, what the run derives, the seed, and the other RunSettings under "run"."""
+        plan, d, log, seed, run_id = self.plan, self.d, self.log, self.seed, self.run_id
+        args, accum, (track, target) = plan.args, plan.args.windows_per_step // d.world_size, plan.track
+        config = dict(dataclasses.asdict(args), preset=plan.preset, track=track, world_size=d.world_size)
+        config.update(grad_accum_steps=accum, global_batch_tokens=d.world_size * accum * args.train_seq_len, seed=seed)
+        config.update(run_id=run_id, target_val_loss=target, parallelism="ddp", device=d.device.type)
+        config.update(step_avg_excluded_steps=0, overrides=plan.overrides, **extra)
+        config["run"] = {k: v for k, v in dataclasses.asdict(plan.settings).items() if k != "seed"}
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU"
+        ids = gpus_in_use(dict(os.environ), torch.cuda.device_count()) if d.cuda else None
+        # nvidia-smi's table of the GPUs in use, or of the whole node when it refuses the ids (a MIG id, say)
+        smi = (nvidia_smi("-i", ",".join(ids)) if ids else None) or nvidia_smi() or "nvidia-smi: not available"
+        env = [f"Running Python {sys.version}", f"Running PyTorch {torch.__version__} compiled for {build}", smi]
+        env += [host_line(d), "config: " + json.dumps(config), "data: " + json.dumps(data)]
+        log(code.removesuffix("\n"), console=False)  # the section before the separator is the code, byte for byte
+        log(SEPARATOR, console=False)
+        for line in env + ["parameters: " + json.dumps(parameter_counts(args)), SEPARATOR]:
+            log(line)
+
+    def prepare(self, args: Hyperparameters) -> tuple:  # hook: (model, what the loop calls, optimizers, weights)
+        raw = build_model(args, self.seed, self.d)
         model = torch.compile(raw, dynamic=False, fullgraph=True) if args.compile else raw  # a graph break: slower
-        opts = build_optimizers(raw, args, d)
-        warm_up(model, list(raw.state_dict().values()), opts, args, seed, d, log)
-        train_time_ms = train(model, opts, plan, d, log)
-        if settings.export_dir is not None and d.rank == 0:
-            export_weights(raw.state_dict(), plan, run_id, d, log, parallelism="ddp", train_time_ms=train_time_ms)
-    finally:
-        log.close()
+        return raw, model, build_optimizers(raw, args, self.d, Muon, GradBuckets), list(raw.state_dict().values())
+
+    def start(self, model: GPT, opts) -> tuple[int, float]:  # hook: the step and train time (ms) to go on from
+        return 0, 0.0
+
+    def finish(self, model: GPT, train_time_ms: float) -> None:  # hook: at the end of training
+        """SPEEDRUN_EXPORT: rank 0 writes the final weights as `python -m tools sample|evaluate` read them,
+        model.safetensors (in their trained dtypes), then config.json (written last: it marks a complete export)."""
+        plan, started = self.plan, time.perf_counter()
+        if plan.settings.export_dir is None or self.d.rank != 0:
+            return
+        from safetensors.torch import save_file  # only a run that exports needs it
+
+        folder, state = Path(plan.settings.export_dir) / self.run_id, model.state_dict()
+        meta = dict(format="speedrun-export-v1", preset=plan.preset, hyperparameters=dataclasses.asdict(plan.args))
+        meta.update(parallelism="ddp", train_time_ms=train_time_ms, step=plan.args.num_iterations, run_id=self.run_id)
+        meta.update(world_size=self.d.world_size, data_path=plan.settings.data_path)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(folder / "weights.tmp"))
+            os.replace(folder / "weights.tmp", folder / "model.safetensors")
+            (folder / "config.json.tmp").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+            os.replace(folder / "config.json.tmp", folder / "config.json")
+        except OSError as e:
+            where = f"the run finished (its log is complete) but its weights were not written to {folder}"
+            raise SpeedrunError(
+                f"{where}: {e.strerror or e}; free space or set SPEEDRUN_EXPORT to a writable folder."
+            ) from e
+        self.log(f"export: final weights written to {folder} in {time.perf_counter() - started:.1f}s")
+
+    def close(self) -> None:  # hook: at the end, whether the run finished or failed
+        self.log.close()
+
+    def execute(self, code: str) -> None:
+        self.plan = self.choose(self.make_plan())
+        args, shards = self.plan.args, self.plan.val_shards + self.plan.train_shards
+        data = describe_data(shards, args, self.plan.settings.data_path)
+        self.log = RunLog(self.log_path() if self.d.rank == 0 else None)
+        try:
+            self.header(code, data)
+            raw, model, opts, weights = self.prepare(args)
+            warm_up(model, weights, opts, args, self.seed, self.d, self.log)
+            self.finish(raw, train(model, opts, self, self.start(raw, opts)))
+        finally:
+            self.close()
+
+    @classmethod
+    def main(cls, code: str) -> int:
+        d = None
+        try:
+            d = setup_distributed()
+            cls(d).execute(code)
+        except SpeedrunError as e:  # rank 0 speaks for all; before there are ranks, every failing process speaks
+            if d is None or d.rank == 0:
+                print(f"error: {e}", file=sys.stderr, flush=True)
+            return 1
+        finally:
+            if dist.is_initialized():
+                dist.destroy_process_group()
+        return 0
 
 
-def main(code: str = CODE, run=run) -> int:
-    try:
-        d = setup_distributed()
-    except SpeedrunError as e:  # every failing process says it: no rank 0 to speak for them yet
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 1
-    try:
-        run(code, d)
-    except SpeedrunError as e:
-        if d.rank == 0:
-            print(f"error: {e}", file=sys.stderr, flush=True)
-        return 1
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    return 0
+preflight = Run.preflight
 
 
 if __name__ == "__main__":
-    status = main()
+    status = Run.main(CODE)
     sys.stdout.flush(), sys.stderr.flush()
     # Leave without interpreter teardown: after a complete gloo run, torch's C++ destructors sometimes abort
     # (SIGABRT in ~10% of 2-process CPU runs); the log is closed and the process group destroyed by now.

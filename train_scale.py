@@ -1,11 +1,12 @@
 """The scale ladder: train_gpt.py's model, from 1.5B to 175B parameters, sharded over any number of GPUs and nodes.
 
-train_gpt.py is the record file: one model, replicated (ddp), raced on 8 GPUs. This file imports its model, Muon,
-data loader, logging and timed loop, and adds what a model too big for one GPU needs: FSDP2 (weights, gradients
-and optimizer state sharded over every rank), Muon on those shards, the model built on the meta device so that
-each rank only ever holds its own shards, activation checkpointing, several windows per micro-step, and
-checkpoints (torch.distributed.checkpoint, written in the background) that a restarted job continues from. A scale
-run is never a record (track `scale`). Before renting a cluster:
+train_gpt.py is the record file: one model, replicated (ddp), raced on 8 GPUs. This file imports its model (its init
+rule and its forward), Muon, data loader, logging, timed loop and run skeleton (train_gpt.Run, whose hooks ScaleRun
+fills in), and adds what a model too big for one GPU needs: FSDP2 (weights, gradients and optimizer state sharded
+over every rank), Muon on those shards, the model built on the meta device so that each rank only ever holds its own
+shards, activation checkpointing, several windows per micro-step, and checkpoints (torch.distributed.checkpoint,
+written in the background) that a restarted job continues from. A scale run is never a record (track `scale`).
+Before renting a cluster:
 
     python train_scale.py --plan                                # every preset at 8, 64 and 1,024 GPUs
     python train_scale.py --plan 70b --gpus 64 --gpu-memory 80GiB
@@ -133,16 +134,9 @@ class ShardedMuon(tg.Muon):
     a rank moves about two matrices per round, whatever the world size. Elementwise math is the same on slices as
     on whole matrices and Newton-Schulz sees the same bits, so the update is Muon's, bitwise."""
 
-    def __init__(self, params, lr, momentum, ns_steps, rank, world_size, weight_decay=0.0, compiled=False):
-        self.rank, self.world_size = rank, world_size
-        ns = tg.zeropower_via_newtonschulz5
-        self.orthogonalise = tg.compiled_once(ns) if compiled else ns
-        by_shape: dict[tuple, list[Tensor]] = {}
-        for p in params:
-            by_shape.setdefault(tuple(p.shape), []).append(p)
-        defaults = dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay)
-        torch.optim.Optimizer.__init__(self, [dict(params=ps) for ps in by_shape.values()], defaults)
-        self.owned = [p for ps in by_shape.values() for p in ps]  # every rank keeps its slices of all of them
+    @staticmethod
+    def group_of(p: Tensor) -> object:  # a round's slices are laid out alike: one shape per group
+        return tuple(p.shape)
 
     @torch.no_grad()
     def step(self) -> None:
@@ -159,7 +153,7 @@ class ShardedMuon(tg.Muon):
                     W, rows, *shape[:dim], *shape[dim + 1 :], dtype=torch.bfloat16, device=round_[0].device
                 )
                 for j, p in enumerate(round_):
-                    send[j] = rows_first(self.nesterov(p, group["momentum"], local), dim, rows)
+                    send[j] = rows_first(local(self.nesterov(p, group["momentum"])), dim, rows)
                 recv = send
                 if W > 1:
                     recv = torch.empty_like(send)
@@ -233,7 +227,7 @@ def micro_windows_problem(k: int, args: tg.Hyperparameters, world_size: int) -> 
 
 
 def build_optimizers(model: tg.GPT, args: tg.Hyperparameters, d: tg.Dist, micro_windows: int = 1) -> tuple:
-    grads = lambda roles: ShardedGrads(model, roles, d.world_size, micro_windows)  # noqa: E731
+    grads = functools.partial(ShardedGrads, model, world_size=d.world_size, micro_windows=micro_windows)
     return tg.build_optimizers(model, args, d, ShardedMuon, grads)
 
 
@@ -249,47 +243,26 @@ def row_generator(seed: int, name: str, row: int) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(key[:8], "little") >> 1)
 
 
-def init_rule(model: tg.GPT) -> dict[str, tuple[str, float]]:
-    """{weight name: (how, scale)} for the matrices, as train_gpt.GPT initialises them: "normal" (the embedding
-    tables, N(0, 1)), "uniform" (std 0.5 fan_in^-0.5, bound sqrt(3) times that) or "zeros" (output projections
-    and the head)."""
-    rules = {}
-    for name, m in model.named_modules():
-        prefix = f"{name}." if name else ""
-        if isinstance(m, nn.Embedding):
-            rules[prefix + "weight"] = ("normal", 1.0)
-        elif isinstance(m, tg.CastedLinear):
-            rules[prefix + "weight"] = (
-                ("zeros", 0.0) if m.zero_init else ("uniform", 3**0.5 * 0.5 * m.in_features**-0.5)
-            )
-        elif isinstance(m, tg.CausalSelfAttention):
-            rules[prefix + "qkv_w"] = ("uniform", 3**0.5 * 0.5 * m.qkv_w.shape[-1] ** -0.5)
-    return rules
-
-
-def init_slices(model: tg.GPT, args: tg.Hyperparameters, seed: int, d: tg.Dist) -> None:
-    """Fill this rank's slice of every weight (the model was materialised empty): the matrices row by row from
-    row_generator, the scalars (lambdas, skip weights) as train_gpt.GPT sets them, read from a GPT of the same
-    depth built tiny on the CPU (its scalars have the shapes and values of the real ones); the rotary tables."""
-    rules = init_rule(model)
-    tiny = dataclasses.replace(args, vocab_size=2, model_dim=8, num_heads=2, head_dim=4)
-    with torch.device("cpu"):
-        scalars = dict(tg.GPT(tiny).named_parameters())
+def init_slices(model: tg.GPT, seed: int, d: tg.Dist) -> None:
+    """Fill this rank's slice of every weight (the model was materialised empty) by GPT.init_rule, the record file's
+    own rule: random matrices row by row from row_generator, values narrowed to the slice; then the rotary tables."""
+    rule = model.init_rule()
     with torch.no_grad():
         for name, p in model.named_parameters():
-            dim, mine = shard_dim(p.shape), local(p)
+            (how, arg), dim, mine = rule[name], shard_dim(p.shape), local(p)
             rows = shard_rows(p.shape[dim], d.world_size, d.rank)
-            if name not in rules:  # a scalar parameter: small, taken whole, then this rank's slice
-                mine.copy_(scalars[name].narrow(dim, rows.start, len(rows)))
+            if how == "values":  # one value for all, or one for each element: this rank's slice of them
+                whole = torch.tensor(arg, dtype=mine.dtype).expand(p.shape)
+                mine.copy_(whole.narrow(dim, rows.start, len(rows)))
                 continue
-            how, scale = rules[name]
             drawn = torch.zeros(mine.movedim(dim, 0).shape)
-            for k, row in enumerate(rows if how != "zeros" else ()):
+            for k, row in enumerate(rows):
                 if how == "normal":
-                    drawn[k].normal_(generator=row_generator(seed, name, row))
+                    drawn[k].normal_(0.0, arg, generator=row_generator(seed, name, row))
                 else:
-                    drawn[k].uniform_(-scale, scale, generator=row_generator(seed, name, row))
+                    drawn[k].uniform_(-arg, arg, generator=row_generator(seed, name, row))
             mine.copy_(drawn.movedim(0, dim))
+    args = model.args
     rotary = tg.Rotary(args.head_dim, max(args.train_seq_len, args.val_seq_len), args.rope_min_freq).to(d.device)
     for m in model.modules():
         if isinstance(m, tg.Rotary):  # non-persistent buffers, left empty by to_empty: one shared copy for all
@@ -303,7 +276,7 @@ def build_model(args: tg.Hyperparameters, seed: int, d: tg.Dist) -> tg.GPT:
         model = tg.GPT(args)
     shard_model(model, d)
     model.to_empty(device=d.device)
-    init_slices(model, args, seed, d)
+    init_slices(model, seed, d)
     return model
 
 
@@ -793,14 +766,14 @@ def optimizer_state(raw: tg.GPT, opts, template: bool = False) -> dict:
     template=True: zeros of the right shapes, for dcp.load to fill."""
     adam, muon, _ = opts
     names = {p: n for n, p in raw.named_parameters()}
-    adam_params = [p for group in adam.param_groups for p in group["params"]]
+    adam_params, hidden = ([p for group in opt.param_groups for p in group["params"]] for opt in (adam, muon))
 
     def adam_zeros(p: Tensor) -> dict:
         return dict(step=torch.zeros(()), exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
 
     return dict(
         adam={names[p]: adam_zeros(p) if template else adam.state[p] for p in adam_params},
-        muon={names[p]: dict(momentum_buffer=torch.zeros_like(p)) if template else muon.state[p] for p in muon.owned},
+        muon={names[p]: dict(momentum_buffer=torch.zeros_like(p)) if template else muon.state[p] for p in hidden},
     )
 
 
@@ -996,7 +969,7 @@ def load_checkpoint(resume: Resume, raw: tg.GPT, opts, args: tg.Hyperparameters,
             param_groups=adam.state_dict()["param_groups"],
         )
     )
-    for p in muon.owned:
+    for p in (p for group in muon.param_groups for p in group["params"]):  # each rank: its slices of every matrix
         muon.state[p] = state["optim"]["muon"][names[p]]
     torch.set_rng_state(train["rng_cpu"])
     if "rng_cuda" in train:
@@ -1075,8 +1048,8 @@ def export_checkpoint(source: Path, out: Path, force: bool = False) -> Path:
 
 
 # -----------------------------------------------------------------------------------------------
-# Main: the plan of a run (checked before any work), then train_gpt.py's log, warm-up and timed loop on the sharded
-# model, with checkpoints; --plan prints the memory plan instead.
+# Main: ScaleRun, train_gpt.Run's one skeleton with this file's hooks (what a sharded run checks, builds, saves and
+# exports); --plan prints the memory plan instead, --export converts a checkpoint.
 
 
 def cannot_run(args: tg.Hyperparameters, world_size: int) -> str | None:
@@ -1134,91 +1107,110 @@ def find_resume(settings: ScaleRunSettings, args: tg.Hyperparameters, env: dict[
     return read_resume(str(newest[-1]), args, given=LATEST) if newest else None
 
 
-def plan_run(world_size: int, env: dict[str, str]) -> tg.RunPlan:
-    preset, args, overrides = tg.resolve_config(env, PRESETS)
-    if problem := cannot_run(args, world_size):
-        raise SpeedrunError(problem)
-    settings = run_settings(env, preset, args)
-    if settings.micro_windows and (problem := micro_windows_problem(settings.micro_windows, args, world_size)):
-        raise SpeedrunError(problem + ".")
-    if settings.export_dir is not None and Path(settings.export_dir).is_file():
-        raise SpeedrunError(f"SPEEDRUN_EXPORT={settings.export_dir} is a file; give a folder for the final weights.")
-    find_resume(settings, args, env)
-    val_shards = tg.plan_shards(args, settings.data_path, "val", args.val_tokens + 1)
-    train_shards = tg.plan_shards(args, settings.data_path, "train")
-    return tg.RunPlan(preset, ("scale", None), args, overrides, settings, val_shards, train_shards)
-
-
 def log_path(log_dir: str, run_id: str) -> Path:
     """<log_dir>/<run_id>.txt, or for a restart of the run <run_id>.1.txt, .2.txt, ...: one log per start."""
     folder = Path(log_dir)
     return next(p for n in range(10**6) if not (p := folder / (f"{run_id}.{n}.txt" if n else f"{run_id}.txt")).exists())
 
 
-def run(code: str, d: tg.Dist) -> None:
-    env = dict(os.environ)
-    plan = plan_run(d.world_size, env)
-    args, settings = plan.args, plan.settings
-    if settings.resume == LATEST and stable_run_id(settings, env) is None:
-        raise SpeedrunError(
-            "SPEEDRUN_RESUME=latest continues this run's newest checkpoint after a restart, so the run needs an id "
-            "that a restart keeps: set SPEEDRUN_RUN_ID (under SLURM: SPEEDRUN_RUN_ID=$SLURM_JOB_ID), or start it "
-            "with torchrun, whose rendezvous id it then takes."
+class ScaleRun(tg.Run):
+    """train_gpt.Run, the one run skeleton, with this file's hooks: the ladder's presets (track scale), the model
+    sharded (FSDP2, built on the meta device) with ShardedMuon and ShardedGrads, a start from a checkpoint, checkpoints
+    on the way (Saver), one log per start of a run, and the export of its last checkpoint."""
+
+    presets, tracks = PRESETS, dict.fromkeys(PRESETS, ("scale", None))
+    resume: Resume | None = None
+    saver: Saver | None = None
+
+    def settings(self, preset: str, args: tg.Hyperparameters) -> ScaleRunSettings:
+        if problem := cannot_run(args, self.d.world_size):
+            raise SpeedrunError(problem)
+        settings = run_settings(self.env, preset, args)
+        k, world_size = settings.micro_windows, self.d.world_size
+        if k and (problem := micro_windows_problem(k, args, world_size)):
+            raise SpeedrunError(problem + ".")
+        find_resume(settings, args, self.env)
+        return settings
+
+    def choose(self, plan: tg.RunPlan) -> tg.RunPlan:
+        """Rank 0 decides what every rank needs alike: the checkpoint to continue from, the seed, the run id and the
+        micro-step (a restart finds the same newest checkpoint on every node, but a folder read twice could differ)."""
+        settings, args, env = plan.settings, plan.args, self.env
+        if settings.resume == LATEST and stable_run_id(settings, env) is None:
+            raise SpeedrunError(
+                "SPEEDRUN_RESUME=latest continues this run's newest checkpoint after a restart, so the run needs an id "
+                "that a restart keeps: set SPEEDRUN_RUN_ID (under SLURM: SPEEDRUN_RUN_ID=$SLURM_JOB_ID), or start it "
+                "with torchrun, whose rendezvous id it then takes."
+            )
+        resume = find_resume(settings, args, env) if self.d.rank == 0 else None
+        recompute, memory = settings.activation_checkpointing, device_memory(self.d)
+        k = settings.micro_windows or choose_micro_windows(
+            args, self.d.world_size, self.d.device.type, recompute, memory
         )
-    # rank 0 decides what every rank needs alike: the checkpoint to continue from, the seed, the run id and the
-    # micro-step (a restart finds the same newest checkpoint on every node, but a folder read twice could differ)
-    resume = find_resume(settings, args, env) if d.rank == 0 else None
-    recompute, device = settings.activation_checkpointing, d.device.type
-    micro = settings.micro_windows or choose_micro_windows(args, d.world_size, device, recompute, device_memory(d))
-    seed = settings.seed if settings.seed is not None else resume.seed if resume and resume.seed is not None else None
-    choice = [secrets.randbelow(2**31) if seed is None else seed, stable_run_id(settings, env) or str(uuid.uuid4())]
-    choice += [None if resume is None else str(resume.path), micro]
-    if d.world_size > 1:
-        dist.broadcast_object_list(choice, src=0)
-    seed, run_id, resume_path, micro = choice
-    given = LATEST if settings.resume == LATEST else None
-    resume = None if resume_path is None else read_resume(resume_path, args, given)
-    settings = dataclasses.replace(settings, micro_windows=micro)
-    plan = plan._replace(settings=settings)
-    data = tg.describe_data(plan.val_shards + plan.train_shards, args, settings.data_path)
-    log = tg.RunLog(log_path(settings.log_dir, run_id) if d.rank == 0 else None)
-    saver = None
-    try:
+        seed = settings.seed if settings.seed is not None else getattr(resume, "seed", None)
+        choice = [secrets.randbelow(2**31) if seed is None else seed, stable_run_id(settings, env) or str(uuid.uuid4())]
+        self.seed, self.run_id, resume_path, micro = self.from_rank0(choice + [resume and str(resume.path), k])
+        given = LATEST if settings.resume == LATEST else None
+        self.resume = None if resume_path is None else read_resume(resume_path, args, given)
+        return plan._replace(settings=dataclasses.replace(settings, micro_windows=micro))
+
+    def log_path(self) -> Path:
+        return log_path(self.plan.settings.log_dir, self.run_id)
+
+    def header(self, code: str, data: dict, **extra) -> None:
+        resume, folder = self.resume, Path(self.plan.settings.checkpoint_dir) / self.run_id
         resumed = None if resume is None else dict(path=str(resume.path), step=resume.step, run_id=resume.run_id)
-        tg.write_header(log, code, plan, seed, run_id, data, d, parallelism="fsdp", resumed_from=resumed)
-        if settings.resume == LATEST and resume is None:
-            log(f"resume: no complete checkpoint in {Path(settings.checkpoint_dir) / run_id} yet: from step 0")
-        torch.manual_seed(seed)
-        raw = build_model(args, seed, d)
-        prepare_blocks(raw, args, recompute)
-        opts = build_optimizers(raw, args, d, micro)
-        tg.warm_up(raw, [local(t) for t in raw.state_dict().values()], opts, args, seed, d, log)
-        start = (0, 0.0) if resume is None else load_checkpoint(resume, raw, opts, args, d)
+        super().header(code, data, parallelism="fsdp", resumed_from=resumed)
+        if self.plan.settings.resume == LATEST and resume is None:
+            self.log(f"resume: no complete checkpoint in {folder} yet: from step 0")
+
+    def prepare(self, args: tg.Hyperparameters) -> tuple:
+        """The sharded model (each block compiled on its own: FSDP2's hooks stay outside the graphs), its optimizers
+        and its local slices, which warm-up puts back."""
+        torch.manual_seed(self.seed)
+        model = build_model(args, self.seed, self.d)
+        prepare_blocks(model, args, self.plan.settings.activation_checkpointing)
+        opts = build_optimizers(model, args, self.d, self.plan.settings.micro_windows)
+        return model, model, opts, [local(t) for t in model.state_dict().values()]
+
+    def start(self, model: tg.GPT, opts) -> tuple[int, float]:
+        """The checkpoint's step and clock, its weights and state loaded; and the Saver of this run's checkpoints."""
+        settings, args = self.plan.settings, self.plan.args
+        start = (0, 0.0) if self.resume is None else load_checkpoint(self.resume, model, opts, args, self.d)
         if settings.checkpoint_every >= 0:
-            folder = Path(settings.checkpoint_dir) / run_id
-            make_checkpoint_dir(folder, d)
-            meta = dict(format=CHECKPOINT_FORMAT, preset=plan.preset, hyperparameters=dataclasses.asdict(args))
-            meta.update(run_id=run_id, world_size=d.world_size, parallelism="fsdp", data_path=settings.data_path)
-            saver = Saver(folder, raw, opts, args, meta | dict(seed=seed), settings, d, log)
-        save = None if saver is None else (settings.checkpoint_every, saver.save)
+            folder = Path(settings.checkpoint_dir) / self.run_id
+            make_checkpoint_dir(folder, self.d)
+            meta = dict(format=CHECKPOINT_FORMAT, preset=self.plan.preset, hyperparameters=dataclasses.asdict(args))
+            meta.update(run_id=self.run_id, world_size=self.d.world_size, parallelism="fsdp")
+            meta.update(data_path=settings.data_path, seed=self.seed)
+            self.saver = Saver(folder, model, opts, args, meta, settings, self.d, self.log)
+            self.saves = (settings.checkpoint_every, self.saver.save)
+        return start
+
+    def finish(self, model: tg.GPT, train_time_ms: float) -> None:
+        """The last checkpoint written, then (SPEEDRUN_EXPORT) exported from it, one tensor at a time."""
+        if self.saver is not None:
+            self.saver.wait()
+        if self.plan.settings.export_dir is not None and self.d.rank == 0 and self.saver and self.saver.last:
+            started, out = time.perf_counter(), Path(self.plan.settings.export_dir) / self.run_id
+            export_checkpoint(self.saver.last, out)
+            self.log(f"export: final weights written to {out} in {time.perf_counter() - started:.1f}s")
+
+    def close(self) -> None:
+        if self.saver is not None and self.saver.pending is not None:  # a failed run: let the write in flight finish
+            self.saver.wait(quiet=True)
+        super().close()
+
+    def execute(self, code: str) -> None:
         try:
-            tg.train(raw, opts, plan, d, log, start, save)
+            super().execute(code)
         except torch.cuda.OutOfMemoryError as e:
+            micro, n = self.plan.settings.micro_windows, self.d.world_size
             raise SpeedrunError(
                 f"out of GPU memory with {micro} window(s) per micro-step ({e}). Set SPEEDRUN_MICRO_WINDOWS to a "
-                f"smaller one, or run on more GPUs: `python train_scale.py --plan {plan.preset} --gpus "
-                f"{d.world_size}` shows what each GPU needs."
+                f"smaller one, or run on more GPUs: `python train_scale.py --plan {self.plan.preset} --gpus {n}` shows "
+                "what each GPU needs."
             ) from e
-        if saver is not None:
-            saver.wait()
-        if settings.export_dir is not None and d.rank == 0 and saver is not None and saver.last is not None:
-            started, out = time.perf_counter(), Path(settings.export_dir) / run_id
-            export_checkpoint(saver.last, out)
-            log(f"export: final weights written to {out} in {time.perf_counter() - started:.1f}s")
-    finally:
-        if saver is not None and saver.pending is not None:  # a failed run: let the write in flight finish
-            saver.wait(quiet=True)
-        log.close()
 
 
 def restart_problem(env: dict[str, str]) -> str | None:
@@ -1240,11 +1232,10 @@ def main() -> int:
         if os.environ.get("RANK", "0") == "0":
             print(f"error: {problem}", file=sys.stderr, flush=True)
         return 1
-    return tg.main(CODE, run)
+    return ScaleRun.main(CODE)
 
 
-def preflight(world_size: int) -> int:
-    return tg.preflight(world_size, plan_run)
+preflight = ScaleRun.preflight
 
 
 def plan_main(argv: list[str]) -> int:

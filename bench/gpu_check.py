@@ -4,7 +4,7 @@
     python bench/gpu_check.py --cpu-smoke      # the reduced mode: tiny model, synthetic shards, no compile (the tests)
 
 It imports train_gpt.py and runs its own functions (build_model, build_optimizers, warm_up, train_step,
-evaluate, TrainWindows; the model compiled as train_gpt.run compiles it) in one process, on the `short` preset's full global batch: 8 windows of
+evaluate, TrainWindows; the model compiled as Run.prepare compiles it) in one process, on the `short` preset's full global batch: 8 windows of
 65,536 tokens per step as 8 accumulation steps, then the optimizer step of a one-process run. It prints:
 
 1. versions: Python, PyTorch, CUDA, Triton, and the GPU;
@@ -294,8 +294,8 @@ def check_config(mode: Mode, fp8: bool, rate: float, data: Data, d: tg.Dist, kee
     if d.cuda:
         torch.cuda.reset_peak_memory_stats(d.device)
     raw = tg.build_model(args, 0, d)
-    model = torch.compile(raw, dynamic=False, fullgraph=True) if args.compile else raw  # as train_gpt.run compiles
-    opts = tg.build_optimizers(raw, args, d)
+    model = torch.compile(raw, dynamic=False, fullgraph=True) if args.compile else raw  # as Run.prepare compiles
+    opts = tg.build_optimizers(raw, args, d, tg.Muon, tg.GradBuckets)
     started = time.perf_counter()
     tg.warm_up(model, list(raw.state_dict().values()), opts, args, 0, d, log=lambda line: None)
     synchronize(d.device)
@@ -464,7 +464,7 @@ def flex_check(mode: Mode) -> dict:
 
 
 def compile_check(mode: Mode, d: tg.Dist) -> dict:
-    """The short model at 8,192-token windows, FP8 head on, compiled (as train_gpt.run compiles it) against eager:
+    """The short model at 8,192-token windows, FP8 head on, compiled (as Run.prepare compiles it) against eager:
     one forward and backward from weights made non-zero (at init the zero head hides every other gradient)."""
     args = dataclasses.replace(mode.args, train_seq_len=8192, val_seq_len=8192, fp8_grad_scale=2.0**26, compile=True)
     raw = tg.build_model(args, 0, d)

@@ -138,7 +138,7 @@ def test_the_init_has_the_record_files_statistics(process_group) -> None:
     tables, uniform matrices of std 0.5 fan_in^-0.5, zero projections and head, the record's scalars."""
     args = tiny_args(model_dim=256, num_heads=2, head_dim=128, vocab_size=512)
     model = ts.build_model(args, seed=0, d=CPU)
-    ours, rules = dict(model.named_parameters()), ts.init_rule(model)
+    ours, rules = dict(model.named_parameters()), model.init_rule()
     torch.manual_seed(0)
     record = dict(tg.GPT(args).named_parameters())
     assert ours.keys() == record.keys()
@@ -156,6 +156,65 @@ def test_the_init_has_the_record_files_statistics(process_group) -> None:
         if how == "uniform":
             assert got.abs().max() <= bound and want.abs().max() <= bound, name
         assert not torch.equal(got, want)  # values of their own: the same distribution, not the same draw
+
+
+def test_one_init_rule_for_the_record_and_the_sharded_build(process_group, monkeypatch) -> None:
+    """GPT.init_rule is the one place the init is written: change it there (every uniform bound doubled, the x0 mix
+    switched on) and both train_gpt.GPT and the meta-device build that draws it slice by slice follow."""
+    args = tiny_args(model_dim=128, num_heads=1, head_dim=128)
+    rule = tg.GPT.init_rule
+
+    def changed(model: tg.GPT) -> dict:
+        new = {k: (how, 2 * arg) if how == "uniform" else (how, arg) for k, (how, arg) in rule(model).items()}
+        return new | {k: ("values", (1.0, 0.5)) for k in new if re.fullmatch(r"blocks\.\d+\.lambdas", k)}
+
+    monkeypatch.setattr(tg.GPT, "init_rule", changed)
+    for model in (tg.GPT(args), ts.build_model(args, seed=0, d=CPU)):
+        weights = {name: ts.local(p).detach() for name, p in model.named_parameters()}
+        for name, (how, arg) in rule(model).items():
+            if how == "uniform":  # well past the old bound, never past the new one
+                assert 1.5 * arg < weights[name].abs().max() <= 2 * arg, name
+        assert (
+            weights["blocks.0.lambdas"].tolist() == [1.0, 0.5]
+            and weights["blocks.1.attn.lambdas"].tolist() == [0.5] * 2
+        )
+
+
+def test_one_forward_for_training_sampling_the_sharded_model_and_resume(process_group, monkeypatch, tmp_path) -> None:
+    """Block.forward is the one place a block is wired: rewire it there (the MLP before attention) and the full forward,
+    sampling's KV-cache decoding (tools/use/generate.py), the FSDP2-sharded model and a model loaded back from a
+    checkpoint (tools/use/checkpoints.py, as a resumed run and the tools load it) all compute the new network."""
+    from use_factory import randomize, write_checkpoint
+
+    from tools.use.checkpoints import load_model
+    from tools.use.generate import CachedDecoder
+
+    args = tiny_args(block_size=16, window_final_tokens=48)  # 16 blocks of 16 tokens: the window bites
+    model = randomize(tg.GPT(args), seed=1).eval()
+    inputs, targets = dummy_window(3)
+    window = torch.tensor(3, dtype=torch.int32)
+    with torch.no_grad():
+        before = model.logits(inputs, window)
+
+    def mlp_first(block: tg.Block, x, ve, x0, mask, cache=None):
+        x = block.lambdas[0] * x + block.lambdas[1] * x0
+        x = x + block.mlp(tg.norm(x))
+        return x + block.attn(tg.norm(x), ve, mask, cache) if block.attn is not None else x
+
+    monkeypatch.setattr(tg.Block, "forward", mlp_first)
+    with torch.no_grad():
+        after = model.logits(inputs, window)
+        assert (after - before).abs().max() > 0.1  # the rewiring matters
+        decoder = CachedDecoder(model, batch=1, max_len=256, window_blocks=3)
+        decoded = torch.cat([decoder.extend(inputs[None, i : i + 40]) for i in range(0, 256, 40)], dim=1)[0]
+        torch.testing.assert_close(decoded, after, atol=5e-5, rtol=1e-5)
+        sharded = ts.build_model(args, seed=0, d=CPU)
+        for name, p in sharded.named_parameters():
+            ts.local(p).copy_(dict(model.named_parameters())[name])
+        sharded.eval()
+        torch.testing.assert_close(sharded(inputs, targets, window), model(inputs, targets, window))
+        loaded = load_model(write_checkpoint(tmp_path, model, args), "cpu").model
+        assert torch.equal(loaded.logits(inputs, window), after)
 
 
 def test_fsdp_with_the_cuda_precision_policy_and_fp8_head(process_group, monkeypatch) -> None:

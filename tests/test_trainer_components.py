@@ -352,7 +352,7 @@ def test_compiled_newton_schulz_and_fp8_casts_agree_with_eager() -> None:
     d = tg.Dist(0, 1, 0, torch.device("cpu"))
     for flag in (False, True):
         args = tiny_args(compile=flag)
-        muon = tg.build_optimizers(tg.GPT(args), args, d)[1]
+        muon = tg.build_optimizers(tg.GPT(args), args, d, tg.Muon, tg.GradBuckets)[1]
         assert muon.orthogonalise is (compiled if flag else tg.zeropower_via_newtonschulz5)
     x, w, _ = fp8_inputs(3)
     eager, fused = tg.fp8_mm(x, w, 2.0, 32.0, 2.0**29), tg.fp8_mm(x, w, 2.0, 32.0, 2.0**29, True)
@@ -391,7 +391,7 @@ def test_fp8_head_trains_on_cpu() -> None:
     args = tiny_args(fp8_head=True, fp8_grad_scale=2.0**21)
     d = tg.Dist(0, 1, 0, torch.device("cpu"))
     model = tg.build_model(args, seed=0, d=d)
-    opts = tg.build_optimizers(model, args, d)
+    opts = tg.build_optimizers(model, args, d, tg.Muon, tg.GradBuckets)
     tokens = torch.randint(0, args.vocab_size, (257,))
     dummy = (tokens[:-1].int(), tokens[1:])
     losses = [tg.train_step(s, model, opts, None, args, d, dummy=dummy).item() for s in range(3)]
@@ -412,7 +412,7 @@ def test_compiled_training_step_matches_eager() -> None:
     for args in (eager, dataclasses.replace(eager, compile=True)):
         raw = tg.build_model(args, seed=0, d=d)
         model = torch.compile(raw, dynamic=False, fullgraph=True) if args.compile else raw  # as run() does
-        opts = tg.build_optimizers(raw, args, d)
+        opts = tg.build_optimizers(raw, args, d, tg.Muon, tg.GradBuckets)
         losses[args.compile] = [tg.train_step(s, model, opts, None, args, d, dummy=dummy).item() for s in range(3)]
     # bf16 Newton-Schulz rounds differently compiled (a few percent of an update): the losses move far less
     assert losses[True] == pytest.approx(losses[False], rel=1e-3), losses
@@ -499,7 +499,7 @@ def test_window_schedule() -> None:
 
 def test_overrides_are_checked() -> None:
     preset, args, overrides = tg.resolve_config(
-        {"SPEEDRUN_PRESET": "smoke", "SPEEDRUN_OVERRIDES": '{"num_iterations": 7, "muon_lr": 1}'}
+        {"SPEEDRUN_PRESET": "smoke", "SPEEDRUN_OVERRIDES": '{"num_iterations": 7, "muon_lr": 1}'}, tg.PRESETS
     )
     assert (
         preset == "smoke"
@@ -517,7 +517,7 @@ def test_overrides_are_checked() -> None:
         ({"SPEEDRUN_OVERRIDES": '{"compile": 1}'}, "must be a bool"),
     ]:
         with pytest.raises(tg.SpeedrunError, match=needle):
-            tg.resolve_config(env)
+            tg.resolve_config(env, tg.PRESETS)
     with pytest.raises(tg.SpeedrunError, match="divides 8"):
         tg.validate(tg.PRESETS["short"], 3)
     with pytest.raises(tg.SpeedrunError, match="multiple of block_size"):
@@ -625,14 +625,14 @@ def test_overrides_hold_only_real_changes_to_the_recipe(monkeypatch) -> None:
     variables of their own."""
     env = {"SPEEDRUN_PRESET": "short", "SPEEDRUN_OVERRIDES": json.dumps({"num_iterations": 1393, "seed_": 1})}
     with pytest.raises(tg.SpeedrunError, match="'seed_' is not a Hyperparameters field"):
-        tg.resolve_config(env)
+        tg.resolve_config(env, tg.PRESETS)
     same = tg.PRESETS["short"].num_iterations
     env["SPEEDRUN_OVERRIDES"] = json.dumps({"num_iterations": same, "muon_lr": 0.05, "ns_steps": 4})
-    assert tg.resolve_config(env)[2] == {"ns_steps": 4}
+    assert tg.resolve_config(env, tg.PRESETS)[2] == {"ns_steps": 4}
     for key in ("seed", "data_path", "log_dir"):
         env["SPEEDRUN_OVERRIDES"] = json.dumps({key: "/data"})
         with pytest.raises(tg.SpeedrunError, match=f"'{key}' is not a Hyperparameters field .run settings"):
-            tg.resolve_config(env)
+            tg.resolve_config(env, tg.PRESETS)
 
 
 def test_run_settings_are_apart_from_the_recipe() -> None:
@@ -702,7 +702,9 @@ def test_the_host_line_names_the_machine_by_a_salted_hash(monkeypatch) -> None:
     assert re.fullmatch(r"[0-9a-f]{16}", host["host_id"]) and host["gpu_uuids"] == [] and calls == []
     log = Lines()
     plan = tg.RunPlan("smoke", ("smoke", None), tg.PRESETS["smoke"], {}, tg.RunSettings(1, "d", "l", None), [], [])
-    tg.write_header(log, "print(1)\n", plan, 1, "rid", {}, cpu)
+    run = tg.Run(cpu, {})
+    run.plan, run.seed, run.run_id, run.log = plan, 1, "rid", log
+    run.header("print(1)\n", {})
     assert log[0] == "print(1)" and log[1] == log[-1] == tg.SEPARATOR and line in log
     assert log.index(line) == 5 and log[4] == "table for ['nvidia-smi']"  # after the nvidia-smi table
 
@@ -744,3 +746,31 @@ def test_parameter_counts_match_the_built_model() -> None:
     counts = tg.parameter_counts(args)
     assert counts["total"] == sum(p.numel() for p in model.parameters())
     assert counts["hidden"] == sum(p.numel() for p in model.param_groups()["hidden"])
+
+
+# ----------------------------------------------------------------------------------------------- docs/recipe.md
+
+
+def test_docs_recipe_cites_the_lines_of_train_gpt() -> None:
+    """docs/recipe.md maps train_gpt.py part by part: the parts it cites run from one banner to the line before the
+    next and cover the file in order, and each definition it cites (`Name` or `Class.method`) starts on its line."""
+    doc = (REPO_ROOT / "docs" / "recipe.md").read_text(encoding="utf-8")
+    lines = (REPO_ROOT / "train_gpt.py").read_text(encoding="utf-8").splitlines()
+    banners = [i + 1 for i, line in enumerate(lines) if re.fullmatch(r"# (-|=){50,}", line)]
+    parts = re.findall(r"\| \[([^]`]+)\]\(\.\./train_gpt\.py#L(\d+)-L(\d+)\) \| (\d+)–(\d+) \|", doc)
+    assert [int(first) for _, first, *_ in parts] == [1, *banners], "the parts must start at line 1 and each banner"
+    assert lines[banners[-1] - 1].startswith("# ====") and all(lines[b - 1].startswith("# ---") for b in banners[:-1])
+    ends = [b - 1 for b in banners] + [len(lines)]
+    for (title, first, last, shown_first, shown_last), end in zip(parts, ends, strict=True):
+        assert (int(last), shown_first, shown_last) == (end, first, last), f"{title}: lines {first}-{end}"
+        assert int(first) == 1 or lines[int(first)].startswith(f"# {title}:"), f"{title} is not the banner's title"
+    cited = re.findall(r"\[`([\w.]+)`\]\(\.\./train_gpt\.py#L(\d+)\)", doc)
+    assert len(cited) >= 15
+    for name, line in cited:
+        *owner, leaf = name.split(".")
+        at = lines[int(line) - 1]
+        if owner:  # a method: indented, and the nearest class above it is its class
+            above = next(ln for ln in reversed(lines[: int(line) - 1]) if ln.startswith("class "))
+            assert re.match(rf"    def {leaf}\(", at) and above.startswith(f"class {owner[0]}"), (name, line, at)
+        else:
+            assert re.match(rf"(def|class) {leaf}\b|{leaf}\b[^=(]*=", at), (name, line, at)
