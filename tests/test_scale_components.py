@@ -184,8 +184,7 @@ def test_one_forward_for_training_sampling_the_sharded_model_and_resume(process_
     """Block.forward is the one place a block is wired: rewire it there (the MLP before attention) and the full forward,
     sampling's KV-cache decoding (tools/use/generate.py), the FSDP2-sharded model and a model loaded back from a
     checkpoint (tools/use/checkpoints.py, as a resumed run and the tools load it) all compute the new network."""
-    from use_factory import randomize, write_checkpoint
-
+    from helpers.use_factory import randomize, write_checkpoint
     from tools.use.checkpoints import load_model
     from tools.use.generate import CachedDecoder
 
