@@ -490,12 +490,19 @@ def test_size_and_depth_are_bounded() -> None:
     assert len(flags) == 51 and flags[-1] == Finding(0, "and 12 more findings like these", FLAG, "a")
 
 
-def test_an_expression_too_deep_to_read_hides_nothing_after_it() -> None:
-    """Folding a string of 1,500 pieces exceeds the recursion limit: that expression is unreadable, and the code
-    after it is still read (the read once stopped there, leaving a FLAG-only judge a mere note)."""
+@pytest.mark.parametrize("limit", [1000, 20000])
+def test_an_expression_too_deep_to_read_hides_nothing_after_it(limit: int) -> None:
+    """A string of 1,500 pieces is nested past MAX_FOLD_DEPTH: that expression is unreadable, and the code after it
+    is still read (the read once stopped there, leaving a FLAG-only judge a mere note). The same verdict whatever the
+    interpreter's recursion limit: torch's compiler raises it in the process, and CI once read the string whole."""
     deep = "".join(f"x{i} = 'a'" + " + 'a'" * 1500 + "\n" for i in range(2))
     code = deep + "import torch\ntorch._inductor.config.max_autotune = True\n"
-    found = {(f.line, f.kind, f.option, f.what.split(":")[0]) for f in find_compile_flags(code, HERE)}
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit)
+    try:
+        found = {(f.line, f.kind, f.option, f.what.split(":")[0]) for f in find_compile_flags(code, HERE)}
+    finally:
+        sys.setrecursionlimit(before)
     assert found == {
         (0, UNREADABLE, None, "nests expressions too deeply to be read"),
         (4, FLAG, "max_autotune", "sets torch._inductor.config option 'max_autotune'"),
@@ -573,16 +580,16 @@ def test_findings_handed_out_are_copies(cache_dir: Path) -> None:
         b"{not json",
         b"\xff\xfe\x00",
         b"[]",
-        b'{"version": 2, "findings": []}',
-        b'{"version": 1, "findings": {}}',
-        b'{"version": 1, "findings": [[2, "x", "flag"]]}',
-        b'{"version": 1, "findings": [[2, "x", "bogus", null]]}',
-        b'{"version": 1, "findings": [[2, "x", "unreadable", "max_autotune"]]}',
-        b'{"version": 1, "findings": [[-1, "x", "flag", "a"]]}',
-        b'{"version": 1, "findings": [[true, "x", "flag", "a"]]}',
-        b'{"version": 1, "findings": [[2, 3, "flag", "a"]]}',
-        b'{"version": 1, "findings": [' + b",".join([b'[1, "x", "unreadable", null]'] * 52) + b"]}",
-        b'{"version": 1, "findings": []}' + b" " * (1 << 20),
+        b'{"version": 1, "findings": []}',  # an entry of the version before
+        b'{"version": 2, "findings": {}}',
+        b'{"version": 2, "findings": [[2, "x", "flag"]]}',
+        b'{"version": 2, "findings": [[2, "x", "bogus", null]]}',
+        b'{"version": 2, "findings": [[2, "x", "unreadable", "max_autotune"]]}',
+        b'{"version": 2, "findings": [[-1, "x", "flag", "a"]]}',
+        b'{"version": 2, "findings": [[true, "x", "flag", "a"]]}',
+        b'{"version": 2, "findings": [[2, 3, "flag", "a"]]}',
+        b'{"version": 2, "findings": [' + b",".join([b'[1, "x", "unreadable", null]'] * 52) + b"]}",
+        b'{"version": 2, "findings": []}' + b" " * (1 << 20),
         b"[" * 100_000,
     ],
     ids=lambda garbage: hashlib.sha256(garbage).hexdigest()[:8],

@@ -267,7 +267,9 @@ def test_gpu_check_runs_in_its_reduced_cpu_mode(tmp_path) -> None:
     assert [c["fp8_head"] for c in check["configs"]] == [True, False]  # the record's configuration first
     for c in check["configs"]:
         assert c["step_ms"] > 0 and abs(c["tokens_per_s"] - 2048 / c["step_ms"] * 1000) < 1
-        assert 0 < c["mfu_measured"] < 1 and c["peak_allocated_mib"] > 0
+        # on CPU the model's fp32 matmuls can outrun the bf16 matmul the rate was measured on (CI saw 8.9): the
+        # fraction is a GPU's number, only its presence is checked here
+        assert c["mfu_measured"] > 0 and c["peak_allocated_mib"] > 0
     val = check["val"]
     assert [v["step"] for v in val] == [0, 1, 2] and all(v["record"] is None for v in val)
     assert val[0]["val_loss"] == pytest.approx(math.log(512), abs=1e-3) and val[2]["val_loss"] < val[0]["val_loss"]

@@ -328,7 +328,7 @@ MEMO_ENTRIES: Final = 256  # inputs whose findings this process keeps (a tree ha
 _MEMO: OrderedDict[str, tuple[Finding, ...]] = OrderedDict()
 _MEMO_LOCK = threading.Lock()
 _SALT: list[str] = []  # the sha256 of this module's source, computed once ("" if it cannot be read)
-_ENTRY_VERSION: Final = 1
+_ENTRY_VERSION: Final = 2  # 2: string folding bounded by MAX_FOLD_DEPTH
 _MAX_ENTRY_BYTES: Final = 1 << 20  # an entry holds at most MAX_FINDINGS + 1 findings of a few hundred bytes
 
 
@@ -990,16 +990,24 @@ def _canonical(scan: _Scan, parts: list[str]) -> list[str]:
     return sorted(".".join([b, *parts[1:]]) for b in bases)
 
 
-def _literal_str(node: ast.AST, memo: dict[int, str | None] | None = None) -> str | None:
+# Pieces nested deeper than this in one string expression are not folded: the expression is unreadable. A fixed
+# bound, not the interpreter's recursion limit, so that the verdict does not depend on who raised that limit (torch's
+# compiler does, in the same process).
+MAX_FOLD_DEPTH: Final = 400
+
+
+def _literal_str(node: ast.AST, memo: dict[int, str | None] | None = None, depth: int = 0) -> str | None:
     """The value of a string literal, also one built from literal pieces (``"A" + "B"``, ``f"A{'B'}"``,
     ``"".join(["A", "B"])``); None when any piece is computed. ``memo`` keeps a chain of n pieces O(n)
-    when every one of its sub-chains is folded too."""
+    when every one of its sub-chains is folded too. RecursionError past MAX_FOLD_DEPTH nested pieces."""
+    if depth > MAX_FOLD_DEPTH:
+        raise RecursionError(f"a string expression nests more than {MAX_FOLD_DEPTH} pieces")
     if isinstance(node, ast.Constant):
         return node.value if isinstance(node.value, str) else None
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
         if memo is not None and id(node) in memo:
             return memo[id(node)]
-        left, right = _literal_str(node.left, memo), _literal_str(node.right, memo)
+        left, right = _literal_str(node.left, memo, depth + 1), _literal_str(node.right, memo, depth + 1)
         folded = None if left is None or right is None else left + right
         if memo is not None:
             memo[id(node)] = folded
@@ -1011,7 +1019,7 @@ def _literal_str(node: ast.AST, memo: dict[int, str | None] | None = None) -> st
                 if v.format_spec is not None or v.conversion != -1:
                     return None
                 v = v.value
-            piece = _literal_str(v)
+            piece = _literal_str(v, None, depth + 1)
             if piece is None:
                 return None
             pieces.append(piece)
@@ -1023,8 +1031,8 @@ def _literal_str(node: ast.AST, memo: dict[int, str | None] | None = None) -> st
         and len(node.args) == 1
         and isinstance(node.args[0], ast.List | ast.Tuple)
     ):
-        sep = _literal_str(node.func.value)
-        items = [_literal_str(e) for e in node.args[0].elts]
+        sep = _literal_str(node.func.value, None, depth + 1)
+        items = [_literal_str(e, None, depth + 1) for e in node.args[0].elts]
         if sep is None or any(i is None for i in items):
             return None
         return sep.join(i for i in items if i is not None)
