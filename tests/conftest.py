@@ -19,6 +19,11 @@ PUBLIC_BUNDLE_DIR = REPO_ROOT.parent / "shared" / "public-speedrun"
 PUBLIC_FIXTURE = REPO_ROOT / "tests" / "fixtures" / "public-speedrun"
 IN_CI = os.environ.get("SPEEDRUN_CI") == "1"
 
+# One CPU thread per process, set before anything imports torch: the suite runs in one worker per core (pytest-xdist,
+# pyproject.toml) and the trainers it launches run a thread per process; torch's default of a thread per core makes
+# each process's work wait on the others' (one `tools evaluate` took 20 s instead of 7 on a busy 2-core machine).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # torch.compile's on-disk cache (/tmp/torchinductor_<user> by default) is shared by every checkout on the
 # machine, and it does not notice a changed custom-op schema: a graph compiled by a checkout whose
 # speedrun::fp8_mm took 6 arguments was replayed against one whose op takes 5. Each test session gets its
