@@ -646,17 +646,24 @@ def test_bwrap_argv_isolates_the_code(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ["--unshare-user", "--disable-userns", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL"] == argv[
         argv.index("--unshare-user") : argv.index("--unshare-user") + 8
     ]
-    # writable: the output folder and the probe's channel, nothing else; the rest read-only; no home folder
-    assert _pairs(argv, "--bind") == [
-        ("/work/reproductions/r/run/20260101T000000Z", "/out"),
-        ("/work/reproductions/r/run/.20260101T000000Z.probe/probe.fifo", "/probe/report"),
+    # writable on the host: the probe's channel, nothing else (the output folder is a sized tmpfs, copied out at the
+    # end through a descriptor); the rest read-only; no home folder
+    assert _pairs(argv, "--bind") == [("/work/reproductions/r/run/.20260101T000000Z.probe/probe.fifo", "/probe/report")]
+    assert "/work/reproductions/r/run/20260101T000000Z" not in joined
+    assert argv[argv.index("/out") - 5 : argv.index("/out") + 1] == [
+        "--perms",
+        "1777",
+        "--size",
+        str(LIMITS.output),
+        "--tmpfs",
+        "/out",
     ]
     ro = dict(_pairs(argv, "--ro-bind"))
     assert ro["/usr"] == "/usr" and ro["/work/reproductions/r/run/train_gpt.py"] == "/reproduce/train_gpt.py"
     assert ro["/srv/data/fineweb10B"] == "/data" and ro["/work/tools/reproduce/probe.py"] == "/probe/probe.py"
     assert ro["/opt/py"] == "/opt/py" and "/home/u" not in ro and "/root" not in ro and "/" not in ro
     assert {src for src, _ in _pairs(argv, "--ro-bind-try")} <= {*sandbox.ETC_FILES, "/opt", "/sys"}
-    assert argv[argv.index("--tmpfs") - 2 : argv.index("--tmpfs") + 2] == ["--size", str(LIMITS.tmp), "--tmpfs", "/tmp"]
+    assert argv[argv.index("/tmp") - 3 : argv.index("/tmp") + 1] == ["--size", str(LIMITS.tmp), "--tmpfs", "/tmp"]
     assert [a for a, _ in _pairs(argv, "--dev-bind")] == ["/dev/nvidia0", "/dev/nvidiactl", "/dev/nvidia-uvm"]
     # an empty environment, then the trainer's settings and fixed values; the thread count the caller set
     assert argv.index("--clearenv") < argv.index("--setenv")
@@ -682,6 +689,10 @@ def test_bwrap_argv_isolates_the_code(monkeypatch: pytest.MonkeyPatch) -> None:
         "2048",
         "--fsize",
         str(sandbox.GIB),
+        "--result-fd",
+        "3",
+        "--out",
+        "/out",
         "--",
     ]  # no address-space limit on CUDA
     assert tail[tail.index("--") + 1 :] == sandbox.trainer_command(
@@ -699,6 +710,7 @@ def test_bwrap_argv_cpu_runs_and_root_callers() -> None:
     assert launch[launch.index("--as") + 1] == str(max(LIMITS.memory, 8 * sandbox.GIB))  # CPU: address space too
     ref = sandbox.reference_argv(bwrap_run(gpus=False, root=True))
     assert ref[-3:] == ["/opt/py/bin/python", "/probe/probe.py", "reference"] and "--nproc_per_node=8" not in ref
+    assert "--result-fd" not in ref and ref[ref.index("launch") :].count("--") == 1
 
 
 @pytest.mark.parametrize(

@@ -66,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args[2], args[3], args[4:])
     print(
         "usage: probe.py run --report FIFO CODE [ARGS...] | probe.py reference | "
-        "probe.py launch [--nproc N] [--as BYTES] [--fsize BYTES] [--uid N --gid N] -- COMMAND...",
+        "probe.py launch [--nproc N] [--as BYTES] [--fsize BYTES] [--uid N --gid N] [--result-fd FD --out DIR] "
+        "-- COMMAND...",
         file=sys.stderr,
     )
     return 2
@@ -76,12 +77,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _launch(args: list[str]) -> int:
-    """Set the limits (and, when given, become the uid and gid: a root caller's sandbox), then become the command.
-    Run inside the sandbox, so that RLIMIT_NPROC counts the sandbox's processes: set in the caller's user
-    namespace before bubblewrap makes its own, it would count every process of the caller's user."""
+    """Set the limits (and, when given, become the uid and gid: a root caller's sandbox), then run the command.
+
+    Run inside the sandbox, so that RLIMIT_NPROC counts the sandbox's processes: set in the caller's user namespace
+    before bubblewrap makes its own, it would count every process of the caller's user. With ``--result-fd FD --out
+    DIR`` the output folder the command sees (DIR) is a tmpfs of bounded size, and the real one is only a descriptor
+    of this process (made unreadable to the command: not dumpable, not inherited); when the command ends, every
+    other process of the sandbox is killed and DIR's regular files and folders are copied there (links never
+    followed, nothing overwritten)."""
     import resource
 
     limits = {"--nproc": resource.RLIMIT_NPROC, "--as": resource.RLIMIT_AS, "--fsize": resource.RLIMIT_FSIZE}
+    numbers = ("--uid", "--gid", "--result-fd")
     if "--" not in args:
         print("probe.py launch: give the command after --", file=sys.stderr)
         return 2
@@ -90,17 +97,23 @@ def _launch(args: list[str]) -> int:
     if len(options) % 2 or not command:
         print("probe.py launch: give OPTION VALUE pairs, then -- COMMAND", file=sys.stderr)
         return 2
-    ids: dict[str, int] = {}
+    given: dict[str, str] = {}
     for name, value in zip(options[::2], options[1::2], strict=True):
-        if (name not in limits and name not in ("--uid", "--gid")) or not value.isdigit():
-            print(f"probe.py launch: {name} {value}: not a limit or id and a number", file=sys.stderr)
-            return 2
-        if name in limits:
-            resource.setrlimit(limits[name], (int(value), int(value)))
+        if name == "--out" and value.startswith("/"):
+            given[name] = value
+        elif (name in limits or name in numbers) and value.isdigit():
+            given[name] = value
         else:
-            ids[name] = int(value)
-    if ids:
-        uid, gid = ids.get("--uid", 0), ids.get("--gid", 0)
+            print(f"probe.py launch: {name} {value}: not a limit, id, descriptor or folder", file=sys.stderr)
+            return 2
+    if ("--result-fd" in given) != ("--out" in given):
+        print("probe.py launch: give --result-fd and --out together", file=sys.stderr)
+        return 2
+    for name, rlimit in limits.items():
+        if name in given:
+            resource.setrlimit(rlimit, (int(given[name]), int(given[name])))
+    if "--uid" in given or "--gid" in given:
+        uid, gid = int(given.get("--uid", "0")), int(given.get("--gid", "0"))
         if uid == 0 or gid == 0:
             print("probe.py launch: give a uid and a gid other than root's", file=sys.stderr)
             return 2
@@ -110,8 +123,60 @@ def _launch(args: list[str]) -> int:
         if os.getuid() != uid or os.geteuid() != uid or os.getgid() != gid:
             print("probe.py launch: could not drop root's rights", file=sys.stderr)
             return 2
-    os.execvp(command[0], command)
-    return 127  # not reached: execvp raises on failure
+    if "--result-fd" not in given:
+        os.execvp(command[0], command)
+    result_fd = int(given["--result-fd"])
+    os.set_inheritable(result_fd, False)
+    _not_dumpable()  # the command runs as the same uid: /proc/<this>/fd and ptrace would reach the descriptor
+    child = os.fork()
+    if child == 0:
+        try:
+            os.execvp(command[0], command)
+        finally:
+            os._exit(127)
+    status = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+    import signal
+
+    try:
+        os.kill(-1, signal.SIGKILL)  # every process of the sandbox but this one: nothing writes while it is copied
+    except ProcessLookupError:
+        pass
+    _copy_out(given["--out"], result_fd, 0)
+    return status if status >= 0 else 128 - status
+
+
+def _not_dumpable() -> None:
+    import ctypes
+
+    pr_set_dumpable = 4
+    if ctypes.CDLL(None, use_errno=True).prctl(pr_set_dumpable, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+
+
+def _copy_out(source: str, target_fd: int, depth: int) -> None:
+    """Copy the regular files and folders under ``source`` into the folder open as ``target_fd``."""
+    import stat
+
+    if depth > 32:
+        return
+    for entry in sorted(os.scandir(source), key=lambda e: e.name):
+        st = entry.stat(follow_symlinks=False)
+        try:
+            if stat.S_ISDIR(st.st_mode):
+                os.mkdir(entry.name, 0o755, dir_fd=target_fd)
+                sub = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=target_fd)
+                try:
+                    _copy_out(entry.path, sub, depth + 1)
+                finally:
+                    os.close(sub)
+            elif stat.S_ISREG(st.st_mode):
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                out = os.open(entry.name, flags, 0o644, dir_fd=target_fd)
+                with open(entry.path, "rb") as src, os.fdopen(out, "wb") as dst:
+                    while chunk := src.read(1 << 20):
+                        dst.write(chunk)
+        except OSError as e:
+            print(f"probe.py launch: {entry.path} not copied out ({e.strerror})", file=sys.stderr)
 
 
 # --- describing values without running any code of theirs ----------------------------------------
@@ -487,9 +552,9 @@ def _install(report: str, code: str) -> None:
                 if library or not name.startswith(stdlib):
                     line = _getattribute(f, "f_lineno")
                     who = "library" if library or name.startswith(trusted) else "record"
-                    return {"by": who, "file": name, "line": line if _type(line) is _int else 0}
+                    return {"by": who, "at": name, "line": line if _type(line) is _int else 0}
             f = _getattribute(f, "f_back")
-        return {"by": "library", "file": "(the standard library)", "line": 0}
+        return {"by": "library", "at": "(the standard library)", "line": 0}
 
     def foreign_functions() -> list[dict[str, Any]]:
         """Functions in the namespaces of torch's and triton's modules whose code is not from a file of the image."""
@@ -726,7 +791,7 @@ def _install(report: str, code: str) -> None:
         elif event in tamper_events:
             where = origin()
             if where["by"] == "record" or not event.startswith("ctypes."):  # torch loads its kernels with ctypes
-                send("tamper", {"what": event, **where})
+                send("tamper", {"what": "used " + event, **where})
         elif event in env_events:
             var: Any = args[0] if args else None
             if _type(var) is _bytes:

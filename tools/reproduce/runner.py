@@ -563,6 +563,7 @@ def run_trainer(
     limits: sandbox.Limits | None = None,
     cuda: bool = False,
     console_file: Path | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> RunResult:
     """Run one reproduction, keep its console in ``console_file`` (default ``log_dir/console.log``), find the log it
     wrote; with ``limits``, the runner watches them (tools/reproduce/watch.py) and stops the run past one."""
@@ -582,6 +583,7 @@ def run_trainer(
                 errors="replace",
                 bufsize=1,
                 start_new_session=True,  # Ctrl-C reaches this process, which then stops the whole run
+                pass_fds=tuple(pass_fds),
             )
         except OSError as e:
             raise ValueError(f"cannot start {argv[0]} ({e.strerror or e}); check that it is installed") from e
@@ -1540,6 +1542,7 @@ def _reproduce_one(
     root = _is_root()
     container = None
     channel = report.Channel(run_dir / f".{log_dir.name}.probe", others_may_write=root or kind == "docker")
+    result_fd = os.open(log_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if kind == "bwrap" else None
     try:
         if kind in ("docker", "bwrap") and root:
             os.chown(log_dir, sandbox.NOBODY, sandbox.NOBODY)  # the code runs as nobody: its only writable folder
@@ -1581,6 +1584,7 @@ def _reproduce_one(
                 root=root,
                 gpu_devices=sandbox.gpu_devices() if claim.device == "cuda" else (),
                 passed={k: os.environ[k] for k in sandbox.PASSED_ENV if k in os.environ},
+                result_fd=result_fd if result_fd is not None else -1,
             )
             argv, env = sandbox.bwrap_argv(bw), None
             ref_argv = sandbox.reference_argv(bw)
@@ -1593,16 +1597,29 @@ def _reproduce_one(
         # Recorded first, in the same sandbox and environment, by a process that runs no line of the record.
         cwd = out.resolve()  # one working folder for the runs and the reference: some of torch's defaults name it
         what = {k: v for k, v in (env or {}).items() if not _RUN_VARIABLE_RE.match(k)}
+        where = str(cwd) if kind == "none" else sandbox.CODE_DIR  # a sandbox's working folder is always its own
         reference = reference_settings(
-            ref_argv, env, cwd, json.dumps([kind, claim.device, str(cwd), sorted(what.items())])
+            ref_argv, env, cwd, json.dumps([kind, claim.device, where, sorted(what.items())])
         )
         print(
             f"{label}: running {claim.path} (seed {claim.seed}, {nproc} process(es), sandbox {kind}) in {log_dir}",
             file=sys.stderr,
         )
-        result = run_trainer(argv, env, cwd, log_dir, label, container, limits=limits, cuda=claim.device == "cuda")
+        result = run_trainer(
+            argv,
+            env,
+            cwd,
+            log_dir,
+            label,
+            container,
+            limits=limits,
+            cuda=claim.device == "cuda",
+            pass_fds=() if result_fd is None else (result_fd,),
+        )
     finally:
         raw = channel.finish()
+        if result_fd is not None:
+            os.close(result_fd)
     track = str(claim.config.get("track") or "")
     verdict = report.judge_report(
         report.parse_stream(raw, channel.overflow),

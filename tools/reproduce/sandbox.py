@@ -11,17 +11,19 @@ property on the command lines, tests/adversarial/test_reproduce_hostile.py again
 - a read-only root: the system's /usr (and /bin, /lib...), the few files of /etc a Python program reads, the
   Python installation the tools run on (torch included) and /sys; no home folder, no /root, no /var, no /run;
   a size-limited tmpfs at ``/tmp`` (``HOME=/tmp``: compiler caches);
-- the extracted code, the data folder and the probe (tools/reproduce/probe.py) read-only; the run's fresh output
-  folder is the only writable place on disk, and the probe's report channel (a FIFO the runner reads) the only
-  other thing it can write;
+- the extracted code, the data folder and the probe (tools/reproduce/probe.py) read-only; nothing of the host
+  writable but the probe's report channel (a FIFO the runner reads): the output folder the code writes is a tmpfs
+  of the output limit's size, which probe.py launch copies (regular files and folders, links never followed) into
+  the run's fresh folder once every process of the sandbox is gone;
 - no variable of the caller's environment: only the trainer's settings given here, fixed values (``HOME``,
   ``USER``, the compiler cache folders), and ``OMP_NUM_THREADS`` when the caller set it (a thread count changes
   the speed, not what is computed);
 - never root: bubblewrap maps the code to uid 65534; when the caller is root, the sandbox is made with root's
   rights and its first process (probe.py launch) drops to the real uid 65534 before anything else runs, so that
   the code has no root rights at all, not even over root's files;
-- limits (``Limits``): time and output size (watched by the runner), processes, memory and file size (set by
-  probe.py launch with setrlimit inside the sandbox, and watched by the runner as well: tools/reproduce/watch.py);
+- limits (``Limits``): the kernel's, set inside the sandbox (processes, address space on CPU and file size by
+  probe.py launch with setrlimit; the sizes of the /tmp and output tmpfs), and the runner's watch
+  (tools/reproduce/watch.py: time, processes, resident memory, output size);
 - GPU device nodes (``/dev/nvidia*``) only when the log ran on CUDA.
 
 Docker (``--sandbox docker``): ``--network none``, ``--read-only`` root with a tmpfs ``/tmp``, the code and data
@@ -179,7 +181,7 @@ def with_overrides(limits: Limits, given: Sequence[str]) -> Limits:
 class BwrapRun:
     code_file: Path  # the extracted train_gpt.py on the host
     data_dir: Path  # the shards on the host
-    out_dir: Path  # the only writable folder: the trainer's LOG_DIR
+    out_dir: Path  # where the trainer's LOG_DIR is copied at the end (through result_fd: it is never bound)
     probe: Path  # tools/reproduce/probe.py
     report: Path  # the FIFO the probe writes to (the runner reads it)
     nproc: int
@@ -189,6 +191,7 @@ class BwrapRun:
     python: str = sys.executable  # the interpreter the tools run on: the sandbox runs the same one
     python_dirs: tuple[str, ...] = ()  # its installation (prefix, site-packages): bound read-only (python_dirs())
     root: bool = False  # the caller is root: no user namespace, probe.py launch drops to NOBODY itself
+    result_fd: int = 3  # the output folder, open in the runner and passed to bubblewrap (out_dir is never bound)
     gpu_devices: tuple[str, ...] = ()  # /dev/nvidia* nodes, bound for a CUDA log only
     passed: Mapping[str, str] = field(default_factory=dict)  # PASSED_ENV values of the caller
 
@@ -225,14 +228,19 @@ def trainer_command(nproc: int, code: str, probe: str, report: str, python: str 
     ]
 
 
-def launch_command(limits: Limits, gpus: bool, drop_to: int | None, python: str, probe: str) -> list[str]:
+def launch_command(
+    limits: Limits, gpus: bool, drop_to: int | None, python: str, probe: str, result_fd: int | None = None
+) -> list[str]:
     """probe.py launch: the limits the kernel enforces, set inside the sandbox (and, for a root caller, the drop
-    to the unprivileged uid). No address-space limit on CUDA: the driver reserves far more than it uses."""
+    to the unprivileged uid). No address-space limit on CUDA: the driver reserves far more than it uses. With
+    ``result_fd``, the output folder is a tmpfs the launcher copies to that descriptor at the end."""
     argv = [python, "-I", "-S", probe, "launch", "--nproc", str(limits.processes), "--fsize", str(limits.file_size)]
     if not gpus:
         argv += ["--as", str(max(limits.memory, 8 * GIB))]
     if drop_to is not None:
         argv += ["--uid", str(drop_to), "--gid", str(drop_to)]
+    if result_fd is not None:
+        argv += ["--result-fd", str(result_fd), "--out", OUT_DIR]
     return argv + ["--"]
 
 
@@ -265,6 +273,9 @@ def bwrap_argv(run: BwrapRun) -> list[str]:
         argv += ["--ro-bind", d, d]
     argv += ["--proc", "/proc", "--dev", "/dev"]
     argv += ["--perms", "1777", "--size", str(run.limits.tmp), "--tmpfs", TMP_DIR]
+    # The output folder is a tmpfs of the output limit's size: the kernel bounds what the code writes; the host's
+    # folder is never in the sandbox, only a descriptor of the launcher, which copies the tmpfs there at the end.
+    argv += ["--perms", "1777", "--size", str(run.limits.output), "--tmpfs", OUT_DIR]
     if run.gpus:
         for node in run.gpu_devices:
             argv += ["--dev-bind", node, node]
@@ -275,9 +286,6 @@ def bwrap_argv(run: BwrapRun) -> list[str]:
         "--ro-bind",
         str(run.data_dir.resolve()),
         DATA_DIR,
-        "--bind",
-        str(run.out_dir.resolve()),
-        OUT_DIR,
         "--ro-bind",
         str(run.probe.resolve()),
         PROBE_FILE,
@@ -296,16 +304,22 @@ def bwrap_argv(run: BwrapRun) -> list[str]:
         env["CUDA_VISIBLE_DEVICES"] = ""
     for key in sorted(env):
         argv += ["--setenv", key, env[key]]
-    argv += launch_command(run.limits, run.gpus, NOBODY if run.root else None, run.python, PROBE_FILE)
+    argv += launch_command(run.limits, run.gpus, NOBODY if run.root else None, run.python, PROBE_FILE, run.result_fd)
     argv += trainer_command(run.nproc, f"{CODE_DIR}/{run.code_file.name}", PROBE_FILE, REPORT_FILE, run.python)
     return argv
 
 
 def reference_argv(run: BwrapRun) -> list[str]:
-    """The same sandbox, running ``probe.py reference`` instead of the trainer: what an untouched process reads."""
+    """The same sandbox, running ``probe.py reference`` instead of the trainer: what an untouched process reads (no
+    output folder to copy back)."""
     argv = bwrap_argv(run)
-    cut = argv.index("--", argv.index(PROBE_FILE)) + 1
-    return [*argv[:cut], run.python, PROBE_FILE, "reference"]
+    launch = argv.index("launch", argv.index(PROBE_FILE))
+    cut = argv.index("--", launch)
+    if "--result-fd" in argv[launch:cut]:
+        at = argv.index("--result-fd", launch)
+        del argv[at : at + 4]  # --result-fd FD --out DIR
+        cut -= 4
+    return [*argv[: cut + 1], run.python, PROBE_FILE, "reference"]
 
 
 def gpu_devices() -> tuple[str, ...]:
