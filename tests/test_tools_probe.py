@@ -210,7 +210,9 @@ def test_the_probe_sees_settings_changed_by_the_code(probed_script: report.Strea
     assert any("max_autotune was true at a torch.compile call" in m for m in messages)
     assert "coordinate_descent_tuning" in options  # not allowed on the smoke track
     assert "TORCHINDUCTOR_FX_GRAPH_CACHE" in options  # set by the record's code, its name built at run time
-    assert any(f.rule == report.PROBE and "gc.get_referrers" in f.message for f in v.findings)
+    assert any(
+        f.rule == report.PROBE and "the run used gc.get_referrers (record.py:9)" in f.message for f in v.findings
+    )
     assert any('started ["true"]' in m for m in messages)  # a program other than nvidia-smi and git
     assert v.incomplete == []
     # on the medium track the public rules allow coordinate_descent_tuning: the same run, that option not judged
@@ -218,16 +220,6 @@ def test_the_probe_sees_settings_changed_by_the_code(probed_script: report.Strea
     assert "coordinate_descent_tuning" not in report.verdict_options(
         medium
     ) and "max_autotune" in report.verdict_options(medium)
-
-
-def test_an_honest_script_is_clean(tmp_path: Path, reference: dict[str, Any]) -> None:
-    stream = run_probed(
-        tmp_path,
-        "import torch\nimport torch._inductor.config\nx = torch.ones(3) * 2\nimport json, subprocess\n"
-        "subprocess.run(['nvidia-smi'], capture_output=True) if False else None\n",
-    )
-    v = report.judge_report(stream, reference, SMOKE, 1, {})
-    assert v.clean, v.to_json()
 
 
 # --- the channel: only the probe's records count -------------------------------------------------------
@@ -347,9 +339,9 @@ def test_what_makes_a_report_incomplete() -> None:
             "a file of the image",
         ),
         (
-            {"kind": "tamper", "what": "opened the probe's channel (/probe/report)", "by": "record"},
+            {"kind": "tamper", "what": "opened the probe's channel (/probe/report)", "by": "record", "at": "/r/t.py"},
             report.PROBE,
-            "reach the probe",
+            "the run opened the probe's channel (/probe/report) (t.py:0): a way to reach the probe",
         ),
         (
             {"kind": "patch", "target": "torch._inductor.utils:use_max_autotune", "by": "record"},

@@ -107,6 +107,10 @@ class Channel:
             except OSError:
                 pass
         self.path.unlink(missing_ok=True)
+        try:
+            self.path.parent.rmdir()  # the folder was made for the FIFO alone
+        except OSError:
+            pass
         return bytes(self._data)
 
 
@@ -240,8 +244,9 @@ def _short(value: Any) -> str:
 
 
 def _where(body: dict[str, Any]) -> str:
-    if body.get("by") == "record" and body.get("file"):
-        return f" ({Path(str(body['file'])).name}:{body.get('line', 0)})"
+    """Where the record's code caused it: `` (train_gpt.py:27)``; empty for a library."""
+    if body.get("by") == "record" and body.get("at"):
+        return f" ({Path(str(body['at'])).name}:{body.get('line', 0)})"
     return ""
 
 
@@ -379,11 +384,10 @@ def judge_report(
                     )
                 )
         elif m.kind == "tamper":
+            by = _where(b) or f" (in {b.get('at')})"
             v.findings.append(
                 ProbeFinding(
-                    PROBE,
-                    f"the run used {b.get('what')}{_where(b) or ' (by ' + str(b.get('file')) + ')'}: "
-                    "a way to reach the probe or the interpreter's memory",
+                    PROBE, f"the run {b.get('what')}{by}: a way to reach the probe or the interpreter's memory"
                 )
             )
         elif m.kind == "probe-error":
@@ -433,9 +437,9 @@ def _judge_snapshot(
                 continue
             if key in allowed or (when == "generated" and key in INDUCTOR_INTERNAL):
                 continue
-            if (when, key, _short(table.get(key))) in seen:
+            if ("", key, _short(table.get(key))) in seen:  # each value of an option once: where it was first seen
                 continue
-            seen.add((when, key, _short(table.get(key))))
+            seen.add(("", key, _short(table.get(key))))
             v.findings.append(
                 ProbeFinding(
                     COMPILE_FLAGS,
