@@ -799,6 +799,19 @@ def test_gpu_time_is_judged_within_the_hardware_tolerance() -> None:
     assert "time not judged: the reproduction ran on other GPUs than the claimed run" in notes
 
 
+def test_the_gpus_a_cuda_reproduction_used_are_judged_from_outside() -> None:
+    uuids = [f"GPU-{i:08x}-0000-0000-0000-000000000000" for i in range(8)]
+    assert reproduce.gpu_findings(8, uuids, uuids) == []
+    assert reproduce.gpu_findings(8, uuids, list(reversed(uuids))) == []  # the order is the ranks'
+    # one GPU's UUID written eight times by the code, while nvidia-smi saw the processes on one GPU
+    [seen, logged] = reproduce.gpu_findings(8, uuids[:1], uuids[:1] * 8)
+    assert seen.kind == logged.kind == "rule broken at run time"
+    assert "saw the run's processes on 1 GPU(s), the run has 8" in seen.message
+    assert "names 8 GPU(s) (1 distinct)" in logged.message
+    [lie] = reproduce.gpu_findings(2, uuids[:2], uuids[2:4])  # a host line of other GPUs
+    assert "wrote a host line of its own" in lie.message
+
+
 def test_verdict_text_names_the_first_difference() -> None:
     v = reproduce.Reproduction(claimed="a.txt", claimed_sha256="0" * 64)
     v.findings = [

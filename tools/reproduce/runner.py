@@ -936,6 +936,32 @@ def probe_findings(v: Reproduction, probe: report.ProbeVerdict | None, ran: bool
     v.notes += [f"probe: {n}" for n in probe.notes]
 
 
+def gpu_findings(nproc: int, seen: Sequence[str], logged: Sequence[str]) -> list[Finding]:
+    """The ``hardware`` rule on a CUDA reproduction: the GPUs nvidia-smi saw its processes on (``seen``, from outside
+    the code) must be ``nproc`` distinct ones, and the ``host:`` line the code wrote (``logged``) must name exactly
+    them, each once: one GPU's UUID written eight times is one GPU."""
+    out = []
+    if len(set(seen)) != nproc:
+        out.append(
+            Finding(
+                RULE_BROKEN,
+                f"hardware: nvidia-smi saw the run's processes on {len(set(seen))} GPU(s), the run has {nproc} "
+                "process(es)",
+                {"what": ["hardware"]},
+            )
+        )
+    if logged and (len(set(logged)) != len(logged) or set(logged) != set(seen)):
+        out.append(
+            Finding(
+                RULE_BROKEN,
+                f"hardware: the reproduction's host line names {len(logged)} GPU(s) ({len(set(logged))} distinct), "
+                f"not the {len(set(seen))} nvidia-smi saw the run on: the code wrote a host line of its own",
+                {"what": ["hardware"]},
+            )
+        )
+    return out
+
+
 def judge_reproduction(
     claim: Claim, result: RunResult | None, new_log: Path | None, nproc: int, saved_probe: Path | None = None
 ) -> Reproduction:
@@ -957,15 +983,8 @@ def judge_reproduction(
             v.findings.append(
                 Finding(STOPPED, f"the sandbox stopped the run: {w.stopped.message}", {"what": [w.stopped.limit]})
             )
-        if claim.device == "cuda" and w.gpu_samples and len(set(w.gpu_uuids)) != nproc:
-            v.findings.append(
-                Finding(
-                    RULE_BROKEN,
-                    f"hardware: nvidia-smi saw the run's processes on {len(set(w.gpu_uuids))} GPU(s), the run has "
-                    f"{nproc} process(es)",
-                    {"what": ["hardware"]},
-                )
-            )
+        if claim.device == "cuda" and w.gpu_samples == 0:
+            v.notes.append("the GPUs used were not seen: nvidia-smi did not answer the runner during the run")
     if result is not None:
         probe_findings(v, result.probe, ran=True)
     else:
@@ -986,6 +1005,8 @@ def judge_reproduction(
     new = parse_log(new_log)
     v.reproduction, v.reproduction_sha256 = str(new_log), new.file_sha256
     v.gpu_names, v.python_version, v.torch_version = list(new.gpu_names), new.python_version, new.torch_version
+    if result is not None and result.watch is not None and claim.device == "cuda" and result.watch.gpu_samples:
+        v.findings += gpu_findings(nproc, result.watch.gpu_uuids, new.gpu_uuids)
     if new.final_step is None or new.final_step != new.total_steps:
         v.findings.append(
             Finding(RUN_FAILED, f"the reproduction's log {new_log} stops at step {new.final_step} of {new.total_steps}")
