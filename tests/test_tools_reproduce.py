@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import IN_CI, REPO_ROOT
 from helpers.logfactory import LogSpec, make_log, shard, write_log
 from tools.cli import main
 from tools.judge import reproduced
@@ -138,17 +138,25 @@ def val_losses(path: Path) -> dict[int, float]:
 # --- end to end on CPU ----------------------------------------------------------------------------
 
 
+def default_sandbox() -> str:
+    """bubblewrap where it works (CI installs it: there it must); else, locally, none for this trusted code."""
+    problem = sandbox.bwrap_problem(os.geteuid() == 0)
+    if problem is not None and IN_CI:
+        pytest.fail(f"bubblewrap cannot make a sandbox in CI ({problem}); .ci/run installs it")
+    return "bwrap" if problem is None else "none"
+
+
 @pytest.fixture(scope="module")
 def exact(claimed: Claimed, out_dir: Path) -> tuple[int, list[dict[str, Any]], str]:
-    """The claimed log reproduced once, unsandboxed (pytest's capture is set up per test, so no capsys)."""
+    """The claimed log reproduced once, in bubblewrap (pytest's capture is set up per test, so no capsys)."""
     import contextlib
     import io
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(
-            ["reproduce", str(claimed.log), "--sandbox", "none", "--data", str(claimed.data), "--out", str(out_dir)]
-            + ["--json"]
+            ["reproduce", str(claimed.log), "--sandbox", default_sandbox(), "--data", str(claimed.data)]
+            + ["--out", str(out_dir), "--json"]
         )
     return code, [json.loads(line) for line in out.getvalue().splitlines() if line.strip()], err.getvalue()
 
@@ -161,8 +169,18 @@ def test_a_smoke_log_reproduces_exactly(claimed: Claimed, out_dir: Path, exact: 
     assert (v["verdict"], v["reproduced"], v["findings"]) == ("reproduced", True, [])
     assert v["loss"] == {"points": 3, "max_abs_difference": 0.0, "exact": True, "differing": 0}
     assert v["time"]["judged"] and v["time"]["tolerance"] == reproduce.CPU_TIME_TOLERANCE
-    assert "runs unsandboxed" in err  # --sandbox none says so
+    assert v["sandbox"] == default_sandbox() and ("runs unsandboxed" in err) == (v["sandbox"] == "none")
     assert "step:20/20 val_loss:" in err  # the trainer's progress is shown while it runs
+    # what the run really did, seen by the probe: the claimed shards read, nothing against the rules; the static
+    # reading of the trainer finds nothing either
+    probe = v["probe"]
+    assert probe["clean"] and probe["findings"] == [] and probe["incomplete"] == [] and v["static"] == []
+    claimed_data = parse_log(claimed.log).data
+    assert claimed_data is not None
+    assert {n: (f["split"], f["sha256"]) for n, f in probe["facts"]["data_files"].items()} == {
+        s["name"]: (s["split"], s["sha256"]) for s in claimed_data["shards"]
+    }
+    assert probe["facts"]["ranks"] == ["0"] and probe["facts"]["modules_outside"] == []
 
     new = Path(v["reproduction"])
     assert new.is_relative_to(out_dir / claimed.log.stem) and new.is_file()
@@ -192,7 +210,8 @@ def test_a_maintainer_records_the_verdicts_in_the_record_folder(
     assert "1 of 1 run(s) of 2026-01-01_Claimed reproduced" in captured.out
     assert "runs unsandboxed" not in captured.err  # nothing ran: the reproduction was reused
     rep = reproduced.read_reproduced(record)
-    assert rep is not None and rep.all_reproduced and rep.machine["sandbox"] == "none"
+    assert rep is not None and rep.all_reproduced and rep.machine["sandbox"] == default_sandbox()  # where it ran
+    assert rep.runs[0].probe is not None and rep.runs[0].probe.clean and rep.runs[0].static == ()
     [run] = rep.runs
     assert run.log_sha256 == hashlib.sha256(claimed.log.read_bytes()).hexdigest()
     assert run.reproduction_sha256 == exact[1][0]["reproduction_sha256"]
@@ -421,11 +440,26 @@ def test_json_output_stays_valid_json_for_a_nan_loss() -> None:
     assert json.loads(json.dumps(v.to_json(), allow_nan=False))["findings"][0]["claimed"] == "nan"
 
 
-def test_sandbox_docker_without_an_engine_and_none_without_torch(
+def test_no_sandbox_no_run_unless_none_is_said(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Without a sandbox the code never runs by default: before the fix, no Docker engine meant an unsandboxed run
+    with a warning."""
     log = write_log(tmp_path, LogSpec(track="smoke", smi=False))
     monkeypatch.setattr(sandbox, "docker_engine", lambda: "the docker command is not installed")
+    monkeypatch.setattr(sandbox, "bwrap_problem", lambda root: "the bwrap command is not installed")
+    ran: list[Any] = []
+    monkeypatch.setattr(reproduce, "run_trainer", lambda *a, **k: ran.append(a))
+    code, err = run_cli([str(log)], capsys)
+    assert code == 2 and ran == []
+    assert "no sandbox can run the logs' code here: bwrap: the bwrap command is not installed" in err
+    assert "docker: the docker command is not installed" in err and "--sandbox none" in err
+    code, err = run_cli([str(log), "--sandbox", "bwrap"], capsys)
+    assert (
+        code == 2
+        and "--sandbox bwrap: the bwrap command is not installed" in err
+        and "apt-get install bubblewrap" in err
+    )
     code, err = run_cli([str(log), "--sandbox", "docker"], capsys)
     assert code == 2 and "--sandbox docker: the docker command is not installed" in err and "--sandbox none" in err
     monkeypatch.setattr(reproduce, "_has_torch", lambda: False)
@@ -479,6 +513,16 @@ def test_extract_source_needs_a_separator_line() -> None:
     assert reproduce.extract_source(b"a\n" + SEPARATOR.encode() + b"\nb\n") == b"a\n"
 
 
+LIMITS = sandbox.Limits(
+    seconds=600,
+    memory=64 * sandbox.GIB,
+    processes=2048,
+    output=sandbox.GIB,
+    file_size=sandbox.GIB,
+    tmp=16 * sandbox.GIB,
+)
+
+
 def docker_run(**kw: Any) -> sandbox.DockerRun:
     fields: dict[str, Any] = dict(
         image="speedrun",
@@ -487,6 +531,9 @@ def docker_run(**kw: Any) -> sandbox.DockerRun:
         out_dir=Path("/work/reproductions/r/run/20260101T000000Z"),
         nproc=8,
         gpus=True,
+        probe=Path("/work/tools/reproduce/probe.py"),
+        report=Path("/work/reproductions/r/run/.20260101T000000Z.probe/probe.fifo"),
+        limits=LIMITS,
         env={"SEED": "7", "SPEEDRUN_PRESET": "short", "DATA_PATH": "/data", "LOG_DIR": "/out"},
         uid=1000,
         gid=1000,
@@ -511,6 +558,8 @@ def test_docker_argv_isolates_the_code(monkeypatch: pytest.MonkeyPatch) -> None:
     assert argv[argv.index("--user") + 1] == "1000:1000"
     assert argv[argv.index("--tmpfs") + 1].startswith("/tmp:rw,exec,nosuid,nodev,size=")
     assert argv[argv.index("--gpus") + 1] == "all"
+    assert argv[argv.index("--pids-limit") + 1] == "2048" and argv[argv.index("--memory") + 1] == str(64 * sandbox.GIB)
+    assert argv[argv.index("--ulimit") + 1] == f"fsize={sandbox.GIB}"
     # mounts: the code and the data read-only, only the output folder writable; nothing else (no home folder)
     mounts = [argv[i + 1] for i, a in enumerate(argv) if a == "--mount"]
     assert "-v" not in argv and "--volume" not in argv and "--volumes-from" not in argv
@@ -518,6 +567,8 @@ def test_docker_argv_isolates_the_code(monkeypatch: pytest.MonkeyPatch) -> None:
         "type=bind,source=/work/reproductions/r/run/train_gpt.py,target=/reproduce/train_gpt.py,readonly",
         "type=bind,source=/srv/data/fineweb10B,target=/data,readonly",
         "type=bind,source=/work/reproductions/r/run/20260101T000000Z,target=/out",
+        "type=bind,source=/work/tools/reproduce/probe.py,target=/probe/probe.py,readonly",
+        "type=bind,source=/work/reproductions/r/run/.20260101T000000Z.probe/probe.fifo,target=/probe/report",
     ]
     # the environment: the trainer's settings and fixed values, nothing of the caller's
     env = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "--env")
@@ -526,9 +577,7 @@ def test_docker_argv_isolates_the_code(monkeypatch: pytest.MonkeyPatch) -> None:
         "SPEEDRUN_PRESET": "short",
         "DATA_PATH": "/data",
         "LOG_DIR": "/out",
-        "HOME": "/tmp",
-        "USER": "speedrun",
-        "PYTHONDONTWRITEBYTECODE": "1",
+        **sandbox.FIXED_ENV,
     }
     assert "--env-file" not in argv and "--privileged" not in argv and "--network=host" not in argv
     image = argv.index("speedrun")
@@ -538,6 +587,10 @@ def test_docker_argv_isolates_the_code(monkeypatch: pytest.MonkeyPatch) -> None:
         "torch.distributed.run",
         "--standalone",
         "--nproc_per_node=8",
+        "/probe/probe.py",  # every rank through the run-time probe
+        "run",
+        "--report",
+        "/probe/report",
         "/reproduce/train_gpt.py",
     ]
     assert all(a.startswith("-") or argv[i - 1].startswith("-") for i, a in enumerate(argv[2:image], start=2))
@@ -551,11 +604,144 @@ def test_docker_argv_cpu_runs_get_no_gpus_and_root_is_refused() -> None:
         sandbox.docker_argv(docker_run(data_dir=Path("/srv/a,b")))
 
 
+def bwrap_run(**kw: Any) -> sandbox.BwrapRun:
+    fields: dict[str, Any] = dict(
+        code_file=Path("/work/reproductions/r/run/train_gpt.py"),
+        data_dir=Path("/srv/data/fineweb10B"),
+        out_dir=Path("/work/reproductions/r/run/20260101T000000Z"),
+        probe=Path("/work/tools/reproduce/probe.py"),
+        report=Path("/work/reproductions/r/run/.20260101T000000Z.probe/probe.fifo"),
+        nproc=8,
+        gpus=True,
+        limits=LIMITS,
+        env={"SEED": "7", "SPEEDRUN_PRESET": "short", "DATA_PATH": "/data", "LOG_DIR": "/out"},
+        python="/opt/py/bin/python",
+        python_dirs=("/opt/py", "/home/u/.local/lib/python3.11/site-packages"),
+        gpu_devices=("/dev/nvidia0", "/dev/nvidiactl", "/dev/nvidia-uvm"),
+        passed={"OMP_NUM_THREADS": "1"},
+    )
+    fields.update(kw)
+    return sandbox.BwrapRun(**fields)
+
+
+def _pairs(argv: list[str], flag: str) -> list[tuple[str, str]]:
+    return [(argv[i + 1], argv[i + 2]) for i, a in enumerate(argv) if a == flag]
+
+
+def test_bwrap_argv_isolates_the_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-leak")
+    argv = sandbox.bwrap_argv(bwrap_run())
+    joined = " ".join(argv)
+    assert argv[0] == "bwrap" and "do-not-leak" not in joined and "AWS" not in joined
+    for flag in (
+        "--die-with-parent",
+        "--new-session",
+        "--unshare-pid",
+        "--unshare-net",
+        "--unshare-ipc",
+        "--unshare-uts",
+    ):
+        assert flag in argv
+    # an unprivileged caller: a user namespace, the code as uid 65534, no capabilities, no nested namespaces
+    assert ["--unshare-user", "--disable-userns", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL"] == argv[
+        argv.index("--unshare-user") : argv.index("--unshare-user") + 8
+    ]
+    # writable on the host: the probe's channel, nothing else (the output folder is a sized tmpfs, copied out at the
+    # end through a descriptor); the rest read-only; no home folder
+    assert _pairs(argv, "--bind") == [("/work/reproductions/r/run/.20260101T000000Z.probe/probe.fifo", "/probe/report")]
+    assert "/work/reproductions/r/run/20260101T000000Z" not in joined
+    assert argv[argv.index("/out") - 5 : argv.index("/out") + 1] == [
+        "--perms",
+        "1777",
+        "--size",
+        str(LIMITS.output),
+        "--tmpfs",
+        "/out",
+    ]
+    ro = dict(_pairs(argv, "--ro-bind"))
+    assert ro["/usr"] == "/usr" and ro["/work/reproductions/r/run/train_gpt.py"] == "/reproduce/train_gpt.py"
+    assert ro["/srv/data/fineweb10B"] == "/data" and ro["/work/tools/reproduce/probe.py"] == "/probe/probe.py"
+    assert ro["/opt/py"] == "/opt/py" and "/home/u" not in ro and "/root" not in ro and "/" not in ro
+    assert {src for src, _ in _pairs(argv, "--ro-bind-try")} <= {*sandbox.ETC_FILES, "/opt", "/sys"}
+    assert argv[argv.index("/tmp") - 3 : argv.index("/tmp") + 1] == ["--size", str(LIMITS.tmp), "--tmpfs", "/tmp"]
+    assert [a for a, _ in _pairs(argv, "--dev-bind")] == ["/dev/nvidia0", "/dev/nvidiactl", "/dev/nvidia-uvm"]
+    # an empty environment, then the trainer's settings and fixed values; the thread count the caller set
+    assert argv.index("--clearenv") < argv.index("--setenv")
+    env = dict(_pairs(argv, "--setenv"))
+    assert env == {
+        "SEED": "7",
+        "SPEEDRUN_PRESET": "short",
+        "DATA_PATH": "/data",
+        "LOG_DIR": "/out",
+        "OMP_NUM_THREADS": "1",
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        **sandbox.FIXED_ENV,
+    }
+    # the limits, set by probe.py launch inside the sandbox; then torchrun, every rank through the probe
+    tail = argv[argv.index("/opt/py/bin/python") :]
+    assert tail[: tail.index("--") + 1] == [
+        "/opt/py/bin/python",
+        "-I",
+        "-S",
+        "/probe/probe.py",
+        "launch",
+        "--nproc",
+        "2048",
+        "--fsize",
+        str(sandbox.GIB),
+        "--result-fd",
+        "3",
+        "--out",
+        "/out",
+        "--",
+    ]  # no address-space limit on CUDA
+    assert tail[tail.index("--") + 1 :] == sandbox.trainer_command(
+        8, "/reproduce/train_gpt.py", "/probe/probe.py", "/probe/report", "/opt/py/bin/python"
+    )
+
+
+def test_bwrap_argv_cpu_runs_and_root_callers() -> None:
+    argv = sandbox.bwrap_argv(bwrap_run(gpus=False, root=True, passed={}))
+    assert "--dev-bind" not in argv and dict(_pairs(argv, "--setenv"))["CUDA_VISIBLE_DEVICES"] == ""
+    # root: no user namespace (it would map the code to root outside); the launcher drops to 65534 itself
+    assert "--unshare-user" not in argv and "OMP_NUM_THREADS" not in argv
+    launch = argv[argv.index("launch") : argv.index("--", argv.index("launch"))]
+    assert launch[launch.index("--uid") + 1] == launch[launch.index("--gid") + 1] == "65534"
+    assert launch[launch.index("--as") + 1] == str(max(LIMITS.memory, 8 * sandbox.GIB))  # CPU: address space too
+    ref = sandbox.reference_argv(bwrap_run(gpus=False, root=True))
+    assert ref[-3:] == ["/opt/py/bin/python", "/probe/probe.py", "reference"] and "--nproc_per_node=8" not in ref
+    assert "--result-fd" not in ref and ref[ref.index("launch") :].count("--") == 1
+
+
+@pytest.mark.parametrize(
+    "given, field, value",
+    [
+        ("time=2h", "seconds", 7200.0),
+        ("memory=1.5G", "memory", int(1.5 * sandbox.GIB)),
+        ("processes=64", "processes", 64),
+        ("output=100M", "output", 100 * 2**20),
+        ("file=512K", "file_size", 512 * 1024),
+    ],
+)
+def test_limits_from_the_command_line(given: str, field: str, value: float) -> None:
+    assert getattr(sandbox.with_overrides(LIMITS, [given]), field) == value
+
+
+@pytest.mark.parametrize("given", ["time", "speed=2", "memory=lots", "processes=3", "time=-1"])
+def test_a_limit_that_is_not_one(given: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ValueError):
+        sandbox.with_overrides(LIMITS, [given])
+
+
 def test_local_env_keeps_out_the_callers_run_settings(tmp_path: Path) -> None:
     log = write_log(tmp_path, LogSpec(track="smoke", smi=False, seed=5, config={"overrides": {"num_iterations": 3}}))
     claim = reproduce.load_claim(log)
     base = {"PATH": "/usr/bin", "SPEEDRUN_RESUME": "/ckpt", "SEED": "1", "RANK": "3", "MASTER_PORT": "1", "HOME": "/h"}
+    base.update(TORCHINDUCTOR_MAX_AUTOTUNE="1", TORCH_COMPILE_DEBUG="1", TORCHINDUCTOR_CACHE_DIR="/c")
     env = reproduce.local_env(base, claim, tmp_path / "data", tmp_path / "out")
+    # the caller's compile settings are not the record's: only the cache folder (where, not how) is kept
+    assert "TORCHINDUCTOR_MAX_AUTOTUNE" not in env and "TORCH_COMPILE_DEBUG" not in env
+    assert env["TORCHINDUCTOR_CACHE_DIR"] == "/c"
     assert env["SEED"] == "5" and env["SPEEDRUN_PRESET"] == "smoke"
     assert json.loads(env["SPEEDRUN_OVERRIDES"]) == {"num_iterations": 3}
     assert env["SPEEDRUN_CHECKPOINT_EVERY"] == "-1" and env["CUDA_VISIBLE_DEVICES"] == ""
@@ -611,6 +797,19 @@ def test_gpu_time_is_judged_within_the_hardware_tolerance() -> None:
     findings, notes, time = judge_gpu(text, rescale(other, 0.7))
     assert findings == [] and not time["judged"]
     assert "time not judged: the reproduction ran on other GPUs than the claimed run" in notes
+
+
+def test_the_gpus_a_cuda_reproduction_used_are_judged_from_outside() -> None:
+    uuids = [f"GPU-{i:08x}-0000-0000-0000-000000000000" for i in range(8)]
+    assert reproduce.gpu_findings(8, uuids, uuids) == []
+    assert reproduce.gpu_findings(8, uuids, list(reversed(uuids))) == []  # the order is the ranks'
+    # one GPU's UUID written eight times by the code, while nvidia-smi saw the processes on one GPU
+    [seen, logged] = reproduce.gpu_findings(8, uuids[:1], uuids[:1] * 8)
+    assert seen.kind == logged.kind == "rule broken at run time"
+    assert "saw the run's processes on 1 GPU(s), the run has 8" in seen.message
+    assert "names 8 GPU(s) (1 distinct)" in logged.message
+    [lie] = reproduce.gpu_findings(2, uuids[:2], uuids[2:4])  # a host line of other GPUs
+    assert "wrote a host line of its own" in lie.message
 
 
 def test_verdict_text_names_the_first_difference() -> None:
@@ -685,6 +884,10 @@ def test_a_failed_reproduction_is_recorded_as_not_reproduced(tmp_path: Path) -> 
         lambda d: d.update(date="2026-02-30"),
         lambda d: d.update(format="speedrun-reproduced/9"),
         lambda d: d.update(runs=[]),
+        lambda d: d["runs"][0].update(probe={"clean": False, "findings": ["compile-flags: max_autotune"]}),
+        lambda d: d["runs"][0].update(probe={"clean": True}),
+        lambda d: d["runs"][0].update(static="none"),
+        lambda d: d["machine"].update(sandbox="chroot"),
     ],
 )
 def test_read_reproduced_rejects_a_hand_made_file(tmp_path: Path, tamper: Any) -> None:
@@ -695,6 +898,19 @@ def test_read_reproduced_rejects_a_hand_made_file(tmp_path: Path, tamper: Any) -
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="--write-verdict"):
         reproduced.read_reproduced(record)
+
+
+def test_a_reproduced_json_written_before_the_probe_is_still_read(tmp_path: Path) -> None:
+    record, claims, verdicts = reproduced_record(tmp_path)
+    path = reproduce.write_reproduced(record, claims, verdicts, "bwrap")
+    data = json.loads(path.read_text())
+    assert data["format"] == "speedrun-reproduced/2" and data["runs"][0]["probe"] == {"clean": True, "findings": []}
+    data["format"] = "speedrun-reproduced/1"
+    for r in data["runs"]:
+        del r["probe"], r["static"]
+    path.write_text(json.dumps(data))
+    rep = reproduced.read_reproduced(record)
+    assert rep is not None and rep.all_reproduced and rep.runs[0].probe is None
 
 
 def test_read_reproduced_bounds_what_it_reads(tmp_path: Path) -> None:

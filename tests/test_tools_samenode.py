@@ -328,6 +328,14 @@ def test_the_leaderboard_marks_a_reproduced_record_with_date_and_machine(records
     a_row = next(ln for ln in md.splitlines() if "2026-08-01_A" in ln and ln.startswith("|"))
     assert "reproduced" not in a_row
     assert "True" in next(ln for ln in files["leaderboard.csv"].decode().splitlines() if ",2026-08-03_B," in ln)
+    # the record page shows the probe's reading of each reproduced run beside the static one; A has only the latter
+    pages = [f.decode() for name, f in files.items() if name.startswith("pages/") and name.endswith(".html")]
+    [b_page] = [page for page in pages if "Record <code>2026-08-03_B</code>" in page]
+    [a_page] = [page for page in pages if "Record <code>2026-08-01_A</code>" in page]
+    assert "reads no compiler option set by its code" in b_page and "reads no compiler option" in a_page
+    for c in claims:
+        assert f"<code>{c.path.name}</code>: clean: the compile settings were an untouched process" in b_page
+    assert 'id="compile-probe">not yet: no maintainer' in a_page
     v = judged(records)["2026-08-03_B"]
     assert v.is_reproduced and f"reproduced: 2026-08-03_B: by the maintainers on {date}" in format_text([v])
 

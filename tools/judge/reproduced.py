@@ -12,12 +12,17 @@ import datetime as dt
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 REPRODUCED_FILE = "reproduced.json"
-REPRODUCED_FORMAT = "speedrun-reproduced/1"
+# /2 adds, per run, what the run-time probe saw ("probe") and the static reading of the code ("static"), and the
+# bubblewrap sandbox; files of /1 (before the probe) are still read.
+REPRODUCED_FORMAT = "speedrun-reproduced/2"
+_FORMATS = ("speedrun-reproduced/1", REPRODUCED_FORMAT)
+SANDBOXES = ("bwrap", "docker", "none")
 MAX_REPRODUCED_BYTES = 64 * 1024
 REPRODUCED = "reproduced"  # the verdict of a run that reproduced
 _HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -31,12 +36,22 @@ def strict_int(value: Any, low: int, high: int) -> int | None:
 
 
 @dataclass(frozen=True)
+class ProbeSummary:
+    """What the run-time probe saw (tools/reproduce/probe.py): clean, or the rules broken and what was missing."""
+
+    clean: bool
+    findings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ReproducedRun:
     log: str  # file name of the record's log
     log_sha256: str
     verdict: str
     reproduced: bool
     reproduction_sha256: str | None
+    probe: ProbeSummary | None = None  # None in a file written before the probe (format /1)
+    static: tuple[str, ...] = ()  # the compile-flags rule's reading of the code, as reproduce showed it
 
 
 @dataclass
@@ -62,7 +77,8 @@ _COMMIT_RE = re.compile(r"^[0-9a-f]{7,40}(-dirty)?$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _VERDICT_RE = re.compile(
     r"^(reproduced|run failed|code differs|data differs|loss differs( at step \d{1,12})?|config differs( \(.{0,200}\))?|"
-    r"(slower|faster) than claimed( by \d{1,9}\.\d %)?)$"
+    r"(slower|faster) than claimed( by \d{1,9}\.\d %)?|probe report incomplete|"
+    r"(rule broken at run time|stopped at a limit)( \(.{0,200}\))?)$"
 )
 
 
@@ -78,8 +94,9 @@ def validate_reproduced(data: Any, where: str) -> tuple[str, str | None, dict[st
     want = {"format", "date", "tools_commit", "machine", "runs"}
     if set(data) != want:
         raise bad(f"its keys are {sorted(data)[:10]}, not {sorted(want)}")
-    if data["format"] != REPRODUCED_FORMAT:
+    if data["format"] not in _FORMATS:
         raise bad(f"format {str(data['format'])[:40]!r} is not {REPRODUCED_FORMAT!r}")
+    probed = data["format"] == REPRODUCED_FORMAT
     date = data["date"]
     try:
         ok_date = isinstance(date, str) and bool(_DATE_RE.match(date)) and dt.date.fromisoformat(date) is not None
@@ -96,8 +113,8 @@ def validate_reproduced(data: Any, where: str) -> tuple[str, str | None, dict[st
     gpus = machine["gpus"]
     if not isinstance(gpus, list) or len(gpus) > 1024 or not all(isinstance(g, str) and len(g) <= 100 for g in gpus):
         raise bad("machine.gpus must be a list of GPU names")
-    if strict_int(machine["nproc"], 1, 4096) is None or machine["sandbox"] not in ("docker", "none"):
-        raise bad("machine.nproc must be a number of processes and machine.sandbox 'docker' or 'none'")
+    if strict_int(machine["nproc"], 1, 4096) is None or machine["sandbox"] not in SANDBOXES:
+        raise bad(f"machine.nproc must be a number of processes and machine.sandbox one of {', '.join(SANDBOXES)}")
     for k in ("python", "torch"):
         if machine[k] is not None and not (isinstance(machine[k], str) and len(machine[k]) <= 200):
             raise bad(f"machine.{k} must be a version string or null")
@@ -107,7 +124,9 @@ def validate_reproduced(data: Any, where: str) -> tuple[str, str | None, dict[st
     out = []
     seen = set()
     for r in runs:
-        keys = {"log", "log_sha256", "verdict", "reproduced", "reproduction_sha256"}
+        keys = {"log", "log_sha256", "verdict", "reproduced", "reproduction_sha256"} | (
+            {"probe", "static"} if probed else set()
+        )
         if not isinstance(r, dict) or set(r) != keys:
             raise bad(f"each run must have exactly {sorted(keys)}")
         if not (isinstance(r["log"], str) and _LOG_NAME_RE.match(r["log"])) or r["log"] in seen:
@@ -124,8 +143,29 @@ def validate_reproduced(data: Any, where: str) -> tuple[str, str | None, dict[st
             raise bad(f"{r['log']}: reproduced must be true exactly when the verdict is 'reproduced'")
         if r["reproduced"] and rep is None:
             raise bad(f"{r['log']}: a reproduced run needs the sha256 of its reproduction log")
-        out.append(ReproducedRun(r["log"], r["log_sha256"], r["verdict"], r["reproduced"], rep))
+        probe, static = _probe_fields(r, probed, bad)
+        out.append(ReproducedRun(r["log"], r["log_sha256"], r["verdict"], r["reproduced"], rep, probe, static))
     return date, commit, machine, out
+
+
+def _texts(value: Any, limit: int) -> bool:
+    return isinstance(value, list) and len(value) <= limit and all(isinstance(x, str) and len(x) <= 300 for x in value)
+
+
+def _probe_fields(
+    r: dict[str, Any], probed: bool, bad: Callable[[str], ValueError]
+) -> tuple[ProbeSummary | None, tuple[str, ...]]:
+    """The run's probe summary and static reading (format /2), validated; (None, ()) for a /1 file."""
+    if not probed:
+        return None, ()
+    probe = r["probe"]
+    if not isinstance(probe, dict) or set(probe) != {"clean", "findings"} or not isinstance(probe["clean"], bool):
+        raise bad(f"{r['log']}: probe must have exactly clean (true or false) and findings")
+    if not _texts(probe["findings"], 20) or not _texts(r["static"], 20):
+        raise bad(f"{r['log']}: probe.findings and static must be lists of at most 20 short texts")
+    if r["reproduced"] and (not probe["clean"] or probe["findings"]):
+        raise bad(f"{r['log']}: a reproduced run needs a clean probe report")
+    return ProbeSummary(probe["clean"], tuple(probe["findings"])), tuple(r["static"])
 
 
 def read_reproduced(record: Path) -> Reproduced | None:

@@ -9,11 +9,15 @@ data (the ``data:`` line's sha256 list). For each log this command
 2. checks that the data folder holds every shard the log lists, with the same sha256, before
    spending a GPU-hour;
 3. runs the code with the log's seed, preset and overrides (``torchrun``, the log's number of
-   processes or ``--nproc``), in the project's Docker image without network (``--sandbox docker``,
-   tools/reproduce/sandbox.py) or directly (``--sandbox none``, for trusted code and CPU tests);
+   processes or ``--nproc``) in a sandbox (tools/reproduce/sandbox.py): bubblewrap (``--sandbox bwrap``, the
+   default where it works) or the project's Docker image (``--sandbox docker``); only ``--sandbox none``, said in
+   so many words, runs it unsandboxed. Every process runs under the probe (tools/reproduce/probe.py), which
+   records what the run really used: compile settings, modules, data files, programs (tools/reproduce/report.py
+   judges it by the rules of the record's date); the runner watches the limits (tools/reproduce/watch.py);
 4. compares the new log with the claimed one: code hash, config and data lines, the val-loss
    curve point by point (exactly on CPU; on GPU within the run-to-run spread of real logs,
-   tools/reproduce/tolerances.py) and the time per step (within a hardware tolerance);
+   tools/reproduce/tolerances.py) and the time per step (within a hardware tolerance); and shows the
+   static reading of the code (tools/judge/sourcecheck.py) beside the probe's;
 5. prints one verdict per run and exits 1 when any run was not reproduced.
 
 The new logs stay under ``reproductions/<record>/`` (outside records/). ``--write-verdict`` (for
@@ -54,8 +58,10 @@ from tools.judge.reproduced import (
     strict_int,
     validate_reproduced,
 )
-from tools.judge.sourcecheck import MAX_CODE_CHARS
-from tools.reproduce import sandbox
+from tools.judge.rulebook import rulebook_for
+from tools.judge.sourcecheck import MAX_CODE_CHARS, find_compile_flags
+from tools.reproduce import report, sandbox
+from tools.reproduce.watch import Watch, WatchFacts
 
 # --- tolerances (docs/reproduce.md) -------------------------------------------------------------
 
@@ -110,6 +116,9 @@ _MAX_OVERRIDES_CHARS = 16 * 1024
 _QUIET_PREFIXES = ("config: ", "data: ", "parameters: ")
 _HASH_CHUNK = 16 * 1024 * 1024
 # Verdicts, in the order one is chosen when a run shows several findings.
+RULE_BROKEN = "rule broken at run time"
+STOPPED = "stopped at a limit"
+PROBE_INCOMPLETE = "probe report incomplete"
 RUN_FAILED = "run failed"
 CODE_DIFFERS = "code differs"
 CONFIG_DIFFERS = "config differs"
@@ -117,7 +126,31 @@ DATA_DIFFERS = "data differs"
 LOSS_DIFFERS = "loss differs"
 SLOWER = "slower than claimed"
 FASTER = "faster than claimed"
-_ORDER = (RUN_FAILED, CODE_DIFFERS, CONFIG_DIFFERS, DATA_DIFFERS, LOSS_DIFFERS, SLOWER, FASTER)
+_ORDER = (
+    RULE_BROKEN,
+    STOPPED,
+    RUN_FAILED,
+    PROBE_INCOMPLETE,
+    CODE_DIFFERS,
+    CONFIG_DIFFERS,
+    DATA_DIFFERS,
+    LOSS_DIFFERS,
+    SLOWER,
+    FASTER,
+)
+PROBE_FILE = Path(__file__).resolve().parent / "probe.py"
+REPOSITORY = Path(__file__).resolve().parents[2]
+# Variables of the caller's environment that change how torch compiles: never passed to an unsandboxed run (the
+# cache folders excepted: where compiled code is kept, not how it is made).
+_COMPILE_VARIABLE_RE = re.compile(r"^(TORCHINDUCTOR_|TORCHDYNAMO_|TORCH_COMPILE|INDUCTOR_|TORCH_LOGS)")
+_KEPT_COMPILE_VARIABLES = frozenset({"TORCHINDUCTOR_CACHE_DIR"})
+NONE_WARNING = (
+    "warning: --sandbox none: the logs' code runs unsandboxed, as you ({user}), on this machine: it can read and "
+    "write every file you can (your home, keys, tokens), use the network, start any program and leave processes "
+    "behind; only your environment's run settings and compile variables are withheld. The probe still records what "
+    "the run did, but the code can do anything before it is judged. Use it only for code you trust (your own runs, "
+    "the CPU tests); for anyone else's, use --sandbox bwrap or docker"
+)
 
 
 def phase_of(step: int, total: int) -> str:
@@ -441,24 +474,22 @@ def trainer_env(claim: Claim, data_path: str, log_dir: str) -> dict[str, str]:
 
 
 def local_env(base: Mapping[str, str], claim: Claim, data_dir: Path, log_dir: Path) -> dict[str, str]:
-    """The environment of an unsandboxed run: the caller's, less anything that would change the run."""
-    env = {k: v for k, v in base.items() if not _RUN_VARIABLE_RE.match(k)}
+    """The environment of an unsandboxed run: the caller's, less anything that would change the run (its run
+    settings, and the variables that change how torch compiles)."""
+    env = {
+        k: v
+        for k, v in base.items()
+        if not _RUN_VARIABLE_RE.match(k) and (not _COMPILE_VARIABLE_RE.match(k) or k in _KEPT_COMPILE_VARIABLES)
+    }
     env.update(trainer_env(claim, str(data_dir.resolve()), str(log_dir.resolve())))
     if claim.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU log runs on CPU even on a machine with GPUs
     return env
 
 
-def local_argv(code_file: Path, nproc: int) -> list[str]:
-    """torchrun of this Python, so the reproduction uses the same interpreter as the tools."""
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        str(code_file.resolve()),
-    ]
+def local_argv(code_file: Path, nproc: int, report_fifo: Path) -> list[str]:
+    """torchrun of this Python (the same interpreter as the tools), each rank through the probe."""
+    return sandbox.trainer_command(nproc, str(code_file.resolve()), str(PROBE_FILE), str(report_fifo), sys.executable)
 
 
 @dataclass
@@ -466,6 +497,8 @@ class RunResult:
     returncode: int
     tail: list[str]
     log: Path | None
+    watch: WatchFacts | None = None
+    probe: report.ProbeVerdict | None = None
 
 
 class TrainerConsole:
@@ -527,11 +560,17 @@ def run_trainer(
     label: str,
     container: str | None = None,
     stream: IO[str] | None = None,
+    limits: sandbox.Limits | None = None,
+    cuda: bool = False,
+    console_file: Path | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> RunResult:
-    """Run one reproduction, keep its console in ``log_dir/console.log``, and find the log it wrote."""
+    """Run one reproduction, keep its console in ``console_file`` (default ``log_dir/console.log``), find the log it
+    wrote; with ``limits``, the runner watches them (tools/reproduce/watch.py) and stops the run past one."""
     progress = TrainerConsole(label, stream or sys.stderr)
     tail: deque[str] = deque(maxlen=20)
-    with (log_dir / "console.log").open("w", encoding="utf-8") as console:
+    watch: Watch | None = None
+    with (console_file or log_dir / "console.log").open("w", encoding="utf-8") as console:
         try:
             proc = subprocess.Popen(
                 argv,
@@ -544,24 +583,31 @@ def run_trainer(
                 errors="replace",
                 bufsize=1,
                 start_new_session=True,  # Ctrl-C reaches this process, which then stops the whole run
+                pass_fds=tuple(pass_fds),
             )
         except OSError as e:
             raise ValueError(f"cannot start {argv[0]} ({e.strerror or e}); check that it is installed") from e
         assert proc.stdout is not None
+        if limits is not None:
+            kill = (lambda _pid: sandbox.kill_container(container)) if container is not None else None
+            watch = Watch(proc.pid, log_dir, limits, count_processes=container is None, cuda=cuda, kill=kill)
         try:
             for raw in proc.stdout:
                 text = raw.rstrip("\n")
-                console.write(text + "\n")
-                tail.append(text)
+                console.write(text[:10_000] + "\n")
+                tail.append(text[:2_000])
                 progress.line(text)
             returncode = proc.wait()
         except BaseException:
             progress.close()
+            if watch is not None:
+                watch.stop()
             _stop(proc, container)
             raise
         progress.close()
-    logs = sorted(log_dir.glob("*.txt"))
-    return RunResult(returncode, list(tail), logs[0] if len(logs) == 1 else None)
+    facts = watch.stop() if watch is not None else None
+    logs = sorted(p for p in log_dir.glob("*.txt") if p.is_file() and not p.is_symlink())
+    return RunResult(returncode, list(tail), logs[0] if len(logs) == 1 else None, facts)
 
 
 # --- comparing the new log with the claimed one ---------------------------------------------------
@@ -593,6 +639,9 @@ class Reproduction:
     torch_version: str | None = None
     loss: dict[str, Any] = field(default_factory=dict)
     time: dict[str, Any] = field(default_factory=dict)
+    probe: dict[str, Any] | None = None  # report.ProbeVerdict.to_json(): what the run really did, judged
+    static: list[dict[str, Any]] = field(default_factory=list)  # the compile-flags rule's reading of the code
+    watch: dict[str, Any] = field(default_factory=dict)  # limits, peaks, the GPUs seen in use
 
     @property
     def ok(self) -> bool:
@@ -616,6 +665,8 @@ class Reproduction:
             return f"{first.kind} ({', '.join(first.details['keys'][:3])})"
         if first.kind == LOSS_DIFFERS and "step" in first.details:
             return f"{first.kind} at step {first.details['step']}"
+        if first.kind in (RULE_BROKEN, STOPPED) and first.details.get("what"):
+            return f"{first.kind} ({', '.join(first.details['what'][:3])})"[:200]
         return first.kind
 
     def text(self) -> str:
@@ -645,6 +696,9 @@ class Reproduction:
                 "reused": self.reused,
                 "loss": self.loss,
                 "time": self.time,
+                "probe": self.probe,
+                "static": self.static,
+                "watch": self.watch,
             }
         )
         return out
@@ -850,31 +904,118 @@ def describe_agreement(loss: dict[str, Any], time: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def judge_reproduction(claim: Claim, result: RunResult | None, new_log: Path | None, nproc: int) -> Reproduction:
-    """The verdict of one claimed run from its reproduction (``result`` is None for a reused log)."""
+def static_reading(claim: Claim) -> list[dict[str, Any]]:
+    """The compile-flags rule's reading of the claimed code (tools/judge/sourcecheck.py): the fast first reading,
+    shown beside what the probe saw."""
+    code = claim.code.decode("utf-8", "replace")
+    found = find_compile_flags(code, _short_version(claim.log.python_version))
+    return [{"line": f.line, "what": f.what[:300], "kind": f.kind, "option": f.option} for f in found]
+
+
+def probe_findings(v: Reproduction, probe: report.ProbeVerdict | None, ran: bool) -> None:
+    """The probe's judgement as findings of ``v``: rules broken (the verdict), an incomplete report."""
+    if probe is None:
+        if ran:
+            v.findings.append(Finding(PROBE_INCOMPLETE, "the run left no probe report", {}))
+        return
+    v.probe = probe.to_json()
+    if probe.findings:
+        what = report.verdict_options(probe)
+        shown = "; ".join(f"{f.rule}: {f.message}" for f in probe.findings[:5])
+        more = f" and {len(probe.findings) - 5} more" if len(probe.findings) > 5 else ""
+        v.findings.append(Finding(RULE_BROKEN, f"the probe saw the run break the rules: {shown}{more}", {"what": what}))
+    if probe.incomplete:
+        shown = "; ".join(probe.incomplete[:3])
+        v.findings.append(
+            Finding(
+                PROBE_INCOMPLETE,
+                f"the probe's report cannot be trusted whole: {shown} (the code may have attacked the probe)",
+                {"problems": probe.incomplete[:20]},
+            )
+        )
+    v.notes += [f"probe: {n}" for n in probe.notes]
+
+
+def gpu_findings(nproc: int, seen: Sequence[str], logged: Sequence[str]) -> list[Finding]:
+    """The ``hardware`` rule on a CUDA reproduction: the GPUs nvidia-smi saw its processes on (``seen``, from outside
+    the code) must be ``nproc`` distinct ones, and the ``host:`` line the code wrote (``logged``) must name exactly
+    them, each once: one GPU's UUID written eight times is one GPU."""
+    out = []
+    if len(set(seen)) != nproc:
+        out.append(
+            Finding(
+                RULE_BROKEN,
+                f"hardware: nvidia-smi saw the run's processes on {len(set(seen))} GPU(s), the run has {nproc} "
+                "process(es)",
+                {"what": ["hardware"]},
+            )
+        )
+    if logged and (len(set(logged)) != len(logged) or set(logged) != set(seen)):
+        out.append(
+            Finding(
+                RULE_BROKEN,
+                f"hardware: the reproduction's host line names {len(logged)} GPU(s) ({len(set(logged))} distinct), "
+                f"not the {len(set(seen))} nvidia-smi saw the run on: the code wrote a host line of its own",
+                {"what": ["hardware"]},
+            )
+        )
+    return out
+
+
+def judge_reproduction(
+    claim: Claim, result: RunResult | None, new_log: Path | None, nproc: int, saved_probe: Path | None = None
+) -> Reproduction:
+    """The verdict of one claimed run from its reproduction (``result`` is None for a reused log, whose probe
+    report was saved beside it as ``saved_probe``)."""
     v = Reproduction(claimed=str(claim.path), claimed_sha256=claim.log.file_sha256, nproc=nproc)
+    v.static = static_reading(claim)
+    if result is not None and result.watch is not None:
+        w = result.watch
+        v.watch = {
+            "peak_processes": w.peak_processes,
+            "peak_memory_bytes": w.peak_memory,
+            "output_bytes": w.output_bytes,
+            "seconds": round(w.seconds, 1),
+            "gpu_uuids": w.gpu_uuids,
+            "gpu_samples": w.gpu_samples,
+        }
+        if w.stopped is not None:
+            v.findings.append(
+                Finding(STOPPED, f"the sandbox stopped the run: {w.stopped.message}", {"what": [w.stopped.limit]})
+            )
+        if claim.device == "cuda" and w.gpu_samples == 0:
+            v.notes.append("the GPUs used were not seen: nvidia-smi did not answer the runner during the run")
+    if result is not None:
+        probe_findings(v, result.probe, ran=True)
+    else:
+        probe_findings(v, _read_saved_probe(saved_probe), ran=True)
     if result is not None and (result.returncode != 0 or result.log is None):
         last = "\n".join(f"      | {t}" for t in result.tail[-12:])
         why = f"exit code {result.returncode}" if result.returncode != 0 else "it wrote no log"
-        v.findings.append(
-            Finding(
-                RUN_FAILED,
-                f"the reproduction failed ({why}); its last lines:\n{last}",
-                {"exit_code": result.returncode},
+        if not any(f.kind == STOPPED for f in v.findings):
+            v.findings.append(
+                Finding(
+                    RUN_FAILED,
+                    f"the reproduction failed ({why}); its last lines:\n{last}",
+                    {"exit_code": result.returncode},
+                )
             )
-        )
         return v
     assert new_log is not None
     new = parse_log(new_log)
     v.reproduction, v.reproduction_sha256 = str(new_log), new.file_sha256
     v.gpu_names, v.python_version, v.torch_version = list(new.gpu_names), new.python_version, new.torch_version
+    if result is not None and result.watch is not None and claim.device == "cuda" and result.watch.gpu_samples:
+        v.findings += gpu_findings(nproc, result.watch.gpu_uuids, new.gpu_uuids)
     if new.final_step is None or new.final_step != new.total_steps:
         v.findings.append(
             Finding(RUN_FAILED, f"the reproduction's log {new_log} stops at step {new.final_step} of {new.total_steps}")
         )
         return v
     findings, notes, loss, time = compare_logs(claim.log, new, nproc_changed=nproc != claim.world_size)
-    v.findings, v.notes, v.loss, v.time = findings, notes, loss, time
+    v.findings += findings
+    v.notes += notes
+    v.loss, v.time = loss, time
     if nproc != claim.world_size:
         v.notes.insert(0, f"ran with {nproc} processes, the claimed run with {claim.world_size} (same global batch)")
     v.summary = describe_agreement(loss, time)
@@ -898,6 +1039,18 @@ def tools_commit() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+MAX_SUMMARY_ITEMS = 20
+
+
+def _probe_summary(v: Reproduction) -> dict[str, Any]:
+    """What reproduced.json keeps of the probe: clean or not, and in words what it saw broken or missing."""
+    if v.probe is None:  # a verdict made without a run (judge_reproduction adds a finding when the probe is missing)
+        return {"clean": v.ok, "findings": [] if v.ok else [f"{v.verdict}: no probe report"]}
+    said = [f"{f['rule']}: {f['message']}"[:300] for f in v.probe.get("findings", [])]
+    said += [f"incomplete: {x}"[:300] for x in v.probe.get("incomplete", [])]
+    return {"clean": bool(v.probe.get("clean")), "findings": said[:MAX_SUMMARY_ITEMS]}
 
 
 def write_reproduced(
@@ -924,6 +1077,8 @@ def write_reproduced(
                 "verdict": v.verdict,
                 "reproduced": v.ok,
                 "reproduction_sha256": v.reproduction_sha256,
+                "probe": _probe_summary(v),
+                "static": [f"line {f['line']}: {f['what']}"[:300] for f in v.static[:MAX_SUMMARY_ITEMS]],
             }
             for c, v in zip(claims, verdicts, strict=True)
         ],
@@ -951,9 +1106,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, metavar="DIR", help="the shard folder (default: the log's data_path)")
     p.add_argument(
         "--sandbox",
-        choices=("docker", "none"),
-        help="docker: in the project's image, no network, read-only mounts (default where a Docker engine "
-        "answers); none: run the code directly, for trusted code and CPU tests",
+        choices=("bwrap", "docker", "none"),
+        help="bwrap: bubblewrap, no daemon (the default where it works); docker: the project's image (the default "
+        "where bwrap does not work and an engine answers); both: no network, read-only root, only the output folder "
+        "writable, not root, limits. none: run the code unsandboxed as you, only for code you trust; without a "
+        "sandbox and without this option nothing runs",
+    )
+    p.add_argument(
+        "--limit",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a bound of the sandbox, repeatable: time=2h, memory=64G, processes=512, output=1G, file=1G (defaults: "
+        "30 min + 4x the claimed training time, 90%% of the memory, 256 per process, 1 GiB of output and per file)",
     )
     p.add_argument("--image", default=sandbox.DEFAULT_IMAGE, help="the Docker image (default: %(default)s)")
     p.add_argument("--out", type=Path, metavar="DIR", help="where the new logs go (default: reproductions/<record>)")
@@ -1080,16 +1244,41 @@ def _has_torch() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
 def _choose_sandbox(args: argparse.Namespace) -> str:
+    """The sandbox to run in: the one asked for, else bubblewrap where it works, else Docker where an engine answers
+    and the image is built; never none unless asked for in so many words."""
     kind: str | None = args.sandbox
     if kind is None:
-        kind = "docker" if sandbox.docker_engine() is None else "none"
+        bwrap = sandbox.bwrap_problem(_is_root())
+        docker = sandbox.docker_engine()
+        if bwrap is None:
+            kind = "bwrap"
+        elif docker is None and sandbox.image_present(args.image):
+            kind = "docker"
+        else:
+            docker_why = docker or f"the image {args.image!r} is not built (docker build -t {args.image} .)"
+            raise ValueError(
+                f"no sandbox can run the logs' code here: bwrap: {bwrap}; docker: {docker_why}. Install bubblewrap "
+                "(apt-get install bubblewrap) or start Docker and build the image; or, for code you trust, run it "
+                "unsandboxed with --sandbox none, which says what that means"
+            )
+    if kind == "bwrap":
+        problem = sandbox.bwrap_problem(_is_root())
+        if problem is not None:
+            raise ValueError(
+                f"--sandbox bwrap: {problem}. Install bubblewrap (apt-get install bubblewrap) where user namespaces "
+                "are allowed, or use --sandbox docker; for code you trust, --sandbox none"
+            )
     if kind == "docker":
         problem = sandbox.docker_engine()
         if problem is not None:
             raise ValueError(
-                f"--sandbox docker: {problem}. Start the Docker engine (or install Docker), or, for code you trust, "
-                "run it unsandboxed with --sandbox none"
+                f"--sandbox docker: {problem}. Start the Docker engine (or install Docker), use --sandbox bwrap, or, "
+                "for code you trust, run it unsandboxed with --sandbox none"
             )
         if not sandbox.image_present(args.image):
             raise ValueError(
@@ -1098,10 +1287,23 @@ def _choose_sandbox(args: argparse.Namespace) -> str:
             )
     elif not _has_torch():
         raise ValueError(
-            f"--sandbox none runs torchrun from this Python ({sys.executable}), which has no torch; "
+            f"--sandbox {kind} runs torchrun from this Python ({sys.executable}), which has no torch; "
             "install it with `pip install -r requirements.txt`, or use --sandbox docker"
         )
     return kind
+
+
+def _check_readable_by_sandbox(claim: Claim, data_dir: Path) -> None:
+    """A root caller's sandbox runs as uid 65534, which reads the data folder as "others" do."""
+    paths = [data_dir] + [data_dir / s.name for s in claim.shards]
+    closed = [
+        p for p in paths if (p.stat().st_mode & (0o005 if p.is_dir() else 0o004)) != (0o005 if p.is_dir() else 0o004)
+    ]
+    if closed:
+        raise ValueError(
+            f"{closed[0]}: not readable by other users, and the sandbox runs the code as uid 65534 (nobody), not as "
+            f"root; make the data readable with `chmod -R o+rX {data_dir}` or give --data DIR with readable shards"
+        )
 
 
 # A file name the log may give an appended file for --extract to write beside FILE: no folder, no '..', no option.
@@ -1231,29 +1433,35 @@ def run(args: argparse.Namespace) -> int:
         if args.reuse and (found := find_reusable(out, c, nproc)) is not None:
             reusable[i] = found
             continue
-        check_data(c, args.data if args.data is not None else Path(c.data_path), hasher)
+        data_dir = args.data if args.data is not None else Path(c.data_path)
+        check_data(c, data_dir, hasher)
+        if kind == "bwrap" and _is_root():
+            _check_readable_by_sandbox(c, data_dir)
         if c.device == "cuda" and gpus < nproc:
             raise ValueError(
                 f"{c.path}: the run used {nproc} CUDA process(es), but this machine shows {gpus} GPU(s) "
                 "(nvidia-smi -L); reproduce it on a GPU node like the one it ran on, or give --nproc N (time is "
                 "then not judged)"
             )
+    for given in args.limit or []:  # a bad --limit is a usage error before anything runs
+        sandbox.with_overrides(sandbox.default_limits(None, "cpu", 1), [given])
     if kind == "none" and len(reusable) < len(claims):
-        print(
-            "warning: --sandbox none: the logs' code runs unsandboxed on this machine, with your user's rights and "
-            "network; use it only for code you trust (CPU tests, your own runs)",
-            file=sys.stderr,
-        )
+        import getpass
+
+        print(NONE_WARNING.format(user=getpass.getuser()), file=sys.stderr)
     verdicts = []
     for i, c in enumerate(claims):
         nproc = args.nproc or c.world_size
         label = f"run {i + 1}/{len(claims)} ({c.path.name})"
         if i in reusable:
-            v = judge_reproduction(c, None, reusable[i], nproc)
+            saved = reusable[i].parent.with_suffix(".probe.json")
+            v = judge_reproduction(c, None, reusable[i], nproc, saved_probe=saved)
             v.reused = True
+            ran_in = (_read_saved(saved) or {}).get("sandbox")
+            v.sandbox = ran_in if ran_in in ("bwrap", "docker", "none") else None
         else:
             v = _reproduce_one(c, args, out, kind, nproc, label)
-        v.sandbox = kind if not v.reused else None
+            v.sandbox = kind
         verdicts.append(v)
         if args.json:
             sys.stdout.write(json.dumps(v.to_json()) + "\n")
@@ -1265,9 +1473,83 @@ def run(args: argparse.Namespace) -> int:
         print(f"{good} of {len(verdicts)} run(s) of {name} reproduced; the reproductions' logs are in {out}")
     if args.write_verdict:
         assert record is not None
-        path = write_reproduced(record, claims, verdicts, kind)
+        # The sandbox the runs ran in (a reused run's own); runs of several kinds, or unknown, are written as the
+        # weakest: none.
+        kinds = {v.sandbox or "none" for v in verdicts}
+        path = write_reproduced(record, claims, verdicts, kinds.pop() if len(kinds) == 1 else "none")
         print(f"verdicts written to {path}", file=sys.stderr)
     return 0 if good == len(verdicts) else 1
+
+
+# The settings of an untouched process, per sandbox and environment: computed once per invocation.
+_REFERENCES: dict[str, dict[str, Any]] = {}
+
+
+def reference_settings(argv: list[str], env: Mapping[str, str] | None, cwd: Path, key: str) -> dict[str, Any]:
+    """What ``probe.py reference`` prints, run with ``argv`` (the sandbox's command for it): torch's compile settings
+    and compile environment in a process that ran no record (kept under ``key``: the sandbox, device, working
+    folder and environment, which are all it depends on). Raises ValueError when it cannot be had."""
+    if key in _REFERENCES:
+        return _REFERENCES[key]
+    try:
+        out = subprocess.run(
+            argv,
+            env=None if env is None else dict(env),
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ValueError(
+            f"the probe's reference (torch's settings in an untouched process) could not be run: {e}"
+        ) from e
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    try:
+        data = json.loads(lines[-1]) if out.returncode == 0 and lines else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("configs"), dict):
+        tail = (out.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        raise ValueError(
+            f"the probe's reference (torch's settings in an untouched process) failed ({tail}); check that this "
+            "Python's torch imports in the sandbox (`python -c 'import torch._inductor.config'`)"
+        )
+    _REFERENCES[key] = data
+    return data
+
+
+def _read_saved(path: Path | None) -> dict[str, Any] | None:
+    if path is None or not path.is_file() or path.is_symlink():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_saved_probe(path: Path | None) -> report.ProbeVerdict | None:
+    data = _read_saved(path)
+    if data is None or not isinstance(data.get("findings"), list):
+        return None
+    return report.ProbeVerdict(
+        findings=[
+            report.ProbeFinding(str(f.get("rule")), str(f.get("message")), f.get("option"))
+            for f in data["findings"]
+            if isinstance(f, dict)
+        ],
+        incomplete=[str(x) for x in data.get("incomplete", [])],
+        notes=[str(x) for x in data.get("notes", [])],
+        facts=data.get("facts", {}) if isinstance(data.get("facts"), dict) else {},
+    )
+
+
+def _limits(claim: Claim, args: argparse.Namespace, nproc: int) -> sandbox.Limits:
+    final = claim.log.final
+    claimed_ms = final.train_time_ms if final is not None else None
+    return sandbox.with_overrides(sandbox.default_limits(claimed_ms, claim.device, nproc), args.limit or [])
 
 
 def _reproduce_one(
@@ -1277,31 +1559,104 @@ def _reproduce_one(
     code_file = _write_code(run_dir, claim)
     log_dir = _fresh_dir(run_dir)
     data_dir = args.data if args.data is not None else Path(claim.data_path)
+    limits = _limits(claim, args, nproc)
+    root = _is_root()
     container = None
-    if kind == "docker":
-        uid, gid = os.getuid(), os.getgid()
-        if uid == 0 or gid == 0:  # the code must not run as root: give the output folder to "nobody"
-            uid = gid = sandbox.NOBODY
-            os.chown(log_dir, uid, gid)
-        container = f"speedrun-reproduce-{uuid.uuid4().hex[:12]}"
-        spec = sandbox.DockerRun(
-            image=args.image,
-            code_file=code_file,
-            data_dir=data_dir,
-            out_dir=log_dir,
-            nproc=nproc,
-            gpus=claim.device == "cuda",
-            env=trainer_env(claim, sandbox.DATA_DIR, sandbox.OUT_DIR),
-            uid=uid,
-            gid=gid,
-            name=container,
+    channel = report.Channel(run_dir / f".{log_dir.name}.probe", others_may_write=root or kind == "docker")
+    result_fd = os.open(log_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if kind == "bwrap" else None
+    try:
+        if kind in ("docker", "bwrap") and root:
+            os.chown(log_dir, sandbox.NOBODY, sandbox.NOBODY)  # the code runs as nobody: its only writable folder
+        settings = trainer_env(claim, sandbox.DATA_DIR, sandbox.OUT_DIR)
+        if kind == "docker":
+            uid, gid = (sandbox.NOBODY, sandbox.NOBODY) if root or os.getgid() == 0 else (os.getuid(), os.getgid())
+            container = f"speedrun-reproduce-{uuid.uuid4().hex[:12]}"
+            spec = sandbox.DockerRun(
+                image=args.image,
+                code_file=code_file,
+                data_dir=data_dir,
+                out_dir=log_dir,
+                nproc=nproc,
+                gpus=claim.device == "cuda",
+                probe=PROBE_FILE,
+                report=channel.path,
+                limits=limits,
+                env=settings,
+                uid=uid,
+                gid=gid,
+                name=container,
+            )
+            argv, env = sandbox.docker_argv(spec), None
+            image_at = argv.index(args.image)
+            ref_argv = [*argv[:image_at], args.image, "python", sandbox.PROBE_FILE, "reference"]
+            ref_argv[ref_argv.index(container)] = f"{container}-reference"
+        elif kind == "bwrap":
+            bw = sandbox.BwrapRun(
+                code_file=code_file,
+                data_dir=data_dir,
+                out_dir=log_dir,
+                probe=PROBE_FILE,
+                report=channel.path,
+                nproc=nproc,
+                gpus=claim.device == "cuda",
+                limits=limits,
+                env=settings,
+                python_dirs=sandbox.python_dirs(REPOSITORY),
+                root=root,
+                gpu_devices=sandbox.gpu_devices() if claim.device == "cuda" else (),
+                passed={k: os.environ[k] for k in sandbox.PASSED_ENV if k in os.environ},
+                result_fd=result_fd if result_fd is not None else -1,
+            )
+            argv, env = sandbox.bwrap_argv(bw), None
+            ref_argv = sandbox.reference_argv(bw)
+        else:
+            env = local_env(os.environ, claim, data_dir, log_dir)
+            env.setdefault("TORCHINDUCTOR_CACHE_DIR", str((run_dir / ".compile-cache" / "inductor").resolve()))
+            env.setdefault("TRITON_CACHE_DIR", str((run_dir / ".compile-cache" / "triton").resolve()))
+            argv = local_argv(code_file, nproc, channel.path)
+            ref_argv = [sys.executable, str(PROBE_FILE), "reference"]
+        # Recorded first, in the same sandbox and environment, by a process that runs no line of the record.
+        cwd = out.resolve()  # one working folder for the runs and the reference: some of torch's defaults name it
+        what = {k: v for k, v in (env or {}).items() if not _RUN_VARIABLE_RE.match(k)}
+        where = str(cwd) if kind == "none" else sandbox.CODE_DIR  # a sandbox's working folder is always its own
+        reference = reference_settings(
+            ref_argv, env, cwd, json.dumps([kind, claim.device, where, sorted(what.items())])
         )
-        argv, env = sandbox.docker_argv(spec), None
-    else:
-        argv, env = local_argv(code_file, nproc), local_env(os.environ, claim, data_dir, log_dir)
-    print(
-        f"{label}: running {claim.path} (seed {claim.seed}, {nproc} process(es), sandbox {kind}) in {log_dir}",
-        file=sys.stderr,
+        print(
+            f"{label}: running {claim.path} (seed {claim.seed}, {nproc} process(es), sandbox {kind}) in {log_dir}",
+            file=sys.stderr,
+        )
+        result = run_trainer(
+            argv,
+            env,
+            cwd,
+            log_dir,
+            label,
+            container,
+            limits=limits,
+            cuda=claim.device == "cuda",
+            pass_fds=() if result_fd is None else (result_fd,),
+        )
+    finally:
+        raw = channel.finish()
+        if result_fd is not None:
+            os.close(result_fd)
+    track = str(claim.config.get("track") or "")
+    verdict = report.judge_report(
+        report.parse_stream(raw, channel.overflow),
+        reference,
+        rulebook_for(track, None, harness=True),
+        nproc,
+        {s.name: (s.split, s.sha256) for s in claim.shards},
     )
-    result = run_trainer(argv, env, run_dir, log_dir, label, container)
+    result.probe = verdict
+    _save_probe(log_dir.with_suffix(".probe.json"), verdict, kind)
     return judge_reproduction(claim, result, result.log, nproc)
+
+
+def _save_probe(path: Path, verdict: report.ProbeVerdict, kind: str) -> None:
+    """The probe's judgement and the sandbox beside the run's folder (outside it: the code could write there), for
+    --reuse."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(_json_safe({**verdict.to_json(), "sandbox": kind}), indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

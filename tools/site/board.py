@@ -159,6 +159,31 @@ class Row:
         return f"reproduced by the maintainers on {rep.date}: {reproduction_machine(rep)}"
 
     @property
+    def compile_static(self) -> list[str]:
+        """The ``compile-flags`` rule's reading of the record's code: each finding (a failure or, for a public
+        record, a note), "file: line N: what"; empty when the code reads as setting no compiler option."""
+        v = self.verdict
+        found = [f for f in (*v.failures, *v.notes) if f.rule == "compile-flags"]
+        return [f"{f.file.rsplit('/', 1)[-1]}: {f.evidence}" for f in found]
+
+    @property
+    def compile_runtime(self) -> list[tuple[str, str]] | None:
+        """What the run-time probe saw in the maintainers' reproduction of each run (log, words), from the record's
+        reproduced.json; None when no reproduction with the probe was recorded (format /1, or none)."""
+        rep = self.verdict.reproduced
+        if rep is None or not any(r.probe is not None for r in rep.runs):
+            return None
+        out = []
+        for r in rep.runs:
+            if r.probe is None:
+                out.append((r.log, "not probed"))
+            elif r.probe.clean and not r.probe.findings:
+                out.append((r.log, "clean: the compile settings were an untouched process's at every compile"))
+            else:
+                out.append((r.log, "; ".join(r.probe.findings) or "the probe's report is incomplete"))
+        return out
+
+    @property
     def title(self) -> str:
         meta = self.verdict.record.meta
         return meta.title if meta else readable_name(self.verdict.record.name)
