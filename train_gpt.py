@@ -2,8 +2,7 @@
 
 One self-contained file, read top to bottom: the recipe, then the harness (docs/recipe.md maps them; the log:
 docs/log-format.md). The recipe (`short`) is the public modded-nanogpt record of 2025-01-16, written fresh; ideas are
-credited where they appear. train_scale.py trains the same model from 1.5B to 175B parameters through the same Run.
-"""
+credited where they appear. train_scale.py trains the same model from 1.5B to 175B parameters through the same Run."""
 
 from __future__ import annotations
 
@@ -26,7 +25,6 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +44,7 @@ class SpeedrunError(ValueError):
 # the code is in the log. (The RunSettings of the harness below change no number a run computes.)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Hyperparameters:
     # data
     vocab_size: int = 50257  # unpadded vocabulary; its last token separates documents
@@ -136,7 +134,6 @@ def _inverse_scale(scale: float, ref: Tensor) -> Tensor:
 
 
 def _to_fp8(x: Tensor, w: Tensor, x_scale: float, w_scale: float) -> tuple[Tensor, Tensor]:
-    """The forward's scale-and-cast of both operands to e4m3 (elementwise work around the one matmul)."""
     return x.mul(x_scale).to(torch.float8_e4m3fn), w.mul(w_scale).to(torch.float8_e4m3fn)
 
 
@@ -164,7 +161,6 @@ def _(x, w, x_scale, w_scale, grad_scale, compiled=False):
 def fp8_mm_backward(
     grad_f8: Tensor, x_f8: Tensor, w_f8: Tensor, x_scale: float, w_scale: float, grad_scale: float
 ) -> tuple[Tensor, Tensor]:
-    """Gradients of fp8_mm from the e5m2 output gradient: (grad_x_TK in bf16, grad_w_NK in fp32)."""
     grad_f8 = grad_f8.contiguous()
     inv_grad, inv_x, inv_w = (_inverse_scale(s, grad_f8) for s in (grad_scale, x_scale, w_scale))
     grad_x = torch._scaled_mm(grad_f8, w_f8.t().contiguous().t(), inv_grad, inv_w, out_dtype=torch.bfloat16)  # w_NK
@@ -181,18 +177,15 @@ def _(grad_f8, x_f8, w_f8, x_scale, w_scale, grad_scale):
 
 
 def _fp8_mm_setup_context(ctx, inputs, output) -> None:
-    _, _, x_scale, w_scale, grad_scale, _ = inputs
-    _, x_f8, w_f8 = output
-    ctx.save_for_backward(x_f8, w_f8)
-    ctx.scales = x_scale, w_scale, grad_scale
+    ctx.save_for_backward(*output[1:])  # x_f8, w_f8
+    ctx.scales = inputs[2:5]  # x_scale, w_scale, grad_scale
     ctx.set_materialize_grads(False)
 
 
 def _fp8_mm_autograd(ctx, grad_out: Tensor, *_) -> tuple[Tensor, Tensor, None, None, None, None]:
-    x_f8, w_f8 = ctx.saved_tensors
     x_scale, w_scale, grad_scale = ctx.scales
     grad_f8 = grad_out.mul(grad_scale).to(torch.float8_e5m2)  # e5m2: range over precision for gradients
-    grad_x, grad_w = torch.ops.speedrun.fp8_mm_backward(grad_f8, x_f8, w_f8, x_scale, w_scale, grad_scale)
+    grad_x, grad_w = torch.ops.speedrun.fp8_mm_backward(grad_f8, *ctx.saved_tensors, x_scale, w_scale, grad_scale)
     return grad_x, grad_w, None, None, None, None
 
 
@@ -210,18 +203,14 @@ def zeropower_via_newtonschulz5(G: Tensor, steps: int = 5) -> Tensor:
     (Keller Jordan) maximise the slope at zero, batched over leading dims (@scottjmaddox, @YouJiacheng)."""
     assert G.ndim >= 2
     a, b, c = 3.4445, -4.7750, 2.0315
-    X = G.bfloat16()
-    transposed = G.size(-2) > G.size(-1)
-    if transposed:  # iterate on the smaller Gram matrix
-        X = X.mT
+    transposed = G.size(-2) > G.size(-1)  # iterate on the smaller Gram matrix
+    X = G.bfloat16().mT if transposed else G.bfloat16()
     X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)  # Frobenius norm >= spectral norm: spectral norm <= 1
     for _ in range(steps):
         A = X @ X.mT
         B = b * A + c * A @ A
         X = a * X + B @ X
-    if transposed:
-        X = X.mT
-    return X
+    return X.mT if transposed else X
 
 
 class Muon(torch.optim.Optimizer):
@@ -244,8 +233,7 @@ class Muon(torch.optim.Optimizer):
     def group_of(p: Tensor) -> object:  # a round all-gathers flat updates: one size per group (train_scale.py: shape)
         return p.numel()
 
-    def nesterov(self, p: Tensor, momentum: float) -> Tensor:
-        """Update p's momentum buffer with its gradient; return the Nesterov gradient (in the gradient's place)."""
+    def nesterov(self, p: Tensor, momentum: float) -> Tensor:  # updates p's momentum; the Nesterov gradient in p.grad
         if "momentum_buffer" not in self.state[p]:
             self.state[p]["momentum_buffer"] = torch.zeros_like(p.grad)
         buf = self.state[p]["momentum_buffer"]
@@ -297,8 +285,6 @@ def norm(x: Tensor) -> Tensor:
 
 
 class CastedLinear(nn.Linear):
-    """A bias-free linear layer whose fp32 weight is cast to the activations' dtype at use."""
-
     def __init__(self, in_features: int, out_features: int, zero_init: bool = False):
         self.zero_init = zero_init  # output projections and the head start at zero (@Grad62304977, muP-style)
         super().__init__(in_features, out_features, bias=False)
@@ -311,8 +297,7 @@ class CastedLinear(nn.Linear):
 
 
 class Embedding(nn.Embedding):
-    def reset_parameters(self) -> None:  # no init of its own, as CastedLinear
-        pass
+    reset_parameters = CastedLinear.reset_parameters  # no init of its own either
 
 
 class Rotary(nn.Module):
@@ -323,16 +308,13 @@ class Rotary(nn.Module):
         freqs = min_freq ** torch.linspace(0, 1, steps=head_dim // 4, dtype=torch.float32)
         freqs = torch.cat([freqs, freqs.new_zeros(head_dim // 4)])  # (head_dim/2,)
         theta_TF = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), freqs)
-        self.cos = nn.Buffer(theta_TF.cos(), persistent=False)
-        self.sin = nn.Buffer(theta_TF.sin(), persistent=False)
+        self.cos, self.sin = nn.Buffer(theta_TF.cos(), persistent=False), nn.Buffer(theta_TF.sin(), persistent=False)
 
     def forward(self, x_BTHD: Tensor, start: int = 0) -> Tensor:  # start: the first token's position
         T = x_BTHD.size(-3)
         cos, sin = self.cos[None, start : start + T, None, :], self.sin[None, start : start + T, None, :]
         x1, x2 = x_BTHD.float().chunk(2, dim=-1)  # dim i pairs with dim i + head_dim/2
-        y1 = x1 * cos + x2 * sin
-        y2 = x2 * cos - x1 * sin
-        return torch.cat((y1, y2), dim=-1).type_as(x_BTHD)
+        return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1).type_as(x_BTHD)
 
 
 def document_causal_window(docs_T: Tensor, window_blocks: Tensor, block_size: int):
@@ -351,10 +333,8 @@ def document_window_block_mask(docs_T: Tensor, window_blocks: Tensor, block_size
     """document_causal_window as a BlockMask whose block structure comes from block-level bounds (@YouJiacheng): a kv
     block is "full" (no mask evaluated) when every pair is visible, "partial" when some are, skipped otherwise."""
     docs_BNK = docs_T.view(-1, docs_T.size(-1) // block_size, block_size)  # (windows, blocks, block_size)
-    n = docs_BNK.size(1)
-    first, last = docs_BNK[..., 0], docs_BNK[..., -1]  # document ids at each block's ends
-    q = torch.arange(n, device=docs_T.device)[:, None]
-    k = torch.arange(n, device=docs_T.device)[None, :]
+    n, first, last = docs_BNK.size(1), docs_BNK[..., 0], docs_BNK[..., -1]  # first, last: each block's end doc ids
+    q, k = torch.arange(n, device=docs_T.device)[:, None], torch.arange(n, device=docs_T.device)[None, :]
     in_window = (k <= q) & (q - k < window_blocks)
     # documents are contiguous, so for k <= q block k reaches q's documents iff its last id >= q's first id,
     # and every pair is visible iff both blocks lie inside one document and k is strictly before q
@@ -381,7 +361,7 @@ class CausalSelfAttention(nn.Module):
         self.num_heads, self.head_dim, self.attn_scale = args.num_heads, args.head_dim, args.attn_scale
         hdim, dim = args.num_heads * args.head_dim, args.model_dim
         self.qkv_w = nn.Parameter(torch.empty(3, hdim, dim))  # merged q, k, v weights
-        self.lambdas = nn.Parameter(torch.empty(2))  # v = l0 * v + l1 * value_embedding
+        self.lambdas = nn.Parameter(torch.empty(2))  # v = l0 * v + l1 * value embedding (@KoszarskyB, @Grad62304977)
         self.rotary = Rotary(args.head_dim, max_seq_len, args.rope_min_freq)
         self.c_proj = CastedLinear(hdim, dim, zero_init=True)
 
@@ -392,22 +372,17 @@ class CausalSelfAttention(nn.Module):
         q, k = norm(q), norm(k)  # QK-norm
         start = 0 if cache is None else cache.length  # decoding: these tokens follow the cached ones
         q, k = self.rotary(q, start), self.rotary(k, start)
-        if ve_TD is not None:  # value embeddings (@KoszarskyB, @Grad62304977)
-            v = self.lambdas[0] * v + self.lambdas[1] * ve_TD.view_as(v)
-        else:
-            v = self.lambdas[0] * v
+        v = self.lambdas[0] * v + self.lambdas[1] * ve_TD.view_as(v) if ve_TD is not None else self.lambdas[0] * v
         if cache is not None:  # the queries see the cached keys and values too
             k, v = cache.update(self, k, v)
         y_BHTD = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask, self.attn_scale)
-        y_BTD = y_BHTD.transpose(1, 2).contiguous().view(B, T, -1)
-        return self.c_proj(y_BTD)
+        return self.c_proj(y_BHTD.transpose(1, 2).contiguous().view(B, T, -1))
 
 
 class MLP(nn.Module):
     def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.c_fc = CastedLinear(dim, hidden)
-        self.c_proj = CastedLinear(hidden, dim, zero_init=True)
+        self.c_fc, self.c_proj = CastedLinear(dim, hidden), CastedLinear(hidden, dim, zero_init=True)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.c_proj(F.relu(self.c_fc(x)).square())  # ReLU^2 (So et al. 2021, @Grad62304977)
@@ -416,8 +391,7 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, args: Hyperparameters, layer: int, max_seq_len: int):
         super().__init__()
-        has_attention = args.attention_pattern[layer] != "-"  # e.g. layer 7 of the record has none
-        self.attn = CausalSelfAttention(args, max_seq_len) if has_attention else None
+        self.attn = CausalSelfAttention(args, max_seq_len) if args.attention_pattern[layer] != "-" else None
         self.mlp = MLP(args.model_dim, args.mlp_ratio * args.model_dim)
         self.lambdas = nn.Parameter(torch.empty(2))  # x = l0 * x + l1 * x0
 
@@ -433,11 +407,10 @@ class GPT(nn.Module):
         super().__init__()
         self.args = args
         vocab, dim, layers = -(-args.vocab_size // 128) * 128, args.model_dim, args.num_layers  # padded vocabulary
-        max_seq_len = max(args.train_seq_len, args.val_seq_len)
         self.embed = Embedding(vocab, dim)
         # value embeddings: tables 0..n-1 on the first n layers and again on the last n (@YouJiacheng's 012...012)
         self.value_embeds = nn.ModuleList(Embedding(vocab, dim) for _ in range(args.num_value_embeds))
-        self.blocks = nn.ModuleList(Block(args, i, max_seq_len) for i in range(layers))
+        self.blocks = nn.ModuleList(Block(args, i, max(args.train_seq_len, args.val_seq_len)) for i in range(layers))
         self.lm_head = CastedLinear(dim, vocab, zero_init=True)
         # U-net skips (@brendanh0gan): outputs of the first half are added, weighted, to inputs of the second
         self.skip_weights = nn.Parameter(torch.empty(layers // 2))
@@ -472,7 +445,6 @@ class GPT(nn.Module):
         return rule
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Parameters by optimizer role: Muon takes `hidden`, Adam the rest (each with its own lr)."""
         hidden, embed = [p for p in self.blocks.parameters() if p.ndim >= 2], [self.embed.weight]
         embed += [e.weight for e in self.value_embeds]
         scalar = [p for p in self.parameters() if p.ndim < 2]
@@ -510,8 +482,7 @@ class GPT(nn.Module):
             else:
                 masks[kind] = document_window_block_mask(docs_BT, blocks, args.block_size)
         x = x0 = norm(self.embed(input_BT))  # (B, T, D); norm of the embedding by @Grad62304977
-        skips = []
-        n_skip = len(self.skip_weights)
+        skips, n_skip = [], len(self.skip_weights)
         for i, block in enumerate(self.blocks):
             if i >= layers - n_skip:
                 x = x + self.skip_weights[i - (layers - n_skip)] * skips.pop()
@@ -526,8 +497,7 @@ class GPT(nn.Module):
             logits = fp8_mm(x_TD, self.lm_head.weight, *scales, args.compile)[0]
         else:  # evaluation uses the bf16 head
             logits = self.lm_head(x_TD)
-        # soft cap: cap * sigmoid(z / temp) = cap/2 * (tanh(z / 2 temp) + 1) (Gemma 2; @Grad62304977, @KoszarskyB,
-        # @YouJiacheng), in fp32
+        # soft cap (Gemma 2; @Grad62304977, @KoszarskyB, @YouJiacheng): cap/2 (tanh(z/2temp) + 1) = cap sigmoid(z/temp)
         return args.logit_cap * torch.sigmoid(logits.float() / args.logit_temperature)
 
 
@@ -543,7 +513,6 @@ class KVCache:
                 m.cos, m.sin = longer.cos, longer.sin
 
     def update(self, layer: nn.Module, k_BTHD: Tensor, v_BTHD: Tensor) -> tuple[Tensor, Tensor]:
-        """Keep a layer's new keys and values; return all of them so far."""
         if layer not in self.kv:
             shape = (k_BTHD.size(0), self.docs_BT.size(1), *k_BTHD.shape[2:])
             self.kv[layer] = k_BTHD.new_empty(shape), v_BTHD.new_empty(shape)
@@ -556,13 +525,11 @@ class KVCache:
 # Data: FineWeb-format .bin shards (llm.c): 256 int32 header (magic, version, token count), then uint16 tokens.
 
 SHARD_MAGIC, SHARD_VERSION, SHARD_HEADER_BYTES = 20240520, 1, 256 * 4
+Shard = collections.namedtuple("Shard", ["path", "split", "tokens"])  # split: "train" or "val"
 
 
 class ShardError(SpeedrunError):
     """A file that is not a valid token shard (or holds the wrong tokens); the message names it and the fix."""
-
-
-Shard = collections.namedtuple("Shard", ["path", "split", "tokens"])  # split: "train" or "val"
 
 
 def data_fix(args: Hyperparameters, data_path: str) -> str:
@@ -574,7 +541,6 @@ def data_fix(args: Hyperparameters, data_path: str) -> str:
 
 
 def read_shard_header(path: str | os.PathLike, fix: str) -> int:
-    """Validate a shard's header against its size; return its token count."""
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as f:
@@ -606,19 +572,16 @@ def plan_shards(args: Hyperparameters, data_path: str, split: str, tokens_needed
     folder, fix, batch = Path(data_path), data_fix(args, data_path), args.windows_per_step * args.train_seq_len
     if not folder.is_dir():
         raise SpeedrunError(f"data folder {folder} does not exist (DATA_PATH={data_path}); {fix}.")
-    shards, need = [], tokens_needed or args.num_iterations
-
-    def have() -> int:  # what the shards so far hold: tokens as one stream, or train steps
-        return sum(s.tokens if tokens_needed else steps_in_shard(s.tokens, batch) for s in shards)
-
+    shards, need, have = [], tokens_needed or args.num_iterations, 0  # have: tokens as one stream, or train steps
     for path in sorted(folder.glob(f"*_{split}_*.bin")):
-        if have() >= need:
+        if have >= need:
             break
         shards.append(Shard(path, split, read_shard_header(path, fix)))
+        have += shards[-1].tokens if tokens_needed else steps_in_shard(shards[-1].tokens, batch)
     if not shards:
         raise SpeedrunError(f"data folder {folder} holds no {split} shards (*_{split}_*.bin); {fix}.")
-    if have() < need:  # train steps each read batch + 1 tokens from one shard and skip the tails that cannot
-        what = f"{have():,} {'tokens' if tokens_needed else f'steps of {batch + 1:,} tokens (shard tails skipped)'}"
+    if have < need:  # train steps each read batch + 1 tokens from one shard and skip the tails that cannot
+        what = f"{have:,} {'tokens' if tokens_needed else f'steps of {batch + 1:,} tokens (shard tails skipped)'}"
         held = f"({len(shards)}, {sum(s.tokens for s in shards):,} tokens)"
         raise SpeedrunError(f"the {split} shards in {data_path} {held} hold {what} but this run needs {need:,}; {fix}.")
     return shards
@@ -662,8 +625,7 @@ class TokenWindows:
 
 class TrainWindows:
     """The training windows in the 2025-01-16 record's order: each step's batch (windows_per_step windows, +1 token)
-    lies in ONE shard, whose steps start at its tokens 0, B, 2B, ... and whose tail that cannot hold a batch is never
-    read (190 steps per 100M-token shard for short). windows[step, j] is the same on any world size."""
+    lies in ONE shard, at its tokens 0, B, 2B, ... (steps_in_shard). windows[step, j] is the same on any world size."""
 
     def __init__(self, shards: list[Shard], seq_len: int, windows_per_step: int, device: torch.device):
         self.shards = shards  # memory-mapped: a run reads only the slices it asks for
@@ -671,8 +633,7 @@ class TrainWindows:
         self.seq_len, self.batch_tokens, self.device = seq_len, seq_len * windows_per_step, device
         self.first_step = np.cumsum([0] + [steps_in_shard(s.tokens, self.batch_tokens) for s in shards])
 
-    def locate(self, step: int, j: int) -> tuple[int, int]:
-        """(index of the shard in the list, offset of the window's first token in that shard)."""
+    def locate(self, step: int, j: int) -> tuple[int, int]:  # (shard index, offset of the window's first token)
         if not 0 <= step < self.first_step[-1]:
             raise IndexError(f"step {step}: these train shards feed steps 0..{self.first_step[-1] - 1}")
         i = int(np.searchsorted(self.first_step, step, side="right")) - 1  # shards that feed no step are passed over
@@ -685,11 +646,8 @@ class TrainWindows:
 
 
 def inputs_and_targets(tokens: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
-    """seq_len + 1 tokens -> (inputs int32, targets int64) of seq_len on the device."""
-    buf = tokens.to(torch.int32)
-    if device.type == "cuda":  # pinned memory lets the copy run asynchronously
-        buf = buf.pin_memory()
-    buf = buf.to(device, non_blocking=True)
+    buf = tokens.to(torch.int32)  # pinned memory (CUDA) lets the copy run asynchronously
+    buf = (buf.pin_memory() if device.type == "cuda" else buf).to(device, non_blocking=True)
     return buf[:-1], buf[1:].long()
 
 
@@ -699,21 +657,18 @@ def inputs_and_targets(tokens: Tensor, device: torch.device) -> tuple[Tensor, Te
 
 
 def synchronize(device: torch.device) -> None:
-    """Wait for queued device work, so that a clock read afterwards measures it (CPU ops are synchronous)."""
-    if device.type == "cuda":
+    if device.type == "cuda":  # waits for queued work, so that a clock read measures it (CPU ops are synchronous)
         torch.cuda.synchronize(device)
 
 
 def build_model(args: Hyperparameters, seed: int, d: Dist) -> GPT:
-    """The model on the device, identical on every rank."""
     torch.manual_seed(seed)
     with torch.device(d.device):
         model = GPT(args)
     # bf16 embedding tables on CUDA, as in the record (bf16 activations); CPUs are fast in fp32 (most lack bf16 units)
-    if d.cuda:
-        for m in model.modules():
-            if isinstance(m, nn.Embedding):
-                m.bfloat16()
+    for m in model.modules() if d.cuda else ():
+        if isinstance(m, nn.Embedding):
+            m.bfloat16()
     if d.world_size > 1:  # ranks start identical even if some init kernel were nondeterministic
         for t in model.state_dict().values():
             dist.broadcast(t, src=0)
@@ -729,9 +684,8 @@ def build_optimizers(model: GPT, args: Hyperparameters, d: Dist, muon: type[Muon
     adam = torch.optim.Adam(adam_groups, betas=betas, eps=args.adam_eps, fused=d.cuda)
     kw = dict(weight_decay=args.muon_weight_decay, compiled=args.compile)
     hidden = muon(groups["hidden"], args.muon_lr, args.muon_momentum, args.ns_steps, d.rank, d.world_size, **kw)
-    for opt in (adam, hidden):
-        for group in opt.param_groups:
-            group["initial_lr"] = group["lr"]
+    for group in adam.param_groups + hidden.param_groups:
+        group["initial_lr"] = group["lr"]
     roles = dict(muon=groups["hidden"], adam=groups["head"] + groups["embed"] + groups["scalar"])
     return adam, hidden, grads(roles)
 
@@ -771,9 +725,7 @@ class GradBuckets:
         for buf, other in zip(self.flat, first_half or [], strict=False):
             buf.add_(other)
         if d.world_size > 1:
-            self.works = {
-                role: [dist.all_reduce(b, async_op=True) for b in bufs] for role, bufs in self.buckets.items()
-            }
+            self.works = {r: [dist.all_reduce(b, async_op=True) for b in bufs] for r, bufs in self.buckets.items()}
         return losses
 
     def finish_mean(self, role: str, scale: float) -> None:
@@ -804,8 +756,7 @@ def warm_up(model: nn.Module, weights: list[Tensor], opts, args: Hyperparameters
 
 
 def lr_factor(step: int, args: Hyperparameters) -> float:
-    """The learning rate's multiplier: 1, then decaying linearly over the last cooldown_frac of the steps to
-    lr_final_frac: w + f (1 - w), w = min((1 - step / num_iterations) / cooldown_frac, 1), the record's arithmetic."""
+    """The lr multiplier: 1, then linear over the last cooldown_frac of steps to lr_final_frac, in the record's math."""
     w = min((1 - step / args.num_iterations) / args.cooldown_frac, 1.0)
     return w + args.lr_final_frac * (1 - w)
 
@@ -837,10 +788,8 @@ def gather_window_losses(losses: Tensor, d: Dist) -> Tensor:
 
 
 def train_step(step: int, model: nn.Module, opts, windows, args: Hyperparameters, d: Dist, dummy=None) -> Tensor:
-    """One optimizer step on windows_per_step windows (this process's: windows_of_rank); returns the mean loss as a
-    device tensor (no sync). opts: (Adam, Muon, gradient accumulator)."""
-    adam, muon, grads = opts
-    window = window_tensor(step, args, d)
+    """One optimizer step on this process's windows (windows_of_rank); the mean loss as a device tensor (no sync)."""
+    (adam, muon, grads), window = opts, window_tensor(step, args, d)
 
     def forward_backward(j: int | range) -> Tensor:  # window j, or (train_scale.py) the windows j as one batch
         batch = [windows[step, i] if dummy is None else dummy for i in (j if isinstance(j, range) else [j])]
@@ -852,9 +801,8 @@ def train_step(step: int, model: nn.Module, opts, windows, args: Hyperparameters
 
     losses = grads.accumulate(forward_backward, windows_of_rank(args, d), d)
     factor = lr_factor(step, args)
-    for opt in (adam, muon):
-        for group in opt.param_groups:
-            group["lr"] = group["initial_lr"] * factor
+    for group in adam.param_groups + muon.param_groups:
+        group["lr"] = group["initial_lr"] * factor
     frac = min(step / args.muon_momentum_warmup_steps, 1) if args.muon_momentum_warmup_steps else 1
     for group in muon.param_groups:
         group["momentum"] = (1 - frac) * args.muon_momentum_start + frac * args.muon_momentum
@@ -862,18 +810,15 @@ def train_step(step: int, model: nn.Module, opts, windows, args: Hyperparameters
     muon.step()
     grads.finish_mean("adam", 1 / args.windows_per_step)
     adam.step()
-    mine = torch.stack([losses[j] for j in sorted(losses)])
-    return gather_window_losses(mine, d).sum() / args.windows_per_step
+    return gather_window_losses(torch.stack([losses[j] for j in sorted(losses)]), d).sum() / args.windows_per_step
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, windows: TokenWindows, args: Hyperparameters, d: Dist, step: int) -> float:
-    """Mean loss over the val_tokens / val_seq_len validation windows, each process taking a contiguous run and the
-    sum taken in window order; in eval mode (the bf16 head), leaving the model in the mode it found it in."""
+    """Mean loss over the validation windows, summed in window order; in eval mode (the bf16 head), then as it was."""
     was_training = model.training
     model.eval()
-    window = window_tensor(step, args, d)
-    n = args.val_tokens // args.val_seq_len
+    window, n = window_tensor(step, args, d), args.val_tokens // args.val_seq_len
     mine = range(d.rank * n // d.world_size, (d.rank + 1) * n // d.world_size)  # n is a multiple of world_size
     losses = torch.stack([model(*windows[j], window) for j in mine])
     model.train(was_training)
@@ -881,16 +826,17 @@ def evaluate(model: nn.Module, windows: TokenWindows, args: Hyperparameters, d: 
 
 
 def train(model, opts, run: Run, start: tuple[int, float]) -> float:
-    """Steps start[0]+1 .. num_iterations, the clock going on from start[1] ms; returns the train time in ms. run.saves:
-    None, or (every, save(step, train_time_ms)), called with the clock stopped every `every` steps and at the last."""
+    """Steps start[0]+1 .. num_iterations, the clock going on from start[1] ms (stopped for run.saves); returns it."""
     args, d, log, save = run.plan.args, run.d, run.log, run.saves
     total, (first, train_time_ms) = args.num_iterations, start
     train_windows = TrainWindows(run.plan.train_shards, args.train_seq_len, args.windows_per_step, d.device)
     val_windows = TokenWindows(run.plan.val_shards, args.val_seq_len, args.val_tokens + 1, d.device)
     pending = None  # (step, loss tensor, train_time_ms read without a sync) of the step whose loss is unread
 
-    def check(what: str, loss: float, step: int) -> None:
+    def record(kind: str, step: int, loss: float, ms: float) -> None:  # kind: "train" or "val"
+        log(f"step:{step}/{total} {kind}_loss:{loss:.4f} train_time:{ms:.0f}ms step_avg:{ms / max(step, 1):.2f}ms")
         if not math.isfinite(loss):
+            what = "training" if kind == "train" else "validation"
             stop = f"the {what} loss became {loss} at step {step}; stopping the run. The log up to here is kept in"
             log(f"error: {stop} {log.path}.", console=False)
             raise SpeedrunError(f"{stop} {log.path}.")
@@ -898,12 +844,8 @@ def train(model, opts, run: Run, start: tuple[int, float]) -> float:
     def report(entry: tuple | None) -> None:
         # Reading a step's loss waits for that step; we read it only after the next step is queued, so the
         # device never idles waiting for the host (one step of delay in noticing a NaN, no per-step bubble).
-        if entry is None:
-            return
-        step, loss_t, ms = entry
-        loss = loss_t.item()
-        log(f"step:{step}/{total} train_loss:{loss:.4f} train_time:{ms:.0f}ms step_avg:{ms / step:.2f}ms")
-        check("training", loss, step)
+        if entry is not None:
+            record("train", entry[0], entry[1].item(), entry[2])
 
     synchronize(d.device)
     t0 = time.perf_counter()
@@ -917,10 +859,7 @@ def train(model, opts, run: Run, start: tuple[int, float]) -> float:
             report(pending)
             pending = None
             if validating:
-                val_loss = evaluate(model, val_windows, args, d, step)
-                ms, avg = train_time_ms, train_time_ms / max(step, 1)
-                log(f"step:{step}/{total} val_loss:{val_loss:.4f} train_time:{ms:.0f}ms step_avg:{avg:.2f}ms")
-                check("validation", val_loss, step)
+                record("val", step, evaluate(model, val_windows, args, d, step), train_time_ms)
             if saving:
                 save[1](step, train_time_ms)
             synchronize(d.device)
@@ -942,14 +881,13 @@ def train(model, opts, run: Run, start: tuple[int, float]) -> float:
 
 
 class Dist(collections.namedtuple("Dist", "rank world_size local_rank device")):
-    """This process among the run's: torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; `python train_gpt.py` is one."""
-
     @property
     def cuda(self) -> bool:
         return self.device.type == "cuda"
 
 
 def setup_distributed() -> Dist:
+    """This process among the run's: torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; `python train_gpt.py` is one."""
     env, cuda = dict(os.environ), torch.cuda.is_available()
     rank, world_size, local_rank = int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
     if cuda and local_rank >= torch.cuda.device_count():
@@ -963,10 +901,8 @@ def setup_distributed() -> Dist:
     return Dist(rank, world_size, local_rank, device)
 
 
-@dataclass(frozen=True)
-class RunSettings:
-    """What a run is told besides the recipe (environment variables): none of it changes a number it computes."""
-
+@dataclasses.dataclass(frozen=True)
+class RunSettings:  # what a run is told besides the recipe (environment variables)
     seed: int | None = None  # SEED; None: drawn at random (the config line has the seed used)
     data_path: str = "data/fineweb10B"  # DATA_PATH: the folder of *_train_*.bin and *_val_*.bin shards
     log_dir: str = "logs"  # LOG_DIR: the log goes to <log_dir>/<run_id>.txt
@@ -974,8 +910,7 @@ class RunSettings:
 
 
 def env_int(env: dict[str, str], name: str, meaning: str) -> int | None:
-    """An integer environment variable; None when unset or empty."""
-    try:
+    try:  # None when unset or empty
         return int(env[name], 10) if env.get(name, "").strip() else None
     except ValueError:
         raise SpeedrunError(f"{name}={env[name].strip()!r} is not a whole number: give {meaning}.") from None
@@ -1006,12 +941,10 @@ def resolve_config(env: dict[str, str], presets: dict[str, Hyperparameters]) -> 
     for key, value in given.items():
         if key not in types:
             run = "(run settings, such as the seed and the data folder, have variables: docs/log-format.md)"
-            raise SpeedrunError(
-                f"SPEEDRUN_OVERRIDES: {key!r} is not a Hyperparameters field {run}; fields: {', '.join(types)}."
-            )
+            fields = f"fields: {', '.join(types)}"
+            raise SpeedrunError(f"SPEEDRUN_OVERRIDES: {key!r} is not a Hyperparameters field {run}; {fields}.")
         want = types[key]
-        if want is float and type(value) is int:
-            value = float(value)
+        value = float(value) if want is float and type(value) is int else value
         if not isinstance(value, want) or (want is int and isinstance(value, bool)):
             raise SpeedrunError(f"SPEEDRUN_OVERRIDES: {key} must be a {want.__name__}, got {value!r}.")
         if value != getattr(args, key):  # only what changes the preset: an override disqualifies a record run
@@ -1020,7 +953,6 @@ def resolve_config(env: dict[str, str], presets: dict[str, Hyperparameters]) -> 
 
 
 def validate(args: Hyperparameters, world_size: int) -> None:
-    """Reject configurations the code cannot run exactly, before any work is done."""
     sizes = ("vocab_size", "train_seq_len", "windows_per_step", "val_seq_len", "val_tokens", "num_layers")
     sizes += ("model_dim", "num_heads", "head_dim", "mlp_ratio", "block_size", "window_final_tokens")
     problems = [f"{name}={getattr(args, name)} must be positive" for name in sizes if getattr(args, name) < 1]
@@ -1050,26 +982,20 @@ def validate(args: Hyperparameters, world_size: int) -> None:
         raise SpeedrunError("invalid configuration: " + "; ".join(problems) + ".")
 
 
-SEPARATOR = "=" * 100
-
-
 class RunLog:
-    """Rank 0's log, kept open for the whole run (path None on the other ranks: they write nothing)."""
-
-    def __init__(self, path: Path | None):
+    def __init__(self, path: Path | None):  # rank 0's log, open for the whole run; path None on the other ranks
         self.path, self.file = path, None
         try:
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self.file = open(path, "x", encoding="utf-8")
         except OSError as e:
-            msg = f"cannot write the log {path}: {e.strerror or e}; set LOG_DIR to a writable folder."
-            raise SpeedrunError(msg) from e
+            fix = "set LOG_DIR to a writable folder"
+            raise SpeedrunError(f"cannot write the log {path}: {e.strerror or e}; {fix}.") from e
 
     def __call__(self, line: str, console: bool = True) -> None:
         if self.file is not None:
-            self.file.write(line + "\n")
-            self.file.flush()
+            print(line, file=self.file, flush=True)
             if console:
                 print(line, flush=True)
 
@@ -1128,6 +1054,7 @@ def parameter_counts(args: Hyperparameters) -> dict[str, int]:
 
 # a run's configuration (track: (track, target val loss)), settings and shards, all checked
 RunPlan = collections.namedtuple("RunPlan", "preset track args overrides settings val_shards train_shards")
+SEPARATOR = "=" * 100  # the log: the code, this line, the environment block, this line, the training lines
 
 
 class Run:
@@ -1151,7 +1078,6 @@ class Run:
             return 1
 
     def make_plan(self) -> RunPlan:
-        """Configuration, settings and the shards to read, all checked: a setup mistake surfaces here."""
         preset, args, overrides = resolve_config(self.env, self.presets)
         settings = self.settings(preset, args)
         val_shards = plan_shards(args, settings.data_path, "val", args.val_tokens + 1)
@@ -1176,8 +1102,7 @@ class Run:
         return Path(self.plan.settings.log_dir) / f"{self.run_id}.txt"
 
     def header(self, code: str, data: dict, **extra) -> None:  # hook: extra, more of the config line
-        """The code, a separator, the environment block (all ranks take part), a separator. The config line: every
-        Hyperparameters field, what the run derives, the seed, and the other RunSettings under "run"."""
+        """The code, a separator, the environment block (all ranks take part), a separator."""
         plan, d, log, seed, run_id = self.plan, self.d, self.log, self.seed, self.run_id
         args, accum, (track, target) = plan.args, plan.args.windows_per_step // d.world_size, plan.track
         config = dict(dataclasses.asdict(args), preset=plan.preset, track=track, world_size=d.world_size)
@@ -1224,9 +1149,8 @@ class Run:
             os.replace(folder / "config.json.tmp", folder / "config.json")
         except OSError as e:
             where = f"the run finished (its log is complete) but its weights were not written to {folder}"
-            raise SpeedrunError(
-                f"{where}: {e.strerror or e}; free space or set SPEEDRUN_EXPORT to a writable folder."
-            ) from e
+            fix = "free space or set SPEEDRUN_EXPORT to a writable folder"
+            raise SpeedrunError(f"{where}: {e.strerror or e}; {fix}.") from e
         self.log(f"export: final weights written to {folder} in {time.perf_counter() - started:.1f}s")
 
     def close(self) -> None:  # hook: at the end, whether the run finished or failed
@@ -1262,7 +1186,6 @@ class Run:
 
 
 preflight = Run.preflight
-
 
 if __name__ == "__main__":
     status = Run.main(CODE)

@@ -748,6 +748,15 @@ def test_parameter_counts_match_the_built_model() -> None:
     assert counts["hidden"] == sum(p.numel() for p in model.param_groups()["hidden"])
 
 
+# ----------------------------------------------------------------------------------------------- the file itself
+
+
+def test_train_gpt_stays_within_1200_lines() -> None:
+    """Every reviewer reads the record file whole and every log embeds it, so train_gpt.py keeps to 1,200 lines."""
+    lines = (REPO_ROOT / "train_gpt.py").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 1200, f"train_gpt.py has {len(lines)} lines: trim it to at most 1,200"
+
+
 # ----------------------------------------------------------------------------------------------- docs/recipe.md
 
 
