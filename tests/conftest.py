@@ -69,10 +69,19 @@ def public_records(public_repo: Path) -> Path:
     return public_repo / "records"
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A test over the public speedrun's whole tree (it clones the bundle and reads ~830 logs) belongs to the slow
-    tier with the training runs: `python -m pytest -m "not slow"` is the fast tier for local work."""
+    tier with the training runs: `python -m pytest -m "not slow"` is the fast tier for local work.
+
+    The workers (pytest-xdist, `--dist loadgroup`) take tests one by one, except that the tests of a file that share
+    a module-scoped fixture (a training run, a reproduction) go to one worker together, so that it is made once: the
+    long files' other tests spread over the workers instead of queueing behind them."""
     slow = pytest.mark.slow
     for item in items:
         if {"public_repo", "public_records"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(slow)
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs if info is not None else {}
+        if any(d.scope in ("module", "package", "class") for name in item.fixturenames for d in defs.get(name, ())):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))

@@ -276,8 +276,10 @@ def test_a_killed_runs_staging_folder_is_never_a_set_and_is_cleared(tmp_path, en
 
 
 # data/fineweb.py as a command, with a tiny BPE (GPT-2's cannot be fetched here) and the pool of worker processes.
+# SIGUSR1 prints every thread's stack (faulthandler): what the test shows when the child does not stop.
 CHILD = """
-import sys
+import faulthandler, signal, sys
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 from data import fineweb
 from data.tiny_bpe import train_encoding
 encoding = train_encoding(["the shard token model data train loss speed record"] * 4, n_merges=30)
@@ -314,7 +316,14 @@ def test_ctrl_c_stops_a_download_in_the_pools_task_thread_at_once(tmp_path, docu
             assert part.exists(), "the download never started"
             child.send_signal(signal.SIGINT)
             sent = time.monotonic()
-            out, err = child.communicate(timeout=30)
+            try:
+                out, err = child.communicate(timeout=60)
+            except subprocess.TimeoutExpired:  # it hangs: fail with where each of its threads is
+                child.send_signal(signal.SIGUSR1)
+                time.sleep(2)
+                child.kill()
+                out, err = child.communicate()
+                pytest.fail(f"Ctrl-C did not stop the run within 60 s; its threads:\n{err[-6000:]}")
             stopped_after = time.monotonic() - sent
         finally:
             child.kill()
