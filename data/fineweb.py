@@ -278,6 +278,7 @@ def hub_documents(
 # ----------------------------------------------------------------------------- tokenization
 
 _ENCODING: tiktoken.Encoding | None = None
+SIGNAL_POLL_S = 0.25  # longest wait on the pool between two looks for a pending Ctrl-C
 
 
 def _init_worker(encoding: tiktoken.Encoding) -> None:
@@ -336,7 +337,16 @@ def tokenize_stream(documents: Iterable[str], encoding: tiktoken.Encoding, pool:
             yield tokenize_batch(batch, encoding)
         return
     # imap keeps order; the task pipe gives back-pressure, so text is read only a little ahead of the workers.
-    yield from pool.imap(tokenize_batch, batches(documents))
+    results = pool.imap(tokenize_batch, batches(documents))
+    while True:
+        # Wait in short slices: Ctrl-C may be delivered to another thread of this process (the download or tqdm's
+        # monitor), and then an untimed wait here never wakes to raise KeyboardInterrupt (seen under load).
+        try:
+            yield results.next(timeout=SIGNAL_POLL_S)
+        except multiprocessing.TimeoutError:
+            continue
+        except StopIteration:
+            return
 
 
 def load_encoding(name: str) -> tiktoken.Encoding:

@@ -335,6 +335,43 @@ def test_ctrl_c_stops_a_download_in_the_pools_task_thread_at_once(tmp_path, docu
     assert not (tmp_path / "out").exists()
 
 
+OTHER_THREAD_CHILD = """
+import signal, sys, threading
+from data import fineweb
+from data.tiny_bpe import train_encoding
+encoding = train_encoding(["the shard token model data train loss speed record"] * 4, n_merges=30)
+stop = threading.Event()
+
+def documents():  # read by the pool's task thread, like a download
+    yield "the shard token"
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # the kernel hands Ctrl-C to this thread
+    while not stop.wait(0.05):
+        pass
+
+try:
+    with fineweb.tokenizer_pool(encoding, 2) as pool:
+        try:
+            for _ in fineweb.tokenize_stream(documents(), encoding, pool):
+                pass
+        finally:
+            stop.set()
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+def test_ctrl_c_delivered_to_another_thread_still_stops_the_pool():
+    """A process-wide SIGINT goes to any thread that does not block it. When the download thread took it, the main
+    thread slept in an untimed wait on the pool and never raised KeyboardInterrupt (a hang seen under load); the
+    wait is now sliced so the pending Ctrl-C is seen within SIGNAL_POLL_S."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    try:  # it stops in well under a second; the limit only leaves room for a loaded machine
+        done = subprocess.run([sys.executable, "-c", OTHER_THREAD_CHILD], cwd=REPO_ROOT, env=env, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("Ctrl-C taken by the pool's task thread did not stop the main thread within 30 s")
+    assert done.returncode == 130
+
+
 def test_tokenizer_problems_are_explained(tmp_path, capsys):
     (tmp_path / "a.txt").write_text("hello")
     argv = ["--input", tmp_path / "a.txt", "--out", tmp_path / "out"]
