@@ -198,6 +198,11 @@ fp8_mm.register_autograd(_fp8_mm_autograd, setup_context=_fp8_mm_setup_context)
 all_gather_flat = getattr(dist, "all_gather_single", dist.all_gather_into_tensor)  # renamed in 2.13; GPUs run 2.11+
 
 
+def bf16_matmul(x: Tensor, y: Tensor) -> Tensor:
+    """x @ y in bf16 (sums in fp32, rounded once). CPUs lacking bf16 units: the same as an fp32 matmul, ~27x faster."""
+    return (x.float() @ y.float()).bfloat16() if x.device.type == "cpu" else x @ y
+
+
 def zeropower_via_newtonschulz5(G: Tensor, steps: int = 5) -> Tensor:
     """U S V^T -> U S' V^T, S' roughly in [0.7, 1.2], in bf16: a quintic Newton-Schulz iteration whose coefficients
     (Keller Jordan) maximise the slope at zero, batched over leading dims (@scottjmaddox, @YouJiacheng)."""
@@ -207,9 +212,9 @@ def zeropower_via_newtonschulz5(G: Tensor, steps: int = 5) -> Tensor:
     X = G.bfloat16().mT if transposed else G.bfloat16()
     X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)  # Frobenius norm >= spectral norm: spectral norm <= 1
     for _ in range(steps):
-        A = X @ X.mT
-        B = b * A + c * A @ A
-        X = a * X + B @ X
+        A = bf16_matmul(X, X.mT)
+        B = b * A + bf16_matmul(c * A, A)
+        X = a * X + bf16_matmul(B, X)
     return X.mT if transposed else X
 
 
