@@ -75,13 +75,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     tier with the training runs: `python -m pytest -m "not slow"` is the fast tier for local work.
 
     The workers (pytest-xdist, `--dist loadgroup`) take tests one by one, except that the tests of a file that share
-    a module-scoped fixture (a training run, a reproduction) go to one worker together, so that it is made once: the
-    long files' other tests spread over the workers instead of queueing behind them."""
+    a fixture made once for them (module-scoped, or session-scoped and defined in that file: a training run, a
+    reproduction) go to one worker together, so that it is made once: the long files' other tests spread over the
+    workers instead of queueing behind them. Slow tests and their groups are handed out first, so that the many
+    short tests fill the workers' last minutes instead of one worker finishing a long group alone."""
     slow = pytest.mark.slow
+    groups: dict[pytest.Item, str] = {}
     for item in items:
         if {"public_repo", "public_records"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(slow)
         info = getattr(item, "_fixtureinfo", None)
         defs = info.name2fixturedefs if info is not None else {}
-        if any(d.scope in ("module", "package", "class") for name in item.fixturenames for d in defs.get(name, ())):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+        module = item.nodeid.split("::")[0]
+        shared = (d for name in item.fixturenames for d in defs.get(name, ()))
+        if any(
+            d.scope in ("module", "package", "class") or (d.scope == "session" and d.baseid == module) for d in shared
+        ):
+            item.add_marker(pytest.mark.xdist_group(module))
+            groups[item] = module
+    heavy = {groups.get(item) for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: not (item.get_closest_marker("slow") or groups.get(item, "") in heavy))
