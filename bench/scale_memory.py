@@ -97,8 +97,12 @@ def tensor_bytes(tensors) -> int:
     return sum(storages.values())
 
 
-def measure(args: tg.Hyperparameters, d: tg.Dist, micro_windows: int = 1, recompute: bool = False) -> dict[str, int]:
-    """The terms above, in bytes, for this rank; the model is built, trained three steps and dropped."""
+def measure(
+    args: tg.Hyperparameters, d: tg.Dist, micro_windows: int = 1, recompute: bool = False, steps: int = 3
+) -> dict[str, int]:
+    """The terms above, in bytes, for this rank, read at the last of `steps` (>= 2) training steps; the model is
+    built, trained and dropped."""
+    assert steps >= 2, "the first step creates the optimizer state: the terms are read at a later one"
     meter = Meter(d)
     meter.reset()
     base = meter.now()  # CPU: the process after its imports; CUDA: the allocator's bytes (what lies outside is fixed)
@@ -120,7 +124,7 @@ def measure(args: tg.Hyperparameters, d: tg.Dist, micro_windows: int = 1, recomp
     tokens = torch.randint(0, args.vocab_size, (args.train_seq_len + 1,), generator=gen)
     dummy = tg.inputs_and_targets(tokens, d.device)
     result: dict[str, int] = {}
-    for step in range(3):  # the first creates the optimizer state; the last two are measured alike
+    for step in range(steps):  # the first creates the optimizer state; the later ones are measured alike
         held = meter.now()
         meter.reset()
         tg.train_step(step, model, opts, None, args, d, dummy=dummy)

@@ -92,7 +92,8 @@ def main() -> None:
     torch.set_num_threads(1)
     d = tg.setup_distributed()
     # first, in the fresh process: the plan's CPU fixed term is the code torch maps on first use
-    result: dict = {"terms": measure(CASES[case], d, int(case.split("/")[1]))}
+    # two steps, not the benchmark's three: the second and the third read alike (within 0.1 % on each term)
+    result: dict = {"terms": measure(CASES[case], d, int(case.split("/")[1]), steps=2)}
     if len(sys.argv) == 2:
         checks(result, out, d)
     name = case.replace("/", "_")

@@ -89,7 +89,7 @@ def test_a_rank_builds_only_its_slices(measured) -> None:
 @pytest.mark.slow
 def test_the_memory_plan_is_within_10_percent_of_the_measured_peak(measured) -> None:
     """plan_memory for device "cpu" against bench/scale_memory.py's measurement of a fresh process (build, optimizers,
-    three steps), term by term: the 30M model on 1 process (window pairs, whole gradients) and on 2, the tiny preset
+    two steps), term by term: the 30M model on 1 process (window pairs, whole gradients) and on 2, the tiny preset
     with 1 and with 4 windows per micro-step. The steady terms are the tensors' own bytes (the sharding rule and
     FSDP2's padding), forward and backward the transient that the micro-step multiplies, fixed the code torch maps."""
     cases = [(1, 1, MEMORY_MODEL, measured[1]), (2, 1, MEMORY_MODEL, measured[2])]

@@ -76,7 +76,12 @@ def test_write_then_load_round_trip_and_corrupt_table(tmp_path: Path) -> None:
 def test_cli_without_network_fails_cleanly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from huggingface_hub import constants
+
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import: a worker that imported it earlier would go to the network
+    # (and spend ~20 s on retries without one) unless its constant is set too
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     out = tmp_path / "table.json"
     assert main(["known-shards", "--repo", "kjj0/fineweb10B-gpt2", "--out", str(out)]) == 2
     assert "cannot list kjj0/fineweb10B-gpt2" in capsys.readouterr().err and not out.exists()
