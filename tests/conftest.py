@@ -28,14 +28,17 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # machine, and it does not notice a changed custom-op schema: a graph compiled by a checkout whose
 # speedrun::fp8_mm took 6 arguments was replayed against one whose op takes 5. Each test session gets its
 # own cache (inherited by the trainers the tests launch), removed when the session ends.
-_INDUCTOR_CACHE = tempfile.mkdtemp(prefix="speedrun-tests-inductor-")
-os.environ["TORCHINDUCTOR_CACHE_DIR"] = _INDUCTOR_CACHE
-atexit.register(shutil.rmtree, _INDUCTOR_CACHE, ignore_errors=True)
 # The tools' cache of parsed logs and code readings (tools/common/cache.py) likewise: each session starts empty, so a
 # test never reads an entry another checkout's tools wrote, and the user's own cache is never touched.
-_TOOLS_CACHE = tempfile.mkdtemp(prefix="speedrun-tests-tools-cache-")
-os.environ["SPEEDRUN_CACHE"] = _TOOLS_CACHE
-atexit.register(shutil.rmtree, _TOOLS_CACHE, ignore_errors=True)
+# A session's workers (pytest-xdist) share the two folders the process that started them made (both caches write
+# an entry whole and rename it into place): the public tree is then parsed, and a kernel compiled, once per session.
+if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("SPEEDRUN_TESTS_CACHES_OF") == str(os.getppid()):
+    pass  # a worker: the folders are its parent's, which removes them
+else:
+    for _variable, _prefix in (("TORCHINDUCTOR_CACHE_DIR", "inductor-"), ("SPEEDRUN_CACHE", "tools-cache-")):
+        os.environ[_variable] = tempfile.mkdtemp(prefix=f"speedrun-tests-{_prefix}")
+        atexit.register(shutil.rmtree, os.environ[_variable], ignore_errors=True)
+    os.environ["SPEEDRUN_TESTS_CACHES_OF"] = str(os.getpid())
 
 
 def skip_or_fail(reason: str) -> None:
