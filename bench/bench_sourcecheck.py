@@ -1,10 +1,10 @@
 """Benchmark: the compile-flags rule on the public speedrun's distinct codes, cold and warm.
 
-    python bench/bench_sourcecheck.py                       # $SPEEDRUN_PUBLIC_RECORDS or the default below
+    python bench/bench_sourcecheck.py                       # $SPEEDRUN_PUBLIC_RECORDS, else a clone of the bundle
     python bench/bench_sourcecheck.py --records PATH --repeat 3
 
 Reads every log of the public repository's records/track_1_short and records/track_2_medium (--records, else
-$SPEEDRUN_PUBLIC_RECORDS, else /tmp/scratch/modded-nanogpt/records), keeps the distinct inputs of
+$SPEEDRUN_PUBLIC_RECORDS, else a temporary clone of ../shared/public-speedrun/*.bundle), keeps the distinct inputs of
 find_compile_flags as rule_compile_flags makes them (a code section, the Python its log names, the files
 appended to it), and prints the CPU seconds (time.process_time) of judging all of them once:
 
@@ -30,7 +30,6 @@ import warnings
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_RECORDS = Path("/tmp/scratch/modded-nanogpt/records")
 TRACKS = ("track_1_short", "track_2_medium")
 
 
@@ -84,8 +83,13 @@ def run_child(inputs_file: Path, cache: str, parse_too: bool = False) -> dict[st
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    default = Path(os.environ.get("SPEEDRUN_PUBLIC_RECORDS") or DEFAULT_RECORDS)
-    ap.add_argument("--records", type=Path, default=default, help=f"the public records folder (default {default})")
+    default = os.environ.get("SPEEDRUN_PUBLIC_RECORDS")
+    ap.add_argument(
+        "--records",
+        type=Path,
+        default=Path(default) if default else None,
+        help="the public records folder (default: $SPEEDRUN_PUBLIC_RECORDS, else a clone of the shared bundle)",
+    )
     ap.add_argument("--repeat", type=int, default=3, help="processes per measurement; the median is printed")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--parse-too", action="store_true", help=argparse.SUPPRESS)
@@ -93,6 +97,17 @@ def main() -> int:
     if args.child is not None:
         child(args.child, args.parse_too)
         return 0
+    if args.records is None:
+        with tempfile.TemporaryDirectory(prefix="bench-sourcecheck-clone-") as tmp:
+            sys.path.insert(0, str(REPO_ROOT))
+            from bench.bench_tools import clone_bundle
+
+            args.records = clone_bundle(Path(tmp)) / "records"
+            return measure(args)
+    return measure(args)
+
+
+def measure(args: argparse.Namespace) -> int:
     if not all((args.records / t).is_dir() for t in TRACKS):
         print(
             f"error: {args.records} has no {' and '.join(TRACKS)}: the benchmark needs the public records",

@@ -8,7 +8,6 @@ classes of issue 11; the concrete attacks of that issue are kept outside the rep
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import sys
 from collections.abc import Iterator
@@ -612,16 +611,13 @@ def test_the_cache_off_and_the_memo_bounded(cache_dir: Path, monkeypatch: pytest
     assert find_compile_flags("x = 0\nexec(x)\n", HERE) == find_compile_flags("x = 0\nexec(x)\n", HERE, cached=False)
 
 
-PUBLIC_RECORDS = Path(os.environ.get("SPEEDRUN_PUBLIC_RECORDS") or "/tmp/scratch/modded-nanogpt/records")
-
-
-def test_the_public_records_read_the_same_cached_and_every_flag_names_its_option(cache_dir: Path) -> None:
+def test_the_public_records_read_the_same_cached_and_every_flag_names_its_option(
+    cache_dir: Path, public_records: Path
+) -> None:
     """Over the public speedrun's records (a clone beside the checkout; skipped without one): the findings of
     every distinct code read fresh, through the cache and back from the disk are the same, and every FLAG
     names the option it sets (what a caller needs to exempt coordinate_descent_tuning on the medium track)."""
-    tracks = [PUBLIC_RECORDS / t for t in ("track_1_short", "track_2_medium")]
-    if not all(t.is_dir() for t in tracks):
-        pytest.skip(f"the public records are not at {PUBLIC_RECORDS} (set SPEEDRUN_PUBLIC_RECORDS)")
+    tracks = [public_records / t for t in ("track_1_short", "track_2_medium")]
     inputs: dict[tuple[str, str | None, tuple[str, ...]], None] = {}
     for path in sorted(p for t in tracks for p in t.rglob("*") if p.suffix in (".txt", ".log") and p.is_file()):
         log = parse_log(path)

@@ -2,12 +2,11 @@
 
 The fixture README (tests/fixtures/public-speedrun/, FIXTURE.md) is the public README at its merge of
 2026-04-18; the numbers asserted here were counted from it by hand. Tests over the whole public tree read
-its records folder from $SPEEDRUN_PUBLIC_RECORDS and skip when it is absent (CI has no clone).
+a clone of ../shared/public-speedrun's bundle (conftest's public_records) and skip where it is absent.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
@@ -28,7 +27,6 @@ from tools.judge.upstream import (
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "public-speedrun"
 README = FIXTURE / "README.md"
 RECORDS = FIXTURE / "records"
-PUBLIC_RECORDS = Path(os.environ.get("SPEEDRUN_PUBLIC_RECORDS", "/tmp/scratch/modded-nanogpt/records"))
 
 T1, T2 = "track_1_short", "track_2_medium"
 MOVED_LINK = "records/track_2_medium/2025-09-11_SecondInputEmbed/000_592014ec-6781-4f59-b274-c4af68ccfe75.txt"
@@ -426,17 +424,15 @@ def test_find_readme(tmp_path: Path) -> None:
 # --- the whole public tree ---------------------------------------------------------------------------------
 
 
-def test_every_linked_row_of_the_public_tree_resolves() -> None:
-    if not PUBLIC_RECORDS.is_dir():
-        pytest.skip(f"the public speedrun's records are not at {PUBLIC_RECORDS} (set SPEEDRUN_PUBLIC_RECORDS)")
-    readme = find_readme(PUBLIC_RECORDS)
-    assert readme is not None, f"no README with a record table beside {PUBLIC_RECORDS}"
+def test_every_linked_row_of_the_public_tree_resolves(public_records: Path) -> None:
+    readme = find_readme(public_records)
+    assert readme is not None, f"no README with a record table beside {public_records}"
     rows = read_tables(readme)
     assert {r.track for r in rows} == {T1, T2}
-    resolved = resolve(rows, PUBLIC_RECORDS)
+    resolved = resolve(rows, public_records)
     unresolved = [f"{r.row.track} #{r.row.number}: {'; '.join(r.how)}" for r in resolved if r.missing]
     assert unresolved == []
     for r in resolved:
         assert bool(r.files) == bool(r.row.log_links), r
-        assert r.folder is not None and r.folder.parent == PUBLIC_RECORDS / r.row.track or not r.files, r
-        assert all(f.is_file() and f.resolve().is_relative_to(PUBLIC_RECORDS.resolve()) for f in r.files)
+        assert r.folder is not None and r.folder.parent == public_records / r.row.track or not r.files, r
+        assert all(f.is_file() and f.resolve().is_relative_to(public_records.resolve()) for f in r.files)
