@@ -148,6 +148,7 @@ def test_run_sh_repeats_the_trainers_error_after_torchruns_report(tmp_path: Path
     assert "step:1/10 train_loss:" in log.read_text()  # the log up to the failure is kept
 
 
+@pytest.mark.slow  # run.sh: a shell and a Python that imports torch per case
 def test_run_sh_refuses_a_bad_process_count_before_any_work(tmp_path: Path) -> None:
     env = dict(os.environ, LOG_DIR=str(tmp_path / "logs"), DATA_PATH=str(tmp_path / "none"), CUDA_VISIBLE_DEVICES="")
     for nproc in ("abc", "0", "-2"):
@@ -161,6 +162,7 @@ def test_run_sh_refuses_a_bad_process_count_before_any_work(tmp_path: Path) -> N
     assert not (tmp_path / "none").exists() and not list((tmp_path / "logs").glob("*.txt"))
 
 
+@pytest.mark.slow  # run.sh: a shell and a Python that imports torch per case
 def test_run_sh_sends_each_preset_to_its_file(tmp_path: Path) -> None:
     """run.sh launches train_scale.py for the ladder's presets (its case list is train_scale.PRESETS) and
     train_gpt.py for the record file's; the wrong file's preflight would refuse the preset."""

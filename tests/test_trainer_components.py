@@ -96,6 +96,7 @@ def test_block_mask_matches_dense_reference(seed: int) -> None:
                     assert got == expected, f"block ({q}, {k}), window {w}: {got} but the tile is {expected}"
 
 
+@pytest.mark.slow  # torch.compile: inductor's C++ builds take 10-25 s on 2 cores
 def test_compiled_flex_attention_uses_the_block_structure_correctly() -> None:
     """The fused kernel skips mask_mod in full blocks and skips absent blocks: compare it with naive attention.
     As in the model, the BlockMask is built inside the compiled graph (fullgraph: no graph breaks)."""
@@ -324,6 +325,7 @@ def test_fp8_ops_pass_torch_library_checks() -> None:
     )
 
 
+@pytest.mark.slow  # torch.compile: inductor's C++ builds take 10-25 s on 2 cores
 def test_fp8_head_traces_with_fullgraph_compile() -> None:
     x, w, grad = fp8_inputs(2)
 
@@ -344,6 +346,7 @@ def test_fp8_head_traces_with_fullgraph_compile() -> None:
     assert rel_err(gx_c, gx_e) < 0.05 and rel_err(gw_c, gw_e) < 0.05
 
 
+@pytest.mark.slow  # torch.compile: inductor's C++ builds take 10-25 s on 2 cores
 def test_compiled_newton_schulz_and_fp8_casts_agree_with_eager() -> None:
     """compile=True runs Newton-Schulz and the FP8 op's scale-and-cast through torch.compile (as the record does);
     compile=False keeps both eager. Compiled on CPU here, small: inductor's C++ build takes seconds."""
