@@ -96,5 +96,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         ):
             item.add_marker(pytest.mark.xdist_group(module))
             groups[item] = module
-    heavy = {groups.get(item) for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: not (item.get_closest_marker("slow") or groups.get(item, "") in heavy))
+    heavy = {group for item, group in groups.items() if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: not (item.get_closest_marker("slow") or groups.get(item) in heavy))
